@@ -1,0 +1,61 @@
+//! The core model of [tether]: session ids, records, deltas, expiry, value codecs and the
+//! [`SessionStore`] contract that every tether store implements.
+//!
+//! This crate does no I/O. Application code uses `tether-sessions` (the tower layer) and a store
+//! crate (`tether-memory`, `tether-redis`, ...); store authors depend on this crate alone.
+//!
+//! # Example
+//!
+//! How a store sees one request that changed one key:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//! use tether_core::{Changes, Codec, Expiry, Id, Record, Timestamp};
+//!
+//! let codec = Codec::default();
+//! let now = Timestamp::now();
+//! let mut record = Record::new(Id::random()?, Expiry::new(now, Duration::from_secs(1800), None), now);
+//! record.data.insert("visits".into(), codec.encode(&1u32)?);
+//!
+//! // A request bumps `visits`; only that key travels to the store.
+//! let mut changes = Changes::new();
+//! changes.insert("visits", codec.encode(&2u32)?);
+//! changes.apply_to(&mut record.data);
+//!
+//! let visits: u32 = codec.decode(&record.data["visits"])?;
+//! assert_eq!(visits, 2);
+//! # Ok::<(), tether_core::Error>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `json` | [`Codec::Json`], values encoded as JSON |
+//!
+//! [tether]: https://github.com/tether-rs/tether
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(not(test), forbid(clippy::panic))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+
+mod changes;
+mod codec;
+mod error;
+mod expiry;
+mod id;
+mod record;
+mod store;
+mod time;
+
+pub use changes::Changes;
+pub use codec::Codec;
+pub use error::{BoxError, Error, ErrorKind, error_chain};
+pub use expiry::Expiry;
+pub use id::{ID_LEN, Id, InvalidId};
+pub use record::{Record, encoded_len};
+pub use store::{Applied, Created, Cycled, SessionStore};
+pub use time::Timestamp;
+
+/// `Result` with tether's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

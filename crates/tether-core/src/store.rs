@@ -1,0 +1,102 @@
+//! The contract every session store fulfils.
+
+use async_trait::async_trait;
+
+use crate::{Changes, Error, Expiry, Id, Record};
+
+/// Outcome of [`SessionStore::create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "an `IdTaken` outcome means nothing was stored"]
+pub enum Created {
+    /// The record was stored.
+    Created,
+    /// A live session already has this id; nothing was written. The caller retries with a new id.
+    IdTaken,
+}
+
+/// Outcome of [`SessionStore::apply`] and [`SessionStore::touch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a `Missing` outcome means nothing was written"]
+pub enum Applied {
+    /// The session existed and was updated.
+    Applied,
+    /// The session does not exist (never did, was deleted, or expired); nothing was written.
+    Missing,
+}
+
+/// Outcome of [`SessionStore::cycle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "only `Moved` means the session lives under the new id"]
+pub enum Cycled {
+    /// The data now lives under the new id and the old id names nothing.
+    Moved,
+    /// The old session does not exist; nothing was written.
+    Missing,
+    /// The new id is already taken; the old session is unchanged. Retry with another id.
+    IdTaken,
+}
+
+/// A place where sessions live: memory, Redis, a replicated cluster.
+///
+/// Every method is one round trip on a networked store. The contract, which the conformance suite
+/// in `tether-testkit` checks for every store:
+///
+/// - [`create`](Self::create) inserts only if the id is free, atomically.
+/// - [`apply`](Self::apply) applies a delta, key by key, only if the session exists. Two
+///   concurrent `apply` calls that change different keys both take effect.
+/// - Deletion is final: once a session was deleted or expired, no `apply`, `touch` or `cycle`
+///   brings it back.
+/// - A session past its [`Expiry::expires_at`] is never returned by [`load`](Self::load), even if
+///   the backend has not evicted it yet.
+/// - Failures are [`Error`]s that say whether they are transient; stored data that cannot be
+///   decoded is [`Error::Corrupt`]. No method panics on what it finds in the backend.
+///
+/// The trait is object safe: the session layer holds an `Arc<dyn SessionStore>`.
+///
+/// # Example
+///
+/// A store that forgets everything, to show the shape of an implementation:
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+///
+/// #[derive(Debug)]
+/// struct Forgetful;
+///
+/// #[async_trait]
+/// impl SessionStore for Forgetful {
+///     async fn load(&self, _: &Id) -> Result<Option<Record>, Error> { Ok(None) }
+///     async fn create(&self, _: &Record) -> Result<Created, Error> { Ok(Created::Created) }
+///     async fn apply(&self, _: &Id, _: &Changes, _: &Expiry) -> Result<Applied, Error> {
+///         Ok(Applied::Missing)
+///     }
+///     async fn touch(&self, _: &Id, _: &Expiry) -> Result<Applied, Error> { Ok(Applied::Missing) }
+///     async fn delete(&self, _: &Id) -> Result<(), Error> { Ok(()) }
+///     async fn cycle(&self, _: &Id, _: &Id) -> Result<Cycled, Error> { Ok(Cycled::Missing) }
+/// }
+///
+/// let store: std::sync::Arc<dyn SessionStore> = std::sync::Arc::new(Forgetful);
+/// # let _ = store;
+/// ```
+#[async_trait]
+pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
+    /// The session with this id, or `None` when there is none (or it expired).
+    async fn load(&self, id: &Id) -> Result<Option<Record>, Error>;
+
+    /// Stores a new session if no live session has its id.
+    async fn create(&self, record: &Record) -> Result<Created, Error>;
+
+    /// Applies `changes` to an existing session and sets its expiry to `expiry`.
+    async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error>;
+
+    /// Sets the expiry of an existing session without changing its data.
+    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error>;
+
+    /// Deletes a session. Deleting a session that does not exist is not an error.
+    async fn delete(&self, id: &Id) -> Result<(), Error>;
+
+    /// Moves a session's data and expiry from `old` to `new` (used at login, so an id an attacker
+    /// planted before authentication is worthless after it). Afterwards `old` names nothing.
+    async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error>;
+}
