@@ -1,0 +1,22 @@
+//! Test kit for tether (not published).
+//!
+//! - [`store_conformance!`] generates the store conformance suite as `#[tokio::test]`s for any
+//!   [`SessionStore`](tether_core::SessionStore); every store crate calls it from its `tests/`.
+//! - [`conformance`] holds the checks themselves, one `async fn` each, to call one by one.
+//!
+//! # Example
+//!
+//! In `crates/my-store/tests/conformance.rs` (the crate needs `tokio` with `macros` and
+//! `rt-multi-thread` as a dev-dependency):
+//!
+//! ```
+//! # mod my_store { pub use tether_memory::MemoryStore as MyStore; }
+//! use my_store::MyStore;
+//!
+//! tether_testkit::store_conformance!(async { MyStore::new() });
+//! # fn main() {}
+//! ```
+
+pub mod conformance;
+
+pub use conformance::Fixture;
