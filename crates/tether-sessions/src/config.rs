@@ -1,0 +1,52 @@
+//! Settings the layer hands to every request's session.
+
+use std::time::Duration;
+
+use tether_core::{Codec, Expiry, Timestamp};
+
+use crate::transport::{Protection, Transport};
+
+/// Default idle timeout: a session unused for this long ends.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Default absolute lifetime: no session lives longer, however active.
+pub const DEFAULT_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default touch threshold: the store's deadline is extended once a quarter of the idle timeout
+/// has passed since the last extension.
+pub const DEFAULT_TOUCH_THRESHOLD: f64 = 0.25;
+/// Default limit on a session's encoded size (keys plus values): 64 KiB.
+pub const DEFAULT_MAX_SIZE: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) transport: Transport,
+    pub(crate) protection: Protection,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) touch_threshold: f64,
+    pub(crate) max_size: usize,
+    pub(crate) codec: Codec,
+    pub(crate) save_on_server_error: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            transport: Transport::default(),
+            protection: Protection::Plain,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            absolute_lifetime: Some(DEFAULT_ABSOLUTE_LIFETIME),
+            touch_threshold: DEFAULT_TOUCH_THRESHOLD,
+            max_size: DEFAULT_MAX_SIZE,
+            codec: Codec::default(),
+            save_on_server_error: false,
+        }
+    }
+}
+
+impl Config {
+    /// The expiry of a session created at `now`.
+    pub(crate) fn new_expiry(&self, now: Timestamp, idle_timeout: Option<Duration>) -> Expiry {
+        let absolute = self.absolute_lifetime.map(|lifetime| now + lifetime);
+        Expiry::new(now, idle_timeout.unwrap_or(self.idle_timeout), absolute)
+    }
+}

@@ -1,0 +1,216 @@
+//! The session layer and its settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cookie::SameSite;
+use http::HeaderName;
+use tether_core::{Codec, SessionStore};
+use tower_layer::Layer;
+
+use crate::config::Config;
+use crate::transport::Protection;
+use crate::{KeyRing, SessionService};
+
+/// Adds sessions to a tower service: every request gets a [`Session`](crate::Session) in its
+/// extensions, saved to `store` before the response is returned.
+///
+/// The defaults are safe: the id travels in a cookie named `sid` that is `Secure`, `HttpOnly`,
+/// `SameSite=Lax`, `Path=/`, host-only and ends with the browser session; a session ends after
+/// 24 hours unused or 7 days after it began; its deadline in the store is extended once a quarter
+/// of the idle timeout has passed; it holds at most 64 KiB.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use tether_memory::MemoryStore;
+/// use tether_sessions::{KeyRing, SessionLayer, cookie::Key};
+///
+/// # let secret = [7u8; 64];
+/// let sessions = SessionLayer::new(MemoryStore::new())
+///     .with_cookie_name("app")
+///     .with_host_prefix(true)
+///     .with_signed(KeyRing::new(Key::try_from(&secret[..])?))
+///     .with_idle_timeout(Duration::from_secs(30 * 60))
+///     .with_absolute_lifetime(Some(Duration::from_secs(12 * 3600)));
+///
+/// let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(sessions);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SessionLayer {
+    store: Arc<dyn SessionStore>,
+    config: Arc<Config>,
+}
+
+impl SessionLayer {
+    /// Sessions kept in `store`, with the default settings.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// Sessions kept in a store that is shared already.
+    pub fn from_arc(store: Arc<dyn SessionStore>) -> Self {
+        Self {
+            store,
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// The cookie's name (default `sid`). It must be an HTTP token: letters, digits and
+    /// ``!#$%&'*+-.^_`|~``; with another name no cookie can be sent, which is logged.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config().transport.cookie.set_name(name.into());
+        self
+    }
+
+    /// Whether the cookie is `Secure`, sent over HTTPS only (default `true`). Turn it off only
+    /// for plain-HTTP development: browsers refuse a secure cookie set over `http://` except on
+    /// `localhost`.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.config().transport.cookie.secure = secure;
+        self
+    }
+
+    /// Whether the cookie is `HttpOnly`, out of reach of page scripts (default `true`).
+    pub fn with_http_only(mut self, http_only: bool) -> Self {
+        self.config().transport.cookie.http_only = http_only;
+        self
+    }
+
+    /// The cookie's `SameSite` attribute (default `Lax`).
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.config().transport.cookie.same_site = same_site;
+        self
+    }
+
+    /// The cookie's `Path` (default `/`).
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.config().transport.cookie.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain` (default none: only the host that set it receives it).
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config().transport.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// Whether the cookie is `Partitioned` (CHIPS), kept per top-level site when the app is
+    /// embedded in other sites (default `false`). Implies `Secure`.
+    pub fn with_partitioned(mut self, partitioned: bool) -> Self {
+        self.config().transport.cookie.partitioned = partitioned;
+        self
+    }
+
+    /// Whether the cookie name carries the `__Host-` prefix (default `false`). Browsers then
+    /// accept the cookie only if it is `Secure`, for `Path=/` and without `Domain`, so no
+    /// sibling subdomain can plant or overwrite it; those attributes are set accordingly,
+    /// overriding [`with_secure`](Self::with_secure), [`with_path`](Self::with_path) and
+    /// [`with_domain`](Self::with_domain).
+    pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
+        self.config().transport.cookie.set_host_prefix(host_prefix);
+        self
+    }
+
+    /// Whether the cookie outlives the browser session (default `false`). A persistent cookie
+    /// carries `Max-Age` up to the session's deadline and is re-sent whenever the deadline is
+    /// extended.
+    pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
+        self.config().transport.cookie.persistent = persistent;
+        self
+    }
+
+    /// Signs the id with HMAC-SHA256 (the newest key of `keys` signs, all verify). An id needs
+    /// no secrecy beyond its 128 random bits, but signing rejects forged values before they cost
+    /// a store lookup and lets a key rotation end every session at once.
+    pub fn with_signed(mut self, keys: KeyRing) -> Self {
+        self.config().protection = Protection::Signed(keys);
+        self
+    }
+
+    /// Encrypts the id with AES-256-GCM (the newest key of `keys` encrypts, all decrypt), so the
+    /// cookie reveals nothing, not even the id the store uses.
+    pub fn with_private(mut self, keys: KeyRing) -> Self {
+        self.config().protection = Protection::Private(keys);
+        self
+    }
+
+    /// Carries the id in the header `name` (such as `x-session-id`) instead of a cookie, for
+    /// API clients: requests send it, and responses carry it when it is new. A response
+    /// carries it empty when the session ended.
+    pub fn with_header(mut self, name: HeaderName) -> Self {
+        self.config().transport.header = Some(name);
+        self
+    }
+
+    /// How long a session may stay unused before it ends (default 24 hours).
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.config().idle_timeout = idle_timeout;
+        self
+    }
+
+    /// How long a session may live at most, however active (default 7 days); `None` for no
+    /// limit. Whichever of this and the idle timeout comes first ends the session.
+    pub fn with_absolute_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.config().absolute_lifetime = lifetime;
+        self
+    }
+
+    /// The fraction of the idle timeout that must pass before a request that changed nothing
+    /// extends the session's deadline in the store (default 0.25, clamped to `0.0..=1.0`).
+    /// `0.0` writes on every request; higher values write less, at the price of sessions ending
+    /// up to that fraction of the idle timeout early.
+    pub fn with_touch_threshold(mut self, threshold: f64) -> Self {
+        self.config().touch_threshold = if threshold.is_nan() {
+            crate::config::DEFAULT_TOUCH_THRESHOLD
+        } else {
+            threshold.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The largest a session may grow, in encoded bytes of keys plus values (default 64 KiB).
+    /// An insert past it fails with [`Error::TooLarge`](crate::Error::TooLarge).
+    pub fn with_max_size(mut self, max_size: usize) -> Self {
+        self.config().max_size = max_size;
+        self
+    }
+
+    /// How values are encoded (default MessagePack). All servers of an app must agree.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.config().codec = codec;
+        self
+    }
+
+    /// Whether the session changes of a request whose response is a `5xx` are saved (default
+    /// `false`: the handler failed half-way, so its writes are not committed).
+    pub fn with_save_on_server_error(mut self, save: bool) -> Self {
+        self.config().save_on_server_error = save;
+        self
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService::new(inner, Arc::clone(&self.store), Arc::clone(&self.config))
+    }
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish()
+    }
+}

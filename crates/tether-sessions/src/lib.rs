@@ -1,0 +1,105 @@
+//! Sessions for [tower] services (axum, hyper, tonic) that stay consistent when the application
+//! runs on many servers.
+//!
+//! [`SessionLayer`] gives every request a [`Session`]: a lazy, cheap handle that reads the
+//! session from a [store](tether_core::SessionStore) on first use and writes back only the keys
+//! the request changed, before the response goes out. Stores: `tether-memory` (one process),
+//! `tether-redis` (shared), `tether-replicated` (peer to peer).
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Json, Router, routing::get};
+//! use serde_json::{Value, json};
+//! use tether_memory::MemoryStore;
+//! use tether_sessions::{Result, Session, SessionLayer};
+//!
+//! async fn count(session: Session) -> Result<Json<Value>> {
+//!     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+//!     session.insert("count", &count).await?;
+//!     Ok(Json(json!({ "count": count })))
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(count))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! ```
+//!
+//! Without axum, the handle is in the request's extensions:
+//! `request.extensions().get::<Session>()`.
+//!
+//! # What happens per request
+//!
+//! | the handler | store calls | response |
+//! |---|---|---|
+//! | never touches the session | none | unchanged |
+//! | reads a visitor without a session | none | unchanged: no cookie for anonymous visitors |
+//! | reads an existing session | one `load` (plus a `touch` once the touch threshold passed) | unchanged |
+//! | inserts into a new session | one `create` | `Set-Cookie` with the new id |
+//! | changes an existing session | `load`, then one `apply` with only the changed keys | unchanged (persistent cookies: new `Max-Age`) |
+//! | calls [`Session::cycle_id`] | `load`, `cycle`, `apply` | `Set-Cookie` with the new id |
+//! | calls [`Session::flush`] | `load`, `delete` | cookie removed |
+//! | fails with a `5xx` | reads only: changes are discarded | unchanged |
+//! | anything, and the save fails | | `503 Service Unavailable`, cause logged |
+//!
+//! A cookie or header that is missing, malformed, too long, not UTF-8, wrongly signed, or names
+//! a session that does not exist counts as no session: never an error response. Stored data that
+//! cannot be decoded counts as no session too, and is logged.
+//!
+//! # Feature flags
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `axum` | yes | [`Session`] as an axum extractor; [`Error`] as an axum response |
+//! | `json` | no | `Codec::Json`: values encoded as JSON |
+//!
+//! [tower]: https://docs.rs/tower
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(not(test), forbid(clippy::panic))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+
+mod config;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod future;
+mod keys;
+mod layer;
+mod save;
+mod service;
+mod session;
+mod transport;
+
+pub use config::{
+    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_THRESHOLD,
+};
+pub use error::{Error, Result};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::SessionLayerMissing;
+pub use future::ResponseFuture;
+pub use keys::KeyRing;
+pub use layer::SessionLayer;
+pub use service::SessionService;
+pub use session::{Key, Session};
+
+/// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].
+pub use cookie;
+/// The core model: ids, records, the store trait, codecs.
+pub use tether_core as core;
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_send<T: Send>() {}
+    fn assert_sync<T: Sync>() {}
+
+    #[test]
+    fn handles_and_futures_are_send() {
+        assert_send::<super::Session>();
+        assert_sync::<super::Session>();
+        assert_send::<super::SessionLayer>();
+        assert_sync::<super::SessionLayer>();
+        assert_send::<super::SessionService<()>>();
+        assert_send::<super::ResponseFuture<std::future::Ready<Result<http::Response<()>, ()>>, ()>>();
+    }
+}

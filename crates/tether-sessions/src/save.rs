@@ -1,0 +1,156 @@
+//! Writing a request's session changes to the store.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tether_core::{
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
+};
+use tracing::Instrument as _;
+
+use crate::transport::Delivery;
+
+/// Attempts at finding a free id. Ids are 128 random bits, so a second attempt already means a
+/// broken random source or store.
+const ID_ATTEMPTS: usize = 3;
+
+/// What the end of a request must write, decided from the session's state.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Nothing changed and no renewal is due.
+    Nothing,
+    /// A new session: store it (after deleting a flushed one), then issue its id.
+    Create {
+        ended: Option<Id>,
+        data: HashMap<String, Bytes>,
+        expiry: Expiry,
+    },
+    /// Apply this request's delta (or a changed expiry) to the stored session.
+    Apply {
+        id: Id,
+        changes: Changes,
+        expiry: Expiry,
+    },
+    /// Only extend the stored session's deadline.
+    Touch { id: Id, expiry: Expiry },
+    /// Move the session to a new id, then apply the delta there.
+    Cycle {
+        old: Id,
+        changes: Changes,
+        expiry: Expiry,
+    },
+    /// The session ended (flushed, or the presented id names nothing): delete it and revoke.
+    Revoke { ended: Option<Id> },
+}
+
+impl Plan {
+    pub(crate) fn is_nothing(&self) -> bool {
+        matches!(self, Self::Nothing)
+    }
+
+    /// Performs the plan and says what the client must learn.
+    pub(crate) async fn execute(self, store: &dyn SessionStore) -> Result<Delivery, Error> {
+        match self {
+            Self::Nothing => Ok(Delivery::Nothing),
+            Self::Create {
+                ended,
+                data,
+                expiry,
+            } => {
+                if let Some(id) = ended {
+                    delete(store, id).await?;
+                }
+                create(store, data, expiry).await
+            }
+            Self::Apply {
+                id,
+                changes,
+                expiry,
+            } => {
+                let span = tracing::debug_span!("session.apply", session = ?id);
+                let applied = store.apply(&id, &changes, &expiry).instrument(span).await?;
+                Ok(renewed_or_gone(applied, id, expiry))
+            }
+            Self::Touch { id, expiry } => {
+                let span = tracing::debug_span!("session.touch", session = ?id);
+                let applied = store.touch(&id, &expiry).instrument(span).await?;
+                Ok(renewed_or_gone(applied, id, expiry))
+            }
+            Self::Cycle {
+                old,
+                changes,
+                expiry,
+            } => cycle(store, old, changes, expiry).await,
+            Self::Revoke { ended } => {
+                if let Some(id) = ended {
+                    delete(store, id).await?;
+                }
+                Ok(Delivery::Revoke)
+            }
+        }
+    }
+}
+
+/// A session that vanished between load and save (deleted by a concurrent logout, or expired)
+/// stays gone: this request's changes are dropped rather than resurrecting it.
+fn renewed_or_gone(applied: Applied, id: Id, expiry: Expiry) -> Delivery {
+    match applied {
+        Applied::Applied => Delivery::Renew(id, expiry),
+        Applied::Missing => {
+            tracing::warn!(session = ?id, "session ended while the request ran; its changes were dropped");
+            Delivery::Revoke
+        }
+    }
+}
+
+async fn delete(store: &dyn SessionStore, id: Id) -> Result<(), Error> {
+    let span = tracing::debug_span!("session.delete", session = ?id);
+    store.delete(&id).instrument(span).await
+}
+
+async fn create(
+    store: &dyn SessionStore,
+    data: HashMap<String, Bytes>,
+    expiry: Expiry,
+) -> Result<Delivery, Error> {
+    let mut record = Record::new(Id::random()?, expiry, Timestamp::now()).with_data(data);
+    for _ in 0..ID_ATTEMPTS {
+        let span = tracing::debug_span!("session.create", session = ?record.id);
+        match store.create(&record).instrument(span).await? {
+            Created::Created => return Ok(Delivery::Issue(record.id, expiry)),
+            Created::IdTaken => record.id = Id::random()?,
+        }
+    }
+    Err(no_free_id())
+}
+
+async fn cycle(
+    store: &dyn SessionStore,
+    old: Id,
+    changes: Changes,
+    expiry: Expiry,
+) -> Result<Delivery, Error> {
+    for _ in 0..ID_ATTEMPTS {
+        let new = Id::random()?;
+        let span = tracing::debug_span!("session.cycle", session = ?old, new = ?new);
+        match store.cycle(&old, &new).instrument(span).await? {
+            Cycled::Moved => {
+                let span = tracing::debug_span!("session.apply", session = ?new);
+                let applied = store.apply(&new, &changes, &expiry).instrument(span).await?;
+                return Ok(match renewed_or_gone(applied, new, expiry) {
+                    Delivery::Renew(id, expiry) => Delivery::Issue(id, expiry),
+                    other => other,
+                });
+            }
+            Cycled::Missing => return Ok(renewed_or_gone(Applied::Missing, old, expiry)),
+            Cycled::IdTaken => continue,
+        }
+    }
+    Err(no_free_id())
+}
+
+fn no_free_id() -> Error {
+    Error::Backend(
+        format!("the store reported {ID_ATTEMPTS} random session ids in a row as taken").into(),
+    )
+}

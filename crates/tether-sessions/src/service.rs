@@ -1,0 +1,77 @@
+//! The session middleware service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tether_core::SessionStore;
+use tower_service::Service;
+
+use crate::config::Config;
+use crate::future::ResponseFuture;
+use crate::session::Session;
+
+/// Middleware that gives every request a [`Session`] in its extensions and saves it before the
+/// response is returned. Built by [`SessionLayer`](crate::SessionLayer).
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    store: Arc<dyn SessionStore>,
+    config: Arc<Config>,
+}
+
+impl<S> SessionService<S> {
+    pub(crate) fn new(inner: S, store: Arc<dyn SessionStore>, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            config,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let incoming = config.transport.read(request.headers(), &config.protection);
+        let session = Session::new(Arc::clone(&self.store), Arc::clone(config), incoming);
+        request.extensions_mut().insert(session.clone());
+        ResponseFuture::new(self.inner.call(request), session)
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}

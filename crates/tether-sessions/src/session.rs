@@ -1,0 +1,455 @@
+//! The per-request session handle.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tether_core::{Changes, Expiry, Id, Record, SessionStore, Timestamp, encoded_len, error_chain};
+use tokio::sync::OnceCell;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::save::Plan;
+use crate::{Error, Result};
+
+/// The session of the current request.
+///
+/// The [`SessionLayer`](crate::SessionLayer) puts one into every request's extensions; in axum
+/// it is an extractor (feature `axum`). Cloning is cheap and every clone is the same session.
+///
+/// - **Lazy.** Nothing is read from the store until a method needs the data, and then only once
+///   per request, whichever clone asks. A handler that never uses its session costs nothing.
+/// - **New sessions cost nothing until used.** A visitor without a session gets one only when
+///   something is inserted: then the layer stores it and sends the cookie.
+/// - **Deltas.** The layer saves only the keys this request inserted or removed, so concurrent
+///   requests of one session that change different keys all keep their changes.
+/// - **Saved before the response.** Changes are written before the response head goes out; if
+///   the write fails the client gets a `503`, never a response whose change was lost.
+///
+/// # Example
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tether_sessions::{Session, Result};
+///
+/// async fn visit(session: Session) -> Result<String> {
+///     let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
+///     session.insert("visits", &visits).await?;
+///     Ok(format!("visit number {visits}"))
+/// }
+///
+/// let app: Router = Router::new().route("/", get(visit));
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn SessionStore>,
+    config: Arc<Config>,
+    /// The valid id the request presented, if any.
+    incoming: Option<Id>,
+    /// Initialised once the stored session was read into `state`.
+    loaded: OnceCell<()>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The session as stored, when it exists in the store.
+    stored: Option<Stored>,
+    /// The data as this request sees it: stored data with this request's changes applied.
+    data: HashMap<String, Bytes>,
+    /// Encoded size of `data`.
+    size: usize,
+    /// What this request changed.
+    changes: Changes,
+    /// An idle timeout set for this session, replacing the layer's.
+    idle_timeout: Option<Duration>,
+    /// `cycle_id` was called on a stored session.
+    cycle: bool,
+    /// Id of a stored session that `flush` ended.
+    flushed: Option<Id>,
+    /// The request named a session the store does not have.
+    stale: bool,
+    /// The response was produced; later changes would be lost.
+    finished: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Stored {
+    id: Id,
+    expiry: Expiry,
+}
+
+impl Session {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, config: Arc<Config>, incoming: Option<Id>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                incoming,
+                loaded: OnceCell::new(),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The value under `key`, decoded as `T`, or `None` when the key is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Core`] when the session could not be loaded (a transient store error answers
+    /// `503` through `IntoResponse`) or the stored value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.load().await?;
+        let raw = self.state().data.get(key).cloned();
+        raw.map(|bytes| self.inner.config.codec.decode(&bytes))
+            .transpose()
+            .map_err(Error::from)
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when the session would pass the layer's size limit (the session is
+    /// then unchanged); [`Error::Core`] when the value cannot be encoded or the session cannot be
+    /// loaded; [`Error::Finished`] after the response was produced.
+    pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = self.inner.config.codec.encode(value)?;
+        self.load().await?;
+        let limit = self.inner.config.max_size;
+        let mut state = self.writable()?;
+        let replaced = state.data.get(key).map_or(0, |old| key.len() + old.len());
+        let size = state.size.saturating_sub(replaced) + key.len() + bytes.len();
+        if size > limit {
+            tracing::debug!(key, size, limit, "session insert refused: too large");
+            return Err(Error::TooLarge { size, limit });
+        }
+        state.size = size;
+        state.changes.insert(key, bytes.clone());
+        state.data.insert(key.to_owned(), bytes);
+        Ok(())
+    }
+
+    /// Removes `key` and returns its value decoded as `T`, or `None` when it was absent.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get). If the old value is not a `T` the key is still removed.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.load().await?;
+        let old = {
+            let mut state = self.writable()?;
+            let old = state.data.remove(key);
+            if let Some(bytes) = &old {
+                state.size = state.size.saturating_sub(key.len() + bytes.len());
+                state.changes.remove(key);
+            }
+            old
+        };
+        old.map(|bytes| self.inner.config.codec.decode(&bytes))
+            .transpose()
+            .map_err(Error::from)
+    }
+
+    /// Removes every key. The session itself stays (with its id); see [`flush`](Self::flush) to
+    /// end it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get), and [`Error::Finished`] after the response was produced.
+    pub async fn clear(&self) -> Result<()> {
+        self.load().await?;
+        let mut state = self.writable()?;
+        if !state.data.is_empty() {
+            state.data.clear();
+            state.size = 0;
+            state.changes.clear();
+        }
+        Ok(())
+    }
+
+    /// Gives the session a new id, keeping its data; the old id stops working.
+    ///
+    /// Call it whenever privileges change, at login above all: an id an attacker planted in the
+    /// victim's browser before login is then worthless (session fixation). A session that was
+    /// never stored gets a fresh id anyway.
+    ///
+    /// # Errors
+    ///
+    /// As for [`clear`](Self::clear).
+    pub async fn cycle_id(&self) -> Result<()> {
+        self.load().await?;
+        let mut state = self.writable()?;
+        state.cycle = state.stored.is_some();
+        Ok(())
+    }
+
+    /// Ends the session: it is deleted from the store and the client is told to forget its id.
+    /// Inserting afterwards starts a new session with a new id.
+    ///
+    /// # Errors
+    ///
+    /// As for [`clear`](Self::clear).
+    pub async fn flush(&self) -> Result<()> {
+        self.load().await?;
+        let mut state = self.writable()?;
+        let ended = state.stored.take().map(|stored| stored.id);
+        state.flushed = state.flushed.or(ended);
+        state.data.clear();
+        state.size = 0;
+        state.changes = Changes::new();
+        state.cycle = false;
+        state.idle_timeout = None;
+        Ok(())
+    }
+
+    /// Sets this session's idle timeout, replacing the layer's (a "remember me" login may keep
+    /// a session for longer). The absolute lifetime still applies.
+    ///
+    /// # Errors
+    ///
+    /// As for [`clear`](Self::clear).
+    pub async fn set_idle_timeout(&self, idle_timeout: Duration) -> Result<()> {
+        self.load().await?;
+        self.writable()?.idle_timeout = Some(idle_timeout);
+        Ok(())
+    }
+
+    /// The id of the stored session, once known.
+    ///
+    /// Before the session was read, this is the id the request presented (whose session may
+    /// have ended); after a read it is the stored session's id, or `None` for a session that
+    /// does not exist yet. New ids are only chosen when the response is produced.
+    pub fn id(&self) -> Option<Id> {
+        if self.inner.loaded.initialized() {
+            self.state().stored.map(|stored| stored.id)
+        } else {
+            self.inner.incoming
+        }
+    }
+
+    /// Reads the stored session, once per request.
+    async fn load(&self) -> Result<()> {
+        self.inner
+            .loaded
+            .get_or_try_init(|| async {
+                let record = match self.inner.incoming {
+                    Some(id) => self.fetch(id).await?,
+                    None => None,
+                };
+                self.state().install(record, self.inner.incoming.is_some());
+                Ok::<(), Error>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// One `load` from the store. Stored data that cannot be decoded counts as no session.
+    async fn fetch(&self, id: Id) -> Result<Option<Record>> {
+        let span = tracing::debug_span!("session.load", session = ?id);
+        match self.inner.store.load(&id).instrument(span).await {
+            Ok(record) => Ok(record.filter(|r| !r.expiry.is_expired(Timestamp::now()))),
+            Err(err) if err.kind() == tether_core::ErrorKind::Corrupt => {
+                tracing::error!(session = ?id, error = %error_chain(&err), "stored session is corrupt; starting a new one");
+                Ok(None)
+            }
+            Err(err) => {
+                tracing::error!(session = ?id, error = %error_chain(&err), "loading the session failed");
+                Err(err.into())
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock, but a poisoned lock must not take the request
+        // down either.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn writable(&self) -> Result<MutexGuard<'_, State>> {
+        let state = self.state();
+        if state.finished {
+            return Err(Error::Finished);
+        }
+        Ok(state)
+    }
+
+    /// Ends the request for this session and says what must be written. `None` when nothing
+    /// was read, so nothing can have changed.
+    pub(crate) fn finish(&self, server_error: bool) -> Option<Plan> {
+        let mut state = self.state();
+        state.finished = true;
+        if !self.inner.loaded.initialized() {
+            return None;
+        }
+        if server_error && !self.inner.config.save_on_server_error {
+            tracing::debug!("inner service failed with a 5xx; session changes discarded");
+            return None;
+        }
+        Some(state.plan(&self.inner.config, Timestamp::now()))
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+}
+
+impl State {
+    fn install(&mut self, record: Option<Record>, presented: bool) {
+        match record {
+            Some(record) => {
+                self.size = encoded_len(&record.data);
+                self.data = record.data;
+                self.stored = Some(Stored {
+                    id: record.id,
+                    expiry: record.expiry,
+                });
+            }
+            None => self.stale = presented,
+        }
+    }
+
+    fn plan(&mut self, config: &Config, now: Timestamp) -> Plan {
+        let changes = std::mem::take(&mut self.changes);
+        let Some(stored) = self.stored else {
+            return if !self.data.is_empty() {
+                Plan::Create {
+                    ended: self.flushed,
+                    data: std::mem::take(&mut self.data),
+                    expiry: config.new_expiry(now, self.idle_timeout),
+                }
+            } else if self.flushed.is_some() || self.stale {
+                Plan::Revoke {
+                    ended: self.flushed,
+                }
+            } else {
+                Plan::Nothing
+            };
+        };
+        let expiry = match self.idle_timeout {
+            Some(idle) => Expiry::new(now, idle, stored.expiry.absolute_deadline()),
+            None => stored.expiry.renewed(now),
+        };
+        if self.cycle {
+            Plan::Cycle {
+                old: stored.id,
+                changes,
+                expiry,
+            }
+        } else if !changes.is_empty() || self.idle_timeout.is_some() {
+            Plan::Apply {
+                id: stored.id,
+                changes,
+                expiry,
+            }
+        } else if stored.expiry.needs_renewal(now, config.touch_threshold) {
+            Plan::Touch {
+                id: stored.id,
+                expiry,
+            }
+        } else {
+            Plan::Nothing
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("loaded", &self.inner.loaded.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session key with the type of its value, so one key is always read and written as one type.
+///
+/// # Example
+///
+/// ```
+/// use tether_sessions::{Key, Result, Session};
+///
+/// const CART: Key<Vec<u32>> = Key::new("cart");
+///
+/// async fn add_to_cart(session: &Session, item: u32) -> Result<usize> {
+///     let mut cart = CART.get(session).await?.unwrap_or_default();
+///     cart.push(item);
+///     CART.insert(session, &cart).await?;
+///     Ok(cart.len())
+/// }
+/// ```
+pub struct Key<T> {
+    name: &'static str,
+    value: PhantomData<fn() -> T>,
+}
+
+impl<T> Key<T> {
+    /// A key named `name` holding values of type `T`.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            value: PhantomData,
+        }
+    }
+
+    /// The key's name in the session.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Key<T> {
+    /// [`Session::get`] for this key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::get`].
+    pub async fn get(&self, session: &Session) -> Result<Option<T>> {
+        session.get(self.name).await
+    }
+
+    /// [`Session::insert`] for this key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::insert`].
+    pub async fn insert(&self, session: &Session, value: &T) -> Result<()> {
+        session.insert(self.name, value).await
+    }
+
+    /// [`Session::remove`] for this key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::remove`].
+    pub async fn remove(&self, session: &Session) -> Result<Option<T>> {
+        session.remove(self.name).await
+    }
+}
+
+impl<T> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Key<T> {}
+
+impl<T> fmt::Debug for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Key").field(&self.name).finish()
+    }
+}
