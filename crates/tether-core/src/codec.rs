@@ -90,8 +90,14 @@ mod tests {
         };
         let bytes = codec.encode(&user).unwrap();
         assert_eq!(codec.decode::<User>(&bytes).unwrap(), user);
-        assert!(matches!(codec.decode::<User>(b"\xff\x00garbage"), Err(Error::Decode(_))));
-        assert!(matches!(codec.decode::<u8>(&codec.encode("x").unwrap()), Err(Error::Decode(_))));
+        assert!(matches!(
+            codec.decode::<User>(b"\xff\x00garbage"),
+            Err(Error::Decode(_))
+        ));
+        assert!(matches!(
+            codec.decode::<u8>(&codec.encode("x").unwrap()),
+            Err(Error::Decode(_))
+        ));
     }
 
     #[test]

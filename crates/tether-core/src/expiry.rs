@@ -43,7 +43,11 @@ pub struct Expiry {
 impl Expiry {
     /// An expiry renewed at `now`: it ends `idle_timeout` from now, or at `absolute_deadline`
     /// if that comes first.
-    pub fn new(now: Timestamp, idle_timeout: Duration, absolute_deadline: Option<Timestamp>) -> Self {
+    pub fn new(
+        now: Timestamp,
+        idle_timeout: Duration,
+        absolute_deadline: Option<Timestamp>,
+    ) -> Self {
         let idle_deadline = now + idle_timeout;
         let expires_at = absolute_deadline.map_or(idle_deadline, |abs| abs.min(idle_deadline));
         Self {

@@ -91,7 +91,8 @@ impl fmt::Debug for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; ID_LEN];
         self.encode_into(&mut buf);
-        let prefix = std::str::from_utf8(buf.get(..4).unwrap_or_default()).map_err(|_| fmt::Error)?;
+        let prefix =
+            std::str::from_utf8(buf.get(..4).unwrap_or_default()).map_err(|_| fmt::Error)?;
         write!(f, "Id({prefix}…)")
     }
 }
@@ -163,7 +164,10 @@ mod tests {
             let id = Id::random().unwrap();
             let text = id.to_string();
             assert_eq!(text.len(), ID_LEN);
-            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
             assert_eq!(text.parse::<Id>().unwrap(), id);
         }
     }

@@ -74,7 +74,11 @@ impl fmt::Debug for Record {
         impl fmt::Debug for Sizes<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_map()
-                    .entries(self.0.iter().map(|(k, v)| (k, format!("<{} bytes>", v.len()))))
+                    .entries(
+                        self.0
+                            .iter()
+                            .map(|(k, v)| (k, format!("<{} bytes>", v.len()))),
+                    )
                     .finish()
             }
         }
@@ -96,8 +100,13 @@ mod tests {
     #[test]
     fn debug_hides_values() {
         let now = Timestamp::now();
-        let mut r = Record::new(Id::random().unwrap(), Expiry::new(now, Duration::from_secs(1), None), now);
-        r.data.insert("password".into(), Bytes::from_static(b"hunter2"));
+        let mut r = Record::new(
+            Id::random().unwrap(),
+            Expiry::new(now, Duration::from_secs(1), None),
+            now,
+        );
+        r.data
+            .insert("password".into(), Bytes::from_static(b"hunter2"));
         let debug = format!("{r:?}");
         assert!(debug.contains("password"));
         assert!(debug.contains("<7 bytes>"));

@@ -37,7 +37,10 @@
 //! [tether]: https://github.com/tether-rs/tether
 //! [moka]: https://docs.rs/moka
 #![cfg_attr(not(test), forbid(clippy::panic))]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -56,7 +56,10 @@
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(clippy::panic))]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod config;
 mod error;
@@ -100,6 +103,7 @@ mod send_sync {
         assert_send::<super::SessionLayer>();
         assert_sync::<super::SessionLayer>();
         assert_send::<super::SessionService<()>>();
-        assert_send::<super::ResponseFuture<std::future::Ready<Result<http::Response<()>, ()>>, ()>>();
+        assert_send::<super::ResponseFuture<std::future::Ready<Result<http::Response<()>, ()>>, ()>>(
+        );
     }
 }

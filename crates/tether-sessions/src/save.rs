@@ -136,7 +136,10 @@ async fn cycle(
         match store.cycle(&old, &new).instrument(span).await? {
             Cycled::Moved => {
                 let span = tracing::debug_span!("session.apply", session = ?new);
-                let applied = store.apply(&new, &changes, &expiry).instrument(span).await?;
+                let applied = store
+                    .apply(&new, &changes, &expiry)
+                    .instrument(span)
+                    .await?;
                 return Ok(match renewed_or_gone(applied, new, expiry) {
                     Delivery::Renew(id, expiry) => Delivery::Issue(id, expiry),
                     other => other,

@@ -89,7 +89,11 @@ struct Stored {
 }
 
 impl Session {
-    pub(crate) fn new(store: Arc<dyn SessionStore>, config: Arc<Config>, incoming: Option<Id>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        config: Arc<Config>,
+        incoming: Option<Id>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -272,7 +276,10 @@ impl Session {
     fn state(&self) -> MutexGuard<'_, State> {
         // No code panics while holding the lock, but a poisoned lock must not take the request
         // down either.
-        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn writable(&self) -> Result<MutexGuard<'_, State>> {

@@ -49,7 +49,11 @@ fn record_with(data: &[(&str, &[u8])]) -> Record {
 
 async fn create(store: &dyn SessionStore, record: &Record) {
     let created = store.create(record).await.expect("create");
-    assert_eq!(created, Created::Created, "create of a fresh id must store it");
+    assert_eq!(
+        created,
+        Created::Created,
+        "create of a fresh id must store it"
+    );
 }
 
 async fn load(store: &dyn SessionStore, id: &Id) -> Option<Record> {
@@ -64,8 +68,16 @@ fn changes(f: impl FnOnce(&mut Changes)) -> Changes {
 
 /// Expiry deadlines are compared at millisecond precision, which every store keeps.
 fn assert_same_expiry(found: &Expiry, expected: &Expiry) {
-    assert_eq!(found.expires_at(), expected.expires_at(), "expires_at must round-trip");
-    assert_eq!(found.idle_timeout(), expected.idle_timeout(), "idle timeout must round-trip");
+    assert_eq!(
+        found.expires_at(),
+        expected.expires_at(),
+        "expires_at must round-trip"
+    );
+    assert_eq!(
+        found.idle_timeout(),
+        expected.idle_timeout(),
+        "idle timeout must round-trip"
+    );
     assert_eq!(
         found.absolute_deadline(),
         expected.absolute_deadline(),
@@ -76,7 +88,10 @@ fn assert_same_expiry(found: &Expiry, expected: &Expiry) {
 /// create / load / apply / touch / delete behave as the contract says.
 pub async fn contract(store: &dyn SessionStore) {
     let unknown = Id::random().expect("entropy");
-    assert!(load(store, &unknown).await.is_none(), "an unknown id loads as None");
+    assert!(
+        load(store, &unknown).await.is_none(),
+        "an unknown id loads as None"
+    );
 
     let mut record = record_with(&[("a", b"1"), ("b", b"2")]);
     record.expiry = Expiry::new(
@@ -86,56 +101,106 @@ pub async fn contract(store: &dyn SessionStore) {
     );
     create(store, &record).await;
     assert_eq!(
-        store.create(&record_with(&[]).with_id(record.id)).await.expect("create"),
+        store
+            .create(&record_with(&[]).with_id(record.id))
+            .await
+            .expect("create"),
         Created::IdTaken,
         "create must not overwrite a live session"
     );
 
-    let found = load(store, &record.id).await.expect("created session loads");
+    let found = load(store, &record.id)
+        .await
+        .expect("created session loads");
     assert_eq!(found.id, record.id);
-    assert_eq!(found.data, record.data, "data must round-trip, untouched by the IdTaken create");
+    assert_eq!(
+        found.data, record.data,
+        "data must round-trip, untouched by the IdTaken create"
+    );
     assert_eq!(found.created_at, record.created_at);
     assert_same_expiry(&found.expiry, &record.expiry);
 
-    let later = found.expiry.renewed(Timestamp::now() + Duration::from_secs(5));
+    let later = found
+        .expiry
+        .renewed(Timestamp::now() + Duration::from_secs(5));
     let delta = changes(|c| {
         c.insert("b", Bytes::from_static(b"22"));
         c.insert("c", Bytes::from_static(b"3"));
         c.remove("a");
         c.remove("never-there");
     });
-    assert_eq!(store.apply(&record.id, &delta, &later).await.expect("apply"), Applied::Applied);
+    assert_eq!(
+        store
+            .apply(&record.id, &delta, &later)
+            .await
+            .expect("apply"),
+        Applied::Applied
+    );
     let found = load(store, &record.id).await.expect("session still there");
     let expected: HashMap<String, Bytes> = [("b", "22"), ("c", "3")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), Bytes::from(v)))
         .collect();
-    assert_eq!(found.data, expected, "apply changes exactly the keys in the delta");
+    assert_eq!(
+        found.data, expected,
+        "apply changes exactly the keys in the delta"
+    );
     assert_same_expiry(&found.expiry, &later);
 
     let cleared = changes(|c| {
         c.clear();
         c.insert("d", Bytes::from_static(b"4"));
     });
-    assert_eq!(store.apply(&record.id, &cleared, &later).await.expect("apply"), Applied::Applied);
+    assert_eq!(
+        store
+            .apply(&record.id, &cleared, &later)
+            .await
+            .expect("apply"),
+        Applied::Applied
+    );
     let found = load(store, &record.id).await.expect("session still there");
-    assert_eq!(found.data.keys().collect::<Vec<_>>(), ["d"], "clear drops every older key");
+    assert_eq!(
+        found.data.keys().collect::<Vec<_>>(),
+        ["d"],
+        "clear drops every older key"
+    );
 
     let touched = later.renewed(Timestamp::now() + Duration::from_secs(10));
-    assert_eq!(store.touch(&record.id, &touched).await.expect("touch"), Applied::Applied);
+    assert_eq!(
+        store.touch(&record.id, &touched).await.expect("touch"),
+        Applied::Applied
+    );
     let found = load(store, &record.id).await.expect("session still there");
     assert_same_expiry(&found.expiry, &touched);
     assert_eq!(found.data.len(), 1, "touch leaves data alone");
 
     let empty = Changes::new();
-    assert_eq!(store.apply(&unknown, &empty, &later).await.expect("apply"), Applied::Missing);
-    assert_eq!(store.touch(&unknown, &later).await.expect("touch"), Applied::Missing);
-    assert!(load(store, &unknown).await.is_none(), "apply/touch on an unknown id create nothing");
+    assert_eq!(
+        store.apply(&unknown, &empty, &later).await.expect("apply"),
+        Applied::Missing
+    );
+    assert_eq!(
+        store.touch(&unknown, &later).await.expect("touch"),
+        Applied::Missing
+    );
+    assert!(
+        load(store, &unknown).await.is_none(),
+        "apply/touch on an unknown id create nothing"
+    );
 
     store.delete(&record.id).await.expect("delete");
-    assert!(load(store, &record.id).await.is_none(), "a deleted session is gone");
-    store.delete(&record.id).await.expect("deleting twice is not an error");
-    store.delete(&unknown).await.expect("deleting an unknown id is not an error");
+    assert!(
+        load(store, &record.id).await.is_none(),
+        "a deleted session is gone"
+    );
+    store
+        .delete(&record.id)
+        .await
+        .expect("deleting twice is not an error");
+    store
+        .delete(&unknown)
+        .await
+        .expect("deleting an unknown id is not an error");
 }
 
 /// Sessions end at their deadline: they stop loading and cannot be renewed afterwards.
@@ -146,22 +211,46 @@ pub async fn expiry(store: &dyn SessionStore) {
     let long = record_with(&[("k", b"v")]);
     create(store, &short).await;
     create(store, &long).await;
-    assert!(load(store, &short.id).await.is_some(), "live before its deadline");
+    assert!(
+        load(store, &short.id).await.is_some(),
+        "live before its deadline"
+    );
 
     tokio::time::sleep(ttl + Duration::from_millis(400)).await;
-    assert!(load(store, &short.id).await.is_none(), "an expired session must not load");
-    assert!(load(store, &long.id).await.is_some(), "expiry of one session leaves others alone");
+    assert!(
+        load(store, &short.id).await.is_none(),
+        "an expired session must not load"
+    );
+    assert!(
+        load(store, &long.id).await.is_some(),
+        "expiry of one session leaves others alone"
+    );
 
     let renewed = expiry_in(HOUR);
     let delta = changes(|c| c.insert("late", Bytes::from_static(b"x")));
-    assert_eq!(store.apply(&short.id, &delta, &renewed).await.expect("apply"), Applied::Missing);
-    assert_eq!(store.touch(&short.id, &renewed).await.expect("touch"), Applied::Missing);
-    assert!(load(store, &short.id).await.is_none(), "an expired session is never resurrected");
+    assert_eq!(
+        store
+            .apply(&short.id, &delta, &renewed)
+            .await
+            .expect("apply"),
+        Applied::Missing
+    );
+    assert_eq!(
+        store.touch(&short.id, &renewed).await.expect("touch"),
+        Applied::Missing
+    );
+    assert!(
+        load(store, &short.id).await.is_none(),
+        "an expired session is never resurrected"
+    );
 
     // An id whose session expired is free again.
     let mut reuse = record_with(&[]);
     reuse.id = short.id;
-    assert_eq!(store.create(&reuse).await.expect("create"), Created::Created);
+    assert_eq!(
+        store.create(&reuse).await.expect("create"),
+        Created::Created
+    );
 }
 
 /// A late `apply`, `touch` or `cycle` never brings back a deleted session.
@@ -172,12 +261,30 @@ pub async fn deletion_is_final(store: &dyn SessionStore) {
 
     let delta = changes(|c| c.insert("cart", Bytes::from_static(b"1")));
     let expiry = expiry_in(HOUR);
-    assert_eq!(store.apply(&record.id, &delta, &expiry).await.expect("apply"), Applied::Missing);
-    assert_eq!(store.touch(&record.id, &expiry).await.expect("touch"), Applied::Missing);
+    assert_eq!(
+        store
+            .apply(&record.id, &delta, &expiry)
+            .await
+            .expect("apply"),
+        Applied::Missing
+    );
+    assert_eq!(
+        store.touch(&record.id, &expiry).await.expect("touch"),
+        Applied::Missing
+    );
     let new = Id::random().expect("entropy");
-    assert_eq!(store.cycle(&record.id, &new).await.expect("cycle"), Cycled::Missing);
-    assert!(load(store, &record.id).await.is_none(), "deleted stays deleted");
-    assert!(load(store, &new).await.is_none(), "cycle of a deleted session creates nothing");
+    assert_eq!(
+        store.cycle(&record.id, &new).await.expect("cycle"),
+        Cycled::Missing
+    );
+    assert!(
+        load(store, &record.id).await.is_none(),
+        "deleted stays deleted"
+    );
+    assert!(
+        load(store, &new).await.is_none(),
+        "cycle of a deleted session creates nothing"
+    );
 }
 
 /// `cycle` moves data and expiry to the new id and leaves the old id empty.
@@ -185,9 +292,17 @@ pub async fn cycle(store: &dyn SessionStore) {
     let record = record_with(&[("user", b"alice"), ("empty", b"")]);
     create(store, &record).await;
     let new = Id::random().expect("entropy");
-    assert_eq!(store.cycle(&record.id, &new).await.expect("cycle"), Cycled::Moved);
-    assert!(load(store, &record.id).await.is_none(), "the old id names nothing after cycle");
-    let moved = load(store, &new).await.expect("the new id holds the session");
+    assert_eq!(
+        store.cycle(&record.id, &new).await.expect("cycle"),
+        Cycled::Moved
+    );
+    assert!(
+        load(store, &record.id).await.is_none(),
+        "the old id names nothing after cycle"
+    );
+    let moved = load(store, &new)
+        .await
+        .expect("the new id holds the session");
     assert_eq!(moved.id, new);
     assert_eq!(moved.data, record.data);
     assert_eq!(moved.created_at, record.created_at);
@@ -195,22 +310,37 @@ pub async fn cycle(store: &dyn SessionStore) {
 
     let delta = changes(|c| c.insert("late", Bytes::from_static(b"x")));
     assert_eq!(
-        store.apply(&record.id, &delta, &record.expiry).await.expect("apply"),
+        store
+            .apply(&record.id, &delta, &record.expiry)
+            .await
+            .expect("apply"),
         Applied::Missing,
         "a late write to the old id is refused"
     );
 
     let unknown = Id::random().expect("entropy");
     let target = Id::random().expect("entropy");
-    assert_eq!(store.cycle(&unknown, &target).await.expect("cycle"), Cycled::Missing);
+    assert_eq!(
+        store.cycle(&unknown, &target).await.expect("cycle"),
+        Cycled::Missing
+    );
     assert!(load(store, &target).await.is_none());
 
     // Moving onto a live session's id must not overwrite it.
     let other = record_with(&[("owner", b"bob")]);
     create(store, &other).await;
-    assert_eq!(store.cycle(&new, &other.id).await.expect("cycle"), Cycled::IdTaken);
-    assert_eq!(load(store, &other.id).await.expect("other").data, other.data);
-    assert_eq!(load(store, &new).await.expect("unchanged").data, record.data);
+    assert_eq!(
+        store.cycle(&new, &other.id).await.expect("cycle"),
+        Cycled::IdTaken
+    );
+    assert_eq!(
+        load(store, &other.id).await.expect("other").data,
+        other.data
+    );
+    assert_eq!(
+        load(store, &new).await.expect("unchanged").data,
+        record.data
+    );
 }
 
 /// Empty values, an empty key, non-ASCII keys, binary values, many keys and a 1 MiB value
@@ -226,22 +356,40 @@ pub async fn empty_and_large_values(store: &dyn SessionStore) {
         ("big", &big),
     ]);
     create(store, &record).await;
-    assert_eq!(load(store, &record.id).await.expect("loads").data, record.data);
+    assert_eq!(
+        load(store, &record.id).await.expect("loads").data,
+        record.data
+    );
 
     let empty = record_with(&[]);
     create(store, &empty).await;
-    assert!(load(store, &empty.id).await.expect("empty session loads").data.is_empty());
+    assert!(
+        load(store, &empty.id)
+            .await
+            .expect("empty session loads")
+            .data
+            .is_empty()
+    );
 
     let many = changes(|c| {
         for i in 0..1_000 {
-            c.insert(format!("key-{i}"), Codec::default().encode(&i).expect("encode"));
+            c.insert(
+                format!("key-{i}"),
+                Codec::default().encode(&i).expect("encode"),
+            );
         }
     });
     assert_eq!(
-        store.apply(&empty.id, &many, &empty.expiry).await.expect("apply"),
+        store
+            .apply(&empty.id, &many, &empty.expiry)
+            .await
+            .expect("apply"),
         Applied::Applied
     );
-    assert_eq!(load(store, &empty.id).await.expect("loads").data.len(), 1_000);
+    assert_eq!(
+        load(store, &empty.id).await.expect("loads").data.len(),
+        1_000
+    );
 }
 
 /// Writers each change their own key of one session concurrently: every change is present.
@@ -262,7 +410,10 @@ pub async fn concurrent_writers_lose_nothing(store: Arc<dyn SessionStore>) {
             for round in 0..ROUNDS {
                 let delta = changes(|c| {
                     c.insert(format!("w{writer}:{round}"), Bytes::from_static(b"1"));
-                    c.insert(format!("counter-{writer}"), codec.encode(&round).expect("encode"));
+                    c.insert(
+                        format!("counter-{writer}"),
+                        codec.encode(&round).expect("encode"),
+                    );
                 });
                 let applied = store.apply(&id, &delta, &expiry).await.expect("apply");
                 assert_eq!(applied, Applied::Applied, "the session exists throughout");
@@ -278,9 +429,16 @@ pub async fn concurrent_writers_lose_nothing(store: Arc<dyn SessionStore>) {
         .flat_map(|w| (0..ROUNDS).map(move |r| format!("w{w}:{r}")))
         .filter(|key| data.contains_key(key))
         .count();
-    assert_eq!(present, WRITERS * ROUNDS, "lost {} changes", WRITERS * ROUNDS - present);
+    assert_eq!(
+        present,
+        WRITERS * ROUNDS,
+        "lost {} changes",
+        WRITERS * ROUNDS - present
+    );
     for writer in 0..WRITERS {
-        let counter = data.get(&format!("counter-{writer}")).expect("counter present");
+        let counter = data
+            .get(&format!("counter-{writer}"))
+            .expect("counter present");
         let last: usize = codec.decode(counter).expect("decode");
         assert_eq!(last, ROUNDS - 1, "writer {writer}'s last value must win");
     }

@@ -3,6 +3,7 @@
 //! - [`store_conformance!`] generates the store conformance suite as `#[tokio::test]`s for any
 //!   [`SessionStore`](tether_core::SessionStore); every store crate calls it from its `tests/`.
 //! - [`conformance`] holds the checks themselves, one `async fn` each, to call one by one.
+//! - [`SpyStore`] wraps a store to count its calls and make them fail, for layer tests.
 //!
 //! # Example
 //!
@@ -18,5 +19,7 @@
 //! ```
 
 pub mod conformance;
+mod spy;
 
 pub use conformance::Fixture;
+pub use spy::{Calls, Failure, SpyStore};

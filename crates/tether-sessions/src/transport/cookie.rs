@@ -92,7 +92,9 @@ impl CookieConfig {
             Delivery::Issue(id, expiry) | Delivery::Renew(id, expiry) => {
                 let mut cookie = self.base(name.clone(), protection.seal(&name, id));
                 if self.persistent {
-                    let seconds = i64::try_from(expiry.remaining(now).as_secs()).unwrap_or(i64::MAX);
+                    // Rounded up: the deadline was computed a moment ago and is whole seconds.
+                    let millis = expiry.remaining(now).as_millis().div_ceil(1000);
+                    let seconds = i64::try_from(millis).unwrap_or(i64::MAX);
                     cookie.set_max_age(::cookie::time::Duration::seconds(seconds));
                 }
                 cookie

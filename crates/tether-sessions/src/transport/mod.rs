@@ -56,7 +56,9 @@ impl Protection {
             Self::Signed(keys) => jar.signed_mut(keys.current()).add(plain),
             Self::Private(keys) => jar.private_mut(keys.current()).add(plain),
         }
-        jar.get(name).map(|c| c.value().to_owned()).unwrap_or_default()
+        jar.get(name)
+            .map(|c| c.value().to_owned())
+            .unwrap_or_default()
     }
 
     /// The id in a transported value, if the value is one this configuration produced with a key
@@ -73,7 +75,9 @@ impl Protection {
         let opened = match self {
             Self::Plain => None,
             Self::Signed(keys) => keys.all().find_map(|key| jar.signed(key).verify(sealed())),
-            Self::Private(keys) => keys.all().find_map(|key| jar.private(key).decrypt(sealed())),
+            Self::Private(keys) => keys
+                .all()
+                .find_map(|key| jar.private(key).decrypt(sealed())),
         };
         opened.and_then(|cookie| cookie.value().parse().ok())
     }
@@ -121,8 +125,16 @@ mod tests {
             assert_eq!(make(ring(1)).open("sid", &sealed), Some(id));
             assert_eq!(make(ring(2)).open("sid", &sealed), None, "foreign key");
             let rotated = make(ring(2).with_retired(Key::from(&[1; 64])));
-            assert_eq!(rotated.open("sid", &sealed), Some(id), "retired keys still open");
-            assert_eq!(make(ring(1)).open("sid", &id.to_string()), None, "unsealed id");
+            assert_eq!(
+                rotated.open("sid", &sealed),
+                Some(id),
+                "retired keys still open"
+            );
+            assert_eq!(
+                make(ring(1)).open("sid", &id.to_string()),
+                None,
+                "unsealed id"
+            );
             assert_eq!(make(ring(1)).open("sid", ""), None);
         }
     }

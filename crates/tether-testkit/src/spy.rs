@@ -1,0 +1,159 @@
+//! A store wrapper that counts calls and can be switched to fail, for layer tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+
+/// Calls made to a [`SpyStore`], by method.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Calls {
+    /// `load` calls.
+    pub load: u64,
+    /// `create` calls.
+    pub create: u64,
+    /// `apply` calls.
+    pub apply: u64,
+    /// `touch` calls.
+    pub touch: u64,
+    /// `delete` calls.
+    pub delete: u64,
+    /// `cycle` calls.
+    pub cycle: u64,
+}
+
+impl Calls {
+    /// Calls that write: everything but `load`.
+    pub fn writes(&self) -> u64 {
+        self.create + self.apply + self.touch + self.delete + self.cycle
+    }
+
+    /// All calls.
+    pub fn total(&self) -> u64 {
+        self.load + self.writes()
+    }
+}
+
+/// What a switched-on [`SpyStore`] fails with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Every call fails with a transient [`Error::Unavailable`].
+    Unavailable,
+    /// `load` fails with [`Error::Corrupt`], as for undecodable stored data; the rest works.
+    CorruptLoads,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    load: AtomicU64,
+    create: AtomicU64,
+    apply: AtomicU64,
+    touch: AtomicU64,
+    delete: AtomicU64,
+    cycle: AtomicU64,
+    unavailable: AtomicBool,
+    corrupt: AtomicBool,
+}
+
+/// Wraps a store, counts its calls and can make them fail.
+///
+/// # Example
+///
+/// ```
+/// use tether_memory::MemoryStore;
+/// use tether_testkit::{Failure, SpyStore};
+///
+/// let spy = SpyStore::new(MemoryStore::new());
+/// assert_eq!(spy.calls().total(), 0);
+/// spy.fail_with(Some(Failure::Unavailable));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SpyStore<S> {
+    inner: S,
+    counters: Arc<Counters>,
+}
+
+impl<S: SessionStore> SpyStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Calls so far.
+    pub fn calls(&self) -> Calls {
+        let c = &self.counters;
+        Calls {
+            load: c.load.load(Ordering::SeqCst),
+            create: c.create.load(Ordering::SeqCst),
+            apply: c.apply.load(Ordering::SeqCst),
+            touch: c.touch.load(Ordering::SeqCst),
+            delete: c.delete.load(Ordering::SeqCst),
+            cycle: c.cycle.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Makes later calls fail as `failure` says; `None` heals the store.
+    pub fn fail_with(&self, failure: Option<Failure>) {
+        let c = &self.counters;
+        c.unavailable
+            .store(failure == Some(Failure::Unavailable), Ordering::SeqCst);
+        c.corrupt
+            .store(failure == Some(Failure::CorruptLoads), Ordering::SeqCst);
+    }
+
+    fn enter(&self, counter: &AtomicU64) -> Result<(), Error> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        if self.counters.unavailable.load(Ordering::SeqCst) {
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            return Err(Error::Unavailable(Box::new(refused)));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for SpyStore<S> {
+    async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
+        self.enter(&self.counters.load)?;
+        if self.counters.corrupt.load(Ordering::SeqCst) {
+            return Err(Error::Corrupt("spy: stored bytes are not a session".into()));
+        }
+        self.inner.load(id).await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, Error> {
+        self.enter(&self.counters.create)?;
+        self.inner.create(record).await
+    }
+
+    async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
+        self.enter(&self.counters.apply)?;
+        self.inner.apply(id, changes, expiry).await
+    }
+
+    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
+        self.enter(&self.counters.touch)?;
+        self.inner.touch(id, expiry).await
+    }
+
+    async fn delete(&self, id: &Id) -> Result<(), Error> {
+        self.enter(&self.counters.delete)?;
+        self.inner.delete(id).await
+    }
+
+    async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
+        self.enter(&self.counters.cycle)?;
+        self.inner.cycle(old, new).await
+    }
+}
