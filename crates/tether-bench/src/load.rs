@@ -1,0 +1,158 @@
+//! An HTTP/1.1 keep-alive load generator on hyper, bounded in time and request count.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{COOKIE, HOST, HeaderValue, SET_COOKIE};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// No connection sends more than this many requests in one run, whatever the duration.
+const MAX_REQUESTS_PER_CONNECTION: u64 = 5_000_000;
+
+/// One keep-alive connection that remembers the session cookie it was given.
+pub(crate) struct Client {
+    sender: SendRequest<Empty<Bytes>>,
+    host: HeaderValue,
+    cookie: Option<HeaderValue>,
+}
+
+impl Client {
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<Self, BoxError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self {
+            sender,
+            host: HeaderValue::from_str(&addr.to_string())?,
+            cookie: None,
+        })
+    }
+
+    /// Uses the session cookie another client was given.
+    pub(crate) fn with_cookie(mut self, cookie: Option<HeaderValue>) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    pub(crate) fn cookie(&self) -> Option<HeaderValue> {
+        self.cookie.clone()
+    }
+
+    /// GET `path`; keeps the first cookie the server sets.
+    pub(crate) async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes), BoxError> {
+        let mut request = Request::get(path).header(HOST, self.host.clone());
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie.clone());
+        }
+        self.sender.ready().await?;
+        let response = self
+            .sender
+            .send_request(request.body(Empty::new())?)
+            .await?;
+        if self.cookie.is_none() {
+            if let Some(set) = response.headers().get(SET_COOKIE) {
+                let pair = set.to_str()?.split(';').next().unwrap_or_default();
+                self.cookie = Some(HeaderValue::from_str(pair)?);
+            }
+        }
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// Which requests a run sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Workload {
+    /// Every request reads the session (`/read`).
+    Read,
+    /// Every request reads and changes it (`/write`).
+    Write,
+    /// Four reads, then one write, repeated (20% writes).
+    Mixed,
+}
+
+impl Workload {
+    fn path(self, n: u64) -> &'static str {
+        match self {
+            Self::Read => "/read",
+            Self::Write => "/write",
+            Self::Mixed if n % 5 == 4 => "/write",
+            Self::Mixed => "/read",
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub(crate) errors: u64,
+    pub(crate) rps: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+}
+
+/// Drives `connections` clients against `addr` for `warmup + seconds`; only the part after the
+/// warm-up is measured. Each client first creates its session with one write.
+pub(crate) async fn run(
+    addr: SocketAddr,
+    workload: Workload,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<Sample, BoxError> {
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        tasks.spawn(async move {
+            let mut client = Client::connect(addr).await?;
+            client.get("/write").await?;
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            for n in 0..MAX_REQUESTS_PER_CONNECTION {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let (status, _) = client.get(workload.path(n)).await?;
+                if sent >= start {
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    if status != StatusCode::OK {
+                        errors += 1;
+                    }
+                }
+            }
+            Ok::<_, BoxError>((latencies, errors))
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (mut l, e) = joined??;
+        latencies.append(&mut l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        Duration::from_micros(latencies.get(index).copied().unwrap_or(0).into())
+    };
+    Ok(Sample {
+        errors,
+        rps: latencies.len() as f64 / measure.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    })
+}

@@ -1,0 +1,255 @@
+//! `tether-bench`: side-by-side load benchmarks, all stacks in one run on one machine.
+//!
+//! ```text
+//! tether-bench throughput --stacks none,tether-memory,tower-sessions-memory \
+//!     --workload read --seconds 5 --connections 16 --repeat 3
+//! tether-bench race --store memory --writers 8 --rounds 200
+//! ```
+//!
+//! The server (axum 0.8, the same handlers for every stack) and the HTTP/1.1 keep-alive load
+//! generator run in this process on loopback. See `docs/benchmarks.md` for method and figures.
+
+mod load;
+mod stacks;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use load::{Client, Sample, Workload};
+use stacks::Stack;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Side-by-side session middleware benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Requests per second and latency of each stack under one workload.
+    Throughput {
+        /// Comma-separated stacks: none, tether-memory, tower-sessions-memory.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "none,tether-memory,tower-sessions-memory"
+        )]
+        stacks: Vec<Stack>,
+        /// read, write or mixed (20% writes).
+        #[arg(long, value_enum, default_value = "read")]
+        workload: Workload,
+        /// Measured seconds per stack and repetition.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each measurement.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Rounds over all stacks, interleaved; the median of each figure is reported.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Concurrent writers on one session, each bumping its own key: how many updates survive.
+    Race {
+        /// memory (tether-memory) or tower-sessions-memory.
+        #[arg(long, default_value = "memory")]
+        store: String,
+        /// Concurrent writers, each on its own connection.
+        #[arg(long, default_value_t = 8)]
+        writers: u32,
+        /// Increments per writer.
+        #[arg(long, default_value_t = 200)]
+        rounds: u32,
+    },
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    stack: String,
+    workload: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn main() -> Result<(), BoxError> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Throughput {
+                stacks,
+                workload,
+                seconds,
+                warmup,
+                connections,
+                repeat,
+                json,
+            } => {
+                let measure = Duration::from_secs(seconds.max(1));
+                let warmup = Duration::from_secs(warmup);
+                throughput(
+                    &stacks,
+                    workload,
+                    measure,
+                    warmup,
+                    connections,
+                    repeat.max(1),
+                    json,
+                )
+                .await
+            }
+            Command::Race {
+                store,
+                writers,
+                rounds,
+            } => {
+                let stack = match store.as_str() {
+                    "memory" | "tether-memory" => Stack::TetherMemory,
+                    other => other.parse()?,
+                };
+                race(stack, writers, rounds).await
+            }
+        }
+    })
+}
+
+async fn throughput(
+    stacks: &[Stack],
+    workload: Workload,
+    measure: Duration,
+    warmup: Duration,
+    connections: usize,
+    repeat: usize,
+    json: bool,
+) -> Result<(), BoxError> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); stacks.len()];
+    for round in 0..repeat {
+        for (i, stack) in stacks.iter().enumerate() {
+            let (addr, server) = stack.serve().await?;
+            let sample = load::run(addr, workload, connections, warmup, measure).await;
+            server.abort();
+            let sample = sample?;
+            if !json {
+                eprintln!(
+                    "round {}/{repeat} {:<22} {:>10.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                    round + 1,
+                    stack.name(),
+                    sample.rps,
+                    ms(sample.p50),
+                    ms(sample.p99),
+                    sample.errors,
+                );
+            }
+            if sample.errors > 0 {
+                return Err(format!("{stack}: {} requests failed", sample.errors).into());
+            }
+            samples[i].push(sample);
+        }
+    }
+    let rows: Vec<Row> = stacks
+        .iter()
+        .zip(&samples)
+        .map(|(stack, runs)| Row {
+            stack: stack.name().to_owned(),
+            workload: format!("{workload:?}").to_lowercase(),
+            rps: median(runs.iter().map(|s| s.rps)),
+            p50_ms: median(runs.iter().map(|s| ms(s.p50))),
+            p99_ms: median(runs.iter().map(|s| ms(s.p99))),
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print_table(&rows, measure, connections, repeat);
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row], measure: Duration, connections: usize, repeat: usize) {
+    let rps_of = |name: &str| rows.iter().find(|r| r.stack == name).map(|r| r.rps);
+    let baseline = rps_of("none");
+    let peer = rps_of("tower-sessions-memory");
+    let ratio =
+        |rps: f64, base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", rps / b));
+    println!(
+        "median of {repeat} run(s), {}s each, {connections} connections, workload {}",
+        measure.as_secs(),
+        rows.first().map_or("", |r| r.workload.as_str())
+    );
+    println!(
+        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>16}",
+        "stack", "req/s", "p50 ms", "p99 ms", "vs none", "vs tower-sessions"
+    );
+    for row in rows {
+        println!(
+            "{:<22} {:>10.0} {:>9.3} {:>9.3} {:>8} {:>16}",
+            row.stack,
+            row.rps,
+            row.p50_ms,
+            row.p99_ms,
+            ratio(row.rps, baseline),
+            ratio(row.rps, peer)
+        );
+    }
+}
+
+async fn race(stack: Stack, writers: u32, rounds: u32) -> Result<(), BoxError> {
+    if stack == Stack::None {
+        return Err("the none stack has no session to race on".into());
+    }
+    let (addr, server) = stack.serve().await?;
+    let result = async {
+        let mut first = Client::connect(addr).await?;
+        first.get("/write").await?;
+        let cookie = first.cookie().ok_or("the server set no session cookie")?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..writers {
+            let cookie = cookie.clone();
+            tasks.spawn(async move {
+                let mut client = Client::connect(addr).await?.with_cookie(Some(cookie));
+                let path = format!("/bump/{writer}");
+                for _ in 0..rounds {
+                    let (status, body) = client.get(&path).await?;
+                    if status != 200 {
+                        return Err(format!("{path}: {status} {body:?}").into());
+                    }
+                }
+                Ok::<_, BoxError>(())
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        let (_, body) = first.get(&format!("/sum/{writers}")).await?;
+        let seen: serde_json::Value = serde_json::from_slice(&body)?;
+        let seen = seen["count"].as_u64().ok_or("no count in /sum answer")?;
+        let total = u64::from(writers) * u64::from(rounds);
+        println!("stack {stack}: {writers} writers x {rounds} rounds on one session");
+        println!("lost {}/{total}", total.saturating_sub(seen));
+        Ok::<_, BoxError>(())
+    }
+    .await;
+    server.abort();
+    result
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}

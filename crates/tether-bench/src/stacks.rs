@@ -1,0 +1,154 @@
+//! The servers under test: one axum 0.8 app, with and without a session layer.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A server configuration measured by the benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stack {
+    /// The same routes with no session at all: the ceiling.
+    None,
+    /// tether-sessions with tether-memory.
+    TetherMemory,
+    /// tower-sessions 0.14 with its MemoryStore.
+    TowerSessionsMemory,
+}
+
+impl Stack {
+    pub(crate) const ALL: [Self; 3] = [Self::None, Self::TetherMemory, Self::TowerSessionsMemory];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::TetherMemory => "tether-memory",
+            Self::TowerSessionsMemory => "tower-sessions-memory",
+        }
+    }
+
+    fn router(self) -> Router {
+        match self {
+            Self::None => Router::new()
+                .route("/read", get(|| async { Json(json!({ "count": 0 })) }))
+                .route("/write", get(|| async { Json(json!({ "count": 1 })) })),
+            Self::TetherMemory => tether_app::router(),
+            Self::TowerSessionsMemory => tower_sessions_app::router(),
+        }
+    }
+
+    /// Serves this stack on a free loopback port until the returned handle is aborted.
+    pub(crate) async fn serve(self) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok((addr, task))
+    }
+}
+
+impl fmt::Display for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Stack {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|stack| stack.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown stack {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Routes every session stack serves, the same handlers over each library's API:
+/// `/read` reads `count`, `/write` increments it, `/bump/{i}` increments `k{i}`,
+/// `/sum/{n}` sums `k0..k{n-1}`.
+macro_rules! session_routes {
+    ($session:ty) => {
+        pub(super) fn routes() -> axum::Router {
+            use super::*;
+            async fn read(session: $session) -> Response {
+                let count = session.get::<u64>("count").await;
+                respond(count.map(|c| c.unwrap_or(0)).map_err(|e| e.to_string()))
+            }
+            async fn write(session: $session) -> Response {
+                let result = async {
+                    let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+                    session.insert("count", &count).await?;
+                    Ok::<_, Box<dyn std::error::Error>>(count)
+                };
+                respond(result.await.map_err(|e| e.to_string()))
+            }
+            async fn bump(session: $session, Path(i): Path<u32>) -> Response {
+                let key = format!("k{i}");
+                let result = async {
+                    let value = session.get::<u64>(&key).await?.unwrap_or(0) + 1;
+                    session.insert(&key, &value).await?;
+                    Ok::<_, Box<dyn std::error::Error>>(value)
+                };
+                respond(result.await.map_err(|e| e.to_string()))
+            }
+            async fn sum(session: $session, Path(n): Path<u32>) -> Response {
+                let result = async {
+                    let mut total = 0u64;
+                    for i in 0..n {
+                        total += session.get::<u64>(&format!("k{i}")).await?.unwrap_or(0);
+                    }
+                    Ok::<_, Box<dyn std::error::Error>>(total)
+                };
+                respond(result.await.map_err(|e| e.to_string()))
+            }
+            axum::Router::new()
+                .route("/read", get(read))
+                .route("/write", get(write))
+                .route("/bump/{i}", get(bump))
+                .route("/sum/{n}", get(sum))
+        }
+    };
+}
+
+fn respond(result: Result<u64, String>) -> Response {
+    match result {
+        Ok(count) => Json(json!({ "count": count })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+mod tether_app {
+    use tether_memory::MemoryStore;
+    use tether_sessions::SessionLayer;
+
+    session_routes!(tether_sessions::Session);
+
+    pub(super) fn router() -> axum::Router {
+        // Plain HTTP on loopback: the clients would not send a Secure cookie back.
+        routes().layer(SessionLayer::new(MemoryStore::new()).with_secure(false))
+    }
+}
+
+mod tower_sessions_app {
+    use tower_sessions::{MemoryStore, SessionManagerLayer};
+
+    session_routes!(tower_sessions::Session);
+
+    pub(super) fn router() -> axum::Router {
+        routes().layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+    }
+}
