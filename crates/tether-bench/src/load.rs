@@ -84,7 +84,7 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
-    fn path(self, n: u64) -> &'static str {
+    pub(crate) fn path(self, n: u64) -> &'static str {
         match self {
             Self::Read => "/read",
             Self::Write => "/write",
@@ -155,4 +155,41 @@ pub(crate) async fn run(
         p50: at(0.50),
         p99: at(0.99),
     })
+}
+
+/// Mean nanoseconds per request when `requests` requests of `workload` go straight into
+/// `router`, one after another, with one session (created by a first write).
+pub(crate) async fn in_process(
+    router: axum::Router,
+    workload: Workload,
+    requests: u32,
+) -> Result<f64, BoxError> {
+    use tower::ServiceExt as _;
+
+    let get = |path: &str, cookie: Option<&HeaderValue>| {
+        let mut request = Request::get(path);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie.clone());
+        }
+        request.body(axum::body::Body::empty())
+    };
+    let first = router.clone().oneshot(get("/write", None)?).await?;
+    let cookie = match first.headers().get(SET_COOKIE) {
+        Some(set) => Some(HeaderValue::from_str(
+            set.to_str()?.split(';').next().unwrap_or_default(),
+        )?),
+        None => None,
+    };
+    let started = Instant::now();
+    for n in 0..requests {
+        let response = router
+            .clone()
+            .oneshot(get(workload.path(n.into()), cookie.as_ref())?)
+            .await?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("request {n}: {}", response.status()).into());
+        }
+        response.into_body().collect().await?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(requests.max(1)))
 }

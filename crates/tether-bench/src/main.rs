@@ -57,6 +57,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per-request cost of each stack without any network: requests go straight into the axum
+    /// router on one thread. Isolates the middleware from loopback and scheduling noise.
+    Overhead {
+        /// Comma-separated stacks.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "none,tether-memory,tower-sessions-memory"
+        )]
+        stacks: Vec<Stack>,
+        /// read, write or mixed.
+        #[arg(long, value_enum, default_value = "read")]
+        workload: Workload,
+        /// Requests per stack.
+        #[arg(long, default_value_t = 200_000)]
+        requests: u32,
+    },
     /// Concurrent writers on one session, each bumping its own key: how many updates survive.
     Race {
         /// memory (tether-memory) or tower-sessions-memory.
@@ -109,6 +126,11 @@ fn main() -> Result<(), BoxError> {
                 )
                 .await
             }
+            Command::Overhead {
+                stacks,
+                workload,
+                requests,
+            } => overhead(&stacks, workload, requests).await,
             Command::Race {
                 store,
                 writers,
@@ -202,6 +224,26 @@ fn print_table(rows: &[Row], measure: Duration, connections: usize, repeat: usiz
             ratio(row.rps, peer)
         );
     }
+}
+
+async fn overhead(stacks: &[Stack], workload: Workload, requests: u32) -> Result<(), BoxError> {
+    println!("{:<22} {:>12} {:>10}", "stack", "ns/request", "vs none");
+    let mut baseline = None;
+    for stack in stacks {
+        let nanos = load::in_process(stack.router(), workload, requests).await?;
+        let base = *baseline.get_or_insert(if *stack == Stack::None {
+            nanos
+        } else {
+            f64::NAN
+        });
+        println!(
+            "{:<22} {:>12.0} {:>9.2}x",
+            stack.name(),
+            nanos,
+            nanos / base
+        );
+    }
+    Ok(())
 }
 
 async fn race(stack: Stack, writers: u32, rounds: u32) -> Result<(), BoxError> {

@@ -35,7 +35,7 @@ impl Stack {
         }
     }
 
-    fn router(self) -> Router {
+    pub(crate) fn router(self) -> Router {
         match self {
             Self::None => Router::new()
                 .route("/read", get(|| async { Json(json!({ "count": 0 })) }))
