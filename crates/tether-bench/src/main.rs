@@ -31,16 +31,8 @@ struct Cli {
 enum Command {
     /// Requests per second and latency of each stack under one workload.
     Throughput {
-        /// Comma-separated stacks: none, tether-memory, tower-sessions-memory.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "none,tether-memory,tower-sessions-memory"
-        )]
-        stacks: Vec<Stack>,
-        /// read, write or mixed (20% writes).
-        #[arg(long, value_enum, default_value = "read")]
-        workload: Workload,
+        #[command(flatten)]
+        what: StacksAndWorkload,
         /// Measured seconds per stack and repetition.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
@@ -60,16 +52,8 @@ enum Command {
     /// Per-request cost of each stack without any network: requests go straight into the axum
     /// router on one thread. Isolates the middleware from loopback and scheduling noise.
     Overhead {
-        /// Comma-separated stacks.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "none,tether-memory,tower-sessions-memory"
-        )]
-        stacks: Vec<Stack>,
-        /// read, write or mixed.
-        #[arg(long, value_enum, default_value = "read")]
-        workload: Workload,
+        #[command(flatten)]
+        what: StacksAndWorkload,
         /// Requests per stack.
         #[arg(long, default_value_t = 200_000)]
         requests: u32,
@@ -86,6 +70,21 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rounds: u32,
     },
+}
+
+/// Which stacks to measure under which workload.
+#[derive(clap::Args, Debug)]
+struct StacksAndWorkload {
+    /// Comma-separated stacks: none, tether-memory, tower-sessions-memory.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "none,tether-memory,tower-sessions-memory"
+    )]
+    stacks: Vec<Stack>,
+    /// read, write or mixed (four reads, then one write).
+    #[arg(long, value_enum, default_value = "read")]
+    workload: Workload,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -105,8 +104,7 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(async {
         match cli.command {
             Command::Throughput {
-                stacks,
-                workload,
+                what: StacksAndWorkload { stacks, workload },
                 seconds,
                 warmup,
                 connections,
@@ -127,8 +125,7 @@ fn main() -> Result<(), BoxError> {
                 .await
             }
             Command::Overhead {
-                stacks,
-                workload,
+                what: StacksAndWorkload { stacks, workload },
                 requests,
             } => overhead(&stacks, workload, requests).await,
             Command::Race {

@@ -491,52 +491,31 @@ impl WithId for Record {
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {
+        $crate::store_conformance!(@tests $make;
+            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values;
+            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner);
+    };
+    (@tests $make:expr; by_ref: $($check:ident),*; shared: $($shared:ident),*) => {
         mod conformance {
             #[allow(unused_imports)]
             use super::*;
             use $crate::Fixture as _;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn contract() {
-                let fixture = $make.await;
-                $crate::conformance::contract(&*fixture.store()).await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fixture = $make.await;
+                    $crate::conformance::$check(&*fixture.store()).await;
+                }
+            )*
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn expiry() {
-                let fixture = $make.await;
-                $crate::conformance::expiry(&*fixture.store()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn deletion_is_final() {
-                let fixture = $make.await;
-                $crate::conformance::deletion_is_final(&*fixture.store()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cycle() {
-                let fixture = $make.await;
-                $crate::conformance::cycle(&*fixture.store()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn empty_and_large_values() {
-                let fixture = $make.await;
-                $crate::conformance::empty_and_large_values(&*fixture.store()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_writers_lose_nothing() {
-                let fixture = $make.await;
-                $crate::conformance::concurrent_writers_lose_nothing(fixture.store()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_create_has_one_winner() {
-                let fixture = $make.await;
-                $crate::conformance::concurrent_create_has_one_winner(fixture.store()).await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let fixture = $make.await;
+                    $crate::conformance::$shared(fixture.store()).await;
+                }
+            )*
         }
     };
 }
