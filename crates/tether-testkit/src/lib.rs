@@ -4,6 +4,8 @@
 //!   [`SessionStore`](tether_core::SessionStore); every store crate calls it from its `tests/`.
 //! - [`conformance`] holds the checks themselves, one `async fn` each, to call one by one.
 //! - [`SpyStore`] wraps a store to count its calls and make them fail, for layer tests.
+//! - [`redis`] starts real Redis servers for tests: [`RedisServer`], [`RedisCluster`] and
+//!   [`SentinelSetup`], on free loopback ports, stopped on drop.
 //!
 //! # Example
 //!
@@ -19,7 +21,9 @@
 //! ```
 
 pub mod conformance;
+pub mod redis;
 mod spy;
 
 pub use conformance::Fixture;
+pub use redis::{HarnessError, RedisCluster, RedisServer, SentinelSetup};
 pub use spy::{Calls, Failure, SpyStore};

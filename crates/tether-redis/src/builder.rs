@@ -1,0 +1,212 @@
+//! Building a [`RedisStore`] for a topology.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::connection::Connection;
+use crate::store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX};
+use crate::{Error, RedisStore};
+
+/// Settings of a [`RedisStore`] before it connects. Start from [`RedisStore::builder`] (one
+/// server), `RedisStore::cluster_builder` (feature `cluster`) or `RedisStore::sentinel_builder`
+/// (feature `sentinel`).
+///
+/// URLs take the usual redis-rs forms: `redis://[user:password@]host:port[/db]`, and with the
+/// `tls` feature `rediss://...`. A user and password in the URL authenticate with Redis ACLs.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    topology: Topology,
+    prefix: String,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum Topology {
+    Standalone(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+    #[cfg(feature = "sentinel")]
+    Sentinel { sentinels: Vec<String>, master: String },
+}
+
+impl RedisStore {
+    /// A builder for a store on one Redis server at `url`.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Topology::Standalone(url.into()))
+    }
+
+    /// Connects to one Redis server at `url` with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// A builder for a store on a Redis Cluster, given some of its nodes. Commands go to the
+    /// master of each key's slot, following `MOVED` and `ASK`; replicas are never read (they may
+    /// lag behind the session's last write).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_builder<U: Into<String>>(nodes: impl IntoIterator<Item = U>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Topology::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// A builder for a store on the master that the given Sentinels name `master`. After a
+    /// failover the store asks the Sentinels again; requests during the failover get transient
+    /// errors (503 from the layer). For credentials or TLS towards the data nodes, build a
+    /// `redis::sentinel::SentinelClient` yourself and use [`RedisStore::from_sentinel_client`].
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub fn sentinel_builder<U: Into<String>>(
+        sentinels: impl IntoIterator<Item = U>,
+        master: impl Into<String>,
+    ) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Topology::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.into(),
+        })
+    }
+
+    /// A store on a connection you built: a redis-rs `ConnectionManager` (which reconnects in
+    /// the background), with the default prefix and command timeout.
+    pub fn from_connection_manager(connection: ConnectionManager) -> Self {
+        Self::new(Connection::Standalone(connection), DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// A store on a Redis Cluster connection you built, with the default prefix and command
+    /// timeout. Do not enable reads from replicas on it.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn from_cluster_connection(connection: redis::cluster_async::ClusterConnection) -> Self {
+        Self::new(Connection::Cluster(connection), DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// A store on the master of a `SentinelClient` you built (it must be of
+    /// `SentinelServerType::Master`), with the default prefix and command timeout.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub fn from_sentinel_client(client: redis::sentinel::SentinelClient) -> Self {
+        let config = connection_config(DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT);
+        let master = crate::sentinel::SentinelMaster::new(client, config);
+        Self::new(
+            Connection::Sentinel(std::sync::Arc::new(master)),
+            DEFAULT_PREFIX,
+            DEFAULT_COMMAND_TIMEOUT,
+        )
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(topology: Topology) -> Self {
+        Self {
+            topology,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+
+    /// The prefix of session keys (default `tether`): a session lives under `<prefix>:<id>`.
+    /// Give each application sharing a Redis its own.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The bound on each store operation (default 1 s). A Redis that hangs costs a request this
+    /// long at most, then a transient error (503).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The bound on establishing a connection (default 1 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects. Redis must be reachable now; later outages are survived: the store reconnects
+    /// by itself and answers with transient errors meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid URL, [`Error::Connect`] when Redis cannot be reached or
+    /// refuses the credentials, [`Error::ConnectTimeout`] when it does not answer in time.
+    pub async fn connect(self) -> Result<RedisStore, Error> {
+        let topology = self.topology.name();
+        let connecting = self.open();
+        let connection = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                topology,
+                timeout: self.connect_timeout,
+            })??;
+        Ok(RedisStore::new(connection, &self.prefix, self.command_timeout))
+    }
+
+    async fn open(&self) -> Result<Connection, Error> {
+        let topology = self.topology.name();
+        let connect_error = |source| Error::Connect { topology, source };
+        match &self.topology {
+            Topology::Standalone(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(Error::Config)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.command_timeout))
+                    .set_connection_timeout(Some(self.connect_timeout));
+                let manager = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(connect_error)?;
+                Ok(Connection::Standalone(manager))
+            }
+            #[cfg(feature = "cluster")]
+            Topology::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.command_timeout)
+                    .build()
+                    .map_err(Error::Config)?;
+                let connection = client.get_async_connection().await.map_err(connect_error)?;
+                Ok(Connection::Cluster(connection))
+            }
+            #[cfg(feature = "sentinel")]
+            Topology::Sentinel { sentinels, master } => {
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.iter().map(String::as_str).collect(),
+                    master.clone(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(Error::Config)?;
+                let config = connection_config(self.command_timeout, self.connect_timeout);
+                let master = crate::sentinel::SentinelMaster::new(client, config);
+                master.connection().await.map_err(connect_error)?;
+                Ok(Connection::Sentinel(std::sync::Arc::new(master)))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "sentinel")]
+fn connection_config(response: Duration, connect: Duration) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(response))
+        .set_connection_timeout(Some(connect))
+}
+
+impl Topology {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Standalone(_) => "standalone",
+            #[cfg(feature = "cluster")]
+            Self::Cluster(_) => "cluster",
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel { .. } => "sentinel",
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! How a session is laid out in Redis: one hash per session.
+//!
+//! | field | value |
+//! |---|---|
+//! | `:<key>` | the encoded value of session key `<key>` |
+//! | `@created` | creation time, Unix milliseconds |
+//! | `@expires` | deadline, Unix milliseconds (also the key's `PEXPIREAT`) |
+//! | `@idle` | idle timeout, milliseconds |
+//! | `@absolute` | absolute deadline, Unix milliseconds; absent when there is none |
+//!
+//! The prefixes keep session keys (any string, the empty one included) apart from metadata.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Value;
+use tether_core::{Changes, Error, Expiry, Id, Record, Timestamp};
+
+pub(crate) const DATA: u8 = b':';
+pub(crate) const CREATED: &[u8] = b"@created";
+pub(crate) const EXPIRES: &[u8] = b"@expires";
+pub(crate) const IDLE: &[u8] = b"@idle";
+pub(crate) const ABSOLUTE: &[u8] = b"@absolute";
+
+/// Redis field name of session key `key`.
+pub(crate) fn data_field(key: &str) -> Vec<u8> {
+    let mut field = Vec::with_capacity(key.len() + 1);
+    field.push(DATA);
+    field.extend_from_slice(key.as_bytes());
+    field
+}
+
+/// Arguments of `create.lua` after the deadline: every field of `record`, as pairs.
+pub(crate) fn record_fields(record: &Record) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(2 * record.data.len() + 8);
+    for (key, value) in &record.data {
+        args.push(data_field(key));
+        args.push(value.to_vec());
+    }
+    args.push(CREATED.to_vec());
+    args.push(record.created_at.as_millis().to_string().into_bytes());
+    args.extend(expiry_fields(&record.expiry));
+    args
+}
+
+fn expiry_fields(expiry: &Expiry) -> Vec<Vec<u8>> {
+    let mut args = vec![
+        EXPIRES.to_vec(),
+        expiry.expires_at().as_millis().to_string().into_bytes(),
+        IDLE.to_vec(),
+        millis(expiry.idle_timeout()).to_string().into_bytes(),
+    ];
+    if let Some(absolute) = expiry.absolute_deadline() {
+        args.push(ABSOLUTE.to_vec());
+        args.push(absolute.as_millis().to_string().into_bytes());
+    }
+    args
+}
+
+/// The expiry arguments shared by `apply.lua` and `touch.lua`: deadline, idle timeout,
+/// absolute deadline or `""`.
+pub(crate) fn expiry_args(expiry: &Expiry) -> [String; 3] {
+    [
+        expiry.expires_at().as_millis().to_string(),
+        millis(expiry.idle_timeout()).to_string(),
+        expiry
+            .absolute_deadline()
+            .map(|abs| abs.as_millis().to_string())
+            .unwrap_or_default(),
+    ]
+}
+
+/// Arguments of `apply.lua` from its fourth on: clear flag, removed fields, pairs to set.
+pub(crate) fn change_args(changes: &Changes) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(2 + changes.removed().len() + 2 * changes.inserted().len());
+    args.push(if changes.is_clear() { b"1".to_vec() } else { b"0".to_vec() });
+    args.push(changes.removed().len().to_string().into_bytes());
+    args.extend(changes.removed().map(data_field));
+    for (key, value) in changes.inserted() {
+        args.push(data_field(key));
+        args.push(value.to_vec());
+    }
+    args
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What was wrong with a stored hash.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Malformed {
+    #[error("Redis answered with {0}, not a hash")]
+    NotAHash(&'static str),
+    #[error("field {0:?} is neither a session key (':') nor known metadata ('@')")]
+    UnknownField(String),
+    #[error("session key field is not UTF-8")]
+    KeyNotUtf8,
+    #[error("metadata field {field} is not a decimal number")]
+    BadNumber { field: &'static str },
+    #[error("metadata field {0} is missing")]
+    Missing(&'static str),
+}
+
+/// Decodes an `HGETALL` reply. An empty reply is no session; anything that is not a session
+/// this version wrote is [`Error::Corrupt`].
+pub(crate) fn decode(id: Id, reply: Value) -> Result<Option<Record>, Error> {
+    decode_fields(id, reply).map_err(|e| Error::Corrupt(Box::new(e)))
+}
+
+fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
+    let pairs = pairs(reply)?;
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut data = HashMap::with_capacity(pairs.len());
+    let (mut created, mut expires, mut idle, mut absolute) = (None, None, None, None);
+    for (field, value) in pairs {
+        match field.first() {
+            Some(&DATA) => {
+                let key = std::str::from_utf8(field.get(1..).unwrap_or_default())
+                    .map_err(|_| Malformed::KeyNotUtf8)?;
+                data.insert(key.to_owned(), value);
+            }
+            _ if field == CREATED => created = Some(number(&value, "@created")?),
+            _ if field == EXPIRES => expires = Some(number(&value, "@expires")?),
+            _ if field == IDLE => idle = Some(number(&value, "@idle")?),
+            _ if field == ABSOLUTE => absolute = Some(number(&value, "@absolute")?),
+            _ => return Err(Malformed::UnknownField(String::from_utf8_lossy(&field).into_owned())),
+        }
+    }
+    let expiry = Expiry::from_parts(
+        Timestamp::from_millis(expires.ok_or(Malformed::Missing("@expires"))?),
+        Duration::from_millis(idle.ok_or(Malformed::Missing("@idle"))?),
+        absolute.map(Timestamp::from_millis),
+    );
+    let created = Timestamp::from_millis(created.ok_or(Malformed::Missing("@created"))?);
+    Ok(Some(Record::new(id, expiry, created).with_data(data)))
+}
+
+fn number(value: &[u8], field: &'static str) -> Result<u64, Malformed> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Malformed::BadNumber { field })
+}
+
+/// Field/value pairs of a hash reply: a flat array in RESP2, a map in RESP3.
+fn pairs(reply: Value) -> Result<Vec<(Bytes, Bytes)>, Malformed> {
+    let flat = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return Err(Malformed::NotAHash("an array of odd length"));
+            }
+            let mut items = items.into_iter();
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            while let (Some(field), Some(value)) = (items.next(), items.next()) {
+                pairs.push((bulk(field)?, bulk(value)?));
+            }
+            return Ok(pairs);
+        }
+        Value::Map(pairs) => pairs,
+        _ => return Err(Malformed::NotAHash("a scalar")),
+    };
+    flat.into_iter()
+        .map(|(field, value)| Ok((bulk(field)?, bulk(value)?)))
+        .collect()
+}
+
+fn bulk(value: Value) -> Result<Bytes, Malformed> {
+    match value {
+        Value::BulkString(bytes) => Ok(Bytes::from(bytes)),
+        Value::SimpleString(s) => Ok(Bytes::from(s)),
+        _ => Err(Malformed::NotAHash("a non-string field or value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &[u8]) -> Value {
+        Value::BulkString(s.to_vec())
+    }
+
+    fn reply(fields: &[(&[u8], &[u8])]) -> Value {
+        Value::Array(fields.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
+    }
+
+    fn id() -> Id {
+        Id::random().unwrap()
+    }
+
+    #[test]
+    fn round_trips_a_record() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut record = Record::new(
+            id(),
+            Expiry::new(now, Duration::from_secs(60), Some(now + Duration::from_secs(3600))),
+            now,
+        );
+        record.data.insert(String::new(), Bytes::from_static(b"empty key"));
+        record.data.insert("@created".into(), Bytes::from_static(b"user key that looks like meta"));
+        let fields = record_fields(&record);
+        let pairs: Vec<(&[u8], &[u8])> = fields
+            .chunks(2)
+            .map(|pair| (pair[0].as_slice(), pair[1].as_slice()))
+            .collect();
+        let decoded = decode(record.id, reply(&pairs)).unwrap().unwrap();
+        assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn empty_reply_is_no_session() {
+        assert!(decode(id(), Value::Array(vec![])).unwrap().is_none());
+        assert!(decode(id(), Value::Nil).unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_hashes_are_typed_errors() {
+        let ok_meta: [(&[u8], &[u8]); 3] = [(b"@created", b"1"), (b"@expires", b"2"), (b"@idle", b"3")];
+        let cases: Vec<Value> = vec![
+            reply(&[(b"garbage", b"x")]),
+            reply(&[(b"@created", b"not a number"), (b"@expires", b"2"), (b"@idle", b"3")]),
+            reply(&[(b"@created", b"1"), (b"@idle", b"3")]),
+            reply(&[ok_meta[0], ok_meta[1], ok_meta[2], (b":\xff\xfe", b"v")]),
+            reply(&[ok_meta[0], ok_meta[1], ok_meta[2], (b"", b"v")]),
+            reply(&[(b"@created", b"-1"), (b"@expires", b"2"), (b"@idle", b"3")]),
+            Value::Array(vec![bulk(b"odd")]),
+            Value::Int(7),
+            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+        ];
+        for case in cases {
+            let err = decode(id(), case.clone()).unwrap_err();
+            assert_eq!(err.kind(), tether_core::ErrorKind::Corrupt, "{case:?}");
+        }
+    }
+}

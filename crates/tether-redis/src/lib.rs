@@ -1,0 +1,85 @@
+//! A Redis session store for [tether]: every server of an application reads and writes sessions
+//! in one Redis, so any server can serve any request.
+//!
+//! - **One round trip per operation, whatever the topology.** `load` is one `HGETALL`;
+//!   `create`, `apply` and `touch` one Lua script each; `delete` one `DEL`.
+//! - **No lost updates.** `apply` writes only the keys a request changed (`HSET`/`HDEL` in a
+//!   script that first checks the session exists), so concurrent requests of one session that
+//!   change different keys all survive, and a deleted or expired session is never brought back.
+//! - **Standalone, Cluster, Sentinel.** Every operation touches one key, so Cluster needs no hash
+//!   tags; replicas are never read.
+//! - **Survives outages.** Each operation is bounded by a timeout (default 1 s); while Redis is
+//!   away operations fail with transient errors (the layer answers 503), and the store reconnects
+//!   by itself when Redis is back.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tether_redis::RedisStore;
+//! use tether_sessions::{Session, SessionLayer};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|session: Session| async move {
+//!         let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+//!         session.insert("n", &n).await?;
+//!         Ok::<_, tether_sessions::Error>(n.to_string())
+//!     }))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! # How a session is stored
+//!
+//! One hash per session, key `<prefix>:<id>` (prefix `tether` by default), expiring at the
+//! session's deadline (`PEXPIREAT`):
+//!
+//! | field | value |
+//! |---|---|
+//! | `:<key>` | the encoded value of session key `<key>` (MessagePack by default) |
+//! | `@created` | creation time, Unix milliseconds |
+//! | `@expires` | deadline, Unix milliseconds |
+//! | `@idle` | idle timeout, milliseconds |
+//! | `@absolute` | absolute deadline, Unix milliseconds (absent when none) |
+//!
+//! A hash that does not have this shape (or a key of another type) loads as
+//! [`tether_core::Error::Corrupt`]; the layer logs it and starts a new session.
+//!
+//! # Authentication and TLS
+//!
+//! A user and password in the URL (`redis://user:secret@host:6379`) authenticate with Redis ACLs;
+//! no feature is needed. Give the user only what the store runs:
+//! `ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load`.
+//! With the `tls` feature, `rediss://` URLs connect over TLS (rustls, webpki roots).
+//!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `cluster` | `RedisStore::cluster_builder`, `RedisStore::from_cluster_connection` |
+//! | `sentinel` | `RedisStore::sentinel_builder`, `RedisStore::from_sentinel_client` |
+//! | `tls` | `rediss://` URLs (rustls with webpki roots) |
+//!
+//! Redis 7.0 or later. Nothing newer than 7.0 is used.
+//!
+//! [tether]: https://github.com/tether-rs/tether
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(not(test), forbid(clippy::panic))]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+
+mod builder;
+mod connection;
+mod error;
+mod layout;
+#[cfg(feature = "sentinel")]
+mod sentinel;
+mod store;
+
+pub use builder::RedisStoreBuilder;
+pub use error::Error;
+pub use store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, RedisStore};
+
+/// The redis-rs crate, for building connections to hand to the store.
+pub use redis;
