@@ -29,7 +29,10 @@ enum Topology {
     #[cfg(feature = "cluster")]
     Cluster(Vec<String>),
     #[cfg(feature = "sentinel")]
-    Sentinel { sentinels: Vec<String>, master: String },
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
 }
 
 impl RedisStore {
@@ -52,8 +55,12 @@ impl RedisStore {
     /// lag behind the session's last write).
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
-    pub fn cluster_builder<U: Into<String>>(nodes: impl IntoIterator<Item = U>) -> RedisStoreBuilder {
-        RedisStoreBuilder::new(Topology::Cluster(nodes.into_iter().map(Into::into).collect()))
+    pub fn cluster_builder<U: Into<String>>(
+        nodes: impl IntoIterator<Item = U>,
+    ) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Topology::Cluster(
+            nodes.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// A builder for a store on the master that the given Sentinels name `master`. After a
@@ -75,7 +82,11 @@ impl RedisStore {
     /// A store on a connection you built: a redis-rs `ConnectionManager` (which reconnects in
     /// the background), with the default prefix and command timeout.
     pub fn from_connection_manager(connection: ConnectionManager) -> Self {
-        Self::new(Connection::Standalone(connection), DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT)
+        Self::new(
+            Connection::Standalone(connection),
+            DEFAULT_PREFIX,
+            DEFAULT_COMMAND_TIMEOUT,
+        )
     }
 
     /// A store on a Redis Cluster connection you built, with the default prefix and command
@@ -83,7 +94,11 @@ impl RedisStore {
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster_connection(connection: redis::cluster_async::ClusterConnection) -> Self {
-        Self::new(Connection::Cluster(connection), DEFAULT_PREFIX, DEFAULT_COMMAND_TIMEOUT)
+        Self::new(
+            Connection::Cluster(connection),
+            DEFAULT_PREFIX,
+            DEFAULT_COMMAND_TIMEOUT,
+        )
     }
 
     /// A store on the master of a `SentinelClient` you built (it must be of
@@ -147,7 +162,11 @@ impl RedisStoreBuilder {
                 topology,
                 timeout: self.connect_timeout,
             })??;
-        Ok(RedisStore::new(connection, &self.prefix, self.command_timeout))
+        Ok(RedisStore::new(
+            connection,
+            &self.prefix,
+            self.command_timeout,
+        ))
     }
 
     async fn open(&self) -> Result<Connection, Error> {
@@ -156,6 +175,15 @@ impl RedisStoreBuilder {
         match &self.topology {
             Topology::Standalone(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(Error::Config)?;
+                // ConnectionManager keeps retrying a refused login until the timeout; one plain
+                // connection first reports wrong credentials as what they are.
+                let probe = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout));
+                client
+                    .get_multiplexed_async_connection_with_config(&probe)
+                    .await
+                    .map_err(connect_error)?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(self.command_timeout))
                     .set_connection_timeout(Some(self.connect_timeout));
@@ -166,11 +194,12 @@ impl RedisStoreBuilder {
             }
             #[cfg(feature = "cluster")]
             Topology::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.command_timeout)
-                    .build()
-                    .map_err(Error::Config)?;
+                let client =
+                    redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                        .connection_timeout(self.connect_timeout)
+                        .response_timeout(self.command_timeout)
+                        .build()
+                        .map_err(Error::Config)?;
                 let connection = client.get_async_connection().await.map_err(connect_error)?;
                 Ok(Connection::Cluster(connection))
             }

@@ -1,7 +1,5 @@
 //! The connection to Redis, whatever the topology: one multiplexed connection, cloned per call.
 
-
-
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 

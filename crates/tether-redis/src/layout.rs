@@ -74,7 +74,11 @@ pub(crate) fn expiry_args(expiry: &Expiry) -> [String; 3] {
 /// Arguments of `apply.lua` from its fourth on: clear flag, removed fields, pairs to set.
 pub(crate) fn change_args(changes: &Changes) -> Vec<Vec<u8>> {
     let mut args = Vec::with_capacity(2 + changes.removed().len() + 2 * changes.inserted().len());
-    args.push(if changes.is_clear() { b"1".to_vec() } else { b"0".to_vec() });
+    args.push(if changes.is_clear() {
+        b"1".to_vec()
+    } else {
+        b"0".to_vec()
+    });
     args.push(changes.removed().len().to_string().into_bytes());
     args.extend(changes.removed().map(data_field));
     for (key, value) in changes.inserted() {
@@ -127,7 +131,11 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
             _ if field == EXPIRES => expires = Some(number(&value, "@expires")?),
             _ if field == IDLE => idle = Some(number(&value, "@idle")?),
             _ if field == ABSOLUTE => absolute = Some(number(&value, "@absolute")?),
-            _ => return Err(Malformed::UnknownField(String::from_utf8_lossy(&field).into_owned())),
+            _ => {
+                return Err(Malformed::UnknownField(
+                    String::from_utf8_lossy(&field).into_owned(),
+                ));
+            }
         }
     }
     let expiry = Expiry::from_parts(
@@ -186,7 +194,12 @@ mod tests {
     }
 
     fn reply(fields: &[(&[u8], &[u8])]) -> Value {
-        Value::Array(fields.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
+        Value::Array(
+            fields
+                .iter()
+                .flat_map(|(f, v)| [bulk(f), bulk(v)])
+                .collect(),
+        )
     }
 
     fn id() -> Id {
@@ -198,11 +211,20 @@ mod tests {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let mut record = Record::new(
             id(),
-            Expiry::new(now, Duration::from_secs(60), Some(now + Duration::from_secs(3600))),
+            Expiry::new(
+                now,
+                Duration::from_secs(60),
+                Some(now + Duration::from_secs(3600)),
+            ),
             now,
         );
-        record.data.insert(String::new(), Bytes::from_static(b"empty key"));
-        record.data.insert("@created".into(), Bytes::from_static(b"user key that looks like meta"));
+        record
+            .data
+            .insert(String::new(), Bytes::from_static(b"empty key"));
+        record.data.insert(
+            "@created".into(),
+            Bytes::from_static(b"user key that looks like meta"),
+        );
         let fields = record_fields(&record);
         let pairs: Vec<(&[u8], &[u8])> = fields
             .chunks(2)
@@ -220,10 +242,15 @@ mod tests {
 
     #[test]
     fn corrupt_hashes_are_typed_errors() {
-        let ok_meta: [(&[u8], &[u8]); 3] = [(b"@created", b"1"), (b"@expires", b"2"), (b"@idle", b"3")];
+        let ok_meta: [(&[u8], &[u8]); 3] =
+            [(b"@created", b"1"), (b"@expires", b"2"), (b"@idle", b"3")];
         let cases: Vec<Value> = vec![
             reply(&[(b"garbage", b"x")]),
-            reply(&[(b"@created", b"not a number"), (b"@expires", b"2"), (b"@idle", b"3")]),
+            reply(&[
+                (b"@created", b"not a number"),
+                (b"@expires", b"2"),
+                (b"@idle", b"3"),
+            ]),
             reply(&[(b"@created", b"1"), (b"@idle", b"3")]),
             reply(&[ok_meta[0], ok_meta[1], ok_meta[2], (b":\xff\xfe", b"v")]),
             reply(&[ok_meta[0], ok_meta[1], ok_meta[2], (b"", b"v")]),

@@ -50,8 +50,14 @@
 //! # Authentication and TLS
 //!
 //! A user and password in the URL (`redis://user:secret@host:6379`) authenticate with Redis ACLs;
-//! no feature is needed. Give the user only what the store runs:
-//! `ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load`.
+//! no feature is needed. Give the user only what the store runs (the scripts run with the
+//! user's permissions, so their commands count too), on its own key prefix:
+//!
+//! ```text
+//! ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hset +hdel +hkeys +pexpireat
+//! ```
+//!
+//! The test suite runs the store as exactly this user.
 //! With the `tls` feature, `rediss://` URLs connect over TLS (rustls, webpki roots).
 //!
 //! # Feature flags
@@ -67,7 +73,10 @@
 //! [tether]: https://github.com/tether-rs/tether
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(clippy::panic))]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 mod builder;
 mod connection;

@@ -81,6 +81,10 @@ fn master_may_have_moved(error: &RedisError) -> bool {
         || error.is_connection_refusal()
         || matches!(
             error.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown)
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+            )
         )
 }

@@ -137,7 +137,9 @@ impl RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
-        let reply = self.hash_reply(redis::cmd("HGETALL").arg(self.key(id)).clone()).await?;
+        let reply = self
+            .hash_reply(redis::cmd("HGETALL").arg(self.key(id)).clone())
+            .await?;
         layout::decode(*id, reply)
     }
 

@@ -47,7 +47,11 @@ async fn sessions_spread_over_every_master_and_cycle_across_slots() {
     let now = Timestamp::now();
     let mut ids = Vec::new();
     for _ in 0..60 {
-        let record = Record::new(Id::random().unwrap(), Expiry::new(now, Duration::from_secs(60), None), now);
+        let record = Record::new(
+            Id::random().unwrap(),
+            Expiry::new(now, Duration::from_secs(60), None),
+            now,
+        );
         assert_eq!(store.create(&record).await.unwrap(), Created::Created);
         ids.push(record.id);
     }

@@ -76,8 +76,13 @@ fn command(port: u16, line: &str) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn read_reply(reader: &mut impl std::io::BufRead, out: &mut String, depth: usize) -> std::io::Result<()> {
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+fn read_reply(
+    reader: &mut impl std::io::BufRead,
+    out: &mut String,
+    depth: usize,
+) -> std::io::Result<()> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     if depth > 8 {
         return Err(invalid("reply nested too deeply"));
     }
@@ -123,7 +128,9 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), Harness
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(fail(format!("timed out after {START_TIMEOUT:?} waiting for {what}")))
+    Err(fail(format!(
+        "timed out after {START_TIMEOUT:?} waiting for {what}"
+    )))
 }
 
 /// One `redis-server` process.
@@ -187,13 +194,16 @@ impl RedisServer {
             .map_err(|e| fail(format!("spawning redis-server: {e}")))?;
         self.child = Some(child);
         let port = self.port;
-        let ready = wait_until(&format!("redis-server on port {port} to answer PING"), || {
-            command(port, "PING").is_ok_and(|reply| reply.starts_with("PONG"))
-        });
+        let ready = wait_until(
+            &format!("redis-server on port {port} to answer PING"),
+            || command(port, "PING").is_ok_and(|reply| reply.starts_with("PONG")),
+        );
         if ready.is_err() {
             self.kill();
             let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(fail(format!("redis-server on port {port} did not start; its log:\n{log}")));
+            return Err(fail(format!(
+                "redis-server on port {port} did not start; its log:\n{log}"
+            )));
         }
         Ok(())
     }
@@ -396,7 +406,9 @@ impl SentinelSetup {
         while start.elapsed() < Duration::from_secs(30) {
             let named = self
                 .sentinel
-                .command(&format!("SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_MASTER}"))
+                .command(&format!(
+                    "SENTINEL GET-MASTER-ADDR-BY-NAME {SENTINEL_MASTER}"
+                ))
                 .is_ok_and(|addr| addr.lines().nth(1) == Some(replica_port.as_str()));
             let promoted = self
                 .replica
