@@ -157,6 +157,56 @@ pub(crate) async fn run(
     })
 }
 
+/// A GET for the in-process router, with the session cookie if there is one.
+fn in_process_get(
+    path: &str,
+    cookie: Option<&HeaderValue>,
+) -> Result<Request<axum::body::Body>, BoxError> {
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie.clone());
+    }
+    Ok(request.body(axum::body::Body::empty())?)
+}
+
+/// Creates a session with one `/write` straight into `router`; returns its cookie.
+pub(crate) async fn in_process_session(
+    router: &axum::Router,
+) -> Result<Option<HeaderValue>, BoxError> {
+    use tower::ServiceExt as _;
+
+    let first = router
+        .clone()
+        .oneshot(in_process_get("/write", None)?)
+        .await?;
+    Ok(match first.headers().get(SET_COOKIE) {
+        Some(set) => Some(HeaderValue::from_str(
+            set.to_str()?.split(';').next().unwrap_or_default(),
+        )?),
+        None => None,
+    })
+}
+
+/// Sends `requests` requests of `workload` straight into `router`, one after another.
+pub(crate) async fn in_process_requests(
+    router: &axum::Router,
+    workload: Workload,
+    requests: u32,
+    cookie: Option<&HeaderValue>,
+) -> Result<(), BoxError> {
+    use tower::ServiceExt as _;
+
+    for n in 0..requests {
+        let request = in_process_get(workload.path(n.into()), cookie)?;
+        let response = router.clone().oneshot(request).await?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("request {n}: {}", response.status()).into());
+        }
+        response.into_body().collect().await?;
+    }
+    Ok(())
+}
+
 /// Mean nanoseconds per request when `requests` requests of `workload` go straight into
 /// `router`, one after another, with one session (created by a first write).
 pub(crate) async fn in_process(
@@ -164,32 +214,8 @@ pub(crate) async fn in_process(
     workload: Workload,
     requests: u32,
 ) -> Result<f64, BoxError> {
-    use tower::ServiceExt as _;
-
-    let get = |path: &str, cookie: Option<&HeaderValue>| {
-        let mut request = Request::get(path);
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie.clone());
-        }
-        request.body(axum::body::Body::empty())
-    };
-    let first = router.clone().oneshot(get("/write", None)?).await?;
-    let cookie = match first.headers().get(SET_COOKIE) {
-        Some(set) => Some(HeaderValue::from_str(
-            set.to_str()?.split(';').next().unwrap_or_default(),
-        )?),
-        None => None,
-    };
+    let cookie = in_process_session(&router).await?;
     let started = Instant::now();
-    for n in 0..requests {
-        let response = router
-            .clone()
-            .oneshot(get(workload.path(n.into()), cookie.as_ref())?)
-            .await?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("request {n}: {}", response.status()).into());
-        }
-        response.into_body().collect().await?;
-    }
+    in_process_requests(&router, workload, requests, cookie.as_ref()).await?;
     Ok(started.elapsed().as_nanos() as f64 / f64::from(requests.max(1)))
 }

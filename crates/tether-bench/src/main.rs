@@ -10,12 +10,14 @@
 //! generator run in this process on loopback. See `docs/benchmarks.md` for method and figures.
 
 mod load;
+mod redis_env;
 mod stacks;
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use load::{Client, Sample, Workload};
+use redis_env::RedisEnv;
 use stacks::Stack;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,6 +25,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Parser, Debug)]
 #[command(version, about = "Side-by-side session middleware benchmarks")]
 struct Cli {
+    /// Redis for the Redis stacks; by default the bench starts its own redis-server on a free
+    /// loopback port (redis-server must be on PATH).
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,9 +64,19 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         requests: u32,
     },
+    /// Redis commands each request sends (round trips), and those its scripts run, recorded with
+    /// MONITOR over a fixed number of sequential requests on one session.
+    Commands {
+        #[command(flatten)]
+        what: StacksAndWorkload,
+        /// Requests per stack.
+        #[arg(long, default_value_t = 1_000)]
+        requests: u32,
+    },
     /// Concurrent writers on one session, each bumping its own key: how many updates survive.
     Race {
-        /// memory (tether-memory) or tower-sessions-memory.
+        /// memory (tether-memory), redis (tether-redis), tower-sessions-memory or
+        /// tower-sessions-redis.
         #[arg(long, default_value = "memory")]
         store: String,
         /// Concurrent writers, each on its own connection.
@@ -75,7 +91,8 @@ enum Command {
 /// Which stacks to measure under which workload.
 #[derive(clap::Args, Debug)]
 struct StacksAndWorkload {
-    /// Comma-separated stacks: none, tether-memory, tower-sessions-memory.
+    /// Comma-separated stacks: none, tether-memory, tower-sessions-memory, tether-redis,
+    /// tower-sessions-redis.
     #[arg(
         long,
         value_delimiter = ',',
@@ -101,62 +118,100 @@ fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Throughput {
-                what: StacksAndWorkload { stacks, workload },
-                seconds,
-                warmup,
-                connections,
-                repeat,
-                json,
-            } => {
-                let measure = Duration::from_secs(seconds.max(1));
-                let warmup = Duration::from_secs(warmup);
-                throughput(
-                    &stacks,
-                    workload,
-                    measure,
-                    warmup,
-                    connections,
-                    repeat.max(1),
-                    json,
-                )
-                .await
-            }
-            Command::Overhead {
-                what: StacksAndWorkload { stacks, workload },
-                requests,
-            } => overhead(&stacks, workload, requests).await,
-            Command::Race {
-                store,
-                writers,
-                rounds,
-            } => {
-                let stack = match store.as_str() {
-                    "memory" | "tether-memory" => Stack::TetherMemory,
-                    other => other.parse()?,
-                };
-                race(stack, writers, rounds).await
-            }
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    let redis_url = cli.redis_url;
+    // Started only when a Redis stack runs; stopped when this function returns.
+    let redis_for = |stacks: &[Stack]| -> Result<Option<RedisEnv>, BoxError> {
+        if stacks.iter().any(|s| s.uses_redis()) {
+            RedisEnv::new(redis_url.clone()).map(Some)
+        } else {
+            Ok(None)
         }
-    })
+    };
+    match cli.command {
+        Command::Throughput {
+            what: StacksAndWorkload { stacks, workload },
+            seconds,
+            warmup,
+            connections,
+            repeat,
+            json,
+        } => {
+            let redis = redis_for(&stacks)?;
+            let plan = Plan {
+                measure: Duration::from_secs(seconds.max(1)),
+                warmup: Duration::from_secs(warmup),
+                connections,
+                repeat: repeat.max(1),
+            };
+            throughput(&stacks, workload, &plan, redis.as_ref(), json).await
+        }
+        Command::Overhead {
+            what: StacksAndWorkload { stacks, workload },
+            requests,
+        } => {
+            let redis = redis_for(&stacks)?;
+            overhead(&stacks, workload, requests, redis.as_ref()).await
+        }
+        Command::Commands {
+            what: StacksAndWorkload { stacks, workload },
+            requests,
+        } => {
+            let redis = RedisEnv::new(redis_url.clone())?;
+            commands(&stacks, workload, requests, &redis).await
+        }
+        Command::Race {
+            store,
+            writers,
+            rounds,
+        } => {
+            let stack = match store.as_str() {
+                "memory" => Stack::TetherMemory,
+                "redis" => Stack::TetherRedis,
+                other => other.parse()?,
+            };
+            let redis = redis_for(&[stack])?;
+            race(stack, writers, rounds, redis.as_ref()).await
+        }
+    }
+}
+
+/// How long and how hard a throughput run drives each stack.
+struct Plan {
+    measure: Duration,
+    warmup: Duration,
+    connections: usize,
+    repeat: usize,
+}
+
+/// Serves `stack` on a fresh app; a Redis stack starts from an empty database.
+async fn serve(
+    stack: Stack,
+    redis: Option<&RedisEnv>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), BoxError> {
+    if let (true, Some(redis)) = (stack.uses_redis(), redis) {
+        redis.flush().await?;
+    }
+    stack.serve(redis).await
 }
 
 async fn throughput(
     stacks: &[Stack],
     workload: Workload,
-    measure: Duration,
-    warmup: Duration,
-    connections: usize,
-    repeat: usize,
+    plan: &Plan,
+    redis: Option<&RedisEnv>,
     json: bool,
 ) -> Result<(), BoxError> {
+    let repeat = plan.repeat;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); stacks.len()];
     for round in 0..repeat {
         for (i, stack) in stacks.iter().enumerate() {
-            let (addr, server) = stack.serve().await?;
-            let sample = load::run(addr, workload, connections, warmup, measure).await;
+            let (addr, server) = serve(*stack, redis).await?;
+            let sample =
+                load::run(addr, workload, plan.connections, plan.warmup, plan.measure).await;
             server.abort();
             let sample = sample?;
             if !json {
@@ -190,20 +245,23 @@ async fn throughput(
     if json {
         println!("{}", serde_json::to_string(&rows)?);
     } else {
-        print_table(&rows, measure, connections, repeat);
+        print_table(&rows, plan);
     }
     Ok(())
 }
 
-fn print_table(rows: &[Row], measure: Duration, connections: usize, repeat: usize) {
+fn print_table(rows: &[Row], plan: &Plan) {
     let rps_of = |name: &str| rows.iter().find(|r| r.stack == name).map(|r| r.rps);
     let baseline = rps_of("none");
-    let peer = rps_of("tower-sessions-memory");
+    // Each tether stack is compared with tower-sessions on the same store.
+    let peer = |stack: &str| rps_of(&stack.replace("tether-", "tower-sessions-"));
     let ratio =
         |rps: f64, base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", rps / b));
     println!(
-        "median of {repeat} run(s), {}s each, {connections} connections, workload {}",
-        measure.as_secs(),
+        "median of {} run(s), {}s each, {} connections, workload {}",
+        plan.repeat,
+        plan.measure.as_secs(),
+        plan.connections,
         rows.first().map_or("", |r| r.workload.as_str())
     );
     println!(
@@ -218,16 +276,24 @@ fn print_table(rows: &[Row], measure: Duration, connections: usize, repeat: usiz
             row.p50_ms,
             row.p99_ms,
             ratio(row.rps, baseline),
-            ratio(row.rps, peer)
+            ratio(row.rps, peer(&row.stack))
         );
     }
 }
 
-async fn overhead(stacks: &[Stack], workload: Workload, requests: u32) -> Result<(), BoxError> {
+async fn overhead(
+    stacks: &[Stack],
+    workload: Workload,
+    requests: u32,
+    redis: Option<&RedisEnv>,
+) -> Result<(), BoxError> {
     println!("{:<22} {:>12} {:>10}", "stack", "ns/request", "vs none");
     let mut baseline = None;
     for stack in stacks {
-        let nanos = load::in_process(stack.router(), workload, requests).await?;
+        if let (true, Some(redis)) = (stack.uses_redis(), redis) {
+            redis.flush().await?;
+        }
+        let nanos = load::in_process(stack.router(redis).await?, workload, requests).await?;
         let base = *baseline.get_or_insert(if *stack == Stack::None {
             nanos
         } else {
@@ -243,11 +309,53 @@ async fn overhead(stacks: &[Stack], workload: Workload, requests: u32) -> Result
     Ok(())
 }
 
-async fn race(stack: Stack, writers: u32, rounds: u32) -> Result<(), BoxError> {
+async fn commands(
+    stacks: &[Stack],
+    workload: Workload,
+    requests: u32,
+    redis: &RedisEnv,
+) -> Result<(), BoxError> {
+    println!("{requests} sequential {workload:?} requests on one session");
+    println!(
+        "{:<22} {:>14}  {:<40} {}",
+        "stack", "commands/req", "sent by the app, per request", "run by its scripts, per request"
+    );
+    for stack in stacks.iter().filter(|s| s.uses_redis()) {
+        redis.flush().await?;
+        let router = stack.router(Some(redis)).await?;
+        // The session is created before recording starts.
+        let session = load::in_process_session(&router).await?;
+        let monitor = redis.monitor()?;
+        load::in_process_requests(&router, workload, requests, session.as_ref()).await?;
+        let counts = monitor.finish(redis).await?;
+        let per_request = |table: &std::collections::BTreeMap<String, u64>| {
+            table
+                .iter()
+                .map(|(name, n)| format!("{name} {:.2}", *n as f64 / f64::from(requests)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "{:<22} {:>14.2}  {:<40} {}",
+            stack.name(),
+            counts.client_total() as f64 / f64::from(requests),
+            per_request(&counts.from_clients),
+            per_request(&counts.from_scripts),
+        );
+    }
+    Ok(())
+}
+
+async fn race(
+    stack: Stack,
+    writers: u32,
+    rounds: u32,
+    redis: Option<&RedisEnv>,
+) -> Result<(), BoxError> {
     if stack == Stack::None {
         return Err("the none stack has no session to race on".into());
     }
-    let (addr, server) = stack.serve().await?;
+    let (addr, server) = serve(stack, redis).await?;
     let result = async {
         let mut first = Client::connect(addr).await?;
         first.get("/write").await?;

@@ -13,6 +13,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::BoxError;
+use crate::redis_env::RedisEnv;
+
 /// A server configuration measured by the benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stack {
@@ -22,34 +25,63 @@ pub(crate) enum Stack {
     TetherMemory,
     /// tower-sessions 0.14 with its MemoryStore.
     TowerSessionsMemory,
+    /// tether-sessions with tether-redis: one multiplexed connection.
+    TetherRedis,
+    /// tower-sessions 0.14 with tower-sessions-redis-store 0.16 (fred), a pool of 6 connections
+    /// as its documentation shows.
+    TowerSessionsRedis,
 }
 
 impl Stack {
-    pub(crate) const ALL: [Self; 3] = [Self::None, Self::TetherMemory, Self::TowerSessionsMemory];
+    pub(crate) const ALL: [Self; 5] = [
+        Self::None,
+        Self::TetherMemory,
+        Self::TowerSessionsMemory,
+        Self::TetherRedis,
+        Self::TowerSessionsRedis,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::TetherMemory => "tether-memory",
             Self::TowerSessionsMemory => "tower-sessions-memory",
+            Self::TetherRedis => "tether-redis",
+            Self::TowerSessionsRedis => "tower-sessions-redis",
         }
     }
 
-    pub(crate) fn router(self) -> Router {
-        match self {
+    /// Whether the stack keeps its sessions in Redis.
+    pub(crate) fn uses_redis(self) -> bool {
+        matches!(self, Self::TetherRedis | Self::TowerSessionsRedis)
+    }
+
+    /// The app of this stack. Redis stacks connect to `redis`'s server.
+    pub(crate) async fn router(self, redis: Option<&RedisEnv>) -> Result<Router, BoxError> {
+        let redis_url = || {
+            redis
+                .map(RedisEnv::url)
+                .ok_or_else(|| BoxError::from(format!("{self} needs a Redis server")))
+        };
+        Ok(match self {
             Self::None => Router::new()
                 .route("/read", get(|| async { Json(json!({ "count": 0 })) }))
                 .route("/write", get(|| async { Json(json!({ "count": 1 })) })),
             Self::TetherMemory => tether_app::router(),
             Self::TowerSessionsMemory => tower_sessions_app::router(),
-        }
+            Self::TetherRedis => tether_redis_app::router(&redis_url()?).await?,
+            Self::TowerSessionsRedis => tower_sessions_redis_app::router(&redis_url()?).await?,
+        })
     }
 
     /// Serves this stack on a free loopback port until the returned handle is aborted.
-    pub(crate) async fn serve(self) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    pub(crate) async fn serve(
+        self,
+        redis: Option<&RedisEnv>,
+    ) -> Result<(SocketAddr, JoinHandle<()>), BoxError> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = self.router();
+        let app = self.router(redis).await?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -140,6 +172,30 @@ mod tether_app {
     pub(super) fn router() -> axum::Router {
         // Plain HTTP on loopback: the clients would not send a Secure cookie back.
         routes().layer(SessionLayer::new(MemoryStore::new()).with_secure(false))
+    }
+}
+
+mod tether_redis_app {
+    use tether_redis::RedisStore;
+    use tether_sessions::SessionLayer;
+
+    pub(super) async fn router(url: &str) -> Result<axum::Router, crate::BoxError> {
+        let store = RedisStore::connect(url).await?;
+        Ok(super::tether_app::routes().layer(SessionLayer::new(store).with_secure(false)))
+    }
+}
+
+mod tower_sessions_redis_app {
+    use tower_sessions::SessionManagerLayer;
+    use tower_sessions_redis_store::RedisStore;
+    use tower_sessions_redis_store::fred::prelude::{ClientLike as _, Config, Pool};
+
+    pub(super) async fn router(url: &str) -> Result<axum::Router, crate::BoxError> {
+        let pool = Pool::new(Config::from_url(url)?, None, None, None, 6)?;
+        let _connection = pool.connect();
+        pool.wait_for_connect().await?;
+        let layer = SessionManagerLayer::new(RedisStore::new(pool)).with_secure(false);
+        Ok(super::tower_sessions_app::routes().layer(layer))
     }
 }
 

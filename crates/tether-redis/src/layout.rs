@@ -58,33 +58,28 @@ fn expiry_fields(expiry: &Expiry) -> Vec<Vec<u8>> {
     args
 }
 
-/// The expiry arguments shared by `apply.lua` and `touch.lua`: deadline, idle timeout,
-/// absolute deadline or `""`.
-pub(crate) fn expiry_args(expiry: &Expiry) -> [String; 3] {
-    [
-        expiry.expires_at().as_millis().to_string(),
-        millis(expiry.idle_timeout()).to_string(),
-        expiry
-            .absolute_deadline()
-            .map(|abs| abs.as_millis().to_string())
-            .unwrap_or_default(),
-    ]
-}
-
-/// Arguments of `apply.lua` from its fourth on: clear flag, removed fields, pairs to set.
-pub(crate) fn change_args(changes: &Changes) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(2 + changes.removed().len() + 2 * changes.inserted().len());
+/// Arguments of `apply.lua`: deadline, clear flag, fields to delete, then pairs to set. The
+/// expiry metadata travels with the data, so one `HSET` (and at most one `HDEL`) does it all;
+/// with no `changes`, this is a touch.
+pub(crate) fn apply_args(changes: &Changes, expiry: &Expiry) -> Vec<Vec<u8>> {
+    let removed = changes.removed().len() + usize::from(expiry.absolute_deadline().is_none());
+    let mut args = Vec::with_capacity(3 + removed + 2 * changes.inserted().len() + 6);
+    args.push(expiry.expires_at().as_millis().to_string().into_bytes());
     args.push(if changes.is_clear() {
         b"1".to_vec()
     } else {
         b"0".to_vec()
     });
-    args.push(changes.removed().len().to_string().into_bytes());
+    args.push(removed.to_string().into_bytes());
     args.extend(changes.removed().map(data_field));
+    if expiry.absolute_deadline().is_none() {
+        args.push(ABSOLUTE.to_vec());
+    }
     for (key, value) in changes.inserted() {
         args.push(data_field(key));
         args.push(value.to_vec());
     }
+    args.extend(expiry_fields(expiry));
     args
 }
 

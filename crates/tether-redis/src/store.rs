@@ -20,14 +20,13 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/create.lua")));
 static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/apply.lua")));
-static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/touch.lua")));
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/take.lua")));
 
 /// A [`SessionStore`] in Redis: every server of an application sees every session.
 ///
 /// One hash per session under `<prefix>:<id>` (see the crate docs for its fields). Every
-/// operation is one round trip: `load` is one `HGETALL`; `create`, `apply` and `touch` are one
-/// Lua script each (`EVALSHA`, reloaded after a `NOSCRIPT`) that checks existence, writes and sets
+/// operation is one round trip: `load` is one `HGETALL`; `create` and `apply` (which also
+/// serves `touch`) are one Lua script each (`EVALSHA`, reloaded after a `NOSCRIPT`) that checks existence, writes and sets
 /// `PEXPIREAT` atomically; `delete` is one `DEL`. Only the keys a request changed are sent, so
 /// concurrent requests lose nothing. Each operation touches one key, so Redis Cluster needs no
 /// hash tags; `cycle` moves a session in two steps (take, then create), never a cross-slot command.
@@ -158,17 +157,14 @@ impl SessionStore for RedisStore {
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
         let mut invocation = APPLY.key(self.key(id));
-        invocation.arg(&layout::expiry_args(expiry)[..]);
-        for arg in layout::change_args(changes) {
+        for arg in layout::apply_args(changes, expiry) {
             invocation.arg(arg);
         }
         Ok(applied(self.script_flag(invocation).await?))
     }
 
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
-        let mut invocation = TOUCH.key(self.key(id));
-        invocation.arg(&layout::expiry_args(expiry)[..]);
-        Ok(applied(self.script_flag(invocation).await?))
+        self.apply(id, &Changes::new(), expiry).await
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {

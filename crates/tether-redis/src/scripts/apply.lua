@@ -1,13 +1,13 @@
 -- Applies one request's delta to an existing session; never creates one.
 -- KEYS[1]: the session hash.
--- ARGV[1]: deadline (Unix ms). ARGV[2]: idle timeout (ms). ARGV[3]: absolute deadline (Unix ms)
--- or '' for none. ARGV[4]: '1' to clear every data field first. ARGV[5]: number R of removed
--- fields, which follow in ARGV[6..5+R]; then field, value pairs to set.
+-- ARGV[1]: deadline (Unix ms). ARGV[2]: '1' to clear every data field first. ARGV[3]: number R
+-- of fields to delete, which follow in ARGV[4..3+R]; then field, value pairs to set (session
+-- keys and the expiry metadata).
 -- Returns 1 when applied, 0 when the session does not exist (deleted or expired).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-if ARGV[4] == '1' then
+if ARGV[2] == '1' then
   local doomed = {}
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     -- Data fields start with ':' (byte 58); metadata fields with '@'.
@@ -23,10 +23,11 @@ if ARGV[4] == '1' then
     redis.call('HDEL', KEYS[1], unpack(doomed))
   end
 end
-local last_removed = 5 + tonumber(ARGV[5])
-local i = 6
-while i <= last_removed do
-  local last = math.min(i + 199, last_removed)
+-- unpack() is bounded by Lua's C stack: at most 200 arguments per command.
+local last_deleted = 3 + tonumber(ARGV[3])
+local i = 4
+while i <= last_deleted do
+  local last = math.min(i + 199, last_deleted)
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, last))
   i = last + 1
 end
@@ -35,12 +36,6 @@ while i <= n do
   local last = math.min(i + 199, n)
   redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
   i = last + 1
-end
-redis.call('HSET', KEYS[1], '@expires', ARGV[1], '@idle', ARGV[2])
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[1], '@absolute')
-else
-  redis.call('HSET', KEYS[1], '@absolute', ARGV[3])
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1

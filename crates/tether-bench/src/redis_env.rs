@@ -1,0 +1,155 @@
+//! The Redis server the Redis stacks run against: started by the bench on a free loopback port
+//! (`redis-server` on PATH), or given with `--redis-url`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tether_testkit::RedisServer;
+
+use crate::BoxError;
+
+/// A Redis for the benchmarks.
+pub(crate) struct RedisEnv {
+    url: String,
+    /// Kept alive for the run when the bench started the server.
+    _server: Option<RedisServer>,
+}
+
+impl RedisEnv {
+    /// Uses `url`, or starts a private redis-server when it is `None`.
+    pub(crate) fn new(url: Option<String>) -> Result<Self, BoxError> {
+        Ok(match url {
+            Some(url) => Self { url, _server: None },
+            None => {
+                let server = RedisServer::start()?;
+                Self {
+                    url: server.url(),
+                    _server: Some(server),
+                }
+            }
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
+        Ok(redis::Client::open(self.url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+
+    /// Empties the database between runs, so each stack starts from the same state.
+    pub(crate) async fn flush(&self) -> Result<(), BoxError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Starts recording every command the server executes (`MONITOR`).
+    pub(crate) fn monitor(&self) -> Result<Monitor, BoxError> {
+        let addr = self
+            .url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut stream = TcpStream::connect(addr)?;
+        stream.write_all(b"MONITOR\r\n")?;
+        let reader = BufReader::new(stream.try_clone()?);
+        let counts = Arc::new(Mutex::new(CommandCounts::default()));
+        let sink = Arc::clone(&counts);
+        let thread = std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut counts) = sink.lock() {
+                    counts.record(&line);
+                }
+            }
+        });
+        Ok(Monitor {
+            stream,
+            counts,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The argument of the `ECHO` that ends a recording.
+const MARKER: &str = "tether-bench-end-of-recording";
+
+/// A running `MONITOR`.
+pub(crate) struct Monitor {
+    stream: TcpStream,
+    counts: Arc<Mutex<CommandCounts>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Stops recording and returns what was seen. `MONITOR` output trails the commands a little,
+    /// so a marker command goes last and recording ends when it shows up.
+    pub(crate) async fn finish(mut self, env: &RedisEnv) -> Result<CommandCounts, BoxError> {
+        let mut conn = env.connection().await?;
+        redis::cmd("ECHO")
+            .arg(MARKER)
+            .query_async::<String>(&mut conn)
+            .await?;
+        Ok(tokio::task::spawn_blocking(move || self.collect()).await?)
+    }
+
+    fn collect(&mut self) -> CommandCounts {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if self.counts.lock().is_ok_and(|c| c.saw_marker) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// Commands seen by `MONITOR`: those clients sent (each a round trip, as nothing here
+/// pipelines) and those scripts ran inside Redis.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CommandCounts {
+    pub(crate) from_clients: std::collections::BTreeMap<String, u64>,
+    pub(crate) from_scripts: std::collections::BTreeMap<String, u64>,
+    saw_marker: bool,
+}
+
+impl CommandCounts {
+    /// A MONITOR line: `1700000000.123456 [0 127.0.0.1:5000] "HGETALL" "tether:..."`, with
+    /// `[0 lua]` for commands run by a script.
+    fn record(&mut self, line: &str) {
+        let Some((source, rest)) = line.split_once("] ") else {
+            return;
+        };
+        let name = rest
+            .split('"')
+            .nth(1)
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if name == "ECHO" && rest.contains(MARKER) {
+            self.saw_marker = true;
+            return;
+        }
+        let table = if source.ends_with("lua") {
+            &mut self.from_scripts
+        } else {
+            &mut self.from_clients
+        };
+        *table.entry(name).or_default() += 1;
+    }
+
+    /// Commands clients sent, in all.
+    pub(crate) fn client_total(&self) -> u64 {
+        self.from_clients.values().sum()
+    }
+}
