@@ -254,7 +254,12 @@ fn print_table(rows: &[Row], plan: &Plan) {
     let rps_of = |name: &str| rows.iter().find(|r| r.stack == name).map(|r| r.rps);
     let baseline = rps_of("none");
     // Each tether stack is compared with tower-sessions on the same store.
-    let peer = |stack: &str| rps_of(&stack.replace("tether-", "tower-sessions-"));
+    let peer = |stack: &str| {
+        stack
+            .strip_prefix("tether-")
+            .and_then(|store| rps_of(&format!("tower-sessions-{store}")))
+            .or_else(|| stack.starts_with("tower-sessions-").then_some(1.0).and(rps_of(stack)))
+    };
     let ratio =
         |rps: f64, base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", rps / b));
     println!(
@@ -317,8 +322,8 @@ async fn commands(
 ) -> Result<(), BoxError> {
     println!("{requests} sequential {workload:?} requests on one session");
     println!(
-        "{:<22} {:>14}  {:<40} {}",
-        "stack", "commands/req", "sent by the app, per request", "run by its scripts, per request"
+        "{:<22} {:>14}  {:<40} run by its scripts, per request",
+        "stack", "commands/req", "sent by the app, per request"
     );
     for stack in stacks.iter().filter(|s| s.uses_redis()) {
         redis.flush().await?;

@@ -69,8 +69,8 @@ impl Stack {
                 .route("/write", get(|| async { Json(json!({ "count": 1 })) })),
             Self::TetherMemory => tether_app::router(),
             Self::TowerSessionsMemory => tower_sessions_app::router(),
-            Self::TetherRedis => tether_redis_app::router(&redis_url()?).await?,
-            Self::TowerSessionsRedis => tower_sessions_redis_app::router(&redis_url()?).await?,
+            Self::TetherRedis => tether_redis_app::router(redis_url()?).await?,
+            Self::TowerSessionsRedis => tower_sessions_redis_app::router(redis_url()?).await?,
         })
     }
 
