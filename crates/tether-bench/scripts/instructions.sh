@@ -4,6 +4,10 @@
 # difference, so start-up and the first session's creation cancel out.
 #
 #   crates/tether-bench/scripts/instructions.sh [read write mixed]
+#   STACKS="tether-redis tower-sessions-redis" crates/tether-bench/scripts/instructions.sh read
+#
+# Redis stacks count the instructions of the app process only (the redis-server the bench
+# starts is another process).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 cargo build --release -q -p tether-bench
@@ -11,7 +15,7 @@ bin=target/release/tether-bench
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 workloads=("${@:-read write mixed}")
-stacks=(none tether-memory tower-sessions-memory)
+read -r -a stacks <<< "${STACKS:-none tether-memory tower-sessions-memory}"
 count() {
     valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
         "$bin" overhead --stacks "$1" --workload "$2" --requests "$3" >/dev/null 2>&1

@@ -258,7 +258,12 @@ fn print_table(rows: &[Row], plan: &Plan) {
         stack
             .strip_prefix("tether-")
             .and_then(|store| rps_of(&format!("tower-sessions-{store}")))
-            .or_else(|| stack.starts_with("tower-sessions-").then_some(1.0).and(rps_of(stack)))
+            .or_else(|| {
+                stack
+                    .starts_with("tower-sessions-")
+                    .then_some(1.0)
+                    .and(rps_of(stack))
+            })
     };
     let ratio =
         |rps: f64, base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", rps / b));

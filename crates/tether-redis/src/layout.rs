@@ -3,12 +3,11 @@
 //! | field | value |
 //! |---|---|
 //! | `:<key>` | the encoded value of session key `<key>` |
-//! | `@created` | creation time, Unix milliseconds |
-//! | `@expires` | deadline, Unix milliseconds (also the key's `PEXPIREAT`) |
-//! | `@idle` | idle timeout, milliseconds |
-//! | `@absolute` | absolute deadline, Unix milliseconds; absent when there is none |
+//! | `@m` | `<created>:<deadline>:<idle>:<absolute>`: creation time, deadline (also the key's `PEXPIREAT`) and absolute deadline in Unix milliseconds, idle timeout in milliseconds; `<absolute>` empty when there is none |
 //!
-//! The prefixes keep session keys (any string, the empty one included) apart from metadata.
+//! The prefixes keep session keys (any string, the empty one included) apart from metadata. The
+//! metadata is one field because every field costs a reply element on each `HGETALL`, and
+//! redis-rs spends most of a read's client-side instructions parsing reply elements.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,10 +17,7 @@ use redis::Value;
 use tether_core::{Changes, Error, Expiry, Id, Record, Timestamp};
 
 pub(crate) const DATA: u8 = b':';
-pub(crate) const CREATED: &[u8] = b"@created";
-pub(crate) const EXPIRES: &[u8] = b"@expires";
-pub(crate) const IDLE: &[u8] = b"@idle";
-pub(crate) const ABSOLUTE: &[u8] = b"@absolute";
+pub(crate) const META: &[u8] = b"@m";
 
 /// Redis field name of session key `key`.
 pub(crate) fn data_field(key: &str) -> Vec<u8> {
@@ -33,38 +29,41 @@ pub(crate) fn data_field(key: &str) -> Vec<u8> {
 
 /// Arguments of `create.lua` after the deadline: every field of `record`, as pairs.
 pub(crate) fn record_fields(record: &Record) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(2 * record.data.len() + 8);
+    let mut args = Vec::with_capacity(2 * record.data.len() + 2);
     for (key, value) in &record.data {
         args.push(data_field(key));
         args.push(value.to_vec());
     }
-    args.push(CREATED.to_vec());
-    args.push(record.created_at.as_millis().to_string().into_bytes());
-    args.extend(expiry_fields(&record.expiry));
+    args.push(META.to_vec());
+    let meta = format!(
+        "{}:{}",
+        record.created_at.as_millis(),
+        meta_tail(&record.expiry)
+    );
+    args.push(meta.into_bytes());
     args
 }
 
-fn expiry_fields(expiry: &Expiry) -> Vec<Vec<u8>> {
-    let mut args = vec![
-        EXPIRES.to_vec(),
-        expiry.expires_at().as_millis().to_string().into_bytes(),
-        IDLE.to_vec(),
-        millis(expiry.idle_timeout()).to_string().into_bytes(),
-    ];
-    if let Some(absolute) = expiry.absolute_deadline() {
-        args.push(ABSOLUTE.to_vec());
-        args.push(absolute.as_millis().to_string().into_bytes());
-    }
-    args
+/// The metadata after the creation time: `deadline:idle:absolute`.
+fn meta_tail(expiry: &Expiry) -> String {
+    let absolute = expiry
+        .absolute_deadline()
+        .map(|abs| abs.as_millis().to_string())
+        .unwrap_or_default();
+    format!(
+        "{}:{}:{absolute}",
+        expiry.expires_at().as_millis(),
+        millis(expiry.idle_timeout())
+    )
 }
 
-/// Arguments of `apply.lua`: deadline, clear flag, fields to delete, then pairs to set. The
-/// expiry metadata travels with the data, so one `HSET` (and at most one `HDEL`) does it all;
-/// with no `changes`, this is a touch.
+/// Arguments of `apply.lua`: deadline, metadata tail, clear flag, data fields to delete, then
+/// pairs to set. With empty `changes`, this is a touch.
 pub(crate) fn apply_args(changes: &Changes, expiry: &Expiry) -> Vec<Vec<u8>> {
-    let removed = changes.removed().len() + usize::from(expiry.absolute_deadline().is_none());
-    let mut args = Vec::with_capacity(3 + removed + 2 * changes.inserted().len() + 6);
+    let removed = changes.removed().len();
+    let mut args = Vec::with_capacity(4 + removed + 2 * changes.inserted().len());
     args.push(expiry.expires_at().as_millis().to_string().into_bytes());
+    args.push(meta_tail(expiry).into_bytes());
     args.push(if changes.is_clear() {
         b"1".to_vec()
     } else {
@@ -72,14 +71,10 @@ pub(crate) fn apply_args(changes: &Changes, expiry: &Expiry) -> Vec<Vec<u8>> {
     });
     args.push(removed.to_string().into_bytes());
     args.extend(changes.removed().map(data_field));
-    if expiry.absolute_deadline().is_none() {
-        args.push(ABSOLUTE.to_vec());
-    }
     for (key, value) in changes.inserted() {
         args.push(data_field(key));
         args.push(value.to_vec());
     }
-    args.extend(expiry_fields(expiry));
     args
 }
 
@@ -96,10 +91,10 @@ pub(crate) enum Malformed {
     UnknownField(String),
     #[error("session key field is not UTF-8")]
     KeyNotUtf8,
-    #[error("metadata field {field} is not a decimal number")]
-    BadNumber { field: &'static str },
-    #[error("metadata field {0} is missing")]
-    Missing(&'static str),
+    #[error("metadata part {part} is not a decimal number")]
+    BadNumber { part: &'static str },
+    #[error("the metadata field @m is missing")]
+    MissingMeta,
 }
 
 /// Decodes an `HGETALL` reply. An empty reply is no session; anything that is not a session
@@ -114,7 +109,7 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
         return Ok(None);
     }
     let mut data = HashMap::with_capacity(pairs.len());
-    let (mut created, mut expires, mut idle, mut absolute) = (None, None, None, None);
+    let mut meta = None;
     for (field, value) in pairs {
         match field.first() {
             Some(&DATA) => {
@@ -122,10 +117,7 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
                     .map_err(|_| Malformed::KeyNotUtf8)?;
                 data.insert(key.to_owned(), value);
             }
-            _ if field == CREATED => created = Some(number(&value, "@created")?),
-            _ if field == EXPIRES => expires = Some(number(&value, "@expires")?),
-            _ if field == IDLE => idle = Some(number(&value, "@idle")?),
-            _ if field == ABSOLUTE => absolute = Some(number(&value, "@absolute")?),
+            _ if field == META => meta = Some(value),
             _ => {
                 return Err(Malformed::UnknownField(
                     String::from_utf8_lossy(&field).into_owned(),
@@ -133,20 +125,36 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
             }
         }
     }
+    let meta = meta.ok_or(Malformed::MissingMeta)?;
+    let mut parts = meta.split(|&b| b == b':');
+    let mut next = |part: &'static str| {
+        let text = parts.next().ok_or(Malformed::BadNumber { part })?;
+        Ok::<_, Malformed>((text, part))
+    };
+    let created = number(next("created")?)?;
+    let expires = number(next("deadline")?)?;
+    let idle = number(next("idle")?)?;
+    let (absolute, _) = next("absolute")?;
+    let absolute = if absolute.is_empty() {
+        None
+    } else {
+        Some(number((absolute, "absolute"))?)
+    };
     let expiry = Expiry::from_parts(
-        Timestamp::from_millis(expires.ok_or(Malformed::Missing("@expires"))?),
-        Duration::from_millis(idle.ok_or(Malformed::Missing("@idle"))?),
+        Timestamp::from_millis(expires),
+        Duration::from_millis(idle),
         absolute.map(Timestamp::from_millis),
     );
-    let created = Timestamp::from_millis(created.ok_or(Malformed::Missing("@created"))?);
-    Ok(Some(Record::new(id, expiry, created).with_data(data)))
+    Ok(Some(
+        Record::new(id, expiry, Timestamp::from_millis(created)).with_data(data),
+    ))
 }
 
-fn number(value: &[u8], field: &'static str) -> Result<u64, Malformed> {
-    std::str::from_utf8(value)
+fn number((text, part): (&[u8], &'static str)) -> Result<u64, Malformed> {
+    std::str::from_utf8(text)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or(Malformed::BadNumber { field })
+        .ok_or(Malformed::BadNumber { part })
 }
 
 /// Field/value pairs of a hash reply: a flat array in RESP2, a map in RESP3.
@@ -217,7 +225,7 @@ mod tests {
             .data
             .insert(String::new(), Bytes::from_static(b"empty key"));
         record.data.insert(
-            "@created".into(),
+            "@m".into(),
             Bytes::from_static(b"user key that looks like meta"),
         );
         let fields = record_fields(&record);
@@ -237,19 +245,19 @@ mod tests {
 
     #[test]
     fn corrupt_hashes_are_typed_errors() {
-        let ok_meta: [(&[u8], &[u8]); 3] =
-            [(b"@created", b"1"), (b"@expires", b"2"), (b"@idle", b"3")];
+        let ok: (&[u8], &[u8]) = (b"@m", b"1:2:3:");
+        assert!(decode(id(), reply(&[ok])).unwrap().is_some());
         let cases: Vec<Value> = vec![
             reply(&[(b"garbage", b"x")]),
-            reply(&[
-                (b"@created", b"not a number"),
-                (b"@expires", b"2"),
-                (b"@idle", b"3"),
-            ]),
-            reply(&[(b"@created", b"1"), (b"@idle", b"3")]),
-            reply(&[ok_meta[0], ok_meta[1], ok_meta[2], (b":\xff\xfe", b"v")]),
-            reply(&[ok_meta[0], ok_meta[1], ok_meta[2], (b"", b"v")]),
-            reply(&[(b"@created", b"-1"), (b"@expires", b"2"), (b"@idle", b"3")]),
+            reply(&[(b":k", b"v")]),
+            reply(&[(b"@m", b"x:2:3:")]),
+            reply(&[(b"@m", b"1:2")]),
+            reply(&[(b"@m", b"1:2:3")]),
+            reply(&[(b"@m", b"1:2:3:x")]),
+            reply(&[(b"@m", b"-1:2:3:")]),
+            reply(&[(b"@m", b"")]),
+            reply(&[ok, (b":\xff\xfe", b"v")]),
+            reply(&[ok, (b"", b"v")]),
             Value::Array(vec![bulk(b"odd")]),
             Value::Int(7),
             Value::Array(vec![Value::Int(1), Value::Int(2)]),

@@ -39,10 +39,7 @@
 //! | field | value |
 //! |---|---|
 //! | `:<key>` | the encoded value of session key `<key>` (MessagePack by default) |
-//! | `@created` | creation time, Unix milliseconds |
-//! | `@expires` | deadline, Unix milliseconds |
-//! | `@idle` | idle timeout, milliseconds |
-//! | `@absolute` | absolute deadline, Unix milliseconds (absent when none) |
+//! | `@m` | `<created>:<deadline>:<idle>:<absolute>`: creation time, deadline and absolute deadline in Unix milliseconds (absolute empty when none), idle timeout in milliseconds |
 //!
 //! A hash that does not have this shape (or a key of another type) loads as
 //! [`tether_core::Error::Corrupt`]; the layer logs it and starts a new session.
@@ -54,7 +51,7 @@
 //! user's permissions, so their commands count too), on its own key prefix:
 //!
 //! ```text
-//! ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hset +hdel +hkeys +pexpireat
+//! ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat
 //! ```
 //!
 //! The test suite runs the store as exactly this user.

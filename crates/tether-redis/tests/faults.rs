@@ -177,8 +177,8 @@ async fn corrupt_session_data_is_a_typed_error_and_a_new_session() {
 
     let cases = [
         format!("HSET {key} garbage x"),
-        format!("HSET {key} @expires soon"),
-        format!("HDEL {key} @idle"),
+        format!("HSET {key} @m soon"),
+        format!("HDEL {key} @m"),
     ];
     for corruption in cases {
         server.command(&format!("DEL {key}")).unwrap();
@@ -187,7 +187,7 @@ async fn corrupt_session_data_is_a_typed_error_and_a_new_session() {
         let now = tether_core::Timestamp::now().as_millis();
         server
             .command(&format!(
-                "HSET {key} @created {now} @expires {} @idle 60000 :n \x01",
+                "HSET {key} @m {now}:{}:60000: :n \x01",
                 now + 60_000
             ))
             .unwrap();
@@ -233,7 +233,7 @@ async fn unreachable_redis_at_startup_is_a_clear_error() {
 async fn acl_user_with_password() {
     let server = RedisServer::start().unwrap();
     let reply = server
-        .command("ACL SETUSER app on >s3cret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hset +hdel +hkeys +pexpireat")
+        .command("ACL SETUSER app on >s3cret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat")
         .unwrap();
     assert!(reply.starts_with("OK"), "{reply}");
     let url = format!("redis://app:s3cret@127.0.0.1:{}", server.port());
