@@ -21,6 +21,8 @@ pub struct RedisStoreBuilder {
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    root_certificate: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,7 +125,38 @@ impl RedisStoreBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_COMMAND_TIMEOUT,
+            #[cfg(feature = "tls")]
+            root_certificate: None,
         }
+    }
+
+    /// Trusts the certificate authority in `pem` (instead of the webpki roots) for `rediss://`
+    /// connections: for a Redis whose certificate an internal CA signed. Standalone and Cluster;
+    /// for Sentinel, configure a `SentinelClient` and use [`RedisStore::from_sentinel_client`].
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn with_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// The certificates to verify the server with, when a root certificate was given.
+    #[cfg(feature = "tls")]
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.root_certificate
+            .clone()
+            .map(|root| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root),
+            })
+    }
+
+    fn standalone_client(&self, url: &str) -> Result<redis::Client, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = self.certificates() {
+            return redis::Client::build_with_tls(url, certificates).map_err(Error::Config);
+        }
+        redis::Client::open(url).map_err(Error::Config)
     }
 
     /// The prefix of session keys (default `tether`): a session lives under `<prefix>:<id>`.
@@ -174,7 +207,7 @@ impl RedisStoreBuilder {
         let connect_error = |source| Error::Connect { topology, source };
         match &self.topology {
             Topology::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(Error::Config)?;
+                let client = self.standalone_client(url)?;
                 // ConnectionManager keeps retrying a refused login until the timeout; one plain
                 // connection first reports wrong credentials as what they are.
                 let probe = redis::AsyncConnectionConfig::new()

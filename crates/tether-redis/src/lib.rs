@@ -55,7 +55,10 @@
 //! ```
 //!
 //! The test suite runs the store as exactly this user.
-//! With the `tls` feature, `rediss://` URLs connect over TLS (rustls, webpki roots).
+//! With the `tls` feature, `rediss://` URLs connect over TLS (rustls, webpki roots, or your own
+//! CA with `RedisStoreBuilder::with_root_certificate`). The feature selects rustls's `ring`
+//! crypto provider; if your application enables another provider as well, rustls cannot choose,
+//! and you install one at start-up with `rustls::crypto::CryptoProvider::install_default`.
 //!
 //! # Feature flags
 //!
@@ -63,7 +66,7 @@
 //! |---|---|
 //! | `cluster` | `RedisStore::cluster_builder`, `RedisStore::from_cluster_connection` |
 //! | `sentinel` | `RedisStore::sentinel_builder`, `RedisStore::from_sentinel_client` |
-//! | `tls` | `rediss://` URLs (rustls with webpki roots) |
+//! | `tls` | `rediss://` URLs (rustls with webpki roots or a given CA, `ring` provider) |
 //!
 //! Redis 7.0 or later. Nothing newer than 7.0 is used.
 //!

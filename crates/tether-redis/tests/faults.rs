@@ -302,3 +302,23 @@ async fn sentinel_failover_moves_the_store_to_the_new_master() {
     assert_eq!(incr(&app, Some(&cookie)).await.1, "4");
     drop(setup);
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let server = RedisServer::start_tls().unwrap();
+    let url = format!("rediss://127.0.0.1:{}", server.port());
+    let store = RedisStore::builder(&url)
+        .with_root_certificate(server.tls_ca_pem().unwrap())
+        .connect()
+        .await
+        .expect("TLS connection trusting the test CA");
+    tether_testkit::conformance::contract(&store).await;
+
+    // Without the CA, the server's certificate is not trusted: a clear connect error.
+    let err = RedisStore::connect(url).await.unwrap_err();
+    assert!(
+        matches!(err, tether_redis::Error::Connect { .. }),
+        "{err:?}"
+    );
+}

@@ -120,6 +120,25 @@ fn read_reply(
     Ok(())
 }
 
+/// PING over TLS with redis-cli, trusting `ca`.
+fn tls_ping(port: u16, ca: &Path) -> bool {
+    binary("REDIS_CLI_BIN", "redis-cli").is_ok_and(|cli| {
+        Command::new(cli)
+            .args([
+                "--tls",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--cacert",
+            ])
+            .arg(ca)
+            .arg("PING")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("PONG"))
+    })
+}
+
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), HarnessError> {
     let start = Instant::now();
     while start.elapsed() < START_TIMEOUT {
@@ -140,6 +159,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     args: Vec<String>,
     child: Option<Child>,
+    /// Set for a TLS server: the port is TLS-only and this CA signed its certificate.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -168,6 +189,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
                 args: args.clone(),
                 child: None,
+                tls_ca: None,
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -177,11 +199,130 @@ impl RedisServer {
         Err(last.unwrap_or_else(|| fail("redis-server did not start")))
     }
 
+    /// Starts a server that speaks only TLS, with a certificate for `127.0.0.1` signed by a
+    /// throw-away CA ([`RedisServer::tls_ca_pem`]). Needs `openssl` on PATH and a redis-server
+    /// built with TLS (Debian's is).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisServer::start`], and when the certificates cannot be made.
+    pub fn start_tls() -> Result<Self, HarnessError> {
+        let mut last = None;
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port(),
+                dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
+                args: Vec::new(),
+                child: None,
+                tls_ca: None,
+            };
+            let ca = server.make_certificates()?;
+            let dir = server.dir.path().to_string_lossy().into_owned();
+            server.args = vec![
+                "--tls-cert-file".into(),
+                format!("{dir}/server.pem"),
+                "--tls-key-file".into(),
+                format!("{dir}/server.key"),
+                "--tls-ca-cert-file".into(),
+                format!("{dir}/ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ];
+            server.tls_ca = Some(ca);
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| fail("redis-server with TLS did not start")))
+    }
+
+    /// A CA and a server certificate for 127.0.0.1, made with the openssl command line.
+    fn make_certificates(&self) -> Result<PathBuf, HarnessError> {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| -> Result<(), HarnessError> {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .map_err(|e| fail(format!("running openssl (is it installed?): {e}")))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(fail(format!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )))
+            }
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tether test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])?;
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
+            .map_err(|e| fail(format!("writing san.ext: {e}")))?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ])?;
+        Ok(dir.join("ca.pem"))
+    }
+
+    /// The PEM of the CA that signed a TLS server's certificate ([`RedisServer::start_tls`]).
+    pub fn tls_ca_pem(&self) -> Option<Vec<u8>> {
+        self.tls_ca
+            .as_ref()
+            .and_then(|path| std::fs::read(path).ok())
+    }
+
     fn spawn(&mut self) -> Result<(), HarnessError> {
         let bin = binary("REDIS_SERVER_BIN", "redis-server")?;
         let log = self.dir.path().join("redis.log");
+        let port = self.port.to_string();
+        let listen: Vec<&str> = if self.tls_ca.is_some() {
+            vec!["--port", "0", "--tls-port", &port]
+        } else {
+            vec!["--port", &port]
+        };
         let child = Command::new(bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -194,15 +335,22 @@ impl RedisServer {
             .map_err(|e| fail(format!("spawning redis-server: {e}")))?;
         self.child = Some(child);
         let port = self.port;
+        let answers = || match &self.tls_ca {
+            Some(ca) => tls_ping(port, ca),
+            None => command(port, "PING").is_ok_and(|reply| reply.starts_with("PONG")),
+        };
         let ready = wait_until(
             &format!("redis-server on port {port} to answer PING"),
-            || command(port, "PING").is_ok_and(|reply| reply.starts_with("PONG")),
+            answers,
         );
         if ready.is_err() {
             self.kill();
             let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(fail(format!(
-                "redis-server on port {port} did not start; its log:\n{log}"
+                "redis-server on port {port} did not start; the end of its log:\n{}",
+                tail.join("\n")
             )));
         }
         Ok(())
@@ -432,6 +580,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
                 args: Vec::new(),
                 child: None,
+                tls_ca: None,
             };
             match server.spawn_sentinel(config) {
                 Ok(()) => return Ok(server),
