@@ -180,23 +180,34 @@ impl RedisServer {
     /// As [`RedisServer::start`].
     pub fn start_with(args: &[&str]) -> Result<Self, HarnessError> {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        // Another process may take the port between the check and redis-server's bind: try again
-        // with a new one rather than fail.
+        Self::launch("redis-server", |server| {
+            server.args.clone_from(&args);
+            server.spawn()
+        })
+    }
+
+    /// Starts a server on a fresh port and directory with `spawn`. Another process may take the
+    /// port between the check and redis-server's bind: then it tries again with a new one rather
+    /// than fail.
+    fn launch(
+        what: &str,
+        mut spawn: impl FnMut(&mut Self) -> Result<(), HarnessError>,
+    ) -> Result<Self, HarnessError> {
         let mut last = None;
         for _ in 0..5 {
             let mut server = Self {
                 port: free_port(),
                 dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
-                args: args.clone(),
+                args: Vec::new(),
                 child: None,
                 tls_ca: None,
             };
-            match server.spawn() {
+            match spawn(&mut server) {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| fail("redis-server did not start")))
+        Err(last.unwrap_or_else(|| fail(format!("{what} did not start"))))
     }
 
     /// Starts a server that speaks only TLS, with a certificate for `127.0.0.1` signed by a
@@ -207,15 +218,7 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`], and when the certificates cannot be made.
     pub fn start_tls() -> Result<Self, HarnessError> {
-        let mut last = None;
-        for _ in 0..5 {
-            let mut server = Self {
-                port: free_port(),
-                dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
-                args: Vec::new(),
-                child: None,
-                tls_ca: None,
-            };
+        Self::launch("redis-server with TLS", |server| {
             let ca = server.make_certificates()?;
             let dir = server.dir.path().to_string_lossy().into_owned();
             server.args = vec![
@@ -229,12 +232,8 @@ impl RedisServer {
                 "no".into(),
             ];
             server.tls_ca = Some(ca);
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| fail("redis-server with TLS did not start")))
+            server.spawn()
+        })
     }
 
     /// A CA and a server certificate for 127.0.0.1, made with the openssl command line.
@@ -573,21 +572,9 @@ impl SentinelSetup {
 
 impl RedisServer {
     fn start_sentinel(config: &str) -> Result<Self, HarnessError> {
-        let mut last = None;
-        for _ in 0..5 {
-            let mut server = Self {
-                port: free_port(),
-                dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
-                args: Vec::new(),
-                child: None,
-                tls_ca: None,
-            };
-            match server.spawn_sentinel(config) {
-                Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| fail("redis-server --sentinel did not start")))
+        Self::launch("redis-server --sentinel", |server| {
+            server.spawn_sentinel(config)
+        })
     }
 
     /// Sentinel rewrites its configuration file, so it lives in the server's own directory.
