@@ -47,6 +47,7 @@ mod codec;
 mod error;
 mod expiry;
 mod id;
+pub mod placement;
 mod record;
 mod store;
 mod time;
