@@ -34,7 +34,7 @@ pub fn rendezvous_weight(node: &str, id: &Id) -> u64 {
 /// assert_eq!(rendezvous_order(&id, &without_primary), &order[1..]);
 /// # Ok::<(), tether_core::Error>(())
 /// ```
-pub fn rendezvous_order<'a, N: AsRef<str> + ?Sized>(id: &Id, nodes: &'a [&'a N]) -> Vec<&'a N> {
+pub fn rendezvous_order<'a, N: AsRef<str> + ?Sized>(id: &Id, nodes: &[&'a N]) -> Vec<&'a N> {
     let mut ranked: Vec<(u64, &'a N)> = nodes
         .iter()
         .map(|node| (rendezvous_weight(node.as_ref(), id), *node))
@@ -51,10 +51,19 @@ mod tests {
     fn weights_are_stable() {
         // Pinned: every process and every future release must agree on placement.
         let id = Id::from_bytes([7; 16]);
-        assert_eq!(rendezvous_weight("node-a", &id), rendezvous_weight("node-a", &id));
-        assert_ne!(rendezvous_weight("node-a", &id), rendezvous_weight("node-b", &id));
+        assert_eq!(
+            rendezvous_weight("node-a", &id),
+            rendezvous_weight("node-a", &id)
+        );
+        assert_ne!(
+            rendezvous_weight("node-a", &id),
+            rendezvous_weight("node-b", &id)
+        );
         let pinned = rendezvous_weight("node-a", &id);
-        assert_eq!(pinned, 0x_b5cb_3dc1_a8fc_cdfd_u64, "placement hash changed: {pinned:#x}");
+        assert_eq!(
+            pinned, 0x_b5cb_3dc1_a8fc_cdfd_u64,
+            "placement hash changed: {pinned:#x}"
+        );
     }
 
     #[test]
@@ -63,7 +72,9 @@ mod tests {
         let mut primaries = std::collections::HashMap::new();
         for _ in 0..40_000 {
             let id = Id::random().unwrap();
-            *primaries.entry(rendezvous_order(&id, &nodes)[0]).or_insert(0u32) += 1;
+            *primaries
+                .entry(rendezvous_order(&id, &nodes)[0])
+                .or_insert(0u32) += 1;
         }
         for (node, count) in primaries {
             assert!((9_000..11_000).contains(&count), "{node}: {count}");

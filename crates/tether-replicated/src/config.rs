@@ -1,0 +1,202 @@
+//! How a node is set up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::{Error, PeerKey};
+
+/// Which nodes hold each session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Every node holds every session (Tomcat's `DeltaManager`). Reads are always local; each
+    /// write is sent to every other node, so traffic grows with the cluster.
+    AllToAll,
+    /// Each session has a primary and `copies` backups, chosen by rendezvous hashing over the live
+    /// nodes (Tomcat's `BackupManager`). Each write is sent to `copies` nodes whatever the size of
+    /// the cluster; a node that holds no copy fetches the session from its holders.
+    Backup {
+        /// Backups per session, at least 1.
+        copies: usize,
+    },
+}
+
+/// When a write returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ack {
+    /// After every holder of the session applied it; past the sync timeout the write fails with
+    /// a transient error (the layer answers 503). Nothing acknowledged is lost while at least
+    /// one holder survives.
+    Sync,
+    /// After the session's primary applied it; backups are updated in the background and may
+    /// miss a write if the primary dies at once. Faster.
+    Async,
+}
+
+/// Settings of a replication node. Start with [`NodeConfig::new`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_replicated::{Ack, Mode, NodeConfig, PeerKey};
+///
+/// let key = PeerKey::new(*b"an example key of 32 bytes, ok!!")?;
+/// let config = NodeConfig::new("node-a", "127.0.0.1:7001".parse()?, key)
+///     .with_peer("node-b", "127.0.0.1:7002".parse()?)
+///     .with_peer("node-c", "127.0.0.1:7003".parse()?)
+///     .with_mode(Mode::Backup { copies: 1 })
+///     .with_ack(Ack::Sync)
+///     .with_sync_timeout(Duration::from_millis(500));
+/// assert_eq!(config.name(), "node-a");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct NodeConfig {
+    pub(crate) name: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) peers: Vec<(String, SocketAddr)>,
+    pub(crate) key: PeerKey,
+    pub(crate) mode: Mode,
+    pub(crate) ack: Ack,
+    pub(crate) sync_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) failure_timeout: Duration,
+    pub(crate) max_frame: usize,
+    pub(crate) queue: usize,
+    pub(crate) tombstone_retention: Duration,
+}
+
+/// Default bound on waiting for holders to acknowledge a write.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default interval between heartbeats to each peer.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(200);
+/// Default silence after which a peer counts as dead.
+pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_millis(1_200);
+/// Default largest frame accepted from a peer: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// Default number of messages waiting for one peer before further ones are refused.
+pub const DEFAULT_QUEUE: usize = 4_096;
+/// Default shortest time a deletion is remembered.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(120);
+
+impl NodeConfig {
+    /// A node named `name` (unique in the cluster, stable across restarts: placement hashes it)
+    /// listening for peers on `listen`, authenticating them with `key`. Defaults: `Backup`
+    /// with 1 copy, `Sync` acknowledgements.
+    pub fn new(name: impl Into<String>, listen: SocketAddr, key: PeerKey) -> Self {
+        Self {
+            name: name.into(),
+            listen,
+            peers: Vec::new(),
+            key,
+            mode: Mode::Backup { copies: 1 },
+            ack: Ack::Sync,
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            heartbeat: DEFAULT_HEARTBEAT,
+            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+            queue: DEFAULT_QUEUE,
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds a peer: its name and replication address.
+    pub fn with_peer(mut self, name: impl Into<String>, addr: SocketAddr) -> Self {
+        self.peers.push((name.into(), addr));
+        self
+    }
+
+    /// The replication mode (default `Backup { copies: 1 }`).
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// When writes return (default `Sync`).
+    pub fn with_ack(mut self, ack: Ack) -> Self {
+        self.ack = ack;
+        self
+    }
+
+    /// How long a write waits for its holders (default 1 s), and a read for a remote holder.
+    pub fn with_sync_timeout(mut self, timeout: Duration) -> Self {
+        self.sync_timeout = timeout;
+        self
+    }
+
+    /// Heartbeat interval (default 200 ms) and the silence after which a peer is dead (default
+    /// 1.2 s). Shorter detects failures sooner, at the price of false alarms on a busy network.
+    pub fn with_failure_detection(
+        mut self,
+        heartbeat: Duration,
+        failure_timeout: Duration,
+    ) -> Self {
+        self.heartbeat = heartbeat;
+        self.failure_timeout = failure_timeout;
+        self
+    }
+
+    /// The largest frame accepted from a peer (default 16 MiB). A peer announcing a larger one is
+    /// disconnected. Must exceed the largest session.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Messages that may wait for one peer (default 4,096). When a peer's queue is full, a `Sync`
+    /// write that needs it fails at once with a transient error, and an `Async` background copy to
+    /// it is dropped (and counted in [`NodeStats`](crate::NodeStats)); re-replication after the
+    /// peer is declared dead, or a later write, repairs it.
+    pub fn with_queue(mut self, messages: usize) -> Self {
+        self.queue = messages;
+        self
+    }
+
+    /// How long a deleted session's tombstone is kept at least (default 2 minutes), so a copy
+    /// from a peer that was slow or partitioned cannot bring it back. It is kept longer if the
+    /// session would have lived longer.
+    pub fn with_tombstone_retention(mut self, retention: Duration) -> Self {
+        self.tombstone_retention = retention;
+        self
+    }
+
+    /// The configured peers.
+    pub fn peers(&self) -> &[(String, SocketAddr)] {
+        &self.peers
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let mut names = vec![self.name.as_str()];
+        for (peer, _) in &self.peers {
+            if names.contains(&peer.as_str()) {
+                return Err(Error::DuplicateName(peer.clone()));
+            }
+            names.push(peer);
+        }
+        if matches!(self.mode, Mode::Backup { copies: 0 }) {
+            return Err(Error::InvalidSetting("Backup needs at least one copy"));
+        }
+        if self.sync_timeout.is_zero()
+            || self.heartbeat.is_zero()
+            || self.failure_timeout <= self.heartbeat
+        {
+            return Err(Error::InvalidSetting(
+                "timeouts must be positive and the failure timeout longer than the heartbeat",
+            ));
+        }
+        if self.queue == 0 || self.max_frame < 1024 {
+            return Err(Error::InvalidSetting(
+                "queue must be positive and max frame at least 1 KiB",
+            ));
+        }
+        Ok(())
+    }
+}

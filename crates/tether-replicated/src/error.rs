@@ -1,0 +1,57 @@
+//! Errors of starting a node, and of talking to peers.
+
+use std::net::SocketAddr;
+
+/// Why a replication node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pre-shared key is shorter than 32 bytes.
+    #[error("the peer key has {len} bytes; at least 32 are needed")]
+    KeyTooShort {
+        /// Its length.
+        len: usize,
+    },
+    /// Two members share a name, or a peer has this node's name.
+    #[error("node name {0:?} is used twice")]
+    DuplicateName(String),
+    /// A backup count of zero, or a timeout of zero.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(&'static str),
+    /// The replication address could not be bound.
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a request to a peer failed. All of these are transient for the caller.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    #[error("peer {0} is not connected")]
+    Disconnected(String),
+    #[error("the queue to peer {0} is full")]
+    Busy(String),
+    #[error("peer {peer} did not answer within {timeout:?}")]
+    Timeout {
+        peer: String,
+        timeout: std::time::Duration,
+    },
+    #[error("peer {peer} could not do it: {reason}")]
+    Refused { peer: String, reason: String },
+    #[error("peer {0} answered with something else than asked")]
+    Unexpected(String),
+}
+
+impl PeerError {
+    pub(crate) fn into_store_error(self) -> tether_core::Error {
+        match self {
+            Self::Timeout { timeout, .. } => tether_core::Error::Timeout(timeout),
+            other => tether_core::Error::Unavailable(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! A replicated in-memory session store for [tether], in the style of Tomcat's session
+//! clustering: every server keeps sessions in memory and copies each change to its peers over
+//! TCP, so any server can serve any session and one can die without losing one.
+//!
+//! - **Modes.** [`Mode::AllToAll`] copies every session to every node (Tomcat's
+//!   `DeltaManager`); [`Mode::Backup`] gives each session a primary and `copies` backups chosen by
+//!   rendezvous hashing over the live nodes (Tomcat's `BackupManager`), so traffic per write does
+//!   not grow with the cluster.
+//! - **Deltas only.** A write sends the keys a request changed, never the whole session.
+//! - **No lost updates.** Writes of one session are ordered by its primary and stamped with a
+//!   hybrid logical clock; every key is a last-writer-wins register, deletions are tombstones, so
+//!   copies converge whatever order they receive changes in, and concurrent requests changing
+//!   different keys all survive.
+//! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder applied it (or fails
+//!   with a transient error after the sync timeout); [`Ack::Async`]: once the primary did.
+//! - **Failures.** Peers are members while they answer heartbeats. When one dies, the remaining
+//!   holders copy its sessions to their new holders; a node that joins or restarts first
+//!   receives the sessions it must hold, then becomes a member.
+//! - **Security.** Peers prove knowledge of a pre-shared key with HMAC-SHA256
+//!   challenge-response in both directions (the key never travels); a peer that fails, speaks
+//!   another protocol version, or sends an oversized or garbage frame is disconnected and logged,
+//!   without affecting the others. The protocol has no TLS of its own: run it on a private
+//!   network or inside a tunnel (WireGuard, stunnel) when the network is not trusted.
+//!
+//! # Example
+//!
+//! Three nodes in one process on loopback ports ([`LocalCluster`]; in production each node is a
+//! [`Node`] of its own server, started from a [`NodeConfig`] listing its peers):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tether_core::{Created, Expiry, Id, Record, SessionStore, Timestamp};
+//! use tether_replicated::{LocalCluster, Mode};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = LocalCluster::start(3, |config| config.with_mode(Mode::Backup { copies: 1 })).await?;
+//!
+//! // Written through one node, read through another.
+//! let now = Timestamp::now();
+//! let record = Record::new(Id::random()?, Expiry::new(now, Duration::from_secs(60), None), now);
+//! assert_eq!(cluster.store(0).unwrap().create(&record).await?, Created::Created);
+//! assert!(cluster.store(2).unwrap().load(&record.id).await?.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! [tether]: https://github.com/tether-rs/tether
+#![cfg_attr(not(test), forbid(clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod auth;
+mod config;
+mod error;
+mod hlc;
+mod link;
+mod local;
+mod node;
+mod peer;
+mod server;
+mod state;
+mod store;
+mod view;
+mod wire;
+
+pub use auth::{MIN_KEY_LEN, PeerKey};
+pub use config::{
+    Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME, DEFAULT_QUEUE,
+    DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION, Mode, NodeConfig,
+};
+pub use error::Error;
+pub use hlc::Hlc;
+pub use local::LocalCluster;
+pub use node::{Node, NodeStats};
+pub use store::ReplicatedStore;
+pub use view::{Membership, View};

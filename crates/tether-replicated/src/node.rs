@@ -1,0 +1,623 @@
+//! A replication node: its sessions, its peers, membership, and the primary's write path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tether_core::{Id, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::link::Link;
+use crate::peer::Peer;
+use crate::server::{self, failed};
+use crate::state::{ApplyOutcome, Delta, Entry, LocalState};
+use crate::wire::{Op, Request, Response};
+use crate::{Ack, Error, Membership, NodeConfig, ReplicatedStore, View};
+
+/// Entries per `Push` or `Transfer` page are also bounded by bytes: a quarter of the max frame.
+const PAGE_ENTRIES: usize = 256;
+/// How often expired sessions and tombstones are collected.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A running replication node. Holds sessions in memory and copies them to its peers.
+///
+/// The node runs until [`Node::shutdown`] or until every handle to it is dropped. Get a
+/// [`SessionStore`](tether_core::SessionStore) with [`Node::store`].
+///
+/// # Example
+///
+/// ```no_run
+/// use tether_replicated::{Mode, Node, NodeConfig, PeerKey};
+/// use tether_sessions::SessionLayer;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = PeerKey::new(std::env::var("CLUSTER_KEY")?.into_bytes())?;
+/// let config = NodeConfig::new("node-a", "10.0.0.1:7000".parse()?, key)
+///     .with_peer("node-b", "10.0.0.2:7000".parse()?)
+///     .with_peer("node-c", "10.0.0.3:7000".parse()?)
+///     .with_mode(Mode::Backup { copies: 1 });
+/// let node = Node::start(config).await?;
+/// let sessions = SessionLayer::new(node.store());
+/// # let _ = sessions; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+    _guard: Arc<DropGuard>,
+}
+
+/// Replication traffic and state of one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Requests sent to peers, heartbeats not counted.
+    pub messages_sent: u64,
+    /// Bytes of frames sent to peers (requests and answers), heartbeats not counted.
+    pub bytes_sent: u64,
+    /// Background (`Async`) copies dropped because a peer's queue was full.
+    pub dropped: u64,
+    /// Incoming connections dropped for failing authentication or the protocol.
+    pub rejected_connections: u64,
+    /// Sessions and tombstones held.
+    pub entries: usize,
+}
+
+pub(crate) struct Shared {
+    pub(crate) link: Arc<Link>,
+    pub(crate) config: NodeConfig,
+    pub(crate) state: LocalState,
+    peers: OnceLock<HashMap<String, Peer>>,
+    view: watch::Sender<View>,
+    ready: AtomicBool,
+    frozen: AtomicBool,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.link.name)
+            .field("view", &*self.view.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds the replication address, connects to the peers, receives the sessions this node
+    /// must hold from those that are up, and returns once it is a member.
+    ///
+    /// # Errors
+    ///
+    /// An invalid configuration, or an address that cannot be bound.
+    pub async fn start(config: NodeConfig) -> Result<Self, Error> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Self::start_with_listener(config, listener).await
+    }
+
+    /// As [`Node::start`], on a listener bound already (to port 0 in tests, say).
+    ///
+    /// # Errors
+    ///
+    /// An invalid configuration.
+    pub async fn start_with_listener(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let cancel = CancellationToken::new();
+        let link = Arc::new(Link::new(&config, cancel.clone()));
+        let (view, _) = watch::channel(View::new(Vec::<String>::new(), config.mode));
+        let shared = Arc::new(Shared {
+            link: Arc::clone(&link),
+            config: config.clone(),
+            state: LocalState::default(),
+            peers: OnceLock::new(),
+            view,
+            ready: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
+            local_addr,
+        });
+        let peers = config
+            .peers
+            .iter()
+            .map(|(name, addr)| {
+                (
+                    name.clone(),
+                    Peer::spawn(name.clone(), *addr, Arc::clone(&link)),
+                )
+            })
+            .collect();
+        let _ = shared.peers.set(peers);
+        tokio::spawn(server::accept(listener, Arc::clone(&shared)));
+        tokio::spawn(Arc::clone(&shared).watch_members());
+        shared.join().await;
+        tokio::spawn(Arc::clone(&shared).rebalance_on_change());
+        tokio::spawn(Arc::clone(&shared).sweep());
+        Ok(Self {
+            shared,
+            _guard: Arc::new(cancel.drop_guard()),
+        })
+    }
+
+    /// The session store of this node.
+    pub fn store(&self) -> ReplicatedStore {
+        ReplicatedStore::new(Arc::clone(&self.shared))
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.link.name
+    }
+
+    /// The address peers reach this node on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Counters of replication traffic and held entries.
+    pub fn stats(&self) -> NodeStats {
+        let counters = &self.shared.link.counters;
+        NodeStats {
+            messages_sent: counters.messages.load(Ordering::Relaxed),
+            bytes_sent: counters.bytes.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+            rejected_connections: counters.rejected.load(Ordering::Relaxed),
+            entries: self.shared.state.len(),
+        }
+    }
+
+    /// Stops the node at once: connections close, peers see it die. Its sessions live on in
+    /// their other holders.
+    pub fn shutdown(&self) {
+        self.shared.link.cancel.cancel();
+    }
+
+    /// Test hook: a frozen node keeps its connections open but answers nothing, like a process
+    /// that hangs.
+    #[doc(hidden)]
+    pub fn freeze(&self, frozen: bool) {
+        self.shared.frozen.store(frozen, Ordering::SeqCst);
+    }
+}
+
+impl Membership for Node {
+    fn view(&self) -> View {
+        self.shared.view()
+    }
+
+    fn watch(&self) -> watch::Receiver<View> {
+        self.shared.view.subscribe()
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl Shared {
+    pub(crate) fn name(&self) -> &str {
+        &self.link.name
+    }
+
+    pub(crate) fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    pub(crate) fn peer(&self, name: &str) -> Option<&Peer> {
+        self.peers.get().and_then(|peers| peers.get(name))
+    }
+
+    fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.get().into_iter().flat_map(HashMap::values)
+    }
+
+    pub(crate) fn is_peer(&self, name: &str) -> bool {
+        self.peer(name).is_some()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn current_members(&self) -> View {
+        let failure = self.config.failure_timeout;
+        let mut members: Vec<&str> = self
+            .peers()
+            .filter(|peer| peer.health.is_member(failure))
+            .map(Peer::name)
+            .collect();
+        if self.is_ready() {
+            members.push(self.name());
+        }
+        View::new(members, self.config.mode)
+    }
+
+    /// Recomputes the view at every heartbeat and publishes it when it changed.
+    async fn watch_members(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat);
+        loop {
+            tokio::select! {
+                () = self.link.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.publish_view();
+        }
+    }
+
+    /// Publishes the current members if they changed.
+    fn publish_view(&self) {
+        let view = self.current_members();
+        self.view.send_if_modified(|current| {
+            let changed = *current != view;
+            if changed {
+                tracing::info!(node = %self.name(), members = ?view.members(), "cluster view changed");
+                *current = view;
+            }
+            changed
+        });
+    }
+
+    /// Waits for the peers that are up, takes from each the sessions this node must hold, and
+    /// becomes a member. A fresh cluster (no peer is a member yet) starts empty.
+    async fn join(&self) {
+        let window = self.config.failure_timeout * 2;
+        let started = tokio::time::Instant::now();
+        let failure = self.config.failure_timeout;
+        while started.elapsed() < window {
+            if self.peers().all(|peer| peer.health.is_alive(failure)) {
+                break;
+            }
+            tokio::time::sleep(self.config.heartbeat / 2).await;
+        }
+        let members: Vec<Peer> = self
+            .peers()
+            .filter(|peer| peer.health.is_member(failure))
+            .cloned()
+            .collect();
+        let mut received = 0;
+        for peer in members {
+            received += self.transfer_from(&peer).await;
+        }
+        self.ready.store(true, Ordering::Release);
+        self.publish_view();
+        tracing::info!(node = %self.name(), received, "joined the cluster");
+    }
+
+    /// Pages through the sessions `peer` says this node must hold.
+    async fn transfer_from(&self, peer: &Peer) -> usize {
+        let mut after = None;
+        let mut received = 0;
+        loop {
+            let request = Request::Transfer {
+                for_node: self.name().to_owned(),
+                after,
+            };
+            match peer.request(request, self.config.sync_timeout * 4).await {
+                Ok(Response::Page { entries, next }) => {
+                    received += entries.len();
+                    for (id, entry) in entries {
+                        self.state.merge(id, entry);
+                    }
+                    match next {
+                        Some(id) => after = Some(id),
+                        None => return received,
+                    }
+                }
+                Ok(other) => {
+                    tracing::warn!(peer = peer.name(), answer = ?other, "unexpected answer to a state transfer");
+                    return received;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = peer.name(), error = %e, "state transfer failed; the primaries will push what is missing");
+                    return received;
+                }
+            }
+        }
+    }
+
+    /// After every view change, pushes each held session to its holders under the new view: the
+    /// primary to its backups, and a node that no longer holds a session to its new holders,
+    /// after which it forgets it. This restores `copies` after a node left and fills a node that
+    /// joined.
+    async fn rebalance_on_change(self: Arc<Self>) {
+        let mut changes = self.view.subscribe();
+        loop {
+            tokio::select! {
+                () = self.link.cancel.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let view = changes.borrow_and_update().clone();
+            self.rebalance(&view).await;
+        }
+    }
+
+    async fn rebalance(&self, view: &View) {
+        let me = self.name();
+        let mut batches: HashMap<String, Vec<(Id, Entry)>> = HashMap::new();
+        let mut leaving = Vec::new();
+        for (id, entry) in self.state.select(|_| true) {
+            let holders = view.holders(&id);
+            let targets: Vec<&str> = if holders.first() == Some(&me) {
+                holders.iter().skip(1).copied().collect()
+            } else if !holders.contains(&me) {
+                leaving.push(id);
+                holders
+            } else {
+                continue;
+            };
+            for target in targets {
+                batches
+                    .entry(target.to_owned())
+                    .or_default()
+                    .push((id, entry.clone()));
+            }
+        }
+        let mut failed_targets = Vec::new();
+        for (target, entries) in batches {
+            let Some(peer) = self.peer(&target) else {
+                continue;
+            };
+            for page in pages(entries, self.config.max_frame / 4) {
+                let request = Request::Push { entries: page };
+                if let Err(e) = peer.request(request, self.config.sync_timeout * 4).await {
+                    tracing::warn!(peer = %target, error = %e, "re-replication push failed");
+                    failed_targets.push(target.clone());
+                    break;
+                }
+            }
+        }
+        if failed_targets.is_empty() {
+            for id in leaving {
+                self.state.remove(&id);
+            }
+        }
+    }
+
+    async fn sweep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = self.link.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let forgotten = self
+                .state
+                .sweep(Timestamp::now(), self.config.tombstone_retention);
+            if forgotten > 0 {
+                tracing::debug!(node = %self.name(), forgotten, "collected expired sessions and tombstones");
+            }
+        }
+    }
+
+    /// Answers a peer's request.
+    pub(crate) async fn handle(&self, request: Request) -> Response {
+        if self.frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let now = Timestamp::now();
+        match request {
+            Request::Ping => Response::Pong {
+                ready: self.is_ready(),
+            },
+            Request::Fetch { id } => Response::Entry(self.state.entry(&id)),
+            Request::Create { id, entry } => {
+                // From the primary: merge, so a copy pushed earlier does not refuse it.
+                let deleted = self
+                    .state
+                    .entry(&id)
+                    .is_some_and(|e| e.deleted_at.is_some());
+                self.state.merge(id, entry);
+                Response::Created(!deleted)
+            }
+            Request::Apply { id, delta } => Response::Applied(self.state.apply(&id, &delta, now)),
+            Request::Delete { id, at } => {
+                self.state.delete(id, at);
+                Response::Done
+            }
+            Request::Push { entries } => {
+                for (id, entry) in entries {
+                    self.state.merge(id, entry);
+                }
+                Response::Done
+            }
+            Request::Transfer { for_node, after } => self.transfer_page(&for_node, after),
+            Request::Forward(op) => {
+                let view = self.view();
+                if view.primary(op.id()) != Some(self.name()) {
+                    return failed(
+                        true,
+                        format!("{} is not the primary of this session", self.name()),
+                    );
+                }
+                match self.execute_as_primary(op).await {
+                    Ok(response) => response,
+                    Err(e) => failed(e.is_transient(), tether_core::error_chain(&e).to_string()),
+                }
+            }
+        }
+    }
+
+    fn transfer_page(&self, for_node: &str, after: Option<Id>) -> Response {
+        let view = self.view().with(for_node);
+        let mut wanted = self.state.select(|id| {
+            after.is_none_or(|after| *id > after) && view.holders(id).contains(&for_node)
+        });
+        wanted.sort_by_key(|(id, _)| *id);
+        let mut page = pages(wanted, self.config.max_frame / 4);
+        let first = if page.is_empty() {
+            Vec::new()
+        } else {
+            page.remove(0)
+        };
+        let next = if page.is_empty() {
+            None
+        } else {
+            first.last().map(|(id, _)| *id)
+        };
+        Response::Page {
+            entries: first,
+            next,
+        }
+    }
+
+    /// Performs a write as the session's primary: stamp it, apply it, copy it to the backups.
+    pub(crate) async fn execute_as_primary(&self, op: Op) -> Result<Response, tether_core::Error> {
+        let view = self.view();
+        let id = *op.id();
+        let me = self.name();
+        let backups: Vec<&str> = view.holders(&id).into_iter().filter(|h| *h != me).collect();
+        let now = Timestamp::now();
+        let at = self.link.clock.now();
+        match op {
+            Op::Create {
+                id,
+                created_at,
+                expiry,
+                data,
+            } => {
+                let record = tether_core::Record::new(id, expiry, created_at)
+                    .with_data(data.into_iter().collect());
+                let entry = Entry::from_record(&record, at);
+                if !self.state.create(id, entry.clone()) {
+                    return Ok(Response::Created(false));
+                }
+                self.replicate(&backups, &Request::Create { id, entry })
+                    .await?;
+                Ok(Response::Created(true))
+            }
+            Op::Apply {
+                id,
+                clear,
+                removed,
+                set,
+                expiry,
+            } => {
+                let delta = Delta {
+                    at,
+                    clear,
+                    removed,
+                    set,
+                    expiry,
+                };
+                match self.state.apply(&id, &delta, now) {
+                    ApplyOutcome::Applied => {}
+                    _ => return Ok(Response::Applied(ApplyOutcome::Missing)),
+                }
+                let answers = self
+                    .replicate(&backups, &Request::Apply { id, delta })
+                    .await?;
+                self.repair(&id, &answers).await?;
+                Ok(Response::Applied(ApplyOutcome::Applied))
+            }
+            Op::Delete { id } => {
+                self.state.delete(id, at);
+                self.replicate(&backups, &Request::Delete { id, at })
+                    .await?;
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// Sends `request` to `targets`. `Sync`: waits for every answer, and fails (transient) if one
+    /// does not come. `Async`: queues and returns.
+    async fn replicate(
+        &self,
+        targets: &[&str],
+        request: &Request,
+    ) -> Result<Vec<(String, Response)>, tether_core::Error> {
+        let peers: Vec<&Peer> = targets.iter().filter_map(|t| self.peer(t)).collect();
+        match self.config.ack {
+            Ack::Async => {
+                for peer in peers {
+                    if !peer.send(request.clone()) {
+                        self.link.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Vec::new())
+            }
+            Ack::Sync => {
+                let timeout = self.config.sync_timeout;
+                let answers = futures_util::future::join_all(peers.iter().map(|peer| async move {
+                    (
+                        peer.name().to_owned(),
+                        peer.request(request.clone(), timeout).await,
+                    )
+                }))
+                .await;
+                answers
+                    .into_iter()
+                    .map(|(name, answer)| {
+                        answer.map(|a| (name, a)).map_err(|e| e.into_store_error())
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Backups that answered a delta with "no copy" get the whole session.
+    async fn repair(
+        &self,
+        id: &Id,
+        answers: &[(String, Response)],
+    ) -> Result<(), tether_core::Error> {
+        let lacking: Vec<&str> = answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Response::Applied(ApplyOutcome::Unknown)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        let Some(entry) = self.state.entry(id) else {
+            return Ok(());
+        };
+        self.replicate(
+            &lacking,
+            &Request::Push {
+                entries: vec![(*id, entry)],
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Splits entries into pages of at most [`PAGE_ENTRIES`] and about `budget` bytes.
+fn pages(entries: Vec<(Id, Entry)>, budget: usize) -> Vec<Vec<(Id, Entry)>> {
+    let mut pages = Vec::new();
+    let mut page = Vec::new();
+    let mut size = 0;
+    for (id, entry) in entries {
+        let weight = 64
+            + entry
+                .fields
+                .iter()
+                .map(|(k, f)| k.len() + f.value.as_ref().map_or(0, |v| v.len()) + 32)
+                .sum::<usize>();
+        if !page.is_empty() && (page.len() == PAGE_ENTRIES || size + weight > budget) {
+            pages.push(std::mem::take(&mut page));
+            size = 0;
+        }
+        size += weight;
+        page.push((id, entry));
+    }
+    if !page.is_empty() {
+        pages.push(page);
+    }
+    pages
+}

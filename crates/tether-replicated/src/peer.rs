@@ -1,0 +1,265 @@
+//! The outgoing connection to one peer: requests go out over it, responses and heartbeats come
+//! back. Reconnects with backoff; a bounded queue keeps a slow peer from holding up the others.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::nonce;
+use crate::error::PeerError;
+use crate::link::{HANDSHAKE_TIMEOUT, Link, LinkError, Transport, encoded, receive, send};
+use crate::wire::{Frame, Request, Response};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+type Reply = oneshot::Sender<Result<Response, PeerError>>;
+
+struct Outgoing {
+    body: Request,
+    reply: Option<Reply>,
+}
+
+/// What heartbeats tell about a peer.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    last_pong: Mutex<Option<Instant>>,
+    ready: AtomicBool,
+}
+
+impl Health {
+    fn pong(&self, ready: bool) {
+        *self.last_pong.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Answered a heartbeat within `failure_timeout`, and has finished joining.
+    pub(crate) fn is_member(&self, failure_timeout: Duration) -> bool {
+        let last = *self.last_pong.lock().unwrap_or_else(|p| p.into_inner());
+        self.ready.load(Ordering::Acquire) && last.is_some_and(|at| at.elapsed() < failure_timeout)
+    }
+
+    /// Answered a heartbeat within `failure_timeout`, member or not.
+    pub(crate) fn is_alive(&self, failure_timeout: Duration) -> bool {
+        let last = *self.last_pong.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_some_and(|at| at.elapsed() < failure_timeout)
+    }
+}
+
+/// A handle on the connection to one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    name: Arc<str>,
+    tx: mpsc::Sender<Outgoing>,
+    pub(crate) health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing").finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// Starts the connection task.
+    pub(crate) fn spawn(name: String, addr: SocketAddr, link: Arc<Link>) -> Self {
+        let (tx, rx) = mpsc::channel(link.queue);
+        let health = Arc::new(Health::default());
+        let name: Arc<str> = name.into();
+        tokio::spawn(run(Arc::clone(&name), addr, rx, Arc::clone(&health), link));
+        Self { name, tx, health }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends `body` and waits for the answer, at most `timeout`.
+    pub(crate) async fn request(
+        &self,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, PeerError> {
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing {
+            body,
+            reply: Some(reply),
+        };
+        self.tx.try_send(outgoing).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => PeerError::Busy(self.name.to_string()),
+            mpsc::error::TrySendError::Closed(_) => PeerError::Disconnected(self.name.to_string()),
+        })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PeerError::Disconnected(self.name.to_string())),
+            Err(_) => Err(PeerError::Timeout {
+                peer: self.name.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Sends `body` without waiting for an answer; false when the queue is full.
+    pub(crate) fn send(&self, body: Request) -> bool {
+        self.tx.try_send(Outgoing { body, reply: None }).is_ok()
+    }
+}
+
+async fn run(
+    name: Arc<str>,
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Outgoing>,
+    health: Arc<Health>,
+    link: Arc<Link>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match connect(&name, addr, &link).await {
+            Ok(transport) => {
+                backoff = MIN_BACKOFF;
+                tracing::debug!(peer = %name, %addr, "connected to peer");
+                match serve(&name, transport, &mut rx, &health, &link).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::debug!(peer = %name, error = %e, "peer connection ended"),
+                }
+            }
+            Err(e) => tracing::debug!(peer = %name, %addr, error = %e, "cannot reach peer"),
+        }
+        // While disconnected, whatever is queued fails at once instead of waiting for a timeout.
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = link.cancel.cancelled() => return,
+                () = &mut pause => break,
+                outgoing = rx.recv() => match outgoing {
+                    Some(outgoing) => fail(outgoing, &name),
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn fail(outgoing: Outgoing, name: &str) {
+    if let Some(reply) = outgoing.reply {
+        let _ = reply.send(Err(PeerError::Disconnected(name.to_owned())));
+    }
+}
+
+/// Connects and runs the handshake as the client: answer the challenge, check the server's proof.
+async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<Transport, LinkError> {
+    let stream = tokio::time::timeout(link.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| LinkError::Timeout)??;
+    let mut transport = link.framed(stream);
+    let handshake = async {
+        let Frame::Challenge {
+            nonce: server_nonce,
+        } = receive(&mut transport).await?
+        else {
+            return Err(LinkError::Protocol("expected a challenge"));
+        };
+        let client_nonce = nonce();
+        let hello = Frame::Hello {
+            node: link.name.clone(),
+            nonce: client_nonce,
+            mac: link
+                .key
+                .client_proof(&server_nonce, &client_nonce, &link.name),
+        };
+        send(&mut transport, &hello).await?;
+        let Frame::Welcome { node, mac } = receive(&mut transport).await? else {
+            return Err(LinkError::Protocol("expected a welcome"));
+        };
+        if node != name
+            || !link
+                .key
+                .verify_server(&client_nonce, &server_nonce, &node, &mac)
+        {
+            return Err(LinkError::Authentication);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| LinkError::Timeout)??;
+    Ok(transport)
+}
+
+enum Waiter {
+    Ping,
+    Reply(Reply),
+}
+
+/// Runs an authenticated connection until it fails (`Err`) or the node stops (`Ok`).
+async fn serve(
+    name: &str,
+    transport: Transport,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    health: &Health,
+    link: &Link,
+) -> Result<(), LinkError> {
+    let (mut sink, mut stream) = transport.split();
+    let mut pending: HashMap<u64, Waiter> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut heartbeat = tokio::time::interval(link.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            () = link.cancel.cancelled() => break Ok(()),
+            _ = heartbeat.tick() => {
+                next_id += 1;
+                let frame = Frame::Request { id: next_id, clock: link.clock.peek(), body: Request::Ping };
+                if let Err(e) = sink.send(encoded(&frame)?).await {
+                    break Err(e.into());
+                }
+                pending.insert(next_id, Waiter::Ping);
+            }
+            outgoing = rx.recv() => {
+                let Some(outgoing) = outgoing else { break Ok(()) };
+                next_id += 1;
+                let frame = Frame::Request { id: next_id, clock: link.clock.peek(), body: outgoing.body };
+                let bytes = encoded(&frame)?;
+                link.counters.sent(bytes.len(), true);
+                if let Err(e) = sink.send(bytes).await {
+                    if let Some(reply) = outgoing.reply {
+                        let _ = reply.send(Err(PeerError::Disconnected(name.to_owned())));
+                    }
+                    break Err(e.into());
+                }
+                if let Some(reply) = outgoing.reply {
+                    pending.insert(next_id, Waiter::Reply(reply));
+                }
+            }
+            frame = receive(&mut stream) => {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(e) => break Err(e),
+                };
+                let Frame::Response { id, clock, body } = frame else {
+                    break Err(LinkError::Protocol("expected a response"));
+                };
+                link.clock.observe(clock);
+                match (pending.remove(&id), body) {
+                    (Some(Waiter::Ping), Response::Pong { ready }) => health.pong(ready),
+                    (Some(Waiter::Reply(reply)), body) => { let _ = reply.send(Ok(body)); }
+                    (Some(Waiter::Ping), _) | (None, _) => break Err(LinkError::Protocol("unexpected response")),
+                }
+            }
+        }
+    };
+    for (_, waiter) in pending {
+        if let Waiter::Reply(reply) = waiter {
+            let _ = reply.send(Err(PeerError::Disconnected(name.to_owned())));
+        }
+    }
+    result
+}

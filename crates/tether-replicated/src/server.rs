@@ -1,0 +1,145 @@
+//! Incoming replication connections: authenticate the peer, then answer its requests.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::auth::nonce;
+use crate::link::{HANDSHAKE_TIMEOUT, LinkError, encoded, receive, send};
+use crate::node::Shared;
+use crate::wire::{Frame, Response};
+
+/// Requests of one connection handled at the same time; more wait (and the peer's queue fills).
+const IN_FLIGHT: usize = 256;
+
+pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = node.link.cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let node = Arc::clone(&node);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, &node).await {
+                            node.link.counters.rejected.fetch_add(
+                                u64::from(matches!(e, LinkError::Authentication | LinkError::Decode(_) | LinkError::Protocol(_))),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            tracing::warn!(%addr, error = %e, "dropped a replication connection");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a replication connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkError> {
+    let link = &node.link;
+    let mut transport = link.framed(stream);
+    let handshake = async {
+        let server_nonce = nonce();
+        send(
+            &mut transport,
+            &Frame::Challenge {
+                nonce: server_nonce,
+            },
+        )
+        .await?;
+        let Frame::Hello {
+            node: peer,
+            nonce: client_nonce,
+            mac,
+        } = receive(&mut transport).await?
+        else {
+            return Err(LinkError::Protocol("expected a hello"));
+        };
+        if !node.is_peer(&peer)
+            || !link
+                .key
+                .verify_client(&server_nonce, &client_nonce, &peer, &mac)
+        {
+            return Err(LinkError::Authentication);
+        }
+        let welcome = Frame::Welcome {
+            node: link.name.clone(),
+            mac: link
+                .key
+                .server_proof(&client_nonce, &server_nonce, &link.name),
+        };
+        send(&mut transport, &welcome).await?;
+        Ok(peer)
+    };
+    let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| LinkError::Timeout)??;
+    tracing::debug!(%peer, "peer authenticated");
+
+    let (mut sink, mut stream) = transport.split();
+    let (responses, mut outbox) = mpsc::channel::<Frame>(IN_FLIGHT);
+    let counted = Arc::clone(node);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outbox.recv().await {
+            let Ok(bytes) = encoded(&frame) else { continue };
+            let heartbeat = matches!(
+                frame,
+                Frame::Response {
+                    body: Response::Pong { .. },
+                    ..
+                }
+            );
+            if !heartbeat {
+                counted.link.counters.sent(bytes.len(), false);
+            }
+            if sink.send(bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let result = loop {
+        let frame = tokio::select! {
+            () = link.cancel.cancelled() => break Ok(()),
+            frame = receive(&mut stream) => frame,
+        };
+        let (id, clock, body) = match frame {
+            Ok(Frame::Request { id, clock, body }) => (id, clock, body),
+            Ok(_) => break Err(LinkError::Protocol("expected a request")),
+            Err(LinkError::Closed) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        link.clock.observe(clock);
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break Ok(());
+        };
+        let node = Arc::clone(node);
+        let responses = responses.clone();
+        tokio::spawn(async move {
+            let body = node.handle(body).await;
+            let frame = Frame::Response {
+                id,
+                clock: node.link.clock.peek(),
+                body,
+            };
+            let _ = responses.send(frame).await;
+            drop(permit);
+        });
+    };
+    drop(responses);
+    writer.abort();
+    result
+}
+
+/// A response saying the request could not be served.
+pub(crate) fn failed(transient: bool, reason: impl Into<String>) -> Response {
+    Response::Failed {
+        transient,
+        reason: reason.into(),
+    }
+}

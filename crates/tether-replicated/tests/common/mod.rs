@@ -1,0 +1,75 @@
+//! A store that spreads its calls over the nodes of a local cluster.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+use tether_replicated::{Ack, LocalCluster, Mode, NodeConfig, ReplicatedStore};
+
+/// Fast failure detection for tests.
+pub fn quick(config: NodeConfig) -> NodeConfig {
+    config.with_failure_detection(Duration::from_millis(100), Duration::from_millis(600))
+}
+
+pub async fn cluster(size: usize, mode: Mode, ack: Ack) -> LocalCluster {
+    LocalCluster::start(size, |c| quick(c).with_mode(mode).with_ack(ack))
+        .await
+        .expect("local cluster")
+}
+
+/// Each call goes to the next node, round robin.
+#[derive(Clone)]
+pub struct Spread {
+    stores: Arc<Vec<ReplicatedStore>>,
+    next: Arc<AtomicUsize>,
+    _cluster: Arc<LocalCluster>,
+}
+
+impl std::fmt::Debug for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spread")
+    }
+}
+
+impl Spread {
+    pub fn new(cluster: LocalCluster) -> Self {
+        let stores = (0..cluster.len())
+            .filter_map(|i| cluster.store(i))
+            .collect();
+        Self {
+            stores: Arc::new(stores),
+            next: Arc::default(),
+            _cluster: Arc::new(cluster),
+        }
+    }
+
+    fn pick(&self) -> &ReplicatedStore {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.stores.len();
+        &self.stores[i]
+    }
+}
+
+#[async_trait]
+impl SessionStore for Spread {
+    async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
+        self.pick().load(id).await
+    }
+    async fn create(&self, record: &Record) -> Result<Created, Error> {
+        self.pick().create(record).await
+    }
+    async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
+        self.pick().apply(id, changes, expiry).await
+    }
+    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
+        self.pick().touch(id, expiry).await
+    }
+    async fn delete(&self, id: &Id) -> Result<(), Error> {
+        self.pick().delete(id).await
+    }
+    async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
+        self.pick().cycle(old, new).await
+    }
+}
