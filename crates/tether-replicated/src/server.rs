@@ -22,12 +22,9 @@ pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
                 Ok((stream, addr)) => {
                     let node = Arc::clone(&node);
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, &node).await {
-                            node.link.counters.rejected.fetch_add(
-                                u64::from(matches!(e, LinkError::Authentication | LinkError::Decode(_) | LinkError::Protocol(_))),
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                            tracing::warn!(%addr, error = %e, "dropped a replication connection");
+                        if let Err(rejected) = connection(stream, &node).await {
+                            node.link.counters.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(%addr, error = %rejected, "dropped a replication connection");
                         }
                     });
                 }
@@ -40,6 +37,9 @@ pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
     }
 }
 
+/// Serves one connection. `Err` when the peer was rejected: it failed the handshake (whatever
+/// the reason: garbage, an oversized frame, another protocol version, a wrong key, an unknown
+/// name, silence) or broke the protocol after it. A connection that merely closes is `Ok`.
 async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkError> {
     let link = &node.link;
     let mut transport = link.framed(stream);
@@ -112,6 +112,10 @@ async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkErr
             Ok(Frame::Request { id, clock, body }) => (id, clock, body),
             Ok(_) => break Err(LinkError::Protocol("expected a request")),
             Err(LinkError::Closed) => break Ok(()),
+            Err(LinkError::Io(e)) if e.kind() != std::io::ErrorKind::InvalidData => {
+                tracing::debug!(%peer, error = %e, "replication connection lost");
+                break Ok(());
+            }
             Err(e) => break Err(e),
         };
         link.clock.observe(clock);
