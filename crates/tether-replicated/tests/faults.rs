@@ -324,7 +324,6 @@ async fn hostile_peers_are_dropped_and_others_unaffected() {
         ),
     ];
     for (name, bytes) in &attacks {
-        let addr = addr;
         let bytes = bytes.clone();
         let closed = tokio::task::spawn_blocking(move || {
             let mut stream = connect(addr);
