@@ -103,10 +103,12 @@ pub(crate) struct Sample {
     pub(crate) p99: Duration,
 }
 
-/// Drives `connections` clients against `addr` for `warmup + seconds`; only the part after the
-/// warm-up is measured. Each client first creates its session with one write.
+/// Drives `connections` simulated users against the servers at `addrs` for `warmup + seconds`;
+/// only the part after the warm-up is measured. Each user keeps one keep-alive connection to
+/// every server and sends its requests to them in turn (round robin, as a balancer without
+/// stickiness would), all in one session, which its first request (a write) creates.
 pub(crate) async fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     workload: Workload,
     connections: usize,
     warmup: Duration,
@@ -115,10 +117,23 @@ pub(crate) async fn run(
     let start = Instant::now() + warmup;
     let end = start + measure;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
+    for user in 0..connections {
+        let addrs = addrs.to_vec();
         tasks.spawn(async move {
-            let mut client = Client::connect(addr).await?;
-            client.get("/write").await?;
+            let mut clients = Vec::with_capacity(addrs.len());
+            for addr in &addrs {
+                clients.push(Client::connect(*addr).await?);
+            }
+            let first = user % clients.len();
+            let cookie = match clients.get_mut(first) {
+                Some(client) => {
+                    client.get("/write").await?;
+                    client.cookie()
+                }
+                None => return Err("no server to send to".into()),
+            };
+            let mut clients: Vec<Client> = clients.into_iter().map(|c| c.with_cookie(cookie.clone())).collect();
+            let servers = clients.len() as u64;
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             for n in 0..MAX_REQUESTS_PER_CONNECTION {
@@ -126,6 +141,8 @@ pub(crate) async fn run(
                 if sent >= end {
                     break;
                 }
+                let index = usize::try_from((user as u64 + n) % servers).unwrap_or(0);
+                let Some(client) = clients.get_mut(index) else { break };
                 let (status, _) = client.get(workload.path(n)).await?;
                 if sent >= start {
                     latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));

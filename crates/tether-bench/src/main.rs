@@ -11,6 +11,7 @@
 
 mod load;
 mod redis_env;
+mod replicated;
 mod stacks;
 
 use std::time::Duration;
@@ -73,10 +74,47 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         requests: u32,
     },
+    /// Replication traffic per write (messages and bytes) by mode and cluster size.
+    Traffic {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8")]
+        nodes: Vec<usize>,
+        /// Modes: all-to-all, backup-1, backup-2, ...
+        #[arg(long, value_delimiter = ',', default_value = "all-to-all,backup-1,backup-2")]
+        modes: Vec<replicated::ModeArg>,
+        /// Writes per measurement.
+        #[arg(long, default_value_t = 1_000)]
+        writes: u32,
+    },
+    /// Requests/s of tether-replicated by mode and cluster size, each user's requests spread
+    /// over all nodes; tether-memory on one node as the upper bound.
+    Cluster {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8")]
+        nodes: Vec<usize>,
+        /// Modes: all-to-all, backup-1, backup-2, ...
+        #[arg(long, value_delimiter = ',', default_value = "all-to-all,backup-1")]
+        modes: Vec<replicated::ModeArg>,
+        /// read, write or mixed.
+        #[arg(long, value_enum, default_value = "mixed")]
+        workload: Workload,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each run.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent users.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Runs per configuration; the median is reported.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
     /// Concurrent writers on one session, each bumping its own key: how many updates survive.
     Race {
-        /// memory (tether-memory), redis (tether-redis), tower-sessions-memory or
-        /// tower-sessions-redis.
+        /// memory (tether-memory), redis (tether-redis), replicated (3 nodes, each writer on
+        /// its own node), tower-sessions-memory or tower-sessions-redis.
         #[arg(long, default_value = "memory")]
         store: String,
         /// Concurrent writers, each on its own connection.
@@ -163,6 +201,31 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let redis = RedisEnv::new(redis_url.clone())?;
             commands(&stacks, workload, requests, &redis).await
         }
+        Command::Traffic {
+            nodes,
+            modes,
+            writes,
+        } => replicated::traffic(&nodes, &modes, writes.max(1)).await,
+        Command::Cluster {
+            nodes,
+            modes,
+            workload,
+            seconds,
+            warmup,
+            connections,
+            repeat,
+        } => {
+            let plan = Plan {
+                measure: Duration::from_secs(seconds.max(1)),
+                warmup: Duration::from_secs(warmup),
+                connections,
+                repeat: repeat.max(1),
+            };
+            replicated::throughput(&nodes, &modes, workload, &plan).await
+        }
+        Command::Race { store, writers, rounds } if store == "replicated" => {
+            replicated::race(writers, rounds).await
+        }
         Command::Race {
             store,
             writers,
@@ -180,11 +243,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 /// How long and how hard a throughput run drives each stack.
-struct Plan {
-    measure: Duration,
-    warmup: Duration,
-    connections: usize,
-    repeat: usize,
+pub(crate) struct Plan {
+    pub(crate) measure: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) connections: usize,
+    pub(crate) repeat: usize,
 }
 
 /// Serves `stack` on a fresh app; a Redis stack starts from an empty database.
@@ -211,7 +274,7 @@ async fn throughput(
         for (i, stack) in stacks.iter().enumerate() {
             let (addr, server) = serve(*stack, redis).await?;
             let sample =
-                load::run(addr, workload, plan.connections, plan.warmup, plan.measure).await;
+                load::run(&[addr], workload, plan.connections, plan.warmup, plan.measure).await;
             server.abort();
             let sample = sample?;
             if !json {
@@ -366,46 +429,56 @@ async fn race(
         return Err("the none stack has no session to race on".into());
     }
     let (addr, server) = serve(stack, redis).await?;
-    let result = async {
-        let mut first = Client::connect(addr).await?;
-        first.get("/write").await?;
-        let cookie = first.cookie().ok_or("the server set no session cookie")?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for writer in 0..writers {
-            let cookie = cookie.clone();
-            tasks.spawn(async move {
-                let mut client = Client::connect(addr).await?.with_cookie(Some(cookie));
-                let path = format!("/bump/{writer}");
-                for _ in 0..rounds {
-                    let (status, body) = client.get(&path).await?;
-                    if status != 200 {
-                        return Err(format!("{path}: {status} {body:?}").into());
-                    }
-                }
-                Ok::<_, BoxError>(())
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            joined??;
-        }
-        let (_, body) = first.get(&format!("/sum/{writers}")).await?;
-        let seen: serde_json::Value = serde_json::from_slice(&body)?;
-        let seen = seen["count"].as_u64().ok_or("no count in /sum answer")?;
-        let total = u64::from(writers) * u64::from(rounds);
-        println!("stack {stack}: {writers} writers x {rounds} rounds on one session");
-        println!("lost {}/{total}", total.saturating_sub(seen));
-        Ok::<_, BoxError>(())
-    }
-    .await;
+    let result = race_on(&[addr], writers, rounds, stack.name()).await;
     server.abort();
     result
 }
 
-fn ms(d: Duration) -> f64 {
+/// Writers share one session, each bumping its own key `rounds` times; writer `i` sends its
+/// requests to `addrs[i % len]`. Prints `lost <n>/<total>` last.
+pub(crate) async fn race_on(
+    addrs: &[std::net::SocketAddr],
+    writers: u32,
+    rounds: u32,
+    label: &str,
+) -> Result<(), BoxError> {
+    let first_addr = *addrs.first().ok_or("no server")?;
+    let mut first = Client::connect(first_addr).await?;
+    first.get("/write").await?;
+    let cookie = first.cookie().ok_or("the server set no session cookie")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..writers {
+        let cookie = cookie.clone();
+        let addr = addrs[writer as usize % addrs.len()];
+        tasks.spawn(async move {
+            let mut client = Client::connect(addr).await?.with_cookie(Some(cookie));
+            let path = format!("/bump/{writer}");
+            for _ in 0..rounds {
+                let (status, body) = client.get(&path).await?;
+                if status != 200 {
+                    return Err(format!("{path}: {status} {body:?}").into());
+                }
+            }
+            Ok::<_, BoxError>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    let (_, body) = first.get(&format!("/sum/{writers}")).await?;
+    let seen: serde_json::Value = serde_json::from_slice(&body)?;
+    let seen = seen["count"].as_u64().ok_or("no count in /sum answer")?;
+    let total = u64::from(writers) * u64::from(rounds);
+    println!("stack {label}: {writers} writers x {rounds} rounds on one session");
+    println!("lost {}/{total}", total.saturating_sub(seen));
+    Ok(())
+}
+
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)

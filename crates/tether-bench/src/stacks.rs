@@ -163,6 +163,11 @@ fn respond(result: Result<u64, String>) -> Response {
     }
 }
 
+/// The session routes on tether's `Session`, without a layer.
+pub(crate) fn session_routes() -> Router {
+    tether_app::routes()
+}
+
 mod tether_app {
     use tether_memory::MemoryStore;
     use tether_sessions::SessionLayer;
