@@ -132,7 +132,10 @@ pub(crate) async fn run(
                 }
                 None => return Err("no server to send to".into()),
             };
-            let mut clients: Vec<Client> = clients.into_iter().map(|c| c.with_cookie(cookie.clone())).collect();
+            let mut clients: Vec<Client> = clients
+                .into_iter()
+                .map(|c| c.with_cookie(cookie.clone()))
+                .collect();
             let servers = clients.len() as u64;
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
@@ -142,7 +145,9 @@ pub(crate) async fn run(
                     break;
                 }
                 let index = usize::try_from((user as u64 + n) % servers).unwrap_or(0);
-                let Some(client) = clients.get_mut(index) else { break };
+                let Some(client) = clients.get_mut(index) else {
+                    break;
+                };
                 let (status, _) = client.get(workload.path(n)).await?;
                 if sent >= start {
                     latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));

@@ -80,7 +80,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "3,5,8")]
         nodes: Vec<usize>,
         /// Modes: all-to-all, backup-1, backup-2, ...
-        #[arg(long, value_delimiter = ',', default_value = "all-to-all,backup-1,backup-2")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "all-to-all,backup-1,backup-2"
+        )]
         modes: Vec<replicated::ModeArg>,
         /// Writes per measurement.
         #[arg(long, default_value_t = 1_000)]
@@ -223,9 +227,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             };
             replicated::throughput(&nodes, &modes, workload, &plan).await
         }
-        Command::Race { store, writers, rounds } if store == "replicated" => {
-            replicated::race(writers, rounds).await
-        }
+        Command::Race {
+            store,
+            writers,
+            rounds,
+        } if store == "replicated" => replicated::race(writers, rounds).await,
         Command::Race {
             store,
             writers,
@@ -273,8 +279,14 @@ async fn throughput(
     for round in 0..repeat {
         for (i, stack) in stacks.iter().enumerate() {
             let (addr, server) = serve(*stack, redis).await?;
-            let sample =
-                load::run(&[addr], workload, plan.connections, plan.warmup, plan.measure).await;
+            let sample = load::run(
+                &[addr],
+                workload,
+                plan.connections,
+                plan.warmup,
+                plan.measure,
+            )
+            .await;
             server.abort();
             let sample = sample?;
             if !json {

@@ -55,7 +55,11 @@ fn total_traffic(cluster: &LocalCluster) -> (u64, u64) {
 
 /// Replication messages and bytes per write, for writes sent to the session's primary (as
 /// sticky routing does) and to any node in turn (round robin).
-pub(crate) async fn traffic(nodes: &[usize], modes: &[ModeArg], writes: u32) -> Result<(), BoxError> {
+pub(crate) async fn traffic(
+    nodes: &[usize],
+    modes: &[ModeArg],
+    writes: u32,
+) -> Result<(), BoxError> {
     println!("{writes} writes of one 8-byte value each, Sync acknowledgements");
     println!(
         "{:<12} {:>5}  {:>14} {:>14}  {:>14} {:>14}",
@@ -68,7 +72,11 @@ pub(crate) async fn traffic(nodes: &[usize], modes: &[ModeArg], writes: u32) -> 
             let now = Timestamp::now();
             let mut ids = Vec::new();
             for _ in 0..100 {
-                let record = Record::new(Id::random()?, Expiry::new(now, Duration::from_secs(600), None), now);
+                let record = Record::new(
+                    Id::random()?,
+                    Expiry::new(now, Duration::from_secs(600), None),
+                    now,
+                );
                 if stores[0].create(&record).await? != tether_core::Created::Created {
                     return Err("session id taken".into());
                 }
@@ -88,10 +96,16 @@ pub(crate) async fn traffic(nodes: &[usize], modes: &[ModeArg], writes: u32) -> 
                 async move {
                     for k in 0..writes as usize {
                         let record = &ids[k % ids.len()];
-                        let node = if round_robin { k % stores.len() } else { primaries[k % ids.len()] };
+                        let node = if round_robin {
+                            k % stores.len()
+                        } else {
+                            primaries[k % ids.len()]
+                        };
                         let mut changes = Changes::new();
                         changes.insert("counter", Codec::default().encode(&(k as u64))?);
-                        let applied = stores[node].apply(&record.id, &changes, &record.expiry).await?;
+                        let applied = stores[node]
+                            .apply(&record.id, &changes, &record.expiry)
+                            .await?;
                         if applied != tether_core::Applied::Applied {
                             return Err("a session vanished during the measurement".into());
                         }
@@ -105,25 +119,39 @@ pub(crate) async fn traffic(nodes: &[usize], modes: &[ModeArg], writes: u32) -> 
             measure(true).await?;
             let after = total_traffic(&cluster);
             let per = |(m, b): (u64, u64), (m0, b0): (u64, u64)| {
-                ((m - m0) as f64 / f64::from(writes), (b - b0) as f64 / f64::from(writes))
+                (
+                    (m - m0) as f64 / f64::from(writes),
+                    (b - b0) as f64 / f64::from(writes),
+                )
             };
             let (pm, pb) = per(primary, before);
             let (rm, rb) = per(after, primary);
-            println!("{:<12} {:>5}  {:>14.2} {:>14.0}  {:>14.2} {:>14.0}", mode.to_string(), n, pm, pb, rm, rb);
+            println!(
+                "{:<12} {:>5}  {:>14.2} {:>14.0}  {:>14.2} {:>14.0}",
+                mode.to_string(),
+                n,
+                pm,
+                pb,
+                rm,
+                rb
+            );
         }
     }
     Ok(())
 }
 
 /// Serves one app per node of `cluster` on loopback; returns their addresses.
-async fn serve(cluster: &LocalCluster) -> Result<(Vec<SocketAddr>, tokio::task::JoinSet<()>), BoxError> {
+async fn serve(
+    cluster: &LocalCluster,
+) -> Result<(Vec<SocketAddr>, tokio::task::JoinSet<()>), BoxError> {
     let mut servers = tokio::task::JoinSet::new();
     let mut addrs = Vec::new();
     for i in 0..cluster.len() {
         let store = cluster.store(i).ok_or("node not running")?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         addrs.push(listener.local_addr()?);
-        let app = crate::stacks::session_routes().layer(SessionLayer::new(store).with_secure(false));
+        let app =
+            crate::stacks::session_routes().layer(SessionLayer::new(store).with_secure(false));
         servers.spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -146,7 +174,10 @@ pub(crate) async fn throughput(
         plan.warmup.as_secs(),
         plan.repeat
     );
-    println!("{:<22} {:>5} {:>10} {:>9} {:>9}", "stack", "nodes", "req/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<22} {:>5} {:>10} {:>9} {:>9}",
+        "stack", "nodes", "req/s", "p50 ms", "p99 ms"
+    );
     let print = |name: &str, n: usize, samples: &[Sample]| {
         let median = |f: fn(&Sample) -> f64| crate::median(samples.iter().map(f));
         println!(
@@ -161,7 +192,16 @@ pub(crate) async fn throughput(
     let mut memory = Vec::new();
     for _ in 0..plan.repeat {
         let (addr, server) = crate::stacks::Stack::TetherMemory.serve(None).await?;
-        memory.push(load::run(&[addr], workload, plan.connections, plan.warmup, plan.measure).await?);
+        memory.push(
+            load::run(
+                &[addr],
+                workload,
+                plan.connections,
+                plan.warmup,
+                plan.measure,
+            )
+            .await?,
+        );
         server.abort();
     }
     print("tether-memory", 1, &memory);
@@ -171,12 +211,21 @@ pub(crate) async fn throughput(
             for _ in 0..plan.repeat {
                 let cluster = start(n, mode.0).await?;
                 let (addrs, mut servers) = serve(&cluster).await?;
-                let sample = load::run(&addrs, workload, plan.connections, plan.warmup, plan.measure).await;
+                let sample = load::run(
+                    &addrs,
+                    workload,
+                    plan.connections,
+                    plan.warmup,
+                    plan.measure,
+                )
+                .await;
                 servers.abort_all();
                 drop(cluster);
                 let sample = sample?;
                 if sample.errors > 0 {
-                    return Err(format!("{mode} on {n} nodes: {} requests failed", sample.errors).into());
+                    return Err(
+                        format!("{mode} on {n} nodes: {} requests failed", sample.errors).into(),
+                    );
                 }
                 samples.push(sample);
             }
@@ -190,7 +239,13 @@ pub(crate) async fn throughput(
 pub(crate) async fn race(writers: u32, rounds: u32) -> Result<(), BoxError> {
     let cluster = start(3, Mode::Backup { copies: 1 }).await?;
     let (addrs, mut servers) = serve(&cluster).await?;
-    let result = crate::race_on(&addrs, writers, rounds, "tether-replicated (3 nodes, backup-1)").await;
+    let result = crate::race_on(
+        &addrs,
+        writers,
+        rounds,
+        "tether-replicated (3 nodes, backup-1)",
+    )
+    .await;
     servers.abort_all();
     result
 }
