@@ -1,0 +1,190 @@
+//! What the router knows about each backend: its administrative state, its health, its load.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A backend's administrative state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendState {
+    /// Takes pinned and new sessions.
+    Ready,
+    /// Keeps serving the sessions pinned to it, takes no new ones: for taking it out of
+    /// rotation without cutting anyone off.
+    Drain,
+    /// Takes nothing; its pinned sessions fail over.
+    Maintenance,
+}
+
+impl std::str::FromStr for BackendState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ready" => Ok(Self::Ready),
+            "drain" => Ok(Self::Drain),
+            "maintenance" | "maint" => Ok(Self::Maintenance),
+            other => Err(format!(
+                "unknown backend state {other:?}; expected ready, drain or maintenance"
+            )),
+        }
+    }
+}
+
+/// Counters of one backend, as the admin listener shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendCounters {
+    /// Requests routed here by a valid affinity cookie.
+    pub pinned: u64,
+    /// New sessions placed here (power of two choices or source hashing).
+    pub new: u64,
+    /// Requests placed by the application's session id (rendezvous order).
+    pub by_session: u64,
+    /// Requests that came here because their pinned backend could not take them.
+    pub redispatched: u64,
+    /// Requests that failed here (connection refused, reset, timeout).
+    pub failures: u64,
+    /// Requests in flight right now.
+    pub in_flight: usize,
+}
+
+/// The live record of one backend.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub(crate) name: String,
+    state: Mutex<BackendState>,
+    joined: Instant,
+    in_flight: AtomicUsize,
+    consecutive_failures: AtomicUsize,
+    ejected_until: Mutex<Option<Instant>>,
+    pinned: AtomicU64,
+    new: AtomicU64,
+    by_session: AtomicU64,
+    redispatched: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Why a request is sent to a backend, for its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reason {
+    Pinned,
+    New,
+    BySession,
+    Redispatched,
+}
+
+impl Backend {
+    pub(crate) fn new(name: String) -> Self {
+        Self {
+            name,
+            state: Mutex::new(BackendState::Ready),
+            joined: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            consecutive_failures: AtomicUsize::new(0),
+            ejected_until: Mutex::new(None),
+            pinned: AtomicU64::new(0),
+            new: AtomicU64::new(0),
+            by_session: AtomicU64::new(0),
+            redispatched: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn state(&self) -> BackendState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_state(&self, state: BackendState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Ejected by passive health checks right now.
+    pub(crate) fn is_ejected(&self) -> bool {
+        let mut until = self.ejected_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *until {
+            Some(at) if at > Instant::now() => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// May serve a session pinned to it.
+    pub(crate) fn takes_pinned(&self) -> bool {
+        self.state() != BackendState::Maintenance && !self.is_ejected()
+    }
+
+    /// May take a new session.
+    pub(crate) fn takes_new(&self) -> bool {
+        self.state() == BackendState::Ready && !self.is_ejected()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Weight between 0.1 and 1 during slow start, 1 afterwards.
+    pub(crate) fn weight(&self, slow_start: Duration) -> f64 {
+        if slow_start.is_zero() {
+            return 1.0;
+        }
+        (self.joined.elapsed().as_secs_f64() / slow_start.as_secs_f64()).clamp(0.1, 1.0)
+    }
+
+    pub(crate) fn begin(self: &Arc<Self>, reason: Reason) -> InFlight {
+        let counter = match reason {
+            Reason::Pinned => &self.pinned,
+            Reason::New => &self.new,
+            Reason::BySession => &self.by_session,
+            Reason::Redispatched => &self.redispatched,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            backend: Arc::clone(self),
+        }
+    }
+
+    pub(crate) fn succeeded(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a failure; after `threshold` in a row the backend is ejected for `cooldown`.
+    pub(crate) fn failed(&self, threshold: usize, cooldown: Duration) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold > 0 && failures >= threshold {
+            *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + cooldown);
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(backend = %self.name, failures, ?cooldown, "backend ejected");
+        }
+    }
+
+    pub(crate) fn counters(&self) -> BackendCounters {
+        BackendCounters {
+            pinned: self.pinned.load(Ordering::Relaxed),
+            new: self.new.load(Ordering::Relaxed),
+            by_session: self.by_session.load(Ordering::Relaxed),
+            redispatched: self.redispatched.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    backend: Arc<Backend>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,240 @@
+//! Routing settings.
+
+use std::time::Duration;
+
+use cookie::SameSite;
+use http::HeaderName;
+
+use crate::AffinityKeys;
+use crate::affinity::CookieSettings;
+
+/// What pins a session to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// L7: a sealed affinity cookie, then the application's session id (if configured), then
+    /// power of two choices; the cookie is set when a client is placed.
+    #[default]
+    Cookie,
+    /// L7: the application's session id first (rendezvous order, as `tether-replicated` places
+    /// the session, so requests land on a node holding it), then the cookie, then power of two
+    /// choices.
+    SessionId,
+    /// L4 style: the client's address, by consistent hashing with bounded loads. No cookie.
+    Source,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cookie" => Ok(Self::Cookie),
+            "session-id" => Ok(Self::SessionId),
+            "source" => Ok(Self::Source),
+            other => Err(format!(
+                "unknown strategy {other:?}; expected cookie, session-id or source"
+            )),
+        }
+    }
+}
+
+/// What happens to a request whose pinned backend is down, ejected or in maintenance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failover {
+    /// Send it to the next candidate (its session's next rendezvous holder if it carries a
+    /// session id, else the least loaded) and re-pin the client there.
+    #[default]
+    Redistribute,
+    /// Answer 503: the session lives on that backend only.
+    Strict,
+    /// Try the pinned backend anyway (unless in maintenance); if that fails, redistribute.
+    Persist,
+}
+
+impl std::str::FromStr for Failover {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "redistribute" => Ok(Self::Redistribute),
+            "strict" => Ok(Self::Strict),
+            "persist" => Ok(Self::Persist),
+            other => Err(format!(
+                "unknown failover policy {other:?}; expected redistribute, strict or persist"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) keys: AffinityKeys,
+    pub(crate) cookie: CookieSettings,
+    pub(crate) header: Option<HeaderName>,
+    pub(crate) session_cookie: Option<String>,
+    pub(crate) strategy: Strategy,
+    pub(crate) failover: Failover,
+    pub(crate) epsilon: f64,
+    pub(crate) trust_forwarded: bool,
+    pub(crate) retries: usize,
+    pub(crate) failure_threshold: usize,
+    pub(crate) cooldown: Duration,
+    pub(crate) slow_start: Duration,
+}
+
+impl Config {
+    pub(crate) fn new(keys: AffinityKeys) -> Self {
+        Self {
+            keys,
+            cookie: CookieSettings::default(),
+            header: None,
+            session_cookie: None,
+            strategy: Strategy::default(),
+            failover: Failover::default(),
+            epsilon: 0.25,
+            trust_forwarded: false,
+            retries: 2,
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(10),
+            slow_start: Duration::ZERO,
+        }
+    }
+}
+
+/// Settings of a [`Sticky`](crate::Sticky) router. Defaults: cookie strategy, `Redistribute`,
+/// cookie `tether-route` (`Secure`, `HttpOnly`, `SameSite=Lax`, one day), epsilon 0.25, two
+/// retries of idempotent bodiless requests, ejection after 3 failures in a row for 10 s.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_sticky::{AffinityKeys, Failover, StickyLayer, Strategy, cookie::Key};
+///
+/// let layer = StickyLayer::new(AffinityKeys::new(Key::generate()))
+///     .with_strategy(Strategy::SessionId)
+///     .with_session_cookie("sid")
+///     .with_failover(Failover::Redistribute)
+///     .with_slow_start(Duration::from_secs(30));
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct StickyLayer {
+    pub(crate) config: Config,
+}
+
+impl StickyLayer {
+    /// A router sealing affinity cookies with `keys`.
+    pub fn new(keys: AffinityKeys) -> Self {
+        Self {
+            config: Config::new(keys),
+        }
+    }
+
+    /// The routing strategy (default [`Strategy::Cookie`]).
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.config.strategy = strategy;
+        self
+    }
+
+    /// The failover policy (default [`Failover::Redistribute`]).
+    pub fn with_failover(mut self, failover: Failover) -> Self {
+        self.config.failover = failover;
+        self
+    }
+
+    /// The application's session cookie, whose value (a plain `tether_core::Id`) routes by
+    /// rendezvous order. Signed or encrypted session cookies cannot be read here; use the
+    /// affinity cookie for those.
+    pub fn with_session_cookie(mut self, name: impl Into<String>) -> Self {
+        self.config.session_cookie = Some(name.into());
+        self
+    }
+
+    /// The affinity cookie's name (default `tether-route`).
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie.name = name.into();
+        self
+    }
+
+    /// Whether the affinity cookie is `Secure` (default `true`).
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.config.cookie.secure = secure;
+        self
+    }
+
+    /// Whether the affinity cookie is `HttpOnly` (default `true`).
+    pub fn with_http_only(mut self, http_only: bool) -> Self {
+        self.config.cookie.http_only = http_only;
+        self
+    }
+
+    /// The affinity cookie's `SameSite` (default `Lax`).
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.config.cookie.same_site = same_site;
+        self
+    }
+
+    /// Whether the affinity cookie's name carries the `__Host-` prefix (default `false`).
+    pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
+        self.config.cookie.host_prefix = host_prefix;
+        self
+    }
+
+    /// How long a pin lasts (default one day): the cookie's `Max-Age`, and older pins are
+    /// ignored even if a client keeps the cookie. `None`: a browser-session cookie, pins never
+    /// go stale.
+    pub fn with_cookie_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.config.cookie.max_age = max_age;
+        self
+    }
+
+    /// Carries the pin in this request/response header instead of a cookie, for API clients.
+    pub fn with_affinity_header(mut self, name: HeaderName) -> Self {
+        self.config.header = Some(name);
+        self
+    }
+
+    /// How far above the average load a backend may go in [`Strategy::Source`] (default 0.25).
+    pub fn with_epsilon(mut self, epsilon: f64) -> Self {
+        self.config.epsilon = if epsilon.is_finite() {
+            epsilon.max(0.0)
+        } else {
+            0.25
+        };
+        self
+    }
+
+    /// Reads the client address from the first `X-Forwarded-For` entry (default `false`: only
+    /// from the [`ClientAddr`](crate::ClientAddr) extension). Turn it on only behind a proxy you
+    /// trust to set that header.
+    pub fn with_trusted_forwarded_header(mut self, trust: bool) -> Self {
+        self.config.trust_forwarded = trust;
+        self
+    }
+
+    /// Further backends tried when one fails (default 2). Only requests without a body and with
+    /// an idempotent method are retried.
+    pub fn with_retries(mut self, retries: usize) -> Self {
+        self.config.retries = retries;
+        self
+    }
+
+    /// Passive health: `threshold` failures in a row eject a backend for `cooldown` (defaults 3
+    /// and 10 s; threshold 0 never ejects).
+    pub fn with_passive_health(mut self, threshold: usize, cooldown: Duration) -> Self {
+        self.config.failure_threshold = threshold;
+        self.config.cooldown = cooldown;
+        self
+    }
+
+    /// A backend that joins gets a share of new sessions that grows from 10% to 100% over
+    /// `ramp` (default zero: full share at once).
+    pub fn with_slow_start(mut self, ramp: Duration) -> Self {
+        self.config.slow_start = ramp;
+        self
+    }
+}

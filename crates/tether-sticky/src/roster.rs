@@ -1,0 +1,278 @@
+//! The set of backends, their ring for source hashing, and the routing decision.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use tether_core::Id;
+use tether_core::placement::rendezvous_order;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::backend::{Backend, Reason};
+use crate::config::{Config, Failover};
+
+/// Points per backend on the source-hashing ring.
+const VIRTUAL_NODES: u64 = 64;
+
+/// The backends, sorted by name, and the hash ring over them.
+#[derive(Debug, Default)]
+pub(crate) struct Roster {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    backends: Vec<Arc<Backend>>,
+    ring: Vec<(u64, usize)>,
+}
+
+/// Where one attempt goes.
+#[derive(Debug)]
+pub(crate) enum Route {
+    To {
+        backend: Arc<Backend>,
+        reason: Reason,
+        /// The client must learn a new pin.
+        pin: bool,
+    },
+    /// No backend may take the request.
+    Unavailable,
+}
+
+/// What a request offers for routing.
+#[derive(Debug, Default)]
+pub(crate) struct Clues {
+    /// Backend named by a valid affinity cookie.
+    pub(crate) pinned: Option<String>,
+    /// The application's session id.
+    pub(crate) session: Option<Id>,
+    /// The client's address.
+    pub(crate) client: Option<IpAddr>,
+}
+
+impl Roster {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn insert(&self, name: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if inner.backends.iter().any(|b| b.name == name) {
+            return;
+        }
+        inner.backends.push(Arc::new(Backend::new(name.to_owned())));
+        inner.backends.sort_by(|a, b| a.name.cmp(&b.name));
+        inner.rebuild_ring();
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.backends.retain(|b| b.name != name);
+        inner.rebuild_ring();
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Backend>> {
+        self.read()
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Backend>> {
+        self.read().backends.clone()
+    }
+
+    /// Decides where an attempt goes. `excluded` holds backends that failed this request.
+    pub(crate) fn route(
+        &self,
+        config: &Config,
+        clues: &Clues,
+        excluded: &[String],
+        redispatch: bool,
+    ) -> Route {
+        let inner = self.read();
+        let usable = |b: &&Arc<Backend>| !excluded.contains(&b.name);
+        let mut redispatched = redispatch;
+
+        if config.strategy == crate::Strategy::Source {
+            return match clues.client {
+                Some(ip) => inner.bounded_load(ip, config.epsilon, excluded),
+                None => inner.least_loaded(config, excluded, Reason::New),
+            };
+        }
+        let by_session = |inner: &Inner| -> Option<Route> {
+            let id = clues.session.as_ref()?;
+            let names: Vec<&str> = inner.backends.iter().map(|b| b.name.as_str()).collect();
+            rendezvous_order(id, &names)
+                .into_iter()
+                .filter_map(|name| inner.backends.iter().find(|b| b.name == name))
+                .filter(usable)
+                .find(|b| b.takes_pinned())
+                .map(|b| Route::To {
+                    backend: Arc::clone(b),
+                    reason: Reason::BySession,
+                    pin: false,
+                })
+        };
+        if config.strategy == crate::Strategy::SessionId {
+            if let Some(route) = by_session(&inner) {
+                return route;
+            }
+        }
+        if let Some(pinned) = &clues.pinned {
+            let backend = inner
+                .backends
+                .iter()
+                .filter(usable)
+                .find(|b| &b.name == pinned);
+            match (backend, config.failover) {
+                (Some(b), Failover::Persist) if b.state() != crate::BackendState::Maintenance => {
+                    return Route::To {
+                        backend: Arc::clone(b),
+                        reason: Reason::Pinned,
+                        pin: false,
+                    };
+                }
+                (Some(b), _) if b.takes_pinned() => {
+                    return Route::To {
+                        backend: Arc::clone(b),
+                        reason: Reason::Pinned,
+                        pin: false,
+                    };
+                }
+                (_, Failover::Strict) => return Route::Unavailable,
+                _ => redispatched = true,
+            }
+        }
+        if config.strategy == crate::Strategy::Cookie {
+            if let Some(route) = by_session(&inner) {
+                return route.repin(redispatched);
+            }
+        }
+        let reason = if redispatched {
+            Reason::Redispatched
+        } else {
+            Reason::New
+        };
+        inner.least_loaded(config, excluded, reason)
+    }
+}
+
+impl Route {
+    /// A session-id route taken instead of a dead pin re-pins the client.
+    fn repin(self, redispatched: bool) -> Self {
+        match self {
+            Self::To { backend, .. } if redispatched => Self::To {
+                backend,
+                reason: Reason::Redispatched,
+                pin: true,
+            },
+            other => other,
+        }
+    }
+}
+
+impl Inner {
+    fn rebuild_ring(&mut self) {
+        self.ring = self
+            .backends
+            .iter()
+            .enumerate()
+            .flat_map(|(index, backend)| {
+                (0..VIRTUAL_NODES).map(move |v| {
+                    let point = xxh3_64(format!("{}#{v}", backend.name).as_bytes());
+                    (point, index)
+                })
+            })
+            .collect();
+        self.ring.sort_unstable();
+    }
+
+    /// Power of two choices among the backends that take new sessions: two at random, the one
+    /// with fewer requests in flight (per unit of slow-start weight) wins.
+    fn least_loaded(&self, config: &Config, excluded: &[String], reason: Reason) -> Route {
+        let candidates: Vec<&Arc<Backend>> = self
+            .backends
+            .iter()
+            .filter(|b| !excluded.contains(&b.name) && b.takes_new())
+            .collect();
+        let load = |b: &Backend| (b.in_flight() as f64 + 1.0) / b.weight(config.slow_start);
+        let chosen = match candidates.len() {
+            0 => return Route::Unavailable,
+            1 => candidates.first().copied(),
+            n => {
+                let (i, j) = two_distinct(n);
+                let (a, b) = (candidates.get(i).copied(), candidates.get(j).copied());
+                match (a, b) {
+                    (Some(a), Some(b)) => Some(if load(b) < load(a) { b } else { a }),
+                    (a, b) => a.or(b),
+                }
+            }
+        };
+        match chosen {
+            Some(backend) => Route::To {
+                backend: Arc::clone(backend),
+                reason,
+                pin: true,
+            },
+            None => Route::Unavailable,
+        }
+    }
+
+    /// Consistent hashing with bounded loads: the client's point on the ring, then clockwise to
+    /// the first backend below `(1 + epsilon)` times the average load.
+    fn bounded_load(&self, ip: IpAddr, epsilon: f64, excluded: &[String]) -> Route {
+        let eligible: Vec<&Arc<Backend>> = self
+            .backends
+            .iter()
+            .filter(|b| !excluded.contains(&b.name) && b.takes_new())
+            .collect();
+        if eligible.is_empty() || self.ring.is_empty() {
+            return Route::Unavailable;
+        }
+        let total: usize = eligible.iter().map(|b| b.in_flight()).sum();
+        let cap = ((1.0 + epsilon) * (total + 1) as f64 / eligible.len() as f64).ceil() as usize;
+        let point = xxh3_64(ip.to_string().as_bytes());
+        let start = self.ring.partition_point(|(p, _)| *p < point);
+        let walk = self
+            .ring
+            .iter()
+            .skip(start)
+            .chain(self.ring.iter().take(start));
+        let mut fallback = None;
+        for (_, index) in walk {
+            let Some(backend) = self.backends.get(*index) else {
+                continue;
+            };
+            if excluded.contains(&backend.name) || !backend.takes_new() {
+                continue;
+            }
+            if backend.in_flight() < cap {
+                return Route::To {
+                    backend: Arc::clone(backend),
+                    reason: Reason::New,
+                    pin: false,
+                };
+            }
+            fallback.get_or_insert(backend);
+        }
+        match fallback {
+            Some(backend) => Route::To {
+                backend: Arc::clone(backend),
+                reason: Reason::New,
+                pin: false,
+            },
+            None => Route::Unavailable,
+        }
+    }
+}
+
+/// Two distinct indexes below `n` (n >= 2), uniformly at random.
+fn two_distinct(n: usize) -> (usize, usize) {
+    let a = getrandom::u64().unwrap_or(0);
+    let b = getrandom::u64().unwrap_or(1);
+    let n64 = n as u64;
+    let i = (a % n64) as usize;
+    let j = (i + 1 + (b % (n64 - 1)) as usize) % n;
+    (i, j)
+}

@@ -1,0 +1,391 @@
+//! The router service.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+
+use http::header::{CACHE_CONTROL, SET_COOKIE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower::ServiceExt as _;
+use tower::discover::{Change, Discover};
+use tower_service::Service;
+
+use crate::StickyLayer;
+use crate::affinity::{request_cookies, strip_cookie};
+use crate::backend::{BackendCounters, BackendState};
+use crate::config::Config;
+use crate::roster::{Clues, Roster, Route};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's address, put into request extensions by the server (the `tether-proxy` binary
+/// does). Source-address routing reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// A tower service that routes each request to one of a set of backends with session affinity.
+///
+/// Backends come from a [`Discover`] whose keys are stable backend names (they go into affinity
+/// cookies and into rendezvous hashing, so they must be the same on every proxy replica and, for
+/// failover onto replicas, equal to the `tether-replicated` node names). Each backend service
+/// must be `Clone`: every request drives its own clone to readiness, so a slow or dead backend
+/// never holds up requests for the others.
+///
+/// Answers `503` when no backend may take a request and `502` when the chosen backends failed;
+/// never an error.
+///
+/// Cloning is cheap and every clone routes with the same state (one per connection, as a server
+/// wants); whichever clone is polled applies the discovery changes for all.
+pub struct Sticky<D: Discover> {
+    discover: Arc<Mutex<D>>,
+    services: Arc<RwLock<HashMap<String, D::Service>>>,
+    shared: Arc<Shared>,
+}
+
+impl<D: Discover> Clone for Sticky<D> {
+    fn clone(&self) -> Self {
+        Self {
+            discover: Arc::clone(&self.discover),
+            services: Arc::clone(&self.services),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) roster: Roster,
+    pub(crate) invalid_pins: AtomicU64,
+}
+
+impl<D: Discover> Sticky<D> {
+    /// A router over `discover` with `layer`'s settings.
+    pub fn new(layer: &StickyLayer, discover: D) -> Self {
+        Self {
+            discover: Arc::new(Mutex::new(discover)),
+            services: Arc::default(),
+            shared: Arc::new(Shared {
+                config: layer.config.clone(),
+                roster: Roster::default(),
+                invalid_pins: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A handle to read counters and change backend states while the router runs.
+    pub fn handle(&self) -> StickyHandle {
+        StickyHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<D: Discover> std::fmt::Debug for Sticky<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sticky")
+            .field("backends", &self.shared.roster.all().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads counters and sets backend states of a running [`Sticky`] router (what the admin
+/// listener of `tether-proxy` calls).
+#[derive(Clone)]
+pub struct StickyHandle {
+    shared: Arc<Shared>,
+}
+
+/// One backend as a [`StickyHandle`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct BackendReport {
+    /// Its name.
+    pub name: String,
+    /// Its administrative state.
+    pub state: BackendState,
+    /// Ejected by passive health checks right now.
+    pub ejected: bool,
+    /// Its counters.
+    pub counters: BackendCounters,
+}
+
+impl StickyHandle {
+    /// Sets a backend's state; false if there is no backend of that name.
+    pub fn set_state(&self, backend: &str, state: BackendState) -> bool {
+        match self.shared.roster.get(backend) {
+            Some(b) => {
+                tracing::info!(backend, ?state, "backend state changed");
+                b.set_state(state);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every backend with its state and counters.
+    pub fn backends(&self) -> Vec<BackendReport> {
+        self.shared
+            .roster
+            .all()
+            .iter()
+            .map(|b| BackendReport {
+                name: b.name.clone(),
+                state: b.state(),
+                ejected: b.is_ejected(),
+                counters: b.counters(),
+            })
+            .collect()
+    }
+
+    /// Affinity cookies that were present but not valid (forged, corrupt, stale, other key).
+    pub fn invalid_pins(&self) -> u64 {
+        self.shared.invalid_pins.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for StickyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StickyHandle").finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`Sticky`].
+    pub struct ResponseFuture<RB> {
+        inner: Pin<Box<dyn Future<Output = Response<RB>> + Send>>,
+    }
+}
+
+impl<RB> Future for ResponseFuture<RB> {
+    type Output = Result<Response<RB>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.as_mut().poll(cx).map(Ok)
+    }
+}
+
+impl<RB> std::fmt::Debug for ResponseFuture<RB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<D, S, B, RB> Service<Request<B>> for Sticky<D>
+where
+    D: Discover<Service = S> + Unpin,
+    D::Key: AsRef<str>,
+    D::Error: std::fmt::Display,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: Body + Default + Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = Infallible;
+    type Future = ResponseFuture<RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Another clone applying changes right now is as good as this one doing it.
+        let Ok(mut discover) = self.discover.try_lock() else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match Pin::new(&mut *discover).poll_discover(cx) {
+                Poll::Ready(Some(Ok(Change::Insert(key, service)))) => {
+                    let name = key.as_ref().to_owned();
+                    self.shared.roster.insert(&name);
+                    self.services
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name, service);
+                }
+                Poll::Ready(Some(Ok(Change::Remove(key)))) => {
+                    self.shared.roster.remove(key.as_ref());
+                    self.services
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(key.as_ref());
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "backend discovery failed");
+                    break;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let services = Arc::clone(&self.services);
+        ResponseFuture {
+            inner: Box::pin(route_and_send(shared, services, request)),
+        }
+    }
+}
+
+/// Whether a failed request may be sent again to another backend: nothing was consumed that
+/// cannot be rebuilt, and the method is idempotent.
+fn retryable<B: Body>(method: &Method, body: &B) -> bool {
+    let idempotent = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    idempotent && body.size_hint().exact() == Some(0)
+}
+
+fn status<RB: Default>(status: StatusCode) -> Response<RB> {
+    let mut response = Response::new(RB::default());
+    *response.status_mut() = status;
+    response
+}
+
+impl Shared {
+    /// What the request tells about where it belongs.
+    fn clues<B>(&self, request: &Request<B>) -> Clues {
+        let config = &self.config;
+        let cookie_name = config.cookie.wire_name();
+        let sealed = match &config.header {
+            Some(header) => request
+                .headers()
+                .get(header)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            None => request_cookies(request.headers())
+                .find(|(name, _)| *name == cookie_name)
+                .map(|(_, value)| value.to_owned()),
+        };
+        let pinned = sealed.and_then(|value| {
+            let pin = config
+                .keys
+                .open(&cookie_name, &value, config.cookie.max_age);
+            if pin.is_none() {
+                self.invalid_pins.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("invalid affinity pin ignored");
+            }
+            pin.map(|p| p.backend)
+        });
+        let session = config.session_cookie.as_deref().and_then(|name| {
+            request_cookies(request.headers())
+                .filter(|(n, _)| *n == name)
+                .find_map(|(_, value)| value.parse().ok())
+        });
+        let client = self.client_ip(request);
+        Clues {
+            pinned,
+            session,
+            client,
+        }
+    }
+
+    fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        if self.config.trust_forwarded {
+            let forwarded = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|first| first.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        request.extensions().get::<ClientAddr>().map(|a| a.0.ip())
+    }
+
+    fn pin_headers<RB>(&self, response: &mut Response<RB>, backend: &str) {
+        let config = &self.config;
+        let sealed = config.keys.seal(&config.cookie.wire_name(), backend);
+        let headers = response.headers_mut();
+        match &config.header {
+            Some(header) => {
+                if let Ok(value) = HeaderValue::try_from(sealed) {
+                    headers.insert(header.clone(), value);
+                }
+            }
+            None => {
+                if let Ok(value) = HeaderValue::try_from(config.cookie.set_cookie(sealed)) {
+                    headers.append(SET_COOKIE, value);
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+                }
+            }
+        }
+    }
+}
+
+async fn route_and_send<S, B, RB>(
+    shared: Arc<Shared>,
+    services: Arc<RwLock<HashMap<String, S>>>,
+    request: Request<B>,
+) -> Response<RB>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: Body + Default + Send + 'static,
+    RB: Default + Send + 'static,
+{
+    let clues = shared.clues(&request);
+    let (mut parts, body) = request.into_parts();
+    if shared.config.header.is_none() {
+        strip_cookie(&mut parts.headers, &shared.config.cookie.wire_name());
+    }
+    let retryable = retryable(&parts.method, &body);
+    let mut body = Some(body);
+    let mut excluded: Vec<String> = Vec::new();
+    let config = &shared.config;
+    for attempt in 0..=config.retries {
+        let route = shared.roster.route(config, &clues, &excluded, attempt > 0);
+        let Route::To {
+            backend,
+            reason,
+            pin,
+        } = route
+        else {
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let service = services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&backend.name)
+            .cloned();
+        let Some(service) = service else {
+            excluded.push(backend.name.clone());
+            continue;
+        };
+        let body = body.take().unwrap_or_default();
+        let request = Request::from_parts(parts.clone(), body);
+        let in_flight = backend.begin(reason);
+        let result = service.oneshot(request).await;
+        drop(in_flight);
+        match result {
+            Ok(mut response) => {
+                backend.succeeded();
+                // Re-pinning also happens when the pinned backend was skipped (redispatch).
+                let changed = clues.pinned.as_deref() != Some(backend.name.as_str());
+                if pin && (changed || clues.pinned.is_none()) {
+                    shared.pin_headers(&mut response, &backend.name);
+                }
+                return response;
+            }
+            Err(error) => {
+                let error: BoxError = error.into();
+                backend.failed(config.failure_threshold, config.cooldown);
+                tracing::warn!(backend = %backend.name, %error, attempt, "backend request failed");
+                if !retryable {
+                    return status(StatusCode::BAD_GATEWAY);
+                }
+                excluded.push(backend.name.clone());
+            }
+        }
+    }
+    status(StatusCode::BAD_GATEWAY)
+}

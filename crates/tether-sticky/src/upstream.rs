@@ -1,0 +1,110 @@
+//! An HTTP client to one backend, as a backend service for [`Sticky`](crate::Sticky).
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The body type [`Upstream`] takes and returns: boxed, so requests can be rebuilt empty for a
+/// retry and responses can be made up (502, 503) by the router.
+pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Boxes any body into an [`UpstreamBody`].
+pub fn box_body<B>(body: B) -> UpstreamBody
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// An HTTP client to one backend: keep-alive connection pool, HTTP/1.1 or h2c (HTTP/2 without
+/// TLS, prior knowledge). Rewrites each request's URI to the backend's scheme and authority.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_sticky::Upstream;
+///
+/// let upstream = Upstream::new("http://127.0.0.1:3001".parse()?, false, Duration::from_secs(2))?;
+/// # let _ = upstream;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamBody>,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+/// A backend URL that [`Upstream`] cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("backend URL {0:?} must be http://host:port")]
+pub struct InvalidUpstream(String);
+
+impl Upstream {
+    /// A client to the backend at `uri` (`http://host:port`); `h2c` speaks HTTP/2 over plain TCP.
+    /// Connecting is bounded by `connect_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// When `uri` is not `http://` with an authority.
+    pub fn new(uri: Uri, h2c: bool, connect_timeout: Duration) -> Result<Self, InvalidUpstream> {
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err(InvalidUpstream(uri.to_string()));
+        };
+        if scheme != Scheme::HTTP {
+            return Err(InvalidUpstream(uri.to_string()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(h2c)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+        })
+    }
+}
+
+impl tower_service::Service<Request<UpstreamBody>> for Upstream {
+    type Response = Response<UpstreamBody>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<UpstreamBody>) -> Self::Future {
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        let client = self.client.clone();
+        Box::pin(async move {
+            let response = client.request(request).await?;
+            Ok(response.map(box_body))
+        })
+    }
+}
