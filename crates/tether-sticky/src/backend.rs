@@ -135,7 +135,25 @@ impl Backend {
         (self.joined.elapsed().as_secs_f64() / slow_start.as_secs_f64()).clamp(0.1, 1.0)
     }
 
-    pub(crate) fn begin(self: &Arc<Self>, reason: Reason) -> InFlight {
+    /// Takes one unit of load if the backend is below `cap`, atomically, so concurrent routing
+    /// decisions cannot push it past the cap together.
+    pub(crate) fn try_reserve(&self, cap: usize) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts a request that [`Backend::try_reserve`] already put in flight.
+    pub(crate) fn begin_reserved(self: &Arc<Self>, reason: Reason) -> InFlight {
+        self.count(reason);
+        InFlight {
+            backend: Arc::clone(self),
+        }
+    }
+
+    fn count(&self, reason: Reason) {
         let counter = match reason {
             Reason::Pinned => &self.pinned,
             Reason::New => &self.new,
@@ -143,6 +161,10 @@ impl Backend {
             Reason::Redispatched => &self.redispatched,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn begin(self: &Arc<Self>, reason: Reason) -> InFlight {
+        self.count(reason);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             backend: Arc::clone(self),

@@ -33,6 +33,8 @@ pub(crate) enum Route {
         reason: Reason,
         /// The client must learn a new pin.
         pin: bool,
+        /// The request's unit of load is taken already (bounded-load routing).
+        reserved: bool,
     },
     /// No backend may take the request.
     Unavailable,
@@ -112,6 +114,7 @@ impl Roster {
                     backend: Arc::clone(b),
                     reason: Reason::BySession,
                     pin: false,
+                    reserved: false,
                 })
         };
         if config.strategy == crate::Strategy::SessionId {
@@ -131,6 +134,7 @@ impl Roster {
                         backend: Arc::clone(b),
                         reason: Reason::Pinned,
                         pin: false,
+                        reserved: false,
                     };
                 }
                 (Some(b), _) if b.takes_pinned() => {
@@ -138,6 +142,7 @@ impl Roster {
                         backend: Arc::clone(b),
                         reason: Reason::Pinned,
                         pin: false,
+                        reserved: false,
                     };
                 }
                 (_, Failover::Strict) => return Route::Unavailable,
@@ -166,6 +171,7 @@ impl Route {
                 backend,
                 reason: Reason::Redispatched,
                 pin: true,
+                reserved: false,
             },
             other => other,
         }
@@ -214,6 +220,7 @@ impl Inner {
                 backend: Arc::clone(backend),
                 reason,
                 pin: true,
+                reserved: false,
             },
             None => Route::Unavailable,
         }
@@ -247,20 +254,23 @@ impl Inner {
             if excluded.contains(&backend.name) || !backend.takes_new() {
                 continue;
             }
-            if backend.in_flight() < cap {
+            if backend.try_reserve(cap) {
                 return Route::To {
                     backend: Arc::clone(backend),
                     reason: Reason::New,
                     pin: false,
+                    reserved: true,
                 };
             }
             fallback.get_or_insert(backend);
         }
+        // Every backend is at the cap (possible only while the total moves): the first one.
         match fallback {
             Some(backend) => Route::To {
                 backend: Arc::clone(backend),
                 reason: Reason::New,
                 pin: false,
+                reserved: false,
             },
             None => Route::Unavailable,
         }

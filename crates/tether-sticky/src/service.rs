@@ -348,9 +348,15 @@ where
             backend,
             reason,
             pin,
+            reserved,
         } = route
         else {
             return status(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let in_flight = if reserved {
+            backend.begin_reserved(reason)
+        } else {
+            backend.begin(reason)
         };
         let service = services
             .read()
@@ -363,7 +369,6 @@ where
         };
         let body = body.take().unwrap_or_default();
         let request = Request::from_parts(parts.clone(), body);
-        let in_flight = backend.begin(reason);
         let result = service.oneshot(request).await;
         drop(in_flight);
         match result {

@@ -26,7 +26,6 @@ struct Backend {
     addr: SocketAddr,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    now: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
 }
 
@@ -36,7 +35,8 @@ impl Backend {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (kill, killed) = tokio::sync::oneshot::channel::<()>();
-        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let now = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
         let me = name.to_owned();
         let (n, p) = (Arc::clone(&now), Arc::clone(&peak));
         let thread = std::thread::spawn(move || {
@@ -72,7 +72,6 @@ impl Backend {
             addr,
             kill: Some(kill),
             thread: Some(thread),
-            now,
             peak,
         }
     }
@@ -122,7 +121,7 @@ fn start(names: &[&str]) -> Vec<Backend> {
 }
 
 /// A client request: path, cookies, client address.
-fn request(path: &str, cookies: &[String], from: Option<SocketAddr>) -> Request<UpstreamBody> {
+fn request(path: &str, cookies: &[&str], from: Option<SocketAddr>) -> Request<UpstreamBody> {
     let mut builder = Request::get(path);
     if !cookies.is_empty() {
         builder = builder.header(header::COOKIE, cookies.join("; "));
@@ -199,7 +198,7 @@ async fn pinned_sessions_stay_put() {
                 let cookie = first.set_cookie.unwrap();
                 let mut seen = HashSet::from([first.backend]);
                 for _ in 0..19 {
-                    let answer = send(&mut router, request("/", &[cookie.clone()], None)).await;
+                    let answer = send(&mut router, request("/", &[cookie.as_str()], None)).await;
                     assert!(
                         answer.set_cookie.is_none(),
                         "Set-Cookie only when the pin changes"
@@ -215,4 +214,348 @@ async fn pinned_sessions_stay_put() {
     }
     let pinned: u64 = handle.backends().iter().map(|b| b.counters.pinned).sum();
     assert_eq!(pinned, 1_000 * 19);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_loads_remove_the_nat_hot_spot() {
+    let servers = start(&["a", "b", "c", "d"]);
+    let one_address: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    // Plain source hashing (an epsilon too large to bind) puts everyone behind one NAT address
+    // on one backend; bounded loads cap every backend at (1 + 0.25) times the average.
+    for (epsilon, bounded) in [(1_000.0, false), (0.25, true)] {
+        let layer = StickyLayer::new(keys(1))
+            .with_strategy(Strategy::Source)
+            .with_epsilon(epsilon);
+        let (router, _) = router(&layer, &servers);
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..1_000 {
+            let mut router = router.clone();
+            clients.spawn(async move {
+                send(&mut router, request("/slow", &[], Some(one_address)))
+                    .await
+                    .backend
+            });
+        }
+        let mut per_backend: HashMap<String, u32> = HashMap::new();
+        while let Some(backend) = clients.join_next().await {
+            *per_backend.entry(backend.unwrap()).or_default() += 1;
+        }
+        let busiest = per_backend.values().copied().max().unwrap();
+        let peaks: Vec<usize> = servers
+            .iter()
+            .map(|s| s.peak.load(Ordering::SeqCst))
+            .collect();
+        if bounded {
+            // The cap at the busiest moment: (1 + 0.25) x 1,000 in flight / 4 backends.
+            let cap = (1.25_f64 * 1_000.0 / 4.0).ceil() as usize;
+            assert!(
+                peaks.iter().all(|p| *p <= cap),
+                "a backend had more than {cap} requests at once: {peaks:?}, {per_backend:?}"
+            );
+            assert_eq!(per_backend.len(), 4, "{per_backend:?}");
+        } else {
+            assert_eq!(
+                busiest, 1_000,
+                "without a bound one address lands on one backend"
+            );
+        }
+        for server in &servers {
+            server.peak.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_moves_only_its_sessions_and_repins_them() {
+    let mut servers = start(&["a", "b", "c"]);
+    let (mut router, handle) = router(&cookie_layer(), &servers);
+    let mut sessions = Vec::new();
+    for _ in 0..60 {
+        let answer = send(&mut router, request("/", &[], None)).await;
+        sessions.push((answer.set_cookie.unwrap(), answer.backend));
+    }
+    servers[1].kill();
+    for (cookie, backend) in &sessions {
+        let answer = send(&mut router, request("/", &[cookie.as_str()], None)).await;
+        assert_eq!(answer.status, 200, "never a 5xx for a retryable request");
+        if backend == "b" {
+            assert_ne!(answer.backend, "b");
+            assert!(answer.set_cookie.is_some(), "moved sessions are re-pinned");
+            let again = send(
+                &mut router,
+                request("/", &[answer.set_cookie.unwrap().as_str()], None),
+            )
+            .await;
+            assert_eq!(
+                again.backend, answer.backend,
+                "and stay on their new backend"
+            );
+        } else {
+            assert_eq!(
+                &answer.backend, backend,
+                "sessions of live backends do not move"
+            );
+            assert!(answer.set_cookie.is_none());
+        }
+    }
+    let b = handle
+        .backends()
+        .into_iter()
+        .find(|r| r.name == "b")
+        .unwrap();
+    assert!(b.ejected, "consecutive failures eject the dead backend");
+    let redispatched: u64 = handle
+        .backends()
+        .iter()
+        .map(|r| r.counters.redispatched)
+        .sum();
+    assert!(redispatched > 0);
+
+    // Strict: a session pinned to the dead backend gets 503.
+    let strict = cookie_layer().with_failover(Failover::Strict);
+    let (mut strict, _) = self::router(&strict, &servers);
+    let pinned_to_b = sessions.iter().find(|(_, backend)| backend == "b").unwrap();
+    let mut answer = send(&mut strict, request("/", &[pinned_to_b.0.as_str()], None)).await;
+    for _ in 0..5 {
+        if answer.status == 503 {
+            break;
+        }
+        answer = send(&mut strict, request("/", &[pinned_to_b.0.as_str()], None)).await;
+    }
+    assert_eq!(answer.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_follow_rendezvous_order_and_fail_over_to_the_next_holder() {
+    let mut servers = start(&["node-0", "node-1", "node-2"]);
+    let layer = StickyLayer::new(keys(1))
+        .with_secure(false)
+        .with_strategy(Strategy::SessionId)
+        .with_session_cookie("sid");
+    let (mut first, _) = router(&layer, &servers);
+    let (mut replica, _) = router(&layer, &servers);
+    let names = ["node-0", "node-1", "node-2"];
+    let ids: Vec<Id> = (0..60).map(|_| Id::random().unwrap()).collect();
+    for id in &ids {
+        let cookie = format!("sid={id}");
+        let expected = rendezvous_order(id, &names)[0];
+        let a = send(&mut first, request("/", &[cookie.as_str()], None)).await;
+        let b = send(&mut replica, request("/", &[cookie.as_str()], None)).await;
+        assert_eq!(
+            a.backend, expected,
+            "the session's primary, as tether-replicated places it"
+        );
+        assert_eq!(b.backend, expected, "every proxy replica agrees");
+    }
+    servers[0].kill();
+    for id in &ids {
+        let order = rendezvous_order(id, &names);
+        let expected = order.iter().find(|n| **n != "node-0").unwrap();
+        let answer = send(
+            &mut first,
+            request("/", &[format!("sid={id}").as_str()], None),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            &answer.backend, expected,
+            "failover lands on the next holder in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_keeps_pinned_sessions_and_maintenance_moves_them() {
+    let servers = start(&["a", "b"]);
+    let (mut router, handle) = router(&cookie_layer(), &servers);
+    let mut on_a = None;
+    while on_a.is_none() {
+        let answer = send(&mut router, request("/", &[], None)).await;
+        if answer.backend == "a" {
+            on_a = answer.set_cookie;
+        }
+    }
+    let on_a = on_a.unwrap();
+    assert!(handle.set_state("a", BackendState::Drain));
+    for _ in 0..50 {
+        let fresh = send(&mut router, request("/", &[], None)).await;
+        assert_eq!(
+            fresh.backend, "b",
+            "a draining backend takes no new session"
+        );
+    }
+    let pinned = send(&mut router, request("/", &[on_a.as_str()], None)).await;
+    assert_eq!(pinned.backend, "a", "but keeps the pinned ones");
+
+    assert!(handle.set_state("a", BackendState::Maintenance));
+    let moved = send(&mut router, request("/", &[on_a.as_str()], None)).await;
+    assert_eq!(moved.backend, "b", "maintenance takes nothing");
+    assert!(moved.set_cookie.is_some());
+    assert!(!handle.set_state("nope", BackendState::Ready));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_ramps_a_joining_backend_up() {
+    let servers = start(&["a", "b", "c"]);
+    let upstream = |b: &Backend| {
+        Upstream::new(
+            format!("http://{}", b.addr).parse().unwrap(),
+            false,
+            Duration::from_millis(500),
+        )
+        .unwrap()
+    };
+    let (tx, rx) = futures_channel_like();
+    let layer = cookie_layer().with_slow_start(Duration::from_secs(2));
+    let mut router = Sticky::new(&layer, rx);
+    tx.send(Ok(tower::discover::Change::Insert(
+        "a".to_owned(),
+        upstream(&servers[0]),
+    )))
+    .unwrap();
+    tx.send(Ok(tower::discover::Change::Insert(
+        "b".to_owned(),
+        upstream(&servers[1]),
+    )))
+    .unwrap();
+    // The router applies discovery changes when polled.
+    send_to(&mut router, request("/", &[], None)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tx.send(Ok(tower::discover::Change::Insert(
+        "c".to_owned(),
+        upstream(&servers[2]),
+    )))
+    .unwrap();
+    let mut early: HashMap<String, u32> = HashMap::new();
+    for _ in 0..600 {
+        let answer = send_to(&mut router, request("/", &[], None)).await;
+        *early.entry(answer).or_default() += 1;
+    }
+    let c = early.get("c").copied().unwrap_or(0);
+    assert!(
+        c < 100,
+        "a backend in slow start takes less than its share: {early:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let mut later: HashMap<String, u32> = HashMap::new();
+    for _ in 0..600 {
+        *later
+            .entry(send_to(&mut router, request("/", &[], None)).await)
+            .or_default() += 1;
+    }
+    let c = later.get("c").copied().unwrap_or(0);
+    assert!(c > 150, "after the ramp it takes its share: {later:?}");
+}
+
+type Changes = Result<tower::discover::Change<String, Upstream>, std::convert::Infallible>;
+
+/// A channel-backed discovery, to add backends while the router runs.
+fn futures_channel_like() -> (tokio::sync::mpsc::UnboundedSender<Changes>, Receiver) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (tx, Receiver(rx))
+}
+
+struct Receiver(tokio::sync::mpsc::UnboundedReceiver<Changes>);
+
+impl futures_util::Stream for Receiver {
+    type Item = Changes;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+async fn send_to<D>(router: &mut Sticky<D>, request: Request<UpstreamBody>) -> String
+where
+    Sticky<D>: Service<
+            Request<UpstreamBody>,
+            Response = Response<UpstreamBody>,
+            Error = std::convert::Infallible,
+        >,
+    D: tower::discover::Discover,
+{
+    let response = router.ready().await.unwrap().call(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_affinity_cookies_are_new_clients_never_errors() {
+    let servers = start(&["a", "b", "c"]);
+    let (mut router, handle) = router(&cookie_layer(), &servers);
+    let valid = send(&mut router, request("/", &[], None))
+        .await
+        .set_cookie
+        .unwrap();
+    let value = valid.split_once('=').unwrap().1.to_owned();
+    let other_key = {
+        let (mut other, _) = self::router(&StickyLayer::new(keys(9)).with_secure(false), &servers);
+        send(&mut other, request("/", &[], None))
+            .await
+            .set_cookie
+            .unwrap()
+    };
+    let forged_name = format!(
+        "tether-route={}",
+        value.replace(|c: char| c.is_ascii_lowercase(), "A")
+    );
+    let cases = [
+        "tether-route=".to_owned(),
+        "tether-route=garbage".to_owned(),
+        format!("tether-route={}", &value[..value.len() / 2]),
+        forged_name,
+        other_key,
+        format!("tether-route={}", "Z".repeat(5_000)),
+        "tether-route=a|b|c".to_owned(),
+    ];
+    let before = handle.invalid_pins();
+    for case in &cases {
+        let answer = send(&mut router, request("/", &[case.as_str()], None)).await;
+        assert_eq!(answer.status, 200, "{case}");
+        assert!(
+            answer.set_cookie.is_some(),
+            "{case}: treated as a new client"
+        );
+    }
+    assert!(handle.invalid_pins() - before >= cases.len() as u64 - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_affinity_cookie_never_reaches_the_backend() {
+    // A backend that echoes the Cookie header it received.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/",
+        get(|headers: http::HeaderMap| async move {
+            headers
+                .get(header::COOKIE)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let upstream = Upstream::new(
+        format!("http://{addr}").parse().unwrap(),
+        false,
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let mut router = Sticky::new(&cookie_layer(), backends([("echo".to_owned(), upstream)]));
+    let pin = send_to_full(&mut router, request("/", &[], None))
+        .await
+        .set_cookie
+        .unwrap();
+    let echoed = send_to_full(&mut router, request("/", &[pin.as_str(), "app=1"], None)).await;
+    assert_eq!(echoed.backend, "app=1");
+}
+
+async fn send_to_full(
+    router: &mut Sticky<tether_sticky::Backends<String, Upstream>>,
+    request: Request<UpstreamBody>,
+) -> Answer {
+    send(router, request).await
 }
