@@ -14,7 +14,26 @@ use hyper_util::rt::TokioExecutor;
 
 /// The body type [`Upstream`] takes and returns: boxed, so requests can be rebuilt empty for a
 /// retry and responses can be made up (502, 503) by the router.
-pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type UpstreamBody = BoxBody<Bytes, BodyError>;
+
+/// An error reading or writing a body on its way through the proxy.
+///
+/// A named type rather than `Box<dyn Error>` in [`UpstreamBody`]: a trait object there makes
+/// the compiler unable to prove connection futures `Send` (its lifetime is higher-ranked).
+#[derive(Debug)]
+pub struct BodyError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
 
 /// Boxes any body into an [`UpstreamBody`].
 pub fn box_body<B>(body: B) -> UpstreamBody
@@ -22,7 +41,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    body.map_err(Into::into).boxed()
+    body.map_err(|e| BodyError(e.into())).boxed()
 }
 
 /// An HTTP client to one backend: keep-alive connection pool, HTTP/1.1 or h2c (HTTP/2 without

@@ -1,0 +1,96 @@
+//! `tether-proxy`: a sticky-session reverse proxy built on [`tether_sticky`].
+//!
+//! ```text
+//! tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002
+//! ```
+//!
+//! Cookie affinity by default (`--strategy cookie|session-id|source`), failover policy
+//! `--failover redistribute|strict|persist`, affinity keys with `--key` (64 bytes, hex or base64;
+//! a random one is generated and logged as a warning when none is given), an admin listener on
+//! loopback (`--admin 127.0.0.1:9901`: `GET /backends`, `POST /backends/{name}/drain`), a TOML
+//! file with `--config`. Adds `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers,
+//! shuts down gracefully on SIGTERM or Ctrl-C.
+
+pub mod admin;
+pub mod config;
+pub mod proxy;
+
+use std::sync::Arc;
+
+pub use config::{Cli, Settings};
+use tether_sticky::{Sticky, Upstream, backends};
+
+/// Builds the router for `settings`.
+///
+/// # Errors
+///
+/// When a backend URL cannot be used.
+pub fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::InvalidUpstream> {
+    let upstreams = settings
+        .backends
+        .iter()
+        .map(|b| {
+            Ok((
+                b.name.clone(),
+                Upstream::new(b.url.clone(), b.h2c, settings.connect_timeout)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Sticky::new(&settings.layer, backends(upstreams)))
+}
+
+/// Runs the proxy until `shutdown` resolves: the client listener and the admin listener.
+///
+/// # Errors
+///
+/// When an address cannot be bound or a backend URL is unusable.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if settings.generated_key {
+        tracing::warn!(
+            "no affinity key given (--key or TETHER_PROXY_KEYS): using a random one; pins will not \
+             survive a restart and proxy replicas will not share them"
+        );
+    }
+    let router = router(&settings)?;
+    let handle = router.handle();
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let admin = tokio::net::TcpListener::bind(settings.admin).await?;
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, backends = settings.backends.len(), "tether-proxy ready");
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let admin_stop = Arc::clone(&stop);
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin, admin::router(handle))
+            .with_graceful_shutdown(async move { admin_stop.notified().await })
+            .await;
+    });
+    proxy::serve(listener, router, shutdown).await;
+    stop.notify_waiters();
+    let _ = admin_task.await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,146 @@
+//! The client-facing server: each connection's requests go through the sticky router.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{CONNECTION, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tether_sticky::{Backends, ClientAddr, Sticky, Upstream, UpstreamBody, box_body};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// The router the proxy runs.
+pub type Router = Sticky<Backends<String, Upstream>>;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and `Forwarded`.
+fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
+    let ip = client.ip();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    if let Ok(value) = HeaderValue::try_from(format!("for={node}")) {
+        headers.append("forwarded", value);
+    }
+}
+
+async fn handle(
+    router: Router,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, Infallible> {
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, client);
+    parts.extensions.insert(ClientAddr(client));
+    let request = Request::from_parts(parts, box_body(body));
+    let mut response = router.oneshot(request).await?;
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (at most ten seconds).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |request| handle(router.clone(), client, request));
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(GRACE) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        headers.insert(CONNECTION, "close, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert("keep-alive", "5".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        add_forwarded(&mut headers, "203.0.113.9:5555".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "198.51.100.1, 203.0.113.9");
+        assert_eq!(headers["forwarded"], "for=203.0.113.9");
+        assert!(headers.get("x-secret").is_none() && headers.get("keep-alive").is_none());
+    }
+}

@@ -1,0 +1,213 @@
+//! The `tether-proxy` binary as a child process in front of real backends.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+
+/// Serves `name` on a free port; the returned handle keeps it running.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/",
+        get(move |headers: axum::http::HeaderMap| async move {
+            let xff = headers
+                .get("x-forwarded-for")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let cookie = headers
+                .get("cookie")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            format!("{name}|{xff}|{cookie}")
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Status, headers (lowercased names), body.
+type Exchange = (u16, Vec<(String, String)>, String);
+
+/// One HTTP/1.1 exchange.
+fn http(addr: SocketAddr, method: &str, path: &str, cookie: Option<&str>) -> Option<Exchange> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some((status, headers, body.to_owned()))
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_pins_administers_and_shuts_down_gracefully() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let (listen, admin) = (free_port(), free_port());
+    let listen: SocketAddr = ([127, 0, 0, 1], listen).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--insecure-cookie",
+        ])
+        .args([
+            "--backend",
+            &format!("a=http://{a}"),
+            "--backend",
+            &format!("b=http://{b}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proxy = Proxy(child);
+    let started = Instant::now();
+    while TcpStream::connect(listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the proxy did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let get = |cookie: Option<String>| {
+        tokio::task::spawn_blocking(move || http(listen, "GET", "/", cookie.as_deref()).unwrap())
+    };
+    let (status, headers, body) = get(None).await.unwrap();
+    assert_eq!(status, 200);
+    let (backend, rest) = body.split_once('|').unwrap();
+    assert!(
+        rest.starts_with("127.0.0.1|"),
+        "X-Forwarded-For set: {body}"
+    );
+    let set_cookie = headers
+        .iter()
+        .find(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "cache-control" && v == "private")
+    );
+    let pin = set_cookie.split(';').next().unwrap().to_owned();
+    for _ in 0..10 {
+        let (_, headers, body) = get(Some(format!("{pin}; app=1"))).await.unwrap();
+        let mut fields = body.split('|');
+        assert_eq!(fields.next(), Some(backend), "pinned");
+        assert_eq!(
+            fields.nth(1),
+            Some("app=1"),
+            "the affinity cookie is stripped, others pass"
+        );
+        assert!(
+            !headers.iter().any(|(n, _)| n == "set-cookie"),
+            "Set-Cookie only on change"
+        );
+    }
+
+    let admin_get =
+        tokio::task::spawn_blocking(move || http(admin, "GET", "/backends", None).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(admin_get.0, 200);
+    assert!(
+        admin_get.2.contains("\"pinned\":10") || admin_get.2.contains("\"pinned\": 10"),
+        "{}",
+        admin_get.2
+    );
+    let other = if backend == "a" { "b" } else { "a" };
+    let drained = tokio::task::spawn_blocking(move || {
+        http(admin, "POST", &format!("/backends/{other}/drain"), None).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(drained.0, 200);
+    for _ in 0..10 {
+        let (_, _, body) = get(None).await.unwrap();
+        assert!(
+            body.starts_with(backend),
+            "a drained backend takes no new session"
+        );
+    }
+    let missing = tokio::task::spawn_blocking(move || {
+        http(admin, "POST", "/backends/nope/drain", None).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(missing.0, 404);
+
+    // SIGTERM: the proxy stops accepting and exits cleanly.
+    let pid = proxy.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(status) = proxy.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn refuses_bad_configuration_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
+        .args(["--backend", "ftp://nowhere:21"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("only http://"), "{stderr}");
+}
