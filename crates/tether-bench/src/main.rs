@@ -10,6 +10,7 @@
 //! generator run in this process on loopback. See `docs/benchmarks.md` for method and figures.
 
 mod load;
+mod proxy;
 mod redis_env;
 mod replicated;
 mod stacks;
@@ -115,6 +116,28 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
+    /// tether-proxy against HAProxy (cookie insert, round robin, nbthread 1) on the same
+    /// backends: each proxy pinned to core 0, this process to core 1.
+    Proxy {
+        /// The tether-proxy binary (build it with `cargo build --release -p tether-proxy`).
+        #[arg(long, default_value = "target/release/tether-proxy")]
+        proxy_bin: std::path::PathBuf,
+        /// Backends behind each proxy.
+        #[arg(long, default_value_t = 4)]
+        backends: usize,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each run.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Rounds, interleaved; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Concurrent writers on one session, each bumping its own key: how many updates survive.
     Race {
         /// memory (tether-memory), redis (tether-redis), replicated (3 nodes, each writer on
@@ -157,6 +180,10 @@ struct Row {
 
 fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Proxy { .. }) {
+        // Before the runtime starts its threads, so they inherit the affinity.
+        proxy::pin_self(1)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -226,6 +253,22 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 repeat: repeat.max(1),
             };
             replicated::throughput(&nodes, &modes, workload, &plan).await
+        }
+        Command::Proxy {
+            proxy_bin,
+            backends,
+            seconds,
+            warmup,
+            connections,
+            repeat,
+        } => {
+            let plan = Plan {
+                measure: Duration::from_secs(seconds.max(1)),
+                warmup: Duration::from_secs(warmup),
+                connections,
+                repeat: repeat.max(1),
+            };
+            proxy::compare(&proxy_bin, backends.max(1), &plan).await
         }
         Command::Race {
             store,

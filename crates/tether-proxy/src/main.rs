@@ -3,8 +3,29 @@
 use clap::Parser as _;
 use tether_proxy::{Cli, Settings, run, shutdown_signal};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // One core (the usual deployment of a proxy pinned with taskset, and HAProxy's nbthread 1)
+    // runs best on a single-threaded runtime: no work stealing, no cross-thread wake-ups.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run_main()),
+        Err(e) => {
+            eprintln!("tether-proxy: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

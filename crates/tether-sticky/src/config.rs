@@ -70,6 +70,8 @@ impl std::str::FromStr for Failover {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
+    /// The affinity cookie's name on the wire, prefix included (set by [`Config::finish`]).
+    pub(crate) cookie_name: String,
     pub(crate) keys: AffinityKeys,
     pub(crate) cookie: CookieSettings,
     pub(crate) header: Option<HeaderName>,
@@ -85,8 +87,15 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The settings as the router uses them, with values derived once.
+    pub(crate) fn finish(mut self) -> Self {
+        self.cookie_name = self.cookie.wire_name();
+        self
+    }
+
     pub(crate) fn new(keys: AffinityKeys) -> Self {
         Self {
+            cookie_name: String::new(),
             keys,
             cookie: CookieSettings::default(),
             header: None,

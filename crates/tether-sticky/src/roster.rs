@@ -45,6 +45,8 @@ pub(crate) enum Route {
 pub(crate) struct Clues {
     /// Backend named by a valid affinity cookie.
     pub(crate) pinned: Option<String>,
+    /// The request carried an affinity cookie or header, valid or not.
+    pub(crate) had_pin: bool,
     /// The application's session id.
     pub(crate) session: Option<Id>,
     /// The client's address.

@@ -71,7 +71,7 @@ impl<D: Discover> Sticky<D> {
             discover: Arc::new(Mutex::new(discover)),
             services: Arc::default(),
             shared: Arc::new(Shared {
-                config: layer.config.clone(),
+                config: layer.config.clone().finish(),
                 roster: Roster::default(),
                 invalid_pins: AtomicU64::new(0),
             }),
@@ -252,7 +252,7 @@ impl Shared {
     /// What the request tells about where it belongs.
     fn clues<B>(&self, request: &Request<B>) -> Clues {
         let config = &self.config;
-        let cookie_name = config.cookie.wire_name();
+        let cookie_name = config.cookie_name.as_str();
         let sealed = match &config.header {
             Some(header) => request
                 .headers()
@@ -263,6 +263,7 @@ impl Shared {
                 .find(|(name, _)| *name == cookie_name)
                 .map(|(_, value)| value.to_owned()),
         };
+        let had_pin = sealed.is_some();
         let pinned = sealed.and_then(|value| {
             let pin = config
                 .keys
@@ -281,6 +282,7 @@ impl Shared {
         let client = self.client_ip(request);
         Clues {
             pinned,
+            had_pin,
             session,
             client,
         }
@@ -303,7 +305,7 @@ impl Shared {
 
     fn pin_headers<RB>(&self, response: &mut Response<RB>, backend: &str) {
         let config = &self.config;
-        let sealed = config.keys.seal(&config.cookie.wire_name(), backend);
+        let sealed = config.keys.seal(&config.cookie_name, backend);
         let headers = response.headers_mut();
         match &config.header {
             Some(header) => {
@@ -335,8 +337,8 @@ where
 {
     let clues = shared.clues(&request);
     let (mut parts, body) = request.into_parts();
-    if shared.config.header.is_none() {
-        strip_cookie(&mut parts.headers, &shared.config.cookie.wire_name());
+    if shared.config.header.is_none() && clues.had_pin {
+        strip_cookie(&mut parts.headers, &shared.config.cookie_name);
     }
     let retryable = retryable(&parts.method, &body);
     let mut body = Some(body);
@@ -368,7 +370,13 @@ where
             continue;
         };
         let body = body.take().unwrap_or_default();
-        let request = Request::from_parts(parts.clone(), body);
+        let last = !retryable || attempt == config.retries;
+        let head = if last {
+            std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+        } else {
+            parts.clone()
+        };
+        let request = Request::from_parts(head, body);
         let result = service.oneshot(request).await;
         drop(in_flight);
         match result {

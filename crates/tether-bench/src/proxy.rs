@@ -1,0 +1,221 @@
+//! tether-proxy against HAProxy on the same backends, each proxy pinned to core 0 with
+//! `taskset`; this process (load generator and backends) runs on core 1.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::load::{self, Sample, Workload};
+use crate::{BoxError, Plan, median, ms};
+
+/// Pins this process (and every thread it starts afterwards) to `core`.
+pub(crate) fn pin_self(core: usize) -> Result<(), BoxError> {
+    let status = Command::new("taskset")
+        .args([
+            "-a",
+            "-cp",
+            &core.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err("taskset failed: is util-linux installed?".into());
+    }
+    Ok(())
+}
+
+/// A backend that answers with its index and counts what it served.
+async fn backend(index: usize, served: Arc<AtomicU64>) -> Result<SocketAddr, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let answer = move || {
+        let served = Arc::clone(&served);
+        async move {
+            served.fetch_add(1, Ordering::Relaxed);
+            format!("backend {index}")
+        }
+    };
+    let app = Router::new()
+        .route("/read", get(answer.clone()))
+        .route("/write", get(answer));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+fn free_addr() -> Result<SocketAddr, BoxError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A proxy child process, killed on drop.
+struct Proxy {
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_listening(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), BoxError> {
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        if let Some(status) = proxy.child.try_wait()? {
+            return Err(format!("the proxy exited at start: {status}").into());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("the proxy did not start listening".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn start_tether(
+    bin: &Path,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+) -> Result<Proxy, BoxError> {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", "0"])
+        .arg(bin)
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &free_addr()?.to_string(),
+            "--insecure-cookie",
+        ])
+        .env("RUST_LOG", "warn")
+        .env("TETHER_PROXY_KEYS", "ab".repeat(64));
+    for (i, addr) in backends.iter().enumerate() {
+        command.args(["--backend", &format!("b{i}=http://{addr}")]);
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Proxy { child, _dir: None })
+}
+
+fn start_haproxy(listen: SocketAddr, backends: &[SocketAddr]) -> Result<Proxy, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("    server b{i} {addr} cookie b{i}\n"))
+        .collect();
+    let config = format!(
+        "global\n    nbthread 1\n    maxconn 4000\n\
+         defaults\n    mode http\n    option http-keep-alive\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend fe\n    bind {listen}\n    default_backend be\n\
+         backend be\n    balance roundrobin\n    cookie SRV insert indirect nocache\n{servers}"
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config)?;
+    let child = Command::new("taskset")
+        .args(["-c", "0", "haproxy", "-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting haproxy (apt-get install -y haproxy): {e}"))?;
+    Ok(Proxy {
+        child,
+        _dir: Some(dir),
+    })
+}
+
+/// Runs both proxies `plan.repeat` times, interleaved, and prints a table.
+pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<(), BoxError> {
+    let counters: Vec<Arc<AtomicU64>> =
+        (0..backends).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let mut addrs = Vec::new();
+    for (i, counter) in counters.iter().enumerate() {
+        addrs.push(backend(i, Arc::clone(counter)).await?);
+    }
+    let names = ["tether-proxy", "haproxy"];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new()];
+    let mut shares: Vec<Vec<u64>> = vec![vec![0; backends], vec![0; backends]];
+    for round in 0..plan.repeat {
+        for (i, name) in names.iter().enumerate() {
+            let listen = free_addr()?;
+            let mut proxy = if i == 0 {
+                start_tether(bin, listen, &addrs)?
+            } else {
+                start_haproxy(listen, &addrs)?
+            };
+            wait_listening(listen, &mut proxy).await?;
+            let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let sample = load::run(
+                &[listen],
+                Workload::Read,
+                plan.connections,
+                plan.warmup,
+                plan.measure,
+            )
+            .await?;
+            for (b, counter) in counters.iter().enumerate() {
+                if let (Some(share), Some(before)) = (shares[i].get_mut(b), before.get(b)) {
+                    *share += counter.load(Ordering::Relaxed) - before;
+                }
+            }
+            drop(proxy);
+            eprintln!(
+                "round {}/{} {name:<13} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                round + 1,
+                plan.repeat,
+                sample.rps,
+                ms(sample.p50),
+                ms(sample.p99),
+                sample.errors
+            );
+            if sample.errors > 0 {
+                return Err(format!("{name}: {} requests failed", sample.errors).into());
+            }
+            samples[i].push(sample);
+        }
+    }
+    println!(
+        "{} backends, {} keep-alive connections storing cookies, median of {} run(s) of {}s; proxy on core 0, load and backends on core 1",
+        backends,
+        plan.connections,
+        plan.repeat,
+        plan.measure.as_secs()
+    );
+    println!(
+        "{:<13} {:>10} {:>9} {:>9} {:>10}  per-backend share",
+        "proxy", "req/s", "p50 ms", "p99 ms", "vs haproxy"
+    );
+    let haproxy_rps = median(samples[1].iter().map(|s| s.rps));
+    for (i, name) in names.iter().enumerate() {
+        let rps = median(samples[i].iter().map(|s| s.rps));
+        let total: u64 = shares[i].iter().sum();
+        let share: Vec<String> = shares[i]
+            .iter()
+            .map(|n| format!("{:.0}%", 100.0 * *n as f64 / total.max(1) as f64))
+            .collect();
+        println!(
+            "{:<13} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x  {}",
+            name,
+            rps,
+            median(samples[i].iter().map(|s| ms(s.p50))),
+            median(samples[i].iter().map(|s| ms(s.p99))),
+            rps / haproxy_rps,
+            share.join(" ")
+        );
+    }
+    Ok(())
+}
