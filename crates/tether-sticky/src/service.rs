@@ -267,7 +267,7 @@ impl Shared {
         let pinned = sealed.and_then(|value| {
             let pin = config
                 .keys
-                .open(&cookie_name, &value, config.cookie.max_age);
+                .open(cookie_name, &value, config.cookie.max_age);
             if pin.is_none() {
                 self.invalid_pins.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("invalid affinity pin ignored");
