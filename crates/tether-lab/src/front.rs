@@ -1,0 +1,122 @@
+//! The front balancer: round robin, or the tether-sticky router.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt as _, Empty};
+use tether_sticky::{Backends, Sticky, Upstream, UpstreamBody, box_body};
+use tower::ServiceExt as _;
+
+/// How long a node that refused a connection is skipped by round robin.
+const DOWN_FOR: Duration = Duration::from_millis(500);
+
+/// What a user got back.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) set_cookies: Vec<String>,
+    pub(crate) body: String,
+}
+
+/// Sends each request to the next node in turn; a node that fails to connect is skipped for a
+/// moment and the request goes to the next one.
+#[derive(Debug)]
+pub(crate) struct RoundRobin {
+    nodes: Vec<Upstream>,
+    down_until: Vec<Mutex<Option<Instant>>>,
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    pub(crate) fn new(nodes: Vec<Upstream>) -> Self {
+        let down_until = nodes.iter().map(|_| Mutex::new(None)).collect();
+        Self {
+            nodes,
+            down_until,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn is_down(&self, index: usize) -> bool {
+        self.down_until.get(index).is_some_and(|slot| {
+            slot.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| until > Instant::now())
+        })
+    }
+
+    fn mark_down(&self, index: usize) {
+        if let Some(slot) = self.down_until.get(index) {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + DOWN_FOR);
+        }
+    }
+}
+
+/// The balancer in front of the app nodes.
+pub(crate) enum Front {
+    RoundRobin(RoundRobin),
+    Sticky(Sticky<Backends<String, Upstream>>),
+}
+
+fn request(cookies: Option<&str>) -> Request<UpstreamBody> {
+    let mut builder = Request::get("/incr");
+    if let Some(cookies) = cookies {
+        builder = builder.header(header::COOKIE, cookies);
+    }
+    builder
+        .body(box_body(Empty::<Bytes>::new()))
+        .unwrap_or_else(|_| Request::new(box_body(Empty::<Bytes>::new())))
+}
+
+async fn reply(response: http::Response<UpstreamBody>) -> Reply {
+    let status = response.status();
+    let set_cookies = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Reply {
+        status,
+        set_cookies,
+        body,
+    }
+}
+
+impl Front {
+    /// One `GET /incr` with the user's cookies. `None` when no node could be reached.
+    pub(crate) async fn send(&self, cookies: Option<&str>) -> Option<Reply> {
+        match self {
+            Self::Sticky(router) => {
+                let response = router.clone().oneshot(request(cookies)).await.ok()?;
+                Some(reply(response).await)
+            }
+            Self::RoundRobin(rr) => {
+                let n = rr.nodes.len();
+                let start = rr.next.fetch_add(1, Ordering::Relaxed);
+                for attempt in 0..n {
+                    let index = (start + attempt) % n;
+                    if rr.is_down(index) && attempt + 1 < n {
+                        continue;
+                    }
+                    let Some(node) = rr.nodes.get(index) else { continue };
+                    match node.clone().oneshot(request(cookies)).await {
+                        Ok(response) => return Some(reply(response).await),
+                        Err(_) => rr.mark_down(index),
+                    }
+                }
+                None
+            }
+        }
+    }
+}

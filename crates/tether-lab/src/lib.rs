@@ -1,0 +1,19 @@
+//! The tether strategy lab: the three known answers to sessions on many servers (shared store,
+//! replication, sticky routing), side by side on the same simulated users, with a server killed
+//! halfway, and what each lost.
+//!
+//! `cargo run --release -p tether-lab -- run` runs every strategy on embedded defaults (Redis is
+//! used when `redis-server` is on PATH or `--redis-url` is given, and is reported as skipped
+//! otherwise) and prints a table; `--json` and `--html report.html` write the same for machines
+//! and browsers.
+
+mod front;
+mod node;
+mod report;
+mod run;
+mod strategy;
+mod users;
+
+pub use report::{Event, Report, StrategyReport};
+pub use run::{Kill, LabConfig, Progress, Quiet, run};
+pub use strategy::Strategy;

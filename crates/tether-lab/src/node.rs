@@ -1,0 +1,130 @@
+//! One application server of the lab: the counter app on loopback, in a runtime of its own so
+//! that killing it closes every one of its sockets, like a crashed process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use tether_core::SessionStore;
+use tether_sessions::{Session, SessionLayer};
+
+/// The session cookie's name: session-id routing reads it.
+pub(crate) const SESSION_COOKIE: &str = "sid";
+
+/// A running (or killed) app server.
+#[derive(Debug)]
+pub(crate) struct AppNode {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) served: Arc<AtomicU64>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>) -> Router {
+    Router::new()
+        .route(
+            "/incr",
+            get(move |session: Session| {
+                let served = Arc::clone(&served);
+                async move {
+                    served.fetch_add(1, Ordering::Relaxed);
+                    let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+                    session.insert("n", &n).await?;
+                    Ok::<_, tether_sessions::Error>(n.to_string())
+                }
+            }),
+        )
+        .layer(
+            SessionLayer::from_arc(store)
+                .with_secure(false)
+                .with_cookie_name(SESSION_COOKIE),
+        )
+}
+
+impl AppNode {
+    /// Starts `name` on `addr` (port 0 for a free one) with sessions in `store`.
+    pub(crate) fn start(name: &str, addr: SocketAddr, store: Arc<dyn SessionStore>) -> std::io::Result<Self> {
+        Self::start_counting(name, addr, store, Arc::default())
+    }
+
+    fn start_counting(
+        name: &str,
+        addr: SocketAddr,
+        store: Arc<dyn SessionStore>,
+        served: Arc<AtomicU64>,
+    ) -> std::io::Result<Self> {
+        let listener = bind_retrying(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let app = app(store, Arc::clone(&served));
+        let thread = std::thread::Builder::new()
+            .name(format!("lab-{name}"))
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                    tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = killed => {}
+                    }
+                });
+                // Dropping the runtime ends every connection: a hard kill.
+                drop(runtime);
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            addr,
+            served,
+            kill: Some(kill),
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the server runs.
+    pub(crate) fn is_running(&self) -> bool {
+        self.kill.is_some()
+    }
+
+    /// Stops the server at once.
+    pub(crate) fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Starts the server again on the same address, with `store`.
+    pub(crate) fn restart(&mut self, store: Arc<dyn SessionStore>) -> std::io::Result<()> {
+        self.kill();
+        let again = Self::start_counting(&self.name, self.addr, store, Arc::clone(&self.served))?;
+        *self = again;
+        Ok(())
+    }
+}
+
+impl Drop for AppNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Binds `addr`; a port just released may take a moment to be free again.
+fn bind_retrying(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
+}

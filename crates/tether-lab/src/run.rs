@@ -1,0 +1,238 @@
+//! Running the strategies one after another on the same simulated load.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tether_testkit::RedisServer;
+use tokio::sync::watch;
+
+use crate::report::{Event, Report, StrategyReport};
+use crate::strategy::{Deployment, Strategy};
+use crate::users::{BUCKET, Tally, User};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which node dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kill {
+    /// The node that served the most requests so far.
+    Busiest,
+    /// Node `node-<i>`.
+    Node(usize),
+    /// None: a run without fault.
+    Nothing,
+}
+
+/// How a lab run goes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LabConfig {
+    /// App nodes per strategy.
+    pub nodes: usize,
+    /// Simulated users per strategy.
+    pub users: usize,
+    /// Unmeasured warm-up at the start of each strategy.
+    pub warmup: Duration,
+    /// Measured time per strategy.
+    pub measure: Duration,
+    /// Pause between one user's requests.
+    pub think: Duration,
+    /// Which node dies, halfway through the measured time.
+    pub kill: Kill,
+    /// Restart the killed node this long after the kill.
+    pub restart_after: Option<Duration>,
+    /// Start one more node a quarter of the way through.
+    pub scale_up: bool,
+    /// The strategies, in order.
+    pub strategies: Vec<Strategy>,
+    /// Redis for the `redis` strategy; without it the lab starts `redis-server` if it is on PATH.
+    pub redis_url: Option<String>,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            users: 200,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(7),
+            think: Duration::from_millis(20),
+            kill: Kill::Busiest,
+            restart_after: None,
+            scale_up: false,
+            strategies: Strategy::ALL.to_vec(),
+            redis_url: None,
+        }
+    }
+}
+
+/// Progress shown while a strategy runs; the binary draws a bar, tests nothing.
+pub trait Progress: Send + Sync {
+    /// A strategy starts; it lasts `total`.
+    fn start(&self, strategy: Strategy, total: Duration);
+    /// Time passed and the latest throughput.
+    fn tick(&self, elapsed: Duration, rps: f64);
+    /// The strategy finished.
+    fn finish(&self);
+}
+
+/// No progress display.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: Strategy, _: Duration) {}
+    fn tick(&self, _: Duration, _: f64) {}
+    fn finish(&self) {}
+}
+
+/// Runs every configured strategy and reports. Stops early, returning what it has, when
+/// `stop` turns true (Ctrl-C). Every server it started is stopped before it returns.
+///
+/// # Errors
+///
+/// When a strategy's servers cannot be started.
+pub async fn run(config: &LabConfig, progress: &dyn Progress, mut stop: watch::Receiver<bool>) -> Result<Report, BoxError> {
+    let mut reports = Vec::new();
+    let mut redis: Option<RedisServer> = None;
+    for &strategy in &config.strategies {
+        if *stop.borrow() {
+            break;
+        }
+        let url = if strategy == Strategy::Redis {
+            match redis_url(config, &mut redis) {
+                Ok(url) => Some(url),
+                Err(reason) => {
+                    reports.push(StrategyReport::skipped(strategy, reason));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let report = run_strategy(config, strategy, url.as_deref(), progress, &mut stop).await?;
+        reports.push(report);
+    }
+    drop(redis);
+    Ok(Report::new(config, reports))
+}
+
+/// The Redis to use: the configured URL, or a private `redis-server`.
+fn redis_url(config: &LabConfig, redis: &mut Option<RedisServer>) -> Result<String, String> {
+    if let Some(url) = &config.redis_url {
+        return Ok(url.clone());
+    }
+    if redis.is_none() {
+        let server = RedisServer::start().map_err(|e| format!("skipped: {e}"))?;
+        if let Some(pid) = server.pid() {
+            eprintln!("lab: started redis-server (pid {pid}) on {}", server.url());
+        }
+        *redis = Some(server);
+    }
+    redis.as_ref().map(RedisServer::url).ok_or_else(|| "no redis".to_owned())
+}
+
+async fn run_strategy(
+    config: &LabConfig,
+    strategy: Strategy,
+    redis_url: Option<&str>,
+    progress: &dyn Progress,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<StrategyReport, BoxError> {
+    let mut deployment = Deployment::start(strategy, config.nodes, config.scale_up, redis_url).await?;
+    let total = config.warmup + config.measure;
+    let start = Instant::now();
+    let deadline = start + total;
+    let tally = Arc::new(Tally::new(start, config.warmup, total));
+    let mut users = tokio::task::JoinSet::new();
+    for _ in 0..config.users {
+        let (front, tally, think) = (Arc::clone(&deployment.front), Arc::clone(&tally), config.think);
+        let mut stop = stop.clone();
+        users.spawn(async move {
+            let mut user = User::default();
+            // Bounded in time and in count.
+            for _ in 0..10_000_000u64 {
+                if Instant::now() >= deadline || *stop.borrow() {
+                    break;
+                }
+                user.step(&front, &tally).await;
+                tokio::select! {
+                    () = tokio::time::sleep(think) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        });
+    }
+
+    progress.start(strategy, total);
+    let scale_at = config.warmup + config.measure / 4;
+    let kill_at = config.warmup + config.measure / 2;
+    let mut events = Vec::new();
+    let mut killed = None;
+    let mut scaled = !config.scale_up;
+    let mut restarted = config.restart_after.is_none();
+    let bytes_before_measure = deployment.replication_bytes();
+    let mut tick = tokio::time::interval(BUCKET);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= total || *stop.borrow() {
+            break;
+        }
+        let timeline = tally.timeline();
+        let bucket = (elapsed.as_millis() / BUCKET.as_millis()) as usize;
+        progress.tick(elapsed, bucket.checked_sub(1).and_then(|b| timeline.get(b)).copied().unwrap_or(0.0));
+        if !scaled && elapsed >= scale_at {
+            scaled = true;
+            deployment.restart(config.nodes).await?;
+            events.push(Event::new("scale-up", format!("node-{}", config.nodes), elapsed));
+        }
+        if killed.is_none() && elapsed >= kill_at {
+            if let Some(index) = victim(&deployment, config) {
+                deployment.kill(index);
+                let name = format!("node-{index}");
+                events.push(Event::new("kill", name.clone(), elapsed));
+                killed = Some((index, elapsed));
+            } else {
+                killed = Some((usize::MAX, elapsed));
+            }
+        }
+        if let (false, Some((index, at)), Some(after)) = (restarted, killed, config.restart_after) {
+            if index != usize::MAX && elapsed >= at + after {
+                restarted = true;
+                deployment.restart(index).await?;
+                events.push(Event::new("restart", format!("node-{index}"), elapsed));
+            }
+        }
+    }
+    while users.join_next().await.is_some() {}
+    progress.finish();
+
+    let served: Vec<u64> = deployment.nodes.iter().map(|n| n.served.load(Ordering::Relaxed)).collect();
+    let bytes = match (deployment.replication_bytes(), bytes_before_measure) {
+        (Some(after), Some(_)) => Some(after),
+        _ => None,
+    };
+    let report = StrategyReport::measured(strategy, &tally, config.measure, &served, bytes, events);
+    drop(deployment);
+    Ok(report)
+}
+
+/// The node to kill, if any: the configured one, or the busiest running one.
+fn victim(deployment: &Deployment, config: &LabConfig) -> Option<usize> {
+    match config.kill {
+        Kill::Nothing => None,
+        Kill::Node(i) => (i < deployment.nodes.len()).then_some(i),
+        Kill::Busiest => deployment
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_running())
+            .max_by_key(|(_, n)| n.served.load(Ordering::Relaxed))
+            .map(|(i, _)| i),
+    }
+}

@@ -1,0 +1,134 @@
+//! Simulated users: each keeps a counter in its session and checks every answer.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::front::Front;
+
+/// Width of one point of the throughput timeline.
+pub(crate) const BUCKET: Duration = Duration::from_millis(250);
+
+/// What all users of one strategy saw.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    start: Instant,
+    measure_from: Instant,
+    pub(crate) ok: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    /// A counter came back as 1 after a higher value: the session was lost.
+    pub(crate) sessions_lost: AtomicU64,
+    /// Increments that vanished (the reset's lost count, or a step back).
+    pub(crate) updates_lost: AtomicU64,
+    /// A counter jumped ahead (a write the user was told failed, applied anyway).
+    pub(crate) wrong_values: AtomicU64,
+    latencies: Mutex<Vec<u32>>,
+    timeline: Vec<AtomicU64>,
+}
+
+impl Tally {
+    pub(crate) fn new(start: Instant, warmup: Duration, total: Duration) -> Self {
+        let buckets = (total.as_millis() / BUCKET.as_millis()) as usize + 2;
+        Self {
+            start,
+            measure_from: start + warmup,
+            ok: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            sessions_lost: AtomicU64::new(0),
+            updates_lost: AtomicU64::new(0),
+            wrong_values: AtomicU64::new(0),
+            latencies: Mutex::new(Vec::new()),
+            timeline: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn record_ok(&self, sent: Instant) {
+        let bucket = (sent.duration_since(self.start).as_millis() / BUCKET.as_millis()) as usize;
+        if let Some(slot) = self.timeline.get(bucket) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        if sent >= self.measure_from {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+            let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+            self.latencies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(micros);
+        }
+    }
+
+    /// Sorted latencies of the measured requests, in microseconds.
+    pub(crate) fn latencies(&self) -> Vec<u32> {
+        let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        latencies.sort_unstable();
+        latencies
+    }
+
+    /// Successful requests per second, bucket by bucket.
+    pub(crate) fn timeline(&self) -> Vec<f64> {
+        let per_second = 1000.0 / BUCKET.as_millis() as f64;
+        self.timeline
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed) as f64 * per_second)
+            .collect()
+    }
+}
+
+/// One user: a cookie jar and the last counter value it was given.
+#[derive(Debug, Default)]
+pub(crate) struct User {
+    cookies: Vec<(String, String)>,
+    last: u64,
+}
+
+impl User {
+    fn cookie_header(&self) -> Option<String> {
+        if self.cookies.is_empty() {
+            return None;
+        }
+        Some(
+            self.cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    fn keep(&mut self, set_cookie: &str) {
+        let pair = set_cookie.split(';').next().unwrap_or_default();
+        let Some((name, value)) = pair.split_once('=') else { return };
+        self.cookies.retain(|(n, _)| n != name);
+        if !value.is_empty() && !set_cookie.contains("Max-Age=0") {
+            self.cookies.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Sends one request and checks the answer against the last value.
+    pub(crate) async fn step(&mut self, front: &Front, tally: &Tally) {
+        let sent = Instant::now();
+        let cookies = self.cookie_header();
+        let Some(reply) = front.send(cookies.as_deref()).await else {
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        for set in &reply.set_cookies {
+            self.keep(set);
+        }
+        let count: Option<u64> = reply.body.trim().parse().ok();
+        let (true, Some(count)) = (reply.status.is_success(), count) else {
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if count > self.last + 1 {
+            tally.wrong_values.fetch_add(1, Ordering::Relaxed);
+        } else if count == 1 && self.last > 0 {
+            tally.sessions_lost.fetch_add(1, Ordering::Relaxed);
+            tally.updates_lost.fetch_add(self.last, Ordering::Relaxed);
+        } else if count <= self.last {
+            tally.updates_lost.fetch_add(self.last + 1 - count, Ordering::Relaxed);
+        }
+        self.last = count;
+        tally.record_ok(sent);
+    }
+}
