@@ -109,7 +109,9 @@ impl Front {
                     if rr.is_down(index) && attempt + 1 < n {
                         continue;
                     }
-                    let Some(node) = rr.nodes.get(index) else { continue };
+                    let Some(node) = rr.nodes.get(index) else {
+                        continue;
+                    };
                     match node.clone().oneshot(request(cookies)).await {
                         Ok(response) => return Some(reply(response).await),
                         Err(_) => rr.mark_down(index),

@@ -8,7 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tether_lab::{Kill, LabConfig, Progress, Strategy, run};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Runs tether's session strategies side by side under load and faults")]
+#[command(
+    version,
+    about = "Runs tether's session strategies side by side under load and faults"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,7 +116,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    config.restart_after = restart_after.filter(|s| *s >= 0.0).map(Duration::from_secs_f64);
+    config.restart_after = restart_after
+        .filter(|s| *s >= 0.0)
+        .map(Duration::from_secs_f64);
     config.scale_up = scale_up;
     if !strategies.is_empty() {
         config.strategies = strategies;

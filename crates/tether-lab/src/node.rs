@@ -46,7 +46,11 @@ fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>) -> Router {
 
 impl AppNode {
     /// Starts `name` on `addr` (port 0 for a free one) with sessions in `store`.
-    pub(crate) fn start(name: &str, addr: SocketAddr, store: Arc<dyn SessionStore>) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        name: &str,
+        addr: SocketAddr,
+        store: Arc<dyn SessionStore>,
+    ) -> std::io::Result<Self> {
         Self::start_counting(name, addr, store, Arc::default())
     }
 
@@ -64,11 +68,16 @@ impl AppNode {
         let thread = std::thread::Builder::new()
             .name(format!("lab-{name}"))
             .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
                     tokio::select! {
                         _ = axum::serve(listener, app) => {}
                         _ = killed => {}

@@ -116,7 +116,8 @@ impl StrategyReport {
             updates_lost: tally.updates_lost.load(Relaxed),
             wrong_values: tally.wrong_values.load(Relaxed),
             bytes_per_write: replication_bytes.map(|b| b as f64 / all_writes.max(1.0)),
-            max_node_share: served.iter().copied().max().unwrap_or(0) as f64 / total_served.max(1) as f64,
+            max_node_share: served.iter().copied().max().unwrap_or(0) as f64
+                / total_served.max(1) as f64,
             timeline: tally.timeline(),
             bucket_ms: BUCKET.as_millis() as u64,
             events,
@@ -157,15 +158,30 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9}",
-            "strategy", "req/s", "p50 ms", "p99 ms", "sessions", "updates", "wrong", "errors", "bytes/write", "max share"
+            "strategy",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "sessions",
+            "updates",
+            "wrong",
+            "errors",
+            "bytes/write",
+            "max share"
         );
-        let _ = writeln!(out, "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9}", "", "", "", "", "lost", "lost", "values", "", "(replic.)", "(1 node)");
+        let _ = writeln!(
+            out,
+            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9}",
+            "", "", "", "", "lost", "lost", "values", "", "(replic.)", "(1 node)"
+        );
         for r in &self.strategies {
             if let Some(reason) = &r.skipped {
                 let _ = writeln!(out, "{:<20} {reason}", r.strategy.name());
                 continue;
             }
-            let bytes = r.bytes_per_write.map_or("-".to_owned(), |b| format!("{b:.0}"));
+            let bytes = r
+                .bytes_per_write
+                .map_or("-".to_owned(), |b| format!("{b:.0}"));
             let _ = writeln!(
                 out,
                 "{:<20} {:>8.0} {:>8.2} {:>8.2} {:>8} {:>8} {:>8} {:>7} {:>11} {:>8.0}%",
@@ -211,21 +227,42 @@ impl Report {
         for r in &self.strategies {
             match &r.skipped {
                 Some(reason) => {
-                    let _ = writeln!(page, "<tr><td>{}</td><td colspan=\"9\">{}</td></tr>", r.strategy.name(), escape(reason));
+                    let _ = writeln!(
+                        page,
+                        "<tr><td>{}</td><td colspan=\"9\">{}</td></tr>",
+                        r.strategy.name(),
+                        escape(reason)
+                    );
                 }
                 None => {
-                    let bytes = r.bytes_per_write.map_or("-".to_owned(), |b| format!("{b:.0}"));
+                    let bytes = r
+                        .bytes_per_write
+                        .map_or("-".to_owned(), |b| format!("{b:.0}"));
                     let _ = writeln!(
                         page,
                         "<tr><td>{}</td><td>{:.0}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
-                        r.strategy.name(), r.rps, r.p50_ms, r.p99_ms, r.sessions_lost, r.updates_lost, r.wrong_values, r.errors, bytes, r.max_node_share * 100.0
+                        r.strategy.name(),
+                        r.rps,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.sessions_lost,
+                        r.updates_lost,
+                        r.wrong_values,
+                        r.errors,
+                        bytes,
+                        r.max_node_share * 100.0
                     );
                 }
             }
         }
         page.push_str("</table>\n");
         for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
-            let _ = writeln!(page, "<h2>{}</h2>\n<div class=\"chart\">{}</div>", r.strategy.name(), chart(r));
+            let _ = writeln!(
+                page,
+                "<h2>{}</h2>\n<div class=\"chart\">{}</div>",
+                r.strategy.name(),
+                chart(r)
+            );
         }
         page.push_str("</body>\n</html>\n");
         page
@@ -233,7 +270,10 @@ impl Report {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Throughput over time as an SVG line chart, events as vertical lines.
@@ -262,10 +302,18 @@ fn chart(report: &StrategyReport) -> String {
         t = height - pad + 16.0,
         secs = report.timeline.len() as f64 * report.bucket_ms as f64 / 1000.0,
     );
-    let _ = write!(svg, "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>", line.join(" "));
+    let _ = write!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
+        line.join(" ")
+    );
     for event in &report.events {
         let position = x(event.at_s * 1000.0 / report.bucket_ms as f64);
-        let color = if event.kind == "kill" { "#d1242f" } else { "#1a7f37" };
+        let color = if event.kind == "kill" {
+            "#d1242f"
+        } else {
+            "#1a7f37"
+        };
         let _ = write!(
             svg,
             "<line class=\"event {kind}\" x1=\"{position:.1}\" y1=\"{pad}\" x2=\"{position:.1}\" y2=\"{b}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/>\

@@ -93,7 +93,11 @@ impl Progress for Quiet {
 /// # Errors
 ///
 /// When a strategy's servers cannot be started.
-pub async fn run(config: &LabConfig, progress: &dyn Progress, mut stop: watch::Receiver<bool>) -> Result<Report, BoxError> {
+pub async fn run(
+    config: &LabConfig,
+    progress: &dyn Progress,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Report, BoxError> {
     let mut reports = Vec::new();
     let mut redis: Option<RedisServer> = None;
     for &strategy in &config.strategies {
@@ -130,7 +134,10 @@ fn redis_url(config: &LabConfig, redis: &mut Option<RedisServer>) -> Result<Stri
         }
         *redis = Some(server);
     }
-    redis.as_ref().map(RedisServer::url).ok_or_else(|| "no redis".to_owned())
+    redis
+        .as_ref()
+        .map(RedisServer::url)
+        .ok_or_else(|| "no redis".to_owned())
 }
 
 async fn run_strategy(
@@ -140,14 +147,19 @@ async fn run_strategy(
     progress: &dyn Progress,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<StrategyReport, BoxError> {
-    let mut deployment = Deployment::start(strategy, config.nodes, config.scale_up, redis_url).await?;
+    let mut deployment =
+        Deployment::start(strategy, config.nodes, config.scale_up, redis_url).await?;
     let total = config.warmup + config.measure;
     let start = Instant::now();
     let deadline = start + total;
     let tally = Arc::new(Tally::new(start, config.warmup, total));
     let mut users = tokio::task::JoinSet::new();
     for _ in 0..config.users {
-        let (front, tally, think) = (Arc::clone(&deployment.front), Arc::clone(&tally), config.think);
+        let (front, tally, think) = (
+            Arc::clone(&deployment.front),
+            Arc::clone(&tally),
+            config.think,
+        );
         let mut stop = stop.clone();
         users.spawn(async move {
             let mut user = User::default();
@@ -185,11 +197,22 @@ async fn run_strategy(
         }
         let timeline = tally.timeline();
         let bucket = (elapsed.as_millis() / BUCKET.as_millis()) as usize;
-        progress.tick(elapsed, bucket.checked_sub(1).and_then(|b| timeline.get(b)).copied().unwrap_or(0.0));
+        progress.tick(
+            elapsed,
+            bucket
+                .checked_sub(1)
+                .and_then(|b| timeline.get(b))
+                .copied()
+                .unwrap_or(0.0),
+        );
         if !scaled && elapsed >= scale_at {
             scaled = true;
             deployment.restart(config.nodes).await?;
-            events.push(Event::new("scale-up", format!("node-{}", config.nodes), elapsed));
+            events.push(Event::new(
+                "scale-up",
+                format!("node-{}", config.nodes),
+                elapsed,
+            ));
         }
         if killed.is_none() && elapsed >= kill_at {
             if let Some(index) = victim(&deployment, config) {
@@ -212,7 +235,11 @@ async fn run_strategy(
     while users.join_next().await.is_some() {}
     progress.finish();
 
-    let served: Vec<u64> = deployment.nodes.iter().map(|n| n.served.load(Ordering::Relaxed)).collect();
+    let served: Vec<u64> = deployment
+        .nodes
+        .iter()
+        .map(|n| n.served.load(Ordering::Relaxed))
+        .collect();
     let bytes = match (deployment.replication_bytes(), bytes_before_measure) {
         (Some(after), Some(_)) => Some(after),
         _ => None,

@@ -8,7 +8,9 @@ use tether_core::SessionStore;
 use tether_memory::MemoryStore;
 use tether_redis::RedisStore;
 use tether_replicated::{LocalCluster, Mode};
-use tether_sticky::{AffinityKeys, Sticky, StickyLayer, Strategy as Routing, Upstream, backends, cookie::Key};
+use tether_sticky::{
+    AffinityKeys, Sticky, StickyLayer, Strategy as Routing, Upstream, backends, cookie::Key,
+};
 
 use crate::front::{Front, RoundRobin};
 use crate::node::{AppNode, SESSION_COOKIE};
@@ -69,10 +71,16 @@ impl std::str::FromStr for Strategy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|st| st.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|st| st.name()).collect();
-            format!("unknown strategy {s:?}; expected one of {}", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|st| st.name()).collect();
+                format!(
+                    "unknown strategy {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -99,7 +107,10 @@ impl Deployment {
             Some(mode) => Some(
                 LocalCluster::start(total, |c| {
                     c.with_mode(mode)
-                        .with_failure_detection(Duration::from_millis(100), Duration::from_millis(600))
+                        .with_failure_detection(
+                            Duration::from_millis(100),
+                            Duration::from_millis(600),
+                        )
                         .with_sync_timeout(Duration::from_millis(500))
                 })
                 .await?,
@@ -132,7 +143,9 @@ impl Deployment {
     /// The store node `index` uses: its own memory, its cluster node, or Redis.
     async fn store_for(&self, index: usize) -> Result<Arc<dyn SessionStore>, BoxError> {
         if let Some(cluster) = &self.cluster {
-            return Ok(Arc::new(cluster.store(index).ok_or("cluster node not running")?));
+            return Ok(Arc::new(
+                cluster.store(index).ok_or("cluster node not running")?,
+            ));
         }
         match (&self.redis_url, self.strategy) {
             (Some(url), Strategy::Redis) => Ok(Arc::new(RedisStore::connect(url.as_str()).await?)),
@@ -188,6 +201,8 @@ fn front(strategy: Strategy, upstreams: Vec<(String, Upstream)>) -> Front {
                 .with_session_cookie(SESSION_COOKIE);
             Front::Sticky(Sticky::new(&layer, backends(upstreams)))
         }
-        _ => Front::RoundRobin(RoundRobin::new(upstreams.into_iter().map(|(_, u)| u).collect())),
+        _ => Front::RoundRobin(RoundRobin::new(
+            upstreams.into_iter().map(|(_, u)| u).collect(),
+        )),
     }
 }

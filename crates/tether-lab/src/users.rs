@@ -59,7 +59,11 @@ impl Tally {
 
     /// Sorted latencies of the measured requests, in microseconds.
     pub(crate) fn latencies(&self) -> Vec<u32> {
-        let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         latencies.sort_unstable();
         latencies
     }
@@ -97,7 +101,9 @@ impl User {
 
     fn keep(&mut self, set_cookie: &str) {
         let pair = set_cookie.split(';').next().unwrap_or_default();
-        let Some((name, value)) = pair.split_once('=') else { return };
+        let Some((name, value)) = pair.split_once('=') else {
+            return;
+        };
         self.cookies.retain(|(n, _)| n != name);
         if !value.is_empty() && !set_cookie.contains("Max-Age=0") {
             self.cookies.push((name.to_owned(), value.to_owned()));
@@ -126,7 +132,9 @@ impl User {
             tally.sessions_lost.fetch_add(1, Ordering::Relaxed);
             tally.updates_lost.fetch_add(self.last, Ordering::Relaxed);
         } else if count <= self.last {
-            tally.updates_lost.fetch_add(self.last + 1 - count, Ordering::Relaxed);
+            tally
+                .updates_lost
+                .fetch_add(self.last + 1 - count, Ordering::Relaxed);
         }
         self.last = count;
         tally.record_ok(sent);

@@ -265,9 +265,7 @@ impl Shared {
         };
         let had_pin = sealed.is_some();
         let pinned = sealed.and_then(|value| {
-            let pin = config
-                .keys
-                .open(cookie_name, &value, config.cookie.max_age);
+            let pin = config.keys.open(cookie_name, &value, config.cookie.max_age);
             if pin.is_none() {
                 self.invalid_pins.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("invalid affinity pin ignored");
