@@ -22,7 +22,7 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `client` | [`Upstream`](crate::Upstream): a pooled HTTP/1.1 or h2c client to one backend |
+//! | `client` | `Upstream`: a pooled HTTP/1.1 or h2c client to one backend |
 //!
 //! # Example
 //!
