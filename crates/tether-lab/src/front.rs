@@ -12,6 +12,8 @@ use tower::ServiceExt as _;
 
 /// How long a node that refused a connection is skipped by round robin.
 const DOWN_FOR: Duration = Duration::from_millis(500);
+/// Bound on one request, so no user waits forever on a server that dies mid-answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a user got back.
 #[derive(Debug)]
@@ -94,8 +96,16 @@ async fn reply(response: http::Response<UpstreamBody>) -> Reply {
 }
 
 impl Front {
-    /// One `GET /incr` with the user's cookies. `None` when no node could be reached.
+    /// One `GET /incr` with the user's cookies. `None` when no node could be reached, or the
+    /// answer did not come within two seconds.
     pub(crate) async fn send(&self, cookies: Option<&str>) -> Option<Reply> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(cookies))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn send_unbounded(&self, cookies: Option<&str>) -> Option<Reply> {
         match self {
             Self::Sticky(router) => {
                 let response = router.clone().oneshot(request(cookies)).await.ok()?;
