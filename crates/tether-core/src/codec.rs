@@ -131,3 +131,21 @@ mod tests {
         assert_eq!(old.name, "bob");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Arbitrary bytes decode to a typed error or a value, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let codec = Codec::default();
+            let _ = codec.decode::<u64>(&bytes);
+            let _ = codec.decode::<String>(&bytes);
+            let _ = codec.decode::<Vec<std::collections::HashMap<String, Vec<u8>>>>(&bytes);
+        }
+    }
+}

@@ -208,3 +208,34 @@ mod tests {
         assert!(debug.starts_with("Id("));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text either is not an id, or is exactly the printed form of the id it parses to.
+        #[test]
+        fn only_canonical_ids_parse(text in "\\PC{0,40}") {
+            if let Ok(id) = text.parse::<Id>() {
+                prop_assert_eq!(id.to_string(), text);
+            }
+        }
+
+        /// 22 characters of the base64url alphabet parse only when canonical.
+        #[test]
+        fn alphabet_strings_parse_only_when_canonical(text in "[A-Za-z0-9_-]{22}") {
+            if let Ok(id) = text.parse::<Id>() {
+                prop_assert_eq!(id.to_string(), text);
+            }
+        }
+
+        #[test]
+        fn every_id_round_trips(bytes in any::<[u8; 16]>()) {
+            let id = Id::from_bytes(bytes);
+            prop_assert_eq!(id.to_string().parse::<Id>(), Ok(id));
+        }
+    }
+}

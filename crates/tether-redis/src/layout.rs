@@ -268,3 +268,44 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use redis::Value;
+
+    use super::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::BulkString),
+            "\\PC{0,20}".prop_map(Value::SimpleString),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|mut v| {
+                v.insert(0, b':');
+                Value::BulkString(v)
+            }),
+            "[0-9:]{0,30}".prop_map(|s| Value::BulkString(s.into_bytes())),
+            Just(Value::BulkString(b"@m".to_vec())),
+        ];
+        leaf.prop_recursive(2, 32, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever a Redis key holds, loading it is a record, no session, or Corrupt: never a
+        /// panic, never another error kind.
+        #[test]
+        fn arbitrary_replies_never_panic(reply in value()) {
+            match decode(Id::from_bytes([1; 16]), reply) {
+                Ok(_) => {}
+                Err(e) => prop_assert_eq!(e.kind(), tether_core::ErrorKind::Corrupt),
+            }
+        }
+    }
+}

@@ -187,3 +187,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any bytes a peer sends decode to a frame or a typed error, never a panic.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        /// Valid version prefix, arbitrary body: still no panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut bytes = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
+            bytes.extend_from_slice(&body);
+            let _ = decode(&bytes);
+        }
+    }
+}

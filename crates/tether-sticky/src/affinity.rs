@@ -244,3 +244,38 @@ mod tests {
         assert_eq!(left, ["a=1; b=2"]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// No value an attacker can write opens without the key: not one naming a backend in
+        /// clear, not a base64 blob, nothing.
+        #[test]
+        fn crafted_pins_never_open(value in "\\PC{0,200}", blob in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let keys = AffinityKeys::new(Key::from(&[4; 64]));
+            prop_assert!(keys.open("tether-route", &value, None).is_none());
+            let crafted = [
+                format!("target|{}", 1_700_000_000u64),
+                format!("{value}|0"),
+                base64_like(&blob),
+            ];
+            for candidate in crafted {
+                prop_assert!(keys.open("tether-route", &candidate, None).is_none());
+            }
+        }
+    }
+
+    /// Standard base64 of arbitrary bytes, as a forger would send.
+    fn base64_like(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        bytes
+            .iter()
+            .map(|b| char::from(ALPHABET[usize::from(b % 64)]))
+            .collect()
+    }
+}

@@ -170,3 +170,61 @@ mod tests {
         assert_eq!(Protection::Plain.open("sid", &"A".repeat(10_000)), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use ::cookie::Key;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn signed() -> Protection {
+        Protection::Signed(KeyRing::new(Key::from(&[5; 64])))
+    }
+
+    fn private() -> Protection {
+        Protection::Private(KeyRing::new(Key::from(&[5; 64])))
+    }
+
+    proptest! {
+        /// A value the encoder did not produce with these keys never opens.
+        #[test]
+        fn arbitrary_values_never_open(value in "\\PC{0,300}") {
+            prop_assert_eq!(signed().open("sid", &value), None);
+            prop_assert_eq!(private().open("sid", &value), None);
+            if let Some(id) = Protection::Plain.open("sid", &value) {
+                prop_assert_eq!(id.to_string(), value);
+            }
+        }
+
+        /// Sealed values with any byte changed never open.
+        #[test]
+        fn tampered_values_never_open(position in 0usize..200, byte in any::<u8>()) {
+            let id = Id::from_bytes([9; 16]);
+            for protection in [signed(), private()] {
+                let sealed = protection.seal("sid", id);
+                let mut bytes = sealed.clone().into_bytes();
+                let Some(slot) = bytes.get_mut(position % sealed.len()) else { continue };
+                if *slot == byte {
+                    continue;
+                }
+                *slot = byte;
+                if let Ok(tampered) = String::from_utf8(bytes) {
+                    prop_assert_eq!(protection.open("sid", &tampered), None);
+                }
+            }
+        }
+
+        /// Cookie headers of any bytes never panic and never produce a session for unsealed input.
+        #[test]
+        fn arbitrary_cookie_headers(header in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_bytes(&header) {
+                headers.insert(http::header::COOKIE, value);
+            }
+            let transport = Transport::default();
+            prop_assert_eq!(transport.read(&headers, &signed()), None);
+            prop_assert_eq!(transport.read(&headers, &private()), None);
+        }
+    }
+}
