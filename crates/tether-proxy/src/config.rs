@@ -78,6 +78,12 @@ pub struct FileConfig {
     pub slow_start_secs: Option<u64>,
     /// Bound on connecting to a backend, in milliseconds (default 1000).
     pub connect_timeout_ms: Option<u64>,
+    /// Bound on a backend's response head, in milliseconds (default 30000).
+    pub response_timeout_ms: Option<u64>,
+    /// Largest request head a client may send, in bytes (default 65536).
+    pub max_header_bytes: Option<usize>,
+    /// Bound on receiving a client's request head, in milliseconds (default 10000).
+    pub header_read_timeout_ms: Option<u64>,
     /// Read the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_header: Option<bool>,
 }
@@ -119,6 +125,12 @@ pub struct Settings {
     pub layer: StickyLayer,
     /// Bound on connecting to a backend.
     pub connect_timeout: Duration,
+    /// Bound on a backend's response head.
+    pub response_timeout: Duration,
+    /// Largest request head a client may send.
+    pub max_header_bytes: usize,
+    /// Bound on receiving a client's request head (slow clients).
+    pub header_read_timeout: Duration,
     /// No key was given: a random one is in use.
     pub generated_key: bool,
 }
@@ -297,6 +309,11 @@ impl Settings {
             backends,
             layer,
             connect_timeout: Duration::from_millis(file.connect_timeout_ms.unwrap_or(1_000)),
+            response_timeout: Duration::from_millis(file.response_timeout_ms.unwrap_or(30_000)),
+            max_header_bytes: file.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
+            header_read_timeout: Duration::from_millis(
+                file.header_read_timeout_ms.unwrap_or(10_000),
+            ),
             generated_key,
         })
     }

@@ -10,6 +10,16 @@
 //! loopback (`--admin 127.0.0.1:9901`: `GET /backends`, `POST /backends/{name}/drain`), a TOML
 //! file with `--config`. Adds `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers,
 //! shuts down gracefully on SIGTERM or Ctrl-C.
+//!
+//! Bounds, all configurable in the TOML file: connecting to a backend 1 s
+//! (`connect_timeout_ms`), a backend's response head 30 s (`response_timeout_ms`), a client's
+//! request head 64 KiB (`max_header_bytes`) received within 10 s (`header_read_timeout_ms`),
+//! in-flight requests 10 s after a shutdown signal.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod admin;
 pub mod config;
@@ -30,10 +40,9 @@ pub fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::Inval
         .backends
         .iter()
         .map(|b| {
-            Ok((
-                b.name.clone(),
-                Upstream::new(b.url.clone(), b.h2c, settings.connect_timeout)?,
-            ))
+            let upstream = Upstream::new(b.url.clone(), b.h2c, settings.connect_timeout)?
+                .with_response_timeout(settings.response_timeout);
+            Ok((b.name.clone(), upstream))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Sticky::new(&settings.layer, backends(upstreams)))
@@ -66,7 +75,11 @@ pub async fn run(
             .with_graceful_shutdown(async move { admin_stop.notified().await })
             .await;
     });
-    proxy::serve(listener, router, shutdown).await;
+    let limits = proxy::Limits {
+        max_header_bytes: settings.max_header_bytes,
+        header_read_timeout: settings.header_read_timeout,
+    };
+    proxy::serve(listener, router, limits, shutdown).await;
     stop.notify_waiters();
     let _ = admin_task.await;
     Ok(())

@@ -82,14 +82,32 @@ async fn handle(
     Ok(response)
 }
 
+/// Bounds on what a client may send.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Bound on receiving a request head.
+    pub header_read_timeout: Duration,
+}
+
 /// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// (at most ten seconds).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

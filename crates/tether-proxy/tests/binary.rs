@@ -211,3 +211,86 @@ fn refuses_bad_configuration_with_a_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("only http://"), "{stderr}");
 }
+
+fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr) {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--insecure-cookie",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy = Proxy(child);
+    let started = Instant::now();
+    while TcpStream::connect(listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the proxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (proxy, listen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_hung_backends_are_bounded() {
+    // A backend that never answers in time.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        "response_timeout_ms = 300\nmax_header_bytes = 16384\n",
+    )
+    .unwrap();
+    let args = vec![
+        "--config".to_owned(),
+        config.to_str().unwrap().to_owned(),
+        "--backend".to_owned(),
+        format!("slow=http://{slow}"),
+    ];
+    let (_proxy, listen) = tokio::task::spawn_blocking(move || spawn_proxy(&args))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let (status, _, _) =
+        tokio::task::spawn_blocking(move || http(listen, "GET", "/", None).unwrap())
+            .await
+            .unwrap();
+    assert!(status == 502 || status == 503, "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A 100 KiB cookie: refused before it reaches any backend.
+    let huge = format!("a={}", "x".repeat(100 * 1024));
+    let answer = tokio::task::spawn_blocking(move || http(listen, "GET", "/", Some(&huge)))
+        .await
+        .unwrap();
+    if let Some((status, _, _)) = answer {
+        assert_eq!(
+            status, 431,
+            "an oversized head gets 431 or a closed connection"
+        );
+    }
+}

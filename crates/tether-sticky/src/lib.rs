@@ -70,7 +70,10 @@ pub use cookie;
 pub use service::{BackendReport, ClientAddr, ResponseFuture, Sticky, StickyHandle};
 use tower::discover::Change;
 #[cfg(feature = "client")]
-pub use upstream::{BodyError, InvalidUpstream, Upstream, UpstreamBody, box_body};
+pub use upstream::{
+    BodyError, DEFAULT_RESPONSE_TIMEOUT, InvalidUpstream, Upstream, UpstreamBody, UpstreamError,
+    box_body,
+};
 
 /// A fixed set of backends as a [`Discover`](tower::discover::Discover): each `(name, service)`
 /// is inserted once, and the set never changes. For a changing set, give [`Sticky`] any stream of

@@ -62,6 +62,22 @@ pub struct Upstream {
     client: Client<HttpConnector, UpstreamBody>,
     scheme: Scheme,
     authority: Authority,
+    response_timeout: Duration,
+}
+
+/// Default bound on waiting for a backend's response head.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request to a backend failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// Connecting or talking to the backend failed.
+    #[error("backend request failed")]
+    Client(#[from] hyper_util::client::legacy::Error),
+    /// The response head did not come in time.
+    #[error("backend did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// A backend URL that [`Upstream`] cannot use.
@@ -71,7 +87,8 @@ pub struct InvalidUpstream(String);
 
 impl Upstream {
     /// A client to the backend at `uri` (`http://host:port`); `h2c` speaks HTTP/2 over plain TCP.
-    /// Connecting is bounded by `connect_timeout`.
+    /// Connecting is bounded by `connect_timeout`, the response head by
+    /// [`DEFAULT_RESPONSE_TIMEOUT`] (see [`Upstream::with_response_timeout`]).
     ///
     /// # Errors
     ///
@@ -95,13 +112,22 @@ impl Upstream {
             client,
             scheme,
             authority,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         })
+    }
+
+    /// Bounds the wait for the backend's response head (default 30 s). A request past it fails
+    /// like a dead backend (and counts toward ejection).
+    #[must_use]
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
     }
 }
 
 impl tower_service::Service<Request<UpstreamBody>> for Upstream {
     type Response = Response<UpstreamBody>;
-    type Error = hyper_util::client::legacy::Error;
+    type Error = UpstreamError;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
     >;
@@ -121,8 +147,11 @@ impl tower_service::Service<Request<UpstreamBody>> for Upstream {
             *request.uri_mut() = uri;
         }
         let client = self.client.clone();
+        let timeout = self.response_timeout;
         Box::pin(async move {
-            let response = client.request(request).await?;
+            let response = tokio::time::timeout(timeout, client.request(request))
+                .await
+                .map_err(|_| UpstreamError::Timeout(timeout))??;
             Ok(response.map(box_body))
         })
     }
