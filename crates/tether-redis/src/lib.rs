@@ -86,6 +86,22 @@ mod layout;
 mod sentinel;
 mod store;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets; not an API.
+
+    /// Parses `data` as a RESP reply and loads it as a stored session: a record, nothing, or
+    /// `Corrupt`; panics on any other error kind.
+    pub fn decode_hash(data: &[u8]) {
+        if let Ok(value) = redis::parse_redis_value(data) {
+            if let Err(e) = crate::layout::decode(tether_core::Id::from_bytes([1; 16]), value) {
+                assert_eq!(e.kind(), tether_core::ErrorKind::Corrupt);
+            }
+        }
+    }
+}
+
 pub use builder::RedisStoreBuilder;
 pub use error::Error;
 pub use store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, RedisStore};

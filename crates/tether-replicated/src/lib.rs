@@ -65,6 +65,17 @@ mod store;
 mod view;
 mod wire;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets; not an API.
+
+    /// Decodes `data` as a replication frame (version prefix and envelope).
+    pub fn decode_frame(data: &[u8]) {
+        let _ = crate::wire::decode(data);
+    }
+}
+
 pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
     Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME, DEFAULT_QUEUE,

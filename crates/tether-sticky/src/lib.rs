@@ -58,6 +58,20 @@ mod backend;
 mod config;
 mod roster;
 mod service;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets; not an API.
+
+    /// Opens `data` as an affinity cookie value; panics if anything opens without the key
+    /// having sealed it.
+    pub fn open_pin(data: &[u8]) {
+        let keys = crate::AffinityKeys::new(cookie::Key::from(&[7; 64]));
+        let text = String::from_utf8_lossy(data);
+        assert!(keys.open("tether-route", &text, None).is_none());
+    }
+}
 #[cfg(feature = "client")]
 mod upstream;
 
