@@ -151,6 +151,26 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rounds: u32,
     },
+    /// Long mixed load (four reads per write, sessions churning) over each store while Redis
+    /// or a replicated node is killed and restarted at intervals: requests, errors by kind,
+    /// sessions and updates lost, memory high-water mark.
+    Soak {
+        /// Minutes per store (fractions allowed).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Stores, one after another: memory, redis, replicated.
+        #[arg(long, value_delimiter = ',', default_value = "memory,redis,replicated")]
+        stores: Vec<tether_lab::SoakStore>,
+        /// Seconds between faults.
+        #[arg(long, default_value_t = 60)]
+        fault_every: u64,
+        /// Simulated users.
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which stacks to measure under which workload.
@@ -288,7 +308,47 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let redis = redis_for(&[stack])?;
             race(stack, writers, rounds, redis.as_ref()).await
         }
+        Command::Soak {
+            minutes,
+            stores,
+            fault_every,
+            users,
+            json,
+        } => soak(&stores, minutes, fault_every, users, json).await,
     }
+}
+
+/// Soaks each store in turn; Ctrl-C ends the current one early and reports what it has.
+async fn soak(
+    stores: &[tether_lab::SoakStore],
+    minutes: f64,
+    fault_every: u64,
+    users: usize,
+    json: bool,
+) -> Result<(), BoxError> {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = stop_tx.send(true);
+        }
+    });
+    let mut reports = Vec::new();
+    for &store in stores {
+        let mut config = tether_lab::SoakConfig::new(store);
+        config.duration = Duration::from_secs_f64(minutes.clamp(0.1, 24.0 * 60.0) * 60.0);
+        config.fault_every = Duration::from_secs(fault_every.max(5));
+        config.users = users.max(1);
+        eprintln!("soak: {} for {minutes} min", store.name());
+        let report = tether_lab::soak(&config, stop.clone()).await?;
+        if !json {
+            print!("{report}");
+        }
+        reports.push(report);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
 }
 
 /// How long and how hard a throughput run drives each stack.

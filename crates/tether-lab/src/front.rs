@@ -63,8 +63,8 @@ pub(crate) enum Front {
     Sticky(Sticky<Backends<String, Upstream>>),
 }
 
-fn request(cookies: Option<&str>) -> Request<UpstreamBody> {
-    let mut builder = Request::get("/incr");
+fn request(path: &'static str, cookies: Option<&str>) -> Request<UpstreamBody> {
+    let mut builder = Request::get(path);
     if let Some(cookies) = cookies {
         builder = builder.header(header::COOKIE, cookies);
     }
@@ -96,19 +96,19 @@ async fn reply(response: http::Response<UpstreamBody>) -> Reply {
 }
 
 impl Front {
-    /// One `GET /incr` with the user's cookies. `None` when no node could be reached, or the
+    /// One `GET path` with the user's cookies. `None` when no node could be reached, or the
     /// answer did not come within two seconds.
-    pub(crate) async fn send(&self, cookies: Option<&str>) -> Option<Reply> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(cookies))
+    pub(crate) async fn send(&self, path: &'static str, cookies: Option<&str>) -> Option<Reply> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(path, cookies))
             .await
             .ok()
             .flatten()
     }
 
-    async fn send_unbounded(&self, cookies: Option<&str>) -> Option<Reply> {
+    async fn send_unbounded(&self, path: &'static str, cookies: Option<&str>) -> Option<Reply> {
         match self {
             Self::Sticky(router) => {
-                let response = router.clone().oneshot(request(cookies)).await.ok()?;
+                let response = router.clone().oneshot(request(path, cookies)).await.ok()?;
                 Some(reply(response).await)
             }
             Self::RoundRobin(rr) => {
@@ -122,7 +122,7 @@ impl Front {
                     let Some(node) = rr.nodes.get(index) else {
                         continue;
                     };
-                    match node.clone().oneshot(request(cookies)).await {
+                    match node.clone().oneshot(request(path, cookies)).await {
                         Ok(response) => return Some(reply(response).await),
                         Err(_) => rr.mark_down(index),
                     }

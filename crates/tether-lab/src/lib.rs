@@ -11,9 +11,11 @@ mod front;
 mod node;
 mod report;
 mod run;
+mod soak;
 mod strategy;
 mod users;
 
 pub use report::{Event, Report, StrategyReport};
 pub use run::{Kill, LabConfig, Progress, Quiet, run};
+pub use soak::{SoakConfig, SoakReport, SoakStore, soak};
 pub use strategy::Strategy;

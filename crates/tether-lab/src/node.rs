@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -17,14 +18,27 @@ pub(crate) const SESSION_COOKIE: &str = "sid";
 #[derive(Debug)]
 pub(crate) struct AppNode {
     pub(crate) name: String,
+    idle_timeout: Duration,
     pub(crate) addr: SocketAddr,
     pub(crate) served: Arc<AtomicU64>,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>) -> Router {
+fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>, idle_timeout: Duration) -> Router {
+    let reads = Arc::clone(&served);
     Router::new()
+        .route(
+            "/count",
+            get(move |session: Session| {
+                let served = Arc::clone(&reads);
+                async move {
+                    served.fetch_add(1, Ordering::Relaxed);
+                    let n: u64 = session.get("n").await?.unwrap_or(0);
+                    Ok::<_, tether_sessions::Error>(n.to_string())
+                }
+            }),
+        )
         .route(
             "/incr",
             get(move |session: Session| {
@@ -40,7 +54,8 @@ fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>) -> Router {
         .layer(
             SessionLayer::from_arc(store)
                 .with_secure(false)
-                .with_cookie_name(SESSION_COOKIE),
+                .with_cookie_name(SESSION_COOKIE)
+                .with_idle_timeout(idle_timeout),
         )
 }
 
@@ -50,8 +65,9 @@ impl AppNode {
         name: &str,
         addr: SocketAddr,
         store: Arc<dyn SessionStore>,
+        idle_timeout: Duration,
     ) -> std::io::Result<Self> {
-        Self::start_counting(name, addr, store, Arc::default())
+        Self::start_counting(name, addr, store, Arc::default(), idle_timeout)
     }
 
     fn start_counting(
@@ -59,12 +75,13 @@ impl AppNode {
         addr: SocketAddr,
         store: Arc<dyn SessionStore>,
         served: Arc<AtomicU64>,
+        idle_timeout: Duration,
     ) -> std::io::Result<Self> {
         let listener = bind_retrying(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (kill, killed) = tokio::sync::oneshot::channel::<()>();
-        let app = app(store, Arc::clone(&served));
+        let app = app(store, Arc::clone(&served), idle_timeout);
         let thread = std::thread::Builder::new()
             .name(format!("lab-{name}"))
             .spawn(move || {
@@ -88,6 +105,7 @@ impl AppNode {
             })?;
         Ok(Self {
             name: name.to_owned(),
+            idle_timeout,
             addr,
             served,
             kill: Some(kill),
@@ -113,7 +131,13 @@ impl AppNode {
     /// Starts the server again on the same address, with `store`.
     pub(crate) fn restart(&mut self, store: Arc<dyn SessionStore>) -> std::io::Result<()> {
         self.kill();
-        let again = Self::start_counting(&self.name, self.addr, store, Arc::clone(&self.served))?;
+        let again = Self::start_counting(
+            &self.name,
+            self.addr,
+            store,
+            Arc::clone(&self.served),
+            self.idle_timeout,
+        )?;
         *self = again;
         Ok(())
     }

@@ -147,8 +147,14 @@ async fn run_strategy(
     progress: &dyn Progress,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<StrategyReport, BoxError> {
-    let mut deployment =
-        Deployment::start(strategy, config.nodes, config.scale_up, redis_url).await?;
+    let mut deployment = Deployment::start(
+        strategy,
+        config.nodes,
+        config.scale_up,
+        redis_url,
+        tether_sessions::DEFAULT_IDLE_TIMEOUT,
+    )
+    .await?;
     let total = config.warmup + config.measure;
     let start = Instant::now();
     let deadline = start + total;

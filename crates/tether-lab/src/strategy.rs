@@ -101,6 +101,7 @@ impl Deployment {
         nodes: usize,
         spare: bool,
         redis_url: Option<&str>,
+        idle_timeout: Duration,
     ) -> Result<Self, BoxError> {
         let total = nodes + usize::from(spare);
         let cluster = match strategy.replication() {
@@ -128,7 +129,12 @@ impl Deployment {
         for i in 0..total {
             let name = format!("node-{i}");
             let store = deployment.store_for(i).await?;
-            let node = AppNode::start(&name, SocketAddr::from(([127, 0, 0, 1], 0)), store)?;
+            let node = AppNode::start(
+                &name,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                store,
+                idle_timeout,
+            )?;
             let uri = format!("http://{}", node.addr).parse()?;
             upstreams.push((name, Upstream::new(uri, false, Duration::from_millis(300))?));
             deployment.nodes.push(node);

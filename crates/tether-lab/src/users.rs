@@ -16,6 +16,10 @@ pub(crate) struct Tally {
     measure_from: Instant,
     pub(crate) ok: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Of the errors: answered 503 (the store could not be reached).
+    pub(crate) unavailable: AtomicU64,
+    /// Of the errors: no answer (no server reachable, or none within the request bound).
+    pub(crate) unanswered: AtomicU64,
     /// A counter came back as 1 after a higher value: the session was lost.
     pub(crate) sessions_lost: AtomicU64,
     /// Increments that vanished (the reset's lost count, or a step back).
@@ -23,6 +27,8 @@ pub(crate) struct Tally {
     /// A counter jumped ahead (a write the user was told failed, applied anyway).
     pub(crate) wrong_values: AtomicU64,
     latencies: Mutex<Vec<u32>>,
+    /// False for long runs: the latency list would grow with every request.
+    keep_latencies: bool,
     timeline: Vec<AtomicU64>,
 }
 
@@ -34,11 +40,22 @@ impl Tally {
             measure_from: start + warmup,
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+            unanswered: AtomicU64::new(0),
             sessions_lost: AtomicU64::new(0),
             updates_lost: AtomicU64::new(0),
             wrong_values: AtomicU64::new(0),
             latencies: Mutex::new(Vec::new()),
+            keep_latencies: true,
             timeline: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A tally for a long run: counts, but no latency list and no timeline.
+    pub(crate) fn counting_only(start: Instant) -> Self {
+        Self {
+            keep_latencies: false,
+            ..Self::new(start, Duration::ZERO, Duration::ZERO)
         }
     }
 
@@ -49,6 +66,9 @@ impl Tally {
         }
         if sent >= self.measure_from {
             self.ok.fetch_add(1, Ordering::Relaxed);
+            if !self.keep_latencies {
+                return;
+            }
             let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
             self.latencies
                 .lock()
@@ -83,6 +103,11 @@ impl Tally {
 pub(crate) struct User {
     cookies: Vec<(String, String)>,
     last: u64,
+    sent: u64,
+    /// Four reads (`/count`) for each write (`/incr`) instead of writes only.
+    pub(crate) mixed: bool,
+    /// Start a new session (forget every cookie) after this many requests.
+    pub(crate) churn: Option<u64>,
 }
 
 impl User {
@@ -112,10 +137,18 @@ impl User {
 
     /// Sends one request and checks the answer against the last value.
     pub(crate) async fn step(&mut self, front: &Front, tally: &Tally) {
+        self.sent += 1;
+        if self.churn.is_some_and(|every| self.sent % every == 0) {
+            self.cookies.clear();
+            self.last = 0;
+        }
+        let write = !self.mixed || self.sent % 5 == 0;
+        let path = if write { "/incr" } else { "/count" };
         let sent = Instant::now();
         let cookies = self.cookie_header();
-        let Some(reply) = front.send(cookies.as_deref()).await else {
+        let Some(reply) = front.send(path, cookies.as_deref()).await else {
             tally.errors.fetch_add(1, Ordering::Relaxed);
+            tally.unanswered.fetch_add(1, Ordering::Relaxed);
             return;
         };
         for set in &reply.set_cookies {
@@ -124,8 +157,16 @@ impl User {
         let count: Option<u64> = reply.body.trim().parse().ok();
         let (true, Some(count)) = (reply.status.is_success(), count) else {
             tally.errors.fetch_add(1, Ordering::Relaxed);
+            if reply.status == http::StatusCode::SERVICE_UNAVAILABLE {
+                tally.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         };
+        if !write {
+            self.check_read(count, tally);
+            tally.record_ok(sent);
+            return;
+        }
         if count > self.last + 1 {
             tally.wrong_values.fetch_add(1, Ordering::Relaxed);
         } else if count == 1 && self.last > 0 {
@@ -138,5 +179,20 @@ impl User {
         }
         self.last = count;
         tally.record_ok(sent);
+    }
+
+    /// A read must show the last value written.
+    fn check_read(&mut self, count: u64, tally: &Tally) {
+        if count > self.last {
+            tally.wrong_values.fetch_add(1, Ordering::Relaxed);
+        } else if count == 0 && self.last > 0 {
+            tally.sessions_lost.fetch_add(1, Ordering::Relaxed);
+            tally.updates_lost.fetch_add(self.last, Ordering::Relaxed);
+        } else if count < self.last {
+            tally
+                .updates_lost
+                .fetch_add(self.last - count, Ordering::Relaxed);
+        }
+        self.last = count;
     }
 }

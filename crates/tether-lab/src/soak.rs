@@ -1,0 +1,316 @@
+//! Long runs: mixed load on one store for minutes, with the store's server restarted at
+//! intervals, counting what went wrong and how much memory it took.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tether_testkit::RedisServer;
+use tokio::sync::watch;
+
+use crate::strategy::{Deployment, Strategy};
+use crate::users::{Tally, User};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The store a soak runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoakStore {
+    /// `tether-memory` on each node behind cookie-sticky routing. No fault: a memory store
+    /// cannot outlive its process.
+    Memory,
+    /// `tether-redis` on a private `redis-server` (append-only file, fsync always), killed and
+    /// restarted at intervals.
+    Redis,
+    /// `tether-replicated` (primary and one backup), one node killed and restarted at
+    /// intervals, in turn.
+    Replicated,
+}
+
+impl SoakStore {
+    /// The store's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Replicated => "replicated",
+        }
+    }
+
+    fn strategy(self) -> Strategy {
+        match self {
+            Self::Memory => Strategy::Sticky,
+            Self::Redis => Strategy::Redis,
+            Self::Replicated => Strategy::ReplicatedBackup,
+        }
+    }
+}
+
+impl std::str::FromStr for SoakStore {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Memory, Self::Redis, Self::Replicated]
+            .into_iter()
+            .find(|store| store.name() == s)
+            .ok_or_else(|| format!("unknown store {s:?}; expected memory, redis or replicated"))
+    }
+}
+
+/// How a soak goes.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SoakConfig {
+    /// The store under load.
+    pub store: SoakStore,
+    /// How long the load runs.
+    pub duration: Duration,
+    /// App nodes.
+    pub nodes: usize,
+    /// Simulated users; each sends four reads per write.
+    pub users: usize,
+    /// Pause between one user's requests.
+    pub think: Duration,
+    /// A user starts a new session after this many requests, abandoning the old one to expire.
+    pub churn: u64,
+    /// Sessions' idle timeout: abandoned sessions must go away after it.
+    pub idle_timeout: Duration,
+    /// Time between faults (Redis or a replicated node killed).
+    pub fault_every: Duration,
+    /// How long the killed server stays down.
+    pub downtime: Duration,
+}
+
+impl SoakConfig {
+    /// Defaults for `store`: ten minutes, 3 nodes, 50 users, a fault every minute.
+    pub fn new(store: SoakStore) -> Self {
+        Self {
+            store,
+            duration: Duration::from_secs(600),
+            nodes: 3,
+            users: 50,
+            think: Duration::from_millis(10),
+            churn: 500,
+            idle_timeout: Duration::from_secs(30),
+            fault_every: Duration::from_secs(60),
+            downtime: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a soak saw.
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
+pub struct SoakReport {
+    /// The store.
+    pub store: SoakStore,
+    /// Seconds the load ran.
+    pub seconds: f64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Answered with the expected value.
+    pub ok: u64,
+    /// Answered 503: the store could not be reached.
+    pub unavailable: u64,
+    /// No answer within the lab's 2 s bound, or no node reachable.
+    pub unanswered: u64,
+    /// Any other failed answer.
+    pub other_errors: u64,
+    /// Sessions that came back empty after having a value.
+    pub sessions_lost: u64,
+    /// Increments that vanished.
+    pub updates_lost: u64,
+    /// Counters that jumped ahead of what the user was told.
+    pub wrong_values: u64,
+    /// Faults injected (servers killed and restarted).
+    pub faults: u64,
+    /// Peak resident memory of this process (app nodes, stores, users), in KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Resident memory of this process, sampled once a minute, in KiB.
+    pub rss_kib_by_minute: Vec<u64>,
+    /// Peak resident memory of `redis-server` sampled once a second, in KiB (Redis only).
+    pub redis_peak_rss_kib: Option<u64>,
+}
+
+/// Runs one soak; stops early, returning what it has, when `stop` turns true.
+///
+/// # Errors
+///
+/// When the servers cannot be started, or a killed one cannot be started again.
+pub async fn soak(
+    config: &SoakConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SoakReport, BoxError> {
+    let mut redis = match config.store {
+        SoakStore::Redis => Some(RedisServer::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])?),
+        _ => None,
+    };
+    let url = redis.as_ref().map(RedisServer::url);
+    let mut deployment = Deployment::start(
+        config.store.strategy(),
+        config.nodes,
+        false,
+        url.as_deref(),
+        config.idle_timeout,
+    )
+    .await?;
+
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let tally = Arc::new(Tally::counting_only(start));
+    let mut users = tokio::task::JoinSet::new();
+    for _ in 0..config.users {
+        let (front, tally) = (Arc::clone(&deployment.front), Arc::clone(&tally));
+        let (think, churn, mut stop) = (config.think, config.churn, stop.clone());
+        users.spawn(async move {
+            let mut user = User::default();
+            user.mixed = true;
+            user.churn = Some(churn.max(1));
+            // Bounded in time and in count.
+            for _ in 0..1_000_000_000u64 {
+                if Instant::now() >= deadline || *stop.borrow() {
+                    break;
+                }
+                user.step(&front, &tally).await;
+                tokio::select! {
+                    () = tokio::time::sleep(think) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        });
+    }
+
+    let mut faults = 0u64;
+    let mut next_fault = start + config.fault_every;
+    let mut rss_by_minute = Vec::new();
+    let mut next_sample = start;
+    let mut redis_peak = None::<u64>;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        let now = Instant::now();
+        if now >= deadline || *stop.borrow() {
+            break;
+        }
+        if let Some(server) = &redis {
+            let rss = server
+                .pid()
+                .and_then(|pid| status_kib(&pid.to_string(), "VmRSS"));
+            redis_peak = redis_peak.max(rss);
+        }
+        if now >= next_sample {
+            rss_by_minute.extend(status_kib("self", "VmRSS"));
+            next_sample += Duration::from_secs(60);
+        }
+        if config.store != SoakStore::Memory && now >= next_fault {
+            let victim = (faults as usize) % config.nodes.max(1);
+            fault(&mut deployment, redis.as_mut(), victim, config.downtime).await?;
+            faults += 1;
+            next_fault = Instant::now() + config.fault_every;
+        }
+    }
+    while users.join_next().await.is_some() {}
+    let seconds = start.elapsed().as_secs_f64();
+    rss_by_minute.extend(status_kib("self", "VmRSS"));
+    drop(deployment);
+    drop(redis.take());
+
+    let count = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    let errors = count(&tally.errors);
+    let (unavailable, unanswered) = (count(&tally.unavailable), count(&tally.unanswered));
+    Ok(SoakReport {
+        store: config.store,
+        seconds,
+        requests: count(&tally.ok) + errors,
+        ok: count(&tally.ok),
+        unavailable,
+        unanswered,
+        other_errors: errors.saturating_sub(unavailable + unanswered),
+        sessions_lost: count(&tally.sessions_lost),
+        updates_lost: count(&tally.updates_lost),
+        wrong_values: count(&tally.wrong_values),
+        faults,
+        peak_rss_kib: status_kib("self", "VmHWM"),
+        rss_kib_by_minute: rss_by_minute,
+        redis_peak_rss_kib: redis_peak,
+    })
+}
+
+/// Kills Redis (when there is one) or app node `victim` with its replication node, waits
+/// `downtime`, and starts it again.
+async fn fault(
+    deployment: &mut Deployment,
+    redis: Option<&mut RedisServer>,
+    victim: usize,
+    downtime: Duration,
+) -> Result<(), BoxError> {
+    match redis {
+        Some(server) => {
+            server.kill();
+            tokio::time::sleep(downtime).await;
+            server.restart()?;
+        }
+        None => {
+            deployment.kill(victim);
+            tokio::time::sleep(downtime).await;
+            deployment.restart(victim).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A `kB` field of `/proc/<pid>/status` (Linux only; `None` elsewhere).
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+impl std::fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib =
+            |kib: Option<u64>| kib.map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+        writeln!(
+            f,
+            "{}: {:.0} s, {} requests ({:.0}/s), {} faults",
+            self.store.name(),
+            self.seconds,
+            self.requests,
+            self.requests as f64 / self.seconds.max(f64::EPSILON),
+            self.faults
+        )?;
+        writeln!(
+            f,
+            "  errors: {} unavailable (503), {} unanswered, {} other",
+            self.unavailable, self.unanswered, self.other_errors
+        )?;
+        writeln!(
+            f,
+            "  lost: {} sessions, {} updates; {} wrong values",
+            self.sessions_lost, self.updates_lost, self.wrong_values
+        )?;
+        let by_minute: Vec<String> = self
+            .rss_kib_by_minute
+            .iter()
+            .map(|k| mib(Some(*k)))
+            .collect();
+        writeln!(
+            f,
+            "  memory: peak {} MiB; by minute {} MiB; redis-server peak {} MiB",
+            mib(self.peak_rss_kib),
+            by_minute.join(" "),
+            mib(self.redis_peak_rss_kib)
+        )
+    }
+}

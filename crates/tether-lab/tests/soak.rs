@@ -1,0 +1,46 @@
+//! A few seconds of soak: the figures add up, and Redis restarted with its append-only file
+//! loses nothing.
+
+use std::time::Duration;
+
+use tether_lab::{SoakConfig, SoakStore, soak};
+
+fn short(store: SoakStore) -> SoakConfig {
+    let mut config = SoakConfig::new(store);
+    config.duration = Duration::from_secs(4);
+    config.users = 10;
+    config.churn = 20;
+    config.fault_every = Duration::from_millis(1500);
+    config.downtime = Duration::from_millis(300);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_soak_counts_every_request_and_loses_nothing() {
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let report = soak(&short(SoakStore::Memory), stop).await.unwrap();
+    assert!(report.requests > 100, "{report:?}");
+    assert_eq!(report.ok, report.requests, "{report:?}");
+    assert_eq!(report.faults, 0);
+    assert_eq!(
+        (report.sessions_lost, report.updates_lost, report.wrong_values),
+        (0, 0, 0)
+    );
+    if cfg!(target_os = "linux") {
+        assert!(report.peak_rss_kib.is_some_and(|kib| kib > 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarts_answer_503_and_lose_no_session() {
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let report = soak(&short(SoakStore::Redis), stop).await.unwrap();
+    assert!(report.faults >= 1, "{report:?}");
+    assert!(report.ok > 100, "{report:?}");
+    assert_eq!(report.other_errors, 0, "{report:?}");
+    assert_eq!(report.sessions_lost, 0, "{report:?}");
+    assert_eq!(
+        report.ok + report.unavailable + report.unanswered,
+        report.requests
+    );
+}
