@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::report::{Event, Report, StrategyReport};
 use crate::strategy::{Deployment, Strategy};
-use crate::users::{BUCKET, Tally, User};
+use crate::users::{BUCKET, Load, Tally, spawn_users};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -159,29 +159,14 @@ async fn run_strategy(
     let start = Instant::now();
     let deadline = start + total;
     let tally = Arc::new(Tally::new(start, config.warmup, total));
-    let mut users = tokio::task::JoinSet::new();
-    for _ in 0..config.users {
-        let (front, tally, think) = (
-            Arc::clone(&deployment.front),
-            Arc::clone(&tally),
-            config.think,
-        );
-        let mut stop = stop.clone();
-        users.spawn(async move {
-            let mut user = User::default();
-            // Bounded in time and in count.
-            for _ in 0..10_000_000u64 {
-                if Instant::now() >= deadline || *stop.borrow() {
-                    break;
-                }
-                user.step(&front, &tally).await;
-                tokio::select! {
-                    () = tokio::time::sleep(think) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        });
-    }
+    let load = Load {
+        users: config.users,
+        think: config.think,
+        deadline,
+        mixed: false,
+        churn: None,
+    };
+    let mut users = spawn_users(load, &deployment.front, &tally, stop);
 
     progress.start(strategy, total);
     let scale_at = config.warmup + config.measure / 4;

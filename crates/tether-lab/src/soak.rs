@@ -9,7 +9,7 @@ use tether_testkit::RedisServer;
 use tokio::sync::watch;
 
 use crate::strategy::{Deployment, Strategy};
-use crate::users::{Tally, User};
+use crate::users::{Load, Tally, spawn_users};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -164,27 +164,14 @@ pub async fn soak(
     let start = Instant::now();
     let deadline = start + config.duration;
     let tally = Arc::new(Tally::counting_only(start));
-    let mut users = tokio::task::JoinSet::new();
-    for _ in 0..config.users {
-        let (front, tally) = (Arc::clone(&deployment.front), Arc::clone(&tally));
-        let (think, churn, mut stop) = (config.think, config.churn, stop.clone());
-        users.spawn(async move {
-            let mut user = User::default();
-            user.mixed = true;
-            user.churn = Some(churn.max(1));
-            // Bounded in time and in count.
-            for _ in 0..1_000_000_000u64 {
-                if Instant::now() >= deadline || *stop.borrow() {
-                    break;
-                }
-                user.step(&front, &tally).await;
-                tokio::select! {
-                    () = tokio::time::sleep(think) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        });
-    }
+    let load = Load {
+        users: config.users,
+        think: config.think,
+        deadline,
+        mixed: true,
+        churn: Some(config.churn.max(1)),
+    };
+    let mut users = spawn_users(load, &deployment.front, &tally, &stop);
 
     let mut faults = 0u64;
     let mut next_fault = start + config.fault_every;

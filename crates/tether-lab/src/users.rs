@@ -4,6 +4,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
 use crate::front::Front;
 
 /// Width of one point of the throughput timeline.
@@ -105,9 +110,9 @@ pub(crate) struct User {
     last: u64,
     sent: u64,
     /// Four reads (`/count`) for each write (`/incr`) instead of writes only.
-    pub(crate) mixed: bool,
+    mixed: bool,
     /// Start a new session (forget every cookie) after this many requests.
-    pub(crate) churn: Option<u64>,
+    churn: Option<u64>,
 }
 
 impl User {
@@ -195,4 +200,46 @@ impl User {
         }
         self.last = count;
     }
+}
+
+/// How a group of users behaves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Load {
+    pub(crate) users: usize,
+    pub(crate) think: Duration,
+    pub(crate) deadline: Instant,
+    pub(crate) mixed: bool,
+    pub(crate) churn: Option<u64>,
+}
+
+/// Starts the users: each steps until the deadline or `stop`, pausing `think` between requests.
+pub(crate) fn spawn_users(
+    load: Load,
+    front: &Arc<Front>,
+    tally: &Arc<Tally>,
+    stop: &watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut users = JoinSet::new();
+    for _ in 0..load.users {
+        let (front, tally, mut stop) = (Arc::clone(front), Arc::clone(tally), stop.clone());
+        users.spawn(async move {
+            let mut user = User {
+                mixed: load.mixed,
+                churn: load.churn,
+                ..User::default()
+            };
+            // Bounded in time and in count.
+            for _ in 0..1_000_000_000u64 {
+                if Instant::now() >= load.deadline || *stop.borrow() {
+                    break;
+                }
+                user.step(&front, &tally).await;
+                tokio::select! {
+                    () = tokio::time::sleep(load.think) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        });
+    }
+    users
 }

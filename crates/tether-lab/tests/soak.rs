@@ -23,7 +23,11 @@ async fn memory_soak_counts_every_request_and_loses_nothing() {
     assert_eq!(report.ok, report.requests, "{report:?}");
     assert_eq!(report.faults, 0);
     assert_eq!(
-        (report.sessions_lost, report.updates_lost, report.wrong_values),
+        (
+            report.sessions_lost,
+            report.updates_lost,
+            report.wrong_values
+        ),
         (0, 0, 0)
     );
     if cfg!(target_os = "linux") {
