@@ -125,7 +125,7 @@ pub struct SoakReport {
     pub wrong_values: u64,
     /// Faults injected (servers killed and restarted).
     pub faults: u64,
-    /// Peak resident memory of this process (app nodes, stores, users), in KiB.
+    /// Peak resident memory of this process (app nodes, stores, users) during this soak, in KiB.
     pub peak_rss_kib: Option<u64>,
     /// Resident memory of this process, sampled once a minute, in KiB.
     pub rss_kib_by_minute: Vec<u64>,
@@ -161,6 +161,7 @@ pub async fn soak(
     )
     .await?;
 
+    reset_peak_rss();
     let start = Instant::now();
     let deadline = start + config.duration;
     let tally = Arc::new(Tally::counting_only(start));
@@ -253,6 +254,13 @@ async fn fault(
         }
     }
     Ok(())
+}
+
+/// Resets this process's resident-memory high-water mark (`VmHWM`), so that soaks run one
+/// after another in one process each report their own peak. Linux only; a no-op elsewhere.
+fn reset_peak_rss() {
+    // Where this fails, the reported peak also covers earlier soaks: an overestimate.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A `kB` field of `/proc/<pid>/status` (Linux only; `None` elsewhere).
