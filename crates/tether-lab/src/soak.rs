@@ -125,7 +125,8 @@ pub struct SoakReport {
     pub wrong_values: u64,
     /// Faults injected (servers killed and restarted).
     pub faults: u64,
-    /// Peak resident memory of this process (app nodes, stores, users) during this soak, in KiB.
+    /// Peak resident memory of this process (app nodes, stores, users) during this soak, in KiB:
+    /// the larger of the kernel's high-water mark and a once-a-second sample.
     pub peak_rss_kib: Option<u64>,
     /// Resident memory of this process, sampled once a minute, in KiB.
     pub rss_kib_by_minute: Vec<u64>,
@@ -179,6 +180,7 @@ pub async fn soak(
     let mut rss_by_minute = Vec::new();
     let mut next_sample = start;
     let mut redis_peak = None::<u64>;
+    let mut self_peak = None::<u64>;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -195,8 +197,10 @@ pub async fn soak(
                 .and_then(|pid| status_kib(&pid.to_string(), "VmRSS"));
             redis_peak = redis_peak.max(rss);
         }
+        let rss = status_kib("self", "VmRSS");
+        self_peak = self_peak.max(rss);
         if now >= next_sample {
-            rss_by_minute.extend(status_kib("self", "VmRSS"));
+            rss_by_minute.extend(rss);
             next_sample += Duration::from_secs(60);
         }
         if config.store != SoakStore::Memory && now >= next_fault {
@@ -227,7 +231,8 @@ pub async fn soak(
         updates_lost: count(&tally.updates_lost),
         wrong_values: count(&tally.wrong_values),
         faults,
-        peak_rss_kib: status_kib("self", "VmHWM"),
+        // VmHWM was seen to trail a sampled RSS: the kernel updates it lazily.
+        peak_rss_kib: self_peak.max(status_kib("self", "VmHWM")),
         rss_kib_by_minute: rss_by_minute,
         redis_peak_rss_kib: redis_peak,
     })
