@@ -72,7 +72,10 @@ pub(crate) struct Shared {
     pub(crate) state: LocalState,
     peers: OnceLock<HashMap<String, Peer>>,
     view: watch::Sender<View>,
+    /// Announced to peers as ready: they count this node as a member.
     ready: AtomicBool,
+    /// Counts itself as a member: serves and stamps writes for the sessions it holds.
+    serving: AtomicBool,
     frozen: AtomicBool,
     local_addr: SocketAddr,
 }
@@ -127,6 +130,7 @@ impl Node {
             peers: OnceLock::new(),
             view,
             ready: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             local_addr,
         });
@@ -241,7 +245,7 @@ impl Shared {
             .filter(|peer| peer.health.is_member(failure))
             .map(Peer::name)
             .collect();
-        if self.is_ready() {
+        if self.serving.load(Ordering::Acquire) {
             members.push(self.name());
         }
         View::new(members, self.config.mode)
@@ -274,6 +278,12 @@ impl Shared {
 
     /// Waits for the peers that are up, takes from each the sessions this node must hold, and
     /// becomes a member. A fresh cluster (no peer is a member yet) starts empty.
+    ///
+    /// The hand-over has two steps so that no write is lost to a stale copy: after the bulk
+    /// transfer the node announces itself, and the members start routing its sessions to it
+    /// (which it refuses, as a transient error, until it serves); once they have had time to see
+    /// it, it takes a second transfer with what their primaries wrote in the meantime, and only
+    /// then counts itself a member and serves.
     async fn join(&self) {
         let window = self.config.failure_timeout * 2;
         let started = tokio::time::Instant::now();
@@ -290,10 +300,18 @@ impl Shared {
             .cloned()
             .collect();
         let mut received = 0;
-        for peer in members {
-            received += self.transfer_from(&peer).await;
+        for peer in &members {
+            received += self.transfer_from(peer).await;
         }
         self.ready.store(true, Ordering::Release);
+        if !members.is_empty() {
+            // A peer sees the announcement at its next ping and adopts it at its next view tick.
+            tokio::time::sleep(self.config.heartbeat * 3).await;
+            for peer in self.peers().filter(|peer| peer.health.is_member(failure)) {
+                received += self.transfer_from(peer).await;
+            }
+        }
+        self.serving.store(true, Ordering::Release);
         self.publish_view();
         tracing::info!(node = %self.name(), received, "joined the cluster");
     }
