@@ -1,9 +1,9 @@
 //! A replication node: its sessions, its peers, membership, and the primary's write path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tether_core::{Id, Timestamp};
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::link::Link;
-use crate::peer::Peer;
+use crate::peer::{MAX_BACKOFF as PEER_MAX_BACKOFF, Peer};
 use crate::server::{self, failed};
 use crate::state::{ApplyOutcome, Delta, Entry, LocalState};
 use crate::wire::{Op, Request, Response};
@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     ready: AtomicBool,
     /// Counts itself as a member: serves and stamps writes for the sessions it holds.
     serving: AtomicBool,
+    /// Peers that have pinged this node since it announced itself ready, so count it a member.
+    pinged_by: Mutex<HashSet<String>>,
     frozen: AtomicBool,
     local_addr: SocketAddr,
 }
@@ -131,6 +133,7 @@ impl Node {
             view,
             ready: AtomicBool::new(false),
             serving: AtomicBool::new(false),
+            pinged_by: Mutex::new(HashSet::new()),
             frozen: AtomicBool::new(false),
             local_addr,
         });
@@ -281,9 +284,10 @@ impl Shared {
     ///
     /// The hand-over has two steps so that no write is lost to a stale copy: after the bulk
     /// transfer the node announces itself, and the members start routing its sessions to it
-    /// (which it refuses, as a transient error, until it serves); once they have had time to see
-    /// it, it takes a second transfer with what their primaries wrote in the meantime, and only
-    /// then counts itself a member and serves.
+    /// (which it refuses, as a transient error, until it serves); once every live peer has
+    /// pinged it since (and had a heartbeat to adopt the new view), it takes a second transfer
+    /// with what their primaries wrote in the meantime, and only then counts itself a member
+    /// and serves.
     async fn join(&self) {
         let window = self.config.failure_timeout * 2;
         let started = tokio::time::Instant::now();
@@ -305,8 +309,9 @@ impl Shared {
         }
         self.ready.store(true, Ordering::Release);
         if !members.is_empty() {
-            // A peer sees the announcement at its next ping and adopts it at its next view tick.
-            tokio::time::sleep(self.config.heartbeat * 3).await;
+            self.await_pings_from_live_peers().await;
+            // A peer adopts the new view at its next tick after the ping.
+            tokio::time::sleep(self.config.heartbeat * 2).await;
             for peer in self.peers().filter(|peer| peer.health.is_member(failure)) {
                 received += self.transfer_from(peer).await;
             }
@@ -314,6 +319,39 @@ impl Shared {
         self.serving.store(true, Ordering::Release);
         self.publish_view();
         tracing::info!(node = %self.name(), received, "joined the cluster");
+    }
+
+    /// Records that `peer` pinged this node; from its answer on, it counts this node a member
+    /// once this node is ready.
+    pub(crate) fn pinged(&self, peer: &str) {
+        if self.is_ready() && !self.serving.load(Ordering::Acquire) {
+            self.lock_pinged_by().insert(peer.to_owned());
+        }
+    }
+
+    fn lock_pinged_by(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pinged_by
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until every live peer has pinged this node since it became ready (a peer that was
+    /// away reconnects with a backoff of up to two seconds), bounded in time.
+    async fn await_pings_from_live_peers(&self) {
+        let failure = self.config.failure_timeout;
+        let deadline = tokio::time::Instant::now() + PEER_MAX_BACKOFF + failure * 2;
+        while tokio::time::Instant::now() < deadline {
+            let pinged_by = self.lock_pinged_by().clone();
+            if self
+                .peers()
+                .filter(|peer| peer.health.is_alive(failure))
+                .all(|peer| pinged_by.contains(peer.name()))
+            {
+                return;
+            }
+            tokio::time::sleep(self.config.heartbeat / 4).await;
+        }
+        tracing::warn!(node = %self.name(), "not every live peer pinged this node while joining");
     }
 
     /// Pages through the sessions `peer` says this node must hold.
@@ -432,6 +470,10 @@ impl Shared {
             Request::Ping => Response::Pong {
                 ready: self.is_ready(),
             },
+            // A joining node's copy may still miss writes: the reader asks another holder.
+            Request::Fetch { .. } if !self.serving.load(Ordering::Acquire) => {
+                failed(true, format!("{} is still joining", self.name()))
+            }
             Request::Fetch { id } => Response::Entry(self.state.entry(&id)),
             Request::Create { id, entry } => {
                 // From the primary: merge, so a copy pushed earlier does not refuse it.

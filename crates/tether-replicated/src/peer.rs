@@ -17,7 +17,7 @@ use crate::link::{HANDSHAKE_TIMEOUT, Link, LinkError, Transport, encoded, receiv
 use crate::wire::{Frame, Request, Response};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 type Reply = oneshot::Sender<Result<Response, PeerError>>;
 

@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::auth::nonce;
 use crate::link::{HANDSHAKE_TIMEOUT, LinkError, encoded, receive, send};
 use crate::node::Shared;
-use crate::wire::{Frame, Response};
+use crate::wire::{Frame, Request, Response};
 
 /// Requests of one connection handled at the same time; more wait (and the peer's queue fills).
 const IN_FLIGHT: usize = 256;
@@ -119,6 +119,9 @@ async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkErr
             Err(e) => break Err(e),
         };
         link.clock.observe(clock);
+        if matches!(body, Request::Ping) {
+            node.pinged(&peer);
+        }
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break Ok(());
         };

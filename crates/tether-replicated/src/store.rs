@@ -34,6 +34,13 @@ impl ReplicatedStore {
         Error::Unavailable(reason.into())
     }
 
+    fn unavailable_because(peer: &str, reason: String) -> Error {
+        Error::Unavailable(Box::new(PeerError::Refused {
+            peer: peer.to_owned(),
+            reason,
+        }))
+    }
+
     /// Runs a write on the session's primary, here or there.
     async fn execute(&self, op: Op) -> Result<Response, Error> {
         let view = self.node.view();
@@ -98,6 +105,9 @@ impl SessionStore for ReplicatedStore {
             {
                 Ok(Response::Entry(entry)) => {
                     return Ok(entry.filter(|e| e.is_live(now)).map(|e| e.record(*id)));
+                }
+                Ok(Response::Failed { reason, .. }) => {
+                    last_error = Some(Self::unavailable_because(holder, reason));
                 }
                 Ok(other) => last_error = Some(self.unexpected(&other)),
                 Err(e) => last_error = Some(e.into_store_error()),
