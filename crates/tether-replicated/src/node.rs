@@ -93,7 +93,9 @@ impl std::fmt::Debug for Shared {
 
 impl Node {
     /// Binds the replication address, connects to the peers, receives the sessions this node
-    /// must hold from those that are up, and returns once it is a member.
+    /// must hold from those that are up, and returns once it is a member. Joining a running
+    /// cluster takes until every live peer has reconnected to this node (their backoff is at
+    /// most 2 s) plus two heartbeats, bounded by 2 s plus two failure timeouts.
     ///
     /// # Errors
     ///
