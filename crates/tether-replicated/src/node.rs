@@ -243,14 +243,20 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn current_members(&self) -> View {
+    fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// The peers that answer heartbeats and have finished joining.
+    fn member_peers(&self) -> impl Iterator<Item = &Peer> {
         let failure = self.config.failure_timeout;
-        let mut members: Vec<&str> = self
-            .peers()
-            .filter(|peer| peer.health.is_member(failure))
-            .map(Peer::name)
-            .collect();
-        if self.serving.load(Ordering::Acquire) {
+        self.peers()
+            .filter(move |peer| peer.health.is_member(failure))
+    }
+
+    fn current_members(&self) -> View {
+        let mut members: Vec<&str> = self.member_peers().map(Peer::name).collect();
+        if self.is_serving() {
             members.push(self.name());
         }
         View::new(members, self.config.mode)
@@ -300,33 +306,34 @@ impl Shared {
             }
             tokio::time::sleep(self.config.heartbeat / 2).await;
         }
-        let members: Vec<Peer> = self
-            .peers()
-            .filter(|peer| peer.health.is_member(failure))
-            .cloned()
-            .collect();
-        let mut received = 0;
-        for peer in &members {
-            received += self.transfer_from(peer).await;
-        }
+        let (members, mut received) = self.transfer_from_members().await;
         self.ready.store(true, Ordering::Release);
-        if !members.is_empty() {
+        if members > 0 {
             self.await_pings_from_live_peers().await;
             // A peer adopts the new view at its next tick after the ping.
             tokio::time::sleep(self.config.heartbeat * 2).await;
-            for peer in self.peers().filter(|peer| peer.health.is_member(failure)) {
-                received += self.transfer_from(peer).await;
-            }
+            received += self.transfer_from_members().await.1;
         }
         self.serving.store(true, Ordering::Release);
         self.publish_view();
         tracing::info!(node = %self.name(), received, "joined the cluster");
     }
 
+    /// Takes from every member the sessions this node must hold: the members asked and the
+    /// sessions received.
+    async fn transfer_from_members(&self) -> (usize, usize) {
+        let members: Vec<&Peer> = self.member_peers().collect();
+        let mut received = 0;
+        for peer in &members {
+            received += self.transfer_from(peer).await;
+        }
+        (members.len(), received)
+    }
+
     /// Records that `peer` pinged this node; from its answer on, it counts this node a member
     /// once this node is ready.
     pub(crate) fn pinged(&self, peer: &str) {
-        if self.is_ready() && !self.serving.load(Ordering::Acquire) {
+        if self.is_ready() && !self.is_serving() {
             self.lock_pinged_by().insert(peer.to_owned());
         }
     }
@@ -343,12 +350,13 @@ impl Shared {
         let failure = self.config.failure_timeout;
         let deadline = tokio::time::Instant::now() + PEER_MAX_BACKOFF + failure * 2;
         while tokio::time::Instant::now() < deadline {
-            let pinged_by = self.lock_pinged_by().clone();
-            if self
-                .peers()
-                .filter(|peer| peer.health.is_alive(failure))
-                .all(|peer| pinged_by.contains(peer.name()))
-            {
+            let all_pinged = {
+                let pinged_by = self.lock_pinged_by();
+                self.peers()
+                    .filter(|peer| peer.health.is_alive(failure))
+                    .all(|peer| pinged_by.contains(peer.name()))
+            };
+            if all_pinged {
                 return;
             }
             tokio::time::sleep(self.config.heartbeat / 4).await;
@@ -473,7 +481,7 @@ impl Shared {
                 ready: self.is_ready(),
             },
             // A joining node's copy may still miss writes: the reader asks another holder.
-            Request::Fetch { .. } if !self.serving.load(Ordering::Acquire) => {
+            Request::Fetch { .. } if !self.is_serving() => {
                 failed(true, format!("{} is still joining", self.name()))
             }
             Request::Fetch { id } => Response::Entry(self.state.entry(&id)),

@@ -34,11 +34,17 @@ impl ReplicatedStore {
         Error::Unavailable(reason.into())
     }
 
-    fn unavailable_because(peer: &str, reason: String) -> Error {
-        Error::Unavailable(Box::new(PeerError::Refused {
+    /// A peer's refusal: `Unavailable` when it said to retry, `Backend` otherwise.
+    fn refused(peer: &str, transient: bool, reason: String) -> Error {
+        let error = Box::new(PeerError::Refused {
             peer: peer.to_owned(),
             reason,
-        }))
+        });
+        if transient {
+            Error::Unavailable(error)
+        } else {
+            Error::Backend(error)
+        }
     }
 
     /// Runs a write on the session's primary, here or there.
@@ -58,15 +64,7 @@ impl ReplicatedStore {
         let timeout = self.node.config.sync_timeout * 2;
         match peer.request(Request::Forward(op), timeout).await {
             Ok(Response::Failed { transient, reason }) => {
-                let error = PeerError::Refused {
-                    peer: primary.to_owned(),
-                    reason,
-                };
-                Err(if transient {
-                    Error::Unavailable(Box::new(error))
-                } else {
-                    Error::Backend(Box::new(error))
-                })
+                Err(Self::refused(primary, transient, reason))
             }
             Ok(response) => Ok(response),
             Err(e) => Err(e.into_store_error()),
@@ -106,8 +104,8 @@ impl SessionStore for ReplicatedStore {
                 Ok(Response::Entry(entry)) => {
                     return Ok(entry.filter(|e| e.is_live(now)).map(|e| e.record(*id)));
                 }
-                Ok(Response::Failed { reason, .. }) => {
-                    last_error = Some(Self::unavailable_because(holder, reason));
+                Ok(Response::Failed { transient, reason }) => {
+                    last_error = Some(Self::refused(holder, transient, reason));
                 }
                 Ok(other) => last_error = Some(self.unexpected(&other)),
                 Err(e) => last_error = Some(e.into_store_error()),

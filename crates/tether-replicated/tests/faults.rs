@@ -77,6 +77,39 @@ struct Seen {
     /// More above the last acknowledged count than failed requests since can explain.
     unexplained: Vec<(u64, u64)>,
     last: u64,
+    /// Failed requests since the last acknowledged one.
+    failures: u64,
+}
+
+impl Seen {
+    /// Tallies `user`'s answer to `/incr`; `cookie` follows any Set-Cookie.
+    fn observe(
+        &mut self,
+        user: usize,
+        (status, count, set): (StatusCode, Option<u64>, Option<String>),
+        cookie: &mut Option<String>,
+    ) {
+        match (status, count) {
+            (StatusCode::OK, Some(count)) => {
+                self.ok += 1;
+                if count <= self.last {
+                    self.lost.push((self.last, count));
+                } else if count - self.last - 1 > self.failures {
+                    self.unexplained.push((self.last, count));
+                }
+                self.last = count;
+                self.failures = 0;
+                if set.is_some() {
+                    *cookie = set;
+                }
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, _) => {
+                self.unavailable += 1;
+                self.failures += 1;
+            }
+            other => panic!("user {user}: unexpected answer {other:?}"),
+        }
+    }
 }
 
 /// The tests that drive 20 users through a cluster while killing a node take both cores of a
@@ -96,31 +129,12 @@ async fn killing_one_of_three_backup_nodes_loses_nothing() {
         for (user, (mut cookie, mut seen)) in cookies.into_iter().zip(seen).enumerate() {
             let (apps, alive) = (apps.clone(), Arc::clone(&alive));
             users.spawn(async move {
-                let mut failures = 0u64;
+                seen.failures = 0;
                 for round in 0..rounds {
                     let live: Vec<usize> = (0..3).filter(|i| alive.read().unwrap()[*i]).collect();
                     let node = live[(user + round) % live.len()];
-                    let (status, count, set) = incr(&apps[node], cookie.as_deref()).await;
-                    match (status, count) {
-                        (StatusCode::OK, Some(count)) => {
-                            seen.ok += 1;
-                            if count <= seen.last {
-                                seen.lost.push((seen.last, count));
-                            } else if count - seen.last - 1 > failures {
-                                seen.unexplained.push((seen.last, count));
-                            }
-                            seen.last = count;
-                            failures = 0;
-                            if set.is_some() {
-                                cookie = set;
-                            }
-                        }
-                        (StatusCode::SERVICE_UNAVAILABLE, _) => {
-                            seen.unavailable += 1;
-                            failures += 1;
-                        }
-                        other => panic!("user {user}: unexpected answer {other:?}"),
-                    }
+                    let answer = incr(&apps[node], cookie.as_deref()).await;
+                    seen.observe(user, answer, &mut cookie);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 (user, cookie, seen)
@@ -202,20 +216,8 @@ async fn a_node_restarted_under_load_loses_nothing() {
             while Instant::now() < deadline {
                 round += 1;
                 let live: Vec<Router> = apps.read().unwrap().iter().flatten().cloned().collect();
-                let (status, count, set) =
-                    incr(&live[(user + round) % live.len()], cookie.as_deref()).await;
-                match (status, count) {
-                    (StatusCode::OK, Some(count)) => {
-                        seen.ok += 1;
-                        if count <= seen.last {
-                            seen.lost.push((seen.last, count));
-                        }
-                        seen.last = count;
-                        cookie = set.or(cookie);
-                    }
-                    (StatusCode::SERVICE_UNAVAILABLE, _) => seen.unavailable += 1,
-                    other => panic!("user {user}: unexpected answer {other:?}"),
-                }
+                let answer = incr(&live[(user + round) % live.len()], cookie.as_deref()).await;
+                seen.observe(user, answer, &mut cookie);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (user, seen)
