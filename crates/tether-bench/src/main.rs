@@ -230,12 +230,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             json,
         } => {
             let redis = redis_for(&stacks)?;
-            let plan = Plan {
-                measure: Duration::from_secs(seconds.max(1)),
-                warmup: Duration::from_secs(warmup),
-                connections,
-                repeat: repeat.max(1),
-            };
+            let plan = Plan::new(seconds, warmup, connections, repeat);
             throughput(&stacks, workload, &plan, redis.as_ref(), json).await
         }
         Command::Overhead {
@@ -266,12 +261,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             connections,
             repeat,
         } => {
-            let plan = Plan {
-                measure: Duration::from_secs(seconds.max(1)),
-                warmup: Duration::from_secs(warmup),
-                connections,
-                repeat: repeat.max(1),
-            };
+            let plan = Plan::new(seconds, warmup, connections, repeat);
             replicated::throughput(&nodes, &modes, workload, &plan).await
         }
         Command::Proxy {
@@ -282,12 +272,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             connections,
             repeat,
         } => {
-            let plan = Plan {
-                measure: Duration::from_secs(seconds.max(1)),
-                warmup: Duration::from_secs(warmup),
-                connections,
-                repeat: repeat.max(1),
-            };
+            let plan = Plan::new(seconds, warmup, connections, repeat);
             proxy::compare(&proxy_bin, backends.max(1), &plan).await
         }
         Command::Race {
@@ -357,6 +342,18 @@ pub(crate) struct Plan {
     pub(crate) warmup: Duration,
     pub(crate) connections: usize,
     pub(crate) repeat: usize,
+}
+
+impl Plan {
+    /// From the command line's figures: at least one measured second and one round.
+    fn new(seconds: u64, warmup: u64, connections: usize, repeat: usize) -> Self {
+        Self {
+            measure: Duration::from_secs(seconds.max(1)),
+            warmup: Duration::from_secs(warmup),
+            connections,
+            repeat: repeat.max(1),
+        }
+    }
 }
 
 /// Serves `stack` on a fresh app; a Redis stack starts from an empty database.

@@ -179,22 +179,21 @@ impl Report {
                 let _ = writeln!(out, "{:<20} {reason}", r.strategy.name());
                 continue;
             }
-            let bytes = r
-                .bytes_per_write
-                .map_or("-".to_owned(), |b| format!("{b:.0}"));
+            let [
+                name,
+                rps,
+                p50,
+                p99,
+                sessions,
+                updates,
+                wrong,
+                errors,
+                bytes,
+                share,
+            ] = r.cells();
             let _ = writeln!(
                 out,
-                "{:<20} {:>8.0} {:>8.2} {:>8.2} {:>8} {:>8} {:>8} {:>7} {:>11} {:>8.0}%",
-                r.strategy.name(),
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.sessions_lost,
-                r.updates_lost,
-                r.wrong_values,
-                r.errors,
-                bytes,
-                r.max_node_share * 100.0
+                "{name:<20} {rps:>8} {p50:>8} {p99:>8} {sessions:>8} {updates:>8} {wrong:>8} {errors:>7} {bytes:>11} {share:>9}",
             );
         }
         out
@@ -235,23 +234,8 @@ impl Report {
                     );
                 }
                 None => {
-                    let bytes = r
-                        .bytes_per_write
-                        .map_or("-".to_owned(), |b| format!("{b:.0}"));
-                    let _ = writeln!(
-                        page,
-                        "<tr><td>{}</td><td>{:.0}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
-                        r.strategy.name(),
-                        r.rps,
-                        r.p50_ms,
-                        r.p99_ms,
-                        r.sessions_lost,
-                        r.updates_lost,
-                        r.wrong_values,
-                        r.errors,
-                        bytes,
-                        r.max_node_share * 100.0
-                    );
+                    let row: String = r.cells().iter().map(|c| format!("<td>{c}</td>")).collect();
+                    let _ = writeln!(page, "<tr>{row}</tr>");
                 }
             }
         }
@@ -266,6 +250,25 @@ impl Report {
         }
         page.push_str("</body>\n</html>\n");
         page
+    }
+}
+
+impl StrategyReport {
+    /// The table row, formatted, in column order; the text and HTML tables both show it.
+    fn cells(&self) -> [String; 10] {
+        [
+            self.strategy.name().to_owned(),
+            format!("{:.0}", self.rps),
+            format!("{:.2}", self.p50_ms),
+            format!("{:.2}", self.p99_ms),
+            self.sessions_lost.to_string(),
+            self.updates_lost.to_string(),
+            self.wrong_values.to_string(),
+            self.errors.to_string(),
+            self.bytes_per_write
+                .map_or("-".to_owned(), |b| format!("{b:.0}")),
+            format!("{:.0}%", self.max_node_share * 100.0),
+        ]
     }
 }
 

@@ -76,36 +76,15 @@ impl Drop for Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_pins_administers_and_shuts_down_gracefully() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let (listen, admin) = (free_port(), free_port());
-    let listen: SocketAddr = ([127, 0, 0, 1], listen).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--admin",
-            &admin.to_string(),
-            "--insecure-cookie",
-        ])
-        .args([
-            "--backend",
-            &format!("a=http://{a}"),
-            "--backend",
-            &format!("b=http://{b}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let args = vec![
+        "--backend".to_owned(),
+        format!("a=http://{a}"),
+        "--backend".to_owned(),
+        format!("b=http://{b}"),
+    ];
+    let (mut proxy, listen, admin) = tokio::task::spawn_blocking(move || spawn_proxy(&args))
+        .await
         .unwrap();
-    let mut proxy = Proxy(child);
-    let started = Instant::now();
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the proxy did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     let get = |cookie: Option<String>| {
         tokio::task::spawn_blocking(move || http(listen, "GET", "/", cookie.as_deref()).unwrap())
@@ -212,7 +191,9 @@ fn refuses_bad_configuration_with_a_message() {
     assert!(stderr.contains("only http://"), "{stderr}");
 }
 
-fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr) {
+/// Starts the proxy on free ports with `args` and waits until it accepts: the proxy, its
+/// listener and its admin listener.
+fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
@@ -237,7 +218,7 @@ fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (proxy, listen)
+    (proxy, listen, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +247,7 @@ async fn oversized_heads_and_hung_backends_are_bounded() {
         "--backend".to_owned(),
         format!("slow=http://{slow}"),
     ];
-    let (_proxy, listen) = tokio::task::spawn_blocking(move || spawn_proxy(&args))
+    let (_proxy, listen, _) = tokio::task::spawn_blocking(move || spawn_proxy(&args))
         .await
         .unwrap();
 
