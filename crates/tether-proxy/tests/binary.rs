@@ -192,33 +192,48 @@ fn refuses_bad_configuration_with_a_message() {
 }
 
 /// Starts the proxy on free ports with `args` and waits until it accepts: the proxy, its
-/// listener and its admin listener.
+/// listener and its admin listener. A port found free can be taken by a parallel test before
+/// the proxy binds it, and the proxy then exits: it is started again on other ports.
 fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--admin",
-            &admin.to_string(),
-            "--insecure-cookie",
-        ])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = Proxy(child);
-    let started = Instant::now();
-    while TcpStream::connect(listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the proxy did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..3 {
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+                "--insecure-cookie",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut proxy = Proxy(child);
+        let started = Instant::now();
+        let accepting = loop {
+            if proxy.0.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if TcpStream::connect(listen).is_ok() && TcpStream::connect(admin).is_ok() {
+                break true;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the proxy did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The admin listener is bound after the client one; a proxy that failed to bind it is
+        // gone by now.
+        std::thread::sleep(Duration::from_millis(50));
+        if accepting && proxy.0.try_wait().unwrap().is_none() {
+            return (proxy, listen, admin);
+        }
     }
-    (proxy, listen, admin)
+    panic!("the proxy exited at start three times");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
