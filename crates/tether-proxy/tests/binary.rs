@@ -1,77 +1,13 @@
 //! The `tether-proxy` binary as a child process in front of real backends.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-
-/// Serves `name` on a free port; the returned handle keeps it running.
-async fn backend(name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route(
-        "/",
-        get(move |headers: axum::http::HeaderMap| async move {
-            let xff = headers
-                .get("x-forwarded-for")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            let cookie = headers
-                .get("cookie")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            format!("{name}|{xff}|{cookie}")
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Status, headers (lowercased names), body.
-type Exchange = (u16, Vec<(String, String)>, String);
-
-/// One HTTP/1.1 exchange.
-fn http(addr: SocketAddr, method: &str, path: &str, cookie: Option<&str>) -> Option<Exchange> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let cookie = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Some((status, headers, body.to_owned()))
-}
-
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{backend, http, spawn_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_pins_administers_and_shuts_down_gracefully() {
@@ -189,51 +125,6 @@ fn refuses_bad_configuration_with_a_message() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("only http://"), "{stderr}");
-}
-
-/// Starts the proxy on free ports with `args` and waits until it accepts: the proxy, its
-/// listener and its admin listener. A port found free can be taken by a parallel test before
-/// the proxy binds it, and the proxy then exits: it is started again on other ports.
-fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
-    for _ in 0..3 {
-        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin",
-                &admin.to_string(),
-                "--insecure-cookie",
-            ])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut proxy = Proxy(child);
-        let started = Instant::now();
-        let accepting = loop {
-            if proxy.0.try_wait().unwrap().is_some() {
-                break false;
-            }
-            if TcpStream::connect(listen).is_ok() && TcpStream::connect(admin).is_ok() {
-                break true;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the proxy did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The admin listener is bound after the client one; a proxy that failed to bind it is
-        // gone by now.
-        std::thread::sleep(Duration::from_millis(50));
-        if accepting && proxy.0.try_wait().unwrap().is_none() {
-            return (proxy, listen, admin);
-        }
-    }
-    panic!("the proxy exited at start three times");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,9 @@
 mod affinity;
 mod backend;
 mod config;
+mod fault;
+#[cfg(feature = "client")]
+mod progress;
 mod roster;
 mod service;
 
@@ -81,6 +84,7 @@ pub use affinity::AffinityKeys;
 pub use backend::{BackendCounters, BackendState};
 pub use config::{Failover, StickyLayer, Strategy};
 pub use cookie;
+pub use fault::RequestBodyError;
 pub use service::{BackendReport, ClientAddr, ResponseFuture, Sticky, StickyHandle};
 use tower::discover::Change;
 #[cfg(feature = "client")]

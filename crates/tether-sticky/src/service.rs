@@ -20,6 +20,7 @@ use crate::StickyLayer;
 use crate::affinity::{request_cookies, strip_cookie};
 use crate::backend::{BackendCounters, BackendState};
 use crate::config::Config;
+use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,8 +38,9 @@ pub struct ClientAddr(pub SocketAddr);
 /// must be `Clone`: every request drives its own clone to readiness, so a slow or dead backend
 /// never holds up requests for the others.
 ///
-/// Answers `503` when no backend may take a request and `502` when the chosen backends failed;
-/// never an error.
+/// Answers `503` when no backend may take a request, `502` when the chosen backends failed, and
+/// `400` when the request's own body broke on the way (a [`RequestBodyError`](crate::RequestBodyError)
+/// in the backend's error: counted against no backend); never an error.
 ///
 /// Cloning is cheap and every clone routes with the same state (one per connection, as a server
 /// wants); whichever clone is polled applies the discovery changes for all.
@@ -389,6 +391,10 @@ where
             }
             Err(error) => {
                 let error: BoxError = error.into();
+                if is_client_fault(&*error) {
+                    tracing::debug!(backend = %backend.name, %error, "request body from the client failed");
+                    return status(StatusCode::BAD_REQUEST);
+                }
                 backend.failed(config.failure_threshold, config.cooldown);
                 tracing::warn!(backend = %backend.name, %error, attempt, "backend request failed");
                 if !retryable {

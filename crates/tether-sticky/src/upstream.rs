@@ -12,6 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::RequestBodyError;
+use crate::progress::{Progress, Watched};
+
 /// The body type [`Upstream`] takes and returns: boxed, so requests can be rebuilt empty for a
 /// retry and responses can be made up (502, 503) by the router.
 pub type UpstreamBody = BoxBody<Bytes, BodyError>;
@@ -59,7 +62,7 @@ where
 /// ```
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<HttpConnector, Watched>,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
@@ -75,9 +78,12 @@ pub enum UpstreamError {
     /// Connecting or talking to the backend failed.
     #[error("backend request failed")]
     Client(#[from] hyper_util::client::legacy::Error),
-    /// The response head did not come in time.
+    /// The response head did not come in time after the request body was sent.
     #[error("backend did not answer within {0:?}")]
     Timeout(Duration),
+    /// The client's request body failed (malformed, cut short): not the backend's fault.
+    #[error("the request could not be sent")]
+    RequestBody(#[source] RequestBodyError),
 }
 
 /// A backend URL that [`Upstream`] cannot use.
@@ -116,7 +122,8 @@ impl Upstream {
         })
     }
 
-    /// Bounds the wait for the backend's response head (default 30 s). A request past it fails
+    /// Bounds the wait for the backend's response head (default 30 s), counted from the moment
+    /// the whole request body was sent: a slow upload is not cut short. A request past it fails
     /// like a dead backend (and counts toward ejection).
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
@@ -148,11 +155,34 @@ impl tower_service::Service<Request<UpstreamBody>> for Upstream {
         }
         let client = self.client.clone();
         let timeout = self.response_timeout;
+        let (request, mut progress) = {
+            let (parts, body) = request.into_parts();
+            let (body, progress) = Watched::new(body);
+            (Request::from_parts(parts, body), progress)
+        };
         Box::pin(async move {
-            let response = tokio::time::timeout(timeout, client.request(request))
-                .await
-                .map_err(|_| UpstreamError::Timeout(timeout))??;
-            Ok(response.map(box_body))
+            let response = client.request(request);
+            tokio::pin!(response);
+            // The response timeout runs once the body is sent (or was dropped by the client
+            // connection), never while the client is still uploading.
+            let early = tokio::select! {
+                biased;
+                answered = &mut response => Some(answered),
+                _ = progress.wait_for(|p| *p != Progress::Arriving) => None,
+            };
+            let answered = match early {
+                Some(answered) => answered,
+                None => tokio::time::timeout(timeout, response)
+                    .await
+                    .map_err(|_| UpstreamError::Timeout(timeout))?,
+            };
+            match answered {
+                Ok(response) => Ok(response.map(box_body)),
+                Err(error) if *progress.borrow() == Progress::Failed => {
+                    Err(UpstreamError::RequestBody(RequestBodyError::new(error)))
+                }
+                Err(error) => Err(UpstreamError::Client(error)),
+            }
         })
     }
 }
