@@ -10,6 +10,8 @@ use serde::Deserialize;
 use tether_sticky::cookie::Key;
 use tether_sticky::{AffinityKeys, Failover, StickyLayer, Strategy};
 
+use crate::limits::Limits;
+
 /// A sticky-session reverse proxy.
 ///
 /// `tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002`
@@ -82,8 +84,11 @@ pub struct FileConfig {
     pub response_timeout_ms: Option<u64>,
     /// Largest request head a client may send, in bytes (default 65536).
     pub max_header_bytes: Option<usize>,
-    /// Bound on receiving a client's request head, in milliseconds (default 10000).
+    /// Bound on receiving a client's request head, in milliseconds (default 10000); the first
+    /// one is counted from the moment the connection is accepted.
     pub header_read_timeout_ms: Option<u64>,
+    /// Client connections served at once (default 10000, lowered to fit the open-file limit).
+    pub max_connections: Option<usize>,
     /// Read the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_header: Option<bool>,
 }
@@ -127,10 +132,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Bound on a backend's response head.
     pub response_timeout: Duration,
-    /// Largest request head a client may send.
-    pub max_header_bytes: usize,
-    /// Bound on receiving a client's request head (slow clients).
-    pub header_read_timeout: Duration,
+    /// Bounds on what clients may send and hold.
+    pub limits: Limits,
     /// No key was given: a random one is in use.
     pub generated_key: bool,
 }
@@ -204,6 +207,26 @@ pub fn parse_key(text: &str) -> Result<Key, ConfigError> {
         .map_err(|_| invalid(format!("key: {} bytes, 64 needed", bytes.len())))
 }
 
+fn limits(file: &FileConfig) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    if let Some(bytes) = file.max_header_bytes {
+        limits.max_header_bytes = bytes.max(8 * 1024);
+    }
+    if let Some(ms) = file.header_read_timeout_ms {
+        if ms == 0 {
+            return Err(invalid("header_read_timeout_ms must be above 0"));
+        }
+        limits.header_read_timeout = Duration::from_millis(ms);
+    }
+    if let Some(max) = file.max_connections {
+        if max == 0 {
+            return Err(invalid("max_connections must be above 0"));
+        }
+        limits.max_connections = max;
+    }
+    Ok(limits)
+}
+
 impl Settings {
     /// Merges the file (if any), the environment and the flags.
     pub fn load(cli: Cli, env_keys: Option<String>) -> Result<Self, ConfigError> {
@@ -274,6 +297,7 @@ impl Settings {
             None => AffinityKeys::new(Key::generate()),
         };
 
+        let limits = limits(&file)?;
         let strategy: Strategy = cli
             .strategy
             .or(file.strategy)
@@ -310,10 +334,7 @@ impl Settings {
             layer,
             connect_timeout: Duration::from_millis(file.connect_timeout_ms.unwrap_or(1_000)),
             response_timeout: Duration::from_millis(file.response_timeout_ms.unwrap_or(30_000)),
-            max_header_bytes: file.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
-            header_read_timeout: Duration::from_millis(
-                file.header_read_timeout_ms.unwrap_or(10_000),
-            ),
+            limits,
             generated_key,
         })
     }

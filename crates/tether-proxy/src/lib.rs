@@ -12,9 +12,12 @@
 //! shuts down gracefully on SIGTERM or Ctrl-C.
 //!
 //! Bounds, all configurable in the TOML file: connecting to a backend 1 s
-//! (`connect_timeout_ms`), a backend's response head 30 s (`response_timeout_ms`), a client's
-//! request head 64 KiB (`max_header_bytes`) received within 10 s (`header_read_timeout_ms`),
-//! in-flight requests 10 s after a shutdown signal.
+//! (`connect_timeout_ms`), a backend's response head 30 s after the request body was sent
+//! (`response_timeout_ms`), a client's request head 64 KiB (`max_header_bytes`) received within
+//! 10 s (`header_read_timeout_ms`; the first head counted from the accept, so a connection that
+//! sends nothing is closed then), 10,000 client connections at once (`max_connections`, lowered
+//! to fit the open-file limit, which is raised to the hard limit at start), in-flight requests
+//! 10 s after a shutdown signal.
 
 #![cfg_attr(
     not(test),
@@ -23,6 +26,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod limits;
 pub mod proxy;
 
 use std::sync::Arc;
@@ -75,9 +79,9 @@ pub async fn run(
             .with_graceful_shutdown(async move { admin_stop.notified().await })
             .await;
     });
-    let limits = proxy::Limits {
-        max_header_bytes: settings.max_header_bytes,
-        header_read_timeout: settings.header_read_timeout,
+    let limits = match limits::raise_open_files_limit() {
+        Some(open_files) => settings.limits.fit_to_open_files(open_files),
+        None => settings.limits,
     };
     proxy::serve(listener, router, limits, shutdown).await;
     stop.notify_waiters();

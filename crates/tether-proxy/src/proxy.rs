@@ -2,7 +2,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::{CONNECTION, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
@@ -11,7 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tether_sticky::{Backends, ClientAddr, Sticky, Upstream, UpstreamBody, box_body};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt as _;
+
+use crate::limits::Limits;
 
 /// The router the proxy runs.
 pub type Router = Sticky<Backends<String, Upstream>>;
@@ -82,17 +86,40 @@ async fn handle(
     Ok(response)
 }
 
-/// Bounds on what a client may send.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Largest request head, in bytes.
-    pub max_header_bytes: usize,
-    /// Bound on receiving a request head.
-    pub header_read_timeout: Duration,
+/// Logs a recurring failure at most once a second, with how many were not logged in between:
+/// a full descriptor table fails every accept, and one line each would flood the log.
+#[derive(Debug)]
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn accept_failed(&mut self, error: &std::io::Error) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now - last < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(%error, suppressed = self.suppressed, "accept failed");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 /// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// (at most ten seconds).
+/// (at most ten seconds). At most `limits.max_connections` connections are served at once; a
+/// connection is closed when its first request head is not complete within
+/// `limits.header_read_timeout` of being accepted.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -109,14 +136,25 @@ pub async fn serve(
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut accept_errors = Throttled::new();
     tokio::pin!(shutdown);
     loop {
+        // At the cap, accepting stops: clients wait in the backlog instead of taking
+        // descriptors the process does not have.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, client) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    accept_errors.accept_failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -124,14 +162,35 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |request| handle(router.clone(), client, request));
+        let first_request = Arc::new(Notify::new());
+        let requests = Arc::clone(&first_request);
+        let service = hyper::service::service_fn(move |request| {
+            requests.notify_one();
+            handle(router.clone(), client, request)
+        });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let head_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let _permit = permit;
+            tokio::pin!(connection);
+            // hyper's own head timeout starts only once it knows the protocol, which takes the
+            // first bytes: until a first request arrives, the whole connection is on the clock.
+            let ended = tokio::select! {
+                ended = &mut connection => Some(ended),
+                () = first_request.notified() => None,
+                () = tokio::time::sleep(head_timeout) => {
+                    tracing::debug!(%client, "no complete request head in time: connection closed");
+                    return;
+                }
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => connection.await,
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%client, error = %e, "client connection ended with an error");
             }
         });

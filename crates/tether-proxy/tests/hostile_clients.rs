@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Exchange, backend, http, raw, read_answer, spawn_proxy};
+use common::{Exchange, backend, http, raw, read_answer, spawn_proxy, spawn_proxy_under};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
@@ -106,4 +106,85 @@ async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
     assert_eq!((status, body.as_str()), (200, "10"));
     let (_, _, backends) = blocking(move || http(admin, "GET", "/backends", None).unwrap()).await;
     assert!(backends.contains("\"failures\":0"), "{backends}");
+}
+
+/// Whether the proxy closes `stream` (end of file or reset) within `within`.
+fn closed_by_the_proxy(mut stream: TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn limits_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_cannot_lock_clients_out() {
+    let a = backend("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, "header_read_timeout_ms = 500\n").unwrap();
+    let args = vec![
+        "--config".to_owned(),
+        config.to_str().unwrap().to_owned(),
+        "--backend".to_owned(),
+        format!("a=http://{a}"),
+    ];
+    // 256 descriptors in all, as a small `ulimit -n` leaves; 300 silent clients would take
+    // every one of them if nothing bounded connections.
+    let (proxy, listen, _admin) =
+        blocking(move || spawn_proxy_under(Some("ulimit -Sn 128 && ulimit -Hn 256"), &args)).await;
+    let (soft, hard) = limits_of(proxy.0.id());
+    assert_eq!(
+        soft, hard,
+        "the proxy raises its descriptor limit to the hard limit"
+    );
+
+    let (silent_closed, partial_closed, served_in) = blocking(move || {
+        let silent: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect(listen).unwrap())
+            .collect();
+        // One byte of what could be an HTTP/2 preface, then nothing.
+        let mut partial = TcpStream::connect(listen).unwrap();
+        partial.write_all(b"P").unwrap();
+        let started = Instant::now();
+        let answer = http(listen, "GET", "/", None);
+        let served_in = answer
+            .filter(|(status, ..)| *status == 200)
+            .map(|_| started.elapsed());
+        let partial_closed = closed_by_the_proxy(partial, Duration::from_secs(3));
+        let silent_closed = silent
+            .into_iter()
+            .take(20)
+            .filter(|s| closed_by_the_proxy(s.try_clone().unwrap(), Duration::from_secs(3)))
+            .count();
+        (silent_closed, partial_closed, served_in)
+    })
+    .await;
+    assert!(
+        served_in.is_some_and(|t| t < Duration::from_secs(5)),
+        "a real client behind 300 silent ones is served: {served_in:?}"
+    );
+    assert!(
+        partial_closed,
+        "a connection stuck in its first bytes is closed"
+    );
+    assert_eq!(silent_closed, 20, "silent connections are closed");
+    drop(proxy);
 }

@@ -117,10 +117,25 @@ impl Drop for Proxy {
 /// listener and its admin listener. A port found free can be taken by a parallel test before
 /// the proxy binds it, and the proxy then exits: it is started again on other ports.
 pub fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
+    spawn_proxy_under(None, args)
+}
+
+/// [`spawn_proxy`], the proxy started by `sh` after the shell command `setup` (such as a
+/// `ulimit`) when one is given.
+pub fn spawn_proxy_under(setup: Option<&str>, args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
     for _ in 0..3 {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
+        let binary = env!("CARGO_BIN_EXE_tether-proxy");
+        let mut command = match setup {
+            Some(setup) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("{setup} && exec \"$0\" \"$@\""), binary]);
+                sh
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args([
                 "--listen",
                 &listen.to_string(),
