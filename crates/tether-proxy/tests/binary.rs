@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::{backend, http, spawn_proxy};
+use common::{backend, header, http, spawn_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_pins_administers_and_shuts_down_gracefully() {
@@ -180,4 +180,27 @@ async fn oversized_heads_and_hung_backends_are_bounded() {
             "an oversized head gets 431 or a closed connection"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_cache_control_survives_the_affinity_cookie() {
+    let a = backend("a").await;
+    let args = vec!["--backend".to_owned(), format!("a=http://{a}")];
+    let (_proxy, listen, _) = tokio::task::spawn_blocking(move || spawn_proxy(&args))
+        .await
+        .unwrap();
+    let (status, headers, _) =
+        tokio::task::spawn_blocking(move || http(listen, "GET", "/no-store", None).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "set-cookie").is_some(),
+        "a new client is pinned"
+    );
+    assert_eq!(
+        header(&headers, "cache-control"),
+        Some("no-store, max-age=0"),
+        "the backend's directives reach the client"
+    );
 }

@@ -5,7 +5,8 @@
 //! - **Affinity cookie**, sealed with AES-256-GCM (the `cookie` crate's private jar): it holds
 //!   the backend's name and the pin's issue time and reveals neither; keys rotate
 //!   ([`AffinityKeys`]); a forged, corrupt, stale or foreign cookie counts as none. It is stripped
-//!   before the request goes upstream, set only when it changes, with `Cache-Control: private`.
+//!   before the request goes upstream, set only when it changes, with `Cache-Control: private`
+//!   (merged with the backend's own `Cache-Control`, never overriding `no-store`).
 //! - **Failover onto the replica.** A request carrying a `tether` session id is placed by
 //!   rendezvous hashing with the same function and order as `tether-replicated`
 //!   ([`tether_core::placement`]): every proxy replica agrees, and when the session's backend
@@ -55,6 +56,7 @@
 
 mod affinity;
 mod backend;
+mod cache_control;
 mod config;
 mod fault;
 #[cfg(feature = "client")]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
-use http::header::{CACHE_CONTROL, SET_COOKIE};
+use http::header::SET_COOKIE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::ServiceExt as _;
@@ -19,6 +19,7 @@ use tower_service::Service;
 use crate::StickyLayer;
 use crate::affinity::{request_cookies, strip_cookie};
 use crate::backend::{BackendCounters, BackendState};
+use crate::cache_control::keep_private;
 use crate::config::Config;
 use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
@@ -316,7 +317,7 @@ impl Shared {
             None => {
                 if let Ok(value) = HeaderValue::try_from(config.cookie.set_cookie(sealed)) {
                     headers.append(SET_COOKIE, value);
-                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+                    keep_private(headers);
                 }
             }
         }
