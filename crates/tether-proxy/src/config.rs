@@ -89,8 +89,10 @@ pub struct FileConfig {
     pub header_read_timeout_ms: Option<u64>,
     /// Client connections served at once (default 10000, lowered to fit the open-file limit).
     pub max_connections: Option<usize>,
-    /// Read the client address from `X-Forwarded-For` (only behind a trusted proxy).
-    pub trust_forwarded_header: Option<bool>,
+    /// Trusted proxies in front of this one, each appending to `X-Forwarded-For`: source
+    /// routing reads the client from that many entries from the right (default 0: from the
+    /// connection's address only).
+    pub trusted_hops: Option<usize>,
 }
 
 /// One backend in the file.
@@ -314,7 +316,7 @@ impl Settings {
             .with_strategy(strategy)
             .with_failover(failover)
             .with_secure(!cli.insecure_cookie && file.secure_cookie.unwrap_or(true))
-            .with_trusted_forwarded_header(file.trust_forwarded_header.unwrap_or(false));
+            .with_trusted_hops(file.trusted_hops.unwrap_or(0));
         if let Some(name) = cli.session_cookie.or(file.session_cookie) {
             layer = layer.with_session_cookie(name);
         }

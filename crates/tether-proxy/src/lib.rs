@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod forwarded;
 pub mod limits;
 pub mod proxy;
 
@@ -46,7 +47,7 @@ pub fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::Inval
         .map(|b| {
             let upstream = Upstream::new(b.url.clone(), b.h2c, settings.connect_timeout)?
                 .with_response_timeout(settings.response_timeout);
-            Ok((b.name.clone(), upstream))
+            Ok((b.name.clone(), forwarded::AddForwarded::new(upstream)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Sticky::new(&settings.layer, backends(upstreams)))

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{CONNECTION, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -15,60 +17,36 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::forwarded::{AddForwarded, strip_hop_by_hop};
 use crate::limits::Limits;
 
 /// The router the proxy runs.
-pub type Router = Sticky<Backends<String, Upstream>>;
+pub type Router = Sticky<Backends<String, AddForwarded<Upstream>>>;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+/// Why a request is refused before routing (RFC 9112 3.2: a request with no `Host`, or more
+/// than one, gets 400).
+fn malformed(parts: &http::request::Parts) -> Option<&'static str> {
+    let hosts = parts.headers.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Some("more than one Host header\n");
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if hosts == 0 && parts.version == Version::HTTP_11 {
+        return Some("no Host header\n");
     }
+    None
 }
 
-/// Appends the client to `X-Forwarded-For` and `Forwarded`.
-fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(value) = HeaderValue::try_from(xff) {
-        headers.insert("x-forwarded-for", value);
-    }
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    if let Ok(value) = HeaderValue::try_from(format!("for={node}")) {
-        headers.append("forwarded", value);
-    }
+fn bad_request(reason: &'static str) -> Response<UpstreamBody> {
+    let mut response = Response::new(box_body(Full::new(Bytes::from_static(reason.as_bytes()))));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 async fn handle(
@@ -77,8 +55,11 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
     let (mut parts, body) = request.into_parts();
+    if let Some(reason) = malformed(&parts) {
+        tracing::debug!(%client, reason = reason.trim_end(), "request refused");
+        return Ok(bad_request(reason));
+    }
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client);
     parts.extensions.insert(ClientAddr(client));
     let request = Request::from_parts(parts, box_body(body));
     let mut response = router.oneshot(request).await?;
@@ -200,24 +181,5 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(GRACE) => tracing::warn!("grace period over; closing remaining connections"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarding_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
-        headers.insert(CONNECTION, "close, x-secret".parse().unwrap());
-        headers.insert("x-secret", "1".parse().unwrap());
-        headers.insert("keep-alive", "5".parse().unwrap());
-        strip_hop_by_hop(&mut headers);
-        add_forwarded(&mut headers, "203.0.113.9:5555".parse().unwrap());
-        assert_eq!(headers["x-forwarded-for"], "198.51.100.1, 203.0.113.9");
-        assert_eq!(headers["forwarded"], "for=203.0.113.9");
-        assert!(headers.get("x-secret").is_none() && headers.get("keep-alive").is_none());
     }
 }

@@ -188,3 +188,77 @@ async fn silent_connections_are_closed_and_cannot_lock_clients_out() {
     assert_eq!(silent_closed, 20, "silent connections are closed");
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_two_hosts_or_none_are_refused() {
+    let (_proxy, listen, _admin, _dir) = proxy_with_one_backend("").await;
+    let two = blocking(move || {
+        raw(
+            listen,
+            b"GET /hosts HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+    })
+    .await;
+    assert_eq!(two.0, 400, "two Host headers: {two:?}");
+    let none =
+        blocking(move || raw(listen, b"GET /hosts HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap())
+            .await;
+    assert_eq!(none.0, 400, "no Host header: {none:?}");
+    // HTTP/1.0 has no Host requirement; one Host header passes unchanged.
+    let old = blocking(move || raw(listen, b"GET /hosts HTTP/1.0\r\n\r\n").unwrap()).await;
+    assert_eq!(old.0, 200, "{old:?}");
+    let one = blocking(move || {
+        raw(
+            listen,
+            b"GET /hosts HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+    })
+    .await;
+    assert_eq!((one.0, one.2.as_str()), (200, "a.example"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_routing_trusts_only_the_entries_its_proxies_wrote() {
+    // Four backends, source routing behind one trusted proxy.
+    let mut args = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let addr = backend(name).await;
+        args.push("--backend".to_owned());
+        args.push(format!("{name}=http://{addr}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, "strategy = \"source\"\ntrusted_hops = 1\n").unwrap();
+    args.push("--config".to_owned());
+    args.push(config.to_str().unwrap().to_owned());
+    let (_proxy, listen, _admin) = blocking(move || spawn_proxy(&args)).await;
+    let backend_for = |xff: String| {
+        blocking(move || {
+            let request = format!(
+                "GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n"
+            );
+            let (status, _, body) = raw(listen, request.as_bytes()).unwrap();
+            assert_eq!(status, 200, "{body}");
+            body.split('|').next().unwrap().to_owned()
+        })
+    };
+    // One client behind the trusted proxy, forging a different leftmost entry every time: it
+    // always lands on the same backend, the one of the address the proxy saw.
+    let mut landed = std::collections::HashSet::new();
+    for i in 0..24 {
+        landed.insert(backend_for(format!("10.9.{i}.{i}, 203.0.113.50")).await);
+    }
+    assert_eq!(
+        landed.len(),
+        1,
+        "forged entries moved the client: {landed:?}"
+    );
+    // Different real clients spread over the backends.
+    let mut spread = std::collections::HashSet::new();
+    for i in 0..24 {
+        spread.insert(backend_for(format!("203.0.113.{i}")).await);
+    }
+    assert!(spread.len() > 1, "{spread:?}");
+}

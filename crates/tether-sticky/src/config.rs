@@ -79,7 +79,7 @@ pub(crate) struct Config {
     pub(crate) strategy: Strategy,
     pub(crate) failover: Failover,
     pub(crate) epsilon: f64,
-    pub(crate) trust_forwarded: bool,
+    pub(crate) trusted_hops: usize,
     pub(crate) retries: usize,
     pub(crate) failure_threshold: usize,
     pub(crate) cooldown: Duration,
@@ -103,7 +103,7 @@ impl Config {
             strategy: Strategy::default(),
             failover: Failover::default(),
             epsilon: 0.25,
-            trust_forwarded: false,
+            trusted_hops: 0,
             retries: 2,
             failure_threshold: 3,
             cooldown: Duration::from_secs(10),
@@ -217,11 +217,14 @@ impl StickyLayer {
         self
     }
 
-    /// Reads the client address from the first `X-Forwarded-For` entry (default `false`: only
-    /// from the [`ClientAddr`](crate::ClientAddr) extension). Turn it on only behind a proxy you
-    /// trust to set that header.
-    pub fn with_trusted_forwarded_header(mut self, trust: bool) -> Self {
-        self.config.trust_forwarded = trust;
+    /// Reads the client address from `X-Forwarded-For` when `hops` trusted proxies stand in
+    /// front of the router, each appending the address it saw: the client is the `hops`-th entry
+    /// from the right (the rightmost for one proxy). Entries further left are written by the
+    /// client and never used. A request with fewer entries than `hops` did not come through all
+    /// of them: the [`ClientAddr`](crate::ClientAddr) extension counts instead. Default 0: only
+    /// the extension, never the header.
+    pub fn with_trusted_hops(mut self, hops: usize) -> Self {
+        self.config.trusted_hops = hops;
         self
     }
 

@@ -290,15 +290,10 @@ impl Shared {
     }
 
     fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
-        if self.config.trust_forwarded {
-            let forwarded = request
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|first| first.trim().parse().ok());
-            if forwarded.is_some() {
-                return forwarded;
+        let hops = self.config.trusted_hops;
+        if hops > 0 {
+            if let Some(forwarded) = forwarded_client(request.headers(), hops) {
+                return Some(forwarded);
             }
         }
         request.extensions().get::<ClientAddr>().map(|a| a.0.ip())
@@ -322,6 +317,21 @@ impl Shared {
             }
         }
     }
+}
+
+/// The `hops`-th address from the right of all `X-Forwarded-For` entries, in header order:
+/// the one the farthest trusted proxy saw. `None` when there are fewer entries, or that one is
+/// not an address.
+fn forwarded_client(headers: &http::HeaderMap, hops: usize) -> Option<IpAddr> {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let index = entries.len().checked_sub(hops)?;
+    entries.get(index)?.parse().ok()
 }
 
 async fn route_and_send<S, B, RB>(
@@ -406,4 +416,34 @@ where
         }
     }
     status(StatusCode::BAD_GATEWAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_client_is_counted_from_the_right() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // The client wrote 6.6.6.6 itself; the one trusted proxy appended what it saw.
+        let one = headers(&["6.6.6.6, 203.0.113.7"]);
+        assert_eq!(forwarded_client(&one, 1), ip("203.0.113.7"));
+        // Two trusted proxies, entries spread over two header lines.
+        let two = headers(&["6.6.6.6, 198.51.100.2", "10.0.0.9"]);
+        assert_eq!(forwarded_client(&two, 2), ip("198.51.100.2"));
+        assert_eq!(forwarded_client(&two, 1), ip("10.0.0.9"));
+        // Fewer entries than trusted hops: not through all of them, not used.
+        assert_eq!(forwarded_client(&one, 3), None);
+        assert_eq!(forwarded_client(&headers(&["not-an-ip"]), 1), None);
+        assert_eq!(forwarded_client(&headers(&[]), 1), None);
+        assert_eq!(forwarded_client(&headers(&["::1"]), 1), ip("::1"));
+    }
 }
