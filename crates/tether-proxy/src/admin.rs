@@ -1,22 +1,127 @@
 //! The admin listener: backend states and counters, on loopback only.
+//!
+//! Loopback is not a boundary on its own: a browser on the same machine can be made to send
+//! requests there (cross-site forms, DNS rebinding), and so can a co-located backend with an
+//! SSRF bug. So every request must name a loopback host in `Host` and must not come from a
+//! foreign web origin, and state changes need the configured token as
+//! `Authorization: Bearer <token>`; without a configured token they are refused.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
 use tether_sticky::{BackendState, StickyHandle};
 
-/// `GET /backends`: states and counters. `POST /backends/{name}/{ready|drain|maintenance}`.
-pub fn router(handle: StickyHandle) -> Router {
+/// The secret that authorizes state changes on the admin listener.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+/// Shortest token accepted: guessing must be out of reach.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl AdminToken {
+    /// A token of at least [`MIN_TOKEN_LEN`] characters, surrounding whitespace removed.
+    ///
+    /// # Errors
+    ///
+    /// The length of what was given, when it is too short.
+    pub fn new(token: &str) -> Result<Self, usize> {
+        let token = token.trim();
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(token.len());
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+#[derive(Clone)]
+struct Admin {
+    handle: StickyHandle,
+    token: Option<AdminToken>,
+}
+
+/// `GET /backends`: states and counters. `POST /backends/{name}/{ready|drain|maintenance}`,
+/// with `Authorization: Bearer <token>` when `token` is set (refused when it is not).
+pub fn router(handle: StickyHandle, token: Option<AdminToken>) -> Router {
+    let admin = Admin { handle, token };
     Router::new()
         .route("/backends", get(backends))
         .route("/backends/{name}/{state}", post(set_state))
-        .with_state(handle)
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
+        .with_state(admin)
 }
 
-async fn backends(State(handle): State<StickyHandle>) -> Json<Value> {
-    let backends: Vec<Value> = handle
+fn refuse(status: StatusCode, why: &'static str) -> Response {
+    tracing::warn!(%status, why, "admin request refused");
+    (status, why).into_response()
+}
+
+/// A host name or address that only this machine answers to, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(is_loopback_host)
+}
+
+async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    let headers: &HeaderMap = request.headers();
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    if !host.is_some_and(is_loopback_host) {
+        return refuse(StatusCode::FORBIDDEN, "Host must be a loopback name\n");
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        if !origin.to_str().is_ok_and(is_loopback_origin) {
+            return refuse(StatusCode::FORBIDDEN, "cross-origin requests are refused\n");
+        }
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let Some(token) = &admin.token else {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "state changes are disabled: set admin_token (or TETHER_PROXY_ADMIN_TOKEN)\n",
+            );
+        };
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| token.matches(p.trim())) {
+            return refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is needed\n");
+        }
+    }
+    next.run(request).await
+}
+
+async fn backends(State(admin): State<Admin>) -> Json<Value> {
+    let backends: Vec<Value> = admin
+        .handle
         .backends()
         .into_iter()
         .map(|b| {
@@ -33,23 +138,62 @@ async fn backends(State(handle): State<StickyHandle>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "backends": backends, "invalid_cookies": handle.invalid_pins() }))
+    Json(json!({ "backends": backends, "invalid_cookies": admin.handle.invalid_pins() }))
 }
 
 async fn set_state(
-    State(handle): State<StickyHandle>,
+    State(admin): State<Admin>,
     Path((name, state)): Path<(String, String)>,
 ) -> (StatusCode, String) {
     let state: BackendState = match state.parse() {
         Ok(state) => state,
         Err(e) => return (StatusCode::BAD_REQUEST, e),
     };
-    if handle.set_state(&name, state) {
+    if admin.handle.set_state(&name, state) {
         (StatusCode::OK, format!("{name}: {state:?}\n"))
     } else {
         (
             StatusCode::NOT_FOUND,
             format!("no backend named {name:?}\n"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_and_origins() {
+        for host in [
+            "127.0.0.1:9901",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9901",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9901",
+            "10.0.0.1:9901",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        assert!(is_loopback_origin("http://localhost:9901"));
+        assert!(!is_loopback_origin("https://evil.example"));
+        assert!(!is_loopback_origin("null"));
+    }
+
+    #[test]
+    fn tokens_must_be_long_enough() {
+        assert_eq!(AdminToken::new("short").unwrap_err(), 5);
+        let token = AdminToken::new(" 0123456789abcdef ").unwrap();
+        assert!(token.matches("0123456789abcdef"));
+        assert!(!token.matches("0123456789abcdeF"));
+        assert!(!token.matches(""));
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tether_sticky::cookie::Key;
 use tether_sticky::{AffinityKeys, Failover, StickyLayer, Strategy};
 
+use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
 
 /// A sticky-session reverse proxy.
@@ -89,6 +90,9 @@ pub struct FileConfig {
     pub header_read_timeout_ms: Option<u64>,
     /// Client connections served at once (default 10000, lowered to fit the open-file limit).
     pub max_connections: Option<usize>,
+    /// Token that authorizes state changes on the admin listener (at least 16 characters;
+    /// also `TETHER_PROXY_ADMIN_TOKEN`). Without one, state changes are refused.
+    pub admin_token: Option<String>,
     /// Trusted proxies in front of this one, each appending to `X-Forwarded-For`: source
     /// routing reads the client from that many entries from the right (default 0: from the
     /// connection's address only).
@@ -138,6 +142,28 @@ pub struct Settings {
     pub limits: Limits,
     /// No key was given: a random one is in use.
     pub generated_key: bool,
+    /// Authorizes state changes on the admin listener; `None`: they are refused.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// Settings the process environment may give.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Environment {
+    /// `TETHER_PROXY_KEYS`: affinity keys, comma-separated.
+    pub keys: Option<String>,
+    /// `TETHER_PROXY_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+}
+
+impl Environment {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        Self {
+            keys: std::env::var("TETHER_PROXY_KEYS").ok(),
+            admin_token: std::env::var("TETHER_PROXY_ADMIN_TOKEN").ok(),
+        }
+    }
 }
 
 /// What is wrong with the configuration.
@@ -231,7 +257,7 @@ fn limits(file: &FileConfig) -> Result<Limits, ConfigError> {
 
 impl Settings {
     /// Merges the file (if any), the environment and the flags.
-    pub fn load(cli: Cli, env_keys: Option<String>) -> Result<Self, ConfigError> {
+    pub fn load(cli: Cli, env: Environment) -> Result<Self, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -283,7 +309,8 @@ impl Settings {
 
         let mut key_texts = cli.keys.clone();
         if key_texts.is_empty() {
-            key_texts = env_keys
+            key_texts = env
+                .keys
                 .map(|v| v.split(',').map(str::to_owned).collect())
                 .unwrap_or_default();
         }
@@ -300,6 +327,17 @@ impl Settings {
         };
 
         let limits = limits(&file)?;
+        let admin_token = env
+            .admin_token
+            .or(file.admin_token.clone())
+            .map(|t| {
+                AdminToken::new(&t).map_err(|len| {
+                    invalid(format!(
+                        "admin_token: {len} characters, at least {MIN_TOKEN_LEN} needed"
+                    ))
+                })
+            })
+            .transpose()?;
         let strategy: Strategy = cli
             .strategy
             .or(file.strategy)
@@ -338,6 +376,7 @@ impl Settings {
             response_timeout: Duration::from_millis(file.response_timeout_ms.unwrap_or(30_000)),
             limits,
             generated_key,
+            admin_token,
         })
     }
 }
@@ -359,7 +398,7 @@ mod tests {
                 "--backend",
                 "b=http://127.0.0.1:3002",
             ]),
-            None,
+            Environment::default(),
         )
         .unwrap();
         assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
@@ -379,7 +418,10 @@ mod tests {
             &["--backend", "http://a:1", "--key", "too-short"],
             &["--backend", "http://a:1", "--admin", "0.0.0.0:9901"],
         ] {
-            assert!(Settings::load(cli(args), None).is_err(), "{args:?}");
+            assert!(
+                Settings::load(cli(args), Environment::default()).is_err(),
+                "{args:?}"
+            );
         }
     }
 
@@ -389,11 +431,16 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
         let settings = Settings::load(
             cli(&["--backend", "http://a:1", "--key", &hex, "--key", &b64]),
-            None,
+            Environment::default(),
         )
         .unwrap();
         assert!(!settings.generated_key);
-        let from_env = Settings::load(cli(&["--backend", "http://a:1"]), Some(hex)).unwrap();
+        let env = Environment {
+            keys: Some(hex),
+            admin_token: Some("0123456789abcdef".to_owned()),
+        };
+        let from_env = Settings::load(cli(&["--backend", "http://a:1"]), env).unwrap();
+        assert!(from_env.admin_token.is_some());
         assert!(!from_env.generated_key);
     }
 
@@ -417,11 +464,21 @@ h2c = true
 "#,
         )
         .unwrap();
-        let settings = Settings::load(cli(&["--config", path.to_str().unwrap()]), None).unwrap();
+        let settings = Settings::load(
+            cli(&["--config", path.to_str().unwrap()]),
+            Environment::default(),
+        )
+        .unwrap();
         assert_eq!(settings.listen.port(), 8181);
         assert_eq!(settings.backends.len(), 2);
         assert!(settings.backends[1].h2c);
         std::fs::write(&path, "listen = 5\nunknown = true").unwrap();
-        assert!(Settings::load(cli(&["--config", path.to_str().unwrap()]), None).is_err());
+        assert!(
+            Settings::load(
+                cli(&["--config", path.to_str().unwrap()]),
+                Environment::default()
+            )
+            .is_err()
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! Cookie affinity by default (`--strategy cookie|session-id|source`), failover policy
 //! `--failover redistribute|strict|persist`, affinity keys with `--key` (64 bytes, hex or base64;
 //! a random one is generated and logged as a warning when none is given), an admin listener on
-//! loopback (`--admin 127.0.0.1:9901`: `GET /backends`, `POST /backends/{name}/drain`), a TOML
-//! file with `--config`. Adds `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers,
+//! loopback (`--admin 127.0.0.1:9901`: `GET /backends`, `POST /backends/{name}/drain` with
+//! `Authorization: Bearer <admin_token>`; only loopback `Host` names, no cross-origin requests),
+//! a TOML file with `--config`. Adds `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers,
 //! shuts down gracefully on SIGTERM or Ctrl-C.
 //!
 //! Bounds, all configurable in the TOML file: connecting to a backend 1 s
@@ -32,7 +33,7 @@ pub mod proxy;
 
 use std::sync::Arc;
 
-pub use config::{Cli, Settings};
+pub use config::{Cli, Environment, Settings};
 use tether_sticky::{Sticky, Upstream, backends};
 
 /// Builds the router for `settings`.
@@ -68,7 +69,17 @@ pub async fn run(
              survive a restart and proxy replicas will not share them"
         );
     }
+    if settings.admin_token.is_none() {
+        tracing::info!(
+            "no admin_token (or TETHER_PROXY_ADMIN_TOKEN): the admin listener is read-only"
+        );
+    }
     let router = router(&settings)?;
+    // The router learns its backends when it is first made ready: do it now, so the admin
+    // listener knows them before the first client request.
+    let _ =
+        tower::ServiceExt::<http::Request<tether_sticky::UpstreamBody>>::ready(&mut router.clone())
+            .await;
     let handle = router.handle();
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let admin = tokio::net::TcpListener::bind(settings.admin).await?;
@@ -76,7 +87,7 @@ pub async fn run(
     let stop = Arc::new(tokio::sync::Notify::new());
     let admin_stop = Arc::clone(&stop);
     let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(admin, admin::router(handle))
+        let _ = axum::serve(admin, admin::router(handle, settings.admin_token.clone()))
             .with_graceful_shutdown(async move { admin_stop.notified().await })
             .await;
     });

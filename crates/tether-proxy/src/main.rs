@@ -1,7 +1,7 @@
 //! The `tether-proxy` binary. See the library docs, or `tether-proxy --help`.
 
 use clap::Parser as _;
-use tether_proxy::{Cli, Settings, run, shutdown_signal};
+use tether_proxy::{Cli, Environment, Settings, run, shutdown_signal};
 
 fn main() -> std::process::ExitCode {
     // One core (the usual deployment of a proxy pinned with taskset, and HAProxy's nbthread 1)
@@ -31,7 +31,7 @@ async fn run_main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let settings = match Settings::load(Cli::parse(), std::env::var("TETHER_PROXY_KEYS").ok()) {
+    let settings = match Settings::load(Cli::parse(), Environment::from_process()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("tether-proxy: {e}");

@@ -62,10 +62,11 @@ async fn proxies_pins_administers_and_shuts_down_gracefully() {
         );
     }
 
-    let admin_get =
-        tokio::task::spawn_blocking(move || http(admin, "GET", "/backends", None).unwrap())
-            .await
-            .unwrap();
+    let admin_get = tokio::task::spawn_blocking(move || {
+        common::admin(admin, "GET", "/backends", "127.0.0.1", None)
+    })
+    .await
+    .unwrap();
     assert_eq!(admin_get.0, 200);
     assert!(
         admin_get.2.contains("\"pinned\":10") || admin_get.2.contains("\"pinned\": 10"),
@@ -74,7 +75,13 @@ async fn proxies_pins_administers_and_shuts_down_gracefully() {
     );
     let other = if backend == "a" { "b" } else { "a" };
     let drained = tokio::task::spawn_blocking(move || {
-        http(admin, "POST", &format!("/backends/{other}/drain"), None).unwrap()
+        common::admin(
+            admin,
+            "POST",
+            &format!("/backends/{other}/drain"),
+            "127.0.0.1",
+            Some(common::ADMIN_TOKEN),
+        )
     })
     .await
     .unwrap();
@@ -87,7 +94,13 @@ async fn proxies_pins_administers_and_shuts_down_gracefully() {
         );
     }
     let missing = tokio::task::spawn_blocking(move || {
-        http(admin, "POST", "/backends/nope/drain", None).unwrap()
+        common::admin(
+            admin,
+            "POST",
+            "/backends/nope/drain",
+            "localhost",
+            Some(common::ADMIN_TOKEN),
+        )
     })
     .await
     .unwrap();

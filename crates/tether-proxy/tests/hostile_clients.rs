@@ -73,7 +73,8 @@ async fn broken_request_bodies_do_not_eject_the_backend() {
     }
     let (status, _, body) = blocking(move || http(listen, "GET", "/", None).unwrap()).await;
     assert_eq!(status, 200, "the backend still serves: {body}");
-    let (_, _, backends) = blocking(move || http(admin, "GET", "/backends", None).unwrap()).await;
+    let (_, _, backends) =
+        blocking(move || common::admin(admin, "GET", "/backends", "127.0.0.1", None)).await;
     assert!(
         backends.contains("\"failures\":0") && backends.contains("\"ejected\":false"),
         "client errors are not backend failures: {backends}"
@@ -104,7 +105,8 @@ async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
     })
     .await;
     assert_eq!((status, body.as_str()), (200, "10"));
-    let (_, _, backends) = blocking(move || http(admin, "GET", "/backends", None).unwrap()).await;
+    let (_, _, backends) =
+        blocking(move || common::admin(admin, "GET", "/backends", "127.0.0.1", None)).await;
     assert!(backends.contains("\"failures\":0"), "{backends}");
 }
 
@@ -261,4 +263,55 @@ async fn source_routing_trusts_only_the_entries_its_proxies_wrote() {
         spread.insert(backend_for(format!("203.0.113.{i}")).await);
     }
     assert!(spread.len() > 1, "{spread:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_refuses_foreign_hosts_origins_and_missing_tokens() {
+    let (_proxy, _listen, admin, _dir) = proxy_with_one_backend("").await;
+    let drain = "/backends/a/drain";
+    let token = Some(common::ADMIN_TOKEN);
+    let ask = move |method: &'static str,
+                    path: &'static str,
+                    host: &'static str,
+                    token: Option<&'static str>| {
+        blocking(move || common::admin(admin, method, path, host, token).0)
+    };
+    // DNS rebinding: a foreign name that resolves to loopback.
+    assert_eq!(
+        ask("GET", "/backends", "evil.example:9901", None).await,
+        403
+    );
+    assert_eq!(ask("POST", drain, "evil.example", token).await, 403);
+    // No token, or a wrong one.
+    assert_eq!(ask("POST", drain, "127.0.0.1", None).await, 401);
+    assert_eq!(
+        ask("POST", drain, "127.0.0.1", Some("wrong-token-0123456789")).await,
+        401
+    );
+    // A cross-site form post from a local browser.
+    let cross_site = blocking(move || {
+        let request = format!(
+            "POST {drain} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            common::ADMIN_TOKEN
+        );
+        raw(admin, request.as_bytes()).unwrap().0
+    })
+    .await;
+    assert_eq!(cross_site, 403);
+    let (_, _, backends) =
+        blocking(move || common::admin(admin, "GET", "/backends", "127.0.0.1", None)).await;
+    assert!(
+        backends.contains("\"state\":\"ready\""),
+        "nothing refused changed anything: {backends}"
+    );
+    assert_eq!(ask("POST", drain, "127.0.0.1", token).await, 200);
+
+    // A proxy started without a token refuses every state change.
+    let a = backend("a").await;
+    let args = vec!["--backend".to_owned(), format!("a=http://{a}")];
+    let (_open, _, admin) =
+        blocking(move || spawn_proxy_under(Some("unset TETHER_PROXY_ADMIN_TOKEN"), &args)).await;
+    let refused = blocking(move || common::admin(admin, "POST", drain, "127.0.0.1", token)).await;
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(refused.2.contains("admin_token"), "{refused:?}");
 }

@@ -60,6 +60,26 @@ pub fn free_port() -> u16 {
 /// Status, headers (lowercased names), body.
 pub type Exchange = (u16, Vec<(String, String)>, String);
 
+/// The admin token every proxy started here gets (through `TETHER_PROXY_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// An admin request with `token` as its bearer token, `host` as its `Host`.
+pub fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+) -> Exchange {
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    raw(addr, request.as_bytes()).unwrap()
+}
+
 /// One HTTP/1.1 exchange.
 pub fn http(addr: SocketAddr, method: &str, path: &str, cookie: Option<&str>) -> Option<Exchange> {
     let cookie = cookie
@@ -144,6 +164,7 @@ pub fn spawn_proxy_under(setup: Option<&str>, args: &[String]) -> (Proxy, Socket
                 "--insecure-cookie",
             ])
             .args(args)
+            .env("TETHER_PROXY_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
