@@ -56,8 +56,8 @@ impl Record {
         self
     }
 
-    /// The encoded size of the data: the sum of key and value lengths. Session size limits are
-    /// measured in this unit.
+    /// The encoded size of the data: the sum of key and value lengths. The session layer's size
+    /// limit counts this plus a fixed overhead per key, for what each entry costs a store.
     pub fn encoded_len(&self) -> usize {
         encoded_len(&self.data)
     }

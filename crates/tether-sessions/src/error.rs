@@ -11,9 +11,18 @@
 /// assert!(!err.is_transient());
 /// assert_eq!(
 ///     err.to_string(),
-///     "the session would grow to 70000 encoded bytes, past its limit of 65536",
+///     "the session would grow to 70000 bytes, past its limit of 65536",
 /// );
 /// ```
+///
+/// With the `axum` feature it is a response: `413 Payload Too Large` for [`TooLarge`] and
+/// [`TooManyKeys`] (the client sent more than a session holds), `503 Service Unavailable` for a
+/// transient store error, `500 Internal Server Error` for the rest, each with a short plain-text
+/// body; the cause is logged, not sent. Such a response discards the request's session
+/// changes, as a `5xx` from the handler does.
+///
+/// [`TooLarge`]: Error::TooLarge
+/// [`TooManyKeys`]: Error::TooManyKeys
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -21,11 +30,21 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] tether_core::Error),
     /// The insert would make the session larger than the configured limit; the session is
-    /// unchanged.
-    #[error("the session would grow to {size} encoded bytes, past its limit of {limit}")]
+    /// unchanged. The size counts every key's name and encoded value plus
+    /// [`KEY_OVERHEAD`](crate::KEY_OVERHEAD).
+    #[error("the session would grow to {size} bytes, past its limit of {limit}")]
     TooLarge {
-        /// Encoded size the session would have had.
+        /// Size the session would have had.
         size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The insert would give the session more keys than the configured limit; the session is
+    /// unchanged.
+    #[error("the session would hold {keys} keys, past its limit of {limit}")]
+    TooManyKeys {
+        /// Number of keys the session would have had.
+        keys: usize,
         /// The configured limit.
         limit: usize,
     },
@@ -40,7 +59,19 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Core(e) if e.is_transient())
     }
+
+    /// Whether the client asked for more than a session holds ([`TooLarge`](Self::TooLarge),
+    /// [`TooManyKeys`](Self::TooManyKeys)): its fault, not the server's.
+    pub fn is_over_limit(&self) -> bool {
+        matches!(self, Self::TooLarge { .. } | Self::TooManyKeys { .. })
+    }
 }
+
+/// Mark in the extensions of a response made from an [`Error`]: the handler failed on its
+/// session, so the layer discards the request's changes as for a `5xx`.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct ErrorResponse;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

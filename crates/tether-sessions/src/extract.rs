@@ -5,6 +5,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
+use crate::error::ErrorResponse;
 use crate::{Error, Session};
 
 /// Rejection of the [`Session`] extractor: the route is not wrapped in a
@@ -33,16 +34,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     }
 }
 
-/// A transient store error is `503 Service Unavailable`; anything else is
-/// `500 Internal Server Error`. The cause is logged, not sent.
+/// [`Error::TooLarge`] and [`Error::TooManyKeys`] are `413 Payload Too Large`, the client's
+/// fault, logged at debug level; a transient store error is `503 Service Unavailable`; anything
+/// else is `500 Internal Server Error`. The body is a short plain text; the cause is logged,
+/// not sent. The layer discards the request's session changes, as for a `5xx`.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = if self.is_transient() {
-            StatusCode::SERVICE_UNAVAILABLE
+        let (status, text) = if self.is_over_limit() {
+            (StatusCode::PAYLOAD_TOO_LARGE, "session too large")
+        } else if self.is_transient() {
+            (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
         } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+            (StatusCode::INTERNAL_SERVER_ERROR, "session error")
         };
-        tracing::error!(error = %tether_core::error_chain(&self), %status, "session error");
-        status.into_response()
+        if status.is_server_error() {
+            tracing::error!(error = %tether_core::error_chain(&self), %status, "session error");
+        } else {
+            tracing::debug!(error = %self, %status, "session refused");
+        }
+        let mut response = (status, text).into_response();
+        response.extensions_mut().insert(ErrorResponse);
+        response
     }
 }

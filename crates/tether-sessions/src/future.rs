@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tether_core::{Timestamp, error_chain};
 
+use crate::error::ErrorResponse;
 use crate::session::Session;
 use crate::transport::Delivery;
 
@@ -55,7 +56,9 @@ where
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
                     let response = ready!(future.poll(cx))?;
-                    let plan = this.session.finish(response.status().is_server_error());
+                    let failed = response.status().is_server_error()
+                        || response.extensions().get::<ErrorResponse>().is_some();
+                    let plan = this.session.finish(failed);
                     let Some(plan) = plan.filter(|plan| !plan.is_nothing()) else {
                         return Poll::Ready(Ok(response));
                     };

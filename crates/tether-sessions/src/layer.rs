@@ -18,7 +18,7 @@ use crate::{KeyRing, SessionService};
 /// The defaults are safe: the id travels in a cookie named `sid` that is `Secure`, `HttpOnly`,
 /// `SameSite=Lax`, `Path=/`, host-only and ends with the browser session; a session ends after
 /// 24 hours unused or 7 days after it began; its deadline in the store is extended once a quarter
-/// of the idle timeout has passed; it holds at most 64 KiB.
+/// of the idle timeout has passed; it holds at most 64 KiB in at most 1,000 keys.
 ///
 /// # Example
 ///
@@ -177,10 +177,22 @@ impl SessionLayer {
         self
     }
 
-    /// The largest a session may grow, in encoded bytes of keys plus values (default 64 KiB).
-    /// An insert past it fails with [`Error::TooLarge`](crate::Error::TooLarge).
+    /// The largest a session may grow, in bytes of key names and encoded values plus
+    /// [`KEY_OVERHEAD`](crate::KEY_OVERHEAD) per key (default 64 KiB). An insert past it fails
+    /// with [`Error::TooLarge`](crate::Error::TooLarge).
     pub fn with_max_size(mut self, max_size: usize) -> Self {
         self.config().max_size = max_size;
+        self
+    }
+
+    /// The most keys a session may hold (default 1,000). An insert of one more fails with
+    /// [`Error::TooManyKeys`](crate::Error::TooManyKeys).
+    ///
+    /// Both limits count the whole session as the request sees it: as loaded, with the
+    /// request's own changes. Concurrent requests that each stay within them can together
+    /// pass them; the next request that loads the session then cannot grow it.
+    pub fn with_max_keys(mut self, max_keys: usize) -> Self {
+        self.config().max_keys = max_keys;
         self
     }
 
@@ -190,7 +202,8 @@ impl SessionLayer {
         self
     }
 
-    /// Whether the session changes of a request whose response is a `5xx` are saved (default
+    /// Whether the session changes of a request whose response is a `5xx`, or made from a
+    /// session [`Error`](crate::Error) (such as a `413` for a full session), are saved (default
     /// `false`: the handler failed half-way, so its writes are not committed).
     pub fn with_save_on_server_error(mut self, save: bool) -> Self {
         self.config().save_on_server_error = save;

@@ -40,6 +40,7 @@
 //! | calls [`Session::cycle_id`] | `load`, `cycle`, `apply` | `Set-Cookie` with the new id |
 //! | calls [`Session::flush`] | `load`, `delete` | cookie removed |
 //! | fails with a `5xx` | reads only: changes are discarded | unchanged |
+//! | returns a session [`Error`] (axum) | reads only: changes are discarded | `413` past the size or key limit, `503` when the store is unavailable, else `500` |
 //! | anything, and the save fails | | `503 Service Unavailable`, cause logged |
 //!
 //! A cookie or header that is missing, malformed, too long, not UTF-8, wrongly signed, or names
@@ -106,7 +107,8 @@ pub mod fuzzing {
 }
 
 pub use config::{
-    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, DEFAULT_TOUCH_THRESHOLD,
+    DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_SIZE,
+    DEFAULT_TOUCH_THRESHOLD, KEY_OVERHEAD,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "axum")]

@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tether_core::{Changes, Expiry, Id, Record, SessionStore, Timestamp, encoded_len, error_chain};
+use tether_core::{Changes, Expiry, Id, Record, SessionStore, Timestamp, error_chain};
 use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
-use crate::config::Config;
+use crate::config::{Config, data_size, entry_size};
 use crate::save::Plan;
 use crate::{Error, Result};
 
@@ -123,17 +123,29 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`Error::TooLarge`] when the session would pass the layer's size limit (the session is
-    /// then unchanged); [`Error::Core`] when the value cannot be encoded or the session cannot be
-    /// loaded; [`Error::Finished`] after the response was produced.
+    /// [`Error::TooLarge`] or [`Error::TooManyKeys`] when the session would pass the layer's
+    /// size or key limit, counting the whole session as this request sees it (the session is
+    /// then unchanged; returned from an axum handler, it answers `413`); [`Error::Core`] when
+    /// the value cannot be encoded or the session cannot be loaded; [`Error::Finished`] after
+    /// the response was produced.
     pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = self.inner.config.codec.encode(value)?;
         self.load().await?;
-        let limit = self.inner.config.max_size;
+        let config = &self.inner.config;
         let mut state = self.writable()?;
-        let replaced = state.data.get(key).map_or(0, |old| key.len() + old.len());
-        let size = state.size.saturating_sub(replaced) + key.len() + bytes.len();
-        if size > limit {
+        let replaced = state.data.get(key).map(|old| entry_size(key, old));
+        let keys = state.data.len() + usize::from(replaced.is_none());
+        if keys > config.max_keys {
+            let limit = config.max_keys;
+            tracing::debug!(key, keys, limit, "session insert refused: too many keys");
+            return Err(Error::TooManyKeys { keys, limit });
+        }
+        let size = state
+            .size
+            .saturating_sub(replaced.unwrap_or(0))
+            .saturating_add(entry_size(key, &bytes));
+        if size > config.max_size {
+            let limit = config.max_size;
             tracing::debug!(key, size, limit, "session insert refused: too large");
             return Err(Error::TooLarge { size, limit });
         }
@@ -154,7 +166,7 @@ impl Session {
             let mut state = self.writable()?;
             let old = state.data.remove(key);
             if let Some(bytes) = &old {
-                state.size = state.size.saturating_sub(key.len() + bytes.len());
+                state.size = state.size.saturating_sub(entry_size(key, bytes));
                 state.changes.remove(key);
             }
             old
@@ -291,15 +303,16 @@ impl Session {
     }
 
     /// Ends the request for this session and says what must be written. `None` when nothing
-    /// was read, so nothing can have changed.
-    pub(crate) fn finish(&self, server_error: bool) -> Option<Plan> {
+    /// was read, so nothing can have changed, or when the handler `failed` (its response is a
+    /// `5xx` or made from a session [`Error`]) and such changes are not saved.
+    pub(crate) fn finish(&self, failed: bool) -> Option<Plan> {
         let mut state = self.state();
         state.finished = true;
         if !self.inner.loaded.initialized() {
             return None;
         }
-        if server_error && !self.inner.config.save_on_server_error {
-            tracing::debug!("inner service failed with a 5xx; session changes discarded");
+        if failed && !self.inner.config.save_on_server_error {
+            tracing::debug!("the handler failed; session changes discarded");
             return None;
         }
         Some(state.plan(&self.inner.config, Timestamp::now()))
@@ -318,7 +331,7 @@ impl State {
     fn install(&mut self, record: Option<Record>, presented: bool) {
         match record {
             Some(record) => {
-                self.size = encoded_len(&record.data);
+                self.size = data_size(&record.data);
                 self.data = record.data;
                 self.stored = Some(Stored {
                     id: record.id,
