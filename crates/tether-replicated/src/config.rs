@@ -67,6 +67,7 @@ pub struct NodeConfig {
     pub(crate) max_frame: usize,
     pub(crate) queue: usize,
     pub(crate) tombstone_retention: Duration,
+    pub(crate) max_handshakes: usize,
 }
 
 /// Default bound on waiting for holders to acknowledge a write.
@@ -81,6 +82,11 @@ pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 pub const DEFAULT_QUEUE: usize = 4_096;
 /// Default shortest time a deletion is remembered.
 pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(120);
+/// Default number of incoming connections that may be authenticating at the same time.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+/// Longest node name, in bytes: any DNS name fits. Names travel in the handshake, whose frames
+/// are limited to a few hundred bytes until the peer has authenticated.
+pub const MAX_NAME_LEN: usize = 255;
 
 impl NodeConfig {
     /// A node named `name` (unique in the cluster, stable across restarts: placement hashes it)
@@ -100,6 +106,7 @@ impl NodeConfig {
             max_frame: DEFAULT_MAX_FRAME,
             queue: DEFAULT_QUEUE,
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
         }
     }
 
@@ -144,8 +151,9 @@ impl NodeConfig {
         self
     }
 
-    /// The largest frame accepted from a peer (default 16 MiB). A peer announcing a larger one is
-    /// disconnected. Must exceed the largest session.
+    /// The largest frame accepted from an authenticated peer (default 16 MiB). A peer
+    /// announcing a larger one is disconnected. Must exceed the largest session. Until a peer
+    /// has authenticated, its frames are limited to 512 bytes whatever this setting.
     pub fn with_max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
@@ -168,6 +176,17 @@ impl NodeConfig {
         self
     }
 
+    /// Incoming connections that may be authenticating at the same time (default 64). Each
+    /// holds a slot from its accept until its peer has proved the key, at most 2 s; a
+    /// connection arriving while every slot is taken is closed at once (counted in
+    /// [`NodeStats::rejected_connections`](crate::NodeStats::rejected_connections)).
+    /// Authenticated connections do not count: a cluster needs one slot per peer only while
+    /// it reconnects.
+    pub fn with_max_handshakes(mut self, connections: usize) -> Self {
+        self.max_handshakes = connections;
+        self
+    }
+
     /// The configured peers.
     pub fn peers(&self) -> &[(String, SocketAddr)] {
         &self.peers
@@ -181,6 +200,9 @@ impl NodeConfig {
             }
             names.push(peer);
         }
+        if names.iter().any(|name| name.len() > MAX_NAME_LEN) {
+            return Err(Error::InvalidSetting("node names are at most 255 bytes"));
+        }
         if matches!(self.mode, Mode::Backup { copies: 0 }) {
             return Err(Error::InvalidSetting("Backup needs at least one copy"));
         }
@@ -192,11 +214,32 @@ impl NodeConfig {
                 "timeouts must be positive and the failure timeout longer than the heartbeat",
             ));
         }
-        if self.queue == 0 || self.max_frame < 1024 {
+        if self.queue == 0 || self.max_frame < 1024 || self.max_handshakes == 0 {
             return Err(Error::InvalidSetting(
-                "queue must be positive and max frame at least 1 KiB",
+                "queue and handshakes must be positive and max frame at least 1 KiB",
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> NodeConfig {
+        let key = PeerKey::new([5u8; 32]).unwrap();
+        NodeConfig::new(name, ([127, 0, 0, 1], 0).into(), key)
+    }
+
+    #[test]
+    fn names_must_fit_a_handshake_frame_and_handshakes_a_slot() {
+        let longest = "n".repeat(MAX_NAME_LEN);
+        assert!(config(&longest).validate().is_ok());
+        assert!(config(&format!("{longest}n")).validate().is_err());
+        let peer = config("a").with_peer(format!("{longest}n"), ([127, 0, 0, 1], 1).into());
+        assert!(peer.validate().is_err());
+        assert!(config("a").with_max_handshakes(0).validate().is_err());
+        assert!(config("a").with_max_handshakes(1).validate().is_ok());
     }
 }

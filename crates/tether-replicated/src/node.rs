@@ -60,7 +60,8 @@ pub struct NodeStats {
     pub bytes_sent: u64,
     /// Background (`Async`) copies dropped because a peer's queue was full.
     pub dropped: u64,
-    /// Incoming connections dropped for failing authentication or the protocol.
+    /// Incoming connections dropped for failing authentication or the protocol, or closed
+    /// because every handshake slot was taken.
     pub rejected_connections: u64,
     /// Sessions and tombstones held.
     pub entries: usize,

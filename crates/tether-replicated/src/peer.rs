@@ -191,6 +191,7 @@ async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<Transport,
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| LinkError::Timeout)??;
+    link.authenticated(&mut transport);
     Ok(transport)
 }
 
