@@ -68,6 +68,7 @@ pub struct NodeConfig {
     pub(crate) queue: usize,
     pub(crate) tombstone_retention: Duration,
     pub(crate) max_handshakes: usize,
+    pub(crate) max_clock_drift: Duration,
 }
 
 /// Default bound on waiting for holders to acknowledge a write.
@@ -84,6 +85,15 @@ pub const DEFAULT_QUEUE: usize = 4_096;
 pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(120);
 /// Default number of incoming connections that may be authenticating at the same time.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+/// Default bound on how far ahead of a node's wall clock a peer's timestamps may be: 5 s.
+///
+/// Far above what synchronised clocks disagree by (NTP keeps servers within milliseconds; a
+/// VM pause or a leap-second smear costs well under a second), so that an ordinary clock hiccup
+/// does not make nodes refuse each other's writes; small next to session lifetimes and the
+/// tombstone retention. CockroachDB's `--max-offset` is 500 ms, but a database needs it tight
+/// for its uncertainty intervals; here the bound only stops one bad clock from dragging the
+/// cluster's timestamps (and its writes' precedence) far into the future.
+pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
 /// Longest node name, in bytes: any DNS name fits. Names travel in the handshake, whose frames
 /// are limited to a few hundred bytes until the peer has authenticated.
 pub const MAX_NAME_LEN: usize = 255;
@@ -107,6 +117,7 @@ impl NodeConfig {
             queue: DEFAULT_QUEUE,
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
         }
     }
 
@@ -187,6 +198,20 @@ impl NodeConfig {
         self
     }
 
+    /// How far ahead of this node's wall clock a peer's timestamps may be (default 5 s, see
+    /// [`DEFAULT_MAX_CLOCK_DRIFT`]). Writes are ordered by hybrid logical clocks, which follow
+    /// the latest timestamp seen from any peer: without a bound, one node with a clock set far
+    /// ahead would drag every node's clock along for good. A frame stamped beyond the bound is
+    /// refused without being applied (the sender gets a transient error), counted in
+    /// [`NodeStats::rejected_frames`](crate::NodeStats::rejected_frames) and logged; heartbeats
+    /// are still answered, so the nodes see each other alive and the write errors surface
+    /// instead of a split cluster. Use the same value on every node, well above the clock
+    /// offsets of the servers.
+    pub fn with_max_clock_drift(mut self, drift: Duration) -> Self {
+        self.max_clock_drift = drift;
+        self
+    }
+
     /// The configured peers.
     pub fn peers(&self) -> &[(String, SocketAddr)] {
         &self.peers
@@ -207,11 +232,13 @@ impl NodeConfig {
             return Err(Error::InvalidSetting("Backup needs at least one copy"));
         }
         if self.sync_timeout.is_zero()
+            || self.max_clock_drift.is_zero()
             || self.heartbeat.is_zero()
             || self.failure_timeout <= self.heartbeat
         {
             return Err(Error::InvalidSetting(
-                "timeouts must be positive and the failure timeout longer than the heartbeat",
+                "timeouts and the max clock drift must be positive, and the failure timeout \
+                 longer than the heartbeat",
             ));
         }
         if self.queue == 0 || self.max_frame < 1024 || self.max_handshakes == 0 {
@@ -241,5 +268,11 @@ mod tests {
         assert!(peer.validate().is_err());
         assert!(config("a").with_max_handshakes(0).validate().is_err());
         assert!(config("a").with_max_handshakes(1).validate().is_ok());
+        assert!(
+            config("a")
+                .with_max_clock_drift(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
     }
 }

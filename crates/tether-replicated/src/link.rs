@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::hlc::Clock;
+use crate::hlc::{Clock, Hlc};
 use crate::wire::{self, Frame};
 use crate::{NodeConfig, PeerKey};
 
@@ -38,6 +38,8 @@ pub(crate) struct Counters {
     pub(crate) bytes: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Frames refused for a clock beyond the max drift.
+    pub(crate) rejected_frames: AtomicU64,
 }
 
 impl Counters {
@@ -65,6 +67,8 @@ pub(crate) struct Link {
     pub(crate) rejected_log: LogLimit,
     /// Log lines about connections refused because every handshake slot was taken.
     pub(crate) busy_log: LogLimit,
+    /// Log lines about frames stamped beyond the max clock drift.
+    pub(crate) clock_log: LogLimit,
 }
 
 impl Link {
@@ -73,7 +77,10 @@ impl Link {
         Self {
             name: config.name.clone(),
             key: config.key.clone(),
-            clock: Clock::new(u32::try_from(tag & 0xffff_ffff).unwrap_or(0)),
+            clock: Clock::new(
+                u32::try_from(tag & 0xffff_ffff).unwrap_or(0),
+                config.max_clock_drift,
+            ),
             heartbeat: config.heartbeat,
             connect_timeout: config.failure_timeout,
             max_frame: config.max_frame,
@@ -82,7 +89,30 @@ impl Link {
             cancel,
             rejected_log: LogLimit::default(),
             busy_log: LogLimit::default(),
+            clock_log: LogLimit::default(),
         }
+    }
+
+    /// Moves this node's clock past the timestamp of a frame from `peer`: true if it could,
+    /// false (counted, and logged at most once a second) when the timestamp is further ahead of
+    /// this node's wall clock than the max drift, and the frame must be refused.
+    pub(crate) fn observe(&self, peer: &str, remote: Hlc) -> bool {
+        let Err(refused) = self.clock.observe(remote) else {
+            return true;
+        };
+        self.counters
+            .rejected_frames
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.clock_log.allow() {
+            tracing::warn!(
+                %peer,
+                ahead_ms = u64::try_from(refused.ahead.as_millis()).unwrap_or(u64::MAX),
+                held_back,
+                "refused a frame stamped further ahead of this node's clock than the max clock \
+                 drift; check the time synchronisation of both nodes"
+            );
+        }
+        false
     }
 
     /// A new connection, not authenticated yet: it accepts only frames up to

@@ -145,8 +145,12 @@ async fn connection(
             }
             Err(e) => break Err(e),
         };
-        link.clock.observe(clock);
-        if matches!(body, Request::Ping) {
+        // A heartbeat is answered whatever its stamp: refusing it would make this node look
+        // dead to the peer, which would then serve alone; any other request stamped beyond the
+        // max drift is refused, not executed, so the sender sees the problem as errors.
+        let heartbeat = matches!(body, Request::Ping);
+        let refused = !link.observe(&peer, clock) && !heartbeat;
+        if heartbeat {
             node.pinged(&peer);
         }
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
@@ -155,7 +159,17 @@ async fn connection(
         let node = Arc::clone(node);
         let responses = responses.clone();
         tokio::spawn(async move {
-            let body = node.handle(body).await;
+            let body = if refused {
+                failed(
+                    true,
+                    format!(
+                        "{} refused a request stamped further ahead of its clock than the max drift",
+                        node.name()
+                    ),
+                )
+            } else {
+                node.handle(body).await
+            };
             let frame = Frame::Response {
                 id,
                 clock: node.link.clock.peek(),
