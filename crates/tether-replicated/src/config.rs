@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub(crate) max_frame: usize,
     pub(crate) queue: usize,
     pub(crate) tombstone_retention: Duration,
+    pub(crate) max_handshakes: usize,
+    pub(crate) max_clock_drift: Duration,
 }
 
 /// Default bound on waiting for holders to acknowledge a write.
@@ -81,6 +83,20 @@ pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 pub const DEFAULT_QUEUE: usize = 4_096;
 /// Default shortest time a deletion is remembered.
 pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(120);
+/// Default number of incoming connections that may be authenticating at the same time.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+/// Default bound on how far ahead of a node's wall clock a peer's timestamps may be: 5 s.
+///
+/// Far above what synchronised clocks disagree by (NTP keeps servers within milliseconds; a
+/// VM pause or a leap-second smear costs well under a second), so that an ordinary clock hiccup
+/// does not make nodes refuse each other's writes; small next to session lifetimes and the
+/// tombstone retention. CockroachDB's `--max-offset` is 500 ms, but a database needs it tight
+/// for its uncertainty intervals; here the bound only stops one bad clock from dragging the
+/// cluster's timestamps (and its writes' precedence) far into the future.
+pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
+/// Longest node name, in bytes: any DNS name fits. Names travel in the handshake, whose frames
+/// are limited to a few hundred bytes until the peer has authenticated.
+pub const MAX_NAME_LEN: usize = 255;
 
 impl NodeConfig {
     /// A node named `name` (unique in the cluster, stable across restarts: placement hashes it)
@@ -100,6 +116,8 @@ impl NodeConfig {
             max_frame: DEFAULT_MAX_FRAME,
             queue: DEFAULT_QUEUE,
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
         }
     }
 
@@ -144,8 +162,9 @@ impl NodeConfig {
         self
     }
 
-    /// The largest frame accepted from a peer (default 16 MiB). A peer announcing a larger one is
-    /// disconnected. Must exceed the largest session.
+    /// The largest frame accepted from an authenticated peer (default 16 MiB). A peer
+    /// announcing a larger one is disconnected. Must exceed the largest session. Until a peer
+    /// has authenticated, its frames are limited to 512 bytes whatever this setting.
     pub fn with_max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
@@ -168,6 +187,31 @@ impl NodeConfig {
         self
     }
 
+    /// Incoming connections that may be authenticating at the same time (default 64). Each
+    /// holds a slot from its accept until its peer has proved the key, at most 2 s; a
+    /// connection arriving while every slot is taken is closed at once (counted in
+    /// [`NodeStats::rejected_connections`](crate::NodeStats::rejected_connections)).
+    /// Authenticated connections do not count: a cluster needs one slot per peer only while
+    /// it reconnects.
+    pub fn with_max_handshakes(mut self, connections: usize) -> Self {
+        self.max_handshakes = connections;
+        self
+    }
+
+    /// How far ahead of this node's wall clock a peer's timestamps may be (default 5 s, see
+    /// [`DEFAULT_MAX_CLOCK_DRIFT`]). Writes are ordered by hybrid logical clocks, which follow
+    /// the latest timestamp seen from any peer: without a bound, one node with a clock set far
+    /// ahead would drag every node's clock along for good. A frame stamped beyond the bound is
+    /// refused without being applied (the sender gets a transient error), counted in
+    /// [`NodeStats::rejected_frames`](crate::NodeStats::rejected_frames) and logged; heartbeats
+    /// are still answered, so the nodes see each other alive and the write errors surface
+    /// instead of a split cluster. Use the same value on every node, well above the clock
+    /// offsets of the servers.
+    pub fn with_max_clock_drift(mut self, drift: Duration) -> Self {
+        self.max_clock_drift = drift;
+        self
+    }
+
     /// The configured peers.
     pub fn peers(&self) -> &[(String, SocketAddr)] {
         &self.peers
@@ -181,22 +225,54 @@ impl NodeConfig {
             }
             names.push(peer);
         }
+        if names.iter().any(|name| name.len() > MAX_NAME_LEN) {
+            return Err(Error::InvalidSetting("node names are at most 255 bytes"));
+        }
         if matches!(self.mode, Mode::Backup { copies: 0 }) {
             return Err(Error::InvalidSetting("Backup needs at least one copy"));
         }
         if self.sync_timeout.is_zero()
+            || self.max_clock_drift.is_zero()
             || self.heartbeat.is_zero()
             || self.failure_timeout <= self.heartbeat
         {
             return Err(Error::InvalidSetting(
-                "timeouts must be positive and the failure timeout longer than the heartbeat",
+                "timeouts and the max clock drift must be positive, and the failure timeout \
+                 longer than the heartbeat",
             ));
         }
-        if self.queue == 0 || self.max_frame < 1024 {
+        if self.queue == 0 || self.max_frame < 1024 || self.max_handshakes == 0 {
             return Err(Error::InvalidSetting(
-                "queue must be positive and max frame at least 1 KiB",
+                "queue and handshakes must be positive and max frame at least 1 KiB",
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> NodeConfig {
+        let key = PeerKey::new([5u8; 32]).unwrap();
+        NodeConfig::new(name, ([127, 0, 0, 1], 0).into(), key)
+    }
+
+    #[test]
+    fn names_must_fit_a_handshake_frame_and_handshakes_a_slot() {
+        let longest = "n".repeat(MAX_NAME_LEN);
+        assert!(config(&longest).validate().is_ok());
+        assert!(config(&format!("{longest}n")).validate().is_err());
+        let peer = config("a").with_peer(format!("{longest}n"), ([127, 0, 0, 1], 1).into());
+        assert!(peer.validate().is_err());
+        assert!(config("a").with_max_handshakes(0).validate().is_err());
+        assert!(config("a").with_max_handshakes(1).validate().is_ok());
+        assert!(
+            config("a")
+                .with_max_clock_drift(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
     }
 }

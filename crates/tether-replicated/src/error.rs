@@ -45,6 +45,8 @@ pub(crate) enum PeerError {
     Refused { peer: String, reason: String },
     #[error("peer {0} answered with something else than asked")]
     Unexpected(String),
+    #[error("peer {0} stamped its answer further ahead of this node's clock than the max drift")]
+    ClockAhead(String),
 }
 
 impl PeerError {

@@ -19,8 +19,13 @@
 //! - **Security.** Peers prove knowledge of a pre-shared key with HMAC-SHA256
 //!   challenge-response in both directions (the key never travels); a peer that fails, speaks
 //!   another protocol version, or sends an oversized or garbage frame is disconnected and logged,
-//!   without affecting the others. The protocol has no TLS of its own: run it on a private
-//!   network or inside a tunnel (WireGuard, stunnel) when the network is not trusted.
+//!   without affecting the others. Until a peer has authenticated, its frames are limited to 512
+//!   bytes and at most [`DEFAULT_MAX_HANDSHAKES`] connections may be authenticating at once, so
+//!   connections without the key cost little memory. A peer's timestamps are followed only up to
+//!   the max clock drift ([`NodeConfig::with_max_clock_drift`]): a frame stamped further ahead
+//!   is refused and counted, so one bad clock cannot drag the cluster's. The protocol has no TLS
+//!   of its own: run it on a private network or inside a tunnel (WireGuard, stunnel) when the
+//!   network is not trusted.
 //!
 //! # Example
 //!
@@ -78,8 +83,9 @@ pub mod fuzzing {
 
 pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
-    Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_FRAME, DEFAULT_QUEUE,
-    DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION, Mode, NodeConfig,
+    Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
+    MAX_NAME_LEN, Mode, NodeConfig,
 };
 pub use error::Error;
 pub use hlc::Hlc;

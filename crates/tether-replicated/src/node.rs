@@ -60,8 +60,12 @@ pub struct NodeStats {
     pub bytes_sent: u64,
     /// Background (`Async`) copies dropped because a peer's queue was full.
     pub dropped: u64,
-    /// Incoming connections dropped for failing authentication or the protocol.
+    /// Incoming connections dropped for failing authentication or the protocol, or closed
+    /// because every handshake slot was taken.
     pub rejected_connections: u64,
+    /// Frames from authenticated peers refused because their clock was further ahead of this
+    /// node's than the max clock drift (heartbeats among them still count as signs of life).
+    pub rejected_frames: u64,
     /// Sessions and tombstones held.
     pub entries: usize,
 }
@@ -184,6 +188,7 @@ impl Node {
             bytes_sent: counters.bytes.load(Ordering::Relaxed),
             dropped: counters.dropped.load(Ordering::Relaxed),
             rejected_connections: counters.rejected.load(Ordering::Relaxed),
+            rejected_frames: counters.rejected_frames.load(Ordering::Relaxed),
             entries: self.shared.state.len(),
         }
     }

@@ -191,6 +191,7 @@ async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<Transport,
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| LinkError::Timeout)??;
+    link.authenticated(&mut transport);
     Ok(transport)
 }
 
@@ -247,9 +248,14 @@ async fn serve(
                 let Frame::Response { id, clock, body } = frame else {
                     break Err(LinkError::Protocol("expected a response"));
                 };
-                link.clock.observe(clock);
+                // As on the server side: a pong counts whatever its stamp, an answer stamped
+                // beyond the max drift is refused.
+                let in_bound = link.observe(name, clock);
                 match (pending.remove(&id), body) {
                     (Some(Waiter::Ping), Response::Pong { ready }) => health.pong(ready),
+                    (Some(Waiter::Reply(reply)), _) if !in_bound => {
+                        let _ = reply.send(Err(PeerError::ClockAhead(name.to_owned())));
+                    }
                     (Some(Waiter::Reply(reply)), body) => { let _ = reply.send(Ok(body)); }
                     (Some(Waiter::Ping), _) | (None, _) => break Err(LinkError::Protocol("unexpected response")),
                 }

@@ -1,10 +1,11 @@
 //! Incoming replication connections: authenticate the peer, then answer its requests.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::auth::nonce;
 use crate::link::{HANDSHAKE_TIMEOUT, LinkError, encoded, receive, send};
@@ -15,16 +16,35 @@ use crate::wire::{Frame, Request, Response};
 const IN_FLIGHT: usize = 256;
 
 pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
+    // A connection holds a slot from its accept until its peer has authenticated (bounded by
+    // the handshake timeout); a connection arriving while every slot is taken is closed at
+    // once, so unauthenticated connections cost at most this many tasks and small buffers.
+    let handshakes = Arc::new(Semaphore::new(node.config.max_handshakes));
     loop {
         tokio::select! {
             () = node.link.cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
+                    let Ok(slot) = Arc::clone(&handshakes).try_acquire_owned() else {
+                        drop(stream);
+                        node.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        if let Some(held_back) = node.link.busy_log.allow() {
+                            tracing::debug!(
+                                %addr,
+                                held_back,
+                                limit = node.config.max_handshakes,
+                                "closed a replication connection: every handshake slot is taken"
+                            );
+                        }
+                        continue;
+                    };
                     let node = Arc::clone(&node);
                     tokio::spawn(async move {
-                        if let Err(rejected) = connection(stream, &node).await {
-                            node.link.counters.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::warn!(%addr, error = %rejected, "dropped a replication connection");
+                        if let Err(rejected) = connection(stream, &node, slot).await {
+                            node.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                            if let Some(held_back) = node.link.rejected_log.allow() {
+                                tracing::warn!(%addr, error = %rejected, held_back, "dropped a replication connection");
+                            }
                         }
                     });
                 }
@@ -40,7 +60,12 @@ pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
 /// Serves one connection. `Err` when the peer was rejected: it failed the handshake (whatever
 /// the reason: garbage, an oversized frame, another protocol version, a wrong key, an unknown
 /// name, silence) or broke the protocol after it. A connection that merely closes is `Ok`.
-async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkError> {
+/// `slot` is its handshake slot, given back once the peer has authenticated.
+async fn connection(
+    stream: TcpStream,
+    node: &Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) -> Result<(), LinkError> {
     let link = &node.link;
     let mut transport = link.framed(stream);
     let handshake = async {
@@ -79,6 +104,8 @@ async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkErr
     let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| LinkError::Timeout)??;
+    drop(slot);
+    link.authenticated(&mut transport);
     tracing::debug!(%peer, "peer authenticated");
 
     let (mut sink, mut stream) = transport.split();
@@ -118,8 +145,12 @@ async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkErr
             }
             Err(e) => break Err(e),
         };
-        link.clock.observe(clock);
-        if matches!(body, Request::Ping) {
+        // A heartbeat is answered whatever its stamp: refusing it would make this node look
+        // dead to the peer, which would then serve alone; any other request stamped beyond the
+        // max drift is refused, not executed, so the sender sees the problem as errors.
+        let heartbeat = matches!(body, Request::Ping);
+        let refused = !link.observe(&peer, clock) && !heartbeat;
+        if heartbeat {
             node.pinged(&peer);
         }
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
@@ -128,7 +159,17 @@ async fn connection(stream: TcpStream, node: &Arc<Shared>) -> Result<(), LinkErr
         let node = Arc::clone(node);
         let responses = responses.clone();
         tokio::spawn(async move {
-            let body = node.handle(body).await;
+            let body = if refused {
+                failed(
+                    true,
+                    format!(
+                        "{} refused a request stamped further ahead of its clock than the max drift",
+                        node.name()
+                    ),
+                )
+            } else {
+                node.handle(body).await
+            };
             let frame = Frame::Response {
                 id,
                 clock: node.link.clock.peek(),

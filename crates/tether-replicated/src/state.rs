@@ -35,6 +35,11 @@ pub(crate) struct Entry {
     pub(crate) cleared_at: Option<Hlc>,
     /// Set once the session was deleted; it never lives again.
     pub(crate) deleted_at: Option<Hlc>,
+    /// When this node first swept the entry deleted, by its own wall clock: the tombstone
+    /// retention counts from here. Not from `deleted_at`, which is a peer's hybrid clock and
+    /// may run ahead of the wall clock (up to the max drift). Local: never sent.
+    #[serde(skip)]
+    pub(crate) deleted_seen: Option<Timestamp>,
 }
 
 /// One request's changes, stamped by the session's primary.
@@ -83,6 +88,7 @@ impl Entry {
             fields,
             cleared_at: None,
             deleted_at: None,
+            deleted_seen: None,
         }
     }
 
@@ -95,6 +101,7 @@ impl Entry {
             fields: HashMap::new(),
             cleared_at: None,
             deleted_at: Some(at),
+            deleted_seen: None,
         }
     }
 
@@ -191,16 +198,16 @@ impl Entry {
         }
     }
 
-    /// When this entry may be forgotten: a live session at its deadline, a deletion once no copy
-    /// of the session could still be live anywhere, and not before `tombstone_min` after it.
-    fn forget_at(&self, tombstone_min: Duration) -> Timestamp {
-        match self.deleted_at {
-            None => self.expiry.expires_at(),
-            Some(deleted) => {
-                let min = Timestamp::from_millis(deleted.millis()) + tombstone_min;
-                self.expiry.expires_at().max(min)
-            }
+    /// When this entry may be forgotten, swept at `now`: a live session at its deadline, a
+    /// deletion once no copy of the session could still be live anywhere, and not before
+    /// `tombstone_min` after this node first swept it deleted (at `now` if this is the first).
+    /// Only wall-clock times: the session's deadline and this node's own clock.
+    fn forget_at(&mut self, now: Timestamp, tombstone_min: Duration) -> Timestamp {
+        if self.deleted_at.is_none() {
+            return self.expiry.expires_at();
         }
+        let seen = *self.deleted_seen.get_or_insert(now);
+        self.expiry.expires_at().max(seen + tombstone_min)
     }
 }
 
@@ -316,7 +323,8 @@ impl LocalState {
         out
     }
 
-    /// Forgets expired sessions and tombstones older than `tombstone_min`; returns how many.
+    /// Forgets expired sessions, and tombstones first swept more than `tombstone_min` ago;
+    /// returns how many.
     pub(crate) fn sweep(&self, now: Timestamp, tombstone_min: Duration) -> usize {
         let mut forgotten = 0;
         for shard in &self.shards {
@@ -324,7 +332,7 @@ impl LocalState {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let before = shard.len();
-            shard.retain(|_, entry| entry.forget_at(tombstone_min) > now);
+            shard.retain(|_, entry| entry.forget_at(now, tombstone_min) > now);
             forgotten += before - shard.len();
         }
         forgotten
@@ -374,7 +382,7 @@ mod tests {
 
     #[test]
     fn deltas_commute() {
-        let clock = Clock::new(1);
+        let clock = Clock::new(1, Duration::from_secs(5));
         let base = entry(&clock);
         let d1 = delta(&clock, |c| c.insert("a", bytes("1")));
         let d2 = delta(&clock, |c| c.insert("b", bytes("2")));
@@ -398,7 +406,7 @@ mod tests {
 
     #[test]
     fn merge_is_idempotent_and_order_free() {
-        let clock = Clock::new(1);
+        let clock = Clock::new(1, Duration::from_secs(5));
         let base = entry(&clock);
         let mut left = base.clone();
         left.apply(&delta(&clock, |c| c.insert("x", bytes("left"))));
@@ -422,7 +430,7 @@ mod tests {
 
     #[test]
     fn deletion_wins_over_any_copy() {
-        let clock = Clock::new(1);
+        let clock = Clock::new(1, Duration::from_secs(5));
         let state = LocalState::default();
         let id = Id::random().unwrap();
         let live = entry(&clock);
@@ -446,9 +454,24 @@ mod tests {
         );
     }
 
+    /// A deletion stamped an hour ahead (by a clock dragged forward) is kept for the retention
+    /// from when this node swept it first, not for an hour more.
+    #[test]
+    fn tombstone_retention_counts_from_this_nodes_clock() {
+        let state = LocalState::default();
+        let id = Id::random().unwrap();
+        let now = Timestamp::now();
+        state.delete(id, Hlc::at_millis(now.as_millis() + 3_600_000));
+        let retention = Duration::from_secs(120);
+        assert_eq!(state.sweep(now, retention), 0);
+        let almost = now + (retention - Duration::from_millis(1));
+        assert_eq!(state.sweep(almost, retention), 0, "kept for the retention");
+        assert_eq!(state.sweep(now + retention, retention), 1, "and no longer");
+    }
+
     #[test]
     fn sweep_forgets_expired_sessions() {
-        let clock = Clock::new(1);
+        let clock = Clock::new(1, Duration::from_secs(5));
         let state = LocalState::default();
         let mut short = entry(&clock);
         short.expiry = Expiry::from_parts(Timestamp::from_millis(1), Duration::ZERO, None);

@@ -159,6 +159,37 @@ mod tests {
         assert!(matches!(decode(&bytes), Ok(Frame::Request { id: 7, .. })));
     }
 
+    /// Every handshake frame fits the limit in force before authentication, with the longest
+    /// accepted node name; the sizes measured here are the ones documented on the limit.
+    #[test]
+    fn handshake_frames_fit_the_unauthenticated_limit() {
+        let name = "n".repeat(crate::MAX_NAME_LEN);
+        let challenge = encode(&Frame::Challenge { nonce: [0xff; 32] }).unwrap();
+        let hello = encode(&Frame::Hello {
+            node: name.clone(),
+            nonce: [0xff; 32],
+            mac: [0xff; 32],
+        })
+        .unwrap();
+        let welcome = encode(&Frame::Welcome {
+            node: name,
+            mac: [0xff; 32],
+        })
+        .unwrap();
+        assert_eq!(challenge.len(), 34);
+        // Version, variant, the name's length in two bytes, the name, nonce and proof.
+        assert_eq!(hello.len(), 2 + 2 + crate::MAX_NAME_LEN + 64);
+        assert_eq!(hello.len(), 323);
+        assert_eq!(welcome.len(), 2 + 2 + crate::MAX_NAME_LEN + 32);
+        for frame in [&challenge, &hello, &welcome] {
+            assert!(
+                frame.len() <= crate::link::HANDSHAKE_MAX_FRAME / 3 * 2,
+                "{}",
+                frame.len()
+            );
+        }
+    }
+
     #[test]
     fn garbage_and_other_versions_are_errors() {
         assert!(matches!(decode(&[]), Err(DecodeError::Malformed(_))));
