@@ -119,6 +119,8 @@ fn evicts(policy: &str) -> bool {
     policy.starts_with("allkeys-") || policy.starts_with("volatile-")
 }
 
+/// A node address in a Cluster reply, as text.
+#[cfg(feature = "cluster")]
 fn text(value: &Value) -> String {
     match value {
         Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
