@@ -122,8 +122,9 @@ impl RedisStore {
         .await
     }
 
-    /// Reads and deletes session `id` in one step; `None` when there was none. The reply is
-    /// decoded after the delete, so a corrupt hash is gone too.
+    /// Reads and deletes session `id` in one step. The outer error is the command's (the key
+    /// may still be there); the inner result is the decoded reply, `None` when there was no
+    /// session, read after the delete happened (so a corrupt hash is gone too).
     async fn take(&self, id: &Id) -> Result<Result<Option<Record>, Error>, Error> {
         let invocation = TAKE.key(self.key(id));
         let reply = self
