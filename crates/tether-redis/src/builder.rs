@@ -182,6 +182,12 @@ impl RedisStoreBuilder {
     /// Connects. Redis must be reachable now; later outages are survived: the store reconnects
     /// by itself and answers with transient errors meanwhile.
     ///
+    /// Once connected, it reads Redis's `maxmemory-policy` (on every master of a Cluster, on the
+    /// master Sentinel names) and logs one warning when that policy can evict sessions, which
+    /// logs users out silently: use `noeviction` (see the crate docs on memory). The check takes
+    /// one round trip, at most the command timeout, and is skipped (a debug message) when Redis
+    /// refuses `CONFIG GET`; it never fails the connect.
+    ///
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid URL, [`Error::Connect`] when Redis cannot be reached or
@@ -195,6 +201,7 @@ impl RedisStoreBuilder {
                 topology,
                 timeout: self.connect_timeout,
             })??;
+        crate::eviction::warn_if_evicting(&connection, self.command_timeout).await;
         Ok(RedisStore::new(
             connection,
             &self.prefix,

@@ -158,7 +158,7 @@ fn number((text, part): (&[u8], &'static str)) -> Result<u64, Malformed> {
 }
 
 /// Field/value pairs of a hash reply: a flat array in RESP2, a map in RESP3.
-fn pairs(reply: Value) -> Result<Vec<(Bytes, Bytes)>, Malformed> {
+pub(crate) fn pairs(reply: Value) -> Result<Vec<(Bytes, Bytes)>, Malformed> {
     let flat = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(items) => {

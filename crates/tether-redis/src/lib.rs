@@ -54,11 +54,30 @@
 //! ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat
 //! ```
 //!
-//! The test suite runs the store as exactly this user.
+//! The test suite runs the store as exactly this user. `CONFIG` is deliberately not in it (it
+//! also reads secrets such as `masterauth`), so the eviction check below is skipped for it.
 //! With the `tls` feature, `rediss://` URLs connect over TLS (rustls, webpki roots, or your own
 //! CA with `RedisStoreBuilder::with_root_certificate`). The feature selects rustls's `ring`
 //! crypto provider; if your application enables another provider as well, rustls cannot choose,
 //! and you install one at start-up with `rustls::crypto::CryptoProvider::install_default`.
+//!
+//! # Memory: use `maxmemory-policy noeviction`
+//!
+//! Every session hash has a TTL, so any evicting policy (`allkeys-*` and `volatile-*` alike)
+//! may delete live sessions when Redis reaches `maxmemory`, logging users out without an error
+//! anywhere. With `noeviction`, Redis refuses writes instead: the layer answers 503 with the
+//! cause logged, and no session is lost. [`RedisStoreBuilder::connect`] reads the policy once
+//! (`CONFIG GET`, on every master of a Cluster) and logs one warning when it can evict; when
+//! Redis refuses `CONFIG GET`, the check is skipped with a debug message. `docs/operations.md`
+//! in the repository explains the policies and the warning.
+//!
+//! # Changing a session's id
+//!
+//! `cycle` copies the session to the new id (create-if-absent), then reads and deletes the old
+//! id in one script, so a late write to the old id finds nothing; writes that landed in between
+//! are applied to the new id. Three round trips, one key each, so Cluster needs no hash tags. If
+//! a step fails (Redis over `maxmemory`, a failover), the cycle fails and the session stays
+//! under the old id.
 //!
 //! # Feature flags
 //!
@@ -81,6 +100,7 @@
 mod builder;
 mod connection;
 mod error;
+mod eviction;
 mod layout;
 #[cfg(feature = "sentinel")]
 mod sentinel;

@@ -29,7 +29,8 @@ static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scrip
 /// serves `touch`) are one Lua script each (`EVALSHA`, reloaded after a `NOSCRIPT`) that checks existence, writes and sets
 /// `PEXPIREAT` atomically; `delete` is one `DEL`. Only the keys a request changed are sent, so
 /// concurrent requests lose nothing. Each operation touches one key, so Redis Cluster needs no
-/// hash tags; `cycle` moves a session in two steps (take, then create), never a cross-slot command.
+/// hash tags; `cycle` copies a session to the new id, then retires the old id (three round trips,
+/// never a cross-slot command), so a failure at any step leaves the session under one of them.
 ///
 /// Failures map onto [`tether_core::Error`]: a lost or refused connection, `LOADING`, `TRYAGAIN`,
 /// `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` and timeouts are transient (the layer answers 503,
@@ -121,7 +122,10 @@ impl RedisStore {
         .await
     }
 
-    async fn take(&self, id: &Id) -> Result<Option<Record>, Error> {
+    /// Reads and deletes session `id` in one step. The outer error is the command's (the key
+    /// may still be there); the inner result is the decoded reply, `None` when there was no
+    /// session, read after the delete happened (so a corrupt hash is gone too).
+    async fn take(&self, id: &Id) -> Result<Result<Option<Record>, Error>, Error> {
         let invocation = TAKE.key(self.key(id));
         let reply = self
             .run(|mut handle| async move {
@@ -129,8 +133,49 @@ impl RedisStore {
                 (handle, result)
             })
             .await?;
-        layout::decode(*id, reply)
+        Ok(layout::decode(*id, reply))
     }
+
+    /// Deletes the copy a failed cycle made under `new`, which no client knows; if that fails
+    /// too, it expires at the session's deadline.
+    async fn discard_copy(&self, new: &Id) {
+        if let Err(error) = self.delete(new).await {
+            tracing::warn!(
+                error = %tether_core::error_chain(&error),
+                "could not delete the copy of a session that a failed cycle left under an unused id; it expires with the session"
+            );
+        }
+    }
+
+    /// Brings the copy under `new`, made from `copied`, up to date with `last`, what the old id
+    /// held when it was retired: requests that wrote to the old id between the copy and the
+    /// retirement were told their write landed.
+    async fn catch_up(&self, new: &Id, copied: &Record, last: &Record) -> Result<Cycled, Error> {
+        let mut changes = Changes::new();
+        for (key, value) in &last.data {
+            if copied.data.get(key) != Some(value) {
+                changes.insert(key.clone(), value.clone());
+            }
+        }
+        for key in copied.data.keys() {
+            if !last.data.contains_key(key) {
+                changes.remove(key.clone());
+            }
+        }
+        Ok(match self.apply(new, &changes, &last.expiry).await? {
+            Applied::Applied => Cycled::Moved,
+            // Nobody else knows the new id: it expired with the session.
+            Applied::Missing => Cycled::Missing,
+        })
+    }
+}
+
+/// Whether Redis answered `error` with an error reply, so the command did not take effect.
+/// A lost connection or a timeout leaves that open.
+fn refused_by_redis(error: &Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<redis::RedisError>())
+        .is_some_and(|error| error.code().is_some())
 }
 
 #[async_trait]
@@ -177,21 +222,68 @@ impl SessionStore for RedisStore {
         .map(drop)
     }
 
+    /// Copies the session to the new id, then retires the old id: the session exists under one
+    /// of the two ids after every step, so a step Redis refuses or a failover interrupts loses
+    /// nothing (the ids may live in different Cluster slots, so no single command spans both).
+    ///
+    /// 1. `HGETALL` of the old id.
+    /// 2. `create` of the copy under the new id (create-if-absent). A failure here leaves the
+    ///    old id as it was.
+    /// 3. Read and delete the old id in one script, so a late write to it finds nothing. If this
+    ///    fails the cycle fails and the client keeps the old id; the copy is deleted when Redis
+    ///    refused the step (the old id still holds the session), and otherwise left to expire,
+    ///    since the old id may be gone.
+    /// 4. Only if requests wrote to the old id between steps 1 and 3: apply what they changed to
+    ///    the new id. The old id is gone by then, so a failure is logged and the cycle still
+    ///    reports `Moved` (the session lives under the new id without those writes).
+    ///
+    /// A session deleted or expired before step 3 stays deleted: the copy is removed and the
+    /// answer is `Missing`.
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
-        let Some(mut record) = self.take(old).await? else {
+        let Some(copied) = self.load(old).await? else {
             return Ok(Cycled::Missing);
         };
-        record.id = *new;
-        match self.create(&record).await {
-            Ok(Created::Created) => Ok(Cycled::Moved),
-            outcome => {
-                // Put the session back under its old id: the new id was taken (a 2^-128
-                // collision) or the create failed, and the session must not be lost.
-                record.id = *old;
-                if let Err(restore) = self.create(&record).await {
-                    tracing::error!(error = %tether_core::error_chain(&restore), "could not restore a session after a failed cycle");
+        let mut copy = copied.clone();
+        copy.id = *new;
+        if self.create(&copy).await? == Created::IdTaken {
+            return Ok(Cycled::IdTaken);
+        }
+        let last = match self.take(old).await {
+            Ok(last) => last,
+            Err(error) => {
+                if refused_by_redis(&error) {
+                    self.discard_copy(new).await;
                 }
-                outcome.map(|_| Cycled::IdTaken)
+                tracing::warn!(
+                    error = %tether_core::error_chain(&error),
+                    "could not retire the old id of a session being cycled; it keeps the session"
+                );
+                return Err(error);
+            }
+        };
+        let last = match last {
+            Ok(Some(last)) => last,
+            // Deleted or expired meanwhile (a logout in another tab): deletion is final.
+            Ok(None) => {
+                self.discard_copy(new).await;
+                return Ok(Cycled::Missing);
+            }
+            Err(corrupt) => {
+                self.discard_copy(new).await;
+                return Err(corrupt);
+            }
+        };
+        if last.data == copied.data && last.expiry == copied.expiry {
+            return Ok(Cycled::Moved);
+        }
+        match self.catch_up(new, &copied, &last).await {
+            Ok(cycled) => Ok(cycled),
+            Err(error) => {
+                tracing::error!(
+                    error = %tether_core::error_chain(&error),
+                    "a write made to a session while its id was cycled could not be moved to the new id and is lost"
+                );
+                Ok(Cycled::Moved)
             }
         }
     }

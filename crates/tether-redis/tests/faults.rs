@@ -26,12 +26,29 @@ fn app(store: RedisStore) -> Router {
                 Ok::<_, tether_sessions::Error>(n.to_string())
             }),
         )
+        .route(
+            "/login",
+            get(|session: Session| async move {
+                session.cycle_id().await?;
+                session.insert("user", "alice").await
+            }),
+        )
         .layer(SessionLayer::new(store).with_secure(false))
 }
 
 /// Sends `/incr` with `cookie`; returns the status, the body and a new cookie if one was set.
 async fn incr(app: &Router, cookie: Option<&str>) -> (StatusCode, String, Option<String>) {
-    let mut request = Request::get("/incr");
+    send(app, "/incr", cookie).await
+}
+
+/// Sends a GET for `path` with `cookie`; returns the status, the body and a new cookie if one
+/// was set.
+async fn send(
+    app: &Router,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String, Option<String>) {
+    let mut request = Request::get(path);
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
     }
@@ -210,6 +227,223 @@ async fn corrupt_session_data_is_a_typed_error_and_a_new_session() {
         ErrorKind::Corrupt
     );
     assert_eq!(incr(&app, Some(&cookie)).await.0, 200);
+}
+
+/// Over `maxmemory` with `noeviction`, Redis refuses every write that allocates, but still runs
+/// reads and `DEL`. A login (`cycle_id`) then fails with a 503, and the session must still be
+/// there under the id the browser holds once memory is free again. Taking the old record first
+/// (read and delete) and creating the new one second lost it: the create and the restore were
+/// both refused.
+#[tokio::test]
+async fn cycle_refused_for_memory_keeps_the_session() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]).unwrap();
+    let store = store_on(&server).await;
+    let app = app(store.clone());
+    let (_, _, cookie) = incr(&app, None).await;
+    let cookie = cookie.unwrap();
+    assert_eq!(incr(&app, Some(&cookie)).await.1, "2");
+    let old: Id = cookie.trim_start_matches("sid=").parse().unwrap();
+
+    let reply = server.command("CONFIG SET maxmemory 1").unwrap();
+    assert!(reply.starts_with("OK"), "{reply}");
+    let (status, _, set) = send(&app, "/login", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(set, None, "no new id is issued");
+    assert!(
+        store.load(&old).await.unwrap().is_some(),
+        "the session is still under the old id while Redis refuses writes"
+    );
+    let new = Id::random().unwrap();
+    assert!(
+        store.cycle(&old, &new).await.is_err(),
+        "Redis refuses the copy"
+    );
+    assert!(
+        store.load(&new).await.unwrap().is_none(),
+        "nothing under the new id"
+    );
+    assert!(
+        store.load(&old).await.unwrap().is_some(),
+        "still under the old id"
+    );
+
+    let reply = server.command("CONFIG SET maxmemory 0").unwrap();
+    assert!(reply.starts_with("OK"), "{reply}");
+    assert_eq!(
+        incr(&app, Some(&cookie)).await.1,
+        "3",
+        "the user's session survived the refused login"
+    );
+    let (status, _, moved) = send(&app, "/login", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    let moved = moved.expect("the login issues a new id");
+    assert_eq!(incr(&app, Some(&moved)).await.1, "4", "data moved");
+    assert_eq!(
+        incr(&app, Some(&cookie)).await.1,
+        "1",
+        "the old id names nothing"
+    );
+}
+
+/// Each of the three steps of a cycle (read the old id, create the new one, retire the old one)
+/// refused by Redis in turn, through ACL key permissions: the cycle fails, and the session is
+/// intact and writable under the old id, the one the client still holds.
+#[tokio::test]
+async fn cycle_refused_at_any_step_keeps_the_session_under_the_old_id() {
+    let server = RedisServer::start().unwrap();
+    let admin = store_on(&server).await;
+    let commands =
+        "+hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat";
+    let steps = [
+        ("reading the old id", "", "~"),
+        ("creating the new id", "~", "%R~"),
+        ("retiring the old id", "%R~", "~"),
+    ];
+    for (step, old_access, new_access) in steps {
+        let now = tether_core::Timestamp::now();
+        let expiry = tether_core::Expiry::new(now, Duration::from_secs(60), None);
+        let record = tether_core::Record::new(Id::random().unwrap(), expiry, now)
+            .with_data([("user".to_owned(), bytes::Bytes::from_static(b"alice"))].into());
+        assert_eq!(
+            admin.create(&record).await.unwrap(),
+            tether_core::Created::Created
+        );
+        let old = record.id;
+        let new = Id::random().unwrap();
+        let old_key = if old_access.is_empty() {
+            String::new()
+        } else {
+            format!("{old_access}{}", admin.key(&old))
+        };
+        let reply = server
+            .command(&format!(
+                "ACL SETUSER cycler reset on >pw {old_key} {new_access}{} {commands}",
+                admin.key(&new)
+            ))
+            .unwrap();
+        assert!(reply.starts_with("OK"), "{step}: {reply}");
+        let url = format!("redis://cycler:pw@127.0.0.1:{}", server.port());
+        let cycler = RedisStore::connect(url).await.unwrap();
+
+        let err = cycler.cycle(&old, &new).await;
+        assert!(err.is_err(), "{step}: the cycle fails, got {err:?}");
+        let kept = admin.load(&old).await.unwrap();
+        assert_eq!(
+            kept.map(|r| r.data),
+            Some(record.data.clone()),
+            "{step}: the old id still holds the session"
+        );
+        assert!(
+            admin.load(&new).await.unwrap().is_none(),
+            "{step}: nothing is left under the new id"
+        );
+        let mut changes = tether_core::Changes::new();
+        changes.insert("cart", bytes::Bytes::from_static(b"1"));
+        assert_eq!(
+            admin.apply(&old, &changes, &expiry).await.unwrap(),
+            tether_core::Applied::Applied,
+            "{step}: the old id still takes writes"
+        );
+    }
+}
+
+/// Requests of the session that write while it is being cycled: every write the store
+/// acknowledged on the old id is under the new id afterwards, and writes after the cycle are
+/// refused (the old id names nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_cycle_are_moved_or_refused() {
+    use tether_core::{Applied, Changes, Created, Cycled, Expiry, Record, Timestamp};
+
+    let server = RedisServer::start().unwrap();
+    let store = store_on(&server).await;
+    for round in 0..100 {
+        let now = Timestamp::now();
+        let expiry = Expiry::new(now, Duration::from_secs(60), None);
+        let old = Record::new(Id::random().unwrap(), expiry, now);
+        assert_eq!(store.create(&old).await.unwrap(), Created::Created);
+        let old = old.id;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..10_000 {
+                    let mut changes = Changes::new();
+                    changes.insert(format!("w{i}"), bytes::Bytes::from_static(b"x"));
+                    match store.apply(&old, &changes, &expiry).await.unwrap() {
+                        Applied::Applied => acknowledged.push(i),
+                        Applied::Missing => return (acknowledged, true),
+                    }
+                }
+                (acknowledged, false)
+            })
+        };
+        // Cycle once the writer is under way (bounded: it writes within a few milliseconds).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store
+            .load(&old)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.data.is_empty())
+        {
+            assert!(Instant::now() < deadline, "the writer never wrote");
+            tokio::task::yield_now().await;
+        }
+        let new = Id::random().unwrap();
+        assert_eq!(store.cycle(&old, &new).await.unwrap(), Cycled::Moved);
+        let (acknowledged, refused) = writer.await.unwrap();
+        assert!(
+            refused,
+            "round {round}: writes to the old id are refused after the cycle"
+        );
+        let moved = store.load(&new).await.unwrap().unwrap();
+        for i in acknowledged {
+            assert!(
+                moved.data.contains_key(&format!("w{i}")),
+                "round {round}: acknowledged write w{i} was lost by the cycle"
+            );
+        }
+    }
+}
+
+/// A logout (delete) that lands while the session is being cycled: the session stays deleted
+/// under both ids, whichever step the delete fell between.
+#[tokio::test]
+async fn a_session_deleted_during_its_cycle_stays_deleted() {
+    use tether_core::{Created, Cycled, Expiry, Record, Timestamp};
+
+    let server = RedisServer::start().unwrap();
+    let store = store_on(&server).await;
+    let mut missing = 0;
+    for round in 0..50 {
+        let now = Timestamp::now();
+        let record = Record::new(
+            Id::random().unwrap(),
+            Expiry::new(now, Duration::from_secs(60), None),
+            now,
+        );
+        assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+        let (old, new) = (record.id, Id::random().unwrap());
+        // Both share one multiplexed connection: the cycle's first command goes out first, and
+        // the delete is queued behind it, before the cycle's later steps.
+        let (cycled, deleted) = tokio::join!(store.cycle(&old, &new), async {
+            tokio::task::yield_now().await;
+            store.delete(&old).await
+        });
+        deleted.unwrap();
+        assert!(store.load(&old).await.unwrap().is_none(), "round {round}");
+        match cycled.unwrap() {
+            Cycled::Missing => {
+                missing += 1;
+                assert!(
+                    store.load(&new).await.unwrap().is_none(),
+                    "round {round}: a deleted session came back under the new id"
+                );
+            }
+            Cycled::Moved => {}
+            Cycled::IdTaken => panic!("round {round}: a fresh id was taken"),
+        }
+    }
+    assert!(missing > 0, "no delete landed inside a cycle in 50 rounds");
 }
 
 #[tokio::test]
