@@ -10,10 +10,11 @@ use pin_project_lite::pin_project;
 use tether_core::{Timestamp, error_chain};
 
 use crate::error::ErrorResponse;
+use crate::save::Failed;
 use crate::session::Session;
 use crate::transport::Delivery;
 
-type SaveFuture = Pin<Box<dyn Future<Output = Result<Delivery, tether_core::Error>> + Send>>;
+type SaveFuture = Pin<Box<dyn Future<Output = Result<Delivery, Failed>> + Send>>;
 
 pin_project! {
     /// Response future of [`SessionService`](crate::SessionService).
@@ -83,14 +84,20 @@ where
                             delivery,
                             Timestamp::now(),
                         ),
-                        Err(err) => {
+                        Err(failed) => {
                             tracing::error!(
-                                error = %error_chain(&err),
-                                transient = err.is_transient(),
+                                error = %error_chain(&failed.error),
+                                transient = failed.error.is_transient(),
                                 "saving the session failed; answering 503"
                             );
                             response = Response::new(B::default());
                             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            config.transport.deliver(
+                                response.headers_mut(),
+                                &config.protection,
+                                failed.delivery,
+                                Timestamp::now(),
+                            );
                         }
                     }
                     return Poll::Ready(Ok(response));

@@ -48,8 +48,8 @@ impl Plan {
         matches!(self, Self::Nothing)
     }
 
-    /// Performs the plan and says what the client must learn.
-    pub(crate) async fn execute(self, store: &dyn SessionStore) -> Result<Delivery, Error> {
+    /// Performs the plan and says what the client must learn, also when it failed half-way.
+    pub(crate) async fn execute(self, store: &dyn SessionStore) -> Result<Delivery, Failed> {
         match self {
             Self::Nothing => Ok(Delivery::Nothing),
             Self::Create {
@@ -60,7 +60,7 @@ impl Plan {
                 if let Some(id) = ended {
                     delete(store, id).await?;
                 }
-                create(store, data, expiry).await
+                Ok(create(store, data, expiry).await?)
             }
             Self::Apply {
                 id,
@@ -87,6 +87,24 @@ impl Plan {
                 }
                 Ok(Delivery::Revoke)
             }
+        }
+    }
+}
+
+/// A save that failed, and what the client must learn all the same.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    /// Set when a step that changed which id names the session had succeeded before the
+    /// failure: the client must get that id even with the error, or lose its session.
+    pub(crate) delivery: Delivery,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            delivery: Delivery::Nothing,
         }
     }
 }
@@ -129,17 +147,22 @@ async fn cycle(
     old: Id,
     changes: Changes,
     expiry: Expiry,
-) -> Result<Delivery, Error> {
+) -> Result<Delivery, Failed> {
     for _ in 0..ID_ATTEMPTS {
         let new = Id::random()?;
         let span = tracing::debug_span!("session.cycle", session = ?old, new = ?new);
         match store.cycle(&old, &new).instrument(span).await? {
             Cycled::Moved => {
                 let span = tracing::debug_span!("session.apply", session = ?new);
+                // The old id is gone now: whatever happens next, the client needs the new one.
                 let applied = store
                     .apply(&new, &changes, &expiry)
                     .instrument(span)
-                    .await?;
+                    .await
+                    .map_err(|error| Failed {
+                        error,
+                        delivery: Delivery::Issue(new, expiry),
+                    })?;
                 return Ok(match renewed_or_gone(applied, new, expiry) {
                     Delivery::Renew(id, expiry) => Delivery::Issue(id, expiry),
                     other => other,
@@ -149,7 +172,7 @@ async fn cycle(
             Cycled::IdTaken => continue,
         }
     }
-    Err(no_free_id())
+    Err(no_free_id().into())
 }
 
 fn no_free_id() -> Error {

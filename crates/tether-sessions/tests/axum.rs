@@ -193,6 +193,34 @@ async fn cycle_with_changes_in_the_same_request() {
 }
 
 #[tokio::test]
+async fn a_cycle_whose_delta_fails_still_hands_out_the_new_id() {
+    // The store moves the session, then fails the request's own changes: the answer is 503,
+    // and it must carry the new id, the only one that still names the session.
+    let store = spy();
+    let router = routes()
+        .route(
+            "/login",
+            axum::routing::get(|s: tether_sessions::Session| async move {
+                s.cycle_id().await?;
+                s.insert("user", "alice").await
+            }),
+        )
+        .layer(SessionLayer::new(store.clone()));
+    let old = ok(&router, get("/incr", None)).await.cookie();
+    store.fail_with(Some(Failure::Applies));
+    let failed = send(&router, get("/login", Some(&old))).await;
+    store.fail_with(None);
+    assert_eq!(failed.status, 503);
+    let new = failed.cookie();
+    assert_ne!(new, old);
+    assert_eq!(
+        ok(&router, get("/count", Some(&new))).await.body,
+        "1",
+        "the session lives on under the new id"
+    );
+}
+
+#[tokio::test]
 async fn flush_deletes_and_expires_the_cookie() {
     let store = spy();
     let app = app(SessionLayer::new(store.clone()));

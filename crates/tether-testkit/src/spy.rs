@@ -1,7 +1,7 @@
 //! A store wrapper that counts calls and can be switched to fail, for layer tests.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
@@ -44,6 +44,9 @@ pub enum Failure {
     Unavailable,
     /// `load` fails with [`Error::Corrupt`], as for undecodable stored data; the rest works.
     CorruptLoads,
+    /// `apply` fails with a transient [`Error::Unavailable`]; the rest works (a store that
+    /// goes away between two steps of one save).
+    Applies,
 }
 
 #[derive(Debug, Default)]
@@ -54,8 +57,7 @@ struct Counters {
     touch: AtomicU64,
     delete: AtomicU64,
     cycle: AtomicU64,
-    unavailable: AtomicBool,
-    corrupt: AtomicBool,
+    failure: Mutex<Option<Failure>>,
 }
 
 /// Wraps a store, counts its calls and can make them fail.
@@ -105,16 +107,26 @@ impl<S: SessionStore> SpyStore<S> {
 
     /// Makes later calls fail as `failure` says; `None` heals the store.
     pub fn fail_with(&self, failure: Option<Failure>) {
-        let c = &self.counters;
-        c.unavailable
-            .store(failure == Some(Failure::Unavailable), Ordering::SeqCst);
-        c.corrupt
-            .store(failure == Some(Failure::CorruptLoads), Ordering::SeqCst);
+        *self
+            .counters
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = failure;
     }
 
-    fn enter(&self, counter: &AtomicU64) -> Result<(), Error> {
+    fn failure(&self) -> Option<Failure> {
+        *self
+            .counters
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a call; fails it when the switched-on failure covers `failing`.
+    fn enter(&self, counter: &AtomicU64, failing: Option<Failure>) -> Result<(), Error> {
         counter.fetch_add(1, Ordering::SeqCst);
-        if self.counters.unavailable.load(Ordering::SeqCst) {
+        let failure = self.failure();
+        if failure == Some(Failure::Unavailable) || (failing.is_some() && failure == failing) {
             let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
             return Err(Error::Unavailable(Box::new(refused)));
         }
@@ -125,35 +137,35 @@ impl<S: SessionStore> SpyStore<S> {
 #[async_trait]
 impl<S: SessionStore> SessionStore for SpyStore<S> {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
-        self.enter(&self.counters.load)?;
-        if self.counters.corrupt.load(Ordering::SeqCst) {
+        self.enter(&self.counters.load, None)?;
+        if self.failure() == Some(Failure::CorruptLoads) {
             return Err(Error::Corrupt("spy: stored bytes are not a session".into()));
         }
         self.inner.load(id).await
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        self.enter(&self.counters.create)?;
+        self.enter(&self.counters.create, None)?;
         self.inner.create(record).await
     }
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
-        self.enter(&self.counters.apply)?;
+        self.enter(&self.counters.apply, Some(Failure::Applies))?;
         self.inner.apply(id, changes, expiry).await
     }
 
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
-        self.enter(&self.counters.touch)?;
+        self.enter(&self.counters.touch, None)?;
         self.inner.touch(id, expiry).await
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        self.enter(&self.counters.delete)?;
+        self.enter(&self.counters.delete, None)?;
         self.inner.delete(id).await
     }
 
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
-        self.enter(&self.counters.cycle)?;
+        self.enter(&self.counters.cycle, None)?;
         self.inner.cycle(old, new).await
     }
 }
