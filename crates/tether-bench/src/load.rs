@@ -60,11 +60,11 @@ impl Client {
             .sender
             .send_request(request.body(Empty::new())?)
             .await?;
-        if self.cookie.is_none() {
-            if let Some(set) = response.headers().get(SET_COOKIE) {
-                let pair = set.to_str()?.split(';').next().unwrap_or_default();
-                self.cookie = Some(HeaderValue::from_str(pair)?);
-            }
+        if self.cookie.is_none()
+            && let Some(set) = response.headers().get(SET_COOKIE)
+        {
+            let pair = set.to_str()?.split(';').next().unwrap_or_default();
+            self.cookie = Some(HeaderValue::from_str(pair)?);
         }
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();

@@ -215,12 +215,13 @@ async fn run_strategy(
                 killed = Some((usize::MAX, elapsed));
             }
         }
-        if let (false, Some((index, at)), Some(after)) = (restarted, killed, config.restart_after) {
-            if index != usize::MAX && elapsed >= at + after {
-                restarted = true;
-                deployment.restart(index).await?;
-                events.push(Event::new("restart", format!("node-{index}"), elapsed));
-            }
+        if let (false, Some((index, at)), Some(after)) = (restarted, killed, config.restart_after)
+            && index != usize::MAX
+            && elapsed >= at + after
+        {
+            restarted = true;
+            deployment.restart(index).await?;
+            events.push(Event::new("restart", format!("node-{index}"), elapsed));
         }
     }
     while users.join_next().await.is_some() {}

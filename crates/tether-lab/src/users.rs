@@ -143,11 +143,14 @@ impl User {
     /// Sends one request and checks the answer against the last value.
     pub(crate) async fn step(&mut self, front: &Front, tally: &Tally) {
         self.sent += 1;
-        if self.churn.is_some_and(|every| self.sent % every == 0) {
+        if self
+            .churn
+            .is_some_and(|every| self.sent.is_multiple_of(every))
+        {
             self.cookies.clear();
             self.last = 0;
         }
-        let write = !self.mixed || self.sent % 5 == 0;
+        let write = !self.mixed || self.sent.is_multiple_of(5);
         let path = if write { "/incr" } else { "/count" };
         let sent = Instant::now();
         let cookies = self.cookie_header();

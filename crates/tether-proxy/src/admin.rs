@@ -96,10 +96,10 @@ async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Resp
     if !host.is_some_and(is_loopback_host) {
         return refuse(StatusCode::FORBIDDEN, "Host must be a loopback name\n");
     }
-    if let Some(origin) = headers.get(ORIGIN) {
-        if !origin.to_str().is_ok_and(is_loopback_origin) {
-            return refuse(StatusCode::FORBIDDEN, "cross-origin requests are refused\n");
-        }
+    if let Some(origin) = headers.get(ORIGIN)
+        && !origin.to_str().is_ok_and(is_loopback_origin)
+    {
+        return refuse(StatusCode::FORBIDDEN, "cross-origin requests are refused\n");
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let Some(token) = &admin.token else {

@@ -114,10 +114,10 @@ pub mod fuzzing {
     /// Parses `data` as a RESP reply and loads it as a stored session: a record, nothing, or
     /// `Corrupt`; panics on any other error kind.
     pub fn decode_hash(data: &[u8]) {
-        if let Ok(value) = redis::parse_redis_value(data) {
-            if let Err(e) = crate::layout::decode(tether_core::Id::from_bytes([1; 16]), value) {
-                assert_eq!(e.kind(), tether_core::ErrorKind::Corrupt);
-            }
+        if let Ok(value) = redis::parse_redis_value(data)
+            && let Err(e) = crate::layout::decode(tether_core::Id::from_bytes([1; 16]), value)
+        {
+            assert_eq!(e.kind(), tether_core::ErrorKind::Corrupt);
         }
     }
 }

@@ -104,10 +104,10 @@ impl AffinityKeys {
             .find_map(|key| jar.private(key).decrypt(sealed()))?;
         let (backend, issued) = opened.value().rsplit_once('|')?;
         let issued: u64 = issued.parse().ok()?;
-        if let Some(max_age) = max_age {
-            if unix_now().saturating_sub(issued) > max_age.as_secs() {
-                return None;
-            }
+        if let Some(max_age) = max_age
+            && unix_now().saturating_sub(issued) > max_age.as_secs()
+        {
+            return None;
         }
         Some(Pin {
             backend: backend.to_owned(),

@@ -119,10 +119,10 @@ impl Roster {
                     reserved: false,
                 })
         };
-        if config.strategy == crate::Strategy::SessionId {
-            if let Some(route) = by_session(&inner) {
-                return route;
-            }
+        if config.strategy == crate::Strategy::SessionId
+            && let Some(route) = by_session(&inner)
+        {
+            return route;
         }
         if let Some(pinned) = &clues.pinned {
             let backend = inner
@@ -151,10 +151,10 @@ impl Roster {
                 _ => redispatched = true,
             }
         }
-        if config.strategy == crate::Strategy::Cookie {
-            if let Some(route) = by_session(&inner) {
-                return route.repin(redispatched);
-            }
+        if config.strategy == crate::Strategy::Cookie
+            && let Some(route) = by_session(&inner)
+        {
+            return route.repin(redispatched);
         }
         let reason = if redispatched {
             Reason::Redispatched

@@ -291,10 +291,10 @@ impl Shared {
 
     fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
         let hops = self.config.trusted_hops;
-        if hops > 0 {
-            if let Some(forwarded) = forwarded_client(request.headers(), hops) {
-                return Some(forwarded);
-            }
+        if hops > 0
+            && let Some(forwarded) = forwarded_client(request.headers(), hops)
+        {
+            return Some(forwarded);
         }
         request.extensions().get::<ClientAddr>().map(|a| a.0.ip())
     }
