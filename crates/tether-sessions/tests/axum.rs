@@ -174,15 +174,7 @@ async fn cycle_id_moves_the_session_and_kills_the_old_id() {
 #[tokio::test]
 async fn cycle_with_changes_in_the_same_request() {
     // A login handler cycles and then writes; both land under the new id.
-    let router = routes()
-        .route(
-            "/login",
-            axum::routing::get(|s: tether_sessions::Session| async move {
-                s.cycle_id().await?;
-                s.insert("user", "alice").await
-            }),
-        )
-        .layer(SessionLayer::new(spy()));
+    let router = app(SessionLayer::new(spy()));
     let old = ok(&router, get("/incr", None)).await.cookie();
     let new = ok(&router, get("/login", Some(&old))).await.cookie();
     assert_eq!(
@@ -197,15 +189,7 @@ async fn a_cycle_whose_delta_fails_still_hands_out_the_new_id() {
     // The store moves the session, then fails the request's own changes: the answer is 503,
     // and it must carry the new id, the only one that still names the session.
     let store = spy();
-    let router = routes()
-        .route(
-            "/login",
-            axum::routing::get(|s: tether_sessions::Session| async move {
-                s.cycle_id().await?;
-                s.insert("user", "alice").await
-            }),
-        )
-        .layer(SessionLayer::new(store.clone()));
+    let router = app(SessionLayer::new(store.clone()));
     let old = ok(&router, get("/incr", None)).await.cookie();
     store.fail_with(Some(Failure::Applies));
     let failed = send(&router, get("/login", Some(&old))).await;

@@ -23,7 +23,8 @@ pub fn spy() -> Spy {
 /// - `/count`: reads `count`; `/incr`: increments it;
 /// - `/set/{k}/{v}`, `/get/{k}`, `/remove/{k}`;
 /// - `/big/{n}`: inserts `n` bytes under `big` (413 when too large);
-/// - `/cycle`, `/flush`, `/clear`; `/fail`: increments, then answers 500.
+/// - `/cycle`, `/flush`, `/clear`; `/login`: cycles the id, then inserts `user`;
+/// - `/fail`: increments, then answers 500.
 pub fn app(layer: SessionLayer) -> Router {
     routes().layer(layer)
 }
@@ -61,6 +62,13 @@ pub fn routes() -> Router {
             }),
         )
         .route("/cycle", route_get(|s: Session| async move { s.cycle_id().await }))
+        .route(
+            "/login",
+            route_get(|s: Session| async move {
+                s.cycle_id().await?;
+                s.insert("user", "alice").await
+            }),
+        )
         .route("/flush", route_get(|s: Session| async move { s.flush().await }))
         .route("/clear", route_get(|s: Session| async move { s.clear().await }))
         .route(
