@@ -564,7 +564,7 @@ mod unix {
         // ... and sends to it again as soon as it runs.
         paused.store(NOT_PAUSED, Ordering::SeqCst);
         let resumed = Instant::now();
-        std::thread::sleep(Duration::from_millis(2_500));
+        std::thread::sleep(Duration::from_millis(1_500));
         stop.store(true, Ordering::Relaxed);
         let seen: Vec<Seen> = users.into_iter().map(|u| u.join().expect("user")).collect();
         check("pause", &seen, &mut procs);
