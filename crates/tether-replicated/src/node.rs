@@ -439,15 +439,17 @@ impl Shared {
             }
             tokio::time::sleep(self.config.heartbeat / 2).await;
         }
-        let (_, mut received) = self.transfer_from_members().await;
+        let mut received = self.transfer_from_members().await;
         self.lock_pinged_by().clear();
         if !self.set_if_current(epoch, &self.ready) {
             return false;
         }
-        self.await_live_peers().await;
-        // A peer adopts the new view at its next tick after the ping.
-        tokio::time::sleep(self.config.heartbeat * 2).await;
-        received += self.transfer_from_members().await.1;
+        if self.peers().next().is_some() {
+            self.await_live_peers().await;
+            // A peer adopts the new view at its next tick after the ping.
+            tokio::time::sleep(self.config.heartbeat * 2).await;
+            received += self.transfer_from_members().await;
+        }
         if !self.set_if_current(epoch, &self.serving) {
             return false;
         }
@@ -456,15 +458,14 @@ impl Shared {
         true
     }
 
-    /// Takes from every member the sessions this node must hold: the members asked and the
-    /// sessions received.
-    async fn transfer_from_members(&self) -> (usize, usize) {
+    /// Takes from every member the sessions this node must hold; returns how many came.
+    async fn transfer_from_members(&self) -> usize {
         let members: Vec<&Peer> = self.member_peers().collect();
         let mut received = 0;
-        for peer in &members {
+        for peer in members {
             received += self.transfer_from(peer).await;
         }
-        (members.len(), received)
+        received
     }
 
     /// Records that `peer` pinged this node; from its answer on, it counts this node a member
