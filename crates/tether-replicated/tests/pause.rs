@@ -56,23 +56,39 @@ mod unix {
         ),
     ];
 
-    /// A small stand-in for the test harness: `--list`, name filters, `--exact`; other flags
-    /// are accepted and ignored. The tests load both cores, so they run one after the other.
+    /// A small stand-in for the test harness: `--list`, name filters, `--exact`, `--skip`,
+    /// `--ignored` (none is); other flags are accepted and ignored. The tests load both cores,
+    /// so they run one after the other.
     pub(super) fn run_tests() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
+        let (mut filters, mut skips) = (Vec::new(), Vec::new());
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--skip" => skips.extend(rest.next()),
+                "--test-threads" | "--format" | "--color" | "--logfile" | "--shuffle-seed"
+                | "-Z" => {
+                    rest.next();
+                }
+                flag if flag.starts_with('-') => {}
+                filter => filters.push(filter),
+            }
+        }
         let exact = args.iter().any(|a| a == "--exact");
-        let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+        let only_ignored = args.iter().any(|a| a == "--ignored");
+        let matches = |name: &str, pattern: &str| {
+            if exact {
+                name == pattern
+            } else {
+                name.contains(pattern)
+            }
+        };
         let selected: Vec<&(&str, Test)> = TESTS
             .iter()
             .filter(|(name, _)| {
-                filters.is_empty()
-                    || filters.iter().any(|f| {
-                        if exact {
-                            name == f
-                        } else {
-                            name.contains(f.as_str())
-                        }
-                    })
+                !only_ignored
+                    && (filters.is_empty() || filters.iter().any(|f| matches(name, f)))
+                    && !skips.iter().any(|s| matches(name, s))
             })
             .collect();
         if args.iter().any(|a| a == "--list") {
