@@ -82,8 +82,8 @@ impl ReplicatedStore {
 impl SessionStore for ReplicatedStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
         self.node.notice_stall();
-        let now = Timestamp::now();
         let view = self.node.routing_view().await;
+        let now = Timestamp::now();
         let holders = view.holders(id);
         if holders.is_empty() {
             // Nobody to ask, not even itself: "no such session" would start a new one.
