@@ -152,6 +152,10 @@ impl NodeConfig {
 
     /// Heartbeat interval (default 200 ms) and the silence after which a peer is dead (default
     /// 1.2 s). Shorter detects failures sooner, at the price of false alarms on a busy network.
+    ///
+    /// A node whose own heartbeats stop for longer than the failure timeout less one heartbeat
+    /// (and at least one and a half heartbeats) counts itself stalled: its peers may have
+    /// declared it dead. It stops serving and joins again, state transfer first.
     pub fn with_failure_detection(
         mut self,
         heartbeat: Duration,

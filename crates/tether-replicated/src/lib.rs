@@ -15,7 +15,10 @@
 //!   with a transient error after the sync timeout); [`Ack::Async`]: once the primary did.
 //! - **Failures.** Peers are members while they answer heartbeats. When one dies, the remaining
 //!   holders copy its sessions to their new holders; a node that joins or restarts first
-//!   receives the sessions it must hold, then becomes a member.
+//!   receives the sessions it must hold, then becomes a member. Nodes started together agree
+//!   on one view before any serves. A node that stood still longer than its peers wait for it
+//!   (SIGSTOP, a frozen VM: its own monotonic clock shows the gap) stops serving and joins
+//!   again as after a restart; meanwhile its store forwards to the members.
 //! - **Security.** Peers prove knowledge of a pre-shared key with HMAC-SHA256
 //!   challenge-response in both directions (the key never travels); a peer that fails, speaks
 //!   another protocol version, or sends an oversized or garbage frame is disconnected and logged,

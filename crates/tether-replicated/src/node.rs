@@ -4,11 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_core::{Id, Timestamp};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::link::Link;
@@ -82,8 +82,21 @@ pub(crate) struct Shared {
     serving: AtomicBool,
     /// Peers that have pinged this node since it announced itself ready, so count it a member.
     pinged_by: Mutex<HashSet<String>>,
+    /// When the heartbeat loop last ran, and how many stalls were noticed: see
+    /// [`Shared::notice_stall`].
+    liveness: Mutex<Liveness>,
+    /// Woken when a stall is noticed, to join again.
+    stalled: Notify,
     frozen: AtomicBool,
     local_addr: SocketAddr,
+}
+
+/// The node's own sense of time passing: a gap in its heartbeats means the process stood still.
+#[derive(Debug)]
+struct Liveness {
+    last_tick: Instant,
+    /// Stalls noticed so far: a join completes only if none was noticed while it ran.
+    stalls: u64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -97,9 +110,10 @@ impl std::fmt::Debug for Shared {
 
 impl Node {
     /// Binds the replication address, connects to the peers, receives the sessions this node
-    /// must hold from those that are up, and returns once it is a member. Joining a running
-    /// cluster takes until every live peer has reconnected to this node (their backoff is at
-    /// most 2 s) plus two heartbeats, bounded by 2 s plus two failure timeouts.
+    /// must hold from those that are up, and returns once it is a member. Joining takes until
+    /// every peer that answers heartbeats is ready and has reconnected to this node (their
+    /// backoff is at most 2 s), plus two heartbeats: bounded by 2 s plus four failure timeouts.
+    /// Nodes started together thus agree on one view before any of them serves.
     ///
     /// # Errors
     ///
@@ -140,6 +154,11 @@ impl Node {
             ready: AtomicBool::new(false),
             serving: AtomicBool::new(false),
             pinged_by: Mutex::new(HashSet::new()),
+            liveness: Mutex::new(Liveness {
+                last_tick: Instant::now(),
+                stalls: 0,
+            }),
+            stalled: Notify::new(),
             frozen: AtomicBool::new(false),
             local_addr,
         });
@@ -154,9 +173,13 @@ impl Node {
             })
             .collect();
         let _ = shared.peers.set(peers);
+        let mut views = shared.view.subscribe();
         tokio::spawn(server::accept(listener, Arc::clone(&shared)));
         tokio::spawn(Arc::clone(&shared).watch_members());
-        shared.join().await;
+        tokio::spawn(Arc::clone(&shared).stay_joined());
+        let name = shared.name().to_owned();
+        // The view lists this node once it serves; the sender lives in `shared`.
+        let _ = views.wait_for(|view| view.contains(&name)).await;
         tokio::spawn(Arc::clone(&shared).rebalance_on_change());
         tokio::spawn(Arc::clone(&shared).sweep());
         Ok(Self {
@@ -232,6 +255,22 @@ impl Shared {
         self.view.borrow().clone()
     }
 
+    /// The view to route a request by. A node that is not serving has no member in its view
+    /// until fresh heartbeats came in (after a stall its last ones are too old), and the view is
+    /// published once per heartbeat: then it is recomputed, for up to two heartbeats, so that
+    /// requests arriving at once are forwarded rather than refused.
+    pub(crate) async fn routing_view(&self) -> View {
+        let deadline = tokio::time::Instant::now() + self.config.heartbeat * 2;
+        loop {
+            let view = self.view();
+            if !view.members().is_empty() || tokio::time::Instant::now() >= deadline {
+                return view;
+            }
+            self.publish_view();
+            tokio::time::sleep(self.config.heartbeat / 10).await;
+        }
+    }
+
     pub(crate) fn peer(&self, name: &str) -> Option<&Peer> {
         self.peers.get().and_then(|peers| peers.get(name))
     }
@@ -248,8 +287,76 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn is_serving(&self) -> bool {
+    /// Counts itself a member: it may answer for the sessions it holds. A node that is joining
+    /// (after a start or a stall) forwards everything to the members instead.
+    pub(crate) fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
+    }
+
+    fn lock_liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A gap between heartbeats longer than this means the process stood still long enough for
+    /// its peers to have declared it dead: they stop counting a peer whose last answer is a
+    /// failure timeout old, and that answer may be a heartbeat older than this node's last tick.
+    fn stall_limit(&self) -> Duration {
+        let (heartbeat, failure) = (self.config.heartbeat, self.config.failure_timeout);
+        failure.saturating_sub(heartbeat).max(heartbeat * 3 / 2)
+    }
+
+    /// Checks this node's own monotonic clock for a stall: a pause (SIGSTOP, a frozen VM, a
+    /// starved runtime) longer than [`Shared::stall_limit`] since the heartbeat loop last ran.
+    /// Called before anything is served, so whatever runs first after the stall notices it.
+    ///
+    /// After a stall the peers have probably declared this node dead and moved on: its copies
+    /// may be stale and what it knows of its peers is as old as the stall. So it stops serving
+    /// and stops announcing itself ready, and joins again as after a restart (transfers first);
+    /// until then its store forwards to the members, and it never makes a view of itself out of
+    /// peers it merely has not heard from while it stood still.
+    pub(crate) fn notice_stall(&self) {
+        let mut liveness = self.lock_liveness();
+        self.check_stall(&mut liveness);
+    }
+
+    fn check_stall(&self, liveness: &mut Liveness) {
+        let gap = liveness.last_tick.elapsed();
+        if gap <= self.stall_limit() {
+            return;
+        }
+        liveness.stalls += 1;
+        liveness.last_tick = Instant::now();
+        self.serving.store(false, Ordering::Release);
+        self.ready.store(false, Ordering::Release);
+        self.lock_pinged_by().clear();
+        tracing::warn!(node = %self.name(), ?gap, "this node stood still past the failure timeout; it stops serving and joins again");
+        self.publish_view();
+        self.stalled.notify_one();
+    }
+
+    /// A heartbeat of the node itself: checks for a stall, then records that it runs.
+    fn tick(&self) {
+        let mut liveness = self.lock_liveness();
+        self.check_stall(&mut liveness);
+        liveness.last_tick = Instant::now();
+    }
+
+    fn stalls(&self) -> u64 {
+        self.lock_liveness().stalls
+    }
+
+    /// Sets `flag` (ready or serving) unless a stall was noticed since the join of `epoch`
+    /// began, or is noticed now.
+    fn set_if_current(&self, epoch: u64, flag: &AtomicBool) -> bool {
+        let mut liveness = self.lock_liveness();
+        self.check_stall(&mut liveness);
+        if liveness.stalls != epoch {
+            return false;
+        }
+        flag.store(true, Ordering::Release);
+        true
     }
 
     /// The peers that answer heartbeats and have finished joining.
@@ -275,14 +382,16 @@ impl Shared {
                 () = self.link.cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            self.tick();
             self.publish_view();
         }
     }
 
-    /// Publishes the current members if they changed.
+    /// Publishes the current members if they changed. They are computed under the view's lock,
+    /// so that of two calls racing with a change of the flags, the last publishes the truth.
     fn publish_view(&self) {
-        let view = self.current_members();
         self.view.send_if_modified(|current| {
+            let view = self.current_members();
             let changed = *current != view;
             if changed {
                 tracing::info!(node = %self.name(), members = ?view.members(), "cluster view changed");
@@ -292,8 +401,28 @@ impl Shared {
         });
     }
 
+    /// Joins, and joins again after every stall, until the node stops.
+    async fn stay_joined(self: Arc<Self>) {
+        loop {
+            let epoch = self.stalls();
+            let joined = tokio::select! {
+                () = self.link.cancel.cancelled() => return,
+                joined = self.join(epoch) => joined,
+            };
+            if !joined {
+                continue;
+            }
+            while self.stalls() == epoch {
+                tokio::select! {
+                    () = self.link.cancel.cancelled() => return,
+                    () = self.stalled.notified() => {}
+                }
+            }
+        }
+    }
+
     /// Waits for the peers that are up, takes from each the sessions this node must hold, and
-    /// becomes a member. A fresh cluster (no peer is a member yet) starts empty.
+    /// becomes a member; false if a stall was noticed meanwhile (the caller joins again).
     ///
     /// The hand-over has two steps so that no write is lost to a stale copy: after the bulk
     /// transfer the node announces itself, and the members start routing its sessions to it
@@ -301,7 +430,11 @@ impl Shared {
     /// pinged it since (and had a heartbeat to adopt the new view), it takes a second transfer
     /// with what their primaries wrote in the meantime, and only then counts itself a member
     /// and serves.
-    async fn join(&self) {
+    ///
+    /// It also waits until every live peer has announced itself ready, so that nodes started
+    /// together (none a member yet) agree on one view before any serves: none serves alone a
+    /// session that another would not find.
+    async fn join(&self, epoch: u64) -> bool {
         let window = self.config.failure_timeout * 2;
         let started = tokio::time::Instant::now();
         let failure = self.config.failure_timeout;
@@ -311,28 +444,33 @@ impl Shared {
             }
             tokio::time::sleep(self.config.heartbeat / 2).await;
         }
-        let (members, mut received) = self.transfer_from_members().await;
-        self.ready.store(true, Ordering::Release);
-        if members > 0 {
-            self.await_pings_from_live_peers().await;
+        let mut received = self.transfer_from_members().await;
+        self.lock_pinged_by().clear();
+        if !self.set_if_current(epoch, &self.ready) {
+            return false;
+        }
+        if self.peers().next().is_some() {
+            self.await_live_peers().await;
             // A peer adopts the new view at its next tick after the ping.
             tokio::time::sleep(self.config.heartbeat * 2).await;
-            received += self.transfer_from_members().await.1;
+            received += self.transfer_from_members().await;
         }
-        self.serving.store(true, Ordering::Release);
+        if !self.set_if_current(epoch, &self.serving) {
+            return false;
+        }
         self.publish_view();
         tracing::info!(node = %self.name(), received, "joined the cluster");
+        true
     }
 
-    /// Takes from every member the sessions this node must hold: the members asked and the
-    /// sessions received.
-    async fn transfer_from_members(&self) -> (usize, usize) {
+    /// Takes from every member the sessions this node must hold; returns how many came.
+    async fn transfer_from_members(&self) -> usize {
         let members: Vec<&Peer> = self.member_peers().collect();
         let mut received = 0;
-        for peer in &members {
+        for peer in members {
             received += self.transfer_from(peer).await;
         }
-        (members.len(), received)
+        received
     }
 
     /// Records that `peer` pinged this node; from its answer on, it counts this node a member
@@ -349,24 +487,24 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits until every live peer has pinged this node since it became ready (a peer that was
-    /// away reconnects with a backoff of up to two seconds), bounded in time.
-    async fn await_pings_from_live_peers(&self) {
+    /// Waits until every live peer is ready and has pinged this node since it became ready (a
+    /// peer that was away reconnects with a backoff of up to two seconds), bounded in time.
+    async fn await_live_peers(&self) {
         let failure = self.config.failure_timeout;
         let deadline = tokio::time::Instant::now() + PEER_MAX_BACKOFF + failure * 2;
         while tokio::time::Instant::now() < deadline {
-            let all_pinged = {
+            let all_seen = {
                 let pinged_by = self.lock_pinged_by();
                 self.peers()
                     .filter(|peer| peer.health.is_alive(failure))
-                    .all(|peer| pinged_by.contains(peer.name()))
+                    .all(|peer| peer.health.is_member(failure) && pinged_by.contains(peer.name()))
             };
-            if all_pinged {
+            if all_seen {
                 return;
             }
             tokio::time::sleep(self.config.heartbeat / 4).await;
         }
-        tracing::warn!(node = %self.name(), "not every live peer pinged this node while joining");
+        tracing::warn!(node = %self.name(), "not every live peer was ready and pinged this node while joining");
     }
 
     /// Pages through the sessions `peer` says this node must hold.
@@ -413,6 +551,11 @@ impl Shared {
                 changed = changes.changed() => if changed.is_err() { return },
             }
             let view = changes.borrow_and_update().clone();
+            // A joining node holds nothing yet by the view (it is not in it): it must keep
+            // what it received, and what it held before a stall merges in harmlessly.
+            if !self.is_serving() || !view.contains(self.name()) {
+                continue;
+            }
             self.rebalance(&view).await;
         }
     }
@@ -480,6 +623,8 @@ impl Shared {
         if self.frozen.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        // Before answering anything, even a heartbeat: after a stall the answer says "not ready".
+        self.notice_stall();
         let now = Timestamp::now();
         match request {
             Request::Ping => Response::Pong {
@@ -552,6 +697,13 @@ impl Shared {
 
     /// Performs a write as the session's primary: stamp it, apply it, copy it to the backups.
     pub(crate) async fn execute_as_primary(&self, op: Op) -> Result<Response, tether_core::Error> {
+        self.notice_stall();
+        if !self.is_serving() {
+            // The view it routed by was taken before a stall was noticed.
+            return Err(tether_core::Error::Unavailable(
+                "this node is joining the cluster".into(),
+            ));
+        }
         let view = self.view();
         let id = *op.id();
         let me = self.name();

@@ -49,7 +49,8 @@ impl ReplicatedStore {
 
     /// Runs a write on the session's primary, here or there.
     async fn execute(&self, op: Op) -> Result<Response, Error> {
-        let view = self.node.view();
+        self.node.notice_stall();
+        let view = self.node.routing_view().await;
         let Some(primary) = view.primary(op.id()) else {
             return Err(Self::unavailable("no live member in the cluster view"));
         };
@@ -80,11 +81,17 @@ impl ReplicatedStore {
 #[async_trait]
 impl SessionStore for ReplicatedStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
+        self.node.notice_stall();
+        let view = self.node.routing_view().await;
         let now = Timestamp::now();
-        let view = self.node.view();
         let holders = view.holders(id);
+        if holders.is_empty() {
+            // Nobody to ask, not even itself: "no such session" would start a new one.
+            return Err(Self::unavailable("no live member in the cluster view"));
+        }
         let me = self.node.name();
-        if holders.contains(&me) {
+        // A node that is joining, or noticed a stall, has copies that may be stale.
+        if self.node.is_serving() && holders.contains(&me) {
             let local = self.node.state.record(id, now);
             // The primary's copy is authoritative; a backup without one asks the primary, in
             // case it has not received the session yet.
@@ -111,10 +118,8 @@ impl SessionStore for ReplicatedStore {
                 Err(e) => last_error = Some(e.into_store_error()),
             }
         }
-        match last_error {
-            Some(error) => Err(error),
-            None => Ok(None),
-        }
+        // Nobody asked: the only holder is this node, and it is not serving.
+        Err(last_error.unwrap_or_else(|| Self::unavailable("this node is joining the cluster")))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
