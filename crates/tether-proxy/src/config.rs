@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub header_read_timeout_ms: Option<u64>,
     /// Client connections served at once (default 10000, lowered to fit the open-file limit).
     pub max_connections: Option<usize>,
+    /// Longest quiet in a client's request body, in milliseconds (default 30000).
+    pub body_idle_timeout_ms: Option<u64>,
     /// Token that authorizes state changes on the admin listener (at least 16 characters;
     /// also `TETHER_PROXY_ADMIN_TOKEN`). Without one, state changes are refused.
     pub admin_token: Option<String>,
@@ -245,6 +247,12 @@ fn limits(file: &FileConfig) -> Result<Limits, ConfigError> {
             return Err(invalid("header_read_timeout_ms must be above 0"));
         }
         limits.header_read_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.body_idle_timeout_ms {
+        if ms == 0 {
+            return Err(invalid("body_idle_timeout_ms must be above 0"));
+        }
+        limits.body_idle_timeout = Duration::from_millis(ms);
     }
     if let Some(max) = file.max_connections {
         if max == 0 {

@@ -16,7 +16,8 @@
 //! (`connect_timeout_ms`), a backend's response head 30 s after the request body was sent
 //! (`response_timeout_ms`), a client's request head 64 KiB (`max_header_bytes`) received within
 //! 10 s (`header_read_timeout_ms`; the first head counted from the accept, so a connection that
-//! sends nothing is closed then), 10,000 client connections at once (`max_connections`, lowered
+//! sends nothing is closed then), 30 s of quiet inside a request body (`body_idle_timeout_ms`:
+//! the client gets `400`), 10,000 client connections at once (`max_connections`, lowered
 //! to fit the open-file limit, which is raised to the hard limit at start), in-flight requests
 //! 10 s after a shutdown signal.
 
@@ -30,6 +31,7 @@ pub mod config;
 pub mod forwarded;
 pub mod limits;
 pub mod proxy;
+pub mod stall;
 
 use std::sync::Arc;
 

@@ -16,6 +16,9 @@ pub struct Limits {
     /// Client connections served at once (default 10,000, lowered to what the open-file limit
     /// allows); further clients wait in the listen backlog until one ends.
     pub max_connections: usize,
+    /// Longest quiet in a request body (default 30 s): a client that announced a body and
+    /// stops sending gets `400` and its connection ends.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -24,6 +27,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            body_idle_timeout: Duration::from_secs(30),
         }
     }
 }

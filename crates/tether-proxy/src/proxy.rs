@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,6 +20,7 @@ use tower::ServiceExt as _;
 
 use crate::forwarded::{AddForwarded, strip_hop_by_hop};
 use crate::limits::Limits;
+use crate::stall::StallBound;
 
 /// The router the proxy runs.
 pub type Router = Sticky<Backends<String, AddForwarded<Upstream>>>;
@@ -52,6 +54,7 @@ fn bad_request(reason: &'static str) -> Response<UpstreamBody> {
 async fn handle(
     router: Router,
     client: SocketAddr,
+    body_idle_timeout: Duration,
     request: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
     let (mut parts, body) = request.into_parts();
@@ -61,7 +64,12 @@ async fn handle(
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.extensions.insert(ClientAddr(client));
-    let request = Request::from_parts(parts, box_body(body));
+    let body = if body.is_end_stream() {
+        box_body(body)
+    } else {
+        box_body(StallBound::new(body, body_idle_timeout))
+    };
+    let request = Request::from_parts(parts, body);
     let mut response = router.oneshot(request).await?;
     strip_hop_by_hop(response.headers_mut());
     Ok(response)
@@ -113,8 +121,12 @@ pub async fn serve(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
+    // Pings find HTTP/2 clients that vanished without closing (half-open connections).
     builder
         .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -147,7 +159,7 @@ pub async fn serve(
         let requests = Arc::clone(&first_request);
         let service = hyper::service::service_fn(move |request| {
             requests.notify_one();
-            handle(router.clone(), client, request)
+            handle(router.clone(), client, limits.body_idle_timeout, request)
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)

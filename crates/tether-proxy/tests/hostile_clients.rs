@@ -315,3 +315,35 @@ async fn the_admin_listener_refuses_foreign_hosts_origins_and_missing_tokens() {
     assert_eq!(refused.0, 403, "{refused:?}");
     assert!(refused.2.contains("admin_token"), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_is_ended_without_ejecting_the_backend() {
+    let (_proxy, listen, admin, _dir) =
+        proxy_with_one_backend("body_idle_timeout_ms = 300\n").await;
+    // Five of ten bytes, then nothing, with the connection left open.
+    let (answer, waited) = blocking(move || {
+        let mut stream = TcpStream::connect(listen).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+            .unwrap();
+        let started = Instant::now();
+        (read_answer(&mut stream), started.elapsed())
+    })
+    .await;
+    assert!(
+        waited < Duration::from_secs(3),
+        "the stall was bounded: {waited:?}"
+    );
+    if let Some((status, _, body)) = &answer {
+        assert_eq!(*status, 400, "{body}");
+    }
+    let (_, _, backends) =
+        blocking(move || common::admin(admin, "GET", "/backends", "127.0.0.1", None)).await;
+    assert!(
+        backends.contains("\"failures\":0") && backends.contains("\"ejected\":false"),
+        "{backends}"
+    );
+}
