@@ -12,20 +12,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use bytes::Bytes;
-use common::{cluster, quick};
+use common::{cluster, quick, record};
 use tether_core::{Applied, Changes, Codec, Created, Expiry, Id, Record, SessionStore, Timestamp};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode};
 use tether_sessions::{Session, SessionLayer};
 use tower::ServiceExt as _;
-
-fn record() -> Record {
-    let now = Timestamp::now();
-    Record::new(
-        Id::random().unwrap(),
-        Expiry::new(now, Duration::from_secs(300), None),
-        now,
-    )
-}
 
 fn changes(key: &str, value: &str) -> Changes {
     let mut changes = Changes::new();

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{cluster, quick};
+use common::{cluster, quick, record};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hmac::{Hmac, Mac as _};
-use tether_core::{Created, Expiry, Id, Record, SessionStore as _, Timestamp};
+use tether_core::{Created, Record, SessionStore as _, Timestamp};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode, Node, NodeConfig, PeerKey};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,15 +20,6 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 /// These tests measure the memory of the whole test process or hold every handshake slot of a
 /// node: one at a time, so they do not disturb each other.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn record() -> Record {
-    let now = Timestamp::now();
-    Record::new(
-        Id::random().unwrap(),
-        Expiry::new(now, Duration::from_secs(300), None),
-        now,
-    )
-}
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {

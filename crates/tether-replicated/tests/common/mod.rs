@@ -6,8 +6,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
+};
 use tether_replicated::{Ack, LocalCluster, Mode, NodeConfig, ReplicatedStore};
+
+/// A new, empty session record that lives five minutes.
+pub fn record() -> Record {
+    let now = Timestamp::now();
+    Record::new(
+        Id::random().expect("random id"),
+        Expiry::new(now, Duration::from_secs(300), None),
+        now,
+    )
+}
 
 /// Fast failure detection for tests.
 pub fn quick(config: NodeConfig) -> NodeConfig {
