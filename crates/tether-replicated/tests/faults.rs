@@ -10,31 +10,16 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use axum::routing::get;
 use bytes::Bytes;
-use common::{cluster, quick, record};
+use common::{app, cluster, quick, record};
 use tether_core::{Applied, Changes, Codec, Created, Expiry, Id, Record, SessionStore, Timestamp};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode};
-use tether_sessions::{Session, SessionLayer};
 use tower::ServiceExt as _;
 
 fn changes(key: &str, value: &str) -> Changes {
     let mut changes = Changes::new();
     changes.insert(key, Codec::default().encode(value).unwrap());
     changes
-}
-
-fn app(store: tether_replicated::ReplicatedStore) -> Router {
-    Router::new()
-        .route(
-            "/incr",
-            get(|session: Session| async move {
-                let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
-                session.insert("n", &n).await?;
-                Ok::<_, tether_sessions::Error>(n.to_string())
-            }),
-        )
-        .layer(SessionLayer::new(store).with_secure(false))
 }
 
 async fn incr(app: &Router, cookie: Option<&str>) -> (StatusCode, Option<u64>, Option<String>) {

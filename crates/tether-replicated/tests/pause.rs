@@ -21,6 +21,9 @@ fn main() {
 }
 
 #[cfg(unix)]
+mod common;
+
+#[cfg(unix)]
 mod unix {
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
     use std::net::{SocketAddr, TcpStream};
@@ -29,10 +32,9 @@ mod unix {
     use std::sync::{Arc, Barrier, mpsc};
     use std::time::{Duration, Instant};
 
-    use axum::Router;
-    use axum::routing::get;
     use tether_replicated::{Ack, Membership as _, Mode, Node, NodeConfig, PeerKey};
-    use tether_sessions::{Session, SessionLayer};
+
+    use super::common::app;
 
     /// The environment variable that makes this binary a node: its value is the node's name.
     pub(super) const CHILD: &str = "TETHER_REPLICATED_TEST_NODE";
@@ -137,19 +139,6 @@ mod unix {
                 ExitCode::FAILURE
             }
         }
-    }
-
-    fn app(store: tether_replicated::ReplicatedStore) -> Router {
-        Router::new()
-            .route(
-                "/incr",
-                get(|session: Session| async move {
-                    let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
-                    session.insert("n", &n).await?;
-                    Ok::<_, tether_sessions::Error>(n.to_string())
-                }),
-            )
-            .layer(SessionLayer::new(store).with_secure(false))
     }
 
     async fn serve(name: &str) -> Result<(), Box<dyn std::error::Error>> {

@@ -6,10 +6,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::Router;
+use axum::routing::get;
 use tether_core::{
     Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
 };
 use tether_replicated::{Ack, LocalCluster, Mode, NodeConfig, ReplicatedStore};
+use tether_sessions::{Session, SessionLayer};
+
+/// An app whose `GET /incr` increments the session's counter `n` and answers it.
+pub fn app(store: ReplicatedStore) -> Router {
+    Router::new()
+        .route(
+            "/incr",
+            get(|session: Session| async move {
+                let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+                session.insert("n", &n).await?;
+                Ok::<_, tether_sessions::Error>(n.to_string())
+            }),
+        )
+        .layer(SessionLayer::new(store).with_secure(false))
+}
 
 /// A new, empty session record that lives five minutes.
 pub fn record() -> Record {
