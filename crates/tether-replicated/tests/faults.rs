@@ -88,8 +88,10 @@ impl Seen {
     }
 }
 
-/// The tests that drive 20 users through a cluster while killing a node take both cores of a
-/// small CI machine; run in parallel, each slows the other's failure detection.
+/// Every test here runs a cluster whose failure detection is timed (100 ms heartbeats); the
+/// two that drive 20 users while killing or restarting a node take both cores of a small CI
+/// machine, and any test beside them slows their detection and turns their requests into 503s.
+/// So they run one at a time.
 static UNDER_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,6 +221,7 @@ async fn a_node_restarted_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_to_all_every_node_reads_and_copies_converge() {
+    let _alone = UNDER_LOAD.lock().await;
     let cluster = cluster(3, Mode::AllToAll, Ack::Sync).await;
     let stores: Vec<_> = (0..3).map(|i| cluster.store(i).unwrap()).collect();
     let record = record();
@@ -263,6 +266,7 @@ async fn all_to_all_every_node_reads_and_copies_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_peer_costs_at_most_the_sync_timeout() {
+    let _alone = UNDER_LOAD.lock().await;
     let sync_timeout = Duration::from_millis(300);
     let cluster = LocalCluster::start(3, |c| {
         quick(c)
@@ -340,6 +344,7 @@ fn closed_by_node(stream: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peers_are_dropped_and_others_unaffected() {
+    let _alone = UNDER_LOAD.lock().await;
     let cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
     let addr = cluster.node(0).unwrap().local_addr();
     let attacks: Vec<(&str, Vec<u8>)> = vec![
@@ -405,6 +410,7 @@ async fn hostile_peers_are_dropped_and_others_unaffected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_sessions_and_tombstones_are_collected() {
+    let _alone = UNDER_LOAD.lock().await;
     let cluster = LocalCluster::start(3, |c| {
         quick(c)
             .with_mode(Mode::AllToAll)
