@@ -18,6 +18,17 @@ use subtle::ConstantTimeEq as _;
 use tether_sticky::{BackendState, StickyHandle};
 
 /// The secret that authorizes state changes on the admin listener.
+///
+/// # Example
+///
+/// ```
+/// use tether_proxy::admin::AdminToken;
+///
+/// assert!(AdminToken::new("too short").is_err());
+/// let token = AdminToken::new("a-long-random-admin-token")?;
+/// assert_eq!(format!("{token:?}"), "AdminToken(..)", "never printed");
+/// # Ok::<(), usize>(())
+/// ```
 #[derive(Clone)]
 pub struct AdminToken(String);
 

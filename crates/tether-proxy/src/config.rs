@@ -149,6 +149,19 @@ pub struct Settings {
 }
 
 /// Settings the process environment may give.
+///
+/// # Example
+///
+/// ```
+/// use clap::Parser as _;
+/// use tether_proxy::{Cli, Environment, Settings};
+///
+/// let cli = Cli::parse_from(["tether-proxy", "--backend", "http://127.0.0.1:3001"]);
+/// let mut env = Environment::default();
+/// env.admin_token = Some("a-long-random-admin-token".to_owned());
+/// let settings = Settings::load(cli, env).unwrap();
+/// assert!(settings.admin_token.is_some());
+/// ```
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Environment {

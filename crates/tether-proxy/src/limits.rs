@@ -4,6 +4,16 @@
 use std::time::Duration;
 
 /// Bounds on what clients may send and hold.
+///
+/// # Example
+///
+/// ```
+/// use tether_proxy::limits::Limits;
+///
+/// // 1,024 descriptors: 64 kept back, two per client connection (client and upstream).
+/// let limits = Limits::default().fit_to_open_files(1_024);
+/// assert_eq!(limits.max_connections, 480);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {

@@ -16,6 +16,20 @@ pub struct BodyStalled(pub Duration);
 
 pin_project_lite::pin_project! {
     /// A request body that fails with [`BodyStalled`] when no frame arrives for `idle`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http_body_util::{BodyExt as _, Full};
+    /// use tether_proxy::stall::StallBound;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = StallBound::new(Full::new(bytes::Bytes::from_static(b"hi")), Duration::from_secs(1));
+    /// assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hi");
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct StallBound<B> {
         #[pin]
