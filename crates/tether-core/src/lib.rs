@@ -57,7 +57,7 @@ pub use codec::Codec;
 pub use error::{BoxError, Error, ErrorKind, error_chain};
 pub use expiry::Expiry;
 pub use id::{ID_LEN, Id, InvalidId};
-pub use record::{Record, encoded_len};
+pub use record::{KEY_OVERHEAD, Record, data_size, entry_size};
 pub use store::{Applied, Created, Cycled, SessionStore};
 pub use time::Timestamp;
 

@@ -1,9 +1,7 @@
 //! Settings the layer hands to every request's session.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tether_core::{Codec, Expiry, Timestamp};
 
 use crate::transport::{Protection, Transport};
@@ -16,7 +14,7 @@ pub const DEFAULT_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 360
 /// has passed since the last extension.
 pub const DEFAULT_TOUCH_THRESHOLD: f64 = 0.25;
 /// Default limit on a session's size: 64 KiB, counting each key's name, its encoded value and
-/// [`KEY_OVERHEAD`].
+/// [`KEY_OVERHEAD`](tether_core::KEY_OVERHEAD).
 pub const DEFAULT_MAX_SIZE: usize = 64 * 1024;
 /// Default limit on the number of keys in one session: 1,000.
 ///
@@ -25,32 +23,6 @@ pub const DEFAULT_MAX_SIZE: usize = 64 * 1024;
 /// bytes reach the size limit first (at about 900 keys); this limit bounds sessions whose size
 /// limit was raised.
 pub const DEFAULT_MAX_KEYS: usize = 1_000;
-/// Bytes counted for each key in a session's size, on top of its name and encoded value: what
-/// an entry costs a store beyond its data.
-///
-/// Without it, 12,000 keys of three bytes holding one byte each count 48,000 bytes and fit the
-/// 64 KiB default, yet take 611,288 bytes in Redis 7.0 (`MEMORY USAGE`): a hash past its
-/// compact listpack encoding spends about 47 bytes per field beyond the field's name and
-/// value. An entry of the in-process map of a `Record` (`HashMap<String, Bytes>`, as the
-/// memory and replicated stores keep it) took 87 to 126 bytes of heap for the same keys
-/// (12,000 and 1,000 of them), table spare room and the blocks of name and value included.
-/// 64 sits between the two, so a session at the size limit costs a store about that much.
-pub const KEY_OVERHEAD: usize = 64;
-
-/// What one key of a session counts towards its size.
-pub(crate) fn entry_size(key: &str, value: &[u8]) -> usize {
-    key.len()
-        .saturating_add(value.len())
-        .saturating_add(KEY_OVERHEAD)
-}
-
-/// The size of a session's data, as the size limit counts it.
-pub(crate) fn data_size(data: &HashMap<String, Bytes>) -> usize {
-    data.iter().fold(0, |size, (key, value)| {
-        size.saturating_add(entry_size(key, value))
-    })
-}
-
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) transport: Transport,

@@ -108,7 +108,7 @@ pub mod fuzzing {
 
 pub use config::{
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_SIZE,
-    DEFAULT_TOUCH_THRESHOLD, KEY_OVERHEAD,
+    DEFAULT_TOUCH_THRESHOLD,
 };
 pub use error::{Error, Result};
 #[cfg(feature = "axum")]
@@ -119,6 +119,7 @@ pub use keys::KeyRing;
 pub use layer::SessionLayer;
 pub use service::SessionService;
 pub use session::{Key, Session};
+pub use tether_core::KEY_OVERHEAD;
 
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].
 pub use cookie;

@@ -9,11 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tether_core::{Changes, Expiry, Id, Record, SessionStore, Timestamp, error_chain};
+use tether_core::{
+    Changes, Expiry, Id, Record, SessionStore, Timestamp, data_size, entry_size, error_chain,
+};
 use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
-use crate::config::{Config, data_size, entry_size};
+use crate::config::Config;
 use crate::save::Plan;
 use crate::{Error, Result};
 
