@@ -11,7 +11,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tether_core::BoxError;
 
 /// No connection sends more than this many requests in one run, whatever the duration.
 const MAX_REQUESTS_PER_CONNECTION: u64 = 5_000_000;

@@ -22,7 +22,7 @@ use load::{Client, Sample, Workload};
 use redis_env::RedisEnv;
 use stacks::Stack;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tether_core::BoxError;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Side-by-side session middleware benchmarks")]
@@ -86,7 +86,7 @@ enum Command {
             value_delimiter = ',',
             default_value = "all-to-all,backup-1,backup-2"
         )]
-        modes: Vec<replicated::ModeArg>,
+        modes: Vec<tether_replicated::Mode>,
         /// Writes per measurement.
         #[arg(long, default_value_t = 1_000)]
         writes: u32,
@@ -99,7 +99,7 @@ enum Command {
         nodes: Vec<usize>,
         /// Modes: all-to-all, backup-1, backup-2, ...
         #[arg(long, value_delimiter = ',', default_value = "all-to-all,backup-1")]
-        modes: Vec<replicated::ModeArg>,
+        modes: Vec<tether_replicated::Mode>,
         /// read, write or mixed.
         #[arg(long, value_enum, default_value = "mixed")]
         workload: Workload,

@@ -2,7 +2,6 @@
 //! lost updates across nodes. All nodes run in this process (a `LocalCluster` on loopback).
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use tether_core::{Changes, Codec, Expiry, Id, Record, SessionStore, Timestamp};
@@ -12,35 +11,6 @@ use tokio::net::TcpListener;
 
 use crate::load::{self, Sample, Workload};
 use crate::{BoxError, ms};
-
-/// A replication mode as named on the command line: `all-to-all`, `backup-1`, `backup-2`, ...
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ModeArg(pub(crate) Mode);
-
-impl FromStr for ModeArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "all-to-all" {
-            return Ok(Self(Mode::AllToAll));
-        }
-        s.strip_prefix("backup-")
-            .and_then(|copies| copies.parse().ok())
-            .filter(|copies| *copies > 0)
-            .map(|copies| Self(Mode::Backup { copies }))
-            .ok_or_else(|| format!("unknown mode {s:?}; expected all-to-all or backup-N"))
-    }
-}
-
-impl std::fmt::Display for ModeArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Mode::AllToAll => f.write_str("all-to-all"),
-            Mode::Backup { copies } => write!(f, "backup-{copies}"),
-            _ => f.write_str("other"),
-        }
-    }
-}
 
 async fn start(nodes: usize, mode: Mode) -> Result<LocalCluster, BoxError> {
     Ok(LocalCluster::start(nodes, |c| c.with_mode(mode).with_ack(Ack::Sync)).await?)
@@ -55,11 +25,7 @@ fn total_traffic(cluster: &LocalCluster) -> (u64, u64) {
 
 /// Replication messages and bytes per write, for writes sent to the session's primary (as
 /// sticky routing does) and to any node in turn (round robin).
-pub(crate) async fn traffic(
-    nodes: &[usize],
-    modes: &[ModeArg],
-    writes: u32,
-) -> Result<(), BoxError> {
+pub(crate) async fn traffic(nodes: &[usize], modes: &[Mode], writes: u32) -> Result<(), BoxError> {
     println!("{writes} writes of one 8-byte value each, Sync acknowledgements");
     println!(
         "{:<12} {:>5}  {:>14} {:>14}  {:>14} {:>14}",
@@ -67,7 +33,7 @@ pub(crate) async fn traffic(
     );
     for &n in nodes {
         for mode in modes {
-            let cluster = start(n, mode.0).await?;
+            let cluster = start(n, *mode).await?;
             let stores: Vec<_> = (0..n).filter_map(|i| cluster.store(i)).collect();
             let now = Timestamp::now();
             let mut ids = Vec::new();
@@ -163,7 +129,7 @@ async fn serve(
 /// mode; tether-memory on one node first, as the upper bound.
 pub(crate) async fn throughput(
     nodes: &[usize],
-    modes: &[ModeArg],
+    modes: &[Mode],
     workload: Workload,
     plan: &crate::Plan,
 ) -> Result<(), BoxError> {
@@ -209,7 +175,7 @@ pub(crate) async fn throughput(
         for mode in modes {
             let mut samples = Vec::new();
             for _ in 0..plan.repeat {
-                let cluster = start(n, mode.0).await?;
+                let cluster = start(n, *mode).await?;
                 let (addrs, mut servers) = serve(&cluster).await?;
                 let sample = load::run(
                     &addrs,

@@ -71,7 +71,6 @@ pub enum Cycled {
 ///     async fn apply(&self, _: &Id, _: &Changes, _: &Expiry) -> Result<Applied, Error> {
 ///         Ok(Applied::Missing)
 ///     }
-///     async fn touch(&self, _: &Id, _: &Expiry) -> Result<Applied, Error> { Ok(Applied::Missing) }
 ///     async fn delete(&self, _: &Id) -> Result<(), Error> { Ok(()) }
 ///     async fn cycle(&self, _: &Id, _: &Id) -> Result<Cycled, Error> { Ok(Cycled::Missing) }
 /// }
@@ -91,7 +90,12 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error>;
 
     /// Sets the expiry of an existing session without changing its data.
-    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error>;
+    ///
+    /// The default is [`apply`](Self::apply) with no changes; a store with a cheaper way to move
+    /// only the deadline overrides it.
+    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
+        self.apply(id, &Changes::new(), expiry).await
+    }
 
     /// Deletes a session. Deleting a session that does not exist is not an error.
     async fn delete(&self, id: &Id) -> Result<(), Error>;

@@ -11,7 +11,7 @@ use crate::report::{Event, Report, StrategyReport};
 use crate::strategy::{Deployment, Strategy};
 use crate::users::{BUCKET, Load, Tally, spawn_users};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tether_core::BoxError;
 
 /// Which node dies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::strategy::{Deployment, Strategy};
 use crate::users::{Load, Tally, spawn_users};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tether_core::BoxError;
 
 /// The store a soak runs over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -8,14 +8,12 @@ use tether_core::SessionStore;
 use tether_memory::MemoryStore;
 use tether_redis::RedisStore;
 use tether_replicated::{LocalCluster, Mode};
-use tether_sticky::{
-    AffinityKeys, Sticky, StickyLayer, Strategy as Routing, Upstream, backends, cookie::Key,
-};
+use tether_sticky::{AffinityKeys, Pinning, Sticky, StickyConfig, Upstream, backends, cookie::Key};
 
 use crate::front::{Front, RoundRobin};
 use crate::node::{AppNode, SESSION_COOKIE};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tether_core::BoxError;
 
 /// A way to keep sessions consistent across servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -196,14 +194,14 @@ impl Deployment {
 
 fn front(strategy: Strategy, upstreams: Vec<(String, Upstream)>) -> Front {
     let keys = AffinityKeys::new(Key::generate());
-    let layer = StickyLayer::new(keys)
+    let layer = StickyConfig::new(keys)
         .with_secure(false)
         .with_passive_health(1, Duration::from_millis(500));
     match strategy {
         Strategy::Sticky => Front::Sticky(Sticky::new(&layer, backends(upstreams))),
         Strategy::StickyReplicated => {
             let layer = layer
-                .with_strategy(Routing::SessionId)
+                .with_pinning(Pinning::SessionId)
                 .with_session_cookie(SESSION_COOKIE);
             Front::Sticky(Sticky::new(&layer, backends(upstreams)))
         }

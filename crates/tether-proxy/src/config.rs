@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use tether_sticky::cookie::Key;
-use tether_sticky::{AffinityKeys, Failover, StickyLayer, Strategy};
+use tether_sticky::{AffinityKeys, Failover, Pinning, StickyConfig};
 
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
@@ -135,7 +135,7 @@ pub struct Settings {
     /// The backends.
     pub backends: Vec<BackendSpec>,
     /// The router's settings.
-    pub layer: StickyLayer,
+    pub layer: StickyConfig,
     /// Bound on connecting to a backend.
     pub connect_timeout: Duration,
     /// Bound on a backend's response head.
@@ -359,7 +359,7 @@ impl Settings {
                 })
             })
             .transpose()?;
-        let strategy: Strategy = cli
+        let pinning: Pinning = cli
             .strategy
             .or(file.strategy)
             .map(|s| s.parse().map_err(invalid))
@@ -371,8 +371,8 @@ impl Settings {
             .map(|s| s.parse().map_err(invalid))
             .transpose()?
             .unwrap_or_default();
-        let mut layer = StickyLayer::new(ring)
-            .with_strategy(strategy)
+        let mut layer = StickyConfig::new(ring)
+            .with_pinning(pinning)
             .with_failover(failover)
             .with_secure(!cli.insecure_cookie && file.secure_cookie.unwrap_or(true))
             .with_trusted_hops(file.trusted_hops.unwrap_or(0));

@@ -208,10 +208,6 @@ impl SessionStore for RedisStore {
         Ok(applied(self.script_flag(invocation).await?))
     }
 
-    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
-        self.apply(id, &Changes::new(), expiry).await
-    }
-
     async fn delete(&self, id: &Id) -> Result<(), Error> {
         let command = redis::cmd("DEL").arg(self.key(id)).clone();
         self.run(|mut handle| async move {

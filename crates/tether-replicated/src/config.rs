@@ -1,6 +1,8 @@
 //! How a node is set up.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::{Error, PeerKey};
@@ -21,6 +23,41 @@ pub enum Mode {
     },
 }
 
+impl fmt::Display for Mode {
+    /// `all-to-all` or `backup-N`, as [`FromStr`] reads it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AllToAll => f.write_str("all-to-all"),
+            Self::Backup { copies } => write!(f, "backup-{copies}"),
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = ParseModeError;
+
+    /// Reads `all-to-all`, or `backup-N` with `N` backups per session (at least 1).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "all-to-all" {
+            return Ok(Self::AllToAll);
+        }
+        s.strip_prefix("backup-")
+            .and_then(|copies| copies.parse().ok())
+            .filter(|copies| *copies > 0)
+            .map(|copies| Self::Backup { copies })
+            .ok_or_else(|| ParseModeError {
+                input: s.to_owned(),
+            })
+    }
+}
+
+/// A [`Mode`] that could not be read: neither `all-to-all` nor `backup-N` with `N >= 1`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown replication mode {input:?}: expected all-to-all or backup-N (N >= 1 backups)")]
+pub struct ParseModeError {
+    input: String,
+}
+
 /// When a write returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,6 +69,37 @@ pub enum Ack {
     /// After the session's primary applied it; backups are updated in the background and may
     /// miss a write if the primary dies at once. Faster.
     Async,
+}
+
+impl fmt::Display for Ack {
+    /// `sync` or `async`, as [`FromStr`] reads it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        })
+    }
+}
+
+impl FromStr for Ack {
+    type Err = ParseAckError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "async" => Ok(Self::Async),
+            other => Err(ParseAckError {
+                input: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// An [`Ack`] that could not be read: neither `sync` nor `async`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown ack {input:?}: expected sync or async")]
+pub struct ParseAckError {
+    input: String,
 }
 
 /// Settings of a replication node. Start with [`NodeConfig::new`].
@@ -261,6 +329,32 @@ mod tests {
     fn config(name: &str) -> NodeConfig {
         let key = PeerKey::new([5u8; 32]).unwrap();
         NodeConfig::new(name, ([127, 0, 0, 1], 0).into(), key)
+    }
+
+    #[test]
+    fn modes_and_acks_read_what_they_print() {
+        for mode in [
+            Mode::AllToAll,
+            Mode::Backup { copies: 1 },
+            Mode::Backup { copies: 12 },
+        ] {
+            assert_eq!(mode.to_string().parse::<Mode>(), Ok(mode));
+        }
+        for bad in [
+            "",
+            "backup-0",
+            "backup-",
+            "backup-x",
+            "backup--1",
+            "All-To-All",
+        ] {
+            let error = bad.parse::<Mode>().unwrap_err();
+            assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+        }
+        for ack in [Ack::Sync, Ack::Async] {
+            assert_eq!(ack.to_string().parse::<Ack>(), Ok(ack));
+        }
+        assert!("Sync".parse::<Ack>().is_err());
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
     Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
-    MAX_NAME_LEN, Mode, NodeConfig,
+    MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
 };
 pub use error::Error;
 pub use hlc::Hlc;

@@ -29,7 +29,8 @@ pub(crate) const HANDSHAKE_MAX_FRAME: usize = 512;
 /// Shortest interval between two log lines about the same kind of misbehaving peer.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
-pub(crate) type Transport = Framed<TcpStream, LengthDelimitedCodec>;
+/// A connection to a peer, cut into length-delimited frames.
+pub(crate) type FramedPeer = Framed<TcpStream, LengthDelimitedCodec>;
 
 /// Counters of replication traffic sent by a node. Heartbeats are not counted.
 #[derive(Debug, Default)]
@@ -43,10 +44,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn sent(&self, bytes: usize, message: bool) {
-        if message {
-            self.messages.fetch_add(1, Ordering::Relaxed);
-        }
+    /// A request frame of `bytes` went out: one message.
+    pub(crate) fn request_sent(&self, bytes: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.reply_sent(bytes);
+    }
+
+    /// A reply frame of `bytes` went out: bytes only, the request was the message.
+    pub(crate) fn reply_sent(&self, bytes: usize) {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
@@ -117,7 +122,7 @@ impl Link {
 
     /// A new connection, not authenticated yet: it accepts only frames up to
     /// [`HANDSHAKE_MAX_FRAME`] until [`Link::authenticated`].
-    pub(crate) fn framed(&self, stream: TcpStream) -> Transport {
+    pub(crate) fn framed(&self, stream: TcpStream) -> FramedPeer {
         let _ = stream.set_nodelay(true);
         let codec = LengthDelimitedCodec::builder()
             .max_frame_length(HANDSHAKE_MAX_FRAME)
@@ -127,7 +132,7 @@ impl Link {
 
     /// Raises the frame limit of a connection whose peer has authenticated to the configured
     /// max frame.
-    pub(crate) fn authenticated(&self, transport: &mut Transport) {
+    pub(crate) fn authenticated(&self, transport: &mut FramedPeer) {
         transport.codec_mut().set_max_frame_length(self.max_frame);
     }
 }
@@ -181,7 +186,7 @@ pub(crate) enum LinkError {
     Timeout,
 }
 
-pub(crate) async fn send(transport: &mut Transport, frame: &Frame) -> Result<usize, LinkError> {
+pub(crate) async fn send(transport: &mut FramedPeer, frame: &Frame) -> Result<usize, LinkError> {
     let bytes = wire::encode(frame)?;
     let len = bytes.len();
     transport.send(bytes).await?;
@@ -219,7 +224,7 @@ mod tests {
     }
 
     /// The server end of a loopback connection, framed, and the raw client end.
-    async fn pair(link: &Link) -> (Transport, TcpStream) {
+    async fn pair(link: &Link) -> (FramedPeer, TcpStream) {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await

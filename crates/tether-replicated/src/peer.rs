@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::nonce;
 use crate::error::PeerError;
-use crate::link::{HANDSHAKE_TIMEOUT, Link, LinkError, Transport, encoded, receive, send};
+use crate::link::{FramedPeer, HANDSHAKE_TIMEOUT, Link, LinkError, encoded, receive, send};
 use crate::wire::{Frame, Request, Response};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -155,7 +155,7 @@ fn fail(outgoing: Outgoing, name: &str) {
 }
 
 /// Connects and runs the handshake as the client: answer the challenge, check the server's proof.
-async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<Transport, LinkError> {
+async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<FramedPeer, LinkError> {
     let stream = tokio::time::timeout(link.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| LinkError::Timeout)??;
@@ -203,7 +203,7 @@ enum Waiter {
 /// Runs an authenticated connection until it fails (`Err`) or the node stops (`Ok`).
 async fn serve(
     name: &str,
-    transport: Transport,
+    transport: FramedPeer,
     rx: &mut mpsc::Receiver<Outgoing>,
     health: &Health,
     link: &Link,
@@ -229,7 +229,7 @@ async fn serve(
                 next_id += 1;
                 let frame = Frame::Request { id: next_id, clock: link.clock.peek(), body: outgoing.body };
                 let bytes = encoded(&frame)?;
-                link.counters.sent(bytes.len(), true);
+                link.counters.request_sent(bytes.len());
                 if let Err(e) = sink.send(bytes).await {
                     if let Some(reply) = outgoing.reply {
                         let _ = reply.send(Err(PeerError::Disconnected(name.to_owned())));

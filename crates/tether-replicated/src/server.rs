@@ -122,7 +122,7 @@ async fn connection(
                 }
             );
             if !heartbeat {
-                counted.link.counters.sent(bytes.len(), false);
+                counted.link.counters.reply_sent(bytes.len());
             }
             if sink.send(bytes).await.is_err() {
                 return;

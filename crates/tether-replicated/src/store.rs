@@ -158,10 +158,6 @@ impl SessionStore for ReplicatedStore {
         }
     }
 
-    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
-        self.apply(id, &Changes::new(), expiry).await
-    }
-
     async fn delete(&self, id: &Id) -> Result<(), Error> {
         match self.execute(Op::Delete { id: *id }).await? {
             Response::Done => Ok(()),

@@ -118,7 +118,7 @@ pub use future::ResponseFuture;
 pub use keys::KeyRing;
 pub use layer::SessionLayer;
 pub use service::SessionService;
-pub use session::{Key, Session};
+pub use session::{Session, TypedKey};
 pub use tether_core::KEY_OVERHEAD;
 
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].

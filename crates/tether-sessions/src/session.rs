@@ -402,9 +402,9 @@ impl fmt::Debug for Session {
 /// # Example
 ///
 /// ```
-/// use tether_sessions::{Key, Result, Session};
+/// use tether_sessions::{Result, Session, TypedKey};
 ///
-/// const CART: Key<Vec<u32>> = Key::new("cart");
+/// const CART: TypedKey<Vec<u32>> = TypedKey::new("cart");
 ///
 /// async fn add_to_cart(session: &Session, item: u32) -> Result<usize> {
 ///     let mut cart = CART.get(session).await?.unwrap_or_default();
@@ -413,12 +413,12 @@ impl fmt::Debug for Session {
 ///     Ok(cart.len())
 /// }
 /// ```
-pub struct Key<T> {
+pub struct TypedKey<T> {
     name: &'static str,
     value: PhantomData<fn() -> T>,
 }
 
-impl<T> Key<T> {
+impl<T> TypedKey<T> {
     /// A key named `name` holding values of type `T`.
     pub const fn new(name: &'static str) -> Self {
         Self {
@@ -433,7 +433,7 @@ impl<T> Key<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Key<T> {
+impl<T: Serialize + DeserializeOwned> TypedKey<T> {
     /// [`Session::get`] for this key.
     ///
     /// # Errors
@@ -462,16 +462,16 @@ impl<T: Serialize + DeserializeOwned> Key<T> {
     }
 }
 
-impl<T> Clone for Key<T> {
+impl<T> Clone for TypedKey<T> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<T> Copy for Key<T> {}
+impl<T> Copy for TypedKey<T> {}
 
-impl<T> fmt::Debug for Key<T> {
+impl<T> fmt::Debug for TypedKey<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Key").field(&self.name).finish()
+        f.debug_tuple("TypedKey").field(&self.name).finish()
     }
 }

@@ -11,7 +11,7 @@ use crate::affinity::CookieSettings;
 /// What pins a session to a backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Strategy {
+pub enum Pinning {
     /// L7: a sealed affinity cookie, then the application's session id (if configured), then
     /// power of two choices; the cookie is set when a client is placed.
     #[default]
@@ -24,7 +24,7 @@ pub enum Strategy {
     Source,
 }
 
-impl std::str::FromStr for Strategy {
+impl std::str::FromStr for Pinning {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -33,7 +33,7 @@ impl std::str::FromStr for Strategy {
             "session-id" => Ok(Self::SessionId),
             "source" => Ok(Self::Source),
             other => Err(format!(
-                "unknown strategy {other:?}; expected cookie, session-id or source"
+                "unknown pinning {other:?}; expected cookie, session-id or source"
             )),
         }
     }
@@ -76,7 +76,7 @@ pub(crate) struct Config {
     pub(crate) cookie: CookieSettings,
     pub(crate) header: Option<HeaderName>,
     pub(crate) session_cookie: Option<String>,
-    pub(crate) strategy: Strategy,
+    pub(crate) pinning: Pinning,
     pub(crate) failover: Failover,
     pub(crate) epsilon: f64,
     pub(crate) trusted_hops: usize,
@@ -100,7 +100,7 @@ impl Config {
             cookie: CookieSettings::default(),
             header: None,
             session_cookie: None,
-            strategy: Strategy::default(),
+            pinning: Pinning::default(),
             failover: Failover::default(),
             epsilon: 0.25,
             trusted_hops: 0,
@@ -112,7 +112,7 @@ impl Config {
     }
 }
 
-/// Settings of a [`Sticky`](crate::Sticky) router. Defaults: cookie strategy, `Redistribute`,
+/// Settings of a [`Sticky`](crate::Sticky) router. Defaults: cookie pinning, `Redistribute`,
 /// cookie `tether-route` (`Secure`, `HttpOnly`, `SameSite=Lax`, one day), epsilon 0.25, two
 /// retries of idempotent bodiless requests, ejection after 3 failures in a row for 10 s.
 ///
@@ -120,10 +120,10 @@ impl Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tether_sticky::{AffinityKeys, Failover, StickyLayer, Strategy, cookie::Key};
+/// use tether_sticky::{AffinityKeys, Failover, Pinning, StickyConfig, cookie::Key};
 ///
-/// let layer = StickyLayer::new(AffinityKeys::new(Key::generate()))
-///     .with_strategy(Strategy::SessionId)
+/// let layer = StickyConfig::new(AffinityKeys::new(Key::generate()))
+///     .with_pinning(Pinning::SessionId)
 ///     .with_session_cookie("sid")
 ///     .with_failover(Failover::Redistribute)
 ///     .with_slow_start(Duration::from_secs(30));
@@ -131,11 +131,11 @@ impl Config {
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]
-pub struct StickyLayer {
+pub struct StickyConfig {
     pub(crate) config: Config,
 }
 
-impl StickyLayer {
+impl StickyConfig {
     /// A router sealing affinity cookies with `keys`.
     pub fn new(keys: AffinityKeys) -> Self {
         Self {
@@ -143,9 +143,9 @@ impl StickyLayer {
         }
     }
 
-    /// The routing strategy (default [`Strategy::Cookie`]).
-    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
-        self.config.strategy = strategy;
+    /// What pins a client to a backend (default [`Pinning::Cookie`]).
+    pub fn with_pinning(mut self, pinning: Pinning) -> Self {
+        self.config.pinning = pinning;
         self
     }
 
@@ -207,7 +207,7 @@ impl StickyLayer {
         self
     }
 
-    /// How far above the average load a backend may go in [`Strategy::Source`] (default 0.25).
+    /// How far above the average load a backend may go in [`Pinning::Source`] (default 0.25).
     pub fn with_epsilon(mut self, epsilon: f64) -> Self {
         self.config.epsilon = if epsilon.is_finite() {
             epsilon.max(0.0)

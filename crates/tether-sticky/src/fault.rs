@@ -3,7 +3,7 @@
 
 use std::error::Error;
 
-type BoxError = Box<dyn Error + Send + Sync>;
+use tether_core::BoxError;
 
 /// The request's own body failed on its way to the backend: the client sent a malformed chunk,
 /// closed before the announced length, or stalled.

@@ -12,7 +12,7 @@
 //!   ([`tether_core::placement`]): every proxy replica agrees, and when the session's backend
 //!   dies the request goes to the next in order, which holds its backup. [`Failover`] sets what
 //!   happens to a pinned client whose backend is gone.
-//! - **No NAT hot spot.** [`Strategy::Source`] pins by client address with consistent hashing
+//! - **No NAT hot spot.** [`Pinning::Source`] pins by client address with consistent hashing
 //!   with bounded loads: no backend takes more than `(1 + epsilon)` times the average load.
 //! - **New sessions** go to the less loaded of two random backends (power of two choices),
 //!   weighted during slow start.
@@ -30,7 +30,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
-//! use tether_sticky::{AffinityKeys, Sticky, StickyLayer, backends, cookie::Key};
+//! use tether_sticky::{AffinityKeys, Sticky, StickyConfig, backends, cookie::Key};
 //! use tower::{ServiceExt as _, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -38,7 +38,7 @@
 //! let backend = |name: &'static str| {
 //!     service_fn(move |_: Request<String>| async move { Ok::<_, Infallible>(Response::new(name.to_string())) })
 //! };
-//! let layer = StickyLayer::new(AffinityKeys::new(Key::generate())).with_secure(false);
+//! let layer = StickyConfig::new(AffinityKeys::new(Key::generate())).with_secure(false);
 //! let router = Sticky::new(&layer, backends([("a", backend("a")), ("b", backend("b"))]));
 //!
 //! let first = router.oneshot(Request::new(String::new())).await.unwrap();
@@ -84,7 +84,7 @@ use std::convert::Infallible;
 
 pub use affinity::AffinityKeys;
 pub use backend::{BackendCounters, BackendState};
-pub use config::{Failover, StickyLayer, Strategy};
+pub use config::{Failover, Pinning, StickyConfig};
 pub use cookie;
 pub use fault::RequestBodyError;
 pub use service::{BackendReport, ClientAddr, ResponseFuture, Sticky, StickyHandle};

@@ -98,7 +98,7 @@ impl Roster {
         let usable = |b: &&Arc<Backend>| !excluded.contains(&b.name);
         let mut redispatched = redispatch;
 
-        if config.strategy == crate::Strategy::Source {
+        if config.pinning == crate::Pinning::Source {
             return match clues.client {
                 Some(ip) => inner.bounded_load(ip, config.epsilon, excluded),
                 None => inner.least_loaded(config, excluded, Reason::New),
@@ -119,7 +119,7 @@ impl Roster {
                     reserved: false,
                 })
         };
-        if config.strategy == crate::Strategy::SessionId
+        if config.pinning == crate::Pinning::SessionId
             && let Some(route) = by_session(&inner)
         {
             return route;
@@ -151,7 +151,7 @@ impl Roster {
                 _ => redispatched = true,
             }
         }
-        if config.strategy == crate::Strategy::Cookie
+        if config.pinning == crate::Pinning::Cookie
             && let Some(route) = by_session(&inner)
         {
             return route.repin(redispatched);

@@ -16,7 +16,7 @@ use tower::ServiceExt as _;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::StickyLayer;
+use crate::StickyConfig;
 use crate::affinity::{request_cookies, strip_cookie};
 use crate::backend::{BackendCounters, BackendState};
 use crate::cache_control::keep_private;
@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tether_core::BoxError;
 
 /// The client's address, put into request extensions by the server (the `tether-proxy` binary
 /// does). Source-address routing reads it.
@@ -69,7 +69,7 @@ pub(crate) struct Shared {
 
 impl<D: Discover> Sticky<D> {
     /// A router over `discover` with `layer`'s settings.
-    pub fn new(layer: &StickyLayer, discover: D) -> Self {
+    pub fn new(layer: &StickyConfig, discover: D) -> Self {
         Self {
             discover: Arc::new(Mutex::new(discover)),
             services: Arc::default(),

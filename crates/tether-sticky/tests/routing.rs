@@ -15,7 +15,7 @@ use http_body_util::{BodyExt as _, Empty};
 use tether_core::Id;
 use tether_core::placement::rendezvous_order;
 use tether_sticky::{
-    AffinityKeys, BackendState, ClientAddr, Failover, Sticky, StickyHandle, StickyLayer, Strategy,
+    AffinityKeys, BackendState, ClientAddr, Failover, Pinning, Sticky, StickyConfig, StickyHandle,
     Upstream, UpstreamBody, backends, box_body, cookie::Key,
 };
 use tower::{Service, ServiceExt as _};
@@ -99,7 +99,7 @@ fn keys(seed: u8) -> AffinityKeys {
 type Discovered = tether_sticky::Backends<String, Upstream>;
 type Router_ = Sticky<Discovered>;
 
-fn router(layer: &StickyLayer, servers: &[Backend]) -> (Router_, StickyHandle) {
+fn router(layer: &StickyConfig, servers: &[Backend]) -> (Router_, StickyHandle) {
     let upstreams: Vec<(String, Upstream)> = servers
         .iter()
         .map(|b| {
@@ -161,8 +161,8 @@ async fn send(router: &mut Router_, request: Request<UpstreamBody>) -> Answer {
     }
 }
 
-fn cookie_layer() -> StickyLayer {
-    StickyLayer::new(keys(1)).with_secure(false)
+fn cookie_layer() -> StickyConfig {
+    StickyConfig::new(keys(1)).with_secure(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,8 +223,8 @@ async fn bounded_loads_remove_the_nat_hot_spot() {
     // Plain source hashing (an epsilon too large to bind) puts everyone behind one NAT address
     // on one backend; bounded loads cap every backend at (1 + 0.25) times the average.
     for (epsilon, bounded) in [(1_000.0, false), (0.25, true)] {
-        let layer = StickyLayer::new(keys(1))
-            .with_strategy(Strategy::Source)
+        let layer = StickyConfig::new(keys(1))
+            .with_pinning(Pinning::Source)
             .with_epsilon(epsilon);
         let (router, _) = router(&layer, &servers);
         let mut clients = tokio::task::JoinSet::new();
@@ -328,9 +328,9 @@ async fn a_dead_backend_moves_only_its_sessions_and_repins_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_ids_follow_rendezvous_order_and_fail_over_to_the_next_holder() {
     let mut servers = start(&["node-0", "node-1", "node-2"]);
-    let layer = StickyLayer::new(keys(1))
+    let layer = StickyConfig::new(keys(1))
         .with_secure(false)
-        .with_strategy(Strategy::SessionId)
+        .with_pinning(Pinning::SessionId)
         .with_session_cookie("sid");
     let (mut first, _) = router(&layer, &servers);
     let (mut replica, _) = router(&layer, &servers);
@@ -492,7 +492,7 @@ async fn bad_affinity_cookies_are_new_clients_never_errors() {
         .unwrap();
     let value = valid.split_once('=').unwrap().1.to_owned();
     let other_key = {
-        let (mut other, _) = self::router(&StickyLayer::new(keys(9)).with_secure(false), &servers);
+        let (mut other, _) = self::router(&StickyConfig::new(keys(9)).with_secure(false), &servers);
         send(&mut other, request("/", &[], None))
             .await
             .set_cookie

@@ -20,7 +20,7 @@ use tether_memory::MemoryStore;
 use tether_replicated::{LocalCluster, Mode};
 use tether_sessions::{Session, SessionLayer};
 use tether_sticky::{
-    AffinityKeys, Backends, Sticky, StickyLayer, Strategy, Upstream, backends, box_body,
+    AffinityKeys, Backends, Pinning, Sticky, StickyConfig, Upstream, backends, box_body,
     cookie::Key,
 };
 use tower::ServiceExt as _;
@@ -108,7 +108,7 @@ impl Browser {
 async fn demo(
     title: &str,
     stores: Vec<Arc<dyn SessionStore>>,
-    layer: StickyLayer,
+    layer: StickyConfig,
     mut cluster: Option<&mut LocalCluster>,
 ) {
     println!("\n== {title}");
@@ -163,7 +163,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     demo(
         "sticky cookie routing, sessions in each backend's memory",
         memory,
-        StickyLayer::new(keys()).with_secure(false),
+        StickyConfig::new(keys()).with_secure(false),
         None,
     )
     .await;
@@ -179,9 +179,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|i| cluster.store(i))
         .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
         .collect();
-    let layer = StickyLayer::new(keys())
+    let layer = StickyConfig::new(keys())
         .with_secure(false)
-        .with_strategy(Strategy::SessionId)
+        .with_pinning(Pinning::SessionId)
         .with_session_cookie("sid");
     demo(
         "session-id routing onto tether-replicated (backup-1)",
