@@ -1,13 +1,6 @@
-//! How a session is laid out in Redis: one hash per session.
-//!
-//! | field | value |
-//! |---|---|
-//! | `:<key>` | the encoded value of session key `<key>` |
-//! | `@m` | `<created>:<deadline>:<idle>:<absolute>`: creation time, deadline (also the key's `PEXPIREAT`) and absolute deadline in Unix milliseconds, idle timeout in milliseconds; `<absolute>` empty when there is none |
-//!
-//! The prefixes keep session keys (any string, the empty one included) apart from metadata. The
-//! metadata is one field because every field costs a reply element on each `HGETALL`, and
-//! redis-rs spends most of a read's client-side instructions parsing reply elements.
+//! How a session is laid out in Redis: one hash per session, fields `:<key>` for data and `@m`
+//! for metadata. The layout is documented once, in the crate docs ("How a session is stored");
+//! this module reads and writes it.
 
 use std::collections::HashMap;
 use std::time::Duration;

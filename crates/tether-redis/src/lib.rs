@@ -39,7 +39,21 @@
 //! | field | value |
 //! |---|---|
 //! | `:<key>` | the encoded value of session key `<key>` (MessagePack by default) |
-//! | `@m` | `<created>:<deadline>:<idle>:<absolute>`: creation time, deadline and absolute deadline in Unix milliseconds (absolute empty when none), idle timeout in milliseconds |
+//! | `@m` | `<created>:<deadline>:<idle>:<absolute>`: creation time, deadline (also the key's `PEXPIREAT`) and absolute deadline in Unix milliseconds, idle timeout in milliseconds; `<absolute>` empty when there is none |
+//!
+//! Each store operation is one round trip touching one key, except `cycle`:
+//!
+//! | operation | Redis |
+//! |---|---|
+//! | `load` | `HGETALL` |
+//! | `create` | `EVALSHA create.lua`: `EXISTS`, `HSET` all fields, `PEXPIREAT` |
+//! | `apply`, `touch` | `EVALSHA apply.lua`: `HGET @m` (existence), `HDEL`/`HSET` the delta, `HSET @m`, `PEXPIREAT` |
+//! | `delete` | `DEL` |
+//! | `cycle` | `HGETALL` old, `create.lua` under the new id, then `EVALSHA take.lua` (`HGETALL` + `DEL` old) and an `apply` of what changed meanwhile |
+//!
+//! The prefixes keep session keys (any string, the empty one included) apart from metadata. The
+//! metadata is one field because every field costs a reply element on each `HGETALL`, and
+//! redis-rs spends most of a read's client-side instructions parsing reply elements.
 //!
 //! A hash that does not have this shape (or a key of another type) loads as
 //! [`tether_core::Error::Corrupt`]; the layer logs it and starts a new session.
