@@ -4,13 +4,17 @@
 //! Run with `cargo run -p example-counter` (listens on 127.0.0.1:3000, or `--addr HOST:PORT`),
 //! then: `curl -c jar -b jar http://127.0.0.1:3000/` a few times.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use axum::routing::get;
 use axum::{Json, Router};
+use clap::Parser;
 use serde_json::{Value, json};
 use tether_memory::MemoryStore;
 use tether_sessions::{Result, Session, SessionLayer};
+use tracing_subscriber::EnvFilter;
 
 async fn count(session: Session) -> Result<Json<Value>> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
@@ -25,39 +29,43 @@ fn app() -> Router {
     Router::new().route("/", get(count)).layer(sessions)
 }
 
-fn listen_addr() -> std::result::Result<SocketAddr, String> {
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:3000".to_owned();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "-h" | "--help" => return Err("usage: example-counter [--addr HOST:PORT]".into()),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: example-counter [--addr HOST:PORT]"
-                ));
-            }
-        }
-    }
-    addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))
+/// A per-session counter on axum with tether's memory store.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
 }
 
-#[tokio::main]
-async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let addr = listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("counter listening on http://{}", listener.local_addr()?);
+async fn serve(cli: Cli) -> std::result::Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(cli.addr)
+        .await
+        .map_err(|e| format!("could not listen on {}: {e}", cli.addr))?;
+    let addr = listener.local_addr().unwrap_or(cli.addr);
+    println!("counter listening on http://{addr}");
     axum::serve(listener, app())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
-        .await?;
-    Ok(())
+        .await
+        .map_err(|e| format!("serving on {addr}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match serve(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("example-counter: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,14 +5,18 @@
 //! Run with `cargo run -p example-redis` (Redis from `REDIS_URL`, default
 //! `redis://127.0.0.1:6379`; listens on 127.0.0.1:3000, or `--addr HOST:PORT`).
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use clap::Parser;
 use serde_json::{Value, json};
 use tether_redis::RedisStore;
 use tether_sessions::{Result, Session, SessionLayer};
+use tracing_subscriber::EnvFilter;
 
 async fn count(State(server): State<SocketAddr>, session: Session) -> Result<Json<Value>> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
@@ -32,41 +36,49 @@ fn app(store: RedisStore, addr: SocketAddr) -> Router {
         .with_state(addr)
 }
 
-fn listen_addr() -> std::result::Result<SocketAddr, String> {
-    let usage = "usage: example-redis [--addr HOST:PORT]   (Redis from REDIS_URL)";
-    let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:3000".to_owned();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or(usage)?,
-            "-h" | "--help" => return Err(usage.into()),
-            other => return Err(format!("unknown argument {other:?}; {usage}")),
-        }
-    }
-    addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))
+/// The session counter on Redis: every instance on the same Redis shares the sessions.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// The Redis server.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
-#[tokio::main]
-async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let addr = listen_addr()?;
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let store = RedisStore::connect(&url)
+async fn serve(cli: Cli) -> std::result::Result<(), String> {
+    let store = RedisStore::connect(&cli.redis_url)
         .await
-        .map_err(|e| format!("{}: {url}", tether_sessions::core::error_chain(&e)))?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    println!("counter on Redis {url} listening on http://{addr}");
+        .map_err(|e| tether_sessions::core::error_chain(&e).to_string())?;
+    let listener = tokio::net::TcpListener::bind(cli.addr)
+        .await
+        .map_err(|e| format!("could not listen on {}: {e}", cli.addr))?;
+    let addr = listener.local_addr().unwrap_or(cli.addr);
+    println!("counter on Redis listening on http://{addr}");
     axum::serve(listener, app(store, addr))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
-        .await?;
-    Ok(())
+        .await
+        .map_err(|e| format!("serving on {addr}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match serve(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("example-redis: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
