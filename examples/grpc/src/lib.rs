@@ -27,8 +27,6 @@ use crate::proto::{IncrementReply, IncrementRequest, ResetReply, ResetRequest};
 
 /// The code generated from `proto/counter.proto`.
 pub mod proto {
-    #![allow(missing_docs, missing_debug_implementations, unreachable_pub)]
-    #![allow(clippy::all)]
     tonic::include_proto!("counter");
 }
 

@@ -31,10 +31,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let addr = listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("gRPC counter listening on http://{}", listener.local_addr()?);
+    println!(
+        "gRPC counter listening on http://{}",
+        listener.local_addr()?
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    example_grpc::serve(listener, example_grpc::sessions(MemoryStore::new()), shutdown).await?;
+    example_grpc::serve(
+        listener,
+        example_grpc::sessions(MemoryStore::new()),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

@@ -2,16 +2,19 @@
 
 use std::net::SocketAddr;
 
-use example_grpc::proto::IncrementRequest;
 use example_grpc::proto::counter_client::CounterClient;
+use example_grpc::proto::counter_server::{Counter, CounterServer};
+use example_grpc::proto::{IncrementReply, IncrementRequest, ResetReply, ResetRequest};
 use example_grpc::{SESSION_HEADER, SessionClient};
 use tether_memory::MemoryStore;
+use tether_sessions::Session;
 use tether_sessions::core::Id;
 use tether_testkit::{Failure, SpyStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Request, Response, Status};
 
 /// A running server; dropping it stops the server.
 struct TestServer {
@@ -167,7 +170,11 @@ async fn a_failed_save_is_unavailable() {
     assert_eq!(client.session_id(), Some(id.as_str()), "the id is kept");
 
     store.fail_with(None);
-    assert_eq!(client.increment().await.unwrap(), 2, "the failed call counted nothing");
+    assert_eq!(
+        client.increment().await.unwrap(),
+        2,
+        "the failed call counted nothing"
+    );
     server.stop().await;
 }
 
@@ -186,5 +193,56 @@ async fn an_unavailable_store_is_unavailable() {
 
     store.fail_with(None);
     assert_eq!(client.increment().await.unwrap(), 2);
+    server.stop().await;
+}
+
+/// A `Counter` whose `Increment` sets the count to 41, then fails.
+struct FailsAfterChanging;
+
+#[tonic::async_trait]
+impl Counter for FailsAfterChanging {
+    async fn increment(
+        &self,
+        request: Request<IncrementRequest>,
+    ) -> Result<Response<IncrementReply>, Status> {
+        let session = request.extensions().get::<Session>().unwrap();
+        session.insert("count", &41_u64).await.unwrap();
+        Err(Status::internal("failed after changing the session"))
+    }
+
+    async fn reset(&self, _: Request<ResetRequest>) -> Result<Response<ResetReply>, Status> {
+        Ok(Response::new(ResetReply {}))
+    }
+}
+
+/// An error status is an HTTP 200 response (the status travels in `grpc-status`), so the layer
+/// saves what the handler changed before it failed, unlike a `5xx` or an axum session error.
+#[tokio::test]
+async fn an_error_status_keeps_the_changes_made_before_it() {
+    let store = spy();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let failing_addr = listener.local_addr().unwrap();
+    let failing = tokio::spawn(
+        Server::builder()
+            .layer(example_grpc::sessions(store.clone()))
+            .add_service(CounterServer::new(FailsAfterChanging))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let mut client = SessionClient::connect(format!("http://{failing_addr}"))
+        .await
+        .unwrap();
+    let status = client.increment().await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    let id = client
+        .session_id()
+        .expect("the error status carries the new session's id")
+        .to_owned();
+    failing.abort();
+
+    // The real counter, on the same store, finds the count the failed call left.
+    let server = TestServer::start(store).await;
+    let mut client = server.client().await;
+    let (count, _) = increment(&mut client, Some(&id)).await;
+    assert_eq!(count, 42);
     server.stop().await;
 }

@@ -6,6 +6,7 @@
 //! of an earlier run.
 
 use example_grpc::SessionClient;
+use tether_sessions::core::error_chain;
 
 struct Args {
     addr: String,
@@ -44,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
     let mut client = SessionClient::connect(args.addr.clone())
         .await
-        .map_err(|e| format!("connecting to {}: {e}", args.addr))?;
+        .map_err(|e| format!("connecting to {}: {}", args.addr, error_chain(&e)))?;
     if let Some(id) = &args.session {
         client
             .set_session_id(id)
