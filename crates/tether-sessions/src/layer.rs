@@ -145,7 +145,8 @@ impl SessionLayer {
 
     /// Carries the id in the header `name` (such as `x-session-id`) instead of a cookie, for
     /// API clients: requests send it, and responses carry it when it is new. A response
-    /// carries it empty when the session ended.
+    /// carries it empty when the session ended. This is how gRPC services keep sessions: see
+    /// [gRPC (tonic)](crate#grpc-tonic).
     pub fn with_header(mut self, name: HeaderName) -> Self {
         self.config().transport.header = Some(name);
         self

@@ -47,6 +47,63 @@
 //! a session that does not exist counts as no session: never an error response. Stored data that
 //! cannot be decoded counts as no session too, and is logged.
 //!
+//! # gRPC (tonic)
+//!
+//! gRPC clients keep no cookies, so carry the id in a metadata key with
+//! [`SessionLayer::with_header`] (such as `x-session-id`) and wrap the server in the layer:
+//! `tonic::transport::Server::builder().layer(sessions)`.
+//!
+//! - **Handlers** find the session in the request extensions:
+//!   `request.extensions().get::<Session>()` on the `tonic::Request`.
+//! - **Clients** read the key from the response metadata (of the `Status` too, for a failed
+//!   call). A value is the session's new id: send it in the request metadata of every later
+//!   call. An empty value means the session ended: forget the id. Until a value arrives, keep
+//!   sending the id held. A missing, garbage or unknown id starts a new session, never an error
+//!   status.
+//! - **Failures.** When the layer cannot save the session it answers HTTP `503` without a
+//!   `grpc-status`, which a tonic client sees as `Code::Unavailable`. A handler's error `Status`
+//!   is an HTTP `200` response (the code travels in `grpc-status`), so unlike a `5xx` or an axum
+//!   session error it does not discard the session changes the handler made before it failed:
+//!   change the session only on the path that succeeds.
+//!
+//! The runnable tonic version, with a client that echoes the id and tests over real gRPC, is
+//! the [`examples/grpc`](https://github.com/tether-rs/tether/tree/main/examples/grpc) crate.
+//! Here is the same exchange over plain tower; the metadata of a gRPC call are these headers:
+//!
+//! ```
+//! use http::{HeaderName, Request, Response};
+//! use tether_memory::MemoryStore;
+//! use tether_sessions::{Session, SessionLayer};
+//! use tower::{ServiceBuilder, ServiceExt as _};
+//!
+//! type BoxError = Box<dyn std::error::Error + Send + Sync>;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let key = HeaderName::from_static("x-session-id");
+//! let counter = ServiceBuilder::new()
+//!     .layer(SessionLayer::new(MemoryStore::new()).with_header(key.clone()))
+//!     .service_fn(|request: Request<()>| async move {
+//!         let session = request.extensions().get::<Session>().ok_or("no SessionLayer")?;
+//!         let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
+//!         session.insert("count", &count).await?;
+//!         Ok::<_, BoxError>(Response::new(count.to_string()))
+//!     });
+//!
+//! // The first call gets a new id in the response.
+//! let first = counter.clone().oneshot(Request::new(())).await?;
+//! let id = first.headers().get(&key).ok_or("no id issued")?.clone();
+//!
+//! // Later calls send it back, and see their session.
+//! let mut again = Request::new(());
+//! again.headers_mut().insert(&key, id);
+//! let second = counter.oneshot(again).await?;
+//! assert!(second.headers().get(&key).is_none(), "a known id is not sent again");
+//! assert_eq!(second.into_body(), "2");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Feature flags
 //!
 //! | feature | default | enables |
