@@ -14,7 +14,7 @@
 use std::future::Future;
 
 use tether_sessions::core::{SessionStore, error_chain};
-use tether_sessions::{Key, Session, SessionLayer};
+use tether_sessions::{Session, SessionLayer, TypedKey};
 use tokio::net::TcpListener;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::server::TcpIncoming;
@@ -34,7 +34,7 @@ pub mod proto {
 pub const SESSION_HEADER: &str = "x-session-id";
 
 /// The counter, in the session.
-const COUNT: Key<u64> = Key::new("count");
+const COUNT: TypedKey<u64> = TypedKey::new("count");
 
 /// The session layer for gRPC: sessions in `store`, the id in the [`SESSION_HEADER`] metadata.
 pub fn sessions(store: impl SessionStore) -> SessionLayer {
