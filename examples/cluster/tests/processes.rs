@@ -196,7 +196,9 @@ fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> std::io::Result<An
     let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let cookie = cookie.map(|c| format!("cookie: {c}\r\n")).unwrap_or_default();
+    let cookie = cookie
+        .map(|c| format!("cookie: {c}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{cookie}connection: close\r\n\r\n"
@@ -298,7 +300,14 @@ fn the_count_survives_a_killed_node() {
 #[test]
 fn a_node_without_a_key_refuses_to_start() {
     let output = Command::new(env!("CARGO_BIN_EXE_example-cluster"))
-        .args(["--name", "a", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .env_remove("CLUSTER_KEY")
         .stdin(Stdio::null())
         .output()
@@ -306,7 +315,10 @@ fn a_node_without_a_key_refuses_to_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CLUSTER_KEY is not set"), "{stderr}");
-    assert!(!stderr.contains('\u{1b}'), "no ANSI codes off a terminal: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes off a terminal: {stderr}"
+    );
 }
 
 #[test]
@@ -314,7 +326,11 @@ fn a_taken_port_is_named() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     for flag in ["--http", "--listen"] {
-        let other = if flag == "--http" { "--listen" } else { "--http" };
+        let other = if flag == "--http" {
+            "--listen"
+        } else {
+            "--http"
+        };
         let output = Command::new(env!("CARGO_BIN_EXE_example-cluster"))
             .args(["--name", "a", flag, &addr.to_string(), other, "127.0.0.1:0"])
             .env("CLUSTER_KEY", KEY)
@@ -326,6 +342,9 @@ fn a_taken_port_is_named() {
         assert!(stderr.contains("could not listen"), "{flag}: {stderr}");
         assert!(stderr.contains(&addr.to_string()), "{flag}: {stderr}");
         assert!(stderr.contains("in use"), "{flag}: {stderr}");
-        assert!(!stderr.contains('\u{1b}'), "no ANSI codes off a terminal: {stderr}");
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "no ANSI codes off a terminal: {stderr}"
+        );
     }
 }
