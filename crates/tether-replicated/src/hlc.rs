@@ -18,18 +18,13 @@ use tether_core::Timestamp;
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
-pub struct Hlc {
+pub(crate) struct Hlc {
     millis: u64,
     counter: u32,
     node: u32,
 }
 
 impl Hlc {
-    /// Wall-clock milliseconds of this timestamp.
-    pub fn millis(&self) -> u64 {
-        self.millis
-    }
-
     #[cfg(test)]
     pub(crate) fn at_millis(millis: u64) -> Self {
         Self {

@@ -32,27 +32,59 @@
 //!
 //! # Example
 //!
-//! Three nodes in one process on loopback ports ([`LocalCluster`]; in production each node is a
-//! [`Node`] of its own server, started from a [`NodeConfig`] listing its peers):
+//! Three nodes on loopback ports, started together (in production each node is a [`Node`] of
+//! its own server, started from a [`NodeConfig`] listing its peers, with [`Node::start`]):
 //!
 //! ```
+//! use std::net::SocketAddr;
 //! use std::time::Duration;
 //! use tether_core::{Created, Expiry, Id, Record, SessionStore, Timestamp};
-//! use tether_replicated::{LocalCluster, Mode};
+//! use tether_replicated::{Mode, Node, NodeConfig, PeerKey};
+//! use tokio::net::TcpListener;
 //!
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cluster = LocalCluster::start(3, |config| config.with_mode(Mode::Backup { copies: 1 })).await?;
+//! let key = PeerKey::new(*b"an example key of 32 bytes, ok!!")?;
+//! let listeners = [
+//!     TcpListener::bind("127.0.0.1:0").await?,
+//!     TcpListener::bind("127.0.0.1:0").await?,
+//!     TcpListener::bind("127.0.0.1:0").await?,
+//! ];
+//! let addrs: Vec<SocketAddr> = listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?;
+//! // Each node lists the two others as its peers.
+//! let config = |i: usize| {
+//!     let config = NodeConfig::new(format!("node-{i}"), addrs[i], key.clone())
+//!         .with_mode(Mode::Backup { copies: 1 });
+//!     (0..3)
+//!         .filter(|&j| j != i)
+//!         .fold(config, |config, j| config.with_peer(format!("node-{j}"), addrs[j]))
+//! };
+//! let [l0, l1, l2] = listeners;
+//! let (a, _b, c) = tokio::try_join!(
+//!     Node::start_with_listener(config(0), l0),
+//!     Node::start_with_listener(config(1), l1),
+//!     Node::start_with_listener(config(2), l2),
+//! )?;
 //!
 //! // Written through one node, read through another.
 //! let now = Timestamp::now();
 //! let record = Record::new(Id::random()?, Expiry::new(now, Duration::from_secs(60), None), now);
-//! assert_eq!(cluster.store(0).unwrap().create(&record).await?, Created::Created);
-//! assert!(cluster.store(2).unwrap().load(&record.id).await?.is_some());
+//! assert_eq!(a.store().create(&record).await?, Created::Created);
+//! assert!(c.store().load(&record.id).await?.is_some());
 //! # Ok(()) }
 //! ```
 //!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `serde` | `Serialize` and `Deserialize` for [`Mode`] and [`Ack`], as their `Display` strings (`"backup-1"`, `"sync"`), for configuration files |
+//! | `test-util` | `LocalCluster` (several nodes in one process, on loopback ports, to kill and restart) and `Node::freeze` (a node that hangs): for tests and benchmarks, not for production |
+//!
+//! None is on by default.
+//!
 //! [tether]: https://github.com/tether-rs/tether
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(clippy::panic))]
 #![cfg_attr(
     not(test),
@@ -64,6 +96,7 @@ mod config;
 mod error;
 mod hlc;
 mod link;
+#[cfg(feature = "test-util")]
 mod local;
 mod node;
 mod peer;
@@ -91,7 +124,8 @@ pub use config::{
     MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
 };
 pub use error::Error;
-pub use hlc::Hlc;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use local::LocalCluster;
 pub use node::{Node, NodeStats};
 pub use store::ReplicatedStore;

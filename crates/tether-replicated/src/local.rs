@@ -10,6 +10,25 @@ use crate::{Error, Node, NodeConfig, PeerKey, ReplicatedStore};
 /// Several [`Node`]s in this process, each on its own loopback port, all peers of each other.
 /// Nodes can be killed and restarted (same name, same address) to exercise failures for real:
 /// their connections close and the others detect it by heartbeats.
+///
+/// Needs the `test-util` feature: production nodes are [`Node`]s of their own servers.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_replicated::{LocalCluster, Mode};
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), tether_replicated::Error> {
+/// let mut cluster = LocalCluster::start(3, |c| c.with_mode(Mode::Backup { copies: 1 })).await?;
+/// cluster.kill(2);
+/// assert!(cluster.node(2).is_none());
+/// cluster.restart(2).await?;
+/// // Every running node lists the three again.
+/// assert!(cluster.settle(Duration::from_secs(10)).await);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct LocalCluster {
     configs: Vec<NodeConfig>,

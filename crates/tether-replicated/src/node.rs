@@ -222,9 +222,10 @@ impl Node {
         self.shared.link.cancel.cancel();
     }
 
-    /// Test hook: a frozen node keeps its connections open but answers nothing, like a process
-    /// that hangs.
-    #[doc(hidden)]
+    /// Freezes or thaws the node: a frozen node keeps its connections open but answers nothing,
+    /// like a process that hangs. For fault tests; needs the `test-util` feature.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn freeze(&self, frozen: bool) {
         self.shared.frozen.store(frozen, Ordering::SeqCst);
     }

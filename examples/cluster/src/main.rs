@@ -1,189 +1,327 @@
-//! N nodes of the session counter on one machine, replicating sessions to each other: `GET /` on
-//! any node increments the counter of the visitor's session and answers
-//! `{"count": N, "node": "node-i"}`.
+//! One node of a replicated session counter; run one process per node. `GET /` increments the
+//! counter of the visitor's session, `GET /count` only reads it; both answer
+//! `{"count": N, "node": "a", "members": ["a", "b", "c"]}`, where `members` is the answering
+//! node's view of the cluster.
 //!
-//! Run with `cargo run -p example-cluster -- --nodes 3 --mode backup --copies 1` and then, with
-//! one cookie jar, alternate between the nodes' HTTP ports (3001, 3002, ...):
-//! `curl -c jar -b jar http://127.0.0.1:3002/`.
+//! Run with `cargo run -p example-cluster -- --name a --listen 127.0.0.1:7001 --http
+//! 127.0.0.1:3001 --peer b=127.0.0.1:7002 --peer c=127.0.0.1:7003` and the cluster's shared key
+//! in `CLUSTER_KEY`; `README.md` starts three of them behind nginx and kills one.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use clap::Parser;
 use serde_json::{Value, json};
-use tether_replicated::{Ack, LocalCluster, Mode, ReplicatedStore};
+use tether_replicated::{Ack, Membership as _, Mode, Node, NodeConfig, PeerKey};
 use tether_sessions::{Result, Session, SessionLayer};
 
-const USAGE: &str = "usage: example-cluster [--nodes N] [--mode backup|all-to-all] [--copies C] \
-                     [--ack sync|async] [--http-port FIRST_PORT]";
+/// The environment variable that holds the cluster's shared key. Not a flag: command lines are
+/// visible to every user of the machine.
+const KEY_VAR: &str = "CLUSTER_KEY";
 
-#[derive(Debug, PartialEq)]
-struct Options {
-    nodes: usize,
+/// One node of a replicated session counter.
+///
+/// The cluster's shared key (at least 32 bytes, the same on every node) is read from the
+/// environment variable CLUSTER_KEY.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// This node's name, unique in the cluster.
+    #[arg(long)]
+    name: String,
+    /// Where this node listens for its peers (replication traffic).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Where this node serves the counter app; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    http: SocketAddr,
+    /// Another node of the cluster: its name and replication address. Repeat for each.
+    #[arg(long = "peer", value_name = "NAME=ADDR", value_parser = peer)]
+    peers: Vec<(String, SocketAddr)>,
+    /// Which nodes hold each session: `all-to-all`, or `backup-N` (a primary and N backups).
+    #[arg(long, default_value_t = Mode::Backup { copies: 1 })]
     mode: Mode,
+    /// When a write returns: `sync` (every holder has it) or `async` (the primary has it).
+    #[arg(long, default_value_t = Ack::Sync)]
     ack: Ack,
-    http_port: u16,
 }
 
-fn options(args: impl IntoIterator<Item = String>) -> std::result::Result<Options, String> {
-    let mut args = args.into_iter();
-    let (mut nodes, mut all_to_all, mut copies, mut ack, mut http_port) =
-        (3, false, 1, Ack::Sync, 3001);
-    let value = |flag: &str, args: &mut dyn Iterator<Item = String>| {
-        args.next().ok_or(format!("{flag} needs a value; {USAGE}"))
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--nodes" => {
-                nodes = value("--nodes", &mut args)?
-                    .parse()
-                    .map_err(|e| format!("--nodes: {e}"))?
-            }
-            "--copies" => {
-                copies = value("--copies", &mut args)?
-                    .parse()
-                    .map_err(|e| format!("--copies: {e}"))?
-            }
-            "--http-port" => {
-                http_port = value("--http-port", &mut args)?
-                    .parse()
-                    .map_err(|e| format!("--http-port: {e}"))?;
-            }
-            "--mode" => match value("--mode", &mut args)?.as_str() {
-                "backup" => all_to_all = false,
-                "all-to-all" => all_to_all = true,
-                other => return Err(format!("--mode {other:?}: expected backup or all-to-all")),
-            },
-            "--ack" => match value("--ack", &mut args)?.as_str() {
-                "sync" => ack = Ack::Sync,
-                "async" => ack = Ack::Async,
-                other => return Err(format!("--ack {other:?}: expected sync or async")),
-            },
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
+/// Reads `--peer NAME=ADDR`.
+fn peer(arg: &str) -> std::result::Result<(String, SocketAddr), String> {
+    let (name, addr) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} is not NAME=ADDR (for instance b=127.0.0.1:7002)"))?;
+    if name.is_empty() {
+        return Err(format!("{arg:?} has no name before '='"));
     }
-    if nodes == 0 || copies == 0 {
-        return Err(format!("--nodes and --copies must be at least 1; {USAGE}"));
-    }
-    let mode = if all_to_all {
-        Mode::AllToAll
-    } else {
-        Mode::Backup { copies }
-    };
-    Ok(Options {
-        nodes,
-        mode,
-        ack,
-        http_port,
-    })
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an IP address and port: {e}"))?;
+    Ok((name.to_owned(), addr))
 }
 
-async fn count(State(node): State<String>, session: Session) -> Result<Json<Value>> {
+/// Why the node did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(
+        "{KEY_VAR} is not set: set it to the cluster's shared key, at least 32 bytes and the \
+         same on every node (for instance `export {KEY_VAR}=$(openssl rand -hex 32)`)"
+    )]
+    NoKey,
+    #[error("{KEY_VAR} is not valid UTF-8")]
+    KeyNotUnicode,
+    #[error("{KEY_VAR} is not a usable key")]
+    BadKey(#[source] tether_replicated::Error),
+    #[error("could not listen for HTTP on {addr}")]
+    HttpBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {name} did not start")]
+    Node {
+        name: String,
+        #[source]
+        source: tether_replicated::Error,
+    },
+    #[error("the HTTP server on {addr} failed")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The cluster's shared key, from the environment.
+fn key() -> std::result::Result<PeerKey, Failure> {
+    let key = std::env::var(KEY_VAR).map_err(|e| match e {
+        std::env::VarError::NotPresent => Failure::NoKey,
+        std::env::VarError::NotUnicode(_) => Failure::KeyNotUnicode,
+    })?;
+    if key.is_empty() {
+        return Err(Failure::NoKey);
+    }
+    PeerKey::new(key.into_bytes()).map_err(Failure::BadKey)
+}
+
+/// `GET /`: one more visit in this session.
+async fn increment(State(node): State<Node>, session: Session) -> Result<Json<Value>> {
     let count = session.get::<u64>("count").await?.unwrap_or(0) + 1;
     session.insert("count", &count).await?;
-    Ok(Json(json!({ "count": count, "node": node })))
+    Ok(answer(&node, count))
 }
 
-fn app(store: ReplicatedStore, node: String) -> Router {
-    // Plain HTTP demo: keep the `Secure` default in production, behind TLS.
-    let sessions = SessionLayer::new(store).with_secure(false);
+/// `GET /count`: the visits so far, without counting this one (a read writes nothing).
+async fn read(State(node): State<Node>, session: Session) -> Result<Json<Value>> {
+    let count = session.get::<u64>("count").await?.unwrap_or(0);
+    Ok(answer(&node, count))
+}
+
+fn answer(node: &Node, count: u64) -> Json<Value> {
+    let view = node.view();
+    Json(json!({ "count": count, "node": node.name(), "members": view.members() }))
+}
+
+fn app(node: Node) -> Router {
+    // Plain HTTP demo: curl and browsers drop `Secure` cookies outside localhost. Keep the
+    // secure default in production, behind TLS.
+    let sessions = SessionLayer::new(node.store()).with_secure(false);
     Router::new()
-        .route("/", get(count))
+        .route("/", get(increment))
+        .route("/count", get(read))
         .layer(sessions)
         .with_state(node)
 }
 
+/// Resolves on Ctrl-C, or on SIGTERM where there is one.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(args: Args) -> std::result::Result<(), Failure> {
+    let key = key()?;
+    let config = args.peers.iter().fold(
+        NodeConfig::new(args.name.clone(), args.listen, key)
+            .with_mode(args.mode)
+            .with_ack(args.ack),
+        |config, (name, addr)| config.with_peer(name.clone(), *addr),
+    );
+    // The HTTP port first: a taken port fails at once, not after joining the cluster.
+    let http = tokio::net::TcpListener::bind(args.http)
+        .await
+        .map_err(|source| Failure::HttpBind {
+            addr: args.http,
+            source,
+        })?;
+    let http_addr = http.local_addr().map_err(|source| Failure::HttpBind {
+        addr: args.http,
+        source,
+    })?;
+    tracing::info!(node = %args.name, peers = args.peers.len(), "joining the cluster");
+    let node = Node::start(config).await.map_err(|source| Failure::Node {
+        name: args.name.clone(),
+        source,
+    })?;
+    // One line on stdout once the node serves; the logs go to stderr.
+    println!(
+        "{}: http://{http_addr}/ (replication on {}, {}, ack {}, members {})",
+        node.name(),
+        node.local_addr(),
+        args.mode,
+        args.ack,
+        node.view().members().join(" "),
+    );
+    let served = axum::serve(http, app(node.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    node.shutdown();
+    served.map_err(|source| Failure::Serve {
+        addr: http_addr,
+        source,
+    })
+}
+
+/// The error and its causes on one line: `could not ...: because ...: because ...`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[tokio::main]
-async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    let args = Args::parse();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let options = options(std::env::args().skip(1))?;
-    let cluster = LocalCluster::start(options.nodes, |config| {
-        config.with_mode(options.mode).with_ack(options.ack)
-    })
-    .await?;
-    let mut servers = tokio::task::JoinSet::new();
-    for i in 0..cluster.len() {
-        let (Some(node), Some(store)) = (cluster.node(i), cluster.store(i)) else {
-            continue;
-        };
-        let port = options.http_port + u16::try_from(i)?;
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        println!(
-            "{}: http://127.0.0.1:{port}/  (replication on {})",
-            node.name(),
-            node.local_addr()
-        );
-        let app = app(store, node.name().to_owned());
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-        });
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", chain(&error));
+            ExitCode::FAILURE
+        }
     }
-    println!("{:?}, {:?}; Ctrl-C to stop", options.mode, options.ack);
-    while let Some(done) = servers.join_next().await {
-        done??;
-    }
-    drop(cluster);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
-    use axum::http::{Request, header};
-    use tower::ServiceExt as _;
+    use clap::CommandFactory as _;
 
     use super::*;
 
     #[test]
-    fn parses_flags() {
-        let args = ["--nodes", "5", "--mode", "backup", "--copies", "2"].map(String::from);
-        let parsed = options(args).unwrap();
-        assert_eq!(parsed.nodes, 5);
-        assert_eq!(parsed.mode, Mode::Backup { copies: 2 });
-        assert!(options(["--mode", "ring"].map(String::from)).is_err());
-        assert!(options(["--nodes"].map(String::from)).is_err());
-        assert!(options(["--nodes", "0"].map(String::from)).is_err());
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
     }
 
-    /// One visitor alternating over three nodes keeps one counting session.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sessions_follow_the_visitor_across_nodes() {
-        let cluster = LocalCluster::start(3, |c| c.with_mode(Mode::Backup { copies: 1 }))
-            .await
-            .unwrap();
-        let apps: Vec<Router> = (0..3)
-            .map(|i| app(cluster.store(i).unwrap(), format!("node-{i}")))
-            .collect();
-        let mut cookie: Option<String> = None;
-        for n in 1..=6u64 {
-            let mut request = Request::get("/");
-            if let Some(cookie) = &cookie {
-                request = request.header(header::COOKIE, cookie);
-            }
-            let response = apps[(n % 3) as usize]
-                .clone()
-                .oneshot(request.body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            if let Some(set) = response.headers().get(header::SET_COOKIE) {
-                cookie = Some(set.to_str().unwrap().split(';').next().unwrap().to_owned());
-            }
-            let body = axum::body::to_bytes(response.into_body(), 1024)
-                .await
-                .unwrap();
-            let value: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(value["count"], n);
-        }
+    #[test]
+    fn parses_a_node_and_its_peers() {
+        let args = Args::try_parse_from([
+            "example-cluster",
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:7001",
+            "--http",
+            "127.0.0.1:3001",
+            "--peer",
+            "b=127.0.0.1:7002",
+            "--peer",
+            "c=127.0.0.1:7003",
+            "--mode",
+            "backup-2",
+            "--ack",
+            "async",
+        ])
+        .unwrap();
+        assert_eq!(args.name, "a");
+        assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 7001)));
+        assert_eq!(
+            args.peers,
+            [
+                ("b".to_owned(), SocketAddr::from(([127, 0, 0, 1], 7002))),
+                ("c".to_owned(), SocketAddr::from(([127, 0, 0, 1], 7003))),
+            ]
+        );
+        assert_eq!(args.mode, Mode::Backup { copies: 2 });
+        assert_eq!(args.ack, Ack::Async);
+    }
+
+    #[test]
+    fn defaults_to_one_backup_and_sync_acks() {
+        let args = Args::try_parse_from([
+            "example-cluster",
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:7001",
+            "--http",
+            "127.0.0.1:3001",
+        ])
+        .unwrap();
+        assert!(args.peers.is_empty());
+        assert_eq!(args.mode, Mode::Backup { copies: 1 });
+        assert_eq!(args.ack, Ack::Sync);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_what_was_wrong() {
+        let base = [
+            "example-cluster",
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:7001",
+            "--http",
+            "127.0.0.1:3001",
+        ];
+        let refused = |extra: &[&str], says: &str| {
+            let error = Args::try_parse_from(base.iter().chain(extra)).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains(says), "{extra:?}: {text}");
+        };
+        refused(&["--peer", "b"], "is not NAME=ADDR");
+        refused(&["--peer", "=127.0.0.1:7002"], "has no name");
+        refused(&["--peer", "b=localhost"], "is not an IP address and port");
+        refused(&["--mode", "ring"], "expected all-to-all or backup-N");
+        refused(&["--mode", "backup-0"], "backup-0");
+        refused(&["--ack", "maybe"], "expected sync or async");
+        assert!(Args::try_parse_from(["example-cluster", "--name", "a"]).is_err());
+    }
+
+    #[test]
+    fn an_error_prints_its_causes() {
+        let error = Failure::HttpBind {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(
+            chain(&error),
+            "could not listen for HTTP on 127.0.0.1:3001: address in use"
+        );
     }
 }
