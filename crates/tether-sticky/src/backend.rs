@@ -298,10 +298,17 @@ mod tests {
             Health::Ejected { until } => assert!(until >= before + cooldown),
             healthy => panic!("three failures in a row eject: {healthy:?}"),
         }
-        assert_eq!(backend.state(), BackendState::Ready, "state is the operator's");
+        assert_eq!(
+            backend.state(),
+            BackendState::Ready,
+            "state is the operator's"
+        );
         backend.failed(3, Duration::ZERO);
         backend.failed(3, Duration::ZERO);
         backend.failed(3, Duration::ZERO);
-        assert!(!backend.health().is_ejected(), "an ejection that ran out is over");
+        assert!(
+            !backend.health().is_ejected(),
+            "an ejection that ran out is over"
+        );
     }
 }

@@ -124,7 +124,10 @@ mod tests {
         ] {
             assert_eq!(state.to_string().parse::<BackendState>(), Ok(state));
         }
-        assert_eq!("maint".parse::<BackendState>(), Ok(BackendState::Maintenance));
+        assert_eq!(
+            "maint".parse::<BackendState>(),
+            Ok(BackendState::Maintenance)
+        );
         assert_eq!(Pinning::SessionId.to_string(), "session-id");
     }
 
@@ -157,7 +160,9 @@ mod tests {
         );
         let error = serde_json::from_str::<Failover>(r#""later""#).unwrap_err();
         assert!(
-            error.to_string().contains("expected redistribute, strict or persist"),
+            error
+                .to_string()
+                .contains("expected redistribute, strict or persist"),
             "{error}"
         );
     }

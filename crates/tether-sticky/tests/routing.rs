@@ -15,8 +15,8 @@ use http_body_util::{BodyExt as _, Empty};
 use tether_core::Id;
 use tether_core::placement::rendezvous_order;
 use tether_sticky::{
-    AffinityKeys, BackendState, ClientAddr, Failover, Health, Pinning, Sticky, StickyConfig, StickyHandle,
-    Upstream, UpstreamBody, backends, box_body, cookie::Key,
+    AffinityKeys, BackendState, ClientAddr, Failover, Health, Pinning, Sticky, StickyConfig,
+    StickyHandle, Upstream, UpstreamBody, backends, box_body, cookie::Key,
 };
 use tower::{Service, ServiceExt as _};
 
@@ -307,7 +307,11 @@ async fn a_dead_backend_moves_only_its_sessions_and_repins_them() {
         b.health.is_ejected(),
         "consecutive failures eject the dead backend"
     );
-    assert_eq!(b.state, BackendState::Ready, "the operator's state is unchanged");
+    assert_eq!(
+        b.state,
+        BackendState::Ready,
+        "the operator's state is unchanged"
+    );
     let Health::Ejected { until } = b.health else {
         unreachable!("ejected")
     };
