@@ -20,13 +20,14 @@ use crate::values::{AnyDuration, Epsilon, Timeout};
 ///
 /// `tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002`
 ///
-/// Every setting but the backends' `h2c` and `admin_token` is also a flag; flags override the
-/// file. Durations are written `500ms`, `2s`, `1m 30s`.
+/// The `--config` file's keys are the flags' names with `_` for `-`, except `keys` (`--key`),
+/// `[[backends]]` tables of `name`, `url` and `h2c` (`--backend`), `secure_cookie = false`
+/// (`--insecure-cookie`) and `admin_token`, which has no flag. Flags override the file.
+/// Durations are written `500ms`, `2s`, `1m 30s`.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// A TOML file with the same settings (keys as the flags, with `_` for `-`); flags given
-    /// here override it.
+    /// A TOML file with the same settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to serve clients on [default: 127.0.0.1:8080].
@@ -51,7 +52,7 @@ pub struct Cli {
     /// A 64-byte affinity key, hex or base64; the first seals, the others still open. Also
     /// `TETHER_PROXY_KEYS` (comma-separated). Without any, a random key is used and logged as a
     /// warning: pins then do not survive a restart and replicas disagree.
-    #[arg(long = "key")]
+    #[arg(long = "key", value_name = "KEY")]
     keys: Vec<String>,
     /// Loopback address of the admin listener [default: 127.0.0.1:9901].
     #[arg(long, value_name = "ADDR")]
