@@ -1,10 +1,12 @@
-//! The admin listener: backend states and counters, on loopback only.
+//! The admin listener: backend states, health and counters, on loopback only.
 //!
 //! Loopback is not a boundary on its own: a browser on the same machine can be made to send
 //! requests there (cross-site forms, DNS rebinding), and so can a co-located backend with an
 //! SSRF bug. So every request must name a loopback host in `Host` and must not come from a
 //! foreign web origin, and state changes need the configured token as
 //! `Authorization: Bearer <token>`; without a configured token they are refused.
+
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{Path, Request, State};
 use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
@@ -15,25 +17,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
-use tether_sticky::{BackendState, StickyHandle};
+use tether_sticky::{BackendReport, BackendState, Health, StickyHandle};
 
-/// The secret that authorizes state changes on the admin listener.
-///
-/// # Example
-///
-/// ```
-/// use tether_proxy::admin::AdminToken;
-///
-/// assert!(AdminToken::new("too short").is_err());
-/// let token = AdminToken::new("a-long-random-admin-token")?;
-/// assert_eq!(format!("{token:?}"), "AdminToken(..)", "never printed");
-/// # Ok::<(), usize>(())
-/// ```
+/// The secret that authorizes state changes on the admin listener; never printed.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub(crate) struct AdminToken(String);
 
 /// Shortest token accepted: guessing must be out of reach.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 impl AdminToken {
     /// A token of at least [`MIN_TOKEN_LEN`] characters, surrounding whitespace removed.
@@ -41,7 +32,7 @@ impl AdminToken {
     /// # Errors
     ///
     /// The length of what was given, when it is too short.
-    pub fn new(token: &str) -> Result<Self, usize> {
+    pub(crate) fn new(token: &str) -> Result<Self, usize> {
         let token = token.trim();
         if token.len() < MIN_TOKEN_LEN {
             return Err(token.len());
@@ -66,9 +57,10 @@ struct Admin {
     token: Option<AdminToken>,
 }
 
-/// `GET /backends`: states and counters. `POST /backends/{name}/{ready|drain|maintenance}`,
-/// with `Authorization: Bearer <token>` when `token` is set (refused when it is not).
-pub fn router(handle: StickyHandle, token: Option<AdminToken>) -> Router {
+/// `GET /backends`: every backend with its state, health and counters.
+/// `POST /backends/{name}/{ready|drain|maintenance}`, with `Authorization: Bearer <token>` when
+/// `token` is set (refused when it is not).
+pub(crate) fn router(handle: StickyHandle, token: Option<AdminToken>) -> Router {
     let admin = Admin { handle, token };
     Router::new()
         .route("/backends", get(backends))
@@ -130,25 +122,37 @@ async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Resp
     next.run(request).await
 }
 
+/// One backend as `GET /backends` shows it: the operator's `state` (ready, drain, maintenance)
+/// apart from what passive health checks decided (`health`: healthy, with its
+/// `failures_in_a_row`, or ejected, with `ejected_until` in RFC 3339 UTC), and its counters.
+fn report(b: &BackendReport) -> Value {
+    let (health, ejected_until, failures_in_a_row) = match b.health {
+        Health::Healthy { failures_in_a_row } => ("healthy", None, failures_in_a_row),
+        Health::Ejected { until } => {
+            let left = until.saturating_duration_since(Instant::now());
+            let at = humantime::format_rfc3339_millis(SystemTime::now() + left);
+            ("ejected", Some(at.to_string()), 0)
+        }
+        _ => ("unknown", None, 0),
+    };
+    json!({
+        "name": b.name,
+        "state": b.state.to_string(),
+        "health": health,
+        "ejected": b.health.is_ejected(),
+        "ejected_until": ejected_until,
+        "failures_in_a_row": failures_in_a_row,
+        "pinned": b.counters.pinned,
+        "new": b.counters.new,
+        "by_session": b.counters.by_session,
+        "redispatched": b.counters.redispatched,
+        "failures": b.counters.failures,
+        "in_flight": b.counters.in_flight,
+    })
+}
+
 async fn backends(State(admin): State<Admin>) -> Json<Value> {
-    let backends: Vec<Value> = admin
-        .handle
-        .backends()
-        .into_iter()
-        .map(|b| {
-            json!({
-                "name": b.name,
-                "state": format!("{:?}", b.state).to_lowercase(),
-                "ejected": b.ejected,
-                "pinned": b.counters.pinned,
-                "new": b.counters.new,
-                "by_session": b.counters.by_session,
-                "redispatched": b.counters.redispatched,
-                "failures": b.counters.failures,
-                "in_flight": b.counters.in_flight,
-            })
-        })
-        .collect();
+    let backends: Vec<Value> = admin.handle.backends().iter().map(report).collect();
     Json(json!({ "backends": backends, "invalid_cookies": admin.handle.invalid_pins() }))
 }
 
@@ -158,10 +162,10 @@ async fn set_state(
 ) -> (StatusCode, String) {
     let state: BackendState = match state.parse() {
         Ok(state) => state,
-        Err(e) => return (StatusCode::BAD_REQUEST, e),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
     if admin.handle.set_state(&name, state) {
-        (StatusCode::OK, format!("{name}: {state:?}\n"))
+        (StatusCode::OK, format!("{name}: {state}\n"))
     } else {
         (
             StatusCode::NOT_FOUND,
@@ -202,7 +206,9 @@ mod tests {
     #[test]
     fn tokens_must_be_long_enough() {
         assert_eq!(AdminToken::new("short").unwrap_err(), 5);
+        assert!(AdminToken::new("too short").is_err());
         let token = AdminToken::new(" 0123456789abcdef ").unwrap();
+        assert_eq!(format!("{token:?}"), "AdminToken(..)", "never printed");
         assert!(token.matches("0123456789abcdef"));
         assert!(!token.matches("0123456789abcdeF"));
         assert!(!token.matches(""));

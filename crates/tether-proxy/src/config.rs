@@ -1,7 +1,8 @@
 //! Configuration: a TOML file and command-line flags; flags win.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -10,142 +11,186 @@ use serde::Deserialize;
 use tether_sticky::cookie::Key;
 use tether_sticky::{AffinityKeys, Failover, Pinning, StickyConfig};
 
+use crate::Error;
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
+use crate::values::{AnyDuration, Epsilon, Timeout};
 
 /// A sticky-session reverse proxy.
 ///
 /// `tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002`
+///
+/// The `--config` file's keys are the flags' names with `_` for `-`, except `keys` (`--key`),
+/// `[[backends]]` tables of `name`, `url` and `h2c` (`--backend`), `secure_cookie = false`
+/// (`--insecure-cookie`) and `admin_token`, which has no flag. Flags override the file.
+/// Durations are written `500ms`, `2s`, `1m 30s`.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
     /// A TOML file with the same settings; flags given here override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Address to serve clients on (default 127.0.0.1:8080).
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve clients on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// A backend: `http://host:port`, or `name=http://host:port` (names must match
-    /// tether-replicated node names for session-id routing). Repeat for each.
-    #[arg(long = "backend")]
-    pub backends: Vec<String>,
-    /// cookie (default), session-id or source.
+    /// tether-replicated node names for session-id pinning). Repeat for each.
+    #[arg(long = "backend", value_name = "[NAME=]URL")]
+    backends: Vec<String>,
+    /// What pins a client to a backend: cookie (default), session-id or source.
     #[arg(long)]
-    pub strategy: Option<String>,
-    /// redistribute (default), strict or persist.
+    pinning: Option<Pinning>,
+    /// When a pinned backend cannot take a request: redistribute (default), strict or persist.
     #[arg(long)]
-    pub failover: Option<String>,
-    /// The application's session cookie, for session-id routing.
-    #[arg(long)]
-    pub session_cookie: Option<String>,
+    failover: Option<Failover>,
+    /// The application's session cookie, for session-id pinning.
+    #[arg(long, value_name = "NAME")]
+    session_cookie: Option<String>,
+    /// Name of the affinity cookie [default: tether-route].
+    #[arg(long, value_name = "NAME")]
+    cookie_name: Option<String>,
     /// A 64-byte affinity key, hex or base64; the first seals, the others still open. Also
     /// `TETHER_PROXY_KEYS` (comma-separated). Without any, a random key is used and logged as a
     /// warning: pins then do not survive a restart and replicas disagree.
-    #[arg(long = "key")]
-    pub keys: Vec<String>,
-    /// Loopback address of the admin listener (default 127.0.0.1:9901).
-    #[arg(long)]
-    pub admin: Option<SocketAddr>,
+    #[arg(long = "key", value_name = "KEY")]
+    keys: Vec<String>,
+    /// Loopback address of the admin listener [default: 127.0.0.1:9901].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Send the affinity cookie over plain HTTP too (development only).
     #[arg(long)]
-    pub insecure_cookie: bool,
+    insecure_cookie: bool,
+    /// Bounded-load slack of source pinning: a backend takes at most (1 + epsilon) times the
+    /// average load; above 0 [default: 0.25].
+    #[arg(long)]
+    epsilon: Option<Epsilon>,
+    /// Slow-start ramp of a joining backend [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    slow_start: Option<AnyDuration>,
+    /// Bound on connecting to a backend [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<Timeout>,
+    /// Bound on a backend's response head, counted once the request body was sent
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    response_timeout: Option<Timeout>,
+    /// Largest request head a client may send, in bytes; at least 8 KiB are allowed
+    /// [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_header_bytes: Option<NonZeroUsize>,
+    /// Bound on receiving a client's request head; the first one is counted from the moment the
+    /// connection is accepted [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    header_read_timeout: Option<Timeout>,
+    /// Longest quiet in a client's request body; the client then gets 400 [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    body_idle_timeout: Option<Timeout>,
+    /// Client connections served at once, lowered to fit the open-file limit [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<NonZeroUsize>,
+    /// Trusted proxies in front of this one, each appending to `X-Forwarded-For`: source
+    /// pinning reads the client that many entries from the right [default: 0: the connection's
+    /// address only].
+    #[arg(long, value_name = "N")]
+    trusted_hops: Option<usize>,
 }
 
 /// The file's settings, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Address to serve clients on.
-    pub listen: Option<SocketAddr>,
-    /// Loopback address of the admin listener.
-    pub admin: Option<SocketAddr>,
-    /// The backends.
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     #[serde(default)]
-    pub backends: Vec<FileBackend>,
-    /// `cookie`, `session-id` or `source`.
-    pub strategy: Option<String>,
-    /// `redistribute`, `strict` or `persist`.
-    pub failover: Option<String>,
-    /// The application's session cookie, for session-id routing.
-    pub session_cookie: Option<String>,
-    /// Affinity keys (64 bytes, hex or base64); the first seals.
+    backends: Vec<FileBackend>,
+    pinning: Option<Pinning>,
+    failover: Option<Failover>,
+    session_cookie: Option<String>,
     #[serde(default)]
-    pub keys: Vec<String>,
-    /// Name of the affinity cookie (default `tether-route`).
-    pub cookie_name: Option<String>,
+    keys: Vec<String>,
+    cookie_name: Option<String>,
     /// Whether the affinity cookie is `Secure` (default true).
-    pub secure_cookie: Option<bool>,
-    /// Bounded-load slack for the source strategy (default 0.25).
-    pub epsilon: Option<f64>,
-    /// Slow-start ramp of a joining backend, in seconds (default 0).
-    pub slow_start_secs: Option<u64>,
-    /// Bound on connecting to a backend, in milliseconds (default 1000).
-    pub connect_timeout_ms: Option<u64>,
-    /// Bound on a backend's response head, in milliseconds (default 30000).
-    pub response_timeout_ms: Option<u64>,
-    /// Largest request head a client may send, in bytes (default 65536).
-    pub max_header_bytes: Option<usize>,
-    /// Bound on receiving a client's request head, in milliseconds (default 10000); the first
-    /// one is counted from the moment the connection is accepted.
-    pub header_read_timeout_ms: Option<u64>,
-    /// Client connections served at once (default 10000, lowered to fit the open-file limit).
-    pub max_connections: Option<usize>,
-    /// Longest quiet in a client's request body, in milliseconds (default 30000).
-    pub body_idle_timeout_ms: Option<u64>,
-    /// Token that authorizes state changes on the admin listener (at least 16 characters;
-    /// also `TETHER_PROXY_ADMIN_TOKEN`). Without one, state changes are refused.
-    pub admin_token: Option<String>,
-    /// Trusted proxies in front of this one, each appending to `X-Forwarded-For`: source
-    /// routing reads the client from that many entries from the right (default 0: from the
-    /// connection's address only).
-    pub trusted_hops: Option<usize>,
+    secure_cookie: Option<bool>,
+    epsilon: Option<Epsilon>,
+    slow_start: Option<AnyDuration>,
+    connect_timeout: Option<Timeout>,
+    response_timeout: Option<Timeout>,
+    max_header_bytes: Option<NonZeroUsize>,
+    header_read_timeout: Option<Timeout>,
+    max_connections: Option<NonZeroUsize>,
+    body_idle_timeout: Option<Timeout>,
+    /// Authorizes state changes on the admin listener (at least 16 characters; also
+    /// `TETHER_PROXY_ADMIN_TOKEN`). Not a flag: flags show in process lists.
+    admin_token: Option<String>,
+    trusted_hops: Option<usize>,
 }
 
 /// One backend in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileBackend {
+struct FileBackend {
     /// Stable name (default: the URL's host:port).
-    pub name: Option<String>,
+    name: Option<String>,
     /// `http://host:port`.
-    pub url: String,
+    url: String,
     /// Speak HTTP/2 without TLS (prior knowledge) to it.
     #[serde(default)]
-    pub h2c: bool,
+    h2c: bool,
 }
 
 /// A backend to proxy to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendSpec {
+pub(crate) struct BackendSpec {
     /// Stable name: in affinity cookies and rendezvous hashing.
-    pub name: String,
+    pub(crate) name: String,
     /// Where it listens.
-    pub url: http::Uri,
+    pub(crate) url: http::Uri,
     /// HTTP/2 without TLS.
-    pub h2c: bool,
+    pub(crate) h2c: bool,
 }
 
-/// Everything the proxy runs with.
+/// Everything the proxy runs with: the flags, the file and the environment merged and checked
+/// by [`Settings::load`], for [`run`](crate::run).
+///
+/// # Example
+///
+/// ```
+/// use clap::Parser as _;
+/// use tether_proxy::{Cli, Environment, Settings};
+///
+/// let cli = Cli::parse_from([
+///     "tether-proxy",
+///     "--backend", "node-0=http://127.0.0.1:3001",
+///     "--backend", "node-1=http://127.0.0.1:3002",
+///     "--pinning", "session-id",
+///     "--session-cookie", "id",
+///     "--connect-timeout", "500ms",
+/// ]);
+/// let settings = Settings::load(cli, Environment::default())?;
+/// # let _ = settings;
+///
+/// let twice = Cli::parse_from([
+///     "tether-proxy",
+///     "--backend", "a=http://127.0.0.1:3001",
+///     "--backend", "a=http://127.0.0.1:3002",
+/// ]);
+/// let error = Settings::load(twice, Environment::default()).unwrap_err();
+/// assert!(error.to_string().contains(r#"two backends are named "a""#));
+/// # Ok::<(), tether_proxy::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Settings {
-    /// Address to serve clients on.
-    pub listen: SocketAddr,
-    /// Loopback address of the admin listener.
-    pub admin: SocketAddr,
-    /// The backends.
-    pub backends: Vec<BackendSpec>,
-    /// The router's settings.
-    pub layer: StickyConfig,
-    /// Bound on connecting to a backend.
-    pub connect_timeout: Duration,
-    /// Bound on a backend's response head.
-    pub response_timeout: Duration,
-    /// Bounds on what clients may send and hold.
-    pub limits: Limits,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) backends: Vec<BackendSpec>,
+    pub(crate) layer: StickyConfig,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) limits: Limits,
     /// No key was given: a random one is in use.
-    pub generated_key: bool,
+    pub(crate) generated_key: bool,
     /// Authorizes state changes on the admin listener; `None`: they are refused.
-    pub admin_token: Option<AdminToken>,
+    pub(crate) admin_token: Option<AdminToken>,
 }
 
 /// Settings the process environment may give.
@@ -156,11 +201,15 @@ pub struct Settings {
 /// use clap::Parser as _;
 /// use tether_proxy::{Cli, Environment, Settings};
 ///
-/// let cli = Cli::parse_from(["tether-proxy", "--backend", "http://127.0.0.1:3001"]);
+/// let cli = || Cli::parse_from(["tether-proxy", "--backend", "http://127.0.0.1:3001"]);
 /// let mut env = Environment::default();
 /// env.admin_token = Some("a-long-random-admin-token".to_owned());
-/// let settings = Settings::load(cli, env).unwrap();
-/// assert!(settings.admin_token.is_some());
+/// assert!(Settings::load(cli(), env).is_ok());
+///
+/// let mut env = Environment::default();
+/// env.admin_token = Some("short".to_owned());
+/// let error = Settings::load(cli(), env).unwrap_err().to_string();
+/// assert!(error.contains("TETHER_PROXY_ADMIN_TOKEN"), "{error}");
 /// ```
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -181,115 +230,96 @@ impl Environment {
     }
 }
 
-/// What is wrong with the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The configuration file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The configuration file is not valid TOML for these settings.
-    #[error("parsing {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: toml::de::Error,
-    },
-    /// A setting is invalid; the message names it.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn invalid(message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(message.into())
-}
-
 /// Parses `name=url` or `url` (named after its authority).
-pub fn parse_backend(spec: &str, h2c: bool) -> Result<BackendSpec, ConfigError> {
+fn parse_backend(spec: &str, h2c: bool) -> Result<BackendSpec, Error> {
     let (name, url) = match spec.split_once('=') {
         Some((name, url)) => (Some(name.to_owned()), url),
         None => (None, spec),
     };
-    let url: http::Uri = url
-        .parse()
-        .map_err(|e| invalid(format!("backend {spec:?}: {e}")))?;
-    let authority = url
-        .authority()
-        .ok_or_else(|| invalid(format!("backend {spec:?}: needs http://host:port")))?;
+    let url: http::Uri = url.parse().map_err(|source| Error::BackendUrl {
+        spec: spec.to_owned(),
+        source,
+    })?;
+    let scheme = || Error::BackendScheme {
+        spec: spec.to_owned(),
+    };
+    let authority = url.authority().ok_or_else(scheme)?;
     if url.scheme_str() != Some("http") {
-        return Err(invalid(format!(
-            "backend {spec:?}: only http:// (and h2c) upstreams"
-        )));
+        return Err(scheme());
     }
     let name = name.unwrap_or_else(|| authority.to_string());
     Ok(BackendSpec { name, url, h2c })
 }
 
-/// Decodes a 64-byte key from hex or base64.
-pub fn parse_key(text: &str) -> Result<Key, ConfigError> {
+/// Decodes a 64-byte key from hex or base64; `from` and `index` name it in errors (never the
+/// key itself: it is a secret).
+fn parse_key(text: &str, from: &'static str, index: usize) -> Result<Key, Error> {
     let text = text.trim();
     let bytes = if text.len() == 128 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        (0..128)
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| invalid("key: bad hex"))?
+        // Every byte is a hex digit (checked above), so each pair decodes.
+        text.as_bytes()
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|digits| u8::from_str_radix(digits, 16).ok())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<u8>>()
     } else {
         base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|_| invalid("key: neither 128 hex digits nor base64"))?
+            .map_err(|source| Error::KeyEncoding {
+                from,
+                index,
+                source,
+            })?
     };
-    Key::try_from(bytes.as_slice())
-        .map_err(|_| invalid(format!("key: {} bytes, 64 needed", bytes.len())))
+    Key::try_from(bytes.as_slice()).map_err(|_| Error::KeyLength {
+        from,
+        index,
+        len: bytes.len(),
+    })
 }
 
-fn limits(file: &FileConfig) -> Result<Limits, ConfigError> {
-    let mut limits = Limits::default();
-    if let Some(bytes) = file.max_header_bytes {
-        limits.max_header_bytes = bytes.max(8 * 1024);
-    }
-    if let Some(ms) = file.header_read_timeout_ms {
-        if ms == 0 {
-            return Err(invalid("header_read_timeout_ms must be above 0"));
-        }
-        limits.header_read_timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = file.body_idle_timeout_ms {
-        if ms == 0 {
-            return Err(invalid("body_idle_timeout_ms must be above 0"));
-        }
-        limits.body_idle_timeout = Duration::from_millis(ms);
-    }
-    if let Some(max) = file.max_connections {
-        if max == 0 {
-            return Err(invalid("max_connections must be above 0"));
-        }
-        limits.max_connections = max;
-    }
-    Ok(limits)
+/// Reads the file, naming it, and the key whose value is wrong, in errors.
+fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parse_error = |key: Option<String>, source| Error::ParseConfig {
+        path: path.to_owned(),
+        key,
+        source: Box::new(source),
+    };
+    let document = toml::Deserializer::parse(&text).map_err(|e| parse_error(None, e))?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let key = e.path().iter().next().map(|_| e.path().to_string());
+        parse_error(key, e.into_inner())
+    })
+}
+
+/// The first name that two backends share.
+fn shared_name(backends: &[BackendSpec]) -> Option<&str> {
+    let mut names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+    names.sort_unstable();
+    names.windows(2).find_map(|pair| match pair {
+        [a, b] if a == b => Some(*a),
+        _ => None,
+    })
 }
 
 impl Settings {
-    /// Merges the file (if any), the environment and the flags.
-    pub fn load(cli: Cli, env: Environment) -> Result<Self, ConfigError> {
+    /// Merges the file (if any), the environment and the flags, flags first.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or parsed, or a setting is wrong: the error names the
+    /// file and key, or the setting, and the cause.
+    pub fn load(cli: Cli, env: Environment) -> Result<Self, Error> {
         let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
-            }
+            Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
         let listen = cli
@@ -301,100 +331,121 @@ impl Settings {
             .or(file.admin)
             .unwrap_or(([127, 0, 0, 1], 9901).into());
         if !admin.ip().is_loopback() {
-            return Err(invalid(format!("admin address {admin} is not loopback")));
+            return Err(Error::AdminNotLoopback { addr: admin });
         }
-        let mut backends = Vec::new();
-        if cli.backends.is_empty() {
-            for b in &file.backends {
-                let spec = match &b.name {
-                    Some(name) => format!("{name}={}", b.url),
-                    None => b.url.clone(),
-                };
-                backends.push(parse_backend(&spec, b.h2c)?);
-            }
+        let backends = if cli.backends.is_empty() {
+            file.backends
+                .iter()
+                .map(|b| {
+                    let spec = match &b.name {
+                        Some(name) => format!("{name}={}", b.url),
+                        None => b.url.clone(),
+                    };
+                    parse_backend(&spec, b.h2c)
+                })
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            for spec in &cli.backends {
-                backends.push(parse_backend(spec, false)?);
-            }
-        }
+            cli.backends
+                .iter()
+                .map(|spec| parse_backend(spec, false))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         if backends.is_empty() {
-            return Err(invalid(
-                "no backend: give --backend http://host:port at least once",
-            ));
+            return Err(Error::NoBackend);
         }
-        let mut names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w.first() == w.get(1)) {
-            return Err(invalid("two backends share a name"));
+        if let Some(name) = shared_name(&backends) {
+            return Err(Error::DuplicateBackend {
+                name: name.to_owned(),
+            });
         }
 
-        let mut key_texts = cli.keys.clone();
-        if key_texts.is_empty() {
-            key_texts = env
-                .keys
-                .map(|v| v.split(',').map(str::to_owned).collect())
-                .unwrap_or_default();
-        }
-        if key_texts.is_empty() {
-            key_texts.clone_from(&file.keys);
-        }
+        let env_keys: Vec<String> = env
+            .keys
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let (from, key_texts) = if !cli.keys.is_empty() {
+            ("--key", cli.keys)
+        } else if !env_keys.is_empty() {
+            ("TETHER_PROXY_KEYS", env_keys)
+        } else {
+            ("the file's keys", file.keys)
+        };
         let generated_key = key_texts.is_empty();
-        let mut keys = key_texts.iter().map(|k| parse_key(k));
+        let mut keys = key_texts
+            .iter()
+            .enumerate()
+            .map(|(i, k)| parse_key(k, from, i + 1));
         let ring = match keys.next() {
             Some(first) => keys.try_fold(AffinityKeys::new(first?), |ring, k| {
-                Ok::<_, ConfigError>(ring.with_retired(k?))
+                Ok::<_, Error>(ring.with_retired(k?))
             })?,
             None => AffinityKeys::new(Key::generate()),
         };
 
-        let limits = limits(&file)?;
-        let admin_token = env
-            .admin_token
-            .or(file.admin_token.clone())
-            .map(|t| {
-                AdminToken::new(&t).map_err(|len| {
-                    invalid(format!(
-                        "admin_token: {len} characters, at least {MIN_TOKEN_LEN} needed"
-                    ))
+        let mut limits = Limits::default();
+        if let Some(bytes) = cli.max_header_bytes.or(file.max_header_bytes) {
+            limits.max_header_bytes = bytes.get().max(8 * 1024);
+        }
+        if let Some(Timeout(timeout)) = cli.header_read_timeout.or(file.header_read_timeout) {
+            limits.header_read_timeout = timeout;
+        }
+        if let Some(Timeout(timeout)) = cli.body_idle_timeout.or(file.body_idle_timeout) {
+            limits.body_idle_timeout = timeout;
+        }
+        if let Some(max) = cli.max_connections.or(file.max_connections) {
+            limits.max_connections = max.get();
+        }
+
+        let admin_token = match (env.admin_token, file.admin_token) {
+            (Some(token), _) => Some(("TETHER_PROXY_ADMIN_TOKEN", token)),
+            (None, Some(token)) => Some(("the file's admin_token", token)),
+            (None, None) => None,
+        };
+        let admin_token = admin_token
+            .map(|(from, token)| {
+                AdminToken::new(&token).map_err(|len| Error::AdminToken {
+                    from,
+                    len,
+                    min: MIN_TOKEN_LEN,
                 })
             })
             .transpose()?;
-        let pinning: Pinning = cli
-            .strategy
-            .or(file.strategy)
-            .map(|s| s.parse().map_err(invalid))
-            .transpose()?
-            .unwrap_or_default();
-        let failover: Failover = cli
-            .failover
-            .or(file.failover)
-            .map(|s| s.parse().map_err(invalid))
-            .transpose()?
-            .unwrap_or_default();
+
         let mut layer = StickyConfig::new(ring)
-            .with_pinning(pinning)
-            .with_failover(failover)
+            .with_pinning(cli.pinning.or(file.pinning).unwrap_or_default())
+            .with_failover(cli.failover.or(file.failover).unwrap_or_default())
             .with_secure(!cli.insecure_cookie && file.secure_cookie.unwrap_or(true))
-            .with_trusted_hops(file.trusted_hops.unwrap_or(0));
+            .with_trusted_hops(cli.trusted_hops.or(file.trusted_hops).unwrap_or(0));
         if let Some(name) = cli.session_cookie.or(file.session_cookie) {
             layer = layer.with_session_cookie(name);
         }
-        if let Some(name) = file.cookie_name {
+        if let Some(name) = cli.cookie_name.or(file.cookie_name) {
             layer = layer.with_cookie_name(name);
         }
-        if let Some(epsilon) = file.epsilon {
+        if let Some(Epsilon(epsilon)) = cli.epsilon.or(file.epsilon) {
             layer = layer.with_epsilon(epsilon);
         }
-        if let Some(secs) = file.slow_start_secs {
-            layer = layer.with_slow_start(Duration::from_secs(secs));
+        if let Some(AnyDuration(ramp)) = cli.slow_start.or(file.slow_start) {
+            layer = layer.with_slow_start(ramp);
         }
+        let timeout = |flag: Option<Timeout>, key: Option<Timeout>, default| {
+            flag.or(key).map_or(default, |Timeout(timeout)| timeout)
+        };
         Ok(Self {
             listen,
             admin,
             backends,
             layer,
-            connect_timeout: Duration::from_millis(file.connect_timeout_ms.unwrap_or(1_000)),
-            response_timeout: Duration::from_millis(file.response_timeout_ms.unwrap_or(30_000)),
+            connect_timeout: timeout(
+                cli.connect_timeout,
+                file.connect_timeout,
+                Duration::from_secs(1),
+            ),
+            response_timeout: timeout(
+                cli.response_timeout,
+                file.response_timeout,
+                Duration::from_secs(30),
+            ),
             limits,
             generated_key,
             admin_token,
@@ -428,22 +479,132 @@ mod tests {
         assert!(settings.generated_key);
     }
 
+    /// Why `args` are refused, by clap or by [`Settings::load`], with every source.
+    fn refusal(args: &[&str]) -> String {
+        match Cli::try_parse_from(std::iter::once("tether-proxy").chain(args.iter().copied())) {
+            Err(e) => e.to_string(),
+            Ok(cli) => match Settings::load(cli, Environment::default()) {
+                Err(e) => tether_core::error_chain(&e).to_string(),
+                Ok(_) => panic!("{args:?} accepted"),
+            },
+        }
+    }
+
     #[test]
     fn bad_settings_are_clear_errors() {
-        for args in [
-            &[][..],
-            &["--backend", "ftp://x:1"],
-            &["--backend", "nonsense"],
-            &["--backend", "http://a:1", "--backend", "http://a:1"],
-            &["--backend", "http://a:1", "--strategy", "random"],
-            &["--backend", "http://a:1", "--key", "too-short"],
-            &["--backend", "http://a:1", "--admin", "0.0.0.0:9901"],
+        for (args, says) in [
+            (&[][..], "no backend"),
+            (&["--backend", "ftp://x:1"], "only http://"),
+            (&["--backend", "nonsense"], r#"backend "nonsense""#),
+            (
+                &["--backend", "http://a:1", "--backend", "http://a:1"],
+                r#"two backends are named "a:1""#,
+            ),
+            (
+                &["--backend", "http://a:1", "--pinning", "random"],
+                "--pinning",
+            ),
+            (
+                &["--backend", "http://a:1", "--key", "too-short"],
+                "affinity key 1 of --key",
+            ),
+            (
+                &["--backend", "http://a:1", "--admin", "0.0.0.0:9901"],
+                "admin address 0.0.0.0:9901 is not loopback",
+            ),
+            (
+                &["--backend", "http://a:1", "--max-connections", "0"],
+                "--max-connections",
+            ),
+            (&["--backend", "http://a:1", "--epsilon", "0"], "--epsilon"),
+            (
+                &["--backend", "http://a:1", "--epsilon", "NaN"],
+                "--epsilon",
+            ),
+            (
+                &["--backend", "http://a:1", "--connect-timeout", "0s"],
+                "--connect-timeout",
+            ),
+            (
+                &["--backend", "http://a:1", "--response-timeout", "300"],
+                "--response-timeout",
+            ),
         ] {
+            let refusal = refusal(args);
+            assert!(refusal.contains(says), "{args:?}: {refusal}");
+        }
+        assert!(
+            refusal(&["--backend", "http://a:1", "--pinning", "random"])
+                .contains("expected cookie, session-id or source")
+        );
+    }
+
+    #[test]
+    fn a_bad_file_is_named_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        let file = path.to_str().unwrap();
+        for (toml, key, says) in [
+            ("pinning = \"random\"\n", "key `pinning`", "expected cookie"),
+            ("max_connections = 0\n", "key `max_connections`", "nonzero"),
+            ("epsilon = -1.0\n", "key `epsilon`", "above 0"),
+            (
+                "connect_timeout = 500\n",
+                "key `connect_timeout`",
+                "\"500ms\"",
+            ),
+            (
+                "body_idle_timeout = \"0s\"\n",
+                "key `body_idle_timeout`",
+                "above 0",
+            ),
+            ("strategy = \"cookie\"\n", "key `strategy`", "unknown field"),
+            (
+                "[[backends]]\nurl = \"http://a:1\"\n[[backends]]\nname = \"b\"\nurl = 3\n",
+                "key `backends[1].url`",
+                "line 5",
+            ),
+            ("listen = \n", "proxy.toml", "line 1"),
+        ] {
+            std::fs::write(&path, toml).unwrap();
+            let refusal = refusal(&["--config", file]);
             assert!(
-                Settings::load(cli(args), Environment::default()).is_err(),
-                "{args:?}"
+                refusal.starts_with(file) && refusal.contains(key) && refusal.contains(says),
+                "{toml}: {refusal}"
             );
         }
+        let missing = refusal(&["--config", &format!("{file}.missing")]);
+        assert!(
+            missing.contains("proxy.toml.missing") && missing.contains("No such file"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(
+            &path,
+            "connect_timeout = \"2s\"\nmax_connections = 5\n[[backends]]\nurl = \"http://a:1\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(
+            cli(&[
+                "--config",
+                path.to_str().unwrap(),
+                "--connect-timeout",
+                "250ms",
+                "--header-read-timeout",
+                "3s",
+            ]),
+            Environment::default(),
+        )
+        .unwrap();
+        assert_eq!(settings.connect_timeout, Duration::from_millis(250));
+        assert_eq!(settings.limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(settings.limits.max_connections, 5);
+        assert_eq!(settings.backends[0].name, "a:1");
     }
 
     #[test]
@@ -473,8 +634,11 @@ mod tests {
             &path,
             r#"
 listen = "127.0.0.1:8181"
-strategy = "session-id"
+pinning = "session-id"
 session_cookie = "sid"
+connect_timeout = "2s"
+response_timeout = "1m 30s"
+slow_start = "0s"
 [[backends]]
 name = "node-0"
 url = "http://127.0.0.1:3001"
@@ -493,6 +657,8 @@ h2c = true
         assert_eq!(settings.listen.port(), 8181);
         assert_eq!(settings.backends.len(), 2);
         assert!(settings.backends[1].h2c);
+        assert_eq!(settings.connect_timeout, Duration::from_secs(2));
+        assert_eq!(settings.response_timeout, Duration::from_secs(90));
         std::fs::write(&path, "listen = 5\nunknown = true").unwrap();
         assert!(
             Settings::load(

@@ -67,36 +67,14 @@ fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
 /// A backend service that appends the request's [`ClientAddr`] to its forwarding headers on
 /// the way out. It sits behind the router, so the router reads `X-Forwarded-For` as the client
 /// and the proxies in front of this one wrote it, without this proxy's own entry.
-///
-/// # Example
-///
-/// ```
-/// use std::convert::Infallible;
-/// use http::Request;
-/// use tether_proxy::forwarded::AddForwarded;
-/// use tether_sticky::ClientAddr;
-/// use tower::{ServiceExt as _, service_fn};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let echo = service_fn(|request: Request<()>| async move {
-///     Ok::<_, Infallible>(request.headers()["x-forwarded-for"].to_str().unwrap().to_owned())
-/// });
-/// let mut request = Request::new(());
-/// request.headers_mut().insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
-/// request.extensions_mut().insert(ClientAddr("203.0.113.9:4000".parse().unwrap()));
-/// let seen = AddForwarded::new(echo).oneshot(request).await.unwrap();
-/// assert_eq!(seen, "198.51.100.1, 203.0.113.9");
-/// # }
-/// ```
 #[derive(Clone, Debug)]
-pub struct AddForwarded<S> {
+pub(crate) struct AddForwarded<S> {
     inner: S,
 }
 
 impl<S> AddForwarded<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self { inner }
     }
 }
@@ -141,5 +119,29 @@ mod tests {
         );
         assert_eq!(headers["forwarded"], "for=203.0.113.9");
         assert!(headers.get("x-secret").is_none() && headers.get("keep-alive").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_client_is_appended_on_the_way_out() {
+        use std::convert::Infallible;
+        use tower::{ServiceExt as _, service_fn};
+
+        let echo = service_fn(|request: Request<()>| async move {
+            Ok::<_, Infallible>(
+                request.headers()["x-forwarded-for"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        });
+        let mut request = Request::new(());
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        request
+            .extensions_mut()
+            .insert(ClientAddr("203.0.113.9:4000".parse().unwrap()));
+        let seen = AddForwarded::new(echo).oneshot(request).await.unwrap();
+        assert_eq!(seen, "198.51.100.1, 203.0.113.9");
     }
 }

@@ -4,46 +4,82 @@
 //! tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002
 //! ```
 //!
-//! Cookie affinity by default (`--strategy cookie|session-id|source`), failover policy
+//! Cookie affinity by default (`--pinning cookie|session-id|source`), failover policy
 //! `--failover redistribute|strict|persist`, affinity keys with `--key` (64 bytes, hex or base64;
 //! a random one is generated and logged as a warning when none is given), an admin listener on
-//! loopback (`--admin 127.0.0.1:9901`: `GET /backends`, `POST /backends/{name}/drain` with
+//! loopback (`--admin 127.0.0.1:9901`: `GET /backends` lists every configured backend from the
+//! start with its state, its health and its counters; `POST /backends/{name}/drain` with
 //! `Authorization: Bearer <admin_token>`; only loopback `Host` names, no cross-origin requests),
-//! a TOML file with `--config`. Adds `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers,
-//! shuts down gracefully on SIGTERM or Ctrl-C.
+//! a TOML file with `--config` whose keys are the flags' names with `_` (flags win). Adds
+//! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, shuts down gracefully on SIGTERM
+//! or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
-//! Bounds, all configurable in the TOML file: connecting to a backend 1 s
-//! (`connect_timeout_ms`), a backend's response head 30 s after the request body was sent
-//! (`response_timeout_ms`), a client's request head 64 KiB (`max_header_bytes`) received within
-//! 10 s (`header_read_timeout_ms`; the first head counted from the accept, so a connection that
-//! sends nothing is closed then), 30 s of quiet inside a request body (`body_idle_timeout_ms`:
-//! the client gets `400`), 10,000 client connections at once (`max_connections`, lowered
-//! to fit the open-file limit, which is raised to the hard limit at start), in-flight requests
-//! 10 s after a shutdown signal.
+//! Bounds, each a flag and a key, durations written the human way (`500ms`, `2s`, `1m 30s`):
+//! connecting to a backend 1 s (`connect_timeout`), a backend's response head 30 s after the
+//! request body was sent (`response_timeout`), a client's request head 64 KiB
+//! (`max_header_bytes`) received within 10 s (`header_read_timeout`; the first head counted from
+//! the accept, so a connection that sends nothing is closed then), 30 s of quiet inside a request
+//! body (`body_idle_timeout`: the client gets `400`), 10,000 client connections at once
+//! (`max_connections`, lowered to fit the open-file limit, which is raised to the hard limit at
+//! start), in-flight requests 10 s after a shutdown signal. A zero timeout or connection count, or
+//! an `epsilon` that is not above zero, is refused when the settings are read.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! pinning = "session-id"
+//! session_cookie = "id"
+//! connect_timeout = "500ms"
+//! response_timeout = "10s"
+//!
+//! [[backends]]
+//! name = "node-0"
+//! url = "http://127.0.0.1:3001"
+//!
+//! [[backends]]
+//! name = "node-1"
+//! url = "http://127.0.0.1:3002"
+//! h2c = true
+//! ```
+//!
+//! The library is what the binary is made of: [`Cli`] and [`Environment`] read into
+//! [`Settings`], which [`run`] serves until a shutdown future ([`shutdown_signal`]) resolves.
+//!
+//! # Example
+//!
+//! ```
+//! use clap::Parser as _;
+//! use tether_proxy::{Cli, Environment, Settings};
+//!
+//! let cli = Cli::parse_from(["tether-proxy", "--backend", "ftp://127.0.0.1:21"]);
+//! let error = Settings::load(cli, Environment::default()).unwrap_err();
+//! assert_eq!(
+//!     error.to_string(),
+//!     r#"backend "ftp://127.0.0.1:21": only http:// (and h2c) upstreams, as http://host:port"#
+//! );
+//! ```
 
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-pub mod admin;
-pub mod config;
-pub mod forwarded;
-pub mod limits;
-pub mod proxy;
-pub mod stall;
+mod admin;
+mod config;
+mod error;
+mod forwarded;
+mod limits;
+mod proxy;
+mod stall;
+mod values;
 
 use std::sync::Arc;
 
 pub use config::{Cli, Environment, Settings};
+pub use error::Error;
 use tether_sticky::{Sticky, Upstream, backends};
 
 /// Builds the router for `settings`.
-///
-/// # Errors
-///
-/// When a backend URL cannot be used.
-pub fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::InvalidUpstream> {
+fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::InvalidUpstream> {
     let upstreams = settings
         .backends
         .iter()
@@ -56,15 +92,25 @@ pub fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::Inval
     Ok(Sticky::new(&settings.layer, backends(upstreams)))
 }
 
+/// Binds `addr` for `role` (`listen` or `admin`), naming both when it cannot.
+async fn bind(
+    role: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { role, addr, source })
+}
+
 /// Runs the proxy until `shutdown` resolves: the client listener and the admin listener.
 ///
 /// # Errors
 ///
-/// When an address cannot be bound or a backend URL is unusable.
+/// When an address cannot be bound ([`Error::Bind`] names it) or a backend URL is unusable.
 pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), Error> {
     if settings.generated_key {
         tracing::warn!(
             "no affinity key given (--key or TETHER_PROXY_KEYS): using a random one; pins will not \
@@ -78,20 +124,31 @@ pub async fn run(
     }
     let router = router(&settings)?;
     // The router learns its backends when it is first made ready: do it now, so the admin
-    // listener knows them before the first client request.
+    // listener lists every configured backend before the first client request.
     let _ =
         tower::ServiceExt::<http::Request<tether_sticky::UpstreamBody>>::ready(&mut router.clone())
             .await;
     let handle = router.handle();
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    let admin = tokio::net::TcpListener::bind(settings.admin).await?;
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, backends = settings.backends.len(), "tether-proxy ready");
+    let listener = bind("listen", settings.listen).await?;
+    let admin = bind("admin", settings.admin).await?;
+    let local = |listener: &tokio::net::TcpListener, configured| {
+        listener.local_addr().unwrap_or(configured)
+    };
+    tracing::info!(
+        listen = %local(&listener, settings.listen),
+        admin = %local(&admin, settings.admin),
+        backends = settings.backends.len(),
+        "tether-proxy ready"
+    );
     let stop = Arc::new(tokio::sync::Notify::new());
     let admin_stop = Arc::clone(&stop);
     let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(admin, admin::router(handle, settings.admin_token.clone()))
+        let served = axum::serve(admin, admin::router(handle, settings.admin_token.clone()))
             .with_graceful_shutdown(async move { admin_stop.notified().await })
             .await;
+        if let Err(error) = served {
+            tracing::warn!(error = %tether_core::error_chain(&error), "admin listener failed");
+        }
     });
     let limits = match limits::raise_open_files_limit() {
         Some(open_files) => settings.limits.fit_to_open_files(open_files),

@@ -4,31 +4,20 @@
 use std::time::Duration;
 
 /// Bounds on what clients may send and hold.
-///
-/// # Example
-///
-/// ```
-/// use tether_proxy::limits::Limits;
-///
-/// // 1,024 descriptors: 64 kept back, two per client connection (client and upstream).
-/// let limits = Limits::default().fit_to_open_files(1_024);
-/// assert_eq!(limits.max_connections, 480);
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request head, in bytes (default 64 KiB).
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Bound on receiving a request head, the first one counted from the moment the
     /// connection is accepted (default 10 s): a connection that sends nothing, or only part of
     /// a head, is closed when it runs out. Also how long an idle keep-alive connection stays.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Client connections served at once (default 10,000, lowered to what the open-file limit
     /// allows); further clients wait in the listen backlog until one ends.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Longest quiet in a request body (default 30 s): a client that announced a body and
     /// stops sending gets `400` and its connection ends.
-    pub body_idle_timeout: Duration,
+    pub(crate) body_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -48,7 +37,7 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 impl Limits {
     /// The connection cap that fits `open_files` descriptors: each client connection may hold
     /// one upstream connection too.
-    pub fn fit_to_open_files(mut self, open_files: u64) -> Self {
+    pub(crate) fn fit_to_open_files(mut self, open_files: u64) -> Self {
         let fits = open_files.saturating_sub(RESERVED_DESCRIPTORS) / 2;
         let fits = usize::try_from(fits).unwrap_or(usize::MAX).max(1);
         if fits < self.max_connections {
@@ -67,7 +56,7 @@ impl Limits {
 /// Raises the soft open-file limit to the hard limit, as servers do at start (the soft limit
 /// is often 1,024, a few hundred clients' worth). Returns the limit in force afterwards.
 #[cfg(unix)]
-pub fn raise_open_files_limit() -> Option<u64> {
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => Some(limit),
         Err(error) => {
@@ -81,7 +70,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 
 /// Raises the soft open-file limit to the hard limit (nothing to do on this platform).
 #[cfg(not(unix))]
-pub fn raise_open_files_limit() -> Option<u64> {
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
     None
 }
 
@@ -92,6 +81,7 @@ mod tests {
     #[test]
     fn the_cap_fits_the_descriptors() {
         let limits = Limits::default();
+        // 1,024 descriptors: 64 kept back, two per client connection (client and upstream).
         assert_eq!(limits.fit_to_open_files(1_048_576).max_connections, 10_000);
         assert_eq!(limits.fit_to_open_files(1_024).max_connections, 480);
         assert_eq!(limits.fit_to_open_files(10).max_connections, 1);

@@ -1,6 +1,9 @@
 //! The `tether-proxy` binary. See the library docs, or `tether-proxy --help`.
 
+use std::io::IsTerminal as _;
+
 use clap::Parser as _;
+use tether_core::error_chain;
 use tether_proxy::{Cli, Environment, Settings, run, shutdown_signal};
 
 fn main() -> std::process::ExitCode {
@@ -26,22 +29,26 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_main() -> std::process::ExitCode {
+    // Logs go to stderr, coloured only when a person watches it: a file or a journal gets no
+    // escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = match Settings::load(Cli::parse(), Environment::from_process()) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("tether-proxy: {e}");
+            eprintln!("tether-proxy: {}", error_chain(&e));
             return std::process::ExitCode::from(2);
         }
     };
     match run(settings, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tether-proxy: {e}");
+            eprintln!("tether-proxy: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

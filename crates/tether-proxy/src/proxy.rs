@@ -23,7 +23,7 @@ use crate::limits::Limits;
 use crate::stall::StallBound;
 
 /// The router the proxy runs.
-pub type Router = Sticky<Backends<String, AddForwarded<Upstream>>>;
+pub(crate) type Router = Sticky<Backends<String, AddForwarded<Upstream>>>;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -109,7 +109,7 @@ impl Throttled {
 /// (at most ten seconds). At most `limits.max_connections` connections are served at once; a
 /// connection is closed when its first request head is not complete within
 /// `limits.header_read_timeout` of being accepted.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,

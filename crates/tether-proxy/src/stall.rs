@@ -7,31 +7,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tether_core::BoxError;
 use tokio::time::{Instant, Sleep};
 
 /// The client sent no body bytes for this long.
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent no request body bytes for {0:?}")]
-pub struct BodyStalled(pub Duration);
+pub(crate) struct BodyStalled(pub(crate) Duration);
 
 pin_project_lite::pin_project! {
     /// A request body that fails with [`BodyStalled`] when no frame arrives for `idle`.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use http_body_util::{BodyExt as _, Full};
-    /// use tether_proxy::stall::StallBound;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let body = StallBound::new(Full::new(bytes::Bytes::from_static(b"hi")), Duration::from_secs(1));
-    /// assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hi");
-    /// # }
-    /// ```
     #[derive(Debug)]
-    pub struct StallBound<B> {
+    pub(crate) struct StallBound<B> {
         #[pin]
         inner: B,
         #[pin]
@@ -42,7 +29,7 @@ pin_project_lite::pin_project! {
 
 impl<B> StallBound<B> {
     /// Bounds the quiet between `inner`'s frames (and before the first) to `idle`.
-    pub fn new(inner: B, idle: Duration) -> Self {
+    pub(crate) fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
             deadline: tokio::time::sleep(idle),
@@ -54,10 +41,10 @@ impl<B> StallBound<B> {
 impl<B> Body for StallBound<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -90,6 +77,15 @@ mod tests {
     use http_body_util::{BodyExt as _, StreamBody};
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_body_passes_through() {
+        let body = StallBound::new(
+            http_body_util::Full::new(Bytes::from_static(b"hi")),
+            Duration::from_secs(1),
+        );
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hi");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_body_fails_and_a_steady_one_does_not() {

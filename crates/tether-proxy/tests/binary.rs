@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::{backend, header, http, spawn_proxy};
+use common::{
+    admin_backends, backend, backend_named, free_port, header, http, spawn_proxy,
+    spawn_proxy_logging,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_pins_administers_and_shuts_down_gracefully() {
@@ -157,7 +160,7 @@ async fn oversized_heads_and_hung_backends_are_bounded() {
     let config = dir.path().join("proxy.toml");
     std::fs::write(
         &config,
-        "response_timeout_ms = 300\nmax_header_bytes = 16384\n",
+        "response_timeout = \"300ms\"\nmax_header_bytes = 16384\n",
     )
     .unwrap();
     let args = vec![
@@ -216,4 +219,113 @@ async fn the_backends_cache_control_survives_the_affinity_cookie() {
         Some("no-store, max-age=0"),
         "the backend's directives reach the client"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configured_backend_is_listed_before_any_request() {
+    let a = backend("a").await;
+    let dead = free_port();
+    let args = vec![
+        "--backend".to_owned(),
+        format!("a=http://{a}"),
+        "--backend".to_owned(),
+        format!("dead=http://127.0.0.1:{dead}"),
+    ];
+    let (_proxy, _, admin) = tokio::task::spawn_blocking(move || spawn_proxy(&args))
+        .await
+        .unwrap();
+    let backends = tokio::task::spawn_blocking(move || admin_backends(admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        backends["backends"].as_array().unwrap().len(),
+        2,
+        "{backends}"
+    );
+    for name in ["a", "dead"] {
+        let b = backend_named(&backends, name);
+        assert_eq!(b["state"], "ready", "{b}");
+        assert_eq!(b["health"], "healthy", "not tried yet: {b}");
+        assert_eq!(b["failures_in_a_row"], 0, "{b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_backend_shows_as_ejected_and_its_cause_is_logged() {
+    let a = backend("a").await;
+    let dead = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let args = vec![
+        "--backend".to_owned(),
+        format!("a=http://{a}"),
+        "--backend".to_owned(),
+        format!("dead=http://127.0.0.1:{dead}"),
+    ];
+    let log_path = log.clone();
+    let (proxy, listen, admin) =
+        tokio::task::spawn_blocking(move || spawn_proxy_logging(&args, &log_path))
+            .await
+            .unwrap();
+    // New clients go to either backend; those sent to the dead one are retried on `a`. Three
+    // failures in a row eject it.
+    let statuses = tokio::task::spawn_blocking(move || {
+        (0..30)
+            .map(|_| http(listen, "GET", "/", None).unwrap().0)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let backends = tokio::task::spawn_blocking(move || admin_backends(admin))
+        .await
+        .unwrap();
+    let dead = backend_named(&backends, "dead");
+    assert_eq!(dead["state"], "ready", "the operator's state: {dead}");
+    assert_eq!(dead["health"], "ejected", "{dead}");
+    assert_eq!(dead["ejected"], true, "{dead}");
+    let until = dead["ejected_until"].as_str().unwrap_or_default();
+    let until = humantime::parse_rfc3339(until).unwrap_or_else(|e| panic!("{dead}: {e}"));
+    assert!(
+        until > std::time::SystemTime::now(),
+        "ejected until a time to come: {dead}"
+    );
+    assert!(dead["failures"].as_u64().unwrap() >= 3, "{dead}");
+    let live = backend_named(&backends, "a");
+    assert_eq!(live["health"], "healthy", "{live}");
+    assert_eq!(live["ejected_until"], serde_json::Value::Null, "{live}");
+
+    drop(proxy);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("backend request failed"))
+        .unwrap_or_else(|| panic!("no failed request logged:\n{log}"));
+    assert!(
+        failed.contains("dead") && failed.contains("Connection refused"),
+        "the cause is logged: {failed}"
+    );
+    assert!(log.contains("backend ejected"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour in a file:\n{log}");
+}
+
+#[test]
+fn an_address_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let free = format!("127.0.0.1:{}", free_port());
+    for (role, listen, admin) in [("listen", &addr, &free), ("admin", &free, &addr)] {
+        let output = Command::new(env!("CARGO_BIN_EXE_tether-proxy"))
+            .args(["--backend", "http://127.0.0.1:1", "--listen", listen])
+            .args(["--admin", admin])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("cannot bind the {role} address {addr}"))
+                && stderr.contains("in use"),
+            "{stderr}"
+        );
+    }
 }

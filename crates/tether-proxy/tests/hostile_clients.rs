@@ -42,7 +42,8 @@ fn send_and_close(addr: SocketAddr, head: &str, body: &[u8]) -> Option<Exchange>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_request_bodies_do_not_eject_the_backend() {
-    let (_proxy, listen, admin, _dir) = proxy_with_one_backend("response_timeout_ms = 300\n").await;
+    let (_proxy, listen, admin, _dir) =
+        proxy_with_one_backend("response_timeout = \"300ms\"\n").await;
     for _ in 0..3 {
         // A malformed chunk size.
         let answer = blocking(move || {
@@ -83,7 +84,8 @@ async fn broken_request_bodies_do_not_eject_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
-    let (_proxy, listen, admin, _dir) = proxy_with_one_backend("response_timeout_ms = 300\n").await;
+    let (_proxy, listen, admin, _dir) =
+        proxy_with_one_backend("response_timeout = \"300ms\"\n").await;
     // Ten bytes over a second, more than three times the response timeout.
     let (status, _, body) = blocking(move || {
         let mut stream = TcpStream::connect(listen).unwrap();
@@ -141,7 +143,7 @@ async fn silent_connections_are_closed_and_cannot_lock_clients_out() {
     let a = backend("a").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, "header_read_timeout_ms = 500\n").unwrap();
+    std::fs::write(&config, "header_read_timeout = \"500ms\"\n").unwrap();
     let args = vec![
         "--config".to_owned(),
         config.to_str().unwrap().to_owned(),
@@ -232,7 +234,7 @@ async fn source_routing_trusts_only_the_entries_its_proxies_wrote() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, "strategy = \"source\"\ntrusted_hops = 1\n").unwrap();
+    std::fs::write(&config, "pinning = \"source\"\ntrusted_hops = 1\n").unwrap();
     args.push("--config".to_owned());
     args.push(config.to_str().unwrap().to_owned());
     let (_proxy, listen, _admin) = blocking(move || spawn_proxy(&args)).await;
@@ -319,7 +321,7 @@ async fn the_admin_listener_refuses_foreign_hosts_origins_and_missing_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_is_ended_without_ejecting_the_backend() {
     let (_proxy, listen, admin, _dir) =
-        proxy_with_one_backend("body_idle_timeout_ms = 300\n").await;
+        proxy_with_one_backend("body_idle_timeout = \"300ms\"\n").await;
     // Five of ten bytes, then nothing, with the connection left open.
     let (answer, waited) = blocking(move || {
         let mut stream = TcpStream::connect(listen).unwrap();

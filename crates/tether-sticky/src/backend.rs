@@ -4,7 +4,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A backend's administrative state.
+/// A backend's administrative state, set by an operator (see [`Health`] for what passive health
+/// checks decided). Reads and prints itself as `ready`, `drain` or `maintenance` (`maint` is read
+/// too; with the `serde` feature, serializes as those words).
+///
+/// ```
+/// use tether_sticky::BackendState;
+///
+/// assert_eq!("maint".parse::<BackendState>()?, BackendState::Maintenance);
+/// assert_eq!(BackendState::Drain.to_string(), "drain");
+/// # Ok::<(), tether_sticky::ParseError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackendState {
@@ -17,18 +27,44 @@ pub enum BackendState {
     Maintenance,
 }
 
-impl std::str::FromStr for BackendState {
-    type Err = String;
+crate::parse::words!(BackendState, "backend state", {
+    Ready => "ready",
+    Drain => "drain",
+    Maintenance => "maintenance" | "maint",
+});
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ready" => Ok(Self::Ready),
-            "drain" => Ok(Self::Drain),
-            "maintenance" | "maint" => Ok(Self::Maintenance),
-            other => Err(format!(
-                "unknown backend state {other:?}; expected ready, drain or maintenance"
-            )),
-        }
+/// A backend's health, as passive health checks see it. It is separate from the operator's
+/// [`BackendState`]: a `Ready` backend whose requests fail is ejected all the same.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use tether_sticky::Health;
+///
+/// assert!(!Health::Healthy { failures_in_a_row: 2 }.is_ejected());
+/// let until = Instant::now() + Duration::from_secs(10);
+/// assert!(Health::Ejected { until }.is_ejected());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Takes requests.
+    Healthy {
+        /// How many of its latest requests failed, one after the other; at the threshold of
+        /// [`StickyConfig::with_passive_health`](crate::StickyConfig::with_passive_health) it is
+        /// ejected.
+        failures_in_a_row: usize,
+    },
+    /// Ejected after failures in a row: takes no request until then.
+    Ejected {
+        /// When it takes requests again.
+        until: Instant,
+    },
+}
+
+impl Health {
+    /// Ejected by passive health checks right now.
+    pub fn is_ejected(&self) -> bool {
+        matches!(self, Self::Ejected { .. })
     }
 }
 
@@ -102,14 +138,28 @@ impl Backend {
 
     /// Ejected by passive health checks right now.
     pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected_until().is_some()
+    }
+
+    /// Until when it is ejected, if it is now; an ejection that ran out is forgotten.
+    fn ejected_until(&self) -> Option<Instant> {
         let mut until = self.ejected_until.lock().unwrap_or_else(|p| p.into_inner());
         match *until {
-            Some(at) if at > Instant::now() => true,
+            Some(at) if at > Instant::now() => Some(at),
             Some(_) => {
                 *until = None;
-                false
+                None
             }
-            None => false,
+            None => None,
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        match self.ejected_until() {
+            Some(until) => Health::Ejected { until },
+            None => Health::Healthy {
+                failures_in_a_row: self.consecutive_failures.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -208,5 +258,57 @@ pub(crate) struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_counts_failures_in_a_row_then_ejects() {
+        let backend = Backend::new("a".to_owned());
+        let cooldown = Duration::from_secs(10);
+        assert_eq!(
+            backend.health(),
+            Health::Healthy {
+                failures_in_a_row: 0
+            }
+        );
+        backend.failed(3, cooldown);
+        backend.failed(3, cooldown);
+        assert_eq!(
+            backend.health(),
+            Health::Healthy {
+                failures_in_a_row: 2
+            }
+        );
+        backend.succeeded();
+        assert_eq!(
+            backend.health(),
+            Health::Healthy {
+                failures_in_a_row: 0
+            }
+        );
+        let before = Instant::now();
+        for _ in 0..3 {
+            backend.failed(3, cooldown);
+        }
+        match backend.health() {
+            Health::Ejected { until } => assert!(until >= before + cooldown),
+            healthy => panic!("three failures in a row eject: {healthy:?}"),
+        }
+        assert_eq!(
+            backend.state(),
+            BackendState::Ready,
+            "state is the operator's"
+        );
+        backend.failed(3, Duration::ZERO);
+        backend.failed(3, Duration::ZERO);
+        backend.failed(3, Duration::ZERO);
+        assert!(
+            !backend.health().is_ejected(),
+            "an ejection that ran out is over"
+        );
     }
 }

@@ -8,7 +8,16 @@ use http::HeaderName;
 use crate::AffinityKeys;
 use crate::affinity::CookieSettings;
 
-/// What pins a session to a backend.
+/// What pins a session to a backend. Reads and prints itself as `cookie`, `session-id` or
+/// `source` (and, with the `serde` feature, serializes as those words).
+///
+/// ```
+/// use tether_sticky::Pinning;
+///
+/// assert_eq!("session-id".parse::<Pinning>()?, Pinning::SessionId);
+/// assert_eq!(Pinning::Source.to_string(), "source");
+/// # Ok::<(), tether_sticky::ParseError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Pinning {
@@ -24,22 +33,23 @@ pub enum Pinning {
     Source,
 }
 
-impl std::str::FromStr for Pinning {
-    type Err = String;
+crate::parse::words!(Pinning, "pinning", {
+    Cookie => "cookie",
+    SessionId => "session-id",
+    Source => "source",
+});
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cookie" => Ok(Self::Cookie),
-            "session-id" => Ok(Self::SessionId),
-            "source" => Ok(Self::Source),
-            other => Err(format!(
-                "unknown pinning {other:?}; expected cookie, session-id or source"
-            )),
-        }
-    }
-}
-
-/// What happens to a request whose pinned backend is down, ejected or in maintenance.
+/// What happens to a request whose pinned backend is down, ejected or in maintenance. Reads and
+/// prints itself as `redistribute`, `strict` or `persist` (and, with the `serde` feature,
+/// serializes as those words).
+///
+/// ```
+/// use tether_sticky::Failover;
+///
+/// assert_eq!("strict".parse::<Failover>()?, Failover::Strict);
+/// assert_eq!(Failover::default().to_string(), "redistribute");
+/// # Ok::<(), tether_sticky::ParseError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Failover {
@@ -53,20 +63,11 @@ pub enum Failover {
     Persist,
 }
 
-impl std::str::FromStr for Failover {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "redistribute" => Ok(Self::Redistribute),
-            "strict" => Ok(Self::Strict),
-            "persist" => Ok(Self::Persist),
-            other => Err(format!(
-                "unknown failover policy {other:?}; expected redistribute, strict or persist"
-            )),
-        }
-    }
-}
+crate::parse::words!(Failover, "failover policy", {
+    Redistribute => "redistribute",
+    Strict => "strict",
+    Persist => "persist",
+});
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {

@@ -16,14 +16,15 @@
 //!   with bounded loads: no backend takes more than `(1 + epsilon)` times the average load.
 //! - **New sessions** go to the less loaded of two random backends (power of two choices),
 //!   weighted during slow start.
-//! - **Backend states** ([`BackendState`]: ready, drain, maintenance) and passive health (failures
-//!   in a row eject a backend for a while), through a [`StickyHandle`].
+//! - **Backend states** ([`BackendState`]: ready, drain, maintenance) and passive health
+//!   ([`Health`]: failures in a row eject a backend for a while), through a [`StickyHandle`].
 //!
 //! # Feature flags
 //!
 //! | feature | enables |
 //! |---|---|
 //! | `client` | `Upstream`: a pooled HTTP/1.1 or h2c client to one backend |
+//! | `serde` | `Serialize`/`Deserialize` for [`Pinning`], [`Failover`] and [`BackendState`], as the words they print |
 //!
 //! # Example
 //!
@@ -59,6 +60,7 @@ mod backend;
 mod cache_control;
 mod config;
 mod fault;
+mod parse;
 #[cfg(feature = "client")]
 mod progress;
 mod roster;
@@ -83,10 +85,11 @@ mod upstream;
 use std::convert::Infallible;
 
 pub use affinity::AffinityKeys;
-pub use backend::{BackendCounters, BackendState};
+pub use backend::{BackendCounters, BackendState, Health};
 pub use config::{Failover, Pinning, StickyConfig};
 pub use cookie;
 pub use fault::RequestBodyError;
+pub use parse::ParseError;
 pub use service::{BackendReport, ClientAddr, ResponseFuture, Sticky, StickyHandle};
 use tower::discover::Change;
 #[cfg(feature = "client")]

@@ -18,13 +18,13 @@ use tower_service::Service;
 
 use crate::StickyConfig;
 use crate::affinity::{request_cookies, strip_cookie};
-use crate::backend::{BackendCounters, BackendState};
+use crate::backend::{BackendCounters, BackendState, Health};
 use crate::cache_control::keep_private;
 use crate::config::Config;
 use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
 
-use tether_core::BoxError;
+use tether_core::{BoxError, error_chain};
 
 /// The client's address, put into request extensions by the server (the `tether-proxy` binary
 /// does). Source-address routing reads it.
@@ -110,10 +110,11 @@ pub struct StickyHandle {
 pub struct BackendReport {
     /// Its name.
     pub name: String,
-    /// Its administrative state.
+    /// Its administrative state, as an operator set it.
     pub state: BackendState,
-    /// Ejected by passive health checks right now.
-    pub ejected: bool,
+    /// Its health, as passive health checks see it: healthy (with its failures in a row) or
+    /// ejected until when.
+    pub health: Health,
     /// Its counters.
     pub counters: BackendCounters,
 }
@@ -123,7 +124,7 @@ impl StickyHandle {
     pub fn set_state(&self, backend: &str, state: BackendState) -> bool {
         match self.shared.roster.get(backend) {
             Some(b) => {
-                tracing::info!(backend, ?state, "backend state changed");
+                tracing::info!(backend, %state, "backend state changed");
                 b.set_state(state);
                 true
             }
@@ -140,7 +141,7 @@ impl StickyHandle {
             .map(|b| BackendReport {
                 name: b.name.clone(),
                 state: b.state(),
-                ejected: b.is_ejected(),
+                health: b.health(),
                 counters: b.counters(),
             })
             .collect()
@@ -403,11 +404,11 @@ where
             Err(error) => {
                 let error: BoxError = error.into();
                 if is_client_fault(&*error) {
-                    tracing::debug!(backend = %backend.name, %error, "request body from the client failed");
+                    tracing::debug!(backend = %backend.name, error = %error_chain(&*error), "request body from the client failed");
                     return status(StatusCode::BAD_REQUEST);
                 }
                 backend.failed(config.failure_threshold, config.cooldown);
-                tracing::warn!(backend = %backend.name, %error, attempt, "backend request failed");
+                tracing::warn!(backend = %backend.name, error = %error_chain(&*error), attempt, "backend request failed");
                 if !retryable {
                     return status(StatusCode::BAD_GATEWAY);
                 }

@@ -12,6 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use tether_core::BoxError;
+
 use crate::RequestBodyError;
 use crate::progress::{Progress, Watched};
 
@@ -24,7 +26,7 @@ pub type UpstreamBody = BoxBody<Bytes, BodyError>;
 /// A named type rather than `Box<dyn Error>` in [`UpstreamBody`]: a trait object there makes
 /// the compiler unable to prove connection futures `Send` (its lifetime is higher-ranked).
 #[derive(Debug)]
-pub struct BodyError(Box<dyn std::error::Error + Send + Sync>);
+pub struct BodyError(BoxError);
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,7 +44,7 @@ impl std::error::Error for BodyError {
 pub fn box_body<B>(body: B) -> UpstreamBody
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     body.map_err(|e| BodyError(e.into())).boxed()
 }

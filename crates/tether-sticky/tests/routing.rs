@@ -15,8 +15,8 @@ use http_body_util::{BodyExt as _, Empty};
 use tether_core::Id;
 use tether_core::placement::rendezvous_order;
 use tether_sticky::{
-    AffinityKeys, BackendState, ClientAddr, Failover, Pinning, Sticky, StickyConfig, StickyHandle,
-    Upstream, UpstreamBody, backends, box_body, cookie::Key,
+    AffinityKeys, BackendState, ClientAddr, Failover, Health, Pinning, Sticky, StickyConfig,
+    StickyHandle, Upstream, UpstreamBody, backends, box_body, cookie::Key,
 };
 use tower::{Service, ServiceExt as _};
 
@@ -303,7 +303,31 @@ async fn a_dead_backend_moves_only_its_sessions_and_repins_them() {
         .into_iter()
         .find(|r| r.name == "b")
         .unwrap();
-    assert!(b.ejected, "consecutive failures eject the dead backend");
+    assert!(
+        b.health.is_ejected(),
+        "consecutive failures eject the dead backend"
+    );
+    assert_eq!(
+        b.state,
+        BackendState::Ready,
+        "the operator's state is unchanged"
+    );
+    let Health::Ejected { until } = b.health else {
+        unreachable!("ejected")
+    };
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    assert!(
+        left > Duration::ZERO && left <= Duration::from_secs(10),
+        "ejected for the cooldown: {left:?} left"
+    );
+    assert!(
+        handle
+            .backends()
+            .iter()
+            .filter(|r| r.name != "b")
+            .all(|r| matches!(r.health, Health::Healthy { .. })),
+        "live backends stay healthy"
+    );
     let redispatched: u64 = handle
         .backends()
         .iter()

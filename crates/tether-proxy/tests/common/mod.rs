@@ -3,6 +3,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,19 @@ pub fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
 /// [`spawn_proxy`], the proxy started by `sh` after the shell command `setup` (such as a
 /// `ulimit`) when one is given.
 pub fn spawn_proxy_under(setup: Option<&str>, args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
+    start(setup, args, None)
+}
+
+/// [`spawn_proxy`], the proxy's stderr (its log) written to the file `log`.
+pub fn spawn_proxy_logging(args: &[String], log: &Path) -> (Proxy, SocketAddr, SocketAddr) {
+    start(None, args, Some(log))
+}
+
+fn start(
+    setup: Option<&str>,
+    args: &[String],
+    log: Option<&Path>,
+) -> (Proxy, SocketAddr, SocketAddr) {
     for _ in 0..3 {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -166,7 +180,10 @@ pub fn spawn_proxy_under(setup: Option<&str>, args: &[String]) -> (Proxy, Socket
             .args(args)
             .env("TETHER_PROXY_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let mut proxy = Proxy(child);
@@ -192,4 +209,21 @@ pub fn spawn_proxy_under(setup: Option<&str>, args: &[String]) -> (Proxy, Socket
         }
     }
     panic!("the proxy exited at start three times");
+}
+
+/// `GET /backends` on the admin listener, as JSON.
+pub fn admin_backends(admin: SocketAddr) -> serde_json::Value {
+    let (status, _, body) = self::admin(admin, "GET", "/backends", "127.0.0.1", None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The backend called `name` in an [`admin_backends`] answer.
+pub fn backend_named<'a>(backends: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    backends["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("no backend {name} in {backends}"))
 }

@@ -1,0 +1,173 @@
+//! Setting values that are more than their type: durations written the human way (`500ms`, `2s`,
+//! `1m 30s`), timeouts that must be above zero, the bounded-load epsilon. Each reads itself from
+//! a flag (`FromStr`, which clap uses) and from the TOML file (`Deserialize`) with the same rules,
+//! so a bad value is refused when the settings are read, naming the flag or the key.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+/// Why a setting's value was refused. Each message carries its cause in its own text, because
+/// clap and serde show only an error's `Display`, never its sources.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InvalidValue {
+    /// Not a duration humantime reads.
+    #[error("{text:?} is not a duration ({cause}); write it like 500ms, 2s or 1m 30s")]
+    Duration {
+        text: String,
+        cause: humantime::DurationError,
+    },
+    /// A timeout of zero.
+    #[error("{text:?} leaves no time at all: give a duration above 0")]
+    ZeroTimeout { text: String },
+    /// Not a number.
+    #[error("{text:?} is not a number ({cause})")]
+    Number {
+        text: String,
+        cause: std::num::ParseFloatError,
+    },
+    /// An epsilon of zero or less, or one that is not finite.
+    #[error("{value} is not a finite number above 0")]
+    NotPositive { value: f64 },
+}
+
+fn duration(text: &str) -> Result<Duration, InvalidValue> {
+    humantime::parse_duration(text).map_err(|cause| InvalidValue::Duration {
+        text: text.to_owned(),
+        cause,
+    })
+}
+
+/// A duration, zero allowed (`0s`: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AnyDuration(pub(crate) Duration);
+
+impl FromStr for AnyDuration {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        duration(text).map(Self)
+    }
+}
+
+/// A duration above zero: a bound that would end everything at once otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Timeout(pub(crate) Duration);
+
+impl FromStr for Timeout {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match duration(text)? {
+            Duration::ZERO => Err(InvalidValue::ZeroTimeout {
+                text: text.to_owned(),
+            }),
+            timeout => Ok(Self(timeout)),
+        }
+    }
+}
+
+/// How far above the average load a backend may go under source pinning: finite, above zero.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Epsilon(pub(crate) f64);
+
+impl Epsilon {
+    fn new(value: f64) -> Result<Self, InvalidValue> {
+        if value.is_finite() && value > 0.0 {
+            Ok(Self(value))
+        } else {
+            Err(InvalidValue::NotPositive { value })
+        }
+    }
+}
+
+impl FromStr for Epsilon {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let value = text
+            .trim()
+            .parse::<f64>()
+            .map_err(|cause| InvalidValue::Number {
+                text: text.to_owned(),
+                cause,
+            })?;
+        Self::new(value)
+    }
+}
+
+impl<'de> Deserialize<'de> for Epsilon {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(f64::deserialize(deserializer)?).map_err(de::Error::custom)
+    }
+}
+
+/// Reads a TOML string with `T`'s `FromStr`; anything but a string is refused by name.
+struct Words<T>(PhantomData<T>);
+
+impl<T> Visitor<'_> for Words<T>
+where
+    T: FromStr<Err = InvalidValue>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a duration in a string, such as "500ms" or "2s""#)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        text.parse().map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(Words(PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(Words(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_the_human_way() {
+        assert_eq!(
+            "500ms".parse::<Timeout>().unwrap(),
+            Timeout(Duration::from_millis(500))
+        );
+        assert_eq!(
+            "1m 30s".parse::<Timeout>().unwrap(),
+            Timeout(Duration::from_secs(90))
+        );
+        assert_eq!(
+            "0s".parse::<AnyDuration>().unwrap(),
+            AnyDuration(Duration::ZERO)
+        );
+        let zero = "0ms".parse::<Timeout>().unwrap_err().to_string();
+        assert!(zero.contains("above 0"), "{zero}");
+        let bare = "500".parse::<Timeout>().unwrap_err().to_string();
+        assert!(bare.contains(r#""500""#) && bare.contains("2s"), "{bare}");
+    }
+
+    #[test]
+    fn epsilon_is_finite_and_above_zero() {
+        assert_eq!("0.5".parse::<Epsilon>().unwrap(), Epsilon(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "lots"] {
+            let error = bad.parse::<Epsilon>().unwrap_err().to_string();
+            assert!(
+                error.contains("above 0") || error.contains("not a number"),
+                "{bad}: {error}"
+            );
+        }
+    }
+}
