@@ -144,10 +144,17 @@ mod tests {
         for (mode, seal, open) in MODES {
             let sealed = seal(&ring(1), "sid", "payload|42");
             assert_ne!(sealed, "payload|42", "{mode}");
-            assert_eq!(open(&ring(1), "sid", &sealed).as_deref(), Some("payload|42"));
+            assert_eq!(
+                open(&ring(1), "sid", &sealed).as_deref(),
+                Some("payload|42")
+            );
             assert_eq!(open(&ring(2), "sid", &sealed), None, "{mode}: foreign key");
             let rotated = ring(2).with_retired(Key::from(&[3; 64]));
-            assert_eq!(open(&rotated, "sid", &sealed), None, "{mode}: key not in ring");
+            assert_eq!(
+                open(&rotated, "sid", &sealed),
+                None,
+                "{mode}: key not in ring"
+            );
             let rotated = rotated.with_retired(Key::from(&[1; 64]));
             assert_eq!(
                 open(&rotated, "sid", &sealed).as_deref(),
@@ -155,8 +162,15 @@ mod tests {
                 "{mode}: retired keys still open"
             );
             let resealed = seal(&rotated, "sid", "payload|42");
-            assert_eq!(open(&ring(1), "sid", &resealed), None, "{mode}: the newest seals");
-            assert_eq!(open(&ring(2), "sid", &resealed).as_deref(), Some("payload|42"));
+            assert_eq!(
+                open(&ring(1), "sid", &resealed),
+                None,
+                "{mode}: the newest seals"
+            );
+            assert_eq!(
+                open(&ring(2), "sid", &resealed).as_deref(),
+                Some("payload|42")
+            );
         }
     }
 

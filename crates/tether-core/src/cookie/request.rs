@@ -157,7 +157,10 @@ mod tests {
             (b"a=\xe9t\xe9; route=x;b=\xff", b"a=\xe9t\xe9;b=\xff"),
             (b"a=1;; route=x; ;b=2", b"a=1;b=2"),
             // Not the cookie: a longer name, a bare word, the name as a value.
-            (b"router=1; route; x=route; route=x", b"router=1; route; x=route"),
+            (
+                b"router=1; route; x=route; route=x",
+                b"router=1; route; x=route",
+            ),
             (b"\xff=route=x; route=", b"\xff=route=x"),
         ];
         for (header, expected) in cases {
@@ -169,7 +172,13 @@ mod tests {
 
     #[test]
     fn headers_without_the_cookie_are_borrowed_unchanged() {
-        for header in [&b""[..], b"a=1;b=2 ;; c", b"routes=1", b"\xff\xfe", b"route"] {
+        for header in [
+            &b""[..],
+            b"a=1;b=2 ;; c",
+            b"routes=1",
+            b"\xff\xfe",
+            b"route",
+        ] {
             assert!(matches!(without_cookie(header, "route"), Cow::Borrowed(h) if h == header));
         }
     }

@@ -203,7 +203,12 @@ mod tests {
             .with_domain("example.com");
         assert_eq!(
             attributes(&settings.set_cookie("v", Some(Duration::from_millis(90_900)))),
-            ["SameSite=None", "Path=/app", "Domain=example.com", "Max-Age=90"],
+            [
+                "SameSite=None",
+                "Path=/app",
+                "Domain=example.com",
+                "Max-Age=90"
+            ],
             "no Secure, no HttpOnly; whole seconds, rounded down"
         );
         let partitioned = settings.with_partitioned(true).set_cookie("v", None);
@@ -231,7 +236,12 @@ mod tests {
         assert_eq!(off.wire_name(), "app");
         assert_eq!(
             attributes(&off.set_cookie("v", None)),
-            ["HttpOnly", "SameSite=Lax", "Path=/app", "Domain=example.com"]
+            [
+                "HttpOnly",
+                "SameSite=Lax",
+                "Path=/app",
+                "Domain=example.com"
+            ]
         );
     }
 
@@ -243,7 +253,10 @@ mod tests {
         let attributes = attributes(&removal);
         assert!(attributes.contains(&"Max-Age=0"), "{removal}");
         assert!(attributes.contains(&"Path=/app"), "{removal}");
-        assert!(attributes.iter().any(|a| a.starts_with("Expires=")), "{removal}");
+        assert!(
+            attributes.iter().any(|a| a.starts_with("Expires=")),
+            "{removal}"
+        );
     }
 
     #[test]
