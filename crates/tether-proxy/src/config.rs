@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use tether_sticky::cookie::Key;
-use tether_sticky::{AffinityKeys, Failover, Pinning, StickyConfig};
+use tether_sticky::{Failover, KeyRing, Pinning, StickyConfig};
 
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
@@ -341,10 +341,10 @@ impl Settings {
         let generated_key = key_texts.is_empty();
         let mut keys = key_texts.iter().map(|k| parse_key(k));
         let ring = match keys.next() {
-            Some(first) => keys.try_fold(AffinityKeys::new(first?), |ring, k| {
+            Some(first) => keys.try_fold(KeyRing::new(first?), |ring, k| {
                 Ok::<_, ConfigError>(ring.with_retired(k?))
             })?,
-            None => AffinityKeys::new(Key::generate()),
+            None => KeyRing::new(Key::generate()),
         };
 
         let limits = limits(&file)?;
