@@ -33,6 +33,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `json` | [`Codec::Json`], values encoded as JSON |
+//! | `cookie` | [`cookie`]: the key ring, cookie attributes and request cookie parsing that `tether-sessions` and `tether-sticky` share |
 //!
 //! [tether]: https://github.com/tether-rs/tether
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -44,6 +45,9 @@
 
 mod changes;
 mod codec;
+#[cfg(feature = "cookie")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
+pub mod cookie;
 mod error;
 mod expiry;
 mod id;

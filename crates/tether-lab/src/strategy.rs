@@ -8,7 +8,7 @@ use tether_core::SessionStore;
 use tether_memory::MemoryStore;
 use tether_redis::RedisStore;
 use tether_replicated::{LocalCluster, Mode};
-use tether_sticky::{AffinityKeys, Pinning, Sticky, StickyConfig, Upstream, backends, cookie::Key};
+use tether_sticky::{KeyRing, Pinning, Sticky, StickyConfig, Upstream, backends, cookie::Key};
 
 use crate::front::{Front, RoundRobin};
 use crate::node::{AppNode, SESSION_COOKIE};
@@ -193,7 +193,7 @@ impl Deployment {
 }
 
 fn front(strategy: Strategy, upstreams: Vec<(String, Upstream)>) -> Front {
-    let keys = AffinityKeys::new(Key::generate());
+    let keys = KeyRing::new(Key::generate());
     let layer = StickyConfig::new(keys)
         .with_secure(false)
         .with_passive_health(1, Duration::from_millis(500));

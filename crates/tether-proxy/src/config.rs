@@ -9,7 +9,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use tether_sticky::cookie::Key;
-use tether_sticky::{AffinityKeys, Failover, Pinning, StickyConfig};
+use tether_sticky::{Failover, KeyRing, Pinning, StickyConfig};
 
 use crate::Error;
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
@@ -376,10 +376,10 @@ impl Settings {
             .enumerate()
             .map(|(i, k)| parse_key(k, from, i + 1));
         let ring = match keys.next() {
-            Some(first) => keys.try_fold(AffinityKeys::new(first?), |ring, k| {
+            Some(first) => keys.try_fold(KeyRing::new(first?), |ring, k| {
                 Ok::<_, Error>(ring.with_retired(k?))
             })?,
-            None => AffinityKeys::new(Key::generate()),
+            None => KeyRing::new(Key::generate()),
         };
 
         let mut limits = Limits::default();

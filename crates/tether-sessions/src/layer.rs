@@ -67,7 +67,7 @@ impl SessionLayer {
     /// The cookie's name (default `sid`). It must be an HTTP token: letters, digits and
     /// ``!#$%&'*+-.^_`|~``; with another name no cookie can be sent, which is logged.
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.config().transport.cookie.set_name(name.into());
+        self.config().transport.cookie.update(|c| c.with_name(name));
         self
     }
 
@@ -75,38 +75,53 @@ impl SessionLayer {
     /// for plain-HTTP development: browsers refuse a secure cookie set over `http://` except on
     /// `localhost`.
     pub fn with_secure(mut self, secure: bool) -> Self {
-        self.config().transport.cookie.secure = secure;
+        self.config()
+            .transport
+            .cookie
+            .update(|c| c.with_secure(secure));
         self
     }
 
     /// Whether the cookie is `HttpOnly`, out of reach of page scripts (default `true`).
     pub fn with_http_only(mut self, http_only: bool) -> Self {
-        self.config().transport.cookie.http_only = http_only;
+        self.config()
+            .transport
+            .cookie
+            .update(|c| c.with_http_only(http_only));
         self
     }
 
     /// The cookie's `SameSite` attribute (default `Lax`).
     pub fn with_same_site(mut self, same_site: SameSite) -> Self {
-        self.config().transport.cookie.same_site = same_site;
+        self.config()
+            .transport
+            .cookie
+            .update(|c| c.with_same_site(same_site));
         self
     }
 
     /// The cookie's `Path` (default `/`).
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.config().transport.cookie.path = path.into();
+        self.config().transport.cookie.update(|c| c.with_path(path));
         self
     }
 
     /// The cookie's `Domain` (default none: only the host that set it receives it).
     pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
-        self.config().transport.cookie.domain = Some(domain.into());
+        self.config()
+            .transport
+            .cookie
+            .update(|c| c.with_domain(domain));
         self
     }
 
     /// Whether the cookie is `Partitioned` (CHIPS), kept per top-level site when the app is
     /// embedded in other sites (default `false`). Implies `Secure`.
     pub fn with_partitioned(mut self, partitioned: bool) -> Self {
-        self.config().transport.cookie.partitioned = partitioned;
+        self.config()
+            .transport
+            .cookie
+            .update(|c| c.with_partitioned(partitioned));
         self
     }
 
@@ -116,7 +131,10 @@ impl SessionLayer {
     /// overriding [`with_secure`](Self::with_secure), [`with_path`](Self::with_path) and
     /// [`with_domain`](Self::with_domain).
     pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
-        self.config().transport.cookie.set_host_prefix(host_prefix);
+        self.config()
+            .transport
+            .cookie
+            .update(|c| c.with_host_prefix(host_prefix));
         self
     }
 

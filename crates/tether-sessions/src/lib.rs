@@ -124,44 +124,14 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod future;
-mod keys;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod layer;
 mod save;
 mod service;
 mod session;
 mod transport;
-
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing {
-    //! Entry points for the fuzz targets; not an API.
-
-    use crate::KeyRing;
-    use crate::transport::{Protection, Transport};
-
-    /// Opens `data` as a session cookie value and as a whole `Cookie` header, under plain,
-    /// signed and private protection. Panics if a value that was not sealed with the test key
-    /// opens as something else than a canonical plain id.
-    pub fn open_cookie(data: &[u8]) {
-        let keys = KeyRing::new(cookie::Key::from(&[7; 64]));
-        let protections = [
-            Protection::Plain,
-            Protection::Signed(keys.clone()),
-            Protection::Private(keys),
-        ];
-        let text = String::from_utf8_lossy(data);
-        for protection in &protections {
-            if let Some(id) = protection.open("sid", &text) {
-                assert!(matches!(protection, Protection::Plain) && id.to_string() == text);
-            }
-            let mut headers = http::HeaderMap::new();
-            if let Ok(value) = http::HeaderValue::from_bytes(data) {
-                headers.insert(http::header::COOKIE, value);
-            }
-            let _ = Transport::default().read(&headers, protection);
-        }
-    }
-}
 
 pub use config::{
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_SIZE,
@@ -172,11 +142,11 @@ pub use error::{Error, Result};
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::SessionLayerMissing;
 pub use future::ResponseFuture;
-pub use keys::KeyRing;
 pub use layer::SessionLayer;
 pub use service::SessionService;
 pub use session::{Session, TypedKey};
 pub use tether_core::KEY_OVERHEAD;
+pub use tether_core::cookie::KeyRing;
 
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].
 pub use cookie;

@@ -1,70 +1,15 @@
 //! The affinity cookie: which backend a client is pinned to, sealed so it can be neither read
 //! nor forged.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cookie::{Cookie, CookieJar, Key, SameSite};
-use http::HeaderMap;
 use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+use tether_core::cookie::{CookieSettings, KeyRing, cookie_values, without_cookie};
 
 /// Longest affinity cookie value looked at; a sealed one is about 60 bytes plus the name.
 const MAX_VALUE_LEN: usize = 512;
-
-/// The keys that seal affinity cookies (AES-256-GCM): the current one seals, retired ones still
-/// open, so keys rotate without re-pinning everybody. Every proxy replica needs the same keys.
-///
-/// # Example
-///
-/// ```
-/// use tether_sticky::{AffinityKeys, cookie::Key};
-///
-/// let keys = AffinityKeys::new(Key::generate()).with_retired(Key::generate());
-/// assert_eq!(keys.len(), 2);
-/// ```
-#[derive(Clone)]
-pub struct AffinityKeys {
-    current: Key,
-    retired: Vec<Key>,
-}
-
-impl AffinityKeys {
-    /// Keys whose only member is `current`.
-    pub fn new(current: Key) -> Self {
-        Self {
-            current,
-            retired: Vec::new(),
-        }
-    }
-
-    /// Adds an older key that still opens cookies but no longer seals them.
-    #[must_use]
-    pub fn with_retired(mut self, key: Key) -> Self {
-        self.retired.push(key);
-        self
-    }
-
-    /// The number of keys, the current one included.
-    pub fn len(&self) -> usize {
-        1 + self.retired.len()
-    }
-
-    /// Always false.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    fn all(&self) -> impl Iterator<Item = &Key> {
-        std::iter::once(&self.current).chain(&self.retired)
-    }
-}
-
-impl std::fmt::Debug for AffinityKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AffinityKeys")
-            .field("keys", &self.len())
-            .finish_non_exhaustive()
-    }
-}
 
 /// A pin read from a cookie: the backend and when the pin was issued.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,150 +24,134 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-impl AffinityKeys {
-    /// Seals a pin to `backend` issued now; the value is bound to the cookie `name`.
-    pub(crate) fn seal(&self, name: &str, backend: &str) -> String {
-        let payload = format!("{backend}|{}", unix_now());
-        let mut jar = CookieJar::new();
-        jar.private_mut(&self.current)
-            .add(Cookie::new(name.to_owned(), payload));
-        jar.get(name)
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default()
-    }
+/// Seals a pin to `backend` issued now; the value is bound to the cookie `name`.
+pub(crate) fn seal(keys: &KeyRing, name: &str, backend: &str) -> String {
+    keys.seal(name, &format!("{backend}|{}", unix_now()))
+}
 
-    /// Opens a sealed value; `None` for anything not sealed by these keys under `name`, or older
-    /// than `max_age`.
-    pub(crate) fn open(&self, name: &str, value: &str, max_age: Option<Duration>) -> Option<Pin> {
-        if value.is_empty() || value.len() > MAX_VALUE_LEN {
-            return None;
-        }
-        let jar = CookieJar::new();
-        let sealed = || Cookie::new(name.to_owned(), value.to_owned());
-        let opened = self
-            .all()
-            .find_map(|key| jar.private(key).decrypt(sealed()))?;
-        let (backend, issued) = opened.value().rsplit_once('|')?;
-        let issued: u64 = issued.parse().ok()?;
-        if let Some(max_age) = max_age
-            && unix_now().saturating_sub(issued) > max_age.as_secs()
-        {
-            return None;
-        }
-        Some(Pin {
-            backend: backend.to_owned(),
-            issued,
-        })
+/// Opens a sealed value; `None` for anything not sealed by `keys` under `name`, or older than
+/// `max_age`.
+pub(crate) fn open(
+    keys: &KeyRing,
+    name: &str,
+    value: &str,
+    max_age: Option<Duration>,
+) -> Option<Pin> {
+    if value.is_empty() || value.len() > MAX_VALUE_LEN {
+        return None;
     }
+    let opened = keys.open(name, value)?;
+    let (backend, issued) = opened.rsplit_once('|')?;
+    let issued: u64 = issued.parse().ok()?;
+    if let Some(max_age) = max_age
+        && unix_now().saturating_sub(issued) > max_age.as_secs()
+    {
+        return None;
+    }
+    Some(Pin {
+        backend: backend.to_owned(),
+        issued,
+    })
 }
 
 /// Settings of the affinity cookie.
 #[derive(Clone, Debug)]
-pub(crate) struct CookieSettings {
-    pub(crate) name: String,
-    pub(crate) secure: bool,
-    pub(crate) http_only: bool,
-    pub(crate) same_site: SameSite,
-    pub(crate) host_prefix: bool,
+pub(crate) struct AffinityCookie {
+    /// Name and attributes; always `Path=/` and host-only.
+    pub(crate) settings: CookieSettings,
+    /// The cookie's `Max-Age`, and the age past which a pin is ignored.
     pub(crate) max_age: Option<Duration>,
 }
 
-impl Default for CookieSettings {
+impl Default for AffinityCookie {
     fn default() -> Self {
         Self {
-            name: "tether-route".to_owned(),
-            secure: true,
-            http_only: true,
-            same_site: SameSite::Lax,
-            host_prefix: false,
+            settings: CookieSettings::new("tether-route"),
             max_age: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
 
-impl CookieSettings {
-    pub(crate) fn wire_name(&self) -> String {
-        if self.host_prefix {
-            format!("__Host-{}", self.name)
-        } else {
-            self.name.clone()
-        }
+impl AffinityCookie {
+    /// Changes the attributes with one of [`CookieSettings`]' builders.
+    pub(crate) fn update(&mut self, change: impl FnOnce(CookieSettings) -> CookieSettings) {
+        self.settings = change(self.settings.clone());
     }
 
     /// The `Set-Cookie` value for a sealed pin.
     pub(crate) fn set_cookie(&self, sealed: String) -> String {
-        let mut cookie = Cookie::new(self.wire_name(), sealed);
-        cookie.set_http_only(self.http_only);
-        cookie.set_same_site(self.same_site);
-        cookie.set_secure(self.secure || self.host_prefix);
-        cookie.set_path("/");
-        if let Some(max_age) = self.max_age {
-            let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-            cookie.set_max_age(cookie::time::Duration::seconds(seconds));
-        }
-        cookie.to_string()
+        self.settings.set_cookie(sealed, self.max_age)
     }
 }
 
-/// Request cookies as `name=value` pairs (RFC 6265 request syntax: no attributes).
-pub(crate) fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            Some((name.trim(), value.trim()))
-        })
+/// The raw values of the request's `Cookie` headers, in order.
+pub(crate) fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes)
+}
+
+/// The values of the request cookies called `name`, in order, as text; a value that is not
+/// UTF-8 is `None` (it cannot be ours), and hides none of the others.
+pub(crate) fn request_cookie<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = Option<&'a str>> {
+    cookie_values(cookie_headers(headers), name).map(|value| std::str::from_utf8(value).ok())
 }
 
 /// Removes the cookie `name` from the request's `Cookie` headers, so the backend never sees it.
+/// Every other pair, and every header without it, reaches the backend byte for byte.
 pub(crate) fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
+    let mut changed = false;
+    let kept: Vec<HeaderValue> = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .map(str::trim)
-                .filter(|pair| pair.split_once('=').map_or(pair.trim(), |(n, _)| n.trim()) != name)
-                .collect::<Vec<_>>()
-                .join("; ")
+        .filter_map(|value| match without_cookie(value.as_bytes(), name) {
+            Cow::Borrowed(_) => Some(value.clone()),
+            Cow::Owned(rest) => {
+                changed = true;
+                // The rest is bytes of a valid header value joined by `;`: always valid.
+                let mut rest = HeaderValue::from_bytes(&rest)
+                    .ok()
+                    .filter(|rest| !rest.is_empty())?;
+                rest.set_sensitive(value.is_sensitive());
+                Some(rest)
+            }
         })
-        .filter(|v| !v.is_empty())
         .collect();
+    if !changed {
+        return;
+    }
     headers.remove(COOKIE);
     for value in kept {
-        if let Ok(value) = http::HeaderValue::try_from(value) {
-            headers.append(COOKIE, value);
-        }
+        headers.append(COOKIE, value);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tether_core::cookie::Key;
+
     use super::*;
 
-    fn keys(seed: u8) -> AffinityKeys {
-        AffinityKeys::new(Key::from(&[seed; 64]))
+    fn keys(seed: u8) -> KeyRing {
+        KeyRing::new(Key::from(&[seed; 64]))
     }
 
     #[test]
     fn sealed_pins_open_only_with_their_keys_and_name() {
-        let sealed = keys(1).seal("route", "backend-a");
+        let sealed = seal(&keys(1), "route", "backend-a");
         assert!(
             !sealed.contains("backend-a"),
             "the backend name is not visible"
         );
         assert_eq!(
-            keys(1).open("route", &sealed, None).unwrap().backend,
+            open(&keys(1), "route", &sealed, None).unwrap().backend,
             "backend-a"
         );
-        assert!(keys(2).open("route", &sealed, None).is_none());
-        assert!(keys(1).open("other", &sealed, None).is_none());
+        assert!(open(&keys(2), "route", &sealed, None).is_none());
+        assert!(open(&keys(1), "other", &sealed, None).is_none());
         let rotated = keys(2).with_retired(Key::from(&[1; 64]));
-        assert!(rotated.open("route", &sealed, None).is_some());
+        assert!(open(&rotated, "route", &sealed, None).is_some());
         for junk in [
             "",
             "x",
@@ -230,8 +159,17 @@ mod tests {
             &"A".repeat(10_000),
             &sealed[..sealed.len() - 2],
         ] {
-            assert!(keys(1).open("route", junk, None).is_none(), "{junk:?}");
+            assert!(open(&keys(1), "route", junk, None).is_none(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn stale_pins_do_not_open() {
+        let stale = keys(1).seal("route", &format!("backend-a|{}", unix_now() - 120));
+        let pin = open(&keys(1), "route", &stale, None).unwrap();
+        assert_eq!(pin.backend, "backend-a");
+        assert!(open(&keys(1), "route", &stale, Some(Duration::from_secs(600))).is_some());
+        assert!(open(&keys(1), "route", &stale, Some(Duration::from_secs(60))).is_none());
     }
 
     #[test]
@@ -243,11 +181,24 @@ mod tests {
         let left: Vec<_> = headers.get_all(COOKIE).iter().collect();
         assert_eq!(left, ["a=1; b=2"]);
     }
+
+    #[test]
+    fn stripping_keeps_sensitive_marks() {
+        let mut headers = HeaderMap::new();
+        let mut value = HeaderValue::from_static("tether-route=xyz; a=1");
+        value.set_sensitive(true);
+        headers.append(COOKIE, value);
+        strip_cookie(&mut headers, "tether-route");
+        let left = &headers[COOKIE];
+        assert_eq!(left, "a=1");
+        assert!(left.is_sensitive());
+    }
 }
 
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
+    use tether_core::cookie::Key;
 
     use super::*;
 
@@ -256,15 +207,15 @@ mod properties {
         /// clear, not a base64 blob, nothing.
         #[test]
         fn crafted_pins_never_open(value in "\\PC{0,200}", blob in proptest::collection::vec(any::<u8>(), 0..120)) {
-            let keys = AffinityKeys::new(Key::from(&[4; 64]));
-            prop_assert!(keys.open("tether-route", &value, None).is_none());
+            let keys = KeyRing::new(Key::from(&[4; 64]));
+            prop_assert!(open(&keys, "tether-route", &value, None).is_none());
             let crafted = [
                 format!("target|{}", 1_700_000_000u64),
                 format!("{value}|0"),
                 base64_like(&blob),
             ];
             for candidate in crafted {
-                prop_assert!(keys.open("tether-route", &candidate, None).is_none());
+                prop_assert!(open(&keys, "tether-route", &candidate, None).is_none());
             }
         }
     }

@@ -5,8 +5,9 @@ use std::time::Duration;
 use cookie::SameSite;
 use http::HeaderName;
 
-use crate::AffinityKeys;
-use crate::affinity::CookieSettings;
+use tether_core::cookie::KeyRing;
+
+use crate::affinity::AffinityCookie;
 
 /// What pins a session to a backend. Reads and prints itself as `cookie`, `session-id` or
 /// `source` (and, with the `serde` feature, serializes as those words).
@@ -73,8 +74,8 @@ crate::parse::words!(Failover, "failover policy", {
 pub(crate) struct Config {
     /// The affinity cookie's name on the wire, prefix included (set by [`Config::finish`]).
     pub(crate) cookie_name: String,
-    pub(crate) keys: AffinityKeys,
-    pub(crate) cookie: CookieSettings,
+    pub(crate) keys: KeyRing,
+    pub(crate) cookie: AffinityCookie,
     pub(crate) header: Option<HeaderName>,
     pub(crate) session_cookie: Option<String>,
     pub(crate) pinning: Pinning,
@@ -90,15 +91,15 @@ pub(crate) struct Config {
 impl Config {
     /// The settings as the router uses them, with values derived once.
     pub(crate) fn finish(mut self) -> Self {
-        self.cookie_name = self.cookie.wire_name();
+        self.cookie_name = self.cookie.settings.wire_name().to_owned();
         self
     }
 
-    pub(crate) fn new(keys: AffinityKeys) -> Self {
+    pub(crate) fn new(keys: KeyRing) -> Self {
         Self {
             cookie_name: String::new(),
             keys,
-            cookie: CookieSettings::default(),
+            cookie: AffinityCookie::default(),
             header: None,
             session_cookie: None,
             pinning: Pinning::default(),
@@ -121,9 +122,9 @@ impl Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tether_sticky::{AffinityKeys, Failover, Pinning, StickyConfig, cookie::Key};
+/// use tether_sticky::{Failover, KeyRing, Pinning, StickyConfig, cookie::Key};
 ///
-/// let layer = StickyConfig::new(AffinityKeys::new(Key::generate()))
+/// let layer = StickyConfig::new(KeyRing::new(Key::generate()))
 ///     .with_pinning(Pinning::SessionId)
 ///     .with_session_cookie("sid")
 ///     .with_failover(Failover::Redistribute)
@@ -138,7 +139,7 @@ pub struct StickyConfig {
 
 impl StickyConfig {
     /// A router sealing affinity cookies with `keys`.
-    pub fn new(keys: AffinityKeys) -> Self {
+    pub fn new(keys: KeyRing) -> Self {
         Self {
             config: Config::new(keys),
         }
@@ -166,31 +167,33 @@ impl StickyConfig {
 
     /// The affinity cookie's name (default `tether-route`).
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.config.cookie.name = name.into();
+        self.config.cookie.update(|c| c.with_name(name));
         self
     }
 
     /// Whether the affinity cookie is `Secure` (default `true`).
     pub fn with_secure(mut self, secure: bool) -> Self {
-        self.config.cookie.secure = secure;
+        self.config.cookie.update(|c| c.with_secure(secure));
         self
     }
 
     /// Whether the affinity cookie is `HttpOnly` (default `true`).
     pub fn with_http_only(mut self, http_only: bool) -> Self {
-        self.config.cookie.http_only = http_only;
+        self.config.cookie.update(|c| c.with_http_only(http_only));
         self
     }
 
     /// The affinity cookie's `SameSite` (default `Lax`).
     pub fn with_same_site(mut self, same_site: SameSite) -> Self {
-        self.config.cookie.same_site = same_site;
+        self.config.cookie.update(|c| c.with_same_site(same_site));
         self
     }
 
     /// Whether the affinity cookie's name carries the `__Host-` prefix (default `false`).
     pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
-        self.config.cookie.host_prefix = host_prefix;
+        self.config
+            .cookie
+            .update(|c| c.with_host_prefix(host_prefix));
         self
     }
 

@@ -17,7 +17,7 @@ use tower::discover::{Change, Discover};
 use tower_service::Service;
 
 use crate::StickyConfig;
-use crate::affinity::{request_cookies, strip_cookie};
+use crate::affinity::{self, request_cookie, strip_cookie};
 use crate::backend::{BackendCounters, BackendState, Health};
 use crate::cache_control::keep_private;
 use crate::config::Config;
@@ -257,29 +257,28 @@ impl Shared {
     fn clues<B>(&self, request: &Request<B>) -> Clues {
         let config = &self.config;
         let cookie_name = config.cookie_name.as_str();
-        let sealed = match &config.header {
+        // Every candidate value, in order; one that is not UTF-8 is `None`, a bad pin.
+        let sealed: Vec<Option<&str>> = match &config.header {
             Some(header) => request
                 .headers()
                 .get(header)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            None => request_cookies(request.headers())
-                .find(|(name, _)| *name == cookie_name)
-                .map(|(_, value)| value.to_owned()),
+                .map(|v| v.to_str().ok())
+                .into_iter()
+                .collect(),
+            None => request_cookie(request.headers(), cookie_name).collect(),
         };
-        let had_pin = sealed.is_some();
-        let pinned = sealed.and_then(|value| {
-            let pin = config.keys.open(cookie_name, &value, config.cookie.max_age);
-            if pin.is_none() {
-                self.invalid_pins.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("invalid affinity pin ignored");
-            }
-            pin.map(|p| p.backend)
+        let had_pin = !sealed.is_empty();
+        // The first that opens: a stale or planted cookie of the same name does not hide ours.
+        let pinned = sealed.into_iter().flatten().find_map(|value| {
+            affinity::open(&config.keys, cookie_name, value, config.cookie.max_age)
         });
+        if had_pin && pinned.is_none() {
+            self.invalid_pins.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("invalid affinity pin ignored");
+        }
+        let pinned = pinned.map(|p| p.backend);
         let session = config.session_cookie.as_deref().and_then(|name| {
-            request_cookies(request.headers())
-                .filter(|(n, _)| *n == name)
-                .find_map(|(_, value)| value.parse().ok())
+            request_cookie(request.headers(), name).find_map(|value| value?.parse().ok())
         });
         let client = self.client_ip(request);
         Clues {
@@ -302,7 +301,7 @@ impl Shared {
 
     fn pin_headers<RB>(&self, response: &mut Response<RB>, backend: &str) {
         let config = &self.config;
-        let sealed = config.keys.seal(&config.cookie_name, backend);
+        let sealed = affinity::seal(&config.keys, &config.cookie_name, backend);
         let headers = response.headers_mut();
         match &config.header {
             Some(header) => {

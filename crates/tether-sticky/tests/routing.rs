@@ -15,7 +15,7 @@ use http_body_util::{BodyExt as _, Empty};
 use tether_core::Id;
 use tether_core::placement::rendezvous_order;
 use tether_sticky::{
-    AffinityKeys, BackendState, ClientAddr, Failover, Health, Pinning, Sticky, StickyConfig,
+    BackendState, ClientAddr, Failover, Health, KeyRing, Pinning, Sticky, StickyConfig,
     StickyHandle, Upstream, UpstreamBody, backends, box_body, cookie::Key,
 };
 use tower::{Service, ServiceExt as _};
@@ -92,8 +92,8 @@ impl Drop for Backend {
     }
 }
 
-fn keys(seed: u8) -> AffinityKeys {
-    AffinityKeys::new(Key::from(&[seed; 64]))
+fn keys(seed: u8) -> KeyRing {
+    KeyRing::new(Key::from(&[seed; 64]))
 }
 
 type Discovered = tether_sticky::Backends<String, Upstream>;

@@ -20,8 +20,7 @@ use tether_memory::MemoryStore;
 use tether_replicated::{LocalCluster, Mode};
 use tether_sessions::{Session, SessionLayer};
 use tether_sticky::{
-    AffinityKeys, Backends, Pinning, Sticky, StickyConfig, Upstream, backends, box_body,
-    cookie::Key,
+    Backends, KeyRing, Pinning, Sticky, StickyConfig, Upstream, backends, box_body, cookie::Key,
 };
 use tower::ServiceExt as _;
 
@@ -153,7 +152,7 @@ async fn demo(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = || AffinityKeys::new(Key::generate());
+    let keys = || KeyRing::new(Key::generate());
 
     // Each backend keeps its sessions in its own memory: sticky routing is what keeps a
     // browser's count, and a dead backend takes its sessions along.

@@ -4,9 +4,8 @@ pub(crate) mod cookie;
 pub(crate) mod header;
 
 use http::HeaderMap;
+use tether_core::cookie::KeyRing;
 use tether_core::{Expiry, Id, Timestamp};
-
-use crate::KeyRing;
 
 pub(crate) use self::cookie::CookieConfig;
 
@@ -46,19 +45,15 @@ pub(crate) enum Delivery {
 }
 
 impl Protection {
-    /// The transported form of `id`. `name` binds a signature or ciphertext to its cookie name,
-    /// so a value cannot be moved to another cookie.
+    /// The transported form of `id`. A private value is bound to the cookie or header `name`, so
+    /// it cannot be moved to another one; a signed value's tag covers the id only.
     pub(crate) fn seal(&self, name: &str, id: Id) -> String {
-        let plain = ::cookie::Cookie::new(name.to_owned(), id.to_string());
-        let mut jar = ::cookie::CookieJar::new();
+        let id = id.to_string();
         match self {
-            Self::Plain => return plain.value().to_owned(),
-            Self::Signed(keys) => jar.signed_mut(keys.current()).add(plain),
-            Self::Private(keys) => jar.private_mut(keys.current()).add(plain),
+            Self::Plain => id,
+            Self::Signed(keys) => keys.sign(name, &id),
+            Self::Private(keys) => keys.seal(name, &id),
         }
-        jar.get(name)
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default()
     }
 
     /// The id in a transported value, if the value is one this configuration produced with a key
@@ -67,19 +62,11 @@ impl Protection {
         if value.len() > MAX_VALUE_LEN {
             return None;
         }
-        if let Self::Plain = self {
-            return value.parse().ok();
+        match self {
+            Self::Plain => value.parse().ok(),
+            Self::Signed(keys) => keys.verify(name, value)?.parse().ok(),
+            Self::Private(keys) => keys.open(name, value)?.parse().ok(),
         }
-        let jar = ::cookie::CookieJar::new();
-        let sealed = || ::cookie::Cookie::new(name.to_owned(), value.to_owned());
-        let opened = match self {
-            Self::Plain => None,
-            Self::Signed(keys) => keys.all().find_map(|key| jar.signed(key).verify(sealed())),
-            Self::Private(keys) => keys
-                .all()
-                .find_map(|key| jar.private(key).decrypt(sealed())),
-        };
-        opened.and_then(|cookie| cookie.value().parse().ok())
     }
 }
 
@@ -110,7 +97,7 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::cookie::Key;
+    use tether_core::cookie::Key;
 
     fn ring(seed: u8) -> KeyRing {
         KeyRing::new(Key::from(&[seed; 64]))
@@ -173,8 +160,8 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
-    use ::cookie::Key;
     use proptest::prelude::*;
+    use tether_core::cookie::Key;
 
     use super::*;
 
