@@ -151,7 +151,17 @@ async fn demo(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("example-sticky: {}", tether_core::error_chain(&*error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), tether_core::BoxError> {
     let keys = || KeyRing::new(Key::generate());
 
     // Each backend keeps its sessions in its own memory: sticky routing is what keeps a
