@@ -86,13 +86,18 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The error and its sources, `error: source: source of source`, each as it displays itself.
+/// The error and its sources, `error: source: source of source`, each as it displays itself
+/// (a source that the message before it already ends with is left out).
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Some errors repeat their source in their own message: say it once.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
