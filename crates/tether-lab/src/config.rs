@@ -130,6 +130,11 @@ mod tests {
             "unknown node to kill 'node-x': expected busiest, none or a node index (2 or node-2)"
         );
         assert!("-1".parse::<Kill>().is_err());
+        // The JSON report says it as the command line does.
+        assert_eq!(
+            serde_json::to_value(Kill::Node(2)).unwrap(),
+            serde_json::Value::from("node-2")
+        );
         assert!("".parse::<Kill>().is_err());
     }
 }
