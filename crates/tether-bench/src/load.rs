@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 
 use tether_core::BoxError;
 
+use crate::error::Doing as _;
+
 /// No connection sends more than this many requests in one run, whatever the duration.
 const MAX_REQUESTS_PER_CONNECTION: u64 = 5_000_000;
 
@@ -25,10 +27,12 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) async fn connect(addr: SocketAddr) -> Result<Self, BoxError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let at = || format!("connecting to {addr}");
+        let stream = TcpStream::connect(addr).await.doing(at)?;
+        stream.set_nodelay(true).doing(at)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .doing(at)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -84,6 +88,16 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
+    /// The workload's name on the command line and in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Mixed => "mixed",
+        }
+    }
+
+    /// The path of request `n`.
     pub(crate) fn path(self, n: u64) -> &'static str {
         match self {
             Self::Read => "/read",
@@ -91,6 +105,12 @@ impl Workload {
             Self::Mixed if n % 5 == 4 => "/write",
             Self::Mixed => "/read",
         }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -240,4 +260,20 @@ pub(crate) async fn in_process(
     let started = Instant::now();
     in_process_requests(&router, workload, requests, cookie.as_ref()).await?;
     Ok(started.elapsed().as_nanos() as f64 / f64::from(requests.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum as _;
+
+    use super::*;
+
+    #[test]
+    fn command_line_names_are_the_workload_names() {
+        for workload in Workload::value_variants() {
+            let value = workload.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), workload.name());
+            assert_eq!(workload.to_string(), workload.name());
+        }
+    }
 }

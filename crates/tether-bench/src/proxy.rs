@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 
+use tether_core::BoxError;
+
+use crate::error::Doing as _;
 use crate::load::{self, Sample, Workload};
-use crate::{BoxError, Plan, median, ms};
+use crate::net::{bind_loopback, free_addr};
+use crate::plan::{Plan, median, ms};
 
 /// Pins this process (and every thread it starts afterwards) to `core`.
 pub(crate) fn pin_self(core: usize) -> Result<(), BoxError> {
@@ -24,17 +28,17 @@ pub(crate) fn pin_self(core: usize) -> Result<(), BoxError> {
             &std::process::id().to_string(),
         ])
         .stdout(Stdio::null())
-        .status()?;
+        .status()
+        .doing(|| format!("pinning this process to core {core}: running taskset (util-linux)"))?;
     if !status.success() {
-        return Err("taskset failed: is util-linux installed?".into());
+        return Err(format!("pinning this process to core {core}: taskset {status}").into());
     }
     Ok(())
 }
 
 /// A backend that answers with its index and counts what it served.
 async fn backend(index: usize, served: Arc<AtomicU64>) -> Result<SocketAddr, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let (listener, addr) = bind_loopback().await?;
     let answer = move || {
         let served = Arc::clone(&served);
         async move {
@@ -51,12 +55,10 @@ async fn backend(index: usize, served: Arc<AtomicU64>) -> Result<SocketAddr, Box
     Ok(addr)
 }
 
-fn free_addr() -> Result<SocketAddr, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 /// A proxy child process, killed on drop.
 struct Proxy {
+    /// What it is, for error messages.
+    name: String,
     child: Child,
     _dir: Option<tempfile::TempDir>,
 }
@@ -72,10 +74,10 @@ async fn wait_listening(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), BoxEr
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
         if let Some(status) = proxy.child.try_wait()? {
-            return Err(format!("the proxy exited at start: {status}").into());
+            return Err(format!("{}: exited at start: {status}", proxy.name).into());
         }
         if started.elapsed() > Duration::from_secs(10) {
-            return Err("the proxy did not start listening".into());
+            return Err(format!("{}: not listening on {addr} after 10 s", proxy.name).into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -103,15 +105,21 @@ fn start_tether(
     for (i, addr) in backends.iter().enumerate() {
         command.args(["--backend", &format!("b{i}=http://{addr}")]);
     }
+    let name = format!("{} (on {listen})", bin.display());
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()?;
-    Ok(Proxy { child, _dir: None })
+        .spawn()
+        .doing(|| format!("starting {name} with taskset"))?;
+    Ok(Proxy {
+        name,
+        child,
+        _dir: None,
+    })
 }
 
 fn start_haproxy(listen: SocketAddr, backends: &[SocketAddr]) -> Result<Proxy, BoxError> {
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::tempdir().doing(|| "creating a directory for haproxy.cfg".to_owned())?;
     let servers: String = backends
         .iter()
         .enumerate()
@@ -124,15 +132,16 @@ fn start_haproxy(listen: SocketAddr, backends: &[SocketAddr]) -> Result<Proxy, B
          backend be\n    balance roundrobin\n    cookie SRV insert indirect nocache\n{servers}"
     );
     let path = dir.path().join("haproxy.cfg");
-    std::fs::write(&path, config)?;
+    std::fs::write(&path, config).doing(|| format!("writing {}", path.display()))?;
     let child = Command::new("taskset")
         .args(["-c", "0", "haproxy", "-db", "-f"])
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting haproxy (apt-get install -y haproxy): {e}"))?;
+        .doing(|| "starting haproxy with taskset (is haproxy installed?)".to_owned())?;
     Ok(Proxy {
+        name: format!("haproxy (on {listen})"),
         child,
         _dir: Some(dir),
     })

@@ -6,9 +6,10 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use tether_core::BoxError;
 use tether_testkit::RedisServer;
 
-use crate::BoxError;
+use crate::error::Doing as _;
 
 /// A Redis for the benchmarks.
 pub(crate) struct RedisEnv {
@@ -23,7 +24,8 @@ impl RedisEnv {
         Ok(match url {
             Some(url) => Self { url, _server: None },
             None => {
-                let server = RedisServer::start()?;
+                let server = RedisServer::start()
+                    .doing(|| "starting redis-server (is it on PATH?)".to_owned())?;
                 Self {
                     url: server.url(),
                     _server: Some(server),
@@ -36,29 +38,45 @@ impl RedisEnv {
         &self.url
     }
 
+    /// `host:port` of `url`, without scheme, credentials or database: what error messages
+    /// name (no password ends up in them).
+    pub(crate) fn addr_of(url: &str) -> &str {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        rest.split(['/', '?']).next().unwrap_or(rest)
+    }
+
+    /// `host:port` of this Redis.
+    fn addr(&self) -> &str {
+        Self::addr_of(&self.url)
+    }
+
     async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
-        Ok(redis::Client::open(self.url.as_str())?
+        let at = || format!("connecting to the benchmark's Redis at {}", self.addr());
+        redis::Client::open(self.url.as_str())
+            .doing(at)?
             .get_multiplexed_async_connection()
-            .await?)
+            .await
+            .doing(at)
     }
 
     /// Empties the database between runs, so each stack starts from the same state.
     pub(crate) async fn flush(&self) -> Result<(), BoxError> {
         let mut conn = self.connection().await?;
-        redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut conn)
+            .await
+            .doing(|| format!("FLUSHALL on {}", self.addr()))?;
         Ok(())
     }
 
     /// Starts recording every command the server executes (`MONITOR`).
     pub(crate) fn monitor(&self) -> Result<Monitor, BoxError> {
-        let addr = self
-            .url
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let mut stream = TcpStream::connect(addr)?;
-        stream.write_all(b"MONITOR\r\n")?;
-        let reader = BufReader::new(stream.try_clone()?);
+        let addr = self.addr();
+        let at = || format!("MONITOR on {addr}");
+        let mut stream = TcpStream::connect(addr).doing(at)?;
+        stream.write_all(b"MONITOR\r\n").doing(at)?;
+        let reader = BufReader::new(stream.try_clone().doing(at)?);
         let counts = Arc::new(Mutex::new(CommandCounts::default()));
         let sink = Arc::clone(&counts);
         let thread = std::thread::spawn(move || {
@@ -95,7 +113,8 @@ impl Monitor {
         redis::cmd("ECHO")
             .arg(MARKER)
             .query_async::<String>(&mut conn)
-            .await?;
+            .await
+            .doing(|| format!("ECHO on {}", env.addr()))?;
         Ok(tokio::task::spawn_blocking(move || self.collect()).await?)
     }
 
@@ -151,5 +170,22 @@ impl CommandCounts {
     /// Commands clients sent, in all.
     pub(crate) fn client_total(&self) -> u64 {
         self.from_clients.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_leave_credentials_out() {
+        for (url, addr) in [
+            ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
+            ("redis://127.0.0.1:6379/", "127.0.0.1:6379"),
+            ("redis://:secret@cache:6380/2", "cache:6380"),
+            ("cache:6379", "cache:6379"),
+        ] {
+            assert_eq!(RedisEnv::addr_of(url), addr, "{url}");
+        }
     }
 }

@@ -4,16 +4,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tether_core::BoxError;
 use tether_core::{Changes, Codec, Expiry, Id, Record, SessionStore, Timestamp};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode};
 use tether_sessions::SessionLayer;
-use tokio::net::TcpListener;
 
+use crate::error::Doing as _;
 use crate::load::{self, Sample, Workload};
-use crate::{BoxError, ms};
+use crate::net::bind_loopback;
+use crate::plan::{Plan, median, ms};
+use crate::race::race_on;
+use crate::stacks::{Stack, session_routes};
 
 async fn start(nodes: usize, mode: Mode) -> Result<LocalCluster, BoxError> {
-    Ok(LocalCluster::start(nodes, |c| c.with_mode(mode).with_ack(Ack::Sync)).await?)
+    LocalCluster::start(nodes, |c| c.with_mode(mode).with_ack(Ack::Sync))
+        .await
+        .doing(|| format!("starting a {mode} cluster of {nodes} nodes"))
 }
 
 fn total_traffic(cluster: &LocalCluster) -> (u64, u64) {
@@ -114,10 +120,9 @@ async fn serve(
     let mut addrs = Vec::new();
     for i in 0..cluster.len() {
         let store = cluster.store(i).ok_or("node not running")?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        addrs.push(listener.local_addr()?);
-        let app =
-            crate::stacks::session_routes().layer(SessionLayer::new(store).with_secure(false));
+        let (listener, addr) = bind_loopback().await?;
+        addrs.push(addr);
+        let app = session_routes().layer(SessionLayer::new(store).with_secure(false));
         servers.spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -131,10 +136,10 @@ pub(crate) async fn throughput(
     nodes: &[usize],
     modes: &[Mode],
     workload: Workload,
-    plan: &crate::Plan,
+    plan: &Plan,
 ) -> Result<(), BoxError> {
     println!(
-        "{} connections, {}s per run after {}s warm-up, median of {} run(s), workload {workload:?}, all nodes in this process",
+        "{} connections, {}s per run after {}s warm-up, median of {} run(s), workload {workload}, all nodes in this process",
         plan.connections,
         plan.measure.as_secs(),
         plan.warmup.as_secs(),
@@ -145,19 +150,19 @@ pub(crate) async fn throughput(
         "stack", "nodes", "req/s", "p50 ms", "p99 ms"
     );
     let print = |name: &str, n: usize, samples: &[Sample]| {
-        let median = |f: fn(&Sample) -> f64| crate::median(samples.iter().map(f));
+        let median_of = |f: fn(&Sample) -> f64| median(samples.iter().map(f));
         println!(
             "{:<22} {:>5} {:>10.0} {:>9.3} {:>9.3}",
             name,
             n,
-            median(|s| s.rps),
-            median(|s| ms(s.p50)),
-            median(|s| ms(s.p99))
+            median_of(|s| s.rps),
+            median_of(|s| ms(s.p50)),
+            median_of(|s| ms(s.p99))
         );
     };
     let mut memory = Vec::new();
     for _ in 0..plan.repeat {
-        let (addr, server) = crate::stacks::Stack::TetherMemory.serve(None).await?;
+        let (addr, server) = Stack::TetherMemory.serve(None).await?;
         memory.push(
             load::run(
                 &[addr],
@@ -205,7 +210,7 @@ pub(crate) async fn throughput(
 pub(crate) async fn race(writers: u32, rounds: u32) -> Result<(), BoxError> {
     let cluster = start(3, Mode::Backup { copies: 1 }).await?;
     let (addrs, mut servers) = serve(&cluster).await?;
-    let result = crate::race_on(
+    let result = race_on(
         &addrs,
         writers,
         rounds,

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -10,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::BoxError;
+use crate::net::bind_loopback;
 use crate::redis_env::RedisEnv;
+use tether_core::BoxError;
 
-/// A server configuration measured by the benchmarks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A server configuration measured by the benchmarks. Its command-line names (clap's
+/// kebab-case of the variants) are its [`name`](Self::name)s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Stack {
     /// The same routes with no session at all: the ceiling.
     None,
@@ -33,6 +33,8 @@ pub(crate) enum Stack {
 }
 
 impl Stack {
+    /// Every stack, in the order of the command line's list.
+    #[cfg(test)]
     pub(crate) const ALL: [Self; 5] = [
         Self::None,
         Self::TetherMemory,
@@ -41,6 +43,7 @@ impl Stack {
         Self::TowerSessionsRedis,
     ];
 
+    /// The stack's name on the command line and in reports.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -79,33 +82,30 @@ impl Stack {
         self,
         redis: Option<&RedisEnv>,
     ) -> Result<(SocketAddr, JoinHandle<()>), BoxError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = bind_loopback().await?;
         let app = self.router(redis).await?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok((addr, task))
     }
+
+    /// [`serve`](Self::serve) on an emptied database, for a Redis stack: each run starts from
+    /// the same state.
+    pub(crate) async fn serve_fresh(
+        self,
+        redis: Option<&RedisEnv>,
+    ) -> Result<(SocketAddr, JoinHandle<()>), BoxError> {
+        if let (true, Some(redis)) = (self.uses_redis(), redis) {
+            redis.flush().await?;
+        }
+        self.serve(redis).await
+    }
 }
 
 impl fmt::Display for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Stack {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|stack| stack.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown stack {s:?}; expected one of {}", names.join(", "))
-            })
     }
 }
 
@@ -184,7 +184,8 @@ mod tether_redis_app {
     use tether_redis::RedisStore;
     use tether_sessions::SessionLayer;
 
-    pub(super) async fn router(url: &str) -> Result<axum::Router, crate::BoxError> {
+    pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+        // The error names the URL, its password hidden.
         let store = RedisStore::connect(url).await?;
         Ok(super::tether_app::routes().layer(SessionLayer::new(store).with_secure(false)))
     }
@@ -195,10 +196,18 @@ mod tower_sessions_redis_app {
     use tower_sessions_redis_store::RedisStore;
     use tower_sessions_redis_store::fred::prelude::{ClientLike as _, Config, Pool};
 
-    pub(super) async fn router(url: &str) -> Result<axum::Router, crate::BoxError> {
-        let pool = Pool::new(Config::from_url(url)?, None, None, None, 6)?;
+    use crate::error::Doing as _;
+
+    pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+        let at = || {
+            format!(
+                "tower-sessions-redis-store: connecting to {}",
+                super::RedisEnv::addr_of(url)
+            )
+        };
+        let pool = Pool::new(Config::from_url(url).doing(at)?, None, None, None, 6).doing(at)?;
         let _connection = pool.connect();
-        pool.wait_for_connect().await?;
+        pool.wait_for_connect().await.doing(at)?;
         let layer = SessionManagerLayer::new(RedisStore::new(pool)).with_secure(false);
         Ok(super::tower_sessions_app::routes().layer(layer))
     }
@@ -211,5 +220,22 @@ mod tower_sessions_app {
 
     pub(super) fn router() -> axum::Router {
         routes().layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum as _;
+
+    use super::*;
+
+    #[test]
+    fn command_line_names_are_the_stack_names() {
+        assert_eq!(Stack::value_variants(), Stack::ALL);
+        for stack in Stack::ALL {
+            let value = stack.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), stack.name());
+            assert_eq!(stack.to_string(), stack.name());
+        }
     }
 }

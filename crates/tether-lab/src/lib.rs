@@ -7,6 +7,8 @@
 //! otherwise) and prints a table; `--json` and `--html report.html` write the same for machines
 //! and browsers.
 
+mod config;
+mod error;
 mod front;
 mod node;
 mod report;
@@ -15,7 +17,9 @@ mod soak;
 mod strategy;
 mod users;
 
+pub use config::{Kill, LabConfig, ParseKillError};
+pub use error::Error;
 pub use report::{Event, Report, StrategyReport};
-pub use run::{Kill, LabConfig, Progress, Quiet, run};
-pub use soak::{SoakConfig, SoakReport, SoakStore, soak};
-pub use strategy::Strategy;
+pub use run::{Progress, Quiet, run};
+pub use soak::{ParseSoakStoreError, SoakConfig, SoakReport, SoakStore, soak};
+pub use strategy::{ParseStrategyError, Strategy};

@@ -1,61 +1,16 @@
 //! `tether-lab run`: the strategies side by side, a server killed, what each lost.
 
-use std::path::PathBuf;
+mod cli;
+
+use std::io::Write as _;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use tether_lab::{Kill, LabConfig, Progress, Strategy, run};
+use tether_lab::{Progress, Strategy, run};
 
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "Runs tether's session strategies side by side under load and faults"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the comparison and print a table.
-    Run {
-        /// App nodes per strategy.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Simulated users per strategy.
-        #[arg(long, default_value_t = 200)]
-        users: usize,
-        /// Measured seconds per strategy (after one second of warm-up).
-        #[arg(long, default_value_t = 7)]
-        seconds: u64,
-        /// Pause between one user's requests, ms.
-        #[arg(long, default_value_t = 20)]
-        think_ms: u64,
-        /// Node to kill halfway: busiest, none, or an index.
-        #[arg(long, default_value = "busiest")]
-        kill: String,
-        /// Restart the killed node this many seconds after the kill.
-        #[arg(long)]
-        restart_after: Option<f64>,
-        /// Start one more node a quarter of the way through.
-        #[arg(long)]
-        scale_up: bool,
-        /// Comma-separated strategies (default: all).
-        #[arg(long, value_delimiter = ',')]
-        strategies: Vec<Strategy>,
-        /// Redis for the redis strategy (default: a private redis-server, if on PATH).
-        #[arg(long)]
-        redis_url: Option<String>,
-        /// Print JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Also write a self-contained HTML report with a chart per strategy.
-        #[arg(long)]
-        html: Option<PathBuf>,
-    },
-}
+use crate::cli::{Cli, Command, HtmlFile};
 
 /// A progress bar on stderr; indicatif hides it when stderr is not a terminal.
 struct Bar(ProgressBar);
@@ -77,53 +32,11 @@ impl Progress for Bar {
     }
 }
 
-fn kill(text: &str) -> Result<Kill, String> {
-    match text {
-        "busiest" => Ok(Kill::Busiest),
-        "none" => Ok(Kill::Nothing),
-        index => index
-            .trim_start_matches("node-")
-            .parse()
-            .map(Kill::Node)
-            .map_err(|_| format!("--kill {text:?}: expected busiest, none or a node index")),
-    }
-}
-
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let Command::Run {
-        nodes,
-        users,
-        seconds,
-        think_ms,
-        kill: victim,
-        restart_after,
-        scale_up,
-        strategies,
-        redis_url,
-        json,
-        html,
-    } = Cli::parse().command;
-    let mut config = LabConfig::default();
-    config.nodes = nodes.max(2);
-    config.users = users.max(1);
-    config.measure = Duration::from_secs(seconds.max(2));
-    config.think = Duration::from_millis(think_ms);
-    config.kill = match kill(&victim) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("tether-lab: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    config.restart_after = restart_after
-        .filter(|s| *s >= 0.0)
-        .map(Duration::from_secs_f64);
-    config.scale_up = scale_up;
-    if !strategies.is_empty() {
-        config.strategies = strategies;
-    }
-    config.redis_url = redis_url;
+async fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    // Bad arguments and an unwritable --html path end here, before anything starts.
+    let plan = args.plan().unwrap_or_else(|e| e.exit());
 
     // Ctrl-C stops the run cleanly: every node, cluster and redis-server it started is stopped.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -137,32 +50,55 @@ async fn main() -> std::process::ExitCode {
         ProgressStyle::with_template("{prefix:>20} [{bar:30}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = match run(&config, &Bar(bar.clone()), stop_rx.clone()).await {
+    let report = match run(&plan.config, &Bar(bar.clone()), stop_rx.clone()).await {
         Ok(report) => report,
         Err(e) => {
             bar.finish_and_clear();
-            eprintln!("tether-lab: {e}");
-            return std::process::ExitCode::FAILURE;
+            eprintln!("tether-lab: {}", chain(&e));
+            if let Some(html) = plan.html.filter(|html| html.created) {
+                let _ = std::fs::remove_file(html.path);
+            }
+            return ExitCode::FAILURE;
         }
     };
     bar.finish_and_clear();
-    if json {
+    if plan.json {
         match report.json() {
             Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("tether-lab: {e}"),
+            Err(e) => eprintln!("tether-lab: {}", chain(&e)),
         }
     } else {
         print!("{}", report.table());
     }
-    if let Some(path) = html {
-        if let Err(e) = std::fs::write(&path, report.html()) {
-            eprintln!("tether-lab: writing {}: {e}", path.display());
-            return std::process::ExitCode::FAILURE;
+    if let Some(HtmlFile { path, mut file, .. }) = plan.html {
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.write_all(report.html().as_bytes()));
+        if let Err(e) = written {
+            eprintln!("tether-lab: writing {}: {}", path.display(), chain(&e));
+            return ExitCode::FAILURE;
         }
         eprintln!("tether-lab: wrote {}", path.display());
     }
     if *stop_rx.borrow() {
-        return std::process::ExitCode::from(130);
+        return ExitCode::from(130);
     }
-    std::process::ExitCode::SUCCESS
+    ExitCode::SUCCESS
+}
+
+/// The error and its sources, `error: source: source of source`, each as it displays itself
+/// (a source that the message before it already ends with is left out).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        // Some errors repeat their source in their own message: say it once.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

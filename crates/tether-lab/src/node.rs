@@ -11,6 +11,8 @@ use axum::routing::get;
 use tether_core::SessionStore;
 use tether_sessions::{Session, SessionLayer};
 
+use crate::Error;
+
 /// The session cookie's name: session-id routing reads it.
 pub(crate) const SESSION_COOKIE: &str = "sid";
 
@@ -66,7 +68,7 @@ impl AppNode {
         addr: SocketAddr,
         store: Arc<dyn SessionStore>,
         idle_timeout: Duration,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, Error> {
         Self::start_counting(name, addr, store, Arc::default(), idle_timeout)
     }
 
@@ -76,10 +78,15 @@ impl AppNode {
         store: Arc<dyn SessionStore>,
         served: Arc<AtomicU64>,
         idle_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        let listener = bind_retrying(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+    ) -> Result<Self, Error> {
+        let serve_error = |source| Error::Serve {
+            node: name.to_owned(),
+            addr,
+            source,
+        };
+        let listener = bind_retrying(addr).map_err(serve_error)?;
+        listener.set_nonblocking(true).map_err(serve_error)?;
+        let addr = listener.local_addr().map_err(serve_error)?;
         let (kill, killed) = tokio::sync::oneshot::channel::<()>();
         let app = app(store, Arc::clone(&served), idle_timeout);
         let thread = std::thread::Builder::new()
@@ -102,7 +109,8 @@ impl AppNode {
                 });
                 // Dropping the runtime ends every connection: a hard kill.
                 drop(runtime);
-            })?;
+            })
+            .map_err(serve_error)?;
         Ok(Self {
             name: name.to_owned(),
             idle_timeout,
@@ -129,7 +137,7 @@ impl AppNode {
     }
 
     /// Starts the server again on the same address, with `store`.
-    pub(crate) fn restart(&mut self, store: Arc<dyn SessionStore>) -> std::io::Result<()> {
+    pub(crate) fn restart(&mut self, store: Arc<dyn SessionStore>) -> Result<(), Error> {
         self.kill();
         let again = Self::start_counting(
             &self.name,

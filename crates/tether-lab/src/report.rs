@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::run::LabConfig;
+use crate::config::{Kill, LabConfig};
 use crate::strategy::Strategy;
 use crate::users::{BUCKET, Tally};
 
@@ -135,6 +135,8 @@ pub struct Report {
     pub users: usize,
     /// Measured seconds per strategy.
     pub measure_s: f64,
+    /// Which node was killed halfway.
+    pub kill: Kill,
     /// One entry per strategy.
     pub strategies: Vec<StrategyReport>,
 }
@@ -145,14 +147,20 @@ impl Report {
             nodes: config.nodes,
             users: config.users,
             measure_s: config.measure.as_secs_f64(),
+            kill: config.kill,
             strategies,
         }
     }
 
     /// The report as a text table.
     pub fn table(&self) -> String {
+        let killed = match self.kill {
+            Kill::Busiest => "the busiest node is killed halfway".to_owned(),
+            Kill::Node(i) => format!("node-{i} is killed halfway"),
+            Kill::None => "no node is killed".to_owned(),
+        };
         let mut out = format!(
-            "{} nodes, {} users, {:.0}s measured per strategy; the busiest node is killed halfway\n",
+            "{} nodes, {} users, {:.0}s measured per strategy; {killed}\n",
             self.nodes, self.users, self.measure_s
         );
         let _ = writeln!(

@@ -7,65 +7,11 @@ use std::time::{Duration, Instant};
 use tether_testkit::RedisServer;
 use tokio::sync::watch;
 
+use crate::Error;
+use crate::config::{Kill, LabConfig};
 use crate::report::{Event, Report, StrategyReport};
 use crate::strategy::{Deployment, Strategy};
 use crate::users::{BUCKET, Load, Tally, spawn_users};
-
-use tether_core::BoxError;
-
-/// Which node dies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kill {
-    /// The node that served the most requests so far.
-    Busiest,
-    /// Node `node-<i>`.
-    Node(usize),
-    /// None: a run without fault.
-    Nothing,
-}
-
-/// How a lab run goes.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct LabConfig {
-    /// App nodes per strategy.
-    pub nodes: usize,
-    /// Simulated users per strategy.
-    pub users: usize,
-    /// Unmeasured warm-up at the start of each strategy.
-    pub warmup: Duration,
-    /// Measured time per strategy.
-    pub measure: Duration,
-    /// Pause between one user's requests.
-    pub think: Duration,
-    /// Which node dies, halfway through the measured time.
-    pub kill: Kill,
-    /// Restart the killed node this long after the kill.
-    pub restart_after: Option<Duration>,
-    /// Start one more node a quarter of the way through.
-    pub scale_up: bool,
-    /// The strategies, in order.
-    pub strategies: Vec<Strategy>,
-    /// Redis for the `redis` strategy; without it the lab starts `redis-server` if it is on PATH.
-    pub redis_url: Option<String>,
-}
-
-impl Default for LabConfig {
-    fn default() -> Self {
-        Self {
-            nodes: 3,
-            users: 200,
-            warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(7),
-            think: Duration::from_millis(20),
-            kill: Kill::Busiest,
-            restart_after: None,
-            scale_up: false,
-            strategies: Strategy::ALL.to_vec(),
-            redis_url: None,
-        }
-    }
-}
 
 /// Progress shown while a strategy runs; the binary draws a bar, tests nothing.
 pub trait Progress: Send + Sync {
@@ -92,12 +38,13 @@ impl Progress for Quiet {
 ///
 /// # Errors
 ///
-/// When a strategy's servers cannot be started.
+/// When a strategy's servers cannot be started, or a killed one started again. A Redis that
+/// cannot be had (no `redis-server` on PATH) skips the `redis` strategy instead.
 pub async fn run(
     config: &LabConfig,
     progress: &dyn Progress,
     mut stop: watch::Receiver<bool>,
-) -> Result<Report, BoxError> {
+) -> Result<Report, Error> {
     let mut reports = Vec::new();
     let mut redis: Option<RedisServer> = None;
     for &strategy in &config.strategies {
@@ -146,7 +93,7 @@ async fn run_strategy(
     redis_url: Option<&str>,
     progress: &dyn Progress,
     stop: &mut watch::Receiver<bool>,
-) -> Result<StrategyReport, BoxError> {
+) -> Result<StrategyReport, Error> {
     let mut deployment = Deployment::start(
         strategy,
         config.nodes,
@@ -244,7 +191,7 @@ async fn run_strategy(
 /// The node to kill, if any: the configured one, or the busiest running one.
 fn victim(deployment: &Deployment, config: &LabConfig) -> Option<usize> {
     match config.kill {
-        Kill::Nothing => None,
+        Kill::None => None,
         Kill::Node(i) => (i < deployment.nodes.len()).then_some(i),
         Kill::Busiest => deployment
             .nodes

@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 use tether_testkit::RedisServer;
 use tokio::sync::watch;
 
-use crate::strategy::{Deployment, Strategy};
+use crate::Error;
+use crate::strategy::{Deployment, Strategy, names};
 use crate::users::{Load, Tally, spawn_users};
 
-use tether_core::BoxError;
-
-/// The store a soak runs over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// The store a soak runs over. Reads, prints and serialises as its [`name`](Self::name).
+///
+/// ```
+/// use tether_lab::SoakStore;
+///
+/// assert_eq!("redis".parse::<SoakStore>().unwrap(), SoakStore::Redis);
+/// assert_eq!(SoakStore::Replicated.to_string(), "replicated");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SoakStore {
     /// `tether-memory` on each node behind cookie-sticky routing. No fault: a memory store
     /// cannot outlive its process.
@@ -29,6 +34,9 @@ pub enum SoakStore {
 }
 
 impl SoakStore {
+    /// Every store, in the order soaks run them by default.
+    pub const ALL: [Self; 3] = [Self::Memory, Self::Redis, Self::Replicated];
+
     /// The store's name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -47,15 +55,37 @@ impl SoakStore {
     }
 }
 
+impl std::fmt::Display for SoakStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for SoakStore {
-    type Err = String;
+    type Err = ParseSoakStoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Memory, Self::Redis, Self::Replicated]
+        Self::ALL
             .into_iter()
             .find(|store| store.name() == s)
-            .ok_or_else(|| format!("unknown store {s:?}; expected memory, redis or replicated"))
+            .ok_or_else(|| ParseSoakStoreError {
+                input: s.to_owned(),
+            })
     }
+}
+
+impl serde::Serialize for SoakStore {
+    /// As its [`name`](Self::name).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// A [`SoakStore`] that could not be read: not one of [`SoakStore::ALL`]'s names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown store '{input}': expected {}", names(&SoakStore::ALL.map(SoakStore::name)))]
+pub struct ParseSoakStoreError {
+    input: String,
 }
 
 /// How a soak goes.
@@ -142,14 +172,12 @@ pub struct SoakReport {
 pub async fn soak(
     config: &SoakConfig,
     mut stop: watch::Receiver<bool>,
-) -> Result<SoakReport, BoxError> {
+) -> Result<SoakReport, Error> {
     let mut redis = match config.store {
-        SoakStore::Redis => Some(RedisServer::start_with(&[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])?),
+        SoakStore::Redis => Some(
+            RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+                .map_err(Error::RedisServer)?,
+        ),
         _ => None,
     };
     let url = redis.as_ref().map(RedisServer::url);
@@ -245,12 +273,12 @@ async fn fault(
     redis: Option<&mut RedisServer>,
     victim: usize,
     downtime: Duration,
-) -> Result<(), BoxError> {
+) -> Result<(), Error> {
     match redis {
         Some(server) => {
             server.kill();
             tokio::time::sleep(downtime).await;
-            server.restart()?;
+            server.restart().map_err(Error::RedisServer)?;
         }
         None => {
             deployment.kill(victim);
@@ -312,5 +340,26 @@ impl std::fmt::Display for SoakReport {
             by_minute.join(" "),
             mib(self.redis_peak_rss_kib)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_read_print_and_serialise_as_their_names() {
+        for store in SoakStore::ALL {
+            assert_eq!(store.name().parse::<SoakStore>(), Ok(store));
+            assert_eq!(store.to_string(), store.name());
+            assert_eq!(
+                serde_json::to_value(store).unwrap(),
+                serde_json::Value::from(store.name())
+            );
+        }
+        assert_eq!(
+            "disk".parse::<SoakStore>().unwrap_err().to_string(),
+            "unknown store 'disk': expected memory, redis or replicated"
+        );
     }
 }

@@ -1,23 +1,34 @@
 //! The strategies the lab compares, and how each is set up and damaged.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_core::SessionStore;
+use tether_core::{BoxError, SessionStore};
 use tether_memory::MemoryStore;
 use tether_redis::RedisStore;
 use tether_replicated::{LocalCluster, Mode};
 use tether_sticky::{KeyRing, Pinning, Sticky, StickyConfig, Upstream, backends, cookie::Key};
 
+use crate::Error;
 use crate::front::{Front, RoundRobin};
 use crate::node::{AppNode, SESSION_COOKIE};
 
-use tether_core::BoxError;
-
 /// A way to keep sessions consistent across servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+///
+/// Reads, prints and serialises as its [`name`](Self::name): the command line, the table and
+/// the JSON report all say `sticky-replicated`, say.
+///
+/// ```
+/// use tether_lab::Strategy;
+///
+/// let strategy: Strategy = "sticky-replicated".parse().unwrap();
+/// assert_eq!(strategy, Strategy::StickyReplicated);
+/// assert_eq!(strategy.to_string(), "sticky-replicated");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Strategy {
     /// Memory store on each node, round robin: the broken baseline.
     MemoryRoundrobin,
@@ -49,7 +60,7 @@ impl Strategy {
         match self {
             Self::MemoryRoundrobin => "memory-roundrobin",
             Self::Sticky => "sticky",
-            Self::StickyReplicated => "sticky+replicated",
+            Self::StickyReplicated => "sticky-replicated",
             Self::ReplicatedAlltoall => "replicated-alltoall",
             Self::ReplicatedBackup => "replicated-backup",
             Self::Redis => "redis",
@@ -65,20 +76,45 @@ impl Strategy {
     }
 }
 
-impl std::str::FromStr for Strategy {
-    type Err = String;
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = ParseStrategyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|st| st.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|st| st.name()).collect();
-                format!(
-                    "unknown strategy {s:?}; expected one of {}",
-                    names.join(", ")
-                )
+            .ok_or_else(|| ParseStrategyError {
+                input: s.to_owned(),
             })
+    }
+}
+
+impl serde::Serialize for Strategy {
+    /// As its [`name`](Self::name).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// A [`Strategy`] that could not be read: not one of [`Strategy::ALL`]'s names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy '{input}': expected one of {}", names(&Strategy::ALL.map(Strategy::name)))]
+pub struct ParseStrategyError {
+    input: String,
+}
+
+/// `a, b or c`.
+pub(crate) fn names(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
 }
 
@@ -100,7 +136,7 @@ impl Deployment {
         spare: bool,
         redis_url: Option<&str>,
         idle_timeout: Duration,
-    ) -> Result<Self, BoxError> {
+    ) -> Result<Self, Error> {
         let total = nodes + usize::from(spare);
         let cluster = match strategy.replication() {
             Some(mode) => Some(
@@ -112,7 +148,11 @@ impl Deployment {
                         )
                         .with_sync_timeout(Duration::from_millis(500))
                 })
-                .await?,
+                .await
+                .map_err(|source| Error::Cluster {
+                    nodes: total,
+                    source,
+                })?,
             ),
             None => None,
         };
@@ -133,8 +173,17 @@ impl Deployment {
                 store,
                 idle_timeout,
             )?;
-            let uri = format!("http://{}", node.addr).parse()?;
-            upstreams.push((name, Upstream::new(uri, false, Duration::from_millis(300))?));
+            let front_error = |source: BoxError| Error::Front {
+                node: name.clone(),
+                addr: node.addr,
+                source,
+            };
+            let uri = format!("http://{}", node.addr)
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| front_error(e.into()))?;
+            let upstream = Upstream::new(uri, false, Duration::from_millis(300))
+                .map_err(|e| front_error(e.into()))?;
+            upstreams.push((name, upstream));
             deployment.nodes.push(node);
         }
         if spare {
@@ -145,14 +194,20 @@ impl Deployment {
     }
 
     /// The store node `index` uses: its own memory, its cluster node, or Redis.
-    async fn store_for(&self, index: usize) -> Result<Arc<dyn SessionStore>, BoxError> {
+    async fn store_for(&self, index: usize) -> Result<Arc<dyn SessionStore>, Error> {
         if let Some(cluster) = &self.cluster {
             return Ok(Arc::new(
-                cluster.store(index).ok_or("cluster node not running")?,
+                cluster
+                    .store(index)
+                    .ok_or(Error::ClusterNodeDown { index })?,
             ));
         }
         match (&self.redis_url, self.strategy) {
-            (Some(url), Strategy::Redis) => Ok(Arc::new(RedisStore::connect(url.as_str()).await?)),
+            (Some(url), Strategy::Redis) => Ok(Arc::new(
+                RedisStore::connect(url.as_str())
+                    .await
+                    .map_err(Error::Redis)?,
+            )),
             _ => Ok(Arc::new(MemoryStore::new())),
         }
     }
@@ -169,9 +224,12 @@ impl Deployment {
 
     /// Starts server `index` again (a memory node comes back empty; a cluster node first
     /// receives its sessions).
-    pub(crate) async fn restart(&mut self, index: usize) -> Result<(), BoxError> {
+    pub(crate) async fn restart(&mut self, index: usize) -> Result<(), Error> {
         if let Some(cluster) = &mut self.cluster {
-            cluster.restart(index).await?;
+            cluster
+                .restart(index)
+                .await
+                .map_err(|source| Error::ClusterRestart { index, source })?;
         }
         let store = self.store_for(index).await?;
         if let Some(node) = self.nodes.get_mut(index) {
@@ -208,5 +266,29 @@ fn front(strategy: Strategy, upstreams: Vec<(String, Upstream)>) -> Front {
         _ => Front::RoundRobin(RoundRobin::new(
             upstreams.into_iter().map(|(_, u)| u).collect(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_read_print_and_serialise_as_their_names() {
+        for strategy in Strategy::ALL {
+            let name = strategy.name();
+            assert_eq!(name.parse::<Strategy>(), Ok(strategy));
+            assert_eq!(strategy.to_string(), name);
+            assert_eq!(
+                serde_json::to_value(strategy).unwrap(),
+                serde_json::Value::from(name)
+            );
+        }
+        let err = "sticky+replicated".parse::<Strategy>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown strategy 'sticky+replicated': expected one of memory-roundrobin, sticky, \
+             sticky-replicated, replicated-alltoall, replicated-backup or redis"
+        );
     }
 }

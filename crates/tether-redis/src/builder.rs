@@ -152,11 +152,12 @@ impl RedisStoreBuilder {
     }
 
     fn standalone_client(&self, url: &str) -> Result<redis::Client, Error> {
+        let config_error = |source| self.config_error(source);
         #[cfg(feature = "tls")]
         if let Some(certificates) = self.certificates() {
-            return redis::Client::build_with_tls(url, certificates).map_err(Error::Config);
+            return redis::Client::build_with_tls(url, certificates).map_err(config_error);
         }
-        redis::Client::open(url).map_err(Error::Config)
+        redis::Client::open(url).map_err(config_error)
     }
 
     /// The prefix of session keys (default `tether`): a session lives under `<prefix>:<id>`.
@@ -199,6 +200,7 @@ impl RedisStoreBuilder {
             .await
             .map_err(|_| Error::ConnectTimeout {
                 topology,
+                target: self.topology.target(),
                 timeout: self.connect_timeout,
             })??;
         crate::eviction::warn_if_evicting(&connection, self.command_timeout).await;
@@ -209,9 +211,21 @@ impl RedisStoreBuilder {
         ))
     }
 
+    fn config_error(&self, source: redis::RedisError) -> Error {
+        Error::Config {
+            target: self.topology.target(),
+            source,
+        }
+    }
+
     async fn open(&self) -> Result<Connection, Error> {
         let topology = self.topology.name();
-        let connect_error = |source| Error::Connect { topology, source };
+        let connect_error = |source| Error::Connect {
+            topology,
+            target: self.topology.target(),
+            source,
+        };
+
         match &self.topology {
             Topology::Standalone(url) => {
                 let client = self.standalone_client(url)?;
@@ -239,7 +253,7 @@ impl RedisStoreBuilder {
                         .connection_timeout(self.connect_timeout)
                         .response_timeout(self.command_timeout)
                         .build()
-                        .map_err(Error::Config)?;
+                        .map_err(|source| self.config_error(source))?;
                 let connection = client.get_async_connection().await.map_err(connect_error)?;
                 Ok(Connection::Cluster(connection))
             }
@@ -251,9 +265,10 @@ impl RedisStoreBuilder {
                     None,
                     redis::sentinel::SentinelServerType::Master,
                 )
-                .map_err(Error::Config)?;
+                .map_err(|source| self.config_error(source))?;
                 let config = connection_config(self.command_timeout, self.connect_timeout);
-                let master = crate::sentinel::SentinelMaster::new(client, config);
+                let master = crate::sentinel::SentinelMaster::new(client, config)
+                    .with_master_name(master.clone());
                 master.connection().await.map_err(connect_error)?;
                 Ok(Connection::Sentinel(std::sync::Arc::new(master)))
             }
@@ -276,6 +291,21 @@ impl Topology {
             Self::Cluster(_) => "cluster",
             #[cfg(feature = "sentinel")]
             Self::Sentinel { .. } => "sentinel",
+        }
+    }
+
+    /// Where the store connects, for error messages: the URL or the nodes' URLs, passwords
+    /// redacted, and for Sentinel the master's name.
+    fn target(&self) -> String {
+        match self {
+            Self::Standalone(url) => crate::error::redact(url),
+            #[cfg(feature = "cluster")]
+            Self::Cluster(nodes) => crate::error::redact_all(nodes),
+            #[cfg(feature = "sentinel")]
+            Self::Sentinel { sentinels, master } => format!(
+                "master {master} via sentinels {}",
+                crate::error::redact_all(sentinels)
+            ),
         }
     }
 }

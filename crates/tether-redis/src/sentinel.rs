@@ -13,6 +13,8 @@ use redis::{AsyncConnectionConfig, RedisError, RedisResult};
 pub(crate) struct SentinelMaster {
     client: tokio::sync::Mutex<SentinelClient>,
     config: AsyncConnectionConfig,
+    /// The master's name for logs, when known (a `SentinelClient` does not tell it).
+    master: Option<String>,
     /// The connection and its generation; `None` until resolved or after a failure.
     current: RwLock<Option<(u64, MultiplexedConnection)>>,
 }
@@ -22,8 +24,22 @@ impl SentinelMaster {
         Self {
             client: tokio::sync::Mutex::new(client),
             config,
+            master: None,
             current: RwLock::new(None),
         }
+    }
+
+    /// Names the master in logs.
+    pub(crate) fn with_master_name(mut self, master: String) -> Self {
+        self.master = Some(master);
+        self
+    }
+
+    /// The master's name for logs.
+    fn master_name(&self) -> &str {
+        self.master
+            .as_deref()
+            .unwrap_or("(named by the given SentinelClient)")
     }
 
     fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
@@ -51,7 +67,7 @@ impl SentinelMaster {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *current = Some((generation, conn.clone()));
-        tracing::info!("connected to the Redis master named by Sentinel");
+        tracing::info!(master = %self.master_name(), "connected to the Redis master named by Sentinel");
         Ok((generation, conn))
     }
 
@@ -65,7 +81,11 @@ impl SentinelMaster {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            tracing::warn!(error = %error, "Redis master connection failed; asking Sentinel again");
+            tracing::warn!(
+                master = %self.master_name(),
+                error = %error,
+                "Redis master connection failed; asking Sentinel again"
+            );
             *current = None;
         }
     }

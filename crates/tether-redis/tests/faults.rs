@@ -460,7 +460,47 @@ async fn unreachable_redis_at_startup_is_a_clear_error() {
         "{err:?}"
     );
     let err = RedisStore::connect("not a url").await.unwrap_err();
-    assert!(matches!(err, tether_redis::Error::Config(_)), "{err:?}");
+    assert!(matches!(err, tether_redis::Error::Config { .. }), "{err:?}");
+}
+
+/// A refused connection names the URL it tried, password hidden, and keeps redis-rs's error.
+#[tokio::test]
+async fn connect_errors_name_the_url_but_not_its_password() {
+    use std::error::Error as _;
+
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://app:hunter2@127.0.0.1:{port}/3");
+    let err = RedisStore::builder(url)
+        .with_connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, tether_redis::Error::Connect { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert_eq!(
+        message,
+        format!("could not connect to Redis (standalone) at redis://app:***@127.0.0.1:{port}/3")
+    );
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    let source = err.source().expect("the redis-rs error is kept");
+    assert!(!source.to_string().contains("hunter2"), "{source}");
+
+    let err = RedisStore::connect("redis://app:hunter2@127.0.0.1:notaport")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, tether_redis::Error::Config { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "invalid Redis configuration for redis://app:***@127.0.0.1:notaport"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,313 @@
+//! The command line: every subcommand and its arguments, checked by clap before anything runs.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tether_lab::SoakStore;
+use tether_replicated::Mode;
+
+use crate::load::Workload;
+use crate::race;
+use crate::stacks::Stack;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Side-by-side session middleware benchmarks")]
+pub(crate) struct Cli {
+    /// Redis for the Redis stacks; by default the bench starts its own redis-server on a free
+    /// loopback port (redis-server must be on PATH).
+    #[arg(long, global = true)]
+    pub(crate) redis_url: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Requests per second and latency of each stack under one workload.
+    Throughput {
+        #[command(flatten)]
+        what: StacksAndWorkload,
+        /// Measured seconds per stack and repetition.
+        #[arg(long, default_value_t = 5, value_parser = at_least(1_u64))]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each measurement.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16, value_parser = at_least(1_usize))]
+        connections: usize,
+        /// Rounds over all stacks, interleaved; the median of each figure is reported.
+        #[arg(long, default_value_t = 1, value_parser = at_least(1_usize))]
+        repeat: usize,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-request cost of each stack without any network: requests go straight into the axum
+    /// router on one thread. Isolates the middleware from loopback and scheduling noise.
+    Overhead {
+        #[command(flatten)]
+        what: StacksAndWorkload,
+        /// Requests per stack.
+        #[arg(long, default_value_t = 200_000, value_parser = at_least(1_u32))]
+        requests: u32,
+    },
+    /// Redis commands each request sends (round trips), and those its scripts run, recorded with
+    /// MONITOR over a fixed number of sequential requests on one session.
+    Commands {
+        #[command(flatten)]
+        what: StacksAndWorkload,
+        /// Requests per stack.
+        #[arg(long, default_value_t = 1_000, value_parser = at_least(1_u32))]
+        requests: u32,
+    },
+    /// Replication traffic per write (messages and bytes) by mode and cluster size.
+    Traffic {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8", value_parser = at_least(1_usize))]
+        nodes: Vec<usize>,
+        /// Modes: all-to-all, backup-1, backup-2, ...
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "all-to-all,backup-1,backup-2"
+        )]
+        modes: Vec<Mode>,
+        /// Writes per measurement.
+        #[arg(long, default_value_t = 1_000, value_parser = at_least(1_u32))]
+        writes: u32,
+    },
+    /// Requests/s of tether-replicated by mode and cluster size, each user's requests spread
+    /// over all nodes; tether-memory on one node as the upper bound.
+    Cluster {
+        /// Cluster sizes.
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8", value_parser = at_least(1_usize))]
+        nodes: Vec<usize>,
+        /// Modes: all-to-all, backup-1, backup-2, ...
+        #[arg(long, value_delimiter = ',', default_value = "all-to-all,backup-1")]
+        modes: Vec<Mode>,
+        /// The requests: read, write or mixed.
+        #[arg(long, value_enum, default_value = "mixed")]
+        workload: Workload,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 3, value_parser = at_least(1_u64))]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each run.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent users.
+        #[arg(long, default_value_t = 16, value_parser = at_least(1_usize))]
+        connections: usize,
+        /// Runs per configuration; the median is reported.
+        #[arg(long, default_value_t = 1, value_parser = at_least(1_usize))]
+        repeat: usize,
+    },
+    /// tether-proxy against HAProxy (cookie insert, round robin, nbthread 1) on the same
+    /// backends: each proxy pinned to core 0, this process to core 1.
+    Proxy {
+        /// The tether-proxy binary (build it with `cargo build --release -p tether-proxy`).
+        #[arg(long, default_value = "target/release/tether-proxy")]
+        proxy_bin: PathBuf,
+        /// Backends behind each proxy.
+        #[arg(long, default_value_t = 4, value_parser = at_least(1_usize))]
+        backends: usize,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 3, value_parser = at_least(1_u64))]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each run.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16, value_parser = at_least(1_usize))]
+        connections: usize,
+        /// Rounds, interleaved; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = at_least(1_usize))]
+        repeat: usize,
+    },
+    /// Concurrent writers on one session, each bumping its own key: how many updates survive.
+    Race {
+        /// The store.
+        #[arg(long, value_enum, default_value = "memory")]
+        store: race::Store,
+        /// Concurrent writers, each on its own connection.
+        #[arg(long, default_value_t = 8, value_parser = at_least(1_u32))]
+        writers: u32,
+        /// Increments per writer.
+        #[arg(long, default_value_t = 200, value_parser = at_least(1_u32))]
+        rounds: u32,
+    },
+    /// Long mixed load (four reads per write, sessions churning) over each store while Redis
+    /// or a replicated node is killed and restarted at intervals: requests, errors by kind,
+    /// sessions and updates lost, memory high-water mark.
+    Soak {
+        /// Minutes per store, fractions allowed: 0.1 (6 s) to 1440 (a day).
+        #[arg(long, default_value_t = 10.0, value_parser = minutes)]
+        minutes: f64,
+        /// Stores, one after another: memory, redis, replicated.
+        #[arg(long, value_delimiter = ',', default_value = "memory,redis,replicated")]
+        stores: Vec<SoakStore>,
+        /// Seconds between faults (at least 5).
+        #[arg(long, default_value_t = 60, value_parser = at_least(5_u64))]
+        fault_every: u64,
+        /// Simulated users.
+        #[arg(long, default_value_t = 50, value_parser = at_least(1_usize))]
+        users: usize,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which stacks to measure under which workload.
+#[derive(clap::Args, Debug)]
+pub(crate) struct StacksAndWorkload {
+    /// Comma-separated stacks.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,tether-memory,tower-sessions-memory"
+    )]
+    pub(crate) stacks: Vec<Stack>,
+    /// The requests: read, write or mixed (four reads, then one write).
+    #[arg(long, value_enum, default_value = "read")]
+    pub(crate) workload: Workload,
+}
+
+/// Whole numbers of at least `min`: counts that must not be zero.
+fn at_least<T>(min: T) -> impl Fn(&str) -> Result<T, TooSmall> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+{
+    move |text| {
+        text.parse()
+            .ok()
+            .filter(|n| *n >= min)
+            .ok_or_else(|| TooSmall(min.to_string()))
+    }
+}
+
+/// Not a whole number, or smaller than the least accepted (the field).
+#[derive(Debug, thiserror::Error)]
+#[error("expected a whole number, at least {0}")]
+struct TooSmall(String);
+
+/// Soak minutes outside 0.1 to 1440.
+#[derive(Debug, thiserror::Error)]
+#[error("expected minutes from 0.1 to 1440")]
+struct BadMinutes;
+
+fn minutes(text: &str) -> Result<f64, BadMinutes> {
+    text.parse()
+        .ok()
+        .filter(|m| (0.1..=1440.0).contains(m))
+        .ok_or(BadMinutes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once(&"tether-bench").chain(args))
+    }
+
+    fn refused(args: &[&str]) -> String {
+        parse(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn zero_counts_are_refused() {
+        for args in [
+            &["race", "--writers", "0"][..],
+            &["race", "--rounds", "0"],
+            &["throughput", "--seconds", "0"],
+            &["throughput", "--connections", "0"],
+            &["throughput", "--repeat", "0"],
+            &["overhead", "--requests", "0"],
+            &["commands", "--requests", "0"],
+            &["traffic", "--nodes", "3,0"],
+            &["traffic", "--writes", "0"],
+            &["cluster", "--seconds", "0"],
+            &["cluster", "--connections", "0"],
+            &["cluster", "--repeat", "0"],
+            &["proxy", "--backends", "0"],
+            &["proxy", "--repeat", "0"],
+            &["soak", "--users", "0"],
+            &["soak", "--fault-every", "4"],
+        ] {
+            let message = refused(args);
+            let (flag, value) = (args[1], args[2]);
+            assert!(
+                message.contains(flag)
+                    && message.contains(&format!("'{}'", value.rsplit(',').next().unwrap()))
+                    && message.contains("expected a whole number, at least"),
+                "{args:?}: {message}"
+            );
+        }
+        assert!(parse(&["race", "--writers", "1", "--rounds", "1"]).is_ok());
+        assert!(
+            parse(&["throughput", "--warmup", "0"]).is_ok(),
+            "no warm-up is fine"
+        );
+    }
+
+    #[test]
+    fn soak_minutes_are_bounded() {
+        assert!(refused(&["soak", "--minutes", "0"]).contains("expected minutes from 0.1 to 1440"));
+        assert!(refused(&["soak", "--minutes", "2000"]).contains("'2000'"));
+        assert!(parse(&["soak", "--minutes", "0.5"]).is_ok());
+    }
+
+    #[test]
+    fn a_bad_store_lists_exactly_the_accepted_names() {
+        let message = refused(&["race", "--store", "tether-memory"]);
+        assert!(
+            message.contains(
+                "[possible values: memory, redis, replicated, tower-sessions-memory, tower-sessions-redis]"
+            ),
+            "{message}"
+        );
+        for name in [
+            "memory",
+            "redis",
+            "replicated",
+            "tower-sessions-memory",
+            "tower-sessions-redis",
+        ] {
+            assert!(parse(&["race", "--store", name]).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bad_stack_lists_exactly_the_stack_names() {
+        let message = refused(&["throughput", "--stacks", "none,tether"]);
+        let names: Vec<&str> = Stack::ALL.iter().map(|s| s.name()).collect();
+        assert!(
+            message.contains(&format!("[possible values: {}]", names.join(", "))),
+            "{message}"
+        );
+        let Command::Throughput { what, .. } = parse(&[
+            "throughput",
+            "--stacks",
+            "tether-redis,tower-sessions-redis",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not throughput");
+        };
+        assert_eq!(what.stacks, [Stack::TetherRedis, Stack::TowerSessionsRedis]);
+    }
+
+    #[test]
+    fn modes_and_soak_stores_read_with_their_own_parsers() {
+        let message = refused(&["traffic", "--modes", "backup-0"]);
+        assert!(message.contains("'backup-0'"), "{message}");
+        let message = refused(&["soak", "--stores", "memory,disk"]);
+        assert!(
+            message.contains("unknown store 'disk': expected memory, redis or replicated"),
+            "{message}"
+        );
+    }
+}

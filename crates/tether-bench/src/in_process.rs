@@ -1,0 +1,77 @@
+//! `overhead` and `commands`: requests straight into each stack's router, no network.
+
+use std::collections::BTreeMap;
+
+use crate::load::{self, Workload};
+use crate::redis_env::RedisEnv;
+use crate::stacks::Stack;
+use tether_core::BoxError;
+
+/// Prints the mean nanoseconds per request of each stack, and its ratio to the `none` stack
+/// when that one runs first.
+pub(crate) async fn overhead(
+    stacks: &[Stack],
+    workload: Workload,
+    requests: u32,
+    redis: Option<&RedisEnv>,
+) -> Result<(), BoxError> {
+    println!("{:<22} {:>12} {:>10}", "stack", "ns/request", "vs none");
+    let mut baseline = None;
+    for stack in stacks {
+        if let (true, Some(redis)) = (stack.uses_redis(), redis) {
+            redis.flush().await?;
+        }
+        let nanos = load::in_process(stack.router(redis).await?, workload, requests).await?;
+        let base = *baseline.get_or_insert(if *stack == Stack::None {
+            nanos
+        } else {
+            f64::NAN
+        });
+        println!(
+            "{:<22} {:>12.0} {:>9.2}x",
+            stack.name(),
+            nanos,
+            nanos / base
+        );
+    }
+    Ok(())
+}
+
+/// Prints the Redis commands per request of each Redis stack: those the app sends and those
+/// its scripts run, recorded with `MONITOR`.
+pub(crate) async fn commands(
+    stacks: &[Stack],
+    workload: Workload,
+    requests: u32,
+    redis: &RedisEnv,
+) -> Result<(), BoxError> {
+    println!("{requests} sequential {workload} requests on one session");
+    println!(
+        "{:<22} {:>14}  {:<40} run by its scripts, per request",
+        "stack", "commands/req", "sent by the app, per request"
+    );
+    for stack in stacks.iter().filter(|s| s.uses_redis()) {
+        redis.flush().await?;
+        let router = stack.router(Some(redis)).await?;
+        // The session is created before recording starts.
+        let session = load::in_process_session(&router).await?;
+        let monitor = redis.monitor()?;
+        load::in_process_requests(&router, workload, requests, session.as_ref()).await?;
+        let counts = monitor.finish(redis).await?;
+        let per_request = |table: &BTreeMap<String, u64>| {
+            table
+                .iter()
+                .map(|(name, n)| format!("{name} {:.2}", *n as f64 / f64::from(requests)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "{:<22} {:>14.2}  {:<40} {}",
+            stack.name(),
+            counts.client_total() as f64 / f64::from(requests),
+            per_request(&counts.from_clients),
+            per_request(&counts.from_scripts),
+        );
+    }
+    Ok(())
+}

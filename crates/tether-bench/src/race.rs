@@ -1,0 +1,91 @@
+//! `race`: concurrent writers on one session, each bumping its own key; how many updates
+//! survive.
+
+use std::net::SocketAddr;
+
+use crate::load::Client;
+use crate::redis_env::RedisEnv;
+use crate::replicated;
+use crate::stacks::Stack;
+use tether_core::BoxError;
+
+/// The store the writers race on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Store {
+    /// tether-memory.
+    Memory,
+    /// tether-redis.
+    Redis,
+    /// tether-replicated: 3 nodes, each writer on its own node.
+    Replicated,
+    /// tower-sessions with its MemoryStore.
+    TowerSessionsMemory,
+    /// tower-sessions with tower-sessions-redis-store.
+    TowerSessionsRedis,
+}
+
+/// Runs the race on `store`; a Redis store starts or uses the Redis of `redis_url`.
+pub(crate) async fn run(
+    store: Store,
+    writers: u32,
+    rounds: u32,
+    redis_url: Option<String>,
+) -> Result<(), BoxError> {
+    let stack = match store {
+        Store::Replicated => return replicated::race(writers, rounds).await,
+        Store::Memory => Stack::TetherMemory,
+        Store::Redis => Stack::TetherRedis,
+        Store::TowerSessionsMemory => Stack::TowerSessionsMemory,
+        Store::TowerSessionsRedis => Stack::TowerSessionsRedis,
+    };
+    let redis = if stack.uses_redis() {
+        Some(RedisEnv::new(redis_url)?)
+    } else {
+        None
+    };
+    let (addr, server) = stack.serve_fresh(redis.as_ref()).await?;
+    let result = race_on(&[addr], writers, rounds, stack.name()).await;
+    server.abort();
+    result
+}
+
+/// Writers share one session, each bumping its own key `rounds` times; writer `i` sends its
+/// requests to `addrs[i % len]`. Prints `lost <n>/<total>` last.
+pub(crate) async fn race_on(
+    addrs: &[SocketAddr],
+    writers: u32,
+    rounds: u32,
+    label: &str,
+) -> Result<(), BoxError> {
+    let first_addr = *addrs.first().ok_or("no server")?;
+    let mut first = Client::connect(first_addr).await?;
+    first.get("/write").await?;
+    let cookie = first.cookie().ok_or("the server set no session cookie")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..writers {
+        let cookie = cookie.clone();
+        let addr = addrs[writer as usize % addrs.len()];
+        tasks.spawn(async move {
+            let mut client = Client::connect(addr).await?.with_cookie(Some(cookie));
+            let path = format!("/bump/{writer}");
+            for _ in 0..rounds {
+                let (status, body) = client.get(&path).await?;
+                if status != 200 {
+                    let body = String::from_utf8_lossy(&body);
+                    return Err(format!("{path} on {addr}: {status} {body}").into());
+                }
+            }
+            Ok::<_, BoxError>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    let (_, body) = first.get(&format!("/sum/{writers}")).await?;
+    let seen: serde_json::Value = serde_json::from_slice(&body)?;
+    let seen = seen["count"].as_u64().ok_or("no count in /sum answer")?;
+    let total = u64::from(writers) * u64::from(rounds);
+    println!("stack {label}: {writers} writers x {rounds} rounds on one session");
+    println!("lost {}/{total}", total.saturating_sub(seen));
+    Ok(())
+}
