@@ -28,16 +28,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         what: StacksAndWorkload,
         /// Measured seconds per stack and repetition.
-        #[arg(long, default_value_t = 5, value_parser = at_least(1_u64))]
+        #[arg(long, default_value_t = 5, value_parser = counts::<u64>(1))]
         seconds: u64,
         /// Unmeasured warm-up seconds before each measurement.
         #[arg(long, default_value_t = 1)]
         warmup: u64,
         /// Concurrent keep-alive connections.
-        #[arg(long, default_value_t = 16, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 16, value_parser = counts::<usize>(1))]
         connections: usize,
         /// Rounds over all stacks, interleaved; the median of each figure is reported.
-        #[arg(long, default_value_t = 1, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 1, value_parser = counts::<usize>(1))]
         repeat: usize,
         /// Print one JSON array instead of a table.
         #[arg(long)]
@@ -49,7 +49,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         what: StacksAndWorkload,
         /// Requests per stack.
-        #[arg(long, default_value_t = 200_000, value_parser = at_least(1_u32))]
+        #[arg(long, default_value_t = 200_000, value_parser = counts::<u32>(1))]
         requests: u32,
     },
     /// Redis commands each request sends (round trips), and those its scripts run, recorded with
@@ -58,13 +58,13 @@ pub(crate) enum Command {
         #[command(flatten)]
         what: StacksAndWorkload,
         /// Requests per stack.
-        #[arg(long, default_value_t = 1_000, value_parser = at_least(1_u32))]
+        #[arg(long, default_value_t = 1_000, value_parser = counts::<u32>(1))]
         requests: u32,
     },
     /// Replication traffic per write (messages and bytes) by mode and cluster size.
     Traffic {
         /// Cluster sizes.
-        #[arg(long, value_delimiter = ',', default_value = "3,5,8", value_parser = at_least(1_usize))]
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8", value_parser = counts::<usize>(1))]
         nodes: Vec<usize>,
         /// Modes: all-to-all, backup-1, backup-2, ...
         #[arg(
@@ -74,14 +74,14 @@ pub(crate) enum Command {
         )]
         modes: Vec<Mode>,
         /// Writes per measurement.
-        #[arg(long, default_value_t = 1_000, value_parser = at_least(1_u32))]
+        #[arg(long, default_value_t = 1_000, value_parser = counts::<u32>(1))]
         writes: u32,
     },
     /// Requests/s of tether-replicated by mode and cluster size, each user's requests spread
     /// over all nodes; tether-memory on one node as the upper bound.
     Cluster {
         /// Cluster sizes.
-        #[arg(long, value_delimiter = ',', default_value = "3,5,8", value_parser = at_least(1_usize))]
+        #[arg(long, value_delimiter = ',', default_value = "3,5,8", value_parser = counts::<usize>(1))]
         nodes: Vec<usize>,
         /// Modes: all-to-all, backup-1, backup-2, ...
         #[arg(long, value_delimiter = ',', default_value = "all-to-all,backup-1")]
@@ -90,16 +90,16 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "mixed")]
         workload: Workload,
         /// Measured seconds per run.
-        #[arg(long, default_value_t = 3, value_parser = at_least(1_u64))]
+        #[arg(long, default_value_t = 3, value_parser = counts::<u64>(1))]
         seconds: u64,
         /// Unmeasured warm-up seconds before each run.
         #[arg(long, default_value_t = 1)]
         warmup: u64,
         /// Concurrent users.
-        #[arg(long, default_value_t = 16, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 16, value_parser = counts::<usize>(1))]
         connections: usize,
         /// Runs per configuration; the median is reported.
-        #[arg(long, default_value_t = 1, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 1, value_parser = counts::<usize>(1))]
         repeat: usize,
     },
     /// tether-proxy against HAProxy (cookie insert, round robin, nbthread 1) on the same
@@ -109,19 +109,19 @@ pub(crate) enum Command {
         #[arg(long, default_value = "target/release/tether-proxy")]
         proxy_bin: PathBuf,
         /// Backends behind each proxy.
-        #[arg(long, default_value_t = 4, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 4, value_parser = counts::<usize>(1))]
         backends: usize,
         /// Measured seconds per run.
-        #[arg(long, default_value_t = 3, value_parser = at_least(1_u64))]
+        #[arg(long, default_value_t = 3, value_parser = counts::<u64>(1))]
         seconds: u64,
         /// Unmeasured warm-up seconds before each run.
         #[arg(long, default_value_t = 1)]
         warmup: u64,
         /// Concurrent keep-alive connections.
-        #[arg(long, default_value_t = 16, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 16, value_parser = counts::<usize>(1))]
         connections: usize,
         /// Rounds, interleaved; the median is reported.
-        #[arg(long, default_value_t = 3, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 3, value_parser = counts::<usize>(1))]
         repeat: usize,
     },
     /// Concurrent writers on one session, each bumping its own key: how many updates survive.
@@ -130,10 +130,10 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "memory")]
         store: race::Store,
         /// Concurrent writers, each on its own connection.
-        #[arg(long, default_value_t = 8, value_parser = at_least(1_u32))]
+        #[arg(long, default_value_t = 8, value_parser = counts::<u32>(1))]
         writers: u32,
         /// Increments per writer.
-        #[arg(long, default_value_t = 200, value_parser = at_least(1_u32))]
+        #[arg(long, default_value_t = 200, value_parser = counts::<u32>(1))]
         rounds: u32,
     },
     /// Long mixed load (four reads per write, sessions churning) over each store while Redis
@@ -147,10 +147,10 @@ pub(crate) enum Command {
         #[arg(long, value_delimiter = ',', default_value = "memory,redis,replicated")]
         stores: Vec<SoakStore>,
         /// Seconds between faults (at least 5).
-        #[arg(long, default_value_t = 60, value_parser = at_least(5_u64))]
+        #[arg(long, default_value_t = 60, value_parser = counts::<u64>(5))]
         fault_every: u64,
         /// Simulated users.
-        #[arg(long, default_value_t = 50, value_parser = at_least(1_usize))]
+        #[arg(long, default_value_t = 50, value_parser = counts::<usize>(1))]
         users: usize,
         /// Print one JSON array instead of text.
         #[arg(long)]
@@ -174,23 +174,14 @@ pub(crate) struct StacksAndWorkload {
     pub(crate) workload: Workload,
 }
 
-/// Whole numbers of at least `min`: counts that must not be zero.
-fn at_least<T>(min: T) -> impl Fn(&str) -> Result<T, TooSmall> + Clone + Send + Sync + 'static
+/// Whole numbers from `min` to a billion (clap's own ranged parser), for counts that must not
+/// be zero.
+fn counts<T>(min: u64) -> clap::builder::RangedU64ValueParser<T>
 where
-    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
 {
-    move |text| {
-        text.parse()
-            .ok()
-            .filter(|n| *n >= min)
-            .ok_or_else(|| TooSmall(min.to_string()))
-    }
+    clap::builder::RangedU64ValueParser::<T>::new().range(min..=1_000_000_000)
 }
-
-/// Not a whole number, or smaller than the least accepted (the field).
-#[derive(Debug, thiserror::Error)]
-#[error("expected a whole number, at least {0}")]
-struct TooSmall(String);
 
 /// Soak minutes outside 0.1 to 1440.
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +232,7 @@ mod tests {
             assert!(
                 message.contains(flag)
                     && message.contains(&format!("'{}'", value.rsplit(',').next().unwrap()))
-                    && message.contains("expected a whole number, at least"),
+                    && message.contains("is not in"),
                 "{args:?}: {message}"
             );
         }

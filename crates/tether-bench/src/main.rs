@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match start(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tether-bench: {}", error::chain(&*e));
+            eprintln!("tether-bench: {}", tether_core::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -93,7 +93,9 @@ impl Error {
     }
 }
 
-/// Displays an error followed by its chain of causes, `outer: inner: root`, for log lines.
+/// Displays an error followed by its chain of causes, `outer: inner: root`, for log lines and
+/// a binary's last words. A cause whose text the line already ends with (an error that repeats
+/// its source in its own message) is said once.
 ///
 /// ```
 /// use tether_core::{Error, error_chain};
@@ -110,14 +112,53 @@ pub fn error_chain<'a>(
     struct Chain<'a>(&'a (dyn std::error::Error + 'static));
     impl std::fmt::Display for Chain<'_> {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "{}", self.0)?;
+            let mut line = self.0.to_string();
             let mut source = self.0.source();
             while let Some(cause) = source {
-                write!(f, ": {cause}")?;
+                let cause_text = cause.to_string();
+                if !ends_with_words(&line, &cause_text) {
+                    line.push_str(": ");
+                    line.push_str(&cause_text);
+                }
                 source = cause.source();
             }
-            Ok(())
+            f.write_str(&line)
         }
     }
     Chain(error)
+}
+
+/// Whether `line` ends with `tail` as whole words (not `"unfound"` for `"found"`).
+fn ends_with_words(line: &str, tail: &str) -> bool {
+    line.strip_suffix(tail)
+        .is_some_and(|head| !tail.is_empty() && !head.ends_with(|c: char| c.is_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_the_message_repeats_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("refused: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("connecting")]
+        struct Connecting(#[source] Repeats);
+        let error = Connecting(Repeats(std::io::Error::other("no")));
+        assert_eq!(error_chain(&error).to_string(), "connecting: refused: no");
+
+        let error = Connecting(Repeats(std::io::Error::other("fused: no")));
+        assert_eq!(
+            error_chain(&error).to_string(),
+            "connecting: refused: fused: no"
+        );
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("unfound")]
+        struct Unfound(#[source] std::io::Error);
+        let error = Unfound(std::io::Error::other("found"));
+        assert_eq!(error_chain(&error).to_string(), "unfound: found");
+    }
 }

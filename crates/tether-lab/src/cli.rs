@@ -28,13 +28,13 @@ pub(crate) enum Command {
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
     /// App nodes per strategy (at least 2).
-    #[arg(long, default_value_t = 3, value_parser = at_least(2_usize))]
+    #[arg(long, default_value_t = 3, value_parser = counts::<usize>(2))]
     nodes: usize,
     /// Simulated users per strategy.
-    #[arg(long, default_value_t = 200, value_parser = at_least(1_usize))]
+    #[arg(long, default_value_t = 200, value_parser = counts::<usize>(1))]
     users: usize,
     /// Measured seconds per strategy (at least 2, after one second of warm-up).
-    #[arg(long, default_value_t = 7, value_parser = at_least(2_u64))]
+    #[arg(long, default_value_t = 7, value_parser = counts::<u64>(2))]
     seconds: u64,
     /// Pause between one user's requests, ms.
     #[arg(long, default_value_t = 20)]
@@ -144,23 +144,14 @@ fn open_html(path: PathBuf) -> Result<HtmlFile, clap::Error> {
     }
 }
 
-/// Whole numbers of at least `min`: counts that must not be zero.
-fn at_least<T>(min: T) -> impl Fn(&str) -> Result<T, TooSmall> + Clone + Send + Sync + 'static
+/// Whole numbers from `min` to a billion (clap's own ranged parser), for counts that must not
+/// be zero.
+fn counts<T>(min: u64) -> clap::builder::RangedU64ValueParser<T>
 where
-    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
 {
-    move |text| {
-        text.parse()
-            .ok()
-            .filter(|n| *n >= min)
-            .ok_or_else(|| TooSmall(min.to_string()))
-    }
+    clap::builder::RangedU64ValueParser::<T>::new().range(min..=1_000_000_000)
 }
-
-/// Not a whole number, or smaller than the least accepted (the field).
-#[derive(Debug, thiserror::Error)]
-#[error("expected a whole number, at least {0}")]
-struct TooSmall(String);
 
 /// An error about the arguments of `tether-lab run`, with its usage line.
 fn run_error(kind: ErrorKind, message: String) -> clap::Error {
@@ -226,10 +217,7 @@ mod tests {
                 message.contains(flag) && message.contains(&format!("'{value}'")),
                 "{flag} {value}: {message}"
             );
-            assert!(
-                message.contains("expected a whole number, at least"),
-                "{message}"
-            );
+            assert!(message.contains("is not in"), "{message}");
         }
         assert_eq!(run(&["--nodes", "2", "--seconds", "2"]).unwrap().nodes, 2);
     }

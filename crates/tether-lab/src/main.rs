@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
         Ok(report) => report,
         Err(e) => {
             bar.finish_and_clear();
-            eprintln!("tether-lab: {}", chain(&e));
+            eprintln!("tether-lab: {}", tether_core::error_chain(&e));
             if let Some(html) = plan.html.filter(|html| html.created) {
                 let _ = std::fs::remove_file(html.path);
             }
@@ -65,7 +65,7 @@ async fn main() -> ExitCode {
     if plan.json {
         match report.json() {
             Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("tether-lab: {}", chain(&e)),
+            Err(e) => eprintln!("tether-lab: {}", tether_core::error_chain(&e)),
         }
     } else {
         print!("{}", report.table());
@@ -75,7 +75,11 @@ async fn main() -> ExitCode {
             .set_len(0)
             .and_then(|()| file.write_all(report.html().as_bytes()));
         if let Err(e) = written {
-            eprintln!("tether-lab: writing {}: {}", path.display(), chain(&e));
+            eprintln!(
+                "tether-lab: writing {}: {}",
+                path.display(),
+                tether_core::error_chain(&e)
+            );
             return ExitCode::FAILURE;
         }
         eprintln!("tether-lab: wrote {}", path.display());
@@ -84,21 +88,4 @@ async fn main() -> ExitCode {
         return ExitCode::from(130);
     }
     ExitCode::SUCCESS
-}
-
-/// The error and its sources, `error: source: source of source`, each as it displays itself
-/// (a source that the message before it already ends with is left out).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // Some errors repeat their source in their own message: say it once.
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
