@@ -39,7 +39,7 @@ pub enum Cycled {
 /// A place where sessions live: memory, Redis, a replicated cluster.
 ///
 /// Every method is one round trip on a networked store. The contract, which the conformance suite
-/// in `tether-testkit` checks for every store:
+/// in `tether-conformance` checks for every store:
 ///
 /// - [`create`](Self::create) inserts only if the id is free, atomically.
 /// - [`apply`](Self::apply) applies a delta, key by key, only if the session exists. Two

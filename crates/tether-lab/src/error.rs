@@ -61,5 +61,5 @@ pub enum Error {
     Redis(#[source] tether_redis::Error),
     /// The soak's private `redis-server` could not be started or started again.
     #[error("starting redis-server")]
-    RedisServer(#[source] tether_testkit::HarnessError),
+    RedisServer(#[source] tether_conformance::Error),
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tether_testkit::RedisServer;
+use tether_conformance::RedisServer;
 use tokio::sync::watch;
 
 use crate::Error;

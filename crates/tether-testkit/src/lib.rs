@@ -1,29 +1,25 @@
-//! Test kit for tether (not published).
+//! Test kit for tether's own tests (not published).
 //!
-//! - [`store_conformance!`] generates the store conformance suite as `#[tokio::test]`s for any
-//!   [`SessionStore`](tether_core::SessionStore); every store crate calls it from its `tests/`.
-//! - [`conformance`] holds the checks themselves, one `async fn` each, to call one by one.
 //! - [`SpyStore`] wraps a store to count its calls and make them fail, for layer tests.
-//! - [`redis`] starts real Redis servers for tests: [`RedisServer`], [`RedisCluster`] and
-//!   [`SentinelSetup`], on free loopback ports, stopped on drop.
+//! - The published `tether-conformance` crate, with its `redis` harness, re-exported:
+//!   [`store_conformance!`], [`conformance`] (its `checks`), [`Fixture`], and [`redis`] with
+//!   [`RedisServer`], [`RedisCluster`] and [`SentinelSetup`].
 //!
 //! # Example
 //!
-//! In `crates/my-store/tests/conformance.rs` (the crate needs `tokio` with `macros` and
-//! `rt-multi-thread` as a dev-dependency):
-//!
 //! ```
-//! # mod my_store { pub use tether_memory::MemoryStore as MyStore; }
-//! use my_store::MyStore;
+//! use tether_memory::MemoryStore;
+//! use tether_testkit::{Failure, SpyStore};
 //!
-//! tether_testkit::store_conformance!(async { MyStore::new() });
-//! # fn main() {}
+//! let spy = SpyStore::new(MemoryStore::new());
+//! spy.fail_with(Some(Failure::CorruptLoads));
+//! assert_eq!(spy.calls().total(), 0);
 //! ```
 
-pub mod conformance;
-pub mod redis;
 mod spy;
 
-pub use conformance::Fixture;
-pub use redis::{HarnessError, RedisCluster, RedisServer, SentinelSetup};
 pub use spy::{Calls, Failure, SpyStore};
+pub use tether_conformance::checks as conformance;
+pub use tether_conformance::{
+    Fixture, RedisCluster, RedisServer, SentinelSetup, redis, store_conformance,
+};

@@ -1,7 +1,28 @@
-//! The store conformance suite: what every [`SessionStore`] must do.
+//! The checks of the store conformance suite: what every [`SessionStore`] must do.
 //!
-//! Each check is an `async fn` that panics with a message naming the broken rule. The
-//! [`store_conformance!`](crate::store_conformance) macro runs them all as tests.
+//! Each check is an `async fn` that panics with a message naming the broken rule, as `assert!`
+//! does: that is how it fails the test that calls it. The
+//! [`store_conformance!`](crate::store_conformance) macro runs them all as tests; call them one
+//! by one to run some of them, or to run one against a store in a particular state.
+//!
+//! # Example
+//!
+//! ```
+//! # mod my_store { pub use tether_memory::MemoryStore as MyStore; }
+//! use std::sync::Arc;
+//! use tether_conformance::checks;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let store = my_store::MyStore::new();
+//! // ... bring the store into the state to test, then:
+//! checks::contract(&store).await;
+//! checks::concurrent_create_has_one_winner(Arc::new(store)).await;
+//! # }
+//! ```
+// A check reports a broken rule by panicking (`expect` on a store error included): that is how
+// a test fails. Nothing else in the crate may panic.
+#![allow(clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -266,16 +287,19 @@ pub async fn deletion_is_final(store: &dyn SessionStore) {
             .apply(&record.id, &delta, &expiry)
             .await
             .expect("apply"),
-        Applied::Missing
+        Applied::Missing,
+        "apply must not bring back a deleted session"
     );
     assert_eq!(
         store.touch(&record.id, &expiry).await.expect("touch"),
-        Applied::Missing
+        Applied::Missing,
+        "touch must not bring back a deleted session"
     );
     let new = Id::random().expect("entropy");
     assert_eq!(
         store.cycle(&record.id, &new).await.expect("cycle"),
-        Cycled::Missing
+        Cycled::Missing,
+        "cycle must not bring back a deleted session"
     );
     assert!(
         load(store, &record.id).await.is_none(),
@@ -485,7 +509,7 @@ impl WithId for Record {
 ///
 /// ```
 /// # mod my_store { pub use tether_memory::MemoryStore as MyStore; }
-/// tether_testkit::store_conformance!(async { my_store::MyStore::new() });
+/// tether_conformance::store_conformance!(async { my_store::MyStore::new() });
 /// # fn main() {}
 /// ```
 #[macro_export]
@@ -505,7 +529,7 @@ macro_rules! store_conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
                     let fixture = $make.await;
-                    $crate::conformance::$check(&*fixture.store()).await;
+                    $crate::checks::$check(&*fixture.store()).await;
                 }
             )*
 
@@ -513,7 +537,7 @@ macro_rules! store_conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $shared() {
                     let fixture = $make.await;
-                    $crate::conformance::$shared(fixture.store()).await;
+                    $crate::checks::$shared(fixture.store()).await;
                 }
             )*
         }

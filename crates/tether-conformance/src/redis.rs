@@ -2,8 +2,24 @@
 //! each on free loopback ports, each stopped when dropped.
 //!
 //! The binaries come from `REDIS_SERVER_BIN` and `REDIS_CLI_BIN`, or `redis-server` and
-//! `redis-cli` on `PATH`. Servers keep nothing on disk (`--save ""`, no AOF) and run in a
-//! temporary directory.
+//! `redis-cli` on `PATH` (Debian: `apt-get install redis-server redis-tools`). Servers keep
+//! nothing on disk (`--save ""`, no AOF) and run in a temporary directory. A Redis-backed store
+//! runs the conformance suite against one with a [`Fixture`](crate::Fixture) that keeps the
+//! server alive (see the crate docs).
+//!
+//! # Example
+//!
+//! ```
+//! use tether_conformance::redis::RedisServer;
+//!
+//! let mut server = RedisServer::start()?;
+//! assert_eq!(server.command("SET greeting hello")?, "OK\n");
+//! assert_eq!(server.command("GET greeting")?, "hello\n");
+//!
+//! server.restart()?; // killed and started again on the same port, empty
+//! assert_eq!(server.command("EXISTS greeting")?, "0\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::io::{BufReader, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -11,28 +27,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Error;
+
 /// Ports are drawn below this, so a cluster node's bus port (port + 10000) stays valid.
 const MAX_PORT: u16 = 55_535;
 const MIN_PORT: u16 = 20_000;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a test server could not be started.
-#[derive(Debug)]
-pub struct HarnessError(String);
+/// Starts of a server or a setup before it is given up.
+const ATTEMPTS: usize = 5;
+/// How long [`SentinelSetup::fail_over`] waits for the replica's promotion.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl std::fmt::Display for HarnessError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
 }
 
-impl std::error::Error for HarnessError {}
-
-fn fail(message: impl Into<String>) -> HarnessError {
-    HarnessError(message.into())
-}
-
-fn binary(env: &str, default: &str) -> Result<PathBuf, HarnessError> {
+fn binary(env: &'static str, default: &'static str) -> Result<PathBuf, Error> {
     let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
     let found = Command::new(&path)
         .arg("--version")
@@ -43,10 +55,11 @@ fn binary(env: &str, default: &str) -> Result<PathBuf, HarnessError> {
     if found {
         Ok(path)
     } else {
-        Err(fail(format!(
-            "{default} not found (looked for {path:?}): install it with \
-             `apt-get install -y redis-server redis-tools`, or set {env} to its path"
-        )))
+        Err(Error::NotInstalled {
+            program: default,
+            path,
+            env,
+        })
     }
 }
 
@@ -89,7 +102,7 @@ fn read_reply(
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let line = line.trim_end();
-    let (kind, rest) = line.split_at(line.len().min(1));
+    let (kind, rest) = line.split_at_checked(1).unwrap_or((line, ""));
     match kind {
         "$" => {
             let Ok(len) = rest.parse::<usize>() else {
@@ -139,7 +152,7 @@ fn tls_ping(port: u16, ca: &Path) -> bool {
     })
 }
 
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), HarnessError> {
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
     let start = Instant::now();
     while start.elapsed() < START_TIMEOUT {
         if ready() {
@@ -147,9 +160,10 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), Harness
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(fail(format!(
-        "timed out after {START_TIMEOUT:?} waiting for {what}"
-    )))
+    Err(Error::Timeout {
+        what: what.to_owned(),
+        after: START_TIMEOUT,
+    })
 }
 
 /// One `redis-server` process.
@@ -169,7 +183,7 @@ impl RedisServer {
     /// # Errors
     ///
     /// When `redis-server` is missing (the message says how to install it) or does not start.
-    pub fn start() -> Result<Self, HarnessError> {
+    pub fn start() -> Result<Self, Error> {
         Self::start_with(&[])
     }
 
@@ -178,9 +192,9 @@ impl RedisServer {
     /// # Errors
     ///
     /// As [`RedisServer::start`].
-    pub fn start_with(args: &[&str]) -> Result<Self, HarnessError> {
+    pub fn start_with(args: &[&str]) -> Result<Self, Error> {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        Self::launch("redis-server", |server| {
+        Self::launch(|server| {
             server.args.clone_from(&args);
             server.spawn()
         })
@@ -189,25 +203,22 @@ impl RedisServer {
     /// Starts a server on a fresh port and directory with `spawn`. Another process may take the
     /// port between the check and redis-server's bind: then it tries again with a new one rather
     /// than fail.
-    fn launch(
-        what: &str,
-        mut spawn: impl FnMut(&mut Self) -> Result<(), HarnessError>,
-    ) -> Result<Self, HarnessError> {
-        let mut last = None;
-        for _ in 0..5 {
+    fn launch(mut spawn: impl FnMut(&mut Self) -> Result<(), Error>) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
             let mut server = Self {
                 port: free_port(),
-                dir: tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?,
+                dir: tempfile::tempdir().map_err(io("creating a temporary directory"))?,
                 args: Vec::new(),
                 child: None,
                 tls_ca: None,
             };
             match spawn(&mut server) {
                 Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
+                Err(e) if attempt >= ATTEMPTS => return Err(e),
+                Err(_) => attempt += 1,
             }
         }
-        Err(last.unwrap_or_else(|| fail(format!("{what} did not start"))))
     }
 
     /// Starts a server that speaks only TLS, with a certificate for `127.0.0.1` signed by a
@@ -217,8 +228,8 @@ impl RedisServer {
     /// # Errors
     ///
     /// As [`RedisServer::start`], and when the certificates cannot be made.
-    pub fn start_tls() -> Result<Self, HarnessError> {
-        Self::launch("redis-server with TLS", |server| {
+    pub fn start_tls() -> Result<Self, Error> {
+        Self::launch(|server| {
             let ca = server.make_certificates()?;
             let dir = server.dir.path().to_string_lossy().into_owned();
             server.args = vec![
@@ -237,21 +248,21 @@ impl RedisServer {
     }
 
     /// A CA and a server certificate for 127.0.0.1, made with the openssl command line.
-    fn make_certificates(&self) -> Result<PathBuf, HarnessError> {
+    fn make_certificates(&self) -> Result<PathBuf, Error> {
         let dir = self.dir.path();
-        let openssl = |args: &[&str]| -> Result<(), HarnessError> {
+        let openssl = |args: &[&str]| -> Result<(), Error> {
             let output = Command::new("openssl")
                 .args(args)
                 .current_dir(dir)
                 .output()
-                .map_err(|e| fail(format!("running openssl (is it installed?): {e}")))?;
+                .map_err(io("running openssl (is it installed?)"))?;
             if output.status.success() {
                 Ok(())
             } else {
-                Err(fail(format!(
-                    "openssl {args:?} failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )))
+                Err(Error::Command {
+                    command: format!("openssl {}", args.join(" ")),
+                    output: String::from_utf8_lossy(&output.stderr).into_owned(),
+                })
             }
         };
         openssl(&[
@@ -282,7 +293,7 @@ impl RedisServer {
             "server.csr",
         ])?;
         std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
-            .map_err(|e| fail(format!("writing san.ext: {e}")))?;
+            .map_err(io("writing san.ext"))?;
         openssl(&[
             "x509",
             "-req",
@@ -310,7 +321,7 @@ impl RedisServer {
             .and_then(|path| std::fs::read(path).ok())
     }
 
-    fn spawn(&mut self) -> Result<(), HarnessError> {
+    fn spawn(&mut self) -> Result<(), Error> {
         let bin = binary("REDIS_SERVER_BIN", "redis-server")?;
         let log = self.dir.path().join("redis.log");
         let port = self.port.to_string();
@@ -331,7 +342,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| fail(format!("spawning redis-server: {e}")))?;
+            .map_err(io("spawning redis-server"))?;
         self.child = Some(child);
         let port = self.port;
         let answers = || match &self.tls_ca {
@@ -347,10 +358,10 @@ impl RedisServer {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(fail(format!(
-                "redis-server on port {port} did not start; the end of its log:\n{}",
-                tail.join("\n")
-            )));
+            return Err(Error::NotStarted {
+                port,
+                log: tail.join("\n"),
+            });
         }
         Ok(())
     }
@@ -398,7 +409,7 @@ impl RedisServer {
     /// # Errors
     ///
     /// When it does not start, for instance because the port was taken meanwhile.
-    pub fn restart(&mut self) -> Result<(), HarnessError> {
+    pub fn restart(&mut self) -> Result<(), Error> {
         self.kill();
         self.spawn()
     }
@@ -430,7 +441,7 @@ impl RedisCluster {
     /// # Errors
     ///
     /// When a server does not start or the cluster does not form.
-    pub fn start(masters: usize) -> Result<Self, HarnessError> {
+    pub fn start(masters: usize) -> Result<Self, Error> {
         let masters = masters.max(3);
         let nodes = (0..masters)
             .map(|_| {
@@ -451,13 +462,16 @@ impl RedisCluster {
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
-            .map_err(|e| fail(format!("running redis-cli --cluster create: {e}")))?;
+            .map_err(io("running redis-cli --cluster create"))?;
         if !output.status.success() {
-            return Err(fail(format!(
-                "redis-cli --cluster create failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )));
+            return Err(Error::Command {
+                command: "redis-cli --cluster create".to_owned(),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+            });
         }
         for node in &nodes {
             wait_until(&format!("cluster_state:ok on port {}", node.port()), || {
@@ -498,7 +512,7 @@ impl SentinelSetup {
     /// # Errors
     ///
     /// When a process does not start or they do not find each other.
-    pub fn start() -> Result<Self, HarnessError> {
+    pub fn start() -> Result<Self, Error> {
         let master = RedisServer::start()?;
         let master_port = master.port().to_string();
         let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port])?;
@@ -520,7 +534,7 @@ impl SentinelSetup {
         })
     }
 
-    fn start_sentinel(master_port: u16) -> Result<RedisServer, HarnessError> {
+    fn start_sentinel(master_port: u16) -> Result<RedisServer, Error> {
         let config = format!(
             "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
              sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
@@ -550,12 +564,12 @@ impl SentinelSetup {
     ///
     /// # Errors
     ///
-    /// When no failover happens within 30 s.
-    pub fn fail_over(&mut self) -> Result<(), HarnessError> {
+    /// [`Error::Timeout`] when no failover happens within 30 s.
+    pub fn fail_over(&mut self) -> Result<(), Error> {
         self.master.kill();
         let replica_port = self.replica.port().to_string();
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
+        while start.elapsed() < FAILOVER_TIMEOUT {
             let named = self
                 .sentinel
                 .command(&format!(
@@ -571,22 +585,23 @@ impl SentinelSetup {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(fail("Sentinel did not promote the replica within 30 s"))
+        Err(Error::Timeout {
+            what: "Sentinel to promote the replica".to_owned(),
+            after: FAILOVER_TIMEOUT,
+        })
     }
 }
 
 impl RedisServer {
-    fn start_sentinel(config: &str) -> Result<Self, HarnessError> {
-        Self::launch("redis-server --sentinel", |server| {
-            server.spawn_sentinel(config)
-        })
+    fn start_sentinel(config: &str) -> Result<Self, Error> {
+        Self::launch(|server| server.spawn_sentinel(config))
     }
 
     /// Sentinel rewrites its configuration file, so it lives in the server's own directory.
-    fn spawn_sentinel(&mut self, config: &str) -> Result<(), HarnessError> {
+    fn spawn_sentinel(&mut self, config: &str) -> Result<(), Error> {
         let bin = binary("REDIS_SERVER_BIN", "redis-server")?;
         let path = self.dir.path().join("sentinel.conf");
-        std::fs::write(&path, config).map_err(|e| fail(format!("writing sentinel.conf: {e}")))?;
+        std::fs::write(&path, config).map_err(io("writing sentinel.conf"))?;
         let child = Command::new(bin)
             .arg(&path)
             .arg("--sentinel")
@@ -596,7 +611,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| fail(format!("spawning redis-server --sentinel: {e}")))?;
+            .map_err(io("spawning redis-server --sentinel"))?;
         self.child = Some(child);
         let port = self.port;
         wait_until(&format!("Sentinel on port {port} to answer PING"), || {
