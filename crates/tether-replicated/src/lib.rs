@@ -94,6 +94,7 @@
 mod auth;
 mod config;
 mod error;
+mod handshake;
 mod hlc;
 mod link;
 #[cfg(feature = "test-util")]

@@ -102,7 +102,7 @@ struct Liveness {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("name", &self.link.name)
+            .field("name", &self.link.name())
             .field("view", &*self.view.borrow())
             .finish_non_exhaustive()
     }
@@ -195,7 +195,7 @@ impl Node {
 
     /// The node's name.
     pub fn name(&self) -> &str {
-        &self.shared.link.name
+        self.shared.link.name()
     }
 
     /// The address peers reach this node on.
@@ -205,13 +205,13 @@ impl Node {
 
     /// Counters of replication traffic and held entries.
     pub fn stats(&self) -> NodeStats {
-        let counters = &self.shared.link.counters;
+        let counted = self.shared.link.counters().get();
         NodeStats {
-            messages_sent: counters.messages.load(Ordering::Relaxed),
-            bytes_sent: counters.bytes.load(Ordering::Relaxed),
-            dropped: counters.dropped.load(Ordering::Relaxed),
-            rejected_connections: counters.rejected.load(Ordering::Relaxed),
-            rejected_frames: counters.rejected_frames.load(Ordering::Relaxed),
+            messages_sent: counted.messages,
+            bytes_sent: counted.bytes,
+            dropped: counted.dropped,
+            rejected_connections: counted.rejected,
+            rejected_frames: counted.rejected_frames,
             entries: self.shared.state.len(),
         }
     }
@@ -219,7 +219,7 @@ impl Node {
     /// Stops the node at once: connections close, peers see it die. Its sessions live on in
     /// their other holders.
     pub fn shutdown(&self) {
-        self.shared.link.cancel.cancel();
+        self.shared.link.stop();
     }
 
     /// Freezes or thaws the node: a frozen node keeps its connections open but answers nothing,
@@ -249,7 +249,7 @@ impl std::fmt::Debug for Node {
 
 impl Shared {
     pub(crate) fn name(&self) -> &str {
-        &self.link.name
+        self.link.name()
     }
 
     pub(crate) fn view(&self) -> View {
@@ -364,7 +364,7 @@ impl Shared {
     fn member_peers(&self) -> impl Iterator<Item = &Peer> {
         let failure = self.config.failure_timeout;
         self.peers()
-            .filter(move |peer| peer.health.is_member(failure))
+            .filter(move |peer| peer.is_member(failure))
     }
 
     fn current_members(&self) -> View {
@@ -380,7 +380,7 @@ impl Shared {
         let mut tick = tokio::time::interval(self.config.heartbeat);
         loop {
             tokio::select! {
-                () = self.link.cancel.cancelled() => return,
+                () = self.link.cancelled() => return,
                 _ = tick.tick() => {}
             }
             self.tick();
@@ -407,7 +407,7 @@ impl Shared {
         loop {
             let epoch = self.stalls();
             let joined = tokio::select! {
-                () = self.link.cancel.cancelled() => return,
+                () = self.link.cancelled() => return,
                 joined = self.join(epoch) => joined,
             };
             if !joined {
@@ -415,7 +415,7 @@ impl Shared {
             }
             while self.stalls() == epoch {
                 tokio::select! {
-                    () = self.link.cancel.cancelled() => return,
+                    () = self.link.cancelled() => return,
                     () = self.stalled.notified() => {}
                 }
             }
@@ -440,7 +440,7 @@ impl Shared {
         let started = tokio::time::Instant::now();
         let failure = self.config.failure_timeout;
         while started.elapsed() < window {
-            if self.peers().all(|peer| peer.health.is_alive(failure)) {
+            if self.peers().all(|peer| peer.is_alive(failure)) {
                 break;
             }
             tokio::time::sleep(self.config.heartbeat / 2).await;
@@ -497,8 +497,8 @@ impl Shared {
             let all_seen = {
                 let pinged_by = self.lock_pinged_by();
                 self.peers()
-                    .filter(|peer| peer.health.is_alive(failure))
-                    .all(|peer| peer.health.is_member(failure) && pinged_by.contains(peer.name()))
+                    .filter(|peer| peer.is_alive(failure))
+                    .all(|peer| peer.is_member(failure) && pinged_by.contains(peer.name()))
             };
             if all_seen {
                 return;
@@ -548,7 +548,7 @@ impl Shared {
         let mut changes = self.view.subscribe();
         loop {
             tokio::select! {
-                () = self.link.cancel.cancelled() => return,
+                () = self.link.cancelled() => return,
                 changed = changes.changed() => if changed.is_err() { return },
             }
             let view = changes.borrow_and_update().clone();
@@ -607,7 +607,7 @@ impl Shared {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
-                () = self.link.cancel.cancelled() => return,
+                () = self.link.cancelled() => return,
                 _ = tick.tick() => {}
             }
             let forgotten = self
@@ -710,7 +710,7 @@ impl Shared {
         let me = self.name();
         let backups: Vec<&str> = view.holders(&id).into_iter().filter(|h| *h != me).collect();
         let now = Timestamp::now();
-        let at = self.link.clock.now();
+        let at = self.link.clock().now();
         match op {
             Op::Create {
                 id,
@@ -773,7 +773,7 @@ impl Shared {
             Ack::Async => {
                 for peer in peers {
                     if !peer.send(request.clone()) {
-                        self.link.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.link.counters().dropped();
                     }
                 }
                 Ok(Vec::new())

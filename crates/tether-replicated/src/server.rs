@@ -1,14 +1,13 @@
 //! Incoming replication connections: authenticate the peer, then answer its requests.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::auth::nonce;
-use crate::link::{HANDSHAKE_TIMEOUT, LinkError, encoded, receive, send};
+use crate::handshake;
+use crate::link::{LinkError, LogLimit, encoded, receive};
 use crate::node::Shared;
 use crate::wire::{Frame, Request, Response};
 
@@ -20,15 +19,19 @@ pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
     // the handshake timeout); a connection arriving while every slot is taken is closed at
     // once, so unauthenticated connections cost at most this many tasks and small buffers.
     let handshakes = Arc::new(Semaphore::new(node.config.max_handshakes));
+    // Log lines about connections refused because every handshake slot was taken, and about
+    // rejected connections.
+    let busy_log = LogLimit::default();
+    let rejected_log = Arc::new(LogLimit::default());
     loop {
         tokio::select! {
-            () = node.link.cancel.cancelled() => return,
+            () = node.link.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let Ok(slot) = Arc::clone(&handshakes).try_acquire_owned() else {
                         drop(stream);
-                        node.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        if let Some(held_back) = node.link.busy_log.allow() {
+                        node.link.counters().rejected();
+                        if let Some(held_back) = busy_log.allow() {
                             tracing::debug!(
                                 %addr,
                                 held_back,
@@ -39,10 +42,11 @@ pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
                         continue;
                     };
                     let node = Arc::clone(&node);
+                    let rejected_log = Arc::clone(&rejected_log);
                     tokio::spawn(async move {
                         if let Err(rejected) = connection(stream, &node, slot).await {
-                            node.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                            if let Some(held_back) = node.link.rejected_log.allow() {
+                            node.link.counters().rejected();
+                            if let Some(held_back) = rejected_log.allow() {
                                 tracing::warn!(%addr, error = %rejected, held_back, "dropped a replication connection");
                             }
                         }
@@ -67,45 +71,8 @@ async fn connection(
     slot: OwnedSemaphorePermit,
 ) -> Result<(), LinkError> {
     let link = &node.link;
-    let mut transport = link.framed(stream);
-    let handshake = async {
-        let server_nonce = nonce();
-        send(
-            &mut transport,
-            &Frame::Challenge {
-                nonce: server_nonce,
-            },
-        )
-        .await?;
-        let Frame::Hello {
-            node: peer,
-            nonce: client_nonce,
-            mac,
-        } = receive(&mut transport).await?
-        else {
-            return Err(LinkError::Protocol("expected a hello"));
-        };
-        if !node.is_peer(&peer)
-            || !link
-                .key
-                .verify_client(&server_nonce, &client_nonce, &peer, &mac)
-        {
-            return Err(LinkError::Authentication);
-        }
-        let welcome = Frame::Welcome {
-            node: link.name.clone(),
-            mac: link
-                .key
-                .server_proof(&client_nonce, &server_nonce, &link.name),
-        };
-        send(&mut transport, &welcome).await?;
-        Ok(peer)
-    };
-    let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| LinkError::Timeout)??;
+    let (transport, peer) = handshake::accept(link, stream, |name| node.is_peer(name)).await?;
     drop(slot);
-    link.authenticated(&mut transport);
     tracing::debug!(%peer, "peer authenticated");
 
     let (mut sink, mut stream) = transport.split();
@@ -122,7 +89,7 @@ async fn connection(
                 }
             );
             if !heartbeat {
-                counted.link.counters.reply_sent(bytes.len());
+                counted.link.counters().reply_sent(bytes.len());
             }
             if sink.send(bytes).await.is_err() {
                 return;
@@ -132,7 +99,7 @@ async fn connection(
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let result = loop {
         let frame = tokio::select! {
-            () = link.cancel.cancelled() => break Ok(()),
+            () = link.cancelled() => break Ok(()),
             frame = receive(&mut stream) => frame,
         };
         let (id, clock, body) = match frame {
@@ -172,7 +139,7 @@ async fn connection(
             };
             let frame = Frame::Response {
                 id,
-                clock: node.link.clock.peek(),
+                clock: node.link.clock().peek(),
                 body,
             };
             let _ = responses.send(frame).await;

@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(welcome.len(), 2 + 2 + crate::MAX_NAME_LEN + 32);
         for frame in [&challenge, &hello, &welcome] {
             assert!(
-                frame.len() <= crate::link::HANDSHAKE_MAX_FRAME / 3 * 2,
+                frame.len() <= crate::handshake::HANDSHAKE_MAX_FRAME / 3 * 2,
                 "{}",
                 frame.len()
             );
