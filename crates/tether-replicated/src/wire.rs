@@ -112,6 +112,16 @@ pub(crate) enum Response {
     },
 }
 
+impl Response {
+    /// A response saying the request could not be served.
+    pub(crate) fn failed(transient: bool, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            transient,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DecodeError {
