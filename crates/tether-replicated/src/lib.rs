@@ -94,17 +94,24 @@
 mod auth;
 mod config;
 mod error;
+mod handshake;
 mod hlc;
 mod link;
 #[cfg(feature = "test-util")]
 mod local;
+mod membership;
 mod node;
 mod peer;
+mod read;
+mod rebalance;
 mod server;
 mod state;
 mod store;
+mod sweep;
+mod transfer;
 mod view;
 mod wire;
+mod write;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

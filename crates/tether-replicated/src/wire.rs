@@ -112,6 +112,16 @@ pub(crate) enum Response {
     },
 }
 
+impl Response {
+    /// A response saying the request could not be served.
+    pub(crate) fn failed(transient: bool, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            transient,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DecodeError {
@@ -183,7 +193,7 @@ mod tests {
         assert_eq!(welcome.len(), 2 + 2 + crate::MAX_NAME_LEN + 32);
         for frame in [&challenge, &hello, &welcome] {
             assert!(
-                frame.len() <= crate::link::HANDSHAKE_MAX_FRAME / 3 * 2,
+                frame.len() <= crate::handshake::HANDSHAKE_MAX_FRAME / 3 * 2,
                 "{}",
                 frame.len()
             );
