@@ -142,6 +142,9 @@ async fn killing_one_of_three_backup_nodes_loses_nothing() {
     let (cookies, seen) = join(users).await;
     let total_ok: u32 = seen.iter().map(|s| s.ok).sum();
     let total_503: u32 = seen.iter().map(|s| s.unavailable).sum();
+    let wrong: usize = seen.iter().map(|s| s.lost.len() + s.unexplained.len()).sum();
+    // The figures, for comparing runs (`--nocapture`).
+    println!("while killing a node: {total_ok} successes, {total_503} unavailable, {wrong} wrong values");
     for (user, s) in seen.iter().enumerate() {
         assert!(s.lost.is_empty(), "user {user} lost updates: {:?}", s.lost);
         assert!(s.unexplained.is_empty(), "user {user}: {:?}", s.unexplained);
