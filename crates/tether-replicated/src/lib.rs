@@ -11,6 +11,15 @@
 //!   hybrid logical clock; every key is a last-writer-wins register, deletions are tombstones, so
 //!   copies converge whatever order they receive changes in, and concurrent requests changing
 //!   different keys all survive.
+//! - **Exactly-once writes.** Every store call that changes a session (create, apply, touch,
+//!   delete, and the steps of cycle) gets a random 128-bit write id, kept on every forward of
+//!   the call. Each session remembers the ids of its latest 32 writes, on every holder and
+//!   across failovers (they travel and merge with the session's state), so a write delivered
+//!   twice (retried after a lost answer, sent again to a new primary, replayed by a peer) is
+//!   applied once and answered as the first time; a repetition is counted in
+//!   [`NodeStats::repeated_writes`]. The bound: a write whose id the session has forgotten,
+//!   because 32 later writes of the same session came in between, is applied again if it comes
+//!   back. Remembering costs up to about 1 KiB per session, in memory and in whole copies.
 //! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder applied it (or fails
 //!   with a transient error after the sync timeout); [`Ack::Async`]: once the primary did.
 //! - **Failures.** Peers are members while they answer heartbeats. When one dies, the remaining
@@ -112,6 +121,7 @@ mod transfer;
 mod view;
 mod wire;
 mod write;
+mod write_id;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

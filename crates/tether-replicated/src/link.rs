@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     rejected: AtomicU64,
     /// Frames refused for a clock beyond the max drift.
     rejected_frames: AtomicU64,
+    /// Writes recognised by their write id and not applied again.
+    repeated_writes: AtomicU64,
 }
 
 /// The values of [`Counters`] at one moment.
@@ -40,6 +42,7 @@ pub(crate) struct Counted {
     pub(crate) dropped: u64,
     pub(crate) rejected: u64,
     pub(crate) rejected_frames: u64,
+    pub(crate) repeated_writes: u64,
 }
 
 impl Counters {
@@ -70,6 +73,11 @@ impl Counters {
         self.rejected_frames.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A write came again (same write id) and was not applied again.
+    pub(crate) fn repeated_write(&self) {
+        self.repeated_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn get(&self) -> Counted {
         Counted {
             messages: self.messages.load(Ordering::Relaxed),
@@ -77,6 +85,7 @@ impl Counters {
             dropped: self.dropped.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             rejected_frames: self.rejected_frames.load(Ordering::Relaxed),
+            repeated_writes: self.repeated_writes.load(Ordering::Relaxed),
         }
     }
 }

@@ -61,6 +61,10 @@ pub struct NodeStats {
     /// Frames from authenticated peers refused because their clock was further ahead of this
     /// node's than the max clock drift (heartbeats among them still count as signs of life).
     pub rejected_frames: u64,
+    /// Writes that came again, recognised by their write id and not applied a second time: a
+    /// store call retried or forwarded again after a failure, or a peer replaying an old write.
+    /// See the crate docs for how long write ids are remembered.
+    pub repeated_writes: u64,
     /// Sessions and tombstones held.
     pub entries: usize,
 }
@@ -212,6 +216,7 @@ impl Node {
             dropped: counted.dropped,
             rejected_connections: counted.rejected,
             rejected_frames: counted.rejected_frames,
+            repeated_writes: counted.repeated_writes,
             entries: self.parts.state.len(),
         }
     }
@@ -220,6 +225,17 @@ impl Node {
     /// their other holders.
     pub fn shutdown(&self) {
         self.parts.link.stop();
+    }
+
+    /// Sends a write this node copied to backups (as a session's primary) `back` writes ago
+    /// (0: the last, up to 15) to those backups again, stamped anew: what a peer replaying an old
+    /// write does. They recognise its write id and do not apply it again (counted in
+    /// [`NodeStats::repeated_writes`]). Returns how many backups answered. For tests of that;
+    /// needs the `test-util` feature.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn replay_copied_write(&self, back: usize) -> usize {
+        self.parts.writes.replay_copied_write(back).await
     }
 
     /// Freezes or thaws the node: a frozen node keeps its connections open but answers nothing,

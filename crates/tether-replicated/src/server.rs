@@ -216,9 +216,9 @@ impl Server {
                 ready: self.members.is_ready(),
             },
             Request::Fetch { id } => self.reads.answer_fetch(&id),
-            Request::Create { id, entry } => self.writes.backup_create(id, entry),
+            Request::Create { id, write, entry } => self.writes.backup_create(id, &write, entry),
             Request::Apply { id, delta } => self.writes.backup_apply(&id, &delta),
-            Request::Delete { id, at } => self.writes.backup_delete(id, at),
+            Request::Delete { id, at, write } => self.writes.backup_delete(id, at, write),
             Request::Push { entries } => {
                 transfer::merge(&self.state, entries);
                 Response::Done
@@ -230,7 +230,7 @@ impl Server {
                 after,
                 self.page_budget,
             ),
-            Request::Forward(op) => self.writes.answer_forward(op).await,
+            Request::Forward { write, op } => self.writes.answer_forward(write, op).await,
         }
     }
 }

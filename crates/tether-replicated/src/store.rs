@@ -32,6 +32,32 @@ impl ReplicatedStore {
             writes,
         }
     }
+
+    /// As [`SessionStore::apply`], with the write id `write` instead of a new random one:
+    /// two calls with the same id are one store call delivered twice (as after a lost answer),
+    /// and the session applies it once. For tests of that; needs the `test-util` feature.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::apply`].
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn apply_with_write_id(
+        &self,
+        write: [u8; 16],
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+    ) -> Result<Applied, Error> {
+        self.writes
+            .apply_as(
+                crate::write_id::WriteId::from_bytes(write),
+                id,
+                changes,
+                expiry,
+            )
+            .await
+    }
 }
 
 #[async_trait]

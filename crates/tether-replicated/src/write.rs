@@ -2,6 +2,10 @@
 //! `Forward`). The primary stamps it with its hybrid logical clock, applies it, and copies it
 //! to the backups (waiting for them under `Sync`); a backup that answers a delta with "no copy"
 //! gets the whole session. The backups' side, applying what a primary sends, is here too.
+//!
+//! Each store call gets a write id, kept on every forward of the call. A session remembers the
+//! ids of its latest writes, on every holder: a write that comes again is not applied again,
+//! and answers as the first time (see [`crate::write_id`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +17,14 @@ use crate::hlc::Hlc;
 use crate::link::Link;
 use crate::membership::Members;
 use crate::peer::Peer;
-use crate::state::{ApplyOutcome, Delta, Entry, LocalState};
+use crate::state::{ApplyOutcome, CreateOutcome, Delta, Entry, LocalState};
 use crate::wire::{Op, Request, Response};
+use crate::write_id::WriteId;
 use crate::{Ack, NodeConfig};
+
+/// How many of the latest copied writes `Node::replay_copied_write` can replay.
+#[cfg(feature = "test-util")]
+const REPLAYABLE: usize = 16;
 
 /// Where writes are routed, performed, and copied.
 pub(crate) struct Writes {
@@ -24,6 +33,10 @@ pub(crate) struct Writes {
     state: Arc<LocalState>,
     ack: Ack,
     sync_timeout: Duration,
+    /// The latest writes copied to backups, and to which, newest first: for
+    /// `Node::replay_copied_write`.
+    #[cfg(feature = "test-util")]
+    copied: std::sync::Mutex<std::collections::VecDeque<(Vec<String>, Request)>>,
 }
 
 impl Writes {
@@ -39,6 +52,8 @@ impl Writes {
             state,
             ack: config.ack,
             sync_timeout: config.sync_timeout,
+            #[cfg(feature = "test-util")]
+            copied: std::sync::Mutex::default(),
         }
     }
 
@@ -54,7 +69,7 @@ impl Writes {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        match self.execute(op).await? {
+        match self.execute(WriteId::random()?, op).await? {
             Response::Created(true) => Ok(Created::Created),
             Response::Created(false) => Ok(Created::IdTaken),
             other => Err(unexpected(&other)),
@@ -64,6 +79,17 @@ impl Writes {
     /// Applies one request's `changes` and new `expiry` to a live session.
     pub(crate) async fn apply(
         &self,
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+    ) -> Result<Applied, Error> {
+        self.apply_as(WriteId::random()?, id, changes, expiry).await
+    }
+
+    /// As [`Writes::apply`], for the store call `write`.
+    pub(crate) async fn apply_as(
+        &self,
+        write: WriteId,
         id: &Id,
         changes: &Changes,
         expiry: &Expiry,
@@ -78,7 +104,7 @@ impl Writes {
                 .collect(),
             expiry: *expiry,
         };
-        match self.execute(op).await? {
+        match self.execute(write, op).await? {
             Response::Applied(ApplyOutcome::Applied) => Ok(Applied::Applied),
             Response::Applied(_) => Ok(Applied::Missing),
             other => Err(unexpected(&other)),
@@ -87,21 +113,24 @@ impl Writes {
 
     /// Deletes a session: it never lives again.
     pub(crate) async fn delete(&self, id: &Id) -> Result<(), Error> {
-        match self.execute(Op::Delete { id: *id }).await? {
+        match self
+            .execute(WriteId::random()?, Op::Delete { id: *id })
+            .await?
+        {
             Response::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Runs a write on the session's primary, here or there.
-    async fn execute(&self, op: Op) -> Result<Response, Error> {
+    /// Runs the store call `write` on the session's primary, here or there.
+    async fn execute(&self, write: WriteId, op: Op) -> Result<Response, Error> {
         self.members.notice_stall();
         let view = self.members.routing_view().await;
         let Some(primary) = view.primary(op.id()) else {
             return Err(unavailable("no live member in the cluster view"));
         };
         if primary == self.members.name() {
-            return self.execute_as_primary(op).await;
+            return self.execute_as_primary(write, op).await;
         }
         let peer = self
             .members
@@ -109,7 +138,7 @@ impl Writes {
             .ok_or_else(|| unavailable("the primary is not a configured peer"))?;
         // The primary may wait one sync timeout for its backups.
         let timeout = self.sync_timeout * 2;
-        match peer.request(Request::Forward(op), timeout).await {
+        match peer.request(Request::Forward { write, op }, timeout).await {
             Ok(Response::Failed { transient, reason }) => {
                 Err(PeerError::refused(primary, transient, reason))
             }
@@ -120,7 +149,7 @@ impl Writes {
 
     /// The answer to a `Forward` from a peer that routed a write here: performed if this node
     /// is the session's primary by its own view, refused (transient) otherwise.
-    pub(crate) async fn answer_forward(&self, op: Op) -> Response {
+    pub(crate) async fn answer_forward(&self, write: WriteId, op: Op) -> Response {
         let view = self.members.view();
         if view.primary(op.id()) != Some(self.members.name()) {
             return Response::failed(
@@ -128,14 +157,16 @@ impl Writes {
                 format!("{} is not the primary of this session", self.members.name()),
             );
         }
-        match self.execute_as_primary(op).await {
+        match self.execute_as_primary(write, op).await {
             Ok(response) => response,
             Err(e) => Response::failed(e.is_transient(), tether_core::error_chain(&e).to_string()),
         }
     }
 
     /// Performs a write as the session's primary: stamp it, apply it, copy it to the backups.
-    async fn execute_as_primary(&self, op: Op) -> Result<Response, Error> {
+    /// A write the session remembers (by its id) is not applied again: the backups get the
+    /// session as it is, so that under `Sync` the answer still means every holder has it.
+    async fn execute_as_primary(&self, write: WriteId, op: Op) -> Result<Response, Error> {
         self.members.notice_stall();
         if !self.members.is_serving() {
             // The view it routed by was taken before a stall was noticed.
@@ -158,12 +189,15 @@ impl Writes {
             } => {
                 let record =
                     Record::new(id, expiry, created_at).with_data(data.into_iter().collect());
-                let entry = Entry::from_record(&record, at);
-                if !self.state.create(id, entry.clone()) {
-                    return Ok(Response::Created(false));
+                let entry = Entry::from_record(&record, at, write);
+                match self.state.create(id, entry.clone(), &write) {
+                    CreateOutcome::Taken => return Ok(Response::Created(false)),
+                    CreateOutcome::Repeated => self.reconfirm(&backups, &id).await?,
+                    CreateOutcome::Created => {
+                        self.replicate(&backups, &Request::Create { id, write, entry })
+                            .await?;
+                    }
                 }
-                self.replicate(&backups, &Request::Create { id, entry })
-                    .await?;
                 Ok(Response::Created(true))
             }
             Op::Apply {
@@ -174,6 +208,7 @@ impl Writes {
                 expiry,
             } => {
                 let delta = Delta {
+                    write,
                     at,
                     clear,
                     removed,
@@ -182,7 +217,13 @@ impl Writes {
                 };
                 match self.state.apply(&id, &delta, now) {
                     ApplyOutcome::Applied => {}
-                    _ => return Ok(Response::Applied(ApplyOutcome::Missing)),
+                    ApplyOutcome::Repeated => {
+                        self.reconfirm(&backups, &id).await?;
+                        return Ok(Response::Applied(ApplyOutcome::Applied));
+                    }
+                    ApplyOutcome::Missing | ApplyOutcome::Unknown => {
+                        return Ok(Response::Applied(ApplyOutcome::Missing));
+                    }
                 }
                 let answers = self
                     .replicate(&backups, &Request::Apply { id, delta })
@@ -191,9 +232,12 @@ impl Writes {
                 Ok(Response::Applied(ApplyOutcome::Applied))
             }
             Op::Delete { id } => {
-                self.state.delete(id, at);
-                self.replicate(&backups, &Request::Delete { id, at })
-                    .await?;
+                if self.state.delete(id, at, write) {
+                    self.replicate(&backups, &Request::Delete { id, at, write })
+                        .await?;
+                } else {
+                    self.reconfirm(&backups, &id).await?;
+                }
                 Ok(Response::Done)
             }
         }
@@ -206,6 +250,21 @@ impl Writes {
         targets: &[&str],
         request: &Request,
     ) -> Result<Vec<(String, Response)>, Error> {
+        #[cfg(feature = "test-util")]
+        if !targets.is_empty()
+            && matches!(
+                request,
+                Request::Create { .. } | Request::Apply { .. } | Request::Delete { .. }
+            )
+        {
+            let targets = targets.iter().map(|t| (*t).to_owned()).collect();
+            let mut copied = self
+                .copied
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            copied.push_front((targets, request.clone()));
+            copied.truncate(REPLAYABLE);
+        }
         let peers: Vec<&Peer> = targets
             .iter()
             .filter_map(|t| self.members.peer(t))
@@ -238,6 +297,56 @@ impl Writes {
         }
     }
 
+    /// A write came again, applied already: counted, and the session as it is goes to the
+    /// backups of the current view (which may not be those the first attempt copied it to).
+    async fn reconfirm(&self, backups: &[&str], id: &Id) -> Result<(), Error> {
+        self.link.counters().repeated_write();
+        let Some(entry) = self.state.entry(id) else {
+            return Ok(());
+        };
+        self.replicate(
+            backups,
+            &Request::Push {
+                entries: vec![(*id, entry)],
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sends the write copied to backups `back` writes ago (0: the last) to them again, stamped
+    /// anew, as a peer replaying an old write would; how many backups answered.
+    #[cfg(feature = "test-util")]
+    pub(crate) async fn replay_copied_write(&self, back: usize) -> usize {
+        let old = self
+            .copied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(back)
+            .cloned();
+        let Some((targets, mut request)) = old else {
+            return 0;
+        };
+        let now = self.link.clock().now();
+        match &mut request {
+            Request::Apply { delta, .. } => delta.at = now,
+            Request::Delete { at, .. } => *at = now,
+            _ => {}
+        }
+        let mut answered = 0;
+        for target in &targets {
+            if let Some(peer) = self.members.peer(target)
+                && peer
+                    .request(request.clone(), self.sync_timeout)
+                    .await
+                    .is_ok()
+            {
+                answered += 1;
+            }
+        }
+        answered
+    }
+
     /// Backups that answered a delta with "no copy" get the whole session.
     async fn repair(&self, id: &Id, answers: &[(String, Response)]) -> Result<(), Error> {
         let lacking: Vec<&str> = answers
@@ -261,25 +370,37 @@ impl Writes {
         Ok(())
     }
 
-    /// As a backup: stores a new session from its primary. Merges, so a copy pushed earlier
-    /// does not refuse it.
-    pub(crate) fn backup_create(&self, id: Id, entry: Entry) -> Response {
-        let deleted = self
-            .state
-            .entry(&id)
-            .is_some_and(|e| e.deleted_at.is_some());
+    /// As a backup: stores a new session from its primary, created by the store call `write`.
+    /// Merges, so a copy pushed earlier does not refuse it; a creation the session remembers
+    /// (a replay, perhaps stamped anew) is counted and not merged again.
+    pub(crate) fn backup_create(&self, id: Id, write: &WriteId, entry: Entry) -> Response {
+        let known = self.state.entry(&id);
+        if known.as_ref().is_some_and(|e| e.writes.contains(write)) {
+            self.link.counters().repeated_write();
+            return Response::Created(true);
+        }
+        let deleted = known.is_some_and(|e| e.deleted_at.is_some());
         self.state.merge(id, entry);
         Response::Created(!deleted)
     }
 
-    /// As a backup: applies a delta its primary stamped.
+    /// As a backup: applies a delta its primary stamped, unless the session remembers its
+    /// write id (counted: a replay, answered as applied).
     pub(crate) fn backup_apply(&self, id: &Id, delta: &Delta) -> Response {
-        Response::Applied(self.state.apply(id, delta, Timestamp::now()))
+        match self.state.apply(id, delta, Timestamp::now()) {
+            ApplyOutcome::Repeated => {
+                self.link.counters().repeated_write();
+                Response::Applied(ApplyOutcome::Applied)
+            }
+            outcome => Response::Applied(outcome),
+        }
     }
 
-    /// As a backup: records a deletion its primary stamped.
-    pub(crate) fn backup_delete(&self, id: Id, at: Hlc) -> Response {
-        self.state.delete(id, at);
+    /// As a backup: records a deletion its primary stamped, unless the session remembers it.
+    pub(crate) fn backup_delete(&self, id: Id, at: Hlc, write: WriteId) -> Response {
+        if !self.state.delete(id, at, write) {
+            self.link.counters().repeated_write();
+        }
         Response::Done
     }
 }
