@@ -20,8 +20,14 @@
 //!   [`NodeStats::repeated_writes`]. The bound: a write whose id the session has forgotten,
 //!   because 32 later writes of the same session came in between, is applied again if it comes
 //!   back. Remembering costs up to about 1 KiB per session, in memory and in whole copies.
-//! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder applied it (or fails
-//!   with a transient error after the sync timeout); [`Ack::Async`]: once the primary did.
+//! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder of the current
+//!   view applied it; [`Ack::Async`]: once the primary did.
+//! - **Retries.** A store call that fails transiently (the primary unreachable or gone, a node
+//!   joining, the view changing, a backup dying under a `Sync` write) waits for the next view
+//!   and tries again, with the same write id, on the new primary, within a deadline per call
+//!   ([`NodeConfig::with_retry_deadline`], default 2 s); past it the call fails with the
+//!   transient error. A `Sync` write whose backup died is thus answered once the primary has
+//!   copied the session to its new holders.
 //! - **Failures.** Peers are members while they answer heartbeats. When one dies, the remaining
 //!   holders copy its sessions to their new holders; a node that joins or restarts first
 //!   receives the sessions it must hold, then becomes a member. Nodes started together agree
@@ -113,6 +119,7 @@ mod node;
 mod peer;
 mod read;
 mod rebalance;
+mod retry;
 mod server;
 mod state;
 mod store;
@@ -137,8 +144,8 @@ pub mod fuzzing {
 pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
     Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
-    MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_RETRY_DEADLINE, DEFAULT_SYNC_TIMEOUT,
+    DEFAULT_TOMBSTONE_RETENTION, MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
 };
 pub use error::Error;
 #[cfg(feature = "test-util")]

@@ -9,6 +9,7 @@ use tether_core::{Error, Id, Record, Timestamp};
 use crate::NodeConfig;
 use crate::error::{PeerError, unavailable, unexpected};
 use crate::membership::Members;
+use crate::retry::Retry;
 use crate::state::LocalState;
 use crate::wire::{Request, Response};
 
@@ -17,11 +18,13 @@ pub(crate) struct Reads {
     members: Arc<Members>,
     state: Arc<LocalState>,
     sync_timeout: Duration,
+    retry: Retry,
 }
 
 impl Reads {
     pub(crate) fn new(config: &NodeConfig, members: Arc<Members>, state: Arc<LocalState>) -> Self {
         Self {
+            retry: Retry::new(Arc::clone(&members), config.retry_deadline),
             members,
             state,
             sync_timeout: config.sync_timeout,
@@ -29,8 +32,13 @@ impl Reads {
     }
 
     /// The live session `id`, from this node if it holds the session and serves, from another
-    /// holder otherwise.
+    /// holder otherwise; tried again after a transient failure until the retry deadline.
     pub(crate) async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
+        self.retry.run(|| self.load_once(id)).await
+    }
+
+    /// One attempt of [`Reads::load`].
+    async fn load_once(&self, id: &Id) -> Result<Option<Record>, Error> {
         self.members.notice_stall();
         let view = self.members.routing_view().await;
         let now = Timestamp::now();

@@ -17,6 +17,7 @@ use crate::hlc::Hlc;
 use crate::link::Link;
 use crate::membership::Members;
 use crate::peer::Peer;
+use crate::retry::Retry;
 use crate::state::{ApplyOutcome, CreateOutcome, Delta, Entry, LocalState};
 use crate::wire::{Op, Request, Response};
 use crate::write_id::WriteId;
@@ -33,6 +34,7 @@ pub(crate) struct Writes {
     state: Arc<LocalState>,
     ack: Ack,
     sync_timeout: Duration,
+    retry: Retry,
     /// The latest writes copied to backups, and to which, newest first: for
     /// `Node::replay_copied_write`.
     #[cfg(feature = "test-util")]
@@ -46,12 +48,14 @@ impl Writes {
         members: Arc<Members>,
         state: Arc<LocalState>,
     ) -> Self {
+        let retry = Retry::new(Arc::clone(&members), config.retry_deadline);
         Self {
             link,
             members,
             state,
             ack: config.ack,
             sync_timeout: config.sync_timeout,
+            retry,
             #[cfg(feature = "test-util")]
             copied: std::sync::Mutex::default(),
         }
@@ -122,8 +126,16 @@ impl Writes {
         }
     }
 
-    /// Runs the store call `write` on the session's primary, here or there.
+    /// Runs the store call `write` on the session's primary, here or there, trying again after
+    /// a transient failure until the retry deadline.
     async fn execute(&self, write: WriteId, op: Op) -> Result<Response, Error> {
+        self.retry
+            .run(|| self.execute_once(write, op.clone()))
+            .await
+    }
+
+    /// One attempt of [`Writes::execute`].
+    async fn execute_once(&self, write: WriteId, op: Op) -> Result<Response, Error> {
         self.members.notice_stall();
         let view = self.members.routing_view().await;
         let Some(primary) = view.primary(op.id()) else {

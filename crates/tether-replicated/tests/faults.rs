@@ -276,10 +276,12 @@ async fn all_to_all_every_node_reads_and_copies_converge() {
 async fn a_hung_peer_costs_at_most_the_sync_timeout() {
     let _alone = UNDER_LOAD.lock().await;
     let sync_timeout = Duration::from_millis(300);
+    // One attempt per call: what a single attempt costs (`tests/retry.rs` has the retries).
     let cluster = LocalCluster::start(3, |c| {
         quick(c)
             .with_mode(Mode::Backup { copies: 1 })
             .with_sync_timeout(sync_timeout)
+            .with_retry_deadline(Duration::ZERO)
     })
     .await
     .unwrap();
