@@ -152,21 +152,21 @@ async fn a_peer_replaying_an_old_write_is_refused_and_counted() {
         .find(|i| cluster.node(*i).unwrap().name() == holders[1])
         .unwrap();
     let before = cluster.node(backup).unwrap().stats().repeated_writes;
-    // The `n = 1` delta, then the creation, then the `n = 2` delta again.
-    for back in [1, 2, 0] {
+    // The `n = 2` delta, the creation, then the `n = 1` delta again: the last would win.
+    for back in [0, 2, 1] {
         assert_eq!(
             node.replay_copied_write(back).await,
             1,
             "the backup answered"
         );
     }
+    // The backup holds the session and serves it from its own copy.
+    let from_backup = cluster.store(backup).unwrap();
+    assert_eq!(n_of(&from_backup, &r.id).await, 2, "a replay was applied");
+    assert_eq!(n_of(&store, &r.id).await, 2);
     assert_eq!(
         cluster.node(backup).unwrap().stats().repeated_writes - before,
         3,
         "every replay is counted"
     );
-    // The backup holds the session and serves it from its own copy.
-    let from_backup = cluster.store(backup).unwrap();
-    assert_eq!(n_of(&from_backup, &r.id).await, 2, "a replay was applied");
-    assert_eq!(n_of(&store, &r.id).await, 2);
 }
