@@ -176,6 +176,11 @@ impl Link {
         self.cancel.cancel();
     }
 
+    /// Whether the node was stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// Moves this node's clock past the timestamp of a frame from `peer`: true if it could,
     /// false (counted, and logged at most once a second) when the timestamp is further ahead of
     /// this node's wall clock than the max drift, and the frame must be refused.

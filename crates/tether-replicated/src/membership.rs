@@ -94,6 +94,11 @@ impl Members {
         self.link.name()
     }
 
+    /// Whether the node was stopped: nothing it could try again would succeed.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.link.is_stopped()
+    }
+
     /// The current view.
     pub(crate) fn view(&self) -> View {
         self.view.borrow().clone()

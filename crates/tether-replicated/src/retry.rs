@@ -30,9 +30,9 @@ impl Retry {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or fails transiently past the deadline
-    /// (that error is the answer). No attempt starts after the deadline, so a call takes at
-    /// most the deadline plus one attempt. Between two attempts it waits for the view to
-    /// change, at most a backoff.
+    /// or after the node stopped (that error is the answer). No attempt starts after the
+    /// deadline, so a call takes at most the deadline plus one attempt. Between two attempts it
+    /// waits for the view to change, at most a backoff.
     pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
@@ -48,16 +48,13 @@ impl Retry {
                 done => return done,
             };
             let now = Instant::now();
-            if now >= until {
+            if now >= until || self.members.is_stopped() {
                 return Err(error);
             }
             tracing::debug!(node = %self.members.name(), error = %tether_core::error_chain(&error), "retrying a store call");
             let pause = backoff.min(until - now);
-            // A view that changed during the attempt wakes it at once; a closed channel (the
-            // node stopping) not at all: then the pause is slept in full.
-            if let Ok(Err(_)) = tokio::time::timeout(pause, views.changed()).await {
-                tokio::time::sleep(pause).await;
-            }
+            // A view that changed during the attempt wakes it at once.
+            let _ = tokio::time::timeout(pause, views.changed()).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }

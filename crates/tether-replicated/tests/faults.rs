@@ -155,8 +155,11 @@ async fn killing_one_of_three_backup_nodes_loses_nothing() {
         assert!(s.unexplained.is_empty(), "user {user}: {:?}", s.unexplained);
         assert!(s.last > 0, "user {user} never got a session");
     }
+    // Each of the 2,400 requests is answered: those held up by the dead node are retried
+    // inside the store until the others have noticed it (before the retries, about half
+    // failed with 503, and this asked for 1,000 successes).
     assert!(
-        total_ok > 1_000,
+        total_ok > 2_000,
         "{total_ok} successes, {total_503} unavailable"
     );
 

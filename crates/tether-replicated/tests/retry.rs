@@ -133,3 +133,27 @@ async fn writes_held_up_by_a_hung_backup_succeed_within_the_deadline() {
     assert!(slow > 0, "sessions held by the frozen node waited for it");
     cluster.node(2).unwrap().freeze(false);
 }
+
+/// A store whose node was stopped fails at once: nothing it could try again would succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_of_a_stopped_node_fails_at_once() {
+    let _alone = ALONE.lock().await;
+    let mut cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
+    let r = record();
+    let store = cluster.store(1).unwrap();
+    assert_eq!(store.create(&r).await.unwrap(), Created::Created);
+    cluster.kill(1);
+    let begun = Instant::now();
+    let error = store.load(&r.id).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    let error = store
+        .apply(&r.id, &set("k", "v"), &r.expiry)
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        begun.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        begun.elapsed()
+    );
+}
