@@ -19,7 +19,9 @@
 //!   applied once and answered as the first time; a repetition is counted in
 //!   [`NodeStats::repeated_writes`]. The bound: a write whose id the session has forgotten,
 //!   because 32 later writes of the same session came in between, is applied again if it comes
-//!   back. Remembering costs up to about 1 KiB per session, in memory and in whole copies.
+//!   back. The ids live as long as the session (a deleted one's as long as its tombstone).
+//!   Remembering costs up to about 1 KiB per session, in memory and in whole copies; a delta
+//!   carries one id (16 bytes).
 //! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder of the current
 //!   view applied it; [`Ack::Async`]: once the primary did.
 //! - **Retries.** A store call that fails transiently (the primary unreachable or gone, a node
