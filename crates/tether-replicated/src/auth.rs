@@ -1,6 +1,7 @@
 //! Peer authentication: a challenge-response over HMAC-SHA256 with the cluster's pre-shared key,
 //! both ways. The key never travels; a recorded handshake cannot be replayed, because each side
-//! picks a fresh random nonce.
+//! picks a fresh random nonce. Here are the key, the proofs and the nonces; the exchange itself
+//! is in [`handshake`](crate::handshake).
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;

@@ -62,9 +62,12 @@ pub struct ParseModeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Ack {
-    /// After every holder of the session applied it; past the sync timeout the write fails with
-    /// a transient error (the layer answers 503). Nothing acknowledged is lost while at least
-    /// one holder survives.
+    /// After every holder of the session (by the current view) applied it. A holder that does
+    /// not answer within the sync timeout fails the attempt; the write is tried again (see
+    /// [`NodeConfig::with_retry_deadline`]) and, once the dead holder has left the view, answered
+    /// when the session's new holders have it. Past the retry deadline it fails with a transient
+    /// error (the layer answers 503). Nothing acknowledged is lost while at least one holder
+    /// survives.
     Sync,
     /// After the session's primary applied it; backups are updated in the background and may
     /// miss a write if the primary dies at once. Faster.
@@ -180,6 +183,7 @@ pub struct NodeConfig {
     pub(crate) mode: Mode,
     pub(crate) ack: Ack,
     pub(crate) sync_timeout: Duration,
+    pub(crate) retry_deadline: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) failure_timeout: Duration,
     pub(crate) max_frame: usize,
@@ -191,6 +195,8 @@ pub struct NodeConfig {
 
 /// Default bound on waiting for holders to acknowledge a write.
 pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time within which a store call is retried after a transient failure: 2 s.
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(2);
 /// Default interval between heartbeats to each peer.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(200);
 /// Default silence after which a peer counts as dead.
@@ -229,6 +235,7 @@ impl NodeConfig {
             mode: Mode::Backup { copies: 1 },
             ack: Ack::Sync,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            retry_deadline: DEFAULT_RETRY_DEADLINE,
             heartbeat: DEFAULT_HEARTBEAT,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
@@ -265,6 +272,23 @@ impl NodeConfig {
     /// How long a write waits for its holders (default 1 s), and a read for a remote holder.
     pub fn with_sync_timeout(mut self, timeout: Duration) -> Self {
         self.sync_timeout = timeout;
+        self
+    }
+
+    /// How long a store call keeps trying after a transient failure (default 2 s, see
+    /// [`DEFAULT_RETRY_DEADLINE`]; `Duration::ZERO` tries once). When the session's primary is
+    /// unreachable or gone, a node is still joining, the view is changing, or a backup died
+    /// under a `Sync` write, the call waits for the next view (or a short backoff) and tries
+    /// again, with the same write id, so it is applied once whatever happened to the attempts
+    /// before. Past the deadline the call fails with the last transient error. No attempt
+    /// starts after the deadline, so a call takes at most the deadline plus one attempt (a sync
+    /// timeout, two for a write forwarded to its primary). Reads are retried the same way.
+    ///
+    /// A deadline longer than the failure timeout lets writes ride out the death of a node:
+    /// once the others have noticed it, the call goes to the new primary (with `Sync`, once the
+    /// session's new holders have it).
+    pub fn with_retry_deadline(mut self, deadline: Duration) -> Self {
+        self.retry_deadline = deadline;
         self
     }
 

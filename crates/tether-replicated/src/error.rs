@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::wire::Response;
+
 /// Why a replication node could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,4 +58,28 @@ impl PeerError {
             other => tether_core::Error::Unavailable(Box::new(other)),
         }
     }
+
+    /// A peer's refusal: `Unavailable` when it said to retry, `Backend` otherwise.
+    pub(crate) fn refused(peer: &str, transient: bool, reason: String) -> tether_core::Error {
+        let error = Box::new(Self::Refused {
+            peer: peer.to_owned(),
+            reason,
+        });
+        if transient {
+            tether_core::Error::Unavailable(error)
+        } else {
+            tether_core::Error::Backend(error)
+        }
+    }
+}
+
+/// The store cannot serve now, for `reason`; a retry may succeed.
+pub(crate) fn unavailable(reason: &'static str) -> tether_core::Error {
+    tether_core::Error::Unavailable(reason.into())
+}
+
+/// A peer answered with something else than the request calls for.
+pub(crate) fn unexpected(response: &Response) -> tether_core::Error {
+    tracing::warn!(?response, "unexpected answer from a primary");
+    tether_core::Error::Backend(Box::new(PeerError::Unexpected("primary".into())))
 }

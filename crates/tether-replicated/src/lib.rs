@@ -11,8 +11,25 @@
 //!   hybrid logical clock; every key is a last-writer-wins register, deletions are tombstones, so
 //!   copies converge whatever order they receive changes in, and concurrent requests changing
 //!   different keys all survive.
-//! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder applied it (or fails
-//!   with a transient error after the sync timeout); [`Ack::Async`]: once the primary did.
+//! - **Exactly-once writes.** Every store call that changes a session (create, apply, touch,
+//!   delete, and the steps of cycle) gets a random 128-bit write id, kept on every forward of
+//!   the call. Each session remembers the ids of its latest 32 writes, on every holder and
+//!   across failovers (they travel and merge with the session's state), so a write delivered
+//!   twice (retried after a lost answer, sent again to a new primary, replayed by a peer) is
+//!   applied once and answered as the first time; a repetition is counted in
+//!   [`NodeStats::repeated_writes`]. The bound: a write whose id the session has forgotten,
+//!   because 32 later writes of the same session came in between, is applied again if it comes
+//!   back. The ids live as long as the session (a deleted one's as long as its tombstone).
+//!   Remembering costs up to about 1 KiB per session, in memory and in whole copies; a delta
+//!   carries one id (16 bytes).
+//! - **Acknowledgements.** [`Ack::Sync`]: a write returns once every holder of the current
+//!   view applied it; [`Ack::Async`]: once the primary did.
+//! - **Retries.** A store call that fails transiently (the primary unreachable or gone, a node
+//!   joining, the view changing, a backup dying under a `Sync` write) waits for the next view
+//!   and tries again, with the same write id, on the new primary, within a deadline per call
+//!   ([`NodeConfig::with_retry_deadline`], default 2 s); past it the call fails with the
+//!   transient error. A `Sync` write whose backup died is thus answered once the primary has
+//!   copied the session to its new holders.
 //! - **Failures.** Peers are members while they answer heartbeats. When one dies, the remaining
 //!   holders copy its sessions to their new holders; a node that joins or restarts first
 //!   receives the sessions it must hold, then becomes a member. Nodes started together agree
@@ -94,17 +111,26 @@
 mod auth;
 mod config;
 mod error;
+mod handshake;
 mod hlc;
 mod link;
 #[cfg(feature = "test-util")]
 mod local;
+mod membership;
 mod node;
 mod peer;
+mod read;
+mod rebalance;
+mod retry;
 mod server;
 mod state;
 mod store;
+mod sweep;
+mod transfer;
 mod view;
 mod wire;
+mod write;
+mod write_id;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -120,8 +146,8 @@ pub mod fuzzing {
 pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
     Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
-    MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
+    DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_RETRY_DEADLINE, DEFAULT_SYNC_TIMEOUT,
+    DEFAULT_TOMBSTONE_RETENTION, MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
 };
 pub use error::Error;
 #[cfg(feature = "test-util")]

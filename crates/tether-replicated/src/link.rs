@@ -8,23 +8,11 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::hlc::{Clock, Hlc};
 use crate::wire::{self, Frame};
 use crate::{NodeConfig, PeerKey};
-
-/// Bound on the handshake: a connection that does not authenticate in time is dropped.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Largest frame accepted before the peer has authenticated. The handshake frames are small:
-/// a challenge is 34 bytes, a welcome 35 or 36 plus the server's name, a hello 67 or 68 plus
-/// the client's name, so at most 323 bytes with a name of [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)
-/// bytes (measured in the wire tests), which leaves a third of margin.
-/// Until a connection is authenticated, a longer length prefix is refused before anything is
-/// buffered: with the configured max frame (16 MiB by default) instead, every unauthenticated
-/// connection could make the node buffer a whole frame.
-pub(crate) const HANDSHAKE_MAX_FRAME: usize = 512;
 
 /// Shortest interval between two log lines about the same kind of misbehaving peer.
 const LOG_EVERY: Duration = Duration::from_secs(1);
@@ -32,15 +20,29 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 /// A connection to a peer, cut into length-delimited frames.
 pub(crate) type FramedPeer = Framed<TcpStream, LengthDelimitedCodec>;
 
-/// Counters of replication traffic sent by a node. Heartbeats are not counted.
+/// Counters of replication traffic sent by a node, and of what it refused. Heartbeats are not
+/// counted.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) messages: AtomicU64,
-    pub(crate) bytes: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) rejected: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    dropped: AtomicU64,
+    rejected: AtomicU64,
     /// Frames refused for a clock beyond the max drift.
-    pub(crate) rejected_frames: AtomicU64,
+    rejected_frames: AtomicU64,
+    /// Writes recognised by their write id and not applied again.
+    repeated_writes: AtomicU64,
+}
+
+/// The values of [`Counters`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counted {
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
+    pub(crate) dropped: u64,
+    pub(crate) rejected: u64,
+    pub(crate) rejected_frames: u64,
+    pub(crate) repeated_writes: u64,
 }
 
 impl Counters {
@@ -54,26 +56,55 @@ impl Counters {
     pub(crate) fn reply_sent(&self, bytes: usize) {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+
+    /// A background (`Async`) copy was dropped because a peer's queue was full.
+    pub(crate) fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An incoming connection was dropped (failed handshake or protocol), or closed because
+    /// every handshake slot was taken.
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame was refused for a clock beyond the max drift.
+    fn rejected_frame(&self) {
+        self.rejected_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write came again (same write id) and was not applied again.
+    pub(crate) fn repeated_write(&self) {
+        self.repeated_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> Counted {
+        Counted {
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            rejected_frames: self.rejected_frames.load(Ordering::Relaxed),
+            repeated_writes: self.repeated_writes.load(Ordering::Relaxed),
+        }
+    }
 }
 
-/// The node-wide context of every connection.
+/// The node-wide context of every connection: who this node is, the key, the clock, the
+/// connection settings, the counters, and the token that stops everything.
 #[derive(Debug)]
 pub(crate) struct Link {
-    pub(crate) name: String,
-    pub(crate) key: PeerKey,
-    pub(crate) clock: Clock,
-    pub(crate) heartbeat: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_frame: usize,
-    pub(crate) queue: usize,
-    pub(crate) counters: Counters,
-    pub(crate) cancel: CancellationToken,
-    /// Log lines about rejected connections.
-    pub(crate) rejected_log: LogLimit,
-    /// Log lines about connections refused because every handshake slot was taken.
-    pub(crate) busy_log: LogLimit,
+    name: String,
+    key: PeerKey,
+    clock: Clock,
+    heartbeat: Duration,
+    connect_timeout: Duration,
+    max_frame: usize,
+    queue: usize,
+    counters: Counters,
+    cancel: CancellationToken,
     /// Log lines about frames stamped beyond the max clock drift.
-    pub(crate) clock_log: LogLimit,
+    clock_log: LogLimit,
 }
 
 impl Link {
@@ -92,10 +123,62 @@ impl Link {
             queue: config.queue,
             counters: Counters::default(),
             cancel,
-            rejected_log: LogLimit::default(),
-            busy_log: LogLimit::default(),
             clock_log: LogLimit::default(),
         }
+    }
+
+    /// This node's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster's key, for the handshake.
+    pub(crate) fn key(&self) -> &PeerKey {
+        &self.key
+    }
+
+    /// This node's hybrid logical clock.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Interval between heartbeats to each peer.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// Bound on connecting to a peer: the failure timeout.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Largest frame accepted from an authenticated peer.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Messages that may wait for one peer.
+    pub(crate) fn queue(&self) -> usize {
+        self.queue
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Completes once the node stops.
+    pub(crate) fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// Stops the node: every task and connection ends.
+    pub(crate) fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Whether the node was stopped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
     /// Moves this node's clock past the timestamp of a frame from `peer`: true if it could,
@@ -105,9 +188,7 @@ impl Link {
         let Err(refused) = self.clock.observe(remote) else {
             return true;
         };
-        self.counters
-            .rejected_frames
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.rejected_frame();
         if let Some(held_back) = self.clock_log.allow() {
             tracing::warn!(
                 %peer,
@@ -118,22 +199,6 @@ impl Link {
             );
         }
         false
-    }
-
-    /// A new connection, not authenticated yet: it accepts only frames up to
-    /// [`HANDSHAKE_MAX_FRAME`] until [`Link::authenticated`].
-    pub(crate) fn framed(&self, stream: TcpStream) -> FramedPeer {
-        let _ = stream.set_nodelay(true);
-        let codec = LengthDelimitedCodec::builder()
-            .max_frame_length(HANDSHAKE_MAX_FRAME)
-            .new_codec();
-        Framed::new(stream, codec)
-    }
-
-    /// Raises the frame limit of a connection whose peer has authenticated to the configured
-    /// max frame.
-    pub(crate) fn authenticated(&self, transport: &mut FramedPeer) {
-        transport.codec_mut().set_max_frame_length(self.max_frame);
     }
 }
 
@@ -210,80 +275,7 @@ pub(crate) fn encoded(frame: &Frame) -> Result<Bytes, LinkError> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt as _;
-    use tokio::net::TcpListener;
-
     use super::*;
-    use crate::PeerKey;
-
-    fn link(max_frame: usize) -> Link {
-        let key = PeerKey::new([3u8; 32]).unwrap();
-        let config =
-            NodeConfig::new("a", ([127, 0, 0, 1], 0).into(), key).with_max_frame(max_frame);
-        Link::new(&config, CancellationToken::new())
-    }
-
-    /// The server end of a loopback connection, framed, and the raw client end.
-    async fn pair(link: &Link) -> (FramedPeer, TcpStream) {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (link.framed(server), client)
-    }
-
-    /// A peer that announces a 16 MiB frame and then dribbles: before authentication the length
-    /// prefix alone is refused, and nothing near the announced length was reserved (the codec
-    /// reserves the whole announced frame once it accepts a length).
-    #[tokio::test]
-    async fn before_authentication_a_long_frame_is_refused_at_its_prefix() {
-        let link = link(16 << 20);
-        let (mut server, mut client) = pair(&link).await;
-        client
-            .write_all(&((16u32 << 20) - 1).to_be_bytes())
-            .await
-            .unwrap();
-        client.write_all(&[0; 3]).await.unwrap();
-        let read = tokio::time::timeout(Duration::from_secs(5), server.next())
-            .await
-            .expect("the prefix alone decides");
-        assert!(
-            matches!(read, Some(Err(ref e)) if e.kind() == std::io::ErrorKind::InvalidData),
-            "{read:?}"
-        );
-        let reserved = server.read_buffer().capacity();
-        assert!(reserved < 64 << 10, "{reserved} bytes reserved");
-    }
-
-    #[tokio::test]
-    async fn after_authentication_the_configured_max_frame_applies() {
-        let link = link(1 << 20);
-        let (mut server, client) = pair(&link).await;
-        let mut client = Framed::new(client, LengthDelimitedCodec::new());
-        client
-            .send(Bytes::from(vec![1u8; HANDSHAKE_MAX_FRAME]))
-            .await
-            .unwrap();
-        let first = server.next().await.unwrap().unwrap();
-        assert_eq!(
-            first.len(),
-            HANDSHAKE_MAX_FRAME,
-            "a handshake-sized frame passes"
-        );
-        link.authenticated(&mut server);
-        client.send(Bytes::from(vec![2u8; 1 << 20])).await.unwrap();
-        let second = server.next().await.unwrap().unwrap();
-        assert_eq!(second.len(), 1 << 20);
-        client
-            .send(Bytes::from(vec![3u8; (1 << 20) + 1]))
-            .await
-            .unwrap();
-        assert!(
-            matches!(server.next().await, Some(Err(_))),
-            "max frame still holds"
-        );
-    }
 
     #[test]
     fn log_limit_lets_one_line_through_and_counts_the_others() {

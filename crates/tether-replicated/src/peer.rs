@@ -11,9 +11,9 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::nonce;
 use crate::error::PeerError;
-use crate::link::{FramedPeer, HANDSHAKE_TIMEOUT, Link, LinkError, encoded, receive, send};
+use crate::handshake;
+use crate::link::{FramedPeer, Link, LinkError, encoded, receive};
 use crate::wire::{Frame, Request, Response};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -28,7 +28,7 @@ struct Outgoing {
 
 /// What heartbeats tell about a peer.
 #[derive(Debug, Default)]
-pub(crate) struct Health {
+struct Health {
     last_pong: Mutex<Option<Instant>>,
     ready: AtomicBool,
 }
@@ -40,13 +40,13 @@ impl Health {
     }
 
     /// Answered a heartbeat within `failure_timeout`, and has finished joining.
-    pub(crate) fn is_member(&self, failure_timeout: Duration) -> bool {
+    fn is_member(&self, failure_timeout: Duration) -> bool {
         let last = *self.last_pong.lock().unwrap_or_else(|p| p.into_inner());
         self.ready.load(Ordering::Acquire) && last.is_some_and(|at| at.elapsed() < failure_timeout)
     }
 
     /// Answered a heartbeat within `failure_timeout`, member or not.
-    pub(crate) fn is_alive(&self, failure_timeout: Duration) -> bool {
+    fn is_alive(&self, failure_timeout: Duration) -> bool {
         let last = *self.last_pong.lock().unwrap_or_else(|p| p.into_inner());
         last.is_some_and(|at| at.elapsed() < failure_timeout)
     }
@@ -57,7 +57,7 @@ impl Health {
 pub(crate) struct Peer {
     name: Arc<str>,
     tx: mpsc::Sender<Outgoing>,
-    pub(crate) health: Arc<Health>,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Outgoing {
 impl Peer {
     /// Starts the connection task.
     pub(crate) fn spawn(name: String, addr: SocketAddr, link: Arc<Link>) -> Self {
-        let (tx, rx) = mpsc::channel(link.queue);
+        let (tx, rx) = mpsc::channel(link.queue());
         let health = Arc::new(Health::default());
         let name: Arc<str> = name.into();
         tokio::spawn(run(Arc::clone(&name), addr, rx, Arc::clone(&health), link));
@@ -78,6 +78,16 @@ impl Peer {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Answered a heartbeat within `failure_timeout`, and has finished joining.
+    pub(crate) fn is_member(&self, failure_timeout: Duration) -> bool {
+        self.health.is_member(failure_timeout)
+    }
+
+    /// Answered a heartbeat within `failure_timeout`, member or not.
+    pub(crate) fn is_alive(&self, failure_timeout: Duration) -> bool {
+        self.health.is_alive(failure_timeout)
     }
 
     /// Sends `body` and waits for the answer, at most `timeout`.
@@ -136,7 +146,7 @@ async fn run(
         tokio::pin!(pause);
         loop {
             tokio::select! {
-                () = link.cancel.cancelled() => return,
+                () = link.cancelled() => return,
                 () = &mut pause => break,
                 outgoing = rx.recv() => match outgoing {
                     Some(outgoing) => fail(outgoing, &name),
@@ -154,45 +164,12 @@ fn fail(outgoing: Outgoing, name: &str) {
     }
 }
 
-/// Connects and runs the handshake as the client: answer the challenge, check the server's proof.
+/// Connects and runs the client half of the handshake.
 async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<FramedPeer, LinkError> {
-    let stream = tokio::time::timeout(link.connect_timeout, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(link.connect_timeout(), TcpStream::connect(addr))
         .await
         .map_err(|_| LinkError::Timeout)??;
-    let mut transport = link.framed(stream);
-    let handshake = async {
-        let Frame::Challenge {
-            nonce: server_nonce,
-        } = receive(&mut transport).await?
-        else {
-            return Err(LinkError::Protocol("expected a challenge"));
-        };
-        let client_nonce = nonce();
-        let hello = Frame::Hello {
-            node: link.name.clone(),
-            nonce: client_nonce,
-            mac: link
-                .key
-                .client_proof(&server_nonce, &client_nonce, &link.name),
-        };
-        send(&mut transport, &hello).await?;
-        let Frame::Welcome { node, mac } = receive(&mut transport).await? else {
-            return Err(LinkError::Protocol("expected a welcome"));
-        };
-        if node != name
-            || !link
-                .key
-                .verify_server(&client_nonce, &server_nonce, &node, &mac)
-        {
-            return Err(LinkError::Authentication);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| LinkError::Timeout)??;
-    link.authenticated(&mut transport);
-    Ok(transport)
+    handshake::connect(link, stream, name).await
 }
 
 enum Waiter {
@@ -211,14 +188,14 @@ async fn serve(
     let (mut sink, mut stream) = transport.split();
     let mut pending: HashMap<u64, Waiter> = HashMap::new();
     let mut next_id = 0u64;
-    let mut heartbeat = tokio::time::interval(link.heartbeat);
+    let mut heartbeat = tokio::time::interval(link.heartbeat());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
-            () = link.cancel.cancelled() => break Ok(()),
+            () = link.cancelled() => break Ok(()),
             _ = heartbeat.tick() => {
                 next_id += 1;
-                let frame = Frame::Request { id: next_id, clock: link.clock.peek(), body: Request::Ping };
+                let frame = Frame::Request { id: next_id, clock: link.clock().peek(), body: Request::Ping };
                 if let Err(e) = sink.send(encoded(&frame)?).await {
                     break Err(e.into());
                 }
@@ -227,9 +204,9 @@ async fn serve(
             outgoing = rx.recv() => {
                 let Some(outgoing) = outgoing else { break Ok(()) };
                 next_id += 1;
-                let frame = Frame::Request { id: next_id, clock: link.clock.peek(), body: outgoing.body };
+                let frame = Frame::Request { id: next_id, clock: link.clock().peek(), body: outgoing.body };
                 let bytes = encoded(&frame)?;
-                link.counters.request_sent(bytes.len());
+                link.counters().request_sent(bytes.len());
                 if let Err(e) = sink.send(bytes).await {
                     if let Some(reply) = outgoing.reply {
                         let _ = reply.send(Err(PeerError::Disconnected(name.to_owned())));

@@ -1,193 +1,236 @@
-//! Incoming replication connections: authenticate the peer, then answer its requests.
+//! Incoming replication connections: authenticate the peer, then answer its requests by handing
+//! each to the part of the node that owns it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::auth::nonce;
-use crate::link::{HANDSHAKE_TIMEOUT, LinkError, encoded, receive, send};
-use crate::node::Shared;
+use crate::NodeConfig;
+use crate::handshake;
+use crate::link::{Link, LinkError, LogLimit, encoded, receive};
+use crate::membership::Members;
+use crate::read::Reads;
+use crate::state::LocalState;
+use crate::transfer::{self, page_budget};
 use crate::wire::{Frame, Request, Response};
+use crate::write::Writes;
 
 /// Requests of one connection handled at the same time; more wait (and the peer's queue fills).
 const IN_FLIGHT: usize = 256;
 
-pub(crate) async fn accept(listener: TcpListener, node: Arc<Shared>) {
-    // A connection holds a slot from its accept until its peer has authenticated (bounded by
-    // the handshake timeout); a connection arriving while every slot is taken is closed at
-    // once, so unauthenticated connections cost at most this many tasks and small buffers.
-    let handshakes = Arc::new(Semaphore::new(node.config.max_handshakes));
-    loop {
-        tokio::select! {
-            () = node.link.cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let Ok(slot) = Arc::clone(&handshakes).try_acquire_owned() else {
-                        drop(stream);
-                        node.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        if let Some(held_back) = node.link.busy_log.allow() {
-                            tracing::debug!(
-                                %addr,
-                                held_back,
-                                limit = node.config.max_handshakes,
-                                "closed a replication connection: every handshake slot is taken"
-                            );
-                        }
-                        continue;
-                    };
-                    let node = Arc::clone(&node);
-                    tokio::spawn(async move {
-                        if let Err(rejected) = connection(stream, &node, slot).await {
-                            node.link.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                            if let Some(held_back) = node.link.rejected_log.allow() {
-                                tracing::warn!(%addr, error = %rejected, held_back, "dropped a replication connection");
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a replication connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
+/// What answers peers: the accept loop, its connections, and the dispatch of their requests
+/// to the parts of the node that own them.
+pub(crate) struct Server {
+    link: Arc<Link>,
+    members: Arc<Members>,
+    reads: Arc<Reads>,
+    writes: Arc<Writes>,
+    state: Arc<LocalState>,
+    max_handshakes: usize,
+    page_budget: usize,
+    /// A frozen node answers nothing (a test hook: a process that hangs).
+    frozen: AtomicBool,
+    /// Log lines about rejected connections.
+    rejected_log: LogLimit,
+    /// Log lines about connections refused because every handshake slot was taken.
+    busy_log: LogLimit,
+}
+
+impl Server {
+    pub(crate) fn new(
+        config: &NodeConfig,
+        link: Arc<Link>,
+        members: Arc<Members>,
+        reads: Arc<Reads>,
+        writes: Arc<Writes>,
+        state: Arc<LocalState>,
+    ) -> Self {
+        Self {
+            link,
+            members,
+            reads,
+            writes,
+            state,
+            max_handshakes: config.max_handshakes,
+            page_budget: page_budget(config.max_frame),
+            frozen: AtomicBool::new(false),
+            rejected_log: LogLimit::default(),
+            busy_log: LogLimit::default(),
         }
     }
-}
 
-/// Serves one connection. `Err` when the peer was rejected: it failed the handshake (whatever
-/// the reason: garbage, an oversized frame, another protocol version, a wrong key, an unknown
-/// name, silence) or broke the protocol after it. A connection that merely closes is `Ok`.
-/// `slot` is its handshake slot, given back once the peer has authenticated.
-async fn connection(
-    stream: TcpStream,
-    node: &Arc<Shared>,
-    slot: OwnedSemaphorePermit,
-) -> Result<(), LinkError> {
-    let link = &node.link;
-    let mut transport = link.framed(stream);
-    let handshake = async {
-        let server_nonce = nonce();
-        send(
-            &mut transport,
-            &Frame::Challenge {
-                nonce: server_nonce,
-            },
-        )
-        .await?;
-        let Frame::Hello {
-            node: peer,
-            nonce: client_nonce,
-            mac,
-        } = receive(&mut transport).await?
-        else {
-            return Err(LinkError::Protocol("expected a hello"));
-        };
-        if !node.is_peer(&peer)
-            || !link
-                .key
-                .verify_client(&server_nonce, &client_nonce, &peer, &mac)
-        {
-            return Err(LinkError::Authentication);
+    /// Freezes or thaws the node: a frozen node keeps its connections open but answers nothing.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
+    }
+
+    /// Accepts peers' connections until the node stops.
+    pub(crate) async fn accept(self: Arc<Self>, listener: TcpListener) {
+        let server = self;
+        // A connection holds a slot from its accept until its peer has authenticated (bounded by
+        // the handshake timeout); a connection arriving while every slot is taken is closed at
+        // once, so unauthenticated connections cost at most this many tasks and small buffers.
+        let handshakes = Arc::new(Semaphore::new(server.max_handshakes));
+        loop {
+            tokio::select! {
+                () = server.link.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, addr)) => {
+                        let Ok(slot) = Arc::clone(&handshakes).try_acquire_owned() else {
+                            drop(stream);
+                            server.link.counters().rejected();
+                            if let Some(held_back) = server.busy_log.allow() {
+                                tracing::debug!(
+                                    %addr,
+                                    held_back,
+                                    limit = server.max_handshakes,
+                                    "closed a replication connection: every handshake slot is taken"
+                                );
+                            }
+                            continue;
+                        };
+                        let server = Arc::clone(&server);
+                        tokio::spawn(async move {
+                            if let Err(rejected) = server.connection(stream, slot).await {
+                                server.link.counters().rejected();
+                                if let Some(held_back) = server.rejected_log.allow() {
+                                    tracing::warn!(%addr, error = %rejected, held_back, "dropped a replication connection");
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a replication connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
         }
-        let welcome = Frame::Welcome {
-            node: link.name.clone(),
-            mac: link
-                .key
-                .server_proof(&client_nonce, &server_nonce, &link.name),
-        };
-        send(&mut transport, &welcome).await?;
-        Ok(peer)
-    };
-    let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| LinkError::Timeout)??;
-    drop(slot);
-    link.authenticated(&mut transport);
-    tracing::debug!(%peer, "peer authenticated");
+    }
 
-    let (mut sink, mut stream) = transport.split();
-    let (responses, mut outbox) = mpsc::channel::<Frame>(IN_FLIGHT);
-    let counted = Arc::clone(node);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = outbox.recv().await {
-            let Ok(bytes) = encoded(&frame) else { continue };
-            let heartbeat = matches!(
-                frame,
-                Frame::Response {
-                    body: Response::Pong { .. },
-                    ..
+    /// Serves one connection. `Err` when the peer was rejected: it failed the handshake (whatever
+    /// the reason: garbage, an oversized frame, another protocol version, a wrong key, an unknown
+    /// name, silence) or broke the protocol after it. A connection that merely closes is `Ok`.
+    /// `slot` is its handshake slot, given back once the peer has authenticated.
+    async fn connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<(), LinkError> {
+        let server = self;
+        let link = &server.link;
+        let (transport, peer) =
+            handshake::accept(link, stream, |name| server.members.is_peer(name)).await?;
+        drop(slot);
+        tracing::debug!(%peer, "peer authenticated");
+
+        let (mut sink, mut stream) = transport.split();
+        let (responses, mut outbox) = mpsc::channel::<Frame>(IN_FLIGHT);
+        let counted = Arc::clone(server);
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = outbox.recv().await {
+                let Ok(bytes) = encoded(&frame) else { continue };
+                let heartbeat = matches!(
+                    frame,
+                    Frame::Response {
+                        body: Response::Pong { .. },
+                        ..
+                    }
+                );
+                if !heartbeat {
+                    counted.link.counters().reply_sent(bytes.len());
                 }
-            );
-            if !heartbeat {
-                counted.link.counters.reply_sent(bytes.len());
+                if sink.send(bytes).await.is_err() {
+                    return;
+                }
             }
-            if sink.send(bytes).await.is_err() {
-                return;
-            }
-        }
-    });
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    let result = loop {
-        let frame = tokio::select! {
-            () = link.cancel.cancelled() => break Ok(()),
-            frame = receive(&mut stream) => frame,
-        };
-        let (id, clock, body) = match frame {
-            Ok(Frame::Request { id, clock, body }) => (id, clock, body),
-            Ok(_) => break Err(LinkError::Protocol("expected a request")),
-            Err(LinkError::Closed) => break Ok(()),
-            Err(LinkError::Io(e)) if e.kind() != std::io::ErrorKind::InvalidData => {
-                tracing::debug!(%peer, error = %e, "replication connection lost");
-                break Ok(());
-            }
-            Err(e) => break Err(e),
-        };
-        // A heartbeat is answered whatever its stamp: refusing it would make this node look
-        // dead to the peer, which would then serve alone; any other request stamped beyond the
-        // max drift is refused, not executed, so the sender sees the problem as errors.
-        let heartbeat = matches!(body, Request::Ping);
-        let refused = !link.observe(&peer, clock) && !heartbeat;
-        if heartbeat {
-            node.pinged(&peer);
-        }
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            break Ok(());
-        };
-        let node = Arc::clone(node);
-        let responses = responses.clone();
-        tokio::spawn(async move {
-            let body = if refused {
-                failed(
-                    true,
-                    format!(
-                        "{} refused a request stamped further ahead of its clock than the max drift",
-                        node.name()
-                    ),
-                )
-            } else {
-                node.handle(body).await
-            };
-            let frame = Frame::Response {
-                id,
-                clock: node.link.clock.peek(),
-                body,
-            };
-            let _ = responses.send(frame).await;
-            drop(permit);
         });
-    };
-    drop(responses);
-    writer.abort();
-    result
-}
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+        let result = loop {
+            let frame = tokio::select! {
+                () = link.cancelled() => break Ok(()),
+                frame = receive(&mut stream) => frame,
+            };
+            let (id, clock, body) = match frame {
+                Ok(Frame::Request { id, clock, body }) => (id, clock, body),
+                Ok(_) => break Err(LinkError::Protocol("expected a request")),
+                Err(LinkError::Closed) => break Ok(()),
+                Err(LinkError::Io(e)) if e.kind() != std::io::ErrorKind::InvalidData => {
+                    tracing::debug!(%peer, error = %e, "replication connection lost");
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            };
+            // A heartbeat is answered whatever its stamp: refusing it would make this node look
+            // dead to the peer, which would then serve alone; any other request stamped beyond the
+            // max drift is refused, not executed, so the sender sees the problem as errors.
+            let heartbeat = matches!(body, Request::Ping);
+            let refused = !link.observe(&peer, clock) && !heartbeat;
+            if heartbeat {
+                server.members.pinged(&peer);
+            }
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                break Ok(());
+            };
+            let server = Arc::clone(server);
+            let responses = responses.clone();
+            tokio::spawn(async move {
+                let body = if refused {
+                    Response::failed(
+                        true,
+                        format!(
+                            "{} refused a request stamped further ahead of its clock than the max drift",
+                            server.link.name()
+                        ),
+                    )
+                } else {
+                    server.handle(body).await
+                };
+                let frame = Frame::Response {
+                    id,
+                    clock: server.link.clock().peek(),
+                    body,
+                };
+                let _ = responses.send(frame).await;
+                drop(permit);
+            });
+        };
+        drop(responses);
+        writer.abort();
+        result
+    }
 
-/// A response saying the request could not be served.
-pub(crate) fn failed(transient: bool, reason: impl Into<String>) -> Response {
-    Response::Failed {
-        transient,
-        reason: reason.into(),
+    /// Answers a peer's request.
+    async fn handle(&self, request: Request) -> Response {
+        if self.frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        // Before answering anything, even a heartbeat: after a stall the answer says "not ready".
+        self.members.notice_stall();
+        match request {
+            Request::Ping => Response::Pong {
+                ready: self.members.is_ready(),
+            },
+            Request::Fetch { id } => self.reads.answer_fetch(&id),
+            Request::Create { id, write, entry } => self.writes.backup_create(id, &write, entry),
+            Request::Apply { id, delta } => self.writes.backup_apply(&id, &delta),
+            Request::Delete { id, at, write } => self.writes.backup_delete(id, at, write),
+            Request::Push { entries } => {
+                transfer::merge(&self.state, entries);
+                Response::Done
+            }
+            Request::Transfer { for_node, after } => transfer::page(
+                &self.state,
+                &self.members.view(),
+                &for_node,
+                after,
+                self.page_budget,
+            ),
+            Request::Forward { write, op } => self.writes.answer_forward(write, op).await,
+        }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Merging is commutative, associative and idempotent, so it does not matter in which order or
 //! how often a node receives a delta or a whole copy: every node that saw the same writes holds
-//! the same session.
+//! the same session. Each session also remembers the ids of its latest writes
+//! ([`RecentWrites`]), so a write that comes again is recognised instead of stamped and applied
+//! a second time.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tether_core::{Expiry, Id, Record, Timestamp};
 
 use crate::hlc::Hlc;
+use crate::write_id::{RecentWrites, WriteId};
 
 const SHARDS: usize = 16;
 
@@ -35,6 +38,8 @@ pub(crate) struct Entry {
     pub(crate) cleared_at: Option<Hlc>,
     /// Set once the session was deleted; it never lives again.
     pub(crate) deleted_at: Option<Hlc>,
+    /// The ids of the latest writes applied to it (its creation, deltas, deletion).
+    pub(crate) writes: RecentWrites,
     /// When this node first swept the entry deleted, by its own wall clock: the tombstone
     /// retention counts from here. Not from `deleted_at`, which is a peer's hybrid clock and
     /// may run ahead of the wall clock (up to the max drift). Local: never sent.
@@ -45,6 +50,8 @@ pub(crate) struct Entry {
 /// One request's changes, stamped by the session's primary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Delta {
+    /// The store call it comes from.
+    pub(crate) write: WriteId,
     pub(crate) at: Hlc,
     pub(crate) clear: bool,
     pub(crate) removed: Vec<String>,
@@ -56,6 +63,7 @@ impl Delta {
     #[cfg(test)]
     pub(crate) fn new(at: Hlc, changes: &tether_core::Changes, expiry: Expiry) -> Self {
         Self {
+            write: WriteId::random().unwrap(),
             at,
             clear: changes.is_clear(),
             removed: changes.removed().map(str::to_owned).collect(),
@@ -69,7 +77,8 @@ impl Delta {
 }
 
 impl Entry {
-    pub(crate) fn from_record(record: &Record, at: Hlc) -> Self {
+    /// A new session, created by the store call `write`.
+    pub(crate) fn from_record(record: &Record, at: Hlc, write: WriteId) -> Self {
         let fields = record
             .data
             .iter()
@@ -88,11 +97,12 @@ impl Entry {
             fields,
             cleared_at: None,
             deleted_at: None,
+            writes: RecentWrites::one(write, at),
             deleted_seen: None,
         }
     }
 
-    fn tombstone(at: Hlc) -> Self {
+    fn tombstone(at: Hlc, write: WriteId) -> Self {
         let now = Timestamp::now();
         Self {
             created_at: now,
@@ -101,6 +111,7 @@ impl Entry {
             fields: HashMap::new(),
             cleared_at: None,
             deleted_at: Some(at),
+            writes: RecentWrites::one(write, at),
             deleted_seen: None,
         }
     }
@@ -169,6 +180,7 @@ impl Entry {
             self.put(key, field);
         }
         self.set_expiry(delta.expiry, delta.at);
+        self.writes.record(delta.write, delta.at);
     }
 
     fn delete(&mut self, at: Hlc) {
@@ -180,6 +192,7 @@ impl Entry {
 
     /// Merges another copy of the same session into this one.
     pub(crate) fn merge(&mut self, other: Self) {
+        self.writes.merge(other.writes);
         self.created_at = self.created_at.min(other.created_at);
         self.set_expiry(other.expiry, other.expiry_at);
         if let Some(cleared) = other.cleared_at {
@@ -220,6 +233,19 @@ pub(crate) enum ApplyOutcome {
     Missing,
     /// This node has no copy of the session at all.
     Unknown,
+    /// Not applied again: the session remembers the delta's write id, it was applied before.
+    Repeated,
+}
+
+/// What happened to a new session at one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CreateOutcome {
+    /// Stored.
+    Created,
+    /// The id is taken (live, or deleted: ids are never reused) by another write.
+    Taken,
+    /// Not stored again: the session remembers the write id, this very write created it.
+    Repeated,
 }
 
 /// The sessions held by one node, in shards to keep lock contention low.
@@ -256,26 +282,30 @@ impl LocalState {
         self.shard(id).get(id).cloned()
     }
 
-    /// Inserts a new session unless the id is known (live, or deleted: ids are never reused).
-    pub(crate) fn create(&self, id: Id, entry: Entry) -> bool {
+    /// Inserts a new session, created by the store call `write`, unless the id is known (live,
+    /// or deleted: ids are never reused).
+    pub(crate) fn create(&self, id: Id, entry: Entry, write: &WriteId) -> CreateOutcome {
         let mut shard = self.shard(&id);
         match shard.get(&id) {
+            Some(existing) if existing.writes.contains(write) => CreateOutcome::Repeated,
             Some(existing)
                 if existing.is_live(Timestamp::now()) || existing.deleted_at.is_some() =>
             {
-                false
+                CreateOutcome::Taken
             }
             _ => {
                 shard.insert(id, entry);
-                true
+                CreateOutcome::Created
             }
         }
     }
 
+    /// Applies `delta` to a live session, unless the session remembers its write id.
     pub(crate) fn apply(&self, id: &Id, delta: &Delta, now: Timestamp) -> ApplyOutcome {
         let mut shard = self.shard(id);
         match shard.get_mut(id) {
             None => ApplyOutcome::Unknown,
+            Some(entry) if entry.writes.contains(&delta.write) => ApplyOutcome::Repeated,
             Some(entry) if !entry.is_live(now) => ApplyOutcome::Missing,
             Some(entry) => {
                 entry.apply(delta);
@@ -284,12 +314,22 @@ impl LocalState {
         }
     }
 
-    pub(crate) fn delete(&self, id: Id, at: Hlc) {
+    /// Deletes a session by the store call `write`, stamped `at`; false, doing nothing, when
+    /// the session remembers `write` (this deletion happened already).
+    pub(crate) fn delete(&self, id: Id, at: Hlc, write: WriteId) -> bool {
         let mut shard = self.shard(&id);
-        shard
-            .entry(id)
-            .and_modify(|entry| entry.delete(at))
-            .or_insert_with(|| Entry::tombstone(at));
+        match shard.get_mut(&id) {
+            Some(entry) if entry.writes.contains(&write) => false,
+            Some(entry) => {
+                entry.delete(at);
+                entry.writes.record(write, at);
+                true
+            }
+            None => {
+                shard.insert(id, Entry::tombstone(at, write));
+                true
+            }
+        }
     }
 
     pub(crate) fn merge(&self, id: Id, entry: Entry) {
@@ -367,7 +407,7 @@ mod tests {
             Expiry::new(now, Duration::from_secs(60), None),
             now,
         );
-        Entry::from_record(&record, clock.now())
+        Entry::from_record(&record, clock.now(), WriteId::random().unwrap())
     }
 
     fn delta(clock: &Clock, f: impl FnOnce(&mut tether_core::Changes)) -> Delta {
@@ -435,7 +475,7 @@ mod tests {
         let id = Id::random().unwrap();
         let live = entry(&clock);
         state.merge(id, live.clone());
-        state.delete(id, clock.now());
+        assert!(state.delete(id, clock.now(), WriteId::random().unwrap()));
         let mut late = live;
         late.apply(&delta(&clock, |c| c.insert("late", bytes("x"))));
         state.merge(id, late);
@@ -449,7 +489,7 @@ mod tests {
             ApplyOutcome::Missing
         );
         assert!(
-            !state.create(id, entry(&clock)),
+            state.create(id, entry(&clock), &WriteId::random().unwrap()) == CreateOutcome::Taken,
             "a deleted id is never created again"
         );
     }
@@ -461,12 +501,51 @@ mod tests {
         let state = LocalState::default();
         let id = Id::random().unwrap();
         let now = Timestamp::now();
-        state.delete(id, Hlc::at_millis(now.as_millis() + 3_600_000));
+        state.delete(
+            id,
+            Hlc::at_millis(now.as_millis() + 3_600_000),
+            WriteId::random().unwrap(),
+        );
         let retention = Duration::from_secs(120);
         assert_eq!(state.sweep(now, retention), 0);
         let almost = now + (retention - Duration::from_millis(1));
         assert_eq!(state.sweep(almost, retention), 0, "kept for the retention");
         assert_eq!(state.sweep(now + retention, retention), 1, "and no longer");
+    }
+
+    /// A delta that comes again, stamped anew, is not applied again; nor a deletion or a
+    /// creation, and the ids travel with whole copies.
+    #[test]
+    fn a_write_id_is_applied_once() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let state = LocalState::default();
+        let id = Id::random().unwrap();
+        let created = WriteId::random().unwrap();
+        let now = Timestamp::now();
+        let record = Record::new(id, Expiry::new(now, Duration::from_secs(60), None), now);
+        let new = Entry::from_record(&record, clock.now(), created);
+        assert_eq!(
+            state.create(id, new.clone(), &created),
+            CreateOutcome::Created
+        );
+        assert_eq!(state.create(id, new, &created), CreateOutcome::Repeated);
+        let first = delta(&clock, |c| c.insert("n", bytes("1")));
+        let second = delta(&clock, |c| c.insert("n", bytes("2")));
+        assert_eq!(state.apply(&id, &first, now), ApplyOutcome::Applied);
+        assert_eq!(state.apply(&id, &second, now), ApplyOutcome::Applied);
+        let replayed = Delta {
+            at: clock.now(),
+            ..first
+        };
+        assert_eq!(state.apply(&id, &replayed, now), ApplyOutcome::Repeated);
+        assert_eq!(state.record(&id, now).unwrap().data["n"], bytes("2"));
+
+        let copy = LocalState::default();
+        copy.merge(id, state.entry(&id).unwrap());
+        assert_eq!(copy.apply(&id, &replayed, now), ApplyOutcome::Repeated);
+        let deleted = WriteId::random().unwrap();
+        assert!(copy.delete(id, clock.now(), deleted));
+        assert!(!copy.delete(id, clock.now(), deleted));
     }
 
     #[test]

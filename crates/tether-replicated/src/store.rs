@@ -3,14 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
-};
+use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
 
-use crate::error::PeerError;
-use crate::node::Shared;
-use crate::state::ApplyOutcome;
-use crate::wire::{Op, Request, Response};
+use crate::read::Reads;
+use crate::write::Writes;
 
 /// A [`SessionStore`] whose sessions live in the memory of a cluster of [`Node`](crate::Node)s.
 ///
@@ -22,147 +18,64 @@ use crate::wire::{Op, Request, Response};
 /// Cloning is cheap.
 #[derive(Clone)]
 pub struct ReplicatedStore {
-    node: Arc<Shared>,
+    /// The node's name, for `Debug`.
+    node: Arc<str>,
+    reads: Arc<Reads>,
+    writes: Arc<Writes>,
 }
 
 impl ReplicatedStore {
-    pub(crate) fn new(node: Arc<Shared>) -> Self {
-        Self { node }
-    }
-
-    fn unavailable(reason: &'static str) -> Error {
-        Error::Unavailable(reason.into())
-    }
-
-    /// A peer's refusal: `Unavailable` when it said to retry, `Backend` otherwise.
-    fn refused(peer: &str, transient: bool, reason: String) -> Error {
-        let error = Box::new(PeerError::Refused {
-            peer: peer.to_owned(),
-            reason,
-        });
-        if transient {
-            Error::Unavailable(error)
-        } else {
-            Error::Backend(error)
+    pub(crate) fn new(node: &str, reads: Arc<Reads>, writes: Arc<Writes>) -> Self {
+        Self {
+            node: node.into(),
+            reads,
+            writes,
         }
     }
 
-    /// Runs a write on the session's primary, here or there.
-    async fn execute(&self, op: Op) -> Result<Response, Error> {
-        self.node.notice_stall();
-        let view = self.node.routing_view().await;
-        let Some(primary) = view.primary(op.id()) else {
-            return Err(Self::unavailable("no live member in the cluster view"));
-        };
-        if primary == self.node.name() {
-            return self.node.execute_as_primary(op).await;
-        }
-        let peer = self
-            .node
-            .peer(primary)
-            .ok_or_else(|| Self::unavailable("the primary is not a configured peer"))?;
-        // The primary may wait one sync timeout for its backups.
-        let timeout = self.node.config.sync_timeout * 2;
-        match peer.request(Request::Forward(op), timeout).await {
-            Ok(Response::Failed { transient, reason }) => {
-                Err(Self::refused(primary, transient, reason))
-            }
-            Ok(response) => Ok(response),
-            Err(e) => Err(e.into_store_error()),
-        }
-    }
-
-    fn unexpected(&self, response: &Response) -> Error {
-        tracing::warn!(?response, "unexpected answer from a primary");
-        Error::Backend(Box::new(PeerError::Unexpected("primary".into())))
+    /// As [`SessionStore::apply`], with the write id `write` instead of a new random one:
+    /// two calls with the same id are one store call delivered twice (as after a lost answer),
+    /// and the session applies it once. For tests of that; needs the `test-util` feature.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::apply`].
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn apply_with_write_id(
+        &self,
+        write: [u8; 16],
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+    ) -> Result<Applied, Error> {
+        self.writes
+            .apply_as(
+                crate::write_id::WriteId::from_bytes(write),
+                id,
+                changes,
+                expiry,
+            )
+            .await
     }
 }
 
 #[async_trait]
 impl SessionStore for ReplicatedStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
-        self.node.notice_stall();
-        let view = self.node.routing_view().await;
-        let now = Timestamp::now();
-        let holders = view.holders(id);
-        if holders.is_empty() {
-            // Nobody to ask, not even itself: "no such session" would start a new one.
-            return Err(Self::unavailable("no live member in the cluster view"));
-        }
-        let me = self.node.name();
-        // A node that is joining, or noticed a stall, has copies that may be stale.
-        if self.node.is_serving() && holders.contains(&me) {
-            let local = self.node.state.record(id, now);
-            // The primary's copy is authoritative; a backup without one asks the primary, in
-            // case it has not received the session yet.
-            if local.is_some() || holders.first() == Some(&me) {
-                return Ok(local);
-            }
-        }
-        let mut last_error = None;
-        for holder in holders.into_iter().filter(|h| *h != me) {
-            let Some(peer) = self.node.peer(holder) else {
-                continue;
-            };
-            match peer
-                .request(Request::Fetch { id: *id }, self.node.config.sync_timeout)
-                .await
-            {
-                Ok(Response::Entry(entry)) => {
-                    return Ok(entry.filter(|e| e.is_live(now)).map(|e| e.record(*id)));
-                }
-                Ok(Response::Failed { transient, reason }) => {
-                    last_error = Some(Self::refused(holder, transient, reason));
-                }
-                Ok(other) => last_error = Some(self.unexpected(&other)),
-                Err(e) => last_error = Some(e.into_store_error()),
-            }
-        }
-        // Nobody asked: the only holder is this node, and it is not serving.
-        Err(last_error.unwrap_or_else(|| Self::unavailable("this node is joining the cluster")))
+        self.reads.load(id).await
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        let op = Op::Create {
-            id: record.id,
-            created_at: record.created_at,
-            expiry: record.expiry,
-            data: record
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        match self.execute(op).await? {
-            Response::Created(true) => Ok(Created::Created),
-            Response::Created(false) => Ok(Created::IdTaken),
-            other => Err(self.unexpected(&other)),
-        }
+        self.writes.create(record).await
     }
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
-        let op = Op::Apply {
-            id: *id,
-            clear: changes.is_clear(),
-            removed: changes.removed().map(str::to_owned).collect(),
-            set: changes
-                .inserted()
-                .map(|(k, v)| (k.to_owned(), v.clone()))
-                .collect(),
-            expiry: *expiry,
-        };
-        match self.execute(op).await? {
-            Response::Applied(ApplyOutcome::Applied) => Ok(Applied::Applied),
-            Response::Applied(_) => Ok(Applied::Missing),
-            other => Err(self.unexpected(&other)),
-        }
+        self.writes.apply(id, changes, expiry).await
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        match self.execute(Op::Delete { id: *id }).await? {
-            Response::Done => Ok(()),
-            other => Err(self.unexpected(&other)),
-        }
+        self.writes.delete(id).await
     }
 
     /// Load, create under the new id, delete the old one: three steps, since the two ids have
@@ -185,7 +98,7 @@ impl SessionStore for ReplicatedStore {
 impl std::fmt::Debug for ReplicatedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicatedStore")
-            .field("node", &self.node.name())
+            .field("node", &&*self.node)
             .finish_non_exhaustive()
     }
 }

@@ -7,9 +7,11 @@ use tether_core::{Expiry, Id, Timestamp};
 
 use crate::hlc::Hlc;
 use crate::state::{ApplyOutcome, Delta, Entry};
+use crate::write_id::WriteId;
 
 /// Version of the frame format. A peer speaking another version is dropped at the handshake.
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: writes carry their write id, and sessions the ids of their latest writes.
+pub(crate) const PROTOCOL_VERSION: u16 = 2;
 
 /// One frame on a replication connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,18 +50,23 @@ pub(crate) enum Request {
     Ping,
     /// The session's current state, if the receiver holds it.
     Fetch { id: Id },
-    /// Store a new session (from its primary).
-    Create { id: Id, entry: Entry },
-    /// Apply a delta stamped by the session's primary.
+    /// Store a new session (from its primary), created by the store call `write`.
+    Create {
+        id: Id,
+        write: WriteId,
+        entry: Entry,
+    },
+    /// Apply a delta stamped by the session's primary (it names its store call).
     Apply { id: Id, delta: Delta },
-    /// Delete, stamped by the primary.
-    Delete { id: Id, at: Hlc },
+    /// Delete, stamped by the primary, by the store call `write`.
+    Delete { id: Id, at: Hlc, write: WriteId },
     /// Merge these copies (re-replication, repair, state transfer).
     Push { entries: Vec<(Id, Entry)> },
     /// A page of the sessions `for_node` must hold, in id order after `after`.
     Transfer { for_node: String, after: Option<Id> },
-    /// Perform an operation as the session's primary (sent by a node that is not).
-    Forward(Op),
+    /// Perform an operation as the session's primary (sent by a node that is not), for the
+    /// store call `write`: the same id on every retry and forward of that call.
+    Forward { write: WriteId, op: Op },
 }
 
 /// An operation a coordinator forwards to a session's primary.
@@ -110,6 +117,16 @@ pub(crate) enum Response {
         transient: bool,
         reason: String,
     },
+}
+
+impl Response {
+    /// A response saying the request could not be served.
+    pub(crate) fn failed(transient: bool, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            transient,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Why a frame could not be read.
@@ -183,7 +200,7 @@ mod tests {
         assert_eq!(welcome.len(), 2 + 2 + crate::MAX_NAME_LEN + 32);
         for frame in [&challenge, &hello, &welcome] {
             assert!(
-                frame.len() <= crate::link::HANDSHAKE_MAX_FRAME / 3 * 2,
+                frame.len() <= crate::handshake::HANDSHAKE_MAX_FRAME / 3 * 2,
                 "{}",
                 frame.len()
             );

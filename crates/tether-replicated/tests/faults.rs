@@ -150,14 +150,24 @@ async fn killing_one_of_three_backup_nodes_loses_nothing() {
     let (cookies, seen) = join(users).await;
     let total_ok: u32 = seen.iter().map(|s| s.ok).sum();
     let total_503: u32 = seen.iter().map(|s| s.unavailable).sum();
+    let wrong: usize = seen
+        .iter()
+        .map(|s| s.lost.len() + s.unexplained.len())
+        .sum();
+    // The figures, for comparing runs (`--nocapture`).
+    println!(
+        "while killing a node: {total_ok} successes, {total_503} unavailable, {wrong} wrong values"
+    );
     for (user, s) in seen.iter().enumerate() {
         assert!(s.lost.is_empty(), "user {user} lost updates: {:?}", s.lost);
         assert!(s.unexplained.is_empty(), "user {user}: {:?}", s.unexplained);
         assert!(s.last > 0, "user {user} never got a session");
     }
-    eprintln!("after the kill: {total_ok} successes, {total_503} unavailable");
+    // Each of the 2,400 requests is answered: those held up by the dead node are retried
+    // inside the store until the others have noticed it (before the retries, about half
+    // failed with 503, and this asked for 1,000 successes).
     assert!(
-        total_ok > 1_000,
+        total_ok > 2_000,
         "{total_ok} successes, {total_503} unavailable"
     );
 
@@ -277,10 +287,12 @@ async fn all_to_all_every_node_reads_and_copies_converge() {
 async fn a_hung_peer_costs_at_most_the_sync_timeout() {
     let _alone = UNDER_LOAD.lock().await;
     let sync_timeout = Duration::from_millis(300);
+    // One attempt per call: what a single attempt costs (`tests/retry.rs` has the retries).
     let cluster = LocalCluster::start(3, |c| {
         quick(c)
             .with_mode(Mode::Backup { copies: 1 })
             .with_sync_timeout(sync_timeout)
+            .with_retry_deadline(Duration::ZERO)
     })
     .await
     .unwrap();
@@ -341,7 +353,7 @@ fn connect(addr: std::net::SocketAddr) -> TcpStream {
     stream.read_exact(&mut header).unwrap();
     let mut challenge = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut challenge).unwrap();
-    assert_eq!(challenge[..2], [1, 0], "version 1, variant Challenge");
+    assert_eq!(challenge[..2], [2, 0], "version 2, variant Challenge");
     stream
 }
 
@@ -364,21 +376,21 @@ async fn hostile_peers_are_dropped_and_others_unaffected() {
         ("2 GB length prefix", vec![0x7f, 0xff, 0xff, 0xff, 1, 2, 3]),
         ("another protocol version", frame(&[99, 0, 1, 2, 3])),
         ("a hello with a wrong key", {
-            let mut hello = vec![1, 1, 6];
+            let mut hello = vec![2, 1, 6];
             hello.extend_from_slice(b"node-1");
             hello.extend_from_slice(&[7u8; 32]);
             hello.extend_from_slice(&[9u8; 32]);
             frame(&hello)
         }),
         ("a hello from an unknown node", {
-            let mut hello = vec![1, 1, 7];
+            let mut hello = vec![2, 1, 7];
             hello.extend_from_slice(b"mallory");
             hello.extend_from_slice(&[7u8; 64]);
             frame(&hello)
         }),
         (
             "a request before authenticating",
-            frame(&[1, 3, 1, 0, 0, 0, 0]),
+            frame(&[2, 3, 1, 0, 0, 0, 0]),
         ),
     ];
     for (name, bytes) in &attacks {

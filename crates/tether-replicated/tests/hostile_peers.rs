@@ -175,7 +175,7 @@ async fn challenged(addr: std::net::SocketAddr) -> Option<TcpStream> {
     read.ok()?;
     let mut challenge = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut challenge).await.ok()?;
-    assert_eq!(challenge[..2], [1, 0], "version 1, variant Challenge");
+    assert_eq!(challenge[..2], [2, 0], "version 2, variant Challenge");
     Some(stream)
 }
 
@@ -254,7 +254,7 @@ fn read_varint(bytes: &mut &[u8]) -> u64 {
 
 /// A request (variant 3) or response (variant 4) with id `id`, stamped `millis`, then `body`.
 fn stamped(variant: u8, id: u64, millis: u64, body: &[u8]) -> Bytes {
-    let mut out = vec![1, variant];
+    let mut out = vec![2, variant];
     varint(id, &mut out);
     varint(millis, &mut out);
     out.extend_from_slice(&[0, 0]); // counter, node tag
@@ -267,7 +267,7 @@ const FAILED: u8 = 6;
 
 /// A response: its id, clock milliseconds and body.
 fn parse_stamped(frame: &[u8], variant: u8) -> (u64, u64, Vec<u8>) {
-    assert_eq!(frame[..2], [1, variant], "version 1, variant {variant}");
+    assert_eq!(frame[..2], [2, variant], "version 2, variant {variant}");
     let mut rest = &frame[2..];
     let id = read_varint(&mut rest);
     let millis = read_varint(&mut rest);
@@ -302,16 +302,16 @@ async fn rogue_client(addr: std::net::SocketAddr) -> Wire {
         LengthDelimitedCodec::new(),
     );
     let challenge = next_frame(&mut wire).await.expect("a challenge");
-    assert_eq!(challenge[..2], [1, 0]);
+    assert_eq!(challenge[..2], [2, 0]);
     let server_nonce = &challenge[2..34];
     let client_nonce = [0x5a; 32];
-    let mut hello = vec![1, 1, 5];
+    let mut hello = vec![2, 1, 5];
     hello.extend_from_slice(b"rogue");
     hello.extend_from_slice(&client_nonce);
     hello.extend_from_slice(&proof(b"client", server_nonce, &client_nonce, "rogue"));
     wire.send(Bytes::from(hello)).await.unwrap();
     let welcome = next_frame(&mut wire).await.expect("a welcome");
-    assert_eq!(welcome[..2], [1, 2], "authenticated");
+    assert_eq!(welcome[..2], [2, 2], "authenticated");
     wire
 }
 
@@ -343,7 +343,7 @@ async fn rogue_server(listener: TcpListener, pongs: Arc<AtomicU64>) {
         tokio::spawn(async move {
             let mut wire = Framed::new(stream, LengthDelimitedCodec::new());
             let server_nonce = [0xa5; 32];
-            let mut challenge = vec![1, 0];
+            let mut challenge = vec![2, 0];
             challenge.extend_from_slice(&server_nonce);
             if wire.send(Bytes::from(challenge)).await.is_err() {
                 return;
@@ -353,7 +353,7 @@ async fn rogue_server(listener: TcpListener, pongs: Arc<AtomicU64>) {
             };
             let name_len = usize::from(hello[2]);
             let client_nonce = &hello[3 + name_len..3 + name_len + 32];
-            let mut welcome = vec![1, 2, 5];
+            let mut welcome = vec![2, 2, 5];
             welcome.extend_from_slice(b"rogue");
             welcome.extend_from_slice(&proof(b"server", client_nonce, &server_nonce, "rogue"));
             if wire.send(Bytes::from(welcome)).await.is_err() {
@@ -446,6 +446,7 @@ async fn a_peer_clock_far_ahead_drags_no_node() {
     delete.extend_from_slice(r.id.as_bytes());
     varint(now_ms() + HOUR_MS, &mut delete);
     delete.extend_from_slice(&[0, 0]);
+    delete.extend_from_slice(&[0x77; 16]); // its write id
     let (_, answer) = ask(&mut wire, 2, now_ms() + HOUR_MS, &delete).await;
     assert_eq!(
         answer[0], FAILED,

@@ -1,0 +1,91 @@
+//! The read path: a node that holds a session and serves reads it locally, any other asks
+//! the holders; the holders' side, answering a `Fetch`, is here too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_core::{Error, Id, Record, Timestamp};
+
+use crate::NodeConfig;
+use crate::error::{PeerError, unavailable, unexpected};
+use crate::membership::Members;
+use crate::retry::Retry;
+use crate::state::LocalState;
+use crate::wire::{Request, Response};
+
+/// Where reads are answered.
+pub(crate) struct Reads {
+    members: Arc<Members>,
+    state: Arc<LocalState>,
+    sync_timeout: Duration,
+    retry: Retry,
+}
+
+impl Reads {
+    pub(crate) fn new(config: &NodeConfig, members: Arc<Members>, state: Arc<LocalState>) -> Self {
+        Self {
+            retry: Retry::new(Arc::clone(&members), config.retry_deadline),
+            members,
+            state,
+            sync_timeout: config.sync_timeout,
+        }
+    }
+
+    /// The live session `id`, from this node if it holds the session and serves, from another
+    /// holder otherwise; tried again after a transient failure until the retry deadline.
+    pub(crate) async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
+        self.retry.run(|| self.load_once(id)).await
+    }
+
+    /// One attempt of [`Reads::load`].
+    async fn load_once(&self, id: &Id) -> Result<Option<Record>, Error> {
+        self.members.notice_stall();
+        let view = self.members.routing_view().await;
+        let now = Timestamp::now();
+        let holders = view.holders(id);
+        if holders.is_empty() {
+            // Nobody to ask, not even itself: "no such session" would start a new one.
+            return Err(unavailable("no live member in the cluster view"));
+        }
+        let me = self.members.name();
+        // A node that is joining, or noticed a stall, has copies that may be stale.
+        if self.members.is_serving() && holders.contains(&me) {
+            let local = self.state.record(id, now);
+            // The primary's copy is authoritative; a backup without one asks the primary, in
+            // case it has not received the session yet.
+            if local.is_some() || holders.first() == Some(&me) {
+                return Ok(local);
+            }
+        }
+        let mut last_error = None;
+        for holder in holders.into_iter().filter(|h| *h != me) {
+            let Some(peer) = self.members.peer(holder) else {
+                continue;
+            };
+            match peer
+                .request(Request::Fetch { id: *id }, self.sync_timeout)
+                .await
+            {
+                Ok(Response::Entry(entry)) => {
+                    return Ok(entry.filter(|e| e.is_live(now)).map(|e| e.record(*id)));
+                }
+                Ok(Response::Failed { transient, reason }) => {
+                    last_error = Some(PeerError::refused(holder, transient, reason));
+                }
+                Ok(other) => last_error = Some(unexpected(&other)),
+                Err(e) => last_error = Some(e.into_store_error()),
+            }
+        }
+        // Nobody asked: the only holder is this node, and it is not serving.
+        Err(last_error.unwrap_or_else(|| unavailable("this node is joining the cluster")))
+    }
+
+    /// The answer to a peer's `Fetch`: this node's copy, unless it is still joining (its copy
+    /// may still miss writes: the reader asks another holder).
+    pub(crate) fn answer_fetch(&self, id: &Id) -> Response {
+        if !self.members.is_serving() {
+            return Response::failed(true, format!("{} is still joining", self.members.name()));
+        }
+        Response::Entry(self.state.entry(id))
+    }
+}

@@ -1,0 +1,418 @@
+//! The write path. A write goes to its session's primary: this node, or one hop away (a
+//! `Forward`). The primary stamps it with its hybrid logical clock, applies it, and copies it
+//! to the backups (waiting for them under `Sync`); a backup that answers a delta with "no copy"
+//! gets the whole session. The backups' side, applying what a primary sends, is here too.
+//!
+//! Each store call gets a write id, kept on every forward of the call. A session remembers the
+//! ids of its latest writes, on every holder: a write that comes again is not applied again,
+//! and answers as the first time (see [`crate::write_id`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_core::{Applied, Changes, Created, Error, Expiry, Id, Record, Timestamp};
+
+use crate::error::{PeerError, unavailable, unexpected};
+use crate::hlc::Hlc;
+use crate::link::Link;
+use crate::membership::Members;
+use crate::peer::Peer;
+use crate::retry::Retry;
+use crate::state::{ApplyOutcome, CreateOutcome, Delta, Entry, LocalState};
+use crate::wire::{Op, Request, Response};
+use crate::write_id::WriteId;
+use crate::{Ack, NodeConfig};
+
+/// How many of the latest copied writes `Node::replay_copied_write` can replay.
+#[cfg(feature = "test-util")]
+const REPLAYABLE: usize = 16;
+
+/// Where writes are routed, performed, and copied.
+pub(crate) struct Writes {
+    link: Arc<Link>,
+    members: Arc<Members>,
+    state: Arc<LocalState>,
+    ack: Ack,
+    sync_timeout: Duration,
+    retry: Retry,
+    /// The latest writes copied to backups, and to which, newest first: for
+    /// `Node::replay_copied_write`.
+    #[cfg(feature = "test-util")]
+    copied: std::sync::Mutex<std::collections::VecDeque<(Vec<String>, Request)>>,
+}
+
+impl Writes {
+    pub(crate) fn new(
+        config: &NodeConfig,
+        link: Arc<Link>,
+        members: Arc<Members>,
+        state: Arc<LocalState>,
+    ) -> Self {
+        let retry = Retry::new(Arc::clone(&members), config.retry_deadline);
+        Self {
+            link,
+            members,
+            state,
+            ack: config.ack,
+            sync_timeout: config.sync_timeout,
+            retry,
+            #[cfg(feature = "test-util")]
+            copied: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Creates `record` unless its id is taken (live, or deleted: ids are never reused).
+    pub(crate) async fn create(&self, record: &Record) -> Result<Created, Error> {
+        let op = Op::Create {
+            id: record.id,
+            created_at: record.created_at,
+            expiry: record.expiry,
+            data: record
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        match self.execute(WriteId::random()?, op).await? {
+            Response::Created(true) => Ok(Created::Created),
+            Response::Created(false) => Ok(Created::IdTaken),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Applies one request's `changes` and new `expiry` to a live session.
+    pub(crate) async fn apply(
+        &self,
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+    ) -> Result<Applied, Error> {
+        self.apply_as(WriteId::random()?, id, changes, expiry).await
+    }
+
+    /// As [`Writes::apply`], for the store call `write`.
+    pub(crate) async fn apply_as(
+        &self,
+        write: WriteId,
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+    ) -> Result<Applied, Error> {
+        let op = Op::Apply {
+            id: *id,
+            clear: changes.is_clear(),
+            removed: changes.removed().map(str::to_owned).collect(),
+            set: changes
+                .inserted()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect(),
+            expiry: *expiry,
+        };
+        match self.execute(write, op).await? {
+            Response::Applied(ApplyOutcome::Applied) => Ok(Applied::Applied),
+            Response::Applied(_) => Ok(Applied::Missing),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a session: it never lives again.
+    pub(crate) async fn delete(&self, id: &Id) -> Result<(), Error> {
+        match self
+            .execute(WriteId::random()?, Op::Delete { id: *id })
+            .await?
+        {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs the store call `write` on the session's primary, here or there, trying again after
+    /// a transient failure until the retry deadline.
+    async fn execute(&self, write: WriteId, op: Op) -> Result<Response, Error> {
+        self.retry
+            .run(|| self.execute_once(write, op.clone()))
+            .await
+    }
+
+    /// One attempt of [`Writes::execute`].
+    async fn execute_once(&self, write: WriteId, op: Op) -> Result<Response, Error> {
+        self.members.notice_stall();
+        let view = self.members.routing_view().await;
+        let Some(primary) = view.primary(op.id()) else {
+            return Err(unavailable("no live member in the cluster view"));
+        };
+        if primary == self.members.name() {
+            return self.execute_as_primary(write, op).await;
+        }
+        let peer = self
+            .members
+            .peer(primary)
+            .ok_or_else(|| unavailable("the primary is not a configured peer"))?;
+        // The primary may wait one sync timeout for its backups.
+        let timeout = self.sync_timeout * 2;
+        match peer.request(Request::Forward { write, op }, timeout).await {
+            Ok(Response::Failed { transient, reason }) => {
+                Err(PeerError::refused(primary, transient, reason))
+            }
+            Ok(response) => Ok(response),
+            Err(e) => Err(e.into_store_error()),
+        }
+    }
+
+    /// The answer to a `Forward` from a peer that routed a write here: performed if this node
+    /// is the session's primary by its own view, refused (transient) otherwise.
+    pub(crate) async fn answer_forward(&self, write: WriteId, op: Op) -> Response {
+        let view = self.members.view();
+        if view.primary(op.id()) != Some(self.members.name()) {
+            return Response::failed(
+                true,
+                format!("{} is not the primary of this session", self.members.name()),
+            );
+        }
+        match self.execute_as_primary(write, op).await {
+            Ok(response) => response,
+            Err(e) => Response::failed(e.is_transient(), tether_core::error_chain(&e).to_string()),
+        }
+    }
+
+    /// Performs a write as the session's primary: stamp it, apply it, copy it to the backups.
+    /// A write the session remembers (by its id) is not applied again: the backups get the
+    /// session as it is, so that under `Sync` the answer still means every holder has it.
+    async fn execute_as_primary(&self, write: WriteId, op: Op) -> Result<Response, Error> {
+        self.members.notice_stall();
+        if !self.members.is_serving() {
+            // The view it routed by was taken before a stall was noticed.
+            return Err(Error::Unavailable(
+                "this node is joining the cluster".into(),
+            ));
+        }
+        let view = self.members.view();
+        let id = *op.id();
+        let me = self.members.name();
+        let backups: Vec<&str> = view.holders(&id).into_iter().filter(|h| *h != me).collect();
+        let now = Timestamp::now();
+        let at = self.link.clock().now();
+        match op {
+            Op::Create {
+                id,
+                created_at,
+                expiry,
+                data,
+            } => {
+                let record =
+                    Record::new(id, expiry, created_at).with_data(data.into_iter().collect());
+                let entry = Entry::from_record(&record, at, write);
+                match self.state.create(id, entry.clone(), &write) {
+                    CreateOutcome::Taken => return Ok(Response::Created(false)),
+                    CreateOutcome::Repeated => self.reconfirm(&backups, &id).await?,
+                    CreateOutcome::Created => {
+                        self.replicate(&backups, &Request::Create { id, write, entry })
+                            .await?;
+                    }
+                }
+                Ok(Response::Created(true))
+            }
+            Op::Apply {
+                id,
+                clear,
+                removed,
+                set,
+                expiry,
+            } => {
+                let delta = Delta {
+                    write,
+                    at,
+                    clear,
+                    removed,
+                    set,
+                    expiry,
+                };
+                match self.state.apply(&id, &delta, now) {
+                    ApplyOutcome::Applied => {}
+                    ApplyOutcome::Repeated => {
+                        self.reconfirm(&backups, &id).await?;
+                        return Ok(Response::Applied(ApplyOutcome::Applied));
+                    }
+                    ApplyOutcome::Missing | ApplyOutcome::Unknown => {
+                        return Ok(Response::Applied(ApplyOutcome::Missing));
+                    }
+                }
+                let answers = self
+                    .replicate(&backups, &Request::Apply { id, delta })
+                    .await?;
+                self.repair(&id, &answers).await?;
+                Ok(Response::Applied(ApplyOutcome::Applied))
+            }
+            Op::Delete { id } => {
+                if self.state.delete(id, at, write) {
+                    self.replicate(&backups, &Request::Delete { id, at, write })
+                        .await?;
+                } else {
+                    self.reconfirm(&backups, &id).await?;
+                }
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// Sends `request` to `targets`. `Sync`: waits for every answer, and fails (transient) if one
+    /// does not come. `Async`: queues and returns.
+    async fn replicate(
+        &self,
+        targets: &[&str],
+        request: &Request,
+    ) -> Result<Vec<(String, Response)>, Error> {
+        #[cfg(feature = "test-util")]
+        if !targets.is_empty()
+            && matches!(
+                request,
+                Request::Create { .. } | Request::Apply { .. } | Request::Delete { .. }
+            )
+        {
+            let targets = targets.iter().map(|t| (*t).to_owned()).collect();
+            let mut copied = self
+                .copied
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            copied.push_front((targets, request.clone()));
+            copied.truncate(REPLAYABLE);
+        }
+        let peers: Vec<&Peer> = targets
+            .iter()
+            .filter_map(|t| self.members.peer(t))
+            .collect();
+        match self.ack {
+            Ack::Async => {
+                for peer in peers {
+                    if !peer.send(request.clone()) {
+                        self.link.counters().dropped();
+                    }
+                }
+                Ok(Vec::new())
+            }
+            Ack::Sync => {
+                let timeout = self.sync_timeout;
+                let answers = futures_util::future::join_all(peers.iter().map(|peer| async move {
+                    (
+                        peer.name().to_owned(),
+                        peer.request(request.clone(), timeout).await,
+                    )
+                }))
+                .await;
+                answers
+                    .into_iter()
+                    .map(|(name, answer)| {
+                        answer.map(|a| (name, a)).map_err(|e| e.into_store_error())
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A write came again, applied already: counted, and the session as it is goes to the
+    /// backups of the current view (which may not be those the first attempt copied it to).
+    async fn reconfirm(&self, backups: &[&str], id: &Id) -> Result<(), Error> {
+        self.link.counters().repeated_write();
+        let Some(entry) = self.state.entry(id) else {
+            return Ok(());
+        };
+        self.replicate(
+            backups,
+            &Request::Push {
+                entries: vec![(*id, entry)],
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sends the write copied to backups `back` writes ago (0: the last) to them again, stamped
+    /// anew, as a peer replaying an old write would; how many backups answered.
+    #[cfg(feature = "test-util")]
+    pub(crate) async fn replay_copied_write(&self, back: usize) -> usize {
+        let old = self
+            .copied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(back)
+            .cloned();
+        let Some((targets, mut request)) = old else {
+            return 0;
+        };
+        let now = self.link.clock().now();
+        match &mut request {
+            Request::Apply { delta, .. } => delta.at = now,
+            Request::Delete { at, .. } => *at = now,
+            _ => {}
+        }
+        let mut answered = 0;
+        for target in &targets {
+            if let Some(peer) = self.members.peer(target)
+                && peer
+                    .request(request.clone(), self.sync_timeout)
+                    .await
+                    .is_ok()
+            {
+                answered += 1;
+            }
+        }
+        answered
+    }
+
+    /// Backups that answered a delta with "no copy" get the whole session.
+    async fn repair(&self, id: &Id, answers: &[(String, Response)]) -> Result<(), Error> {
+        let lacking: Vec<&str> = answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Response::Applied(ApplyOutcome::Unknown)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        let Some(entry) = self.state.entry(id) else {
+            return Ok(());
+        };
+        self.replicate(
+            &lacking,
+            &Request::Push {
+                entries: vec![(*id, entry)],
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// As a backup: stores a new session from its primary, created by the store call `write`.
+    /// Merges, so a copy pushed earlier does not refuse it; a creation the session remembers
+    /// (a replay, perhaps stamped anew) is counted and not merged again.
+    pub(crate) fn backup_create(&self, id: Id, write: &WriteId, entry: Entry) -> Response {
+        let known = self.state.entry(&id);
+        if known.as_ref().is_some_and(|e| e.writes.contains(write)) {
+            self.link.counters().repeated_write();
+            return Response::Created(true);
+        }
+        let deleted = known.is_some_and(|e| e.deleted_at.is_some());
+        self.state.merge(id, entry);
+        Response::Created(!deleted)
+    }
+
+    /// As a backup: applies a delta its primary stamped, unless the session remembers its
+    /// write id (counted: a replay, answered as applied).
+    pub(crate) fn backup_apply(&self, id: &Id, delta: &Delta) -> Response {
+        match self.state.apply(id, delta, Timestamp::now()) {
+            ApplyOutcome::Repeated => {
+                self.link.counters().repeated_write();
+                Response::Applied(ApplyOutcome::Applied)
+            }
+            outcome => Response::Applied(outcome),
+        }
+    }
+
+    /// As a backup: records a deletion its primary stamped, unless the session remembers it.
+    pub(crate) fn backup_delete(&self, id: Id, at: Hlc, write: WriteId) -> Response {
+        if !self.state.delete(id, at, write) {
+            self.link.counters().repeated_write();
+        }
+        Response::Done
+    }
+}
