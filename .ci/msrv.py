@@ -14,6 +14,8 @@ import subprocess
 import sys
 from collections import deque
 
+from published import published_ids  # the same rule for "published" as the package step
+
 
 def version(text):
     parts = [int(p) for p in text.split(".")]
@@ -30,8 +32,7 @@ def normal_deps(node):
 def check(metadata):
     packages = {p["id"]: p for p in metadata["packages"]}
     nodes = {n["id"]: n for n in metadata["resolve"]["nodes"]}
-    members = metadata["workspace_members"]
-    published = [m for m in members if packages[m].get("publish") != []]
+    published = published_ids(metadata)
     problems = []
     unknown = set()
     for root in published:

@@ -8,13 +8,15 @@ import subprocess
 import sys
 
 
+def published_ids(metadata):
+    """The package ids of the published workspace members, in the workspace's order."""
+    publish = {p["id"]: p.get("publish") for p in metadata["packages"]}
+    return [m for m in metadata["workspace_members"] if publish[m] != []]
+
+
 def published(metadata):
-    members = set(metadata["workspace_members"])
-    return sorted(
-        p["name"]
-        for p in metadata["packages"]
-        if p["id"] in members and p.get("publish") != []
-    )
+    names = {p["id"]: p["name"] for p in metadata["packages"]}
+    return sorted(names[m] for m in published_ids(metadata))
 
 
 def main():
