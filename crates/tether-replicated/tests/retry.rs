@@ -32,12 +32,10 @@ fn holders_of(cluster: &LocalCluster, id: &Id) -> Vec<usize> {
         .collect()
 }
 
-/// The primary dies; a write sent at once (its peers still count it a member) waits for the
-/// view without it and is performed by the new primary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_whose_primary_dies_is_retried_on_the_new_one() {
-    let _alone = ALONE.lock().await;
-    let mut cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
+/// Three backup-1 nodes with one session: the cluster, the session, its holders (primary
+/// first) and the node that holds no copy.
+async fn one_session() -> (LocalCluster, tether_core::Record, Vec<usize>, usize) {
+    let cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
     let r = record();
     assert_eq!(
         cluster.store(0).unwrap().create(&r).await.unwrap(),
@@ -45,6 +43,15 @@ async fn a_write_whose_primary_dies_is_retried_on_the_new_one() {
     );
     let holders = holders_of(&cluster, &r.id);
     let other = (0..3).find(|i| !holders.contains(i)).unwrap();
+    (cluster, r, holders, other)
+}
+
+/// The primary dies; a write sent at once (its peers still count it a member) waits for the
+/// view without it and is performed by the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_primary_dies_is_retried_on_the_new_one() {
+    let _alone = ALONE.lock().await;
+    let (mut cluster, r, holders, other) = one_session().await;
     cluster.kill(holders[0]);
     let store = cluster.store(other).unwrap();
     let applied = store.apply(&r.id, &set("k", "after"), &r.expiry).await;
@@ -66,14 +73,7 @@ async fn a_write_whose_primary_dies_is_retried_on_the_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_writes_whose_backup_dies_are_answered_once_the_new_holders_have_them() {
     let _alone = ALONE.lock().await;
-    let mut cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
-    let r = record();
-    assert_eq!(
-        cluster.store(0).unwrap().create(&r).await.unwrap(),
-        Created::Created
-    );
-    let holders = holders_of(&cluster, &r.id);
-    let other = (0..3).find(|i| !holders.contains(i)).unwrap();
+    let (mut cluster, r, holders, other) = one_session().await;
     let store = cluster.store(holders[0]).unwrap();
     cluster.kill(holders[1]);
     let applied = store.apply(&r.id, &set("k", "after"), &r.expiry).await;
