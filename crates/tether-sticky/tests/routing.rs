@@ -226,7 +226,7 @@ async fn bounded_loads_remove_the_nat_hot_spot() {
         let layer = StickyConfig::new(keys(1))
             .with_pinning(Pinning::Source)
             .with_epsilon(epsilon);
-        let (router, _) = router(&layer, &servers);
+        let (router, handle) = router(&layer, &servers);
         let mut clients = tokio::task::JoinSet::new();
         for _ in 0..1_000 {
             let mut router = router.clone();
@@ -254,9 +254,14 @@ async fn bounded_loads_remove_the_nat_hot_spot() {
             );
             assert_eq!(per_backend.len(), 4, "{per_backend:?}");
         } else {
+            // A connection that failed under the burst of 1,000 connects (a timed-out SYN on a
+            // loaded machine) is retried on the next backend: those are the only requests
+            // allowed elsewhere, and each one is a counted failure.
+            let failures: u64 = handle.backends().iter().map(|b| b.counters.failures).sum();
             assert_eq!(
-                busiest, 1_000,
-                "without a bound one address lands on one backend"
+                u64::from(1_000 - busiest),
+                failures,
+                "without a bound one address lands on one backend: {per_backend:?}"
             );
         }
         for server in &servers {
