@@ -30,7 +30,11 @@
 //!   ([`NodeConfig::with_retry_deadline`], default 2 s); past it the call fails with the
 //!   transient error. A `Sync` write whose backup died is thus answered once the primary has
 //!   copied the session to its new holders.
-//! - **Failures.** Peers are members while they answer heartbeats. When one dies, the remaining
+//! - **Failures.** Peers are members while they answer heartbeats. A peer whose connection is
+//!   lost and cannot be opened again (a crashed process: its port refuses) is declared dead at
+//!   once, not after the failure timeout; silence (a paused process, a cut network) is noticed
+//!   at the failure timeout. A copy from a node outside the receiver's view is refused (the node
+//!   is fenced: it stops serving and joins again). When one dies, the remaining
 //!   holders copy its sessions to their new holders; a node that joins or restarts first
 //!   receives the sessions it must hold, then becomes a member. Nodes started together agree
 //!   on one view before any serves. A node that stood still longer than its peers wait for it

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -32,6 +33,8 @@ pub(crate) struct Counters {
     rejected_frames: AtomicU64,
     /// Writes recognised by their write id and not applied again.
     repeated_writes: AtomicU64,
+    /// Copies refused because their sender is outside this node's view.
+    fenced_writes: AtomicU64,
 }
 
 /// The values of [`Counters`] at one moment.
@@ -43,6 +46,7 @@ pub(crate) struct Counted {
     pub(crate) rejected: u64,
     pub(crate) rejected_frames: u64,
     pub(crate) repeated_writes: u64,
+    pub(crate) fenced_writes: u64,
 }
 
 impl Counters {
@@ -78,6 +82,11 @@ impl Counters {
         self.repeated_writes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A copy from a node outside this node's view was refused.
+    pub(crate) fn fenced(&self) {
+        self.fenced_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn get(&self) -> Counted {
         Counted {
             messages: self.messages.load(Ordering::Relaxed),
@@ -86,6 +95,7 @@ impl Counters {
             rejected: self.rejected.load(Ordering::Relaxed),
             rejected_frames: self.rejected_frames.load(Ordering::Relaxed),
             repeated_writes: self.repeated_writes.load(Ordering::Relaxed),
+            fenced_writes: self.fenced_writes.load(Ordering::Relaxed),
         }
     }
 }
@@ -105,6 +115,9 @@ pub(crate) struct Link {
     cancel: CancellationToken,
     /// Log lines about frames stamped beyond the max clock drift.
     clock_log: LogLimit,
+    /// Woken when a peer is declared dead or leaves, so the view changes at once rather than
+    /// at the next heartbeat.
+    peers_changed: Notify,
 }
 
 impl Link {
@@ -124,6 +137,7 @@ impl Link {
             counters: Counters::default(),
             cancel,
             clock_log: LogLimit::default(),
+            peers_changed: Notify::new(),
         }
     }
 
@@ -174,6 +188,16 @@ impl Link {
     /// Stops the node: every task and connection ends.
     pub(crate) fn stop(&self) {
         self.cancel.cancel();
+    }
+
+    /// A peer was declared dead or left: the view must be computed again now.
+    pub(crate) fn peer_lost(&self) {
+        self.peers_changed.notify_one();
+    }
+
+    /// Completes when a peer was declared dead or left since the last call.
+    pub(crate) async fn peers_changed(&self) {
+        self.peers_changed.notified().await;
     }
 
     /// Whether the node was stopped.

@@ -183,12 +183,29 @@ impl Members {
         if gap <= self.stall_limit() {
             return;
         }
+        tracing::warn!(node = %self.name(), ?gap, "this node stood still past the failure timeout; it stops serving and joins again");
+        self.join_again(liveness);
+    }
+
+    /// A peer refused a copy from this node because this node is not in its view: the cluster
+    /// declared it dead (a stall this node did not see, or a one-way cut) and moved on. It stops
+    /// serving and joins again, as after a stall.
+    pub(crate) fn fenced_by(&self, peer: &str) {
+        let mut liveness = self.lock_liveness();
+        if !self.is_serving() {
+            return;
+        }
+        tracing::warn!(node = %self.name(), %peer, "a peer no longer counts this node a member; it stops serving and joins again");
+        self.join_again(&mut liveness);
+    }
+
+    /// Stops serving and announcing itself ready, and wakes the join loop: a new join epoch.
+    fn join_again(&self, liveness: &mut Liveness) {
         liveness.stalls += 1;
         liveness.last_tick = Instant::now();
         self.serving.store(false, Ordering::Release);
         self.ready.store(false, Ordering::Release);
         self.lock_pinged_by().clear();
-        tracing::warn!(node = %self.name(), ?gap, "this node stood still past the failure timeout; it stops serving and joins again");
         self.publish_view();
         self.stalled.notify_one();
     }
@@ -236,9 +253,9 @@ impl Members {
         loop {
             tokio::select! {
                 () = self.link.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.tick(),
+                () = self.link.peers_changed() => self.notice_stall(),
             }
-            self.tick();
             self.publish_view();
         }
     }

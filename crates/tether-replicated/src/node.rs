@@ -65,6 +65,11 @@ pub struct NodeStats {
     /// store call retried or forwarded again after a failure, or a peer replaying an old write.
     /// See the crate docs for how long write ids are remembered.
     pub repeated_writes: u64,
+    /// Copies of writes refused because their sender was not a member of this node's view: a
+    /// node the cluster had declared dead (it stood still, or was cut off) that carried on as a
+    /// session's primary. The sender stops serving and joins again; its write is retried on the
+    /// session's current primary.
+    pub fenced_writes: u64,
     /// Sessions and tombstones held.
     pub entries: usize,
 }
@@ -217,6 +222,7 @@ impl Node {
             rejected_connections: counted.rejected,
             rejected_frames: counted.rejected_frames,
             repeated_writes: counted.repeated_writes,
+            fenced_writes: counted.fenced_writes,
             entries: self.parts.state.len(),
         }
     }

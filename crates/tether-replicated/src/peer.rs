@@ -50,6 +50,12 @@ impl Health {
         let last = *self.last_pong.lock().unwrap_or_else(|p| p.into_inner());
         last.is_some_and(|at| at.elapsed() < failure_timeout)
     }
+
+    /// Forgets the last heartbeat: neither alive nor a member until the next one.
+    fn declare_dead(&self) {
+        *self.last_pong.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.ready.store(false, Ordering::Release);
+    }
 }
 
 /// A handle on the connection to one peer.
@@ -129,17 +135,38 @@ async fn run(
     link: Arc<Link>,
 ) {
     let mut backoff = MIN_BACKOFF;
+    // The connection was just lost: the peer is suspected, and reconnecting decides.
+    let mut suspected = false;
     loop {
         match connect(&name, addr, &link).await {
             Ok(transport) => {
                 backoff = MIN_BACKOFF;
+                suspected = false;
                 tracing::debug!(peer = %name, %addr, "connected to peer");
+                let connected = Instant::now();
                 match serve(&name, transport, &mut rx, &health, &link).await {
                     Ok(()) => return,
                     Err(e) => tracing::debug!(peer = %name, error = %e, "peer connection ended"),
                 }
+                // A connection that had been up a while is tried again at once: a crashed
+                // process refuses it, and is declared dead now rather than at the failure
+                // timeout. One that broke at once waits its backoff, so a peer that keeps
+                // dropping connections is not hammered.
+                if connected.elapsed() >= link.heartbeat() {
+                    suspected = true;
+                    continue;
+                }
             }
-            Err(e) => tracing::debug!(peer = %name, %addr, error = %e, "cannot reach peer"),
+            Err(e) => {
+                if suspected {
+                    suspected = false;
+                    health.declare_dead();
+                    link.peer_lost();
+                    tracing::info!(peer = %name, %addr, error = %e, "peer declared dead: its connection was lost and reconnecting failed");
+                } else {
+                    tracing::debug!(peer = %name, %addr, error = %e, "cannot reach peer");
+                }
+            }
         }
         // While disconnected, whatever is queued fails at once instead of waiting for a timeout.
         let pause = tokio::time::sleep(backoff);

@@ -127,6 +127,7 @@ impl Server {
             handshake::accept(link, stream, |name| server.members.is_peer(name)).await?;
         drop(slot);
         tracing::debug!(%peer, "peer authenticated");
+        let peer: Arc<str> = peer.into();
 
         let (mut sink, mut stream) = transport.split();
         let (responses, mut outbox) = mpsc::channel::<Frame>(IN_FLIGHT);
@@ -178,6 +179,7 @@ impl Server {
             };
             let server = Arc::clone(server);
             let responses = responses.clone();
+            let from = Arc::clone(&peer);
             tokio::spawn(async move {
                 let body = if refused {
                     Response::failed(
@@ -188,7 +190,7 @@ impl Server {
                         ),
                     )
                 } else {
-                    server.handle(body).await
+                    server.handle(&from, body).await
                 };
                 let frame = Frame::Response {
                     id,
@@ -204,8 +206,8 @@ impl Server {
         result
     }
 
-    /// Answers a peer's request.
-    async fn handle(&self, request: Request) -> Response {
+    /// Answers a request of the authenticated peer `from`.
+    async fn handle(&self, from: &str, request: Request) -> Response {
         if self.frozen.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -216,9 +218,11 @@ impl Server {
                 ready: self.members.is_ready(),
             },
             Request::Fetch { id } => self.reads.answer_fetch(&id),
-            Request::Create { id, write, entry } => self.writes.backup_create(id, &write, entry),
-            Request::Apply { id, delta } => self.writes.backup_apply(&id, &delta),
-            Request::Delete { id, at, write } => self.writes.backup_delete(id, at, write),
+            Request::Create { id, write, entry } => {
+                self.writes.backup_create(from, id, &write, entry)
+            }
+            Request::Apply { id, delta } => self.writes.backup_apply(from, &id, &delta),
+            Request::Delete { id, at, write } => self.writes.backup_delete(from, id, at, write),
             Request::Push { entries } => {
                 transfer::merge(&self.state, entries);
                 Response::Done

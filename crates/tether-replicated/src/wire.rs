@@ -10,7 +10,8 @@ use crate::state::{ApplyOutcome, Delta, Entry};
 use crate::write_id::WriteId;
 
 /// Version of the frame format. A peer speaking another version is dropped at the handshake.
-/// Version 2: writes carry their write id, and sessions the ids of their latest writes.
+/// Version 2: writes carry their write id, and sessions the ids of their latest writes; copies
+/// from a node outside the receiver's view are fenced; a leaving node says so.
 pub(crate) const PROTOCOL_VERSION: u16 = 2;
 
 /// One frame on a replication connection.
@@ -117,6 +118,9 @@ pub(crate) enum Response {
         transient: bool,
         reason: String,
     },
+    /// A copy refused because its sender is not a member of the receiver's view: the cluster
+    /// declared the sender dead (it stood still, or was cut off) and moved on without it.
+    Fenced,
 }
 
 impl Response {

@@ -299,12 +299,21 @@ impl Writes {
                     )
                 }))
                 .await;
-                answers
+                let answers: Vec<(String, Response)> = answers
                     .into_iter()
                     .map(|(name, answer)| {
                         answer.map(|a| (name, a)).map_err(|e| e.into_store_error())
                     })
-                    .collect()
+                    .collect::<Result<_, _>>()?;
+                if let Some((by, _)) = answers.iter().find(|(_, a)| matches!(a, Response::Fenced)) {
+                    // The others moved on without this node: it must not answer for this write.
+                    // It stops serving and joins again; the retry goes to the new primary.
+                    self.members.fenced_by(by);
+                    return Err(Error::Unavailable(
+                        format!("{by} no longer counts {} a member", self.members.name()).into(),
+                    ));
+                }
+                Ok(answers)
             }
         }
     }
@@ -382,10 +391,33 @@ impl Writes {
         Ok(())
     }
 
-    /// As a backup: stores a new session from its primary, created by the store call `write`.
-    /// Merges, so a copy pushed earlier does not refuse it; a creation the session remembers
-    /// (a replay, perhaps stamped anew) is counted and not merged again.
-    pub(crate) fn backup_create(&self, id: Id, write: &WriteId, entry: Entry) -> Response {
+    /// Whether a copy from `from` may be applied: only while `from` is a member of this node's
+    /// view. A node the cluster declared dead (it stood still, or was cut off) and that carries
+    /// on as if it were a primary is fenced: counted, answered [`Response::Fenced`], and its
+    /// write is not applied here. A node that is joining itself has no view to judge by yet, and
+    /// takes every copy (merged as usual).
+    fn admits(&self, from: &str) -> bool {
+        if !self.members.is_serving() || self.members.view().contains(from) {
+            return true;
+        }
+        self.link.counters().fenced();
+        tracing::debug!(peer = %from, "refused a copy from a node outside this node's view");
+        false
+    }
+
+    /// As a backup: stores a new session from its primary `from`, created by the store call
+    /// `write`. Merges, so a copy pushed earlier does not refuse it; a creation the session
+    /// remembers (a replay, perhaps stamped anew) is counted and not merged again.
+    pub(crate) fn backup_create(
+        &self,
+        from: &str,
+        id: Id,
+        write: &WriteId,
+        entry: Entry,
+    ) -> Response {
+        if !self.admits(from) {
+            return Response::Fenced;
+        }
         let known = self.state.entry(&id);
         if known.as_ref().is_some_and(|e| e.writes.contains(write)) {
             self.link.counters().repeated_write();
@@ -396,9 +428,12 @@ impl Writes {
         Response::Created(!deleted)
     }
 
-    /// As a backup: applies a delta its primary stamped, unless the session remembers its
-    /// write id (counted: a replay, answered as applied).
-    pub(crate) fn backup_apply(&self, id: &Id, delta: &Delta) -> Response {
+    /// As a backup: applies a delta its primary `from` stamped, unless the session remembers
+    /// its write id (counted: a replay, answered as applied).
+    pub(crate) fn backup_apply(&self, from: &str, id: &Id, delta: &Delta) -> Response {
+        if !self.admits(from) {
+            return Response::Fenced;
+        }
         match self.state.apply(id, delta, Timestamp::now()) {
             ApplyOutcome::Repeated => {
                 self.link.counters().repeated_write();
@@ -408,8 +443,12 @@ impl Writes {
         }
     }
 
-    /// As a backup: records a deletion its primary stamped, unless the session remembers it.
-    pub(crate) fn backup_delete(&self, id: Id, at: Hlc, write: WriteId) -> Response {
+    /// As a backup: records a deletion its primary `from` stamped, unless the session
+    /// remembers it.
+    pub(crate) fn backup_delete(&self, from: &str, id: Id, at: Hlc, write: WriteId) -> Response {
+        if !self.admits(from) {
+            return Response::Fenced;
+        }
         if !self.state.delete(id, at, write) {
             self.link.counters().repeated_write();
         }
