@@ -191,6 +191,7 @@ pub struct NodeConfig {
     pub(crate) tombstone_retention: Duration,
     pub(crate) max_handshakes: usize,
     pub(crate) max_clock_drift: Duration,
+    pub(crate) leave_timeout: Duration,
 }
 
 /// Default bound on waiting for holders to acknowledge a write.
@@ -218,6 +219,9 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
 /// for its uncertainty intervals; here the bound only stops one bad clock from dragging the
 /// cluster's timestamps (and its writes' precedence) far into the future.
 pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
+/// Default bound on a graceful leave ([`Node::shutdown`](crate::Node::shutdown)): 10 s, well
+/// inside Kubernetes' default grace period of 30 s.
+pub const DEFAULT_LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest node name, in bytes: any DNS name fits. Names travel in the handshake, whose frames
 /// are limited to a few hundred bytes until the peer has authenticated.
 pub const MAX_NAME_LEN: usize = 255;
@@ -243,6 +247,7 @@ impl NodeConfig {
             tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
+            leave_timeout: DEFAULT_LEAVE_TIMEOUT,
         }
     }
 
@@ -355,6 +360,15 @@ impl NodeConfig {
     /// offsets of the servers.
     pub fn with_max_clock_drift(mut self, drift: Duration) -> Self {
         self.max_clock_drift = drift;
+        self
+    }
+
+    /// How long a graceful leave ([`Node::shutdown`](crate::Node::shutdown)) may take at most
+    /// (default 10 s, see [`DEFAULT_LEAVE_TIMEOUT`]): handing the sessions over to their next
+    /// holders and waiting for the peers to acknowledge that this node leaves. Past it the node
+    /// stops anyway; what was not handed over lives on in the sessions' other holders.
+    pub fn with_leave_timeout(mut self, timeout: Duration) -> Self {
+        self.leave_timeout = timeout;
         self
     }
 

@@ -40,6 +40,11 @@
 //!   on one view before any serves. A node that stood still longer than its peers wait for it
 //!   (SIGSTOP, a frozen VM: its own monotonic clock shows the gap) stops serving and joins
 //!   again as after a restart; meanwhile its store forwards to the members.
+//! - **Planned restarts.** [`Node::shutdown`] leaves gracefully (call it on SIGTERM, after the
+//!   HTTP server has drained): the node hands the sessions it is the primary of to their next
+//!   holders, stops serving, hands over what it wrote meanwhile, tells its peers it leaves,
+//!   and stops, so a rolling restart loses nothing and fails no request. [`Node::abort`]
+//!   stops at once, as a crash would.
 //! - **Security.** Peers prove knowledge of a pre-shared key with HMAC-SHA256
 //!   challenge-response in both directions (the key never travels); a peer that fails, speaks
 //!   another protocol version, or sends an oversized or garbage frame is disconnected and logged,
@@ -117,6 +122,7 @@ mod config;
 mod error;
 mod handshake;
 mod hlc;
+mod leave;
 mod link;
 #[cfg(feature = "test-util")]
 mod local;
@@ -149,13 +155,15 @@ pub mod fuzzing {
 
 pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
-    Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE, DEFAULT_RETRY_DEADLINE, DEFAULT_SYNC_TIMEOUT,
-    DEFAULT_TOMBSTONE_RETENTION, MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
+    Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_LEAVE_TIMEOUT,
+    DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE,
+    DEFAULT_RETRY_DEADLINE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION, MAX_NAME_LEN, Mode,
+    NodeConfig, ParseAckError, ParseModeError,
 };
 pub use error::Error;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use leave::Handover;
 pub use local::LocalCluster;
 pub use node::{Node, NodeStats};
 pub use store::ReplicatedStore;

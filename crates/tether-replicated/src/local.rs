@@ -127,8 +127,16 @@ impl LocalCluster {
     /// Kills node `index`: its tasks stop and its connections close at once.
     pub fn kill(&mut self, index: usize) {
         if let Some(node) = self.nodes.get_mut(index).and_then(Option::take) {
-            node.shutdown();
+            node.abort();
         }
+    }
+
+    /// Shuts node `index` down gracefully ([`Node::shutdown`]): it hands its sessions over and
+    /// leaves; what it handed over, or `None` if it was not running. Its store keeps
+    /// forwarding until the node has stopped.
+    pub async fn leave(&mut self, index: usize) -> Option<crate::Handover> {
+        let node = self.nodes.get_mut(index).and_then(Option::take)?;
+        Some(node.shutdown().await)
     }
 
     /// Starts node `index` again on its old address; returns once it has received its sessions
@@ -187,7 +195,7 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for node in self.nodes.iter().flatten() {
-            node.shutdown();
+            node.abort();
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Members {
     liveness: Mutex<Liveness>,
     /// Woken when a stall is noticed, to join again.
     stalled: Notify,
+    /// Set once a graceful leave began: the node never serves or joins again.
+    leaving: AtomicBool,
 }
 
 /// The node's own sense of time passing: a gap in its heartbeats means the process stood still.
@@ -86,6 +88,7 @@ impl Members {
                 stalls: 0,
             }),
             stalled: Notify::new(),
+            leaving: AtomicBool::new(false),
         }
     }
 
@@ -222,11 +225,11 @@ impl Members {
     }
 
     /// Sets `flag` (ready or serving) unless a stall was noticed since the join of `epoch`
-    /// began, or is noticed now.
+    /// began, or is noticed now, or the node is leaving.
     fn set_if_current(&self, epoch: u64, flag: &AtomicBool) -> bool {
         let mut liveness = self.lock_liveness();
         self.check_stall(&mut liveness);
-        if liveness.stalls != epoch {
+        if liveness.stalls != epoch || self.is_leaving() {
             return false;
         }
         flag.store(true, Ordering::Release);
@@ -274,9 +277,63 @@ impl Members {
         });
     }
 
-    /// Joins, and joins again after every stall, until the node stops.
+    /// Whether a graceful leave began.
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// Begins a graceful leave; false if one began already.
+    pub(crate) fn begin_leave(&self) -> bool {
+        !self.leaving.swap(true, Ordering::AcqRel)
+    }
+
+    /// The leaving node stops serving: its store forwards to the members and it refuses to act
+    /// as a primary. Its heartbeats still say it is ready, so its peers keep it in their views
+    /// (and keep forwarding its sessions' writes to it, which it refuses as transient) until it
+    /// has handed those sessions over and announced that it leaves.
+    pub(crate) fn stop_serving(&self) {
+        let _liveness = self.lock_liveness();
+        self.serving.store(false, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.publish_view();
+    }
+
+    /// How many peers answer heartbeats.
+    pub(crate) fn live_peers(&self) -> usize {
+        let failure = self.failure_timeout;
+        self.peers().filter(|p| p.is_alive(failure)).count()
+    }
+
+    /// Tells every live peer that this node leaves, and waits for their answers, at most
+    /// `timeout`; how many answered. A peer that does not answer drops this node at its next
+    /// heartbeat (the answer says "not ready") or once the node is gone.
+    pub(crate) async fn announce_leave(&self, timeout: Duration) -> usize {
+        self.ready.store(false, Ordering::Release);
+        let failure = self.failure_timeout;
+        let live: Vec<&Peer> = self.peers().filter(|p| p.is_alive(failure)).collect();
+        let answers = futures_util::future::join_all(
+            live.iter()
+                .map(|peer| peer.request(crate::wire::Request::Leave, timeout)),
+        )
+        .await;
+        answers.iter().filter(|a| a.is_ok()).count()
+    }
+
+    /// `peer` announced that it leaves: it is no member from now on, until it joins again.
+    pub(crate) fn peer_left(&self, peer: &str) {
+        if let Some(peer) = self.peer(peer) {
+            peer.left();
+            tracing::info!(node = %self.name(), peer = peer.name(), "peer leaves the cluster");
+            self.link.peer_lost();
+        }
+    }
+
+    /// Joins, and joins again after every stall, until the node stops or leaves.
     pub(crate) async fn stay_joined(self: Arc<Self>) {
         loop {
+            if self.is_leaving() {
+                return;
+            }
             let epoch = self.stalls();
             let joined = tokio::select! {
                 () = self.link.cancelled() => return,

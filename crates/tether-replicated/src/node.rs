@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::leave::{Handover, Leave};
 use crate::link::Link;
 use crate::membership::Members;
 use crate::peer::Peer;
@@ -20,7 +22,8 @@ use crate::{Error, Membership, NodeConfig, ReplicatedStore, View, sweep};
 
 /// A running replication node. Holds sessions in memory and copies them to its peers.
 ///
-/// The node runs until [`Node::shutdown`] or until every handle to it is dropped. Get a
+/// The node runs until [`Node::shutdown`] (graceful: it hands its sessions over first),
+/// [`Node::abort`] (at once), or until every handle to it is dropped (at once). Get a
 /// [`SessionStore`](tether_core::SessionStore) with [`Node::store`].
 ///
 /// # Example
@@ -81,6 +84,8 @@ struct Parts {
     members: Arc<Members>,
     reads: Arc<Reads>,
     writes: Arc<Writes>,
+    rebalance: Arc<Rebalance>,
+    leave_timeout: Duration,
     /// Only `freeze` reaches it.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     server: Arc<Server>,
@@ -166,13 +171,13 @@ impl Node {
         let name = link.name().to_owned();
         // The view lists this node once it serves; the sender lives in `members`.
         let _ = views.wait_for(|view| view.contains(&name)).await;
-        let rebalance = Rebalance::new(
+        let rebalance = Arc::new(Rebalance::new(
             &config,
             Arc::clone(&link),
             Arc::clone(&members),
             Arc::clone(&state),
-        );
-        tokio::spawn(rebalance.run());
+        ));
+        tokio::spawn(Arc::clone(&rebalance).run());
         tokio::spawn(sweep::run(
             Arc::clone(&link),
             Arc::clone(&state),
@@ -184,6 +189,8 @@ impl Node {
             members,
             reads,
             writes,
+            rebalance,
+            leave_timeout: config.leave_timeout,
             server,
             local_addr,
         };
@@ -227,9 +234,43 @@ impl Node {
         }
     }
 
-    /// Stops the node at once: connections close, peers see it die. Its sessions live on in
-    /// their other holders.
-    pub fn shutdown(&self) {
+    /// Leaves the cluster gracefully, then stops: for a planned restart or a scale-down
+    /// (SIGTERM). The node stops taking sessions, hands every session it holds to its holders
+    /// in the view without it and waits for them to take it, tells its peers that it leaves
+    /// (they drop it from their views at once), and stops, within the leave timeout
+    /// ([`NodeConfig::with_leave_timeout`], default 10 s).
+    ///
+    /// Meanwhile its store keeps answering by forwarding to the other members, so an
+    /// application can drain its requests while the node leaves; once the node has stopped,
+    /// its store fails with transient errors. Nothing acknowledged is lost and no request
+    /// needs to fail: the sessions' next holders have every write before any of them answers
+    /// for them. Calling it again while it runs waits for the node to stop.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn run(node: tether_replicated::Node) {
+    /// // On SIGTERM, after the HTTP server has stopped accepting:
+    /// let handover = node.shutdown().await;
+    /// assert!(handover.complete, "some sessions live on only in their other holders");
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) -> Handover {
+        let parts = &self.parts;
+        Leave {
+            link: &parts.link,
+            members: &parts.members,
+            writes: &parts.writes,
+            rebalance: &parts.rebalance,
+        }
+        .run(parts.leave_timeout)
+        .await
+    }
+
+    /// Stops the node at once, as if its process died: connections close and its peers
+    /// declare it dead as soon as they fail to reconnect. Its sessions live on in their other
+    /// holders; a write under way here may fail. Prefer [`Node::shutdown`] for a planned stop.
+    pub fn abort(&self) {
         self.parts.link.stop();
     }
 

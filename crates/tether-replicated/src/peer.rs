@@ -56,6 +56,12 @@ impl Health {
         *self.last_pong.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.ready.store(false, Ordering::Release);
     }
+
+    /// The peer announced that it leaves: not a member until it answers a heartbeat as ready
+    /// again (after it has joined anew).
+    fn left(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
 }
 
 /// A handle on the connection to one peer.
@@ -124,6 +130,11 @@ impl Peer {
     /// Sends `body` without waiting for an answer; false when the queue is full.
     pub(crate) fn send(&self, body: Request) -> bool {
         self.tx.try_send(Outgoing { body, reply: None }).is_ok()
+    }
+
+    /// The peer announced that it leaves the cluster.
+    pub(crate) fn left(&self) {
+        self.health.left();
     }
 }
 

@@ -1,17 +1,18 @@
-//! The read path: a node that holds a session and serves reads it locally, any other asks
-//! the holders; the holders' side, answering a `Fetch`, is here too.
+//! The read path: a session's primary reads it locally (in `AllToAll` every member does), any
+//! other node asks the holders, primary first; the holders' side, answering a `Fetch`, is here
+//! too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::{Error, Id, Record, Timestamp};
 
-use crate::NodeConfig;
 use crate::error::{PeerError, unavailable, unexpected};
 use crate::membership::Members;
 use crate::retry::Retry;
 use crate::state::LocalState;
 use crate::wire::{Request, Response};
+use crate::{Mode, NodeConfig};
 
 /// Where reads are answered.
 pub(crate) struct Reads {
@@ -19,6 +20,8 @@ pub(crate) struct Reads {
     state: Arc<LocalState>,
     sync_timeout: Duration,
     retry: Retry,
+    /// In `AllToAll` every member reads its own copy; in `Backup` only the primary does.
+    mode: Mode,
 }
 
 impl Reads {
@@ -28,6 +31,7 @@ impl Reads {
             members,
             state,
             sync_timeout: config.sync_timeout,
+            mode: config.mode,
         }
     }
 
@@ -48,14 +52,16 @@ impl Reads {
             return Err(unavailable("no live member in the cluster view"));
         }
         let me = self.members.name();
-        // A node that is joining, or noticed a stall, has copies that may be stale.
-        if self.members.is_serving() && holders.contains(&me) {
-            let local = self.state.record(id, now);
-            // The primary's copy is authoritative; a backup without one asks the primary, in
-            // case it has not received the session yet.
-            if local.is_some() || holders.first() == Some(&me) {
-                return Ok(local);
-            }
+        // A node that is joining, or noticed a stall, has copies that may be stale. So may a
+        // backup's: while a node joins or leaves, the primary's view and this node's can
+        // disagree for a heartbeat on who the backups are, and the primary's writes go to the
+        // backups of its view. The primary's copy has every acknowledged write.
+        let reads_locally = match self.mode {
+            Mode::AllToAll => holders.contains(&me),
+            Mode::Backup { .. } => holders.first() == Some(&me),
+        };
+        if self.members.is_serving() && reads_locally {
+            return Ok(self.state.record(id, now));
         }
         let mut last_error = None;
         for holder in holders.into_iter().filter(|h| *h != me) {

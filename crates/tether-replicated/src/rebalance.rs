@@ -1,7 +1,7 @@
 //! Re-replication after a view change: each held session goes to its holders under the new
 //! view, which restores `copies` after a node left and fills a node that joined.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ impl Rebalance {
     /// primary to its backups, and a node that no longer holds a session to its new holders,
     /// after which it forgets it. This restores `copies` after a node left and fills a node that
     /// joined.
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let mut changes = self.members.watch();
         loop {
             tokio::select! {
@@ -82,6 +82,46 @@ impl Rebalance {
                     .push((id, entry.clone()));
             }
         }
+        let failed = self.push(batches).await;
+        if failed.is_empty() {
+            for id in leaving {
+                self.state.remove(&id);
+            }
+        }
+    }
+
+    /// A graceful leave: pushes the sessions this node is the primary of under `current` (all
+    /// of them, or those in `only`) to every holder they have under `next`, the view without
+    /// this node, and keeps them (it answers for them until it stops serving). Sessions it is
+    /// a backup of are not pushed: their primary stays, has every write, and copies them to
+    /// their new holders once this node is gone; a copy pushed now would go stale under the
+    /// primary's next writes and could be read stale. How many sessions went, and whether every
+    /// peer took them.
+    pub(crate) async fn hand_over(
+        &self,
+        current: &View,
+        next: &View,
+        only: Option<&HashSet<Id>>,
+    ) -> (usize, bool) {
+        let me = self.members.name();
+        let mut batches: HashMap<String, Vec<(Id, Entry)>> = HashMap::new();
+        let mut sessions = 0;
+        let chosen =
+            |id: &Id| only.is_none_or(|only| only.contains(id)) && current.primary(id) == Some(me);
+        for (id, entry) in self.state.select(chosen) {
+            sessions += 1;
+            for target in next.holders(&id).into_iter().filter(|h| *h != me) {
+                batches
+                    .entry(target.to_owned())
+                    .or_default()
+                    .push((id, entry.clone()));
+            }
+        }
+        (sessions, self.push(batches).await.is_empty())
+    }
+
+    /// Pushes each target its entries, in pages; the targets that did not take them all.
+    async fn push(&self, batches: HashMap<String, Vec<(Id, Entry)>>) -> Vec<String> {
         let mut failed_targets = Vec::new();
         for (target, entries) in batches {
             let Some(peer) = self.members.peer(&target) else {
@@ -90,16 +130,12 @@ impl Rebalance {
             for page in pages(entries, self.page_budget) {
                 let request = Request::Push { entries: page };
                 if let Err(e) = peer.request(request, self.timeout).await {
-                    tracing::warn!(peer = %target, error = %e, "re-replication push failed");
+                    tracing::warn!(peer = %target, error = %e, "pushing sessions failed");
                     failed_targets.push(target.clone());
                     break;
                 }
             }
         }
-        if failed_targets.is_empty() {
-            for id in leaving {
-                self.state.remove(&id);
-            }
-        }
+        failed_targets
     }
 }

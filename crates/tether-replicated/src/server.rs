@@ -235,6 +235,10 @@ impl Server {
                 self.page_budget,
             ),
             Request::Forward { write, op } => self.writes.answer_forward(write, op).await,
+            Request::Leave => {
+                self.members.peer_left(from);
+                Response::Done
+            }
         }
     }
 }

@@ -68,6 +68,17 @@ impl View {
         self.holders(id).into_iter().next()
     }
 
+    /// The same members less `node`: who holds what once `node` has left.
+    pub(crate) fn without(&self, node: &str) -> Self {
+        Self::new(
+            self.members
+                .iter()
+                .filter(|m| *m != node)
+                .map(String::as_str),
+            self.mode,
+        )
+    }
+
     /// The same members plus `node`: where `node` would hold sessions once it has joined.
     pub(crate) fn with(&self, node: &str) -> Self {
         Self::new(

@@ -68,6 +68,8 @@ pub(crate) enum Request {
     /// Perform an operation as the session's primary (sent by a node that is not), for the
     /// store call `write`: the same id on every retry and forward of that call.
     Forward { write: WriteId, op: Op },
+    /// The sender leaves the cluster (it handed its sessions over): stop counting it a member.
+    Leave,
 }
 
 /// An operation a coordinator forwards to a session's primary.

@@ -7,7 +7,9 @@
 //! ids of its latest writes, on every holder: a write that comes again is not applied again,
 //! and answers as the first time (see [`crate::write_id`]).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tether_core::{Applied, Changes, Created, Error, Expiry, Id, Record, Timestamp};
@@ -35,6 +37,12 @@ pub(crate) struct Writes {
     ack: Ack,
     sync_timeout: Duration,
     retry: Retry,
+    /// Writes under way as the primary: a leaving node waits for them before its last
+    /// hand-over.
+    as_primary: AtomicUsize,
+    /// Sessions written as the primary since a graceful leave began: what the last hand-over
+    /// sends. `None` while the node is not leaving.
+    written_while_leaving: Mutex<Option<HashSet<Id>>>,
     /// The latest writes copied to backups, and to which, newest first: for
     /// `Node::replay_copied_write`.
     #[cfg(feature = "test-util")]
@@ -56,6 +64,8 @@ impl Writes {
             ack: config.ack,
             sync_timeout: config.sync_timeout,
             retry,
+            as_primary: AtomicUsize::new(0),
+            written_while_leaving: Mutex::new(None),
             #[cfg(feature = "test-util")]
             copied: std::sync::Mutex::default(),
         }
@@ -179,6 +189,7 @@ impl Writes {
     /// A write the session remembers (by its id) is not applied again: the backups get the
     /// session as it is, so that under `Sync` the answer still means every holder has it.
     async fn execute_as_primary(&self, write: WriteId, op: Op) -> Result<Response, Error> {
+        let _under_way = UnderWay::new(self, *op.id());
         self.members.notice_stall();
         if !self.members.is_serving() {
             // The view it routed by was taken before a stall was noticed.
@@ -253,6 +264,22 @@ impl Writes {
                 Ok(Response::Done)
             }
         }
+    }
+
+    fn lock_written_while_leaving(&self) -> MutexGuard<'_, Option<HashSet<Id>>> {
+        self.written_while_leaving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until no write is under way as the primary (the node stopped serving, so no new
+    /// one starts), at most `timeout`; then the sessions written since the leave began.
+    pub(crate) async fn finish_writes(&self, timeout: Duration) -> HashSet<Id> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.as_primary.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.lock_written_while_leaving().take().unwrap_or_default()
     }
 
     /// Sends `request` to `targets`. `Sync`: waits for every answer, and fails (transient) if one
@@ -453,5 +480,35 @@ impl Writes {
             self.link.counters().repeated_write();
         }
         Response::Done
+    }
+}
+
+/// A write under way as the primary, counted for as long as it lives. When it ends while the
+/// node leaves, its session is noted for the last hand-over: it may have changed after the
+/// first hand-over read it.
+struct UnderWay<'a> {
+    writes: &'a Writes,
+    id: Id,
+}
+
+impl<'a> UnderWay<'a> {
+    fn new(writes: &'a Writes, id: Id) -> Self {
+        writes.as_primary.fetch_add(1, Ordering::SeqCst);
+        // Ordered before the caller reads the serving flag: a leaving node clears that flag and
+        // then reads this count, so one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Self { writes, id }
+    }
+}
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        if self.writes.members.is_leaving() {
+            self.writes
+                .lock_written_while_leaving()
+                .get_or_insert_with(HashSet::new)
+                .insert(self.id);
+        }
+        self.writes.as_primary.fetch_sub(1, Ordering::SeqCst);
     }
 }

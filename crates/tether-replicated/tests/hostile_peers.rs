@@ -503,6 +503,6 @@ async fn a_peer_clock_far_ahead_drags_no_node() {
     }
     server.abort();
     for node in &nodes {
-        node.shutdown();
+        node.abort();
     }
 }

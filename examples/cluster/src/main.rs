@@ -189,7 +189,15 @@ async fn run(args: Args) -> std::result::Result<(), Failure> {
     let served = axum::serve(http, app(node.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await;
-    node.shutdown();
+    // The HTTP server has drained its requests: hand the sessions over, then leave.
+    let handover = node.shutdown().await;
+    tracing::info!(
+        node = %args.name,
+        sessions = handover.sessions,
+        peers_told = handover.peers_told,
+        complete = handover.complete,
+        "left the cluster"
+    );
     served.map_err(|source| Failure::Serve {
         addr: http_addr,
         source,
