@@ -10,6 +10,8 @@ use http_body_util::{BodyExt as _, Empty};
 use tether_sticky::{Backends, Sticky, Upstream, UpstreamBody, box_body};
 use tower::ServiceExt as _;
 
+use crate::node::REQUEST_ID;
+
 /// How long a node that refused a connection is skipped by round robin.
 const DOWN_FOR: Duration = Duration::from_millis(500);
 /// Bound on one request, so no user waits forever on a server that dies mid-answer.
@@ -63,8 +65,8 @@ pub(crate) enum Front {
     Sticky(Sticky<Backends<String, Upstream>>),
 }
 
-fn request(path: &'static str, cookies: Option<&str>) -> Request<UpstreamBody> {
-    let mut builder = Request::get(path);
+fn request(path: &'static str, cookies: Option<&str>, id: u64) -> Request<UpstreamBody> {
+    let mut builder = Request::get(path).header(REQUEST_ID, id);
     if let Some(cookies) = cookies {
         builder = builder.header(header::COOKIE, cookies);
     }
@@ -96,19 +98,34 @@ async fn reply(response: http::Response<UpstreamBody>) -> Reply {
 }
 
 impl Front {
-    /// One `GET path` with the user's cookies. `None` when no node could be reached, or the
+    /// One `GET path` with the user's cookies, as the user's request `id` (sent again with
+    /// the same id when the front retries it). `None` when no node could be reached, or the
     /// answer did not come within two seconds.
-    pub(crate) async fn send(&self, path: &'static str, cookies: Option<&str>) -> Option<Reply> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(path, cookies))
+    pub(crate) async fn send(
+        &self,
+        path: &'static str,
+        cookies: Option<&str>,
+        id: u64,
+    ) -> Option<Reply> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(path, cookies, id))
             .await
             .ok()
             .flatten()
     }
 
-    async fn send_unbounded(&self, path: &'static str, cookies: Option<&str>) -> Option<Reply> {
+    async fn send_unbounded(
+        &self,
+        path: &'static str,
+        cookies: Option<&str>,
+        id: u64,
+    ) -> Option<Reply> {
         match self {
             Self::Sticky(router) => {
-                let response = router.clone().oneshot(request(path, cookies)).await.ok()?;
+                let response = router
+                    .clone()
+                    .oneshot(request(path, cookies, id))
+                    .await
+                    .ok()?;
                 Some(reply(response).await)
             }
             Self::RoundRobin(rr) => {
@@ -122,7 +139,7 @@ impl Front {
                     let Some(node) = rr.nodes.get(index) else {
                         continue;
                     };
-                    match node.clone().oneshot(request(path, cookies)).await {
+                    match node.clone().oneshot(request(path, cookies, id)).await {
                         Ok(response) => return Some(reply(response).await),
                         Err(_) => rr.mark_down(index),
                     }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use tether_core::SessionStore;
 use tether_sessions::{Session, SessionLayer};
@@ -15,6 +16,8 @@ use crate::Error;
 
 /// The session cookie's name: session-id routing reads it.
 pub(crate) const SESSION_COOKIE: &str = "sid";
+/// The header naming a user's request: the same on every retry of it.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// A running (or killed) app server.
 #[derive(Debug)]
@@ -43,13 +46,25 @@ fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>, idle_timeout: Durat
         )
         .route(
             "/incr",
-            get(move |session: Session| {
+            get(move |session: Session, headers: HeaderMap| {
                 let served = Arc::clone(&served);
                 async move {
                     served.fetch_add(1, Ordering::Relaxed);
-                    let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
-                    session.insert("n", &n).await?;
-                    Ok::<_, tether_sessions::Error>(n.to_string())
+                    let n: u64 = session.get("n").await?.unwrap_or(0);
+                    // Idempotent per request, as an API with idempotency keys is: a balancer
+                    // that sends a request again after the server it chose died mid-answer must
+                    // not count it twice when that server had applied it. What is left of
+                    // double counts is then the session store's doing.
+                    let request = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+                    let done: Option<String> = session.get("request").await?;
+                    if request.is_some() && done.as_deref() == request {
+                        return Ok(n.to_string());
+                    }
+                    session.insert("n", &(n + 1)).await?;
+                    if let Some(request) = request {
+                        session.insert("request", &request).await?;
+                    }
+                    Ok::<_, tether_sessions::Error>((n + 1).to_string())
                 }
             }),
         )

@@ -154,7 +154,7 @@ impl User {
         let path = if write { "/incr" } else { "/count" };
         let sent = Instant::now();
         let cookies = self.cookie_header();
-        let Some(reply) = front.send(path, cookies.as_deref()).await else {
+        let Some(reply) = front.send(path, cookies.as_deref(), self.sent).await else {
             tally.errors.fetch_add(1, Ordering::Relaxed);
             tally.unanswered.fetch_add(1, Ordering::Relaxed);
             return;
