@@ -50,6 +50,15 @@ pub enum Error {
         #[source]
         source: tether_replicated::Error,
     },
+    /// A replication node could not leave the cluster.
+    #[error("replication node node-{index} could not leave")]
+    ClusterLeave {
+        /// The node's index.
+        index: usize,
+        /// What tether-replicated reported.
+        #[source]
+        source: tether_replicated::Error,
+    },
     /// The node `node-<i>` has no store: its replication node is not running.
     #[error("replication node node-{index} is not running")]
     ClusterNodeDown {
