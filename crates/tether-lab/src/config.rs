@@ -96,6 +96,8 @@ pub struct LabConfig {
     /// waits [`RESTART_AFTER`](crate::RESTART_AFTER) when it is not, `rolling` starts each
     /// stopped node again after it (at once when not set).
     pub restart_after: Option<Duration>,
+    /// How long `pause` freezes its node.
+    pub pause: Duration,
     /// Start one more node a quarter of the way through.
     pub scale_up: bool,
     /// The strategies, in order.
@@ -115,6 +117,7 @@ impl Default for LabConfig {
             scenario: Scenario::Kill,
             kill: Kill::Busiest,
             restart_after: None,
+            pause: crate::PAUSE,
             scale_up: false,
             strategies: Strategy::ALL.to_vec(),
             redis_url: None,

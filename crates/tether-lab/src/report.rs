@@ -13,23 +13,25 @@ use crate::users::{BUCKET, Latency, Tally};
 /// An event's window starts this long before it: what a user saw just before (a node that was
 /// already slow) counts too.
 pub const WINDOW_BEFORE: Duration = Duration::from_millis(500);
-/// An event's window ends this long after it.
+/// An event's window ends this long after it ended: what users saw while the cluster caught up.
 pub const WINDOW_AFTER: Duration = Duration::from_secs(1);
 
 /// Something that happened during a run, and the latency users saw around it.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Event {
-    /// `kill`, `restart` (the node started again and rejoined), `stop` (a graceful stop
-    /// began), `pause`, `resume` or `scale-up`.
+    /// `kill`, `stop` (a graceful stop, until the node was gone), `restart` (until the node
+    /// had started again and rejoined), `pause` (until the node resumed) or `scale-up`.
     pub kind: &'static str,
     /// The node, `node-<i>`.
     pub node: String,
     /// Seconds from the strategy's start.
     pub at_s: f64,
+    /// How long it lasted, seconds (0 for a kill).
+    pub duration_s: f64,
     /// The 99th percentile latency of the answered requests sent in the event's window (from
-    /// [`WINDOW_BEFORE`] before the event to [`WINDOW_AFTER`] after it), ms; `None` when none
-    /// was answered.
+    /// [`WINDOW_BEFORE`] before the event began to [`WINDOW_AFTER`] after it ended), ms; `None`
+    /// when none was answered.
     pub window_p99_ms: Option<f64>,
     /// The highest latency of the answered requests sent in the event's window, ms.
     pub window_max_ms: Option<f64>,
@@ -38,11 +40,12 @@ pub struct Event {
 }
 
 impl Event {
-    pub(crate) fn new(kind: &'static str, index: usize, at: Duration) -> Self {
+    pub(crate) fn new(kind: &'static str, index: usize, at: Duration, lasted: Duration) -> Self {
         Self {
             kind,
             node: format!("node-{index}"),
             at_s: at.as_secs_f64(),
+            duration_s: lasted.as_secs_f64(),
             window_p99_ms: None,
             window_max_ms: None,
             index,
@@ -53,7 +56,7 @@ impl Event {
     fn measure_window(&mut self, latencies: &[Latency]) {
         let at = Duration::from_secs_f64(self.at_s);
         let from = at.saturating_sub(WINDOW_BEFORE).as_millis();
-        let to = (at + WINDOW_AFTER).as_millis();
+        let to = (at + Duration::from_secs_f64(self.duration_s) + WINDOW_AFTER).as_millis();
         let mut window: Vec<u32> = latencies
             .iter()
             .filter(|l| (from..=to).contains(&u128::from(l.sent_ms)))
@@ -97,6 +100,11 @@ pub struct StrategyReport {
     pub requests: u64,
     /// Failed requests (503, 502, no server).
     pub errors: u64,
+    /// Of the errors: answered `503` (by the app, whose store could not serve, or by the sticky
+    /// router, which had no node to send to).
+    pub errors_unavailable: u64,
+    /// Of the errors: no answer within the lab's 2 s bound, or no node reachable.
+    pub errors_unanswered: u64,
     /// Of the errors, those of requests the front sent to node `i` (the last it tried).
     pub errors_by_node: Vec<u64>,
     /// `pause` only: of the errors, those of requests the front sent to the paused node.
@@ -134,6 +142,8 @@ impl StrategyReport {
             event_max_ms: None,
             requests: 0,
             errors: 0,
+            errors_unavailable: 0,
+            errors_unanswered: 0,
             errors_by_node: Vec::new(),
             paused_node_errors: None,
             live_node_errors: None,
@@ -189,6 +199,8 @@ impl StrategyReport {
             event_max_ms: worst(|e| e.window_max_ms),
             requests,
             errors,
+            errors_unavailable: tally.unavailable.load(Relaxed),
+            errors_unanswered: tally.unanswered.load(Relaxed),
             errors_by_node,
             paused_node_errors,
             live_node_errors: paused_node_errors.map(|paused| errors.saturating_sub(paused)),
@@ -267,7 +279,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
             "{} nodes, {} users, {:.0}s measured per strategy; scenario {}: {}; event \
-             windows from {:.1} s before to {:.1} s after each event\n",
+             windows from {:.1} s before each event to {:.1} s after its end\n",
             self.nodes,
             self.users,
             self.measure_s,

@@ -14,6 +14,9 @@ use crate::scenario::{Scenario, Timing};
 use crate::strategy::{Deployment, Strategy};
 use crate::users::{BUCKET, Load, Tally, spawn_users};
 
+/// How long past the end of the load a fault under way may take to complete.
+const FAULT_OVERTIME: Duration = Duration::from_secs(10);
+
 /// Progress shown while a strategy runs; the binary draws a bar, tests nothing.
 pub trait Progress: Send + Sync {
     /// A strategy starts; it lasts `total`.
@@ -124,14 +127,19 @@ async fn run_strategy(
     progress.start(strategy, total);
     let bytes_before_measure = deployment.replication_bytes();
     let mut events = Vec::new();
-    // The faults run beside the progress display; both end at the deadline (a fault still
-    // under way then is abandoned: the users have stopped) or on Ctrl-C.
-    let faults = faults(&mut deployment, config, start, &mut events);
+    // The faults run beside the progress display. A fault under way at the deadline is
+    // completed (a node paused or being started again), within a bound; Ctrl-C ends both.
+    let faults = async {
+        let bound = deadline + FAULT_OVERTIME;
+        tokio::select! {
+            done = faults(&mut deployment, config, start, &mut events) => done,
+            () = tokio::time::sleep_until(bound.into()) => Ok(()),
+        }
+    };
     let ticks = tick(&tally, progress, start, total);
     let mut stopped = stop.clone();
     tokio::select! {
         (done, ()) = async { tokio::join!(faults, ticks) } => done?,
-        () = tokio::time::sleep_until(deadline.into()) => {}
         _ = stopped.wait_for(|stop| *stop) => {}
     }
     while users.join_next().await.is_some() {}
@@ -186,8 +194,14 @@ async fn faults(
     let at = |offset: Duration| tokio::time::sleep_until((start + offset).into());
     if config.scale_up {
         at(config.warmup + config.measure / 4).await;
+        let began = start.elapsed();
         deployment.restart(config.nodes).await?;
-        events.push(Event::new("scale-up", config.nodes, start.elapsed()));
+        events.push(Event::new(
+            "scale-up",
+            config.nodes,
+            began,
+            start.elapsed() - began,
+        ));
     }
     let running = deployment.nodes.iter().filter(|n| n.is_running()).count();
     let step = config.measure / u32::try_from(running + 1).unwrap_or(u32::MAX);
@@ -195,6 +209,8 @@ async fn faults(
         start,
         down_for: config.restart_after,
         step,
+        pause: config.pause,
+        until: Some(start + config.warmup + config.measure),
     };
     match config.scenario {
         Scenario::Rolling => at(config.warmup + step).await,

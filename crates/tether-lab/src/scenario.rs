@@ -9,7 +9,7 @@ use crate::Error;
 use crate::report::Event;
 use crate::strategy::{Deployment, names};
 
-/// How long [`Scenario::Pause`] freezes its node.
+/// How long [`Scenario::Pause`] freezes its node unless told otherwise.
 pub const PAUSE: Duration = Duration::from_secs(3);
 
 /// How long [`Scenario::Restart`] keeps its node down when no time is given.
@@ -40,7 +40,7 @@ pub enum Scenario {
     /// flight, a replication node leaves the cluster) and started again, the next only after
     /// the previous one has rejoined: a rolling deploy.
     Rolling,
-    /// One node freezes for [`PAUSE`] (a GC-like stall, a VM migration): its tasks stop
+    /// One node freezes for a while ([`PAUSE`] unless told otherwise: a GC-like stall, a VM migration): its tasks stop
     /// answering and its heartbeats stop while its sockets stay open; then it resumes.
     Pause,
 }
@@ -65,7 +65,7 @@ impl Scenario {
             Self::Kill => format!("{node} is killed halfway"),
             Self::Restart => format!("{node} is killed halfway and started again"),
             Self::Rolling => "every node is stopped gracefully and started again, in turn".into(),
-            Self::Pause => format!("{node} is paused for {} s halfway", PAUSE.as_secs()),
+            Self::Pause => format!("{node} is paused halfway"),
         }
     }
 }
@@ -115,6 +115,10 @@ pub(crate) struct Timing {
     /// `rolling`: time from one node's stop to the next one's, at least (the next one also
     /// waits until the previous one has rejoined).
     pub(crate) step: Duration,
+    /// `pause`: how long the node stands still.
+    pub(crate) pause: Duration,
+    /// `rolling`: no node is stopped after this (the load is over).
+    pub(crate) until: Option<Instant>,
 }
 
 impl Scenario {
@@ -133,20 +137,22 @@ impl Scenario {
         timing: Timing,
         events: &mut Vec<Event>,
     ) -> Result<(), Error> {
-        let mut note =
-            |kind, node: usize| events.push(Event::new(kind, node, timing.start.elapsed()));
+        let now = || timing.start.elapsed();
+        // An event from `began` until now.
+        let lasted = |kind, node, began: Duration| Event::new(kind, node, began, now() - began);
         match self {
             Self::Kill | Self::Restart => {
                 deployment.kill(victim);
-                note("kill", victim);
+                events.push(Event::new("kill", victim, now(), Duration::ZERO));
                 let down_for = match self {
                     Self::Restart => Some(timing.down_for.unwrap_or(RESTART_AFTER)),
                     _ => timing.down_for,
                 };
                 if let Some(down_for) = down_for {
                     tokio::time::sleep(down_for).await;
+                    let began = now();
                     deployment.restart(victim).await?;
-                    note("restart", victim);
+                    events.push(lasted("restart", victim, began));
                 }
             }
             Self::Rolling => {
@@ -156,21 +162,26 @@ impl Scenario {
                 let mut next = tokio::time::Instant::now();
                 for node in running {
                     tokio::time::sleep_until(next).await;
+                    if timing.until.is_some_and(|until| Instant::now() >= until) {
+                        break;
+                    }
                     next = tokio::time::Instant::now() + timing.step;
-                    note("stop", node);
+                    let began = now();
                     deployment.stop_gracefully(node).await?;
+                    events.push(lasted("stop", node, began));
                     if let Some(down_for) = timing.down_for {
                         tokio::time::sleep(down_for).await;
                     }
+                    let began = now();
                     deployment.restart(node).await?;
-                    note("restart", node);
+                    events.push(lasted("restart", node, began));
                 }
             }
             Self::Pause => {
-                if deployment.pause(victim, PAUSE) {
-                    note("pause", victim);
-                    tokio::time::sleep(PAUSE).await;
-                    note("resume", victim);
+                let began = now();
+                if deployment.pause(victim, timing.pause) {
+                    tokio::time::sleep(timing.pause).await;
+                    events.push(lasted("pause", victim, began));
                 }
             }
         }

@@ -250,6 +250,8 @@ pub async fn soak(
                 start,
                 down_for: Some(config.downtime),
                 step: Duration::ZERO,
+                pause: crate::PAUSE,
+                until: None,
             };
             fault(
                 config.scenario,
