@@ -13,6 +13,11 @@ use crate::scenario::{Scenario, Timing};
 use crate::strategy::{Deployment, Strategy, names};
 use crate::users::{Load, Tally, spawn_users};
 
+/// In a rolling restart, the time from one node's stop to the next one's, at least: a deploy
+/// waits for the node it restarted to pass health checks, and the front balancer takes a node
+/// that refused a connection for down for half a second.
+const ROLLING_STEP: Duration = Duration::from_secs(1);
+
 /// The store a soak runs over. Reads, prints and serialises as its [`name`](Self::name).
 ///
 /// ```
@@ -112,7 +117,7 @@ pub struct SoakConfig {
     /// starts again what it killed: the server (`redis-server` for Redis, one app node and its
     /// replication node in turn for the replicated store) is killed and started again after
     /// [`downtime`](Self::downtime). `rolling` stops every app node gracefully and starts it
-    /// again, one after the other; `pause` freezes one node in turn for
+    /// again, one after the other, a second apart; `pause` freezes one node in turn for
     /// [`PAUSE`](crate::PAUSE).
     pub scenario: Scenario,
     /// Time between faults.
@@ -249,7 +254,7 @@ pub async fn soak(
             let timing = Timing {
                 start,
                 down_for: Some(config.downtime),
-                step: Duration::ZERO,
+                step: ROLLING_STEP,
                 pause: crate::PAUSE,
                 until: None,
             };
