@@ -229,3 +229,52 @@ fn bind_retrying(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn get(addr: SocketAddr) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /count HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_paused_server_answers_after_the_pause_and_a_stopped_one_refuses() {
+        let mut node = AppNode::start(
+            "node-0",
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Arc::new(tether_memory::MemoryStore::new()),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(get(node.addr).await.starts_with("HTTP/1.1 200"));
+
+        let pause = Duration::from_millis(500);
+        let paused_at = Instant::now();
+        assert!(node.pause(pause));
+        // Its listener stays open: the request goes in, and is answered once the pause is over.
+        assert!(get(node.addr).await.starts_with("HTTP/1.1 200"));
+        assert!(paused_at.elapsed() >= pause);
+
+        node.stop_gracefully().await;
+        assert!(!node.is_running());
+        assert!(!node.pause(pause));
+        assert!(tokio::net::TcpStream::connect(node.addr).await.is_err());
+        // It starts again on its address.
+        node.restart(Arc::new(tether_memory::MemoryStore::new()))
+            .unwrap();
+        assert!(get(node.addr).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(node.served.load(Ordering::Relaxed), 3);
+    }
+}

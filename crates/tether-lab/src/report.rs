@@ -474,3 +474,35 @@ fn chart(report: &StrategyReport) -> String {
     svg.push_str("</svg>");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(sent_ms: u32, ms: u32) -> Latency {
+        Latency {
+            sent_ms,
+            micros: ms * 1000,
+        }
+    }
+
+    #[test]
+    fn an_event_window_spans_half_a_second_before_to_a_second_after_its_end() {
+        // A pause at 2 s that lasted 1 s: its window is 1.5 s to 4 s.
+        let mut event = Event::new("pause", 1, Duration::from_secs(2), Duration::from_secs(1));
+        let mut latencies = vec![latency(1_499, 900), latency(4_001, 800)];
+        latencies.extend((0..99).map(|i| latency(1_500 + i * 25, 2)));
+        latencies.push(latency(4_000, 300));
+        event.measure_window(&latencies);
+        assert_eq!(event.window_max_ms, Some(300.0));
+        assert_eq!(event.window_p99_ms, Some(2.0));
+        assert_eq!(event.node, "node-1");
+
+        let mut empty = Event::new("kill", 0, Duration::from_secs(9), Duration::ZERO);
+        empty.measure_window(&latencies);
+        assert_eq!((empty.window_p99_ms, empty.window_max_ms), (None, None));
+        let json = serde_json::to_value(&empty).unwrap();
+        assert_eq!(json["kind"], "kill");
+        assert!(json.get("index").is_none(), "{json}");
+    }
+}

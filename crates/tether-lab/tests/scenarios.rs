@@ -87,6 +87,17 @@ async fn a_paused_node_loses_nothing_and_its_errors_are_counted_apart() {
     config.pause = Duration::from_secs(1);
     let report = lab(config).await;
     assert_invisible(&report, PAUSE, &["pause"]);
+    let table = report.table();
+    assert!(
+        table.contains("scenario pause") && table.contains("paused/live"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+    assert_eq!(json["scenario"], "pause");
+    assert!(
+        json["strategies"][0]["paused_node_errors"].is_u64(),
+        "{json}"
+    );
     for strategy in INVISIBLE {
         let Some(r) = get(&report, strategy) else {
             continue;
