@@ -316,17 +316,12 @@ async fn fault(
         }
         // Events are not reported by a soak.
         _ => {
-            let scenario = match scenario {
-                // A soak starts again what it killed.
-                Scenario::Kill => Scenario::Restart,
-                other => other,
+            // A soak starts again what it killed; only a killed node waits out the downtime.
+            let (scenario, down_for) = match scenario {
+                Scenario::Kill | Scenario::Restart => (Scenario::Restart, timing.down_for),
+                other => (other, None),
             };
-            let timing = Timing {
-                down_for: (scenario == Scenario::Restart)
-                    .then_some(timing.down_for)
-                    .flatten(),
-                ..timing
-            };
+            let timing = Timing { down_for, ..timing };
             scenario
                 .play(deployment, victim, timing, &mut Vec::new())
                 .await?;
