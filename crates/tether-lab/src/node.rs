@@ -186,14 +186,21 @@ impl AppNode {
     }
 
     /// Freezes the server for `duration`: its thread blocks, so it answers nothing, while its
-    /// listener and connections stay open. Returns at once. False if it does not run.
+    /// listener and connections stay open. Returns once the pause has begun. False if it does
+    /// not run.
     pub(crate) fn pause(&self, duration: Duration) -> bool {
         let Some(runtime) = &self.runtime else {
             return false;
         };
+        let (began, beginning) = std::sync::mpsc::sync_channel(1);
         // Blocking the runtime's only thread is the point: every task of the server stops.
-        runtime.spawn(async move { std::thread::sleep(duration) });
-        true
+        runtime.spawn(async move {
+            let _ = began.send(());
+            std::thread::sleep(duration);
+        });
+        // Ready tasks may run before the pause does: wait until it stands still. A runtime
+        // that ended drops the task, and with it the sender.
+        beginning.recv().is_ok()
     }
 
     /// Starts the server again on the same address, with `store`.

@@ -252,18 +252,22 @@ impl LocalCluster {
     /// Freezes node `index` for `duration`, like a process stopped by `SIGSTOP` or a VM being
     /// migrated: its thread blocks, so none of its tasks runs (no heartbeat, no answer) while
     /// its sockets stay open; afterwards it resumes, notices that it stood still, and joins
-    /// again. Returns at once: the node stands still from the moment its thread picks the pause
-    /// up (at once, unless it is paused already) until `duration` later. False if the node
-    /// does not run.
+    /// again. Returns once the node stands still (it stands still `duration` from then),
+    /// blocking the caller that long: a moment, or until an earlier pause of the node ends.
+    /// False if the node does not run.
     pub fn pause(&self, index: usize, duration: Duration) -> bool {
         let Some(running) = self.nodes.get(index).and_then(Option::as_ref) else {
             return false;
         };
+        let (began, beginning) = std::sync::mpsc::sync_channel(1);
         // Blocking the runtime's only thread is the point: everything of this node stops.
-        running
-            .runtime
-            .spawn(async move { std::thread::sleep(duration) });
-        true
+        running.runtime.spawn(async move {
+            let _ = began.send(());
+            std::thread::sleep(duration);
+        });
+        // Tasks ready to run may go before the pause: wait until it has begun. A runtime that
+        // ended drops the task, and with it the sender.
+        beginning.recv().is_ok()
     }
 
     /// Starts node `index` again on its old address; returns once it has received its sessions
