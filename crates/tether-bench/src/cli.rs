@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tether_lab::SoakStore;
+use tether_lab::{Scenario, SoakStore};
 use tether_replicated::Mode;
 
 use crate::load::Workload;
@@ -136,9 +136,10 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 200, value_parser = counts::<u32>(1))]
         rounds: u32,
     },
-    /// Long mixed load (four reads per write, sessions churning) over each store while Redis
-    /// or a replicated node is killed and restarted at intervals: requests, errors by kind,
-    /// sessions and updates lost, memory high-water mark.
+    /// Long mixed load (four reads per write, sessions churning) over each store while a fault
+    /// comes at intervals: Redis or a replicated node killed and restarted, a rolling restart of
+    /// every node, or a node paused. Reports requests, errors by kind, sessions and updates
+    /// lost, memory high-water mark.
     Soak {
         /// Minutes per store, fractions allowed: 0.1 (6 s) to 1440 (a day).
         #[arg(long, default_value_t = 10.0, value_parser = minutes)]
@@ -146,6 +147,11 @@ pub(crate) enum Command {
         /// Stores, one after another: memory, redis, replicated.
         #[arg(long, value_delimiter = ',', default_value = "memory,redis,replicated")]
         stores: Vec<SoakStore>,
+        /// The fault: restart (kill and restart; kill is the same), rolling (every app node
+        /// stopped gracefully and started again, in turn), pause (one node frozen for 3 s).
+        /// The memory store gets none.
+        #[arg(long, default_value = "restart")]
+        scenario: Scenario,
         /// Seconds between faults (at least 5).
         #[arg(long, default_value_t = 60, value_parser = counts::<u64>(5))]
         fault_every: u64,
@@ -300,5 +306,16 @@ mod tests {
             message.contains("unknown store 'disk': expected memory, redis or replicated"),
             "{message}"
         );
+        let message = refused(&["soak", "--scenario", "reboot"]);
+        assert!(
+            message.contains("unknown scenario 'reboot': expected kill, restart, rolling or pause"),
+            "{message}"
+        );
+        let Command::Soak { scenario, .. } =
+            parse(&["soak", "--scenario", "rolling"]).unwrap().command
+        else {
+            panic!("not soak");
+        };
+        assert_eq!(scenario, Scenario::Rolling);
     }
 }

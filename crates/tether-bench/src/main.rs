@@ -130,9 +130,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Soak {
             minutes,
             stores,
+            scenario,
             fault_every,
             users,
             json,
-        } => soak::run(&stores, minutes, fault_every, users, json).await,
+        } => soak::run(&stores, scenario, minutes, fault_every, users, json).await,
     }
 }

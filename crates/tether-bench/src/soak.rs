@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use tether_core::BoxError;
-use tether_lab::{SoakConfig, SoakStore};
+use tether_lab::{Scenario, SoakConfig, SoakStore};
 
-/// Soaks each store in turn; Ctrl-C ends the current one early and reports what it has.
+/// Soaks each store in turn under `scenario`; Ctrl-C ends the current one early and reports
+/// what it has.
 pub(crate) async fn run(
     stores: &[SoakStore],
+    scenario: Scenario,
     minutes: f64,
     fault_every: u64,
     users: usize,
@@ -25,7 +27,8 @@ pub(crate) async fn run(
         config.duration = Duration::from_secs_f64(minutes * 60.0);
         config.fault_every = Duration::from_secs(fault_every);
         config.users = users;
-        eprintln!("soak: {store} for {minutes} min");
+        config.scenario = scenario;
+        eprintln!("soak: {store}, {scenario}, for {minutes} min");
         let report = tether_lab::soak(&config, stop.clone()).await?;
         if !json {
             print!("{report}");

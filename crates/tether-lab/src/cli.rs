@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory as _, Parser, Subcommand};
-use tether_lab::{Kill, LabConfig, Strategy};
+use tether_lab::{Kill, LabConfig, Scenario, Strategy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,10 +39,17 @@ pub(crate) struct RunArgs {
     /// Pause between one user's requests, ms.
     #[arg(long, default_value_t = 20)]
     think_ms: u64,
-    /// Node to kill halfway: busiest, none, or a node index (2 or node-2).
+    /// What happens to the servers: kill (a node dies halfway), restart (it dies and starts
+    /// again), rolling (every node in turn stopped gracefully and started again), pause (a node
+    /// freezes for 3 s halfway).
+    #[arg(long, default_value = "kill")]
+    scenario: Scenario,
+    /// The node kill, restart and pause pick: busiest, a node index (2 or node-2), or none
+    /// (no fault in any scenario).
     #[arg(long, default_value = "busiest")]
     kill: Kill,
-    /// Restart the killed node this many seconds after the kill (fractions allowed).
+    /// Seconds a killed node stays down before it starts again, fractions allowed (kill: not
+    /// restarted unless given; restart: 1 s unless given; rolling: 0 unless given).
     #[arg(long, value_parser = seconds, allow_negative_numbers = true)]
     restart_after: Option<Duration>,
     /// Start one more node a quarter of the way through.
@@ -109,6 +116,7 @@ impl RunArgs {
         config.users = self.users;
         config.measure = Duration::from_secs(self.seconds);
         config.think = Duration::from_millis(self.think_ms);
+        config.scenario = self.scenario;
         config.kill = self.kill;
         config.restart_after = self.restart_after;
         config.scale_up = self.scale_up;
@@ -199,6 +207,7 @@ mod tests {
         assert_eq!(plan.config.measure, default.measure);
         assert_eq!(plan.config.think, default.think);
         assert_eq!(plan.config.kill, Kill::Busiest);
+        assert_eq!(plan.config.scenario, Scenario::Kill);
         assert_eq!(plan.config.strategies, Strategy::ALL);
         assert!(!plan.json && plan.html.is_none());
     }
@@ -281,6 +290,23 @@ mod tests {
         assert_eq!(
             args.strategies,
             [Strategy::StickyReplicated, Strategy::Redis]
+        );
+    }
+
+    #[test]
+    fn scenarios_are_read_by_name() {
+        for scenario in Scenario::ALL {
+            let plan = run(&["--scenario", scenario.name()])
+                .unwrap()
+                .plan()
+                .unwrap();
+            assert_eq!(plan.config.scenario, scenario);
+        }
+        let message = refused(&["--scenario", "reboot"]);
+        assert!(message.contains("'reboot'"), "{message}");
+        assert!(
+            message.contains("expected kill, restart, rolling or pause"),
+            "{message}"
         );
     }
 

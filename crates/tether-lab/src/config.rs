@@ -4,9 +4,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::scenario::Scenario;
 use crate::strategy::Strategy;
 
-/// Which node dies halfway through each strategy's measured time.
+/// Which node the scenario picks (the one killed, restarted or paused halfway through each
+/// strategy's measured time); `none` runs without any fault, whatever the scenario.
 ///
 /// Reads and prints as `busiest`, `none`, or a node index (`2` or `node-2`; printed `node-2`).
 ///
@@ -85,10 +87,17 @@ pub struct LabConfig {
     pub measure: Duration,
     /// Pause between one user's requests.
     pub think: Duration,
-    /// Which node dies, halfway through the measured time.
+    /// What happens to the servers: see [`Scenario`].
+    pub scenario: Scenario,
+    /// Which node `kill`, `restart` and `pause` pick, halfway through the measured time;
+    /// [`Kill::None`]: no fault in any scenario.
     pub kill: Kill,
-    /// Restart the killed node this long after the kill.
+    /// How long a killed node stays down: `kill` restarts it only when this is set, `restart`
+    /// waits [`RESTART_AFTER`](crate::RESTART_AFTER) when it is not, `rolling` starts each
+    /// stopped node again after it (at once when not set).
     pub restart_after: Option<Duration>,
+    /// How long `pause` freezes its node.
+    pub pause: Duration,
     /// Start one more node a quarter of the way through.
     pub scale_up: bool,
     /// The strategies, in order.
@@ -105,8 +114,10 @@ impl Default for LabConfig {
             warmup: Duration::from_secs(1),
             measure: Duration::from_secs(7),
             think: Duration::from_millis(20),
+            scenario: Scenario::Kill,
             kill: Kill::Busiest,
             restart_after: None,
+            pause: crate::PAUSE,
             scale_up: false,
             strategies: Strategy::ALL.to_vec(),
             redis_url: None,

@@ -1,13 +1,14 @@
 //! The front balancer: round robin, or the tether-sticky router.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty};
-use tether_sticky::{Backends, Sticky, Upstream, UpstreamBody, box_body};
+use tether_sticky::{Backends, Sticky, Upstream, UpstreamBody, UpstreamError, box_body};
 use tower::ServiceExt as _;
 
 use crate::node::REQUEST_ID;
@@ -25,17 +26,53 @@ pub(crate) struct Reply {
     pub(crate) body: String,
 }
 
+/// An upstream that notes in the request which node it is: the front then knows which node a
+/// request went to last, also when the sticky router chose it or the request failed.
+#[derive(Clone, Debug)]
+pub(crate) struct Tagged {
+    index: usize,
+    inner: Upstream,
+}
+
+impl Tagged {
+    pub(crate) fn new(index: usize, inner: Upstream) -> Self {
+        Self { index, inner }
+    }
+}
+
+/// Put into a request's extensions by the front; the [`Tagged`] upstream that sends it writes
+/// its node index into it.
+#[derive(Clone, Debug)]
+struct SentTo(Arc<AtomicUsize>);
+
+impl tower::Service<Request<UpstreamBody>> for Tagged {
+    type Response = http::Response<UpstreamBody>;
+    type Error = UpstreamError;
+    type Future = <Upstream as tower::Service<Request<UpstreamBody>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<UpstreamBody>) -> Self::Future {
+        if let Some(SentTo(node)) = request.extensions().get::<SentTo>() {
+            node.store(self.index, Ordering::Relaxed);
+        }
+        self.inner.call(request)
+    }
+}
+
 /// Sends each request to the next node in turn; a node that fails to connect is skipped for a
 /// moment and the request goes to the next one.
 #[derive(Debug)]
 pub(crate) struct RoundRobin {
-    nodes: Vec<Upstream>,
+    nodes: Vec<Tagged>,
     down_until: Vec<Mutex<Option<Instant>>>,
     next: AtomicUsize,
 }
 
 impl RoundRobin {
-    pub(crate) fn new(nodes: Vec<Upstream>) -> Self {
+    pub(crate) fn new(nodes: Vec<Tagged>) -> Self {
         let down_until = nodes.iter().map(|_| Mutex::new(None)).collect();
         Self {
             nodes,
@@ -62,11 +99,21 @@ impl RoundRobin {
 /// The balancer in front of the app nodes.
 pub(crate) enum Front {
     RoundRobin(RoundRobin),
-    Sticky(Sticky<Backends<String, Upstream>>),
+    Sticky(Sticky<Backends<String, Tagged>>),
 }
 
-fn request(path: &'static str, cookies: Option<&str>, id: u64) -> Request<UpstreamBody> {
-    let mut builder = Request::get(path).header(REQUEST_ID, id);
+/// No node: the request was sent nowhere.
+const NOWHERE: usize = usize::MAX;
+
+fn request(
+    path: &'static str,
+    cookies: Option<&str>,
+    id: u64,
+    sent_to: &Arc<AtomicUsize>,
+) -> Request<UpstreamBody> {
+    let mut builder = Request::get(path)
+        .header(REQUEST_ID, id)
+        .extension(SentTo(Arc::clone(sent_to)));
     if let Some(cookies) = cookies {
         builder = builder.header(header::COOKIE, cookies);
     }
@@ -99,18 +146,25 @@ async fn reply(response: http::Response<UpstreamBody>) -> Reply {
 
 impl Front {
     /// One `GET path` with the user's cookies, as the user's request `id` (sent again with
-    /// the same id when the front retries it). `None` when no node could be reached, or the
-    /// answer did not come within two seconds.
+    /// the same id when the front retries it), and the node it was sent to last (`None` if to
+    /// none). The reply is `None` when no node could be reached, or the answer did not come
+    /// within two seconds.
     pub(crate) async fn send(
         &self,
         path: &'static str,
         cookies: Option<&str>,
         id: u64,
-    ) -> Option<Reply> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(path, cookies, id))
-            .await
-            .ok()
-            .flatten()
+    ) -> (Option<Reply>, Option<usize>) {
+        let sent_to = Arc::new(AtomicUsize::new(NOWHERE));
+        let reply = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.send_unbounded(path, cookies, id, &sent_to),
+        )
+        .await
+        .ok()
+        .flatten();
+        let node = sent_to.load(Ordering::Relaxed);
+        (reply, (node != NOWHERE).then_some(node))
     }
 
     async fn send_unbounded(
@@ -118,12 +172,13 @@ impl Front {
         path: &'static str,
         cookies: Option<&str>,
         id: u64,
+        sent_to: &Arc<AtomicUsize>,
     ) -> Option<Reply> {
         match self {
             Self::Sticky(router) => {
                 let response = router
                     .clone()
-                    .oneshot(request(path, cookies, id))
+                    .oneshot(request(path, cookies, id, sent_to))
                     .await
                     .ok()?;
                 Some(reply(response).await)
@@ -139,7 +194,11 @@ impl Front {
                     let Some(node) = rr.nodes.get(index) else {
                         continue;
                     };
-                    match node.clone().oneshot(request(path, cookies, id)).await {
+                    match node
+                        .clone()
+                        .oneshot(request(path, cookies, id, sent_to))
+                        .await
+                    {
                         Ok(response) => return Some(reply(response).await),
                         Err(_) => rr.mark_down(index),
                     }

@@ -6,28 +6,74 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{Kill, LabConfig};
+use crate::scenario::Scenario;
 use crate::strategy::Strategy;
-use crate::users::{BUCKET, Tally};
+use crate::users::{BUCKET, Latency, Tally};
 
-/// Something that happened during a run: a kill, a restart, a scale-up.
+/// An event's window starts this long before it: what a user saw just before (a node that was
+/// already slow) counts too.
+pub const WINDOW_BEFORE: Duration = Duration::from_millis(500);
+/// An event's window ends this long after it ended: what users saw while the cluster caught up.
+pub const WINDOW_AFTER: Duration = Duration::from_secs(1);
+
+/// Something that happened during a run, and the latency users saw around it.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Event {
-    /// `kill`, `restart` or `scale-up`.
+    /// `kill`, `stop` (a graceful stop, until the node was gone), `restart` (until the node
+    /// had started again and rejoined), `pause` (until the node resumed) or `scale-up`.
     pub kind: &'static str,
-    /// The node.
+    /// The node, `node-<i>`.
     pub node: String,
     /// Seconds from the strategy's start.
     pub at_s: f64,
+    /// How long it lasted, seconds (0 for a kill).
+    pub duration_s: f64,
+    /// The 99th percentile latency of the answered requests sent in the event's window (from
+    /// [`WINDOW_BEFORE`] before the event began to [`WINDOW_AFTER`] after it ended), ms; `None`
+    /// when none was answered.
+    pub window_p99_ms: Option<f64>,
+    /// The highest latency of the answered requests sent in the event's window, ms.
+    pub window_max_ms: Option<f64>,
+    #[serde(skip)]
+    index: usize,
 }
 
 impl Event {
-    pub(crate) fn new(kind: &'static str, node: String, at: Duration) -> Self {
+    pub(crate) fn new(kind: &'static str, index: usize, at: Duration, lasted: Duration) -> Self {
         Self {
             kind,
-            node,
+            node: format!("node-{index}"),
             at_s: at.as_secs_f64(),
+            duration_s: lasted.as_secs_f64(),
+            window_p99_ms: None,
+            window_max_ms: None,
+            index,
         }
     }
+
+    /// Fills in the window's latencies from `latencies`.
+    fn measure_window(&mut self, latencies: &[Latency]) {
+        let at = Duration::from_secs_f64(self.at_s);
+        let from = at.saturating_sub(WINDOW_BEFORE).as_millis();
+        let to = (at + Duration::from_secs_f64(self.duration_s) + WINDOW_AFTER).as_millis();
+        let mut window: Vec<u32> = latencies
+            .iter()
+            .filter(|l| (from..=to).contains(&u128::from(l.sent_ms)))
+            .map(|l| l.micros)
+            .collect();
+        window.sort_unstable();
+        if !window.is_empty() {
+            self.window_p99_ms = Some(quantile_ms(&window, 0.99));
+            self.window_max_ms = Some(quantile_ms(&window, 1.0));
+        }
+    }
+}
+
+/// The `q` quantile of sorted microseconds, in ms (0 for none).
+fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    let index = ((sorted.len().max(1) - 1) as f64 * q).round() as usize;
+    f64::from(sorted.get(index).copied().unwrap_or(0)) / 1000.0
 }
 
 /// What one strategy did.
@@ -44,10 +90,27 @@ pub struct StrategyReport {
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// The highest latency of an answered request, ms.
+    pub max_ms: f64,
+    /// The highest of the events' window p99 latencies ([`Event::window_p99_ms`]), ms.
+    pub event_p99_ms: Option<f64>,
+    /// The highest latency in any event's window ([`Event::window_max_ms`]), ms.
+    pub event_max_ms: Option<f64>,
     /// Successful requests in the measured time.
     pub requests: u64,
     /// Failed requests (503, 502, no server).
     pub errors: u64,
+    /// Of the errors: answered `503` (by the app, whose store could not serve, or by the sticky
+    /// router, which had no node to send to).
+    pub errors_unavailable: u64,
+    /// Of the errors: no answer within the lab's 2 s bound, or no node reachable.
+    pub errors_unanswered: u64,
+    /// Of the errors, those of requests the front sent to node `i` (the last it tried).
+    pub errors_by_node: Vec<u64>,
+    /// `pause` only: of the errors, those of requests the front sent to the paused node.
+    pub paused_node_errors: Option<u64>,
+    /// `pause` only: every other error, of requests served by the live nodes (or sent to none).
+    pub live_node_errors: Option<u64>,
     /// Times a user's counter came back reset: sessions lost.
     pub sessions_lost: u64,
     /// Increments lost, reset or stepped back.
@@ -74,8 +137,16 @@ impl StrategyReport {
             rps: 0.0,
             p50_ms: 0.0,
             p99_ms: 0.0,
+            max_ms: 0.0,
+            event_p99_ms: None,
+            event_max_ms: None,
             requests: 0,
             errors: 0,
+            errors_unavailable: 0,
+            errors_unanswered: 0,
+            errors_by_node: Vec::new(),
+            paused_node_errors: None,
+            live_node_errors: None,
             sessions_lost: 0,
             updates_lost: 0,
             wrong_values: 0,
@@ -93,14 +164,27 @@ impl StrategyReport {
         measure: Duration,
         served: &[u64],
         replication_bytes: Option<u64>,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
     ) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let latencies = tally.latencies();
-        let at = |q: f64| {
-            let index = ((latencies.len().max(1) - 1) as f64 * q).round() as usize;
-            f64::from(latencies.get(index).copied().unwrap_or(0)) / 1000.0
-        };
+        for event in &mut events {
+            event.measure_window(&latencies);
+        }
+        let mut sorted: Vec<u32> = latencies.iter().map(|l| l.micros).collect();
+        sorted.sort_unstable();
+        let at = |q: f64| quantile_ms(&sorted, q);
+        let worst = |of: fn(&Event) -> Option<f64>| events.iter().filter_map(of).reduce(f64::max);
+        let errors = tally.errors.load(Relaxed);
+        let errors_by_node: Vec<u64> = tally
+            .errors_by_node
+            .iter()
+            .map(|n| n.load(Relaxed))
+            .collect();
+        let paused_node_errors = events
+            .iter()
+            .find(|e| e.kind == "pause")
+            .map(|e| errors_by_node.get(e.index).copied().unwrap_or(0));
         let requests = tally.ok.load(Relaxed);
         let total_served: u64 = served.iter().sum();
         let all_writes: f64 = tally.timeline().iter().sum::<f64>() * BUCKET.as_secs_f64();
@@ -110,8 +194,16 @@ impl StrategyReport {
             rps: requests as f64 / measure.as_secs_f64(),
             p50_ms: at(0.5),
             p99_ms: at(0.99),
+            max_ms: at(1.0),
+            event_p99_ms: worst(|e| e.window_p99_ms),
+            event_max_ms: worst(|e| e.window_max_ms),
             requests,
-            errors: tally.errors.load(Relaxed),
+            errors,
+            errors_unavailable: tally.unavailable.load(Relaxed),
+            errors_unanswered: tally.unanswered.load(Relaxed),
+            errors_by_node,
+            paused_node_errors,
+            live_node_errors: paused_node_errors.map(|paused| errors.saturating_sub(paused)),
             sessions_lost: tally.sessions_lost.load(Relaxed),
             updates_lost: tally.updates_lost.load(Relaxed),
             wrong_values: tally.wrong_values.load(Relaxed),
@@ -135,11 +227,30 @@ pub struct Report {
     pub users: usize,
     /// Measured seconds per strategy.
     pub measure_s: f64,
-    /// Which node was killed halfway.
+    /// What happened to the servers.
+    pub scenario: Scenario,
+    /// The node the scenario picked (`kill`, `restart`, `pause`); `none`: no fault at all.
     pub kill: Kill,
     /// One entry per strategy.
     pub strategies: Vec<StrategyReport>,
 }
+
+/// The table's columns: heading, second heading line, width.
+const COLUMNS: [(&str, &str, usize); 13] = [
+    ("strategy", "", 20),
+    ("req/s", "", 7),
+    ("p50 ms", "", 7),
+    ("p99 ms", "", 7),
+    ("max ms", "", 7),
+    ("event", "p99 ms", 7),
+    ("event", "max ms", 7),
+    ("sessions", "lost", 8),
+    ("updates", "lost", 7),
+    ("wrong", "values", 6),
+    ("errors", "", 11),
+    ("bytes/write", "(replic.)", 11),
+    ("max share", "(1 node)", 9),
+];
 
 impl Report {
     pub(crate) fn new(config: &LabConfig, strategies: Vec<StrategyReport>) -> Self {
@@ -147,62 +258,64 @@ impl Report {
             nodes: config.nodes,
             users: config.users,
             measure_s: config.measure.as_secs_f64(),
+            scenario: config.scenario,
             kill: config.kill,
             strategies,
         }
     }
 
-    /// The report as a text table.
-    pub fn table(&self) -> String {
-        let killed = match self.kill {
-            Kill::Busiest => "the busiest node is killed halfway".to_owned(),
-            Kill::Node(i) => format!("node-{i} is killed halfway"),
-            Kill::None => "no node is killed".to_owned(),
+    /// What happened, in a few words.
+    fn what_happened(&self) -> String {
+        let node = match self.kill {
+            Kill::Busiest => "the busiest node".to_owned(),
+            Kill::Node(i) => format!("node-{i}"),
+            Kill::None => return "no fault".to_owned(),
         };
+        self.scenario.describe(&node)
+    }
+
+    /// The report as a text table. With `pause`, the errors column reads `paused/live`: the
+    /// errors of requests the front sent to the paused node, and all others.
+    pub fn table(&self) -> String {
         let mut out = format!(
-            "{} nodes, {} users, {:.0}s measured per strategy; {killed}\n",
-            self.nodes, self.users, self.measure_s
+            "{} nodes, {} users, {:.0}s measured per strategy; scenario {}: {}; event \
+             windows from {:.1} s before each event to {:.1} s after its end\n",
+            self.nodes,
+            self.users,
+            self.measure_s,
+            self.scenario,
+            self.what_happened(),
+            WINDOW_BEFORE.as_secs_f64(),
+            WINDOW_AFTER.as_secs_f64(),
         );
-        let _ = writeln!(
-            out,
-            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9}",
-            "strategy",
-            "req/s",
-            "p50 ms",
-            "p99 ms",
-            "sessions",
-            "updates",
-            "wrong",
-            "errors",
-            "bytes/write",
-            "max share"
-        );
-        let _ = writeln!(
-            out,
-            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>11} {:>9}",
-            "", "", "", "", "lost", "lost", "values", "", "(replic.)", "(1 node)"
-        );
+        let paused = self.scenario == Scenario::Pause;
+        let line = |cells: &[String]| {
+            let mut row = String::new();
+            for (cell, (_, _, width)) in cells.iter().zip(COLUMNS) {
+                if row.is_empty() {
+                    let _ = write!(row, "{cell:<width$}");
+                } else {
+                    let _ = write!(row, " {cell:>width$}");
+                }
+            }
+            row.trim_end().to_owned()
+        };
+        let heads: Vec<String> = COLUMNS.iter().map(|c| c.0.to_owned()).collect();
+        let subs: Vec<String> = COLUMNS
+            .iter()
+            .map(|c| match c.0 {
+                "errors" if paused => "paused/live".to_owned(),
+                _ => c.1.to_owned(),
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line(&heads));
+        let _ = writeln!(out, "{}", line(&subs));
         for r in &self.strategies {
             if let Some(reason) = &r.skipped {
                 let _ = writeln!(out, "{:<20} {reason}", r.strategy.name());
                 continue;
             }
-            let [
-                name,
-                rps,
-                p50,
-                p99,
-                sessions,
-                updates,
-                wrong,
-                errors,
-                bytes,
-                share,
-            ] = r.cells();
-            let _ = writeln!(
-                out,
-                "{name:<20} {rps:>8} {p50:>8} {p99:>8} {sessions:>8} {updates:>8} {wrong:>8} {errors:>7} {bytes:>11} {share:>9}",
-            );
+            let _ = writeln!(out, "{}", line(&r.cells()));
         }
         out
     }
@@ -230,13 +343,27 @@ impl Report {
             "<p>{} nodes, {} users, {:.0} s measured per strategy.</p>",
             self.nodes, self.users, self.measure_s
         );
-        page.push_str("<table>\n<tr><th>strategy</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>sessions lost</th><th>updates lost</th><th>wrong values</th><th>errors</th><th>bytes/write</th><th>max node share</th></tr>\n");
+        let _ = writeln!(
+            page,
+            "<p>Scenario {}: {}.</p>",
+            self.scenario,
+            escape(&self.what_happened())
+        );
+        let errors = if self.scenario == Scenario::Pause {
+            "errors (paused/live)"
+        } else {
+            "errors"
+        };
+        let _ = writeln!(
+            page,
+            "<table>\n<tr><th>strategy</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>event p99 ms</th><th>event max ms</th><th>sessions lost</th><th>updates lost</th><th>wrong values</th><th>{errors}</th><th>bytes/write</th><th>max node share</th></tr>"
+        );
         for r in &self.strategies {
             match &r.skipped {
                 Some(reason) => {
                     let _ = writeln!(
                         page,
-                        "<tr><td>{}</td><td colspan=\"9\">{}</td></tr>",
+                        "<tr><td>{}</td><td colspan=\"12\">{}</td></tr>",
                         r.strategy.name(),
                         escape(reason)
                     );
@@ -263,16 +390,24 @@ impl Report {
 
 impl StrategyReport {
     /// The table row, formatted, in column order; the text and HTML tables both show it.
-    fn cells(&self) -> [String; 10] {
+    fn cells(&self) -> [String; 13] {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let errors = match (self.paused_node_errors, self.live_node_errors) {
+            (Some(paused), Some(live)) => format!("{paused}/{live}"),
+            _ => self.errors.to_string(),
+        };
         [
             self.strategy.name().to_owned(),
             format!("{:.0}", self.rps),
             format!("{:.2}", self.p50_ms),
             format!("{:.2}", self.p99_ms),
+            format!("{:.1}", self.max_ms),
+            ms(self.event_p99_ms),
+            ms(self.event_max_ms),
             self.sessions_lost.to_string(),
             self.updates_lost.to_string(),
             self.wrong_values.to_string(),
-            self.errors.to_string(),
+            errors,
             self.bytes_per_write
                 .map_or("-".to_owned(), |b| format!("{b:.0}")),
             format!("{:.0}%", self.max_node_share * 100.0),
@@ -320,7 +455,7 @@ fn chart(report: &StrategyReport) -> String {
     );
     for event in &report.events {
         let position = x(event.at_s * 1000.0 / report.bucket_ms as f64);
-        let color = if event.kind == "kill" {
+        let color = if matches!(event.kind, "kill" | "stop" | "pause") {
             "#d1242f"
         } else {
             "#1a7f37"
@@ -338,4 +473,36 @@ fn chart(report: &StrategyReport) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(sent_ms: u32, ms: u32) -> Latency {
+        Latency {
+            sent_ms,
+            micros: ms * 1000,
+        }
+    }
+
+    #[test]
+    fn an_event_window_spans_half_a_second_before_to_a_second_after_its_end() {
+        // A pause at 2 s that lasted 1 s: its window is 1.5 s to 4 s.
+        let mut event = Event::new("pause", 1, Duration::from_secs(2), Duration::from_secs(1));
+        let mut latencies = vec![latency(1_499, 900), latency(4_001, 800)];
+        latencies.extend((0..99).map(|i| latency(1_500 + i * 25, 2)));
+        latencies.push(latency(4_000, 300));
+        event.measure_window(&latencies);
+        assert_eq!(event.window_max_ms, Some(300.0));
+        assert_eq!(event.window_p99_ms, Some(2.0));
+        assert_eq!(event.node, "node-1");
+
+        let mut empty = Event::new("kill", 0, Duration::from_secs(9), Duration::ZERO);
+        empty.measure_window(&latencies);
+        assert_eq!((empty.window_p99_ms, empty.window_max_ms), (None, None));
+        let json = serde_json::to_value(&empty).unwrap();
+        assert_eq!(json["kind"], "kill");
+        assert!(json.get("index").is_none(), "{json}");
+    }
 }

@@ -10,8 +10,12 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::config::{Kill, LabConfig};
 use crate::report::{Event, Report, StrategyReport};
+use crate::scenario::{Scenario, Timing};
 use crate::strategy::{Deployment, Strategy};
 use crate::users::{BUCKET, Load, Tally, spawn_users};
+
+/// How long past the end of the load a fault under way may take to complete.
+const FAULT_OVERTIME: Duration = Duration::from_secs(10);
 
 /// Progress shown while a strategy runs; the binary draws a bar, tests nothing.
 pub trait Progress: Send + Sync {
@@ -105,7 +109,12 @@ async fn run_strategy(
     let total = config.warmup + config.measure;
     let start = Instant::now();
     let deadline = start + total;
-    let tally = Arc::new(Tally::new(start, config.warmup, total));
+    let tally = Arc::new(Tally::new(
+        start,
+        config.warmup,
+        total,
+        deployment.nodes.len(),
+    ));
     let load = Load {
         users: config.users,
         think: config.think,
@@ -116,60 +125,22 @@ async fn run_strategy(
     let mut users = spawn_users(load, &deployment.front, &tally, stop);
 
     progress.start(strategy, total);
-    let scale_at = config.warmup + config.measure / 4;
-    let kill_at = config.warmup + config.measure / 2;
-    let mut events = Vec::new();
-    let mut killed = None;
-    let mut scaled = !config.scale_up;
-    let mut restarted = config.restart_after.is_none();
     let bytes_before_measure = deployment.replication_bytes();
-    let mut tick = tokio::time::interval(BUCKET);
-    loop {
+    let mut events = Vec::new();
+    // The faults run beside the progress display. A fault under way at the deadline is
+    // completed (a node paused or being started again), within a bound; Ctrl-C ends both.
+    let faults = async {
+        let bound = deadline + FAULT_OVERTIME;
         tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => {}
+            done = faults(&mut deployment, config, start, &mut events) => done,
+            () = tokio::time::sleep_until(bound.into()) => Ok(()),
         }
-        let elapsed = start.elapsed();
-        if elapsed >= total || *stop.borrow() {
-            break;
-        }
-        let timeline = tally.timeline();
-        let bucket = (elapsed.as_millis() / BUCKET.as_millis()) as usize;
-        progress.tick(
-            elapsed,
-            bucket
-                .checked_sub(1)
-                .and_then(|b| timeline.get(b))
-                .copied()
-                .unwrap_or(0.0),
-        );
-        if !scaled && elapsed >= scale_at {
-            scaled = true;
-            deployment.restart(config.nodes).await?;
-            events.push(Event::new(
-                "scale-up",
-                format!("node-{}", config.nodes),
-                elapsed,
-            ));
-        }
-        if killed.is_none() && elapsed >= kill_at {
-            if let Some(index) = victim(&deployment, config) {
-                deployment.kill(index);
-                let name = format!("node-{index}");
-                events.push(Event::new("kill", name.clone(), elapsed));
-                killed = Some((index, elapsed));
-            } else {
-                killed = Some((usize::MAX, elapsed));
-            }
-        }
-        if let (false, Some((index, at)), Some(after)) = (restarted, killed, config.restart_after)
-            && index != usize::MAX
-            && elapsed >= at + after
-        {
-            restarted = true;
-            deployment.restart(index).await?;
-            events.push(Event::new("restart", format!("node-{index}"), elapsed));
-        }
+    };
+    let ticks = tick(&tally, progress, start, total);
+    let mut stopped = stop.clone();
+    tokio::select! {
+        (done, ()) = async { tokio::join!(faults, ticks) } => done?,
+        _ = stopped.wait_for(|stop| *stop) => {}
     }
     while users.join_next().await.is_some() {}
     progress.finish();
@@ -186,6 +157,75 @@ async fn run_strategy(
     let report = StrategyReport::measured(strategy, &tally, config.measure, &served, bytes, events);
     drop(deployment);
     Ok(report)
+}
+
+/// Shows progress once a timeline bucket until `total` has passed.
+async fn tick(tally: &Tally, progress: &dyn Progress, start: Instant, total: Duration) {
+    let mut tick = tokio::time::interval(BUCKET);
+    loop {
+        tick.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= total {
+            return;
+        }
+        let timeline = tally.timeline();
+        let bucket = (elapsed.as_millis() / BUCKET.as_millis()) as usize;
+        progress.tick(
+            elapsed,
+            bucket
+                .checked_sub(1)
+                .and_then(|b| timeline.get(b))
+                .copied()
+                .unwrap_or(0.0),
+        );
+    }
+}
+
+/// What happens to the servers, in order: the scale-up node started a quarter of the way
+/// through, then the scenario: halfway for `kill`, `restart` and `pause`; `rolling` stops the
+/// first node once a share of the measured time has passed and each next one a share later
+/// (for 3 nodes at a quarter, a half and three quarters).
+async fn faults(
+    deployment: &mut Deployment,
+    config: &LabConfig,
+    start: Instant,
+    events: &mut Vec<Event>,
+) -> Result<(), Error> {
+    let at = |offset: Duration| tokio::time::sleep_until((start + offset).into());
+    if config.scale_up {
+        at(config.warmup + config.measure / 4).await;
+        let began = start.elapsed();
+        deployment.restart(config.nodes).await?;
+        events.push(Event::new(
+            "scale-up",
+            config.nodes,
+            began,
+            start.elapsed() - began,
+        ));
+    }
+    let running = deployment.nodes.iter().filter(|n| n.is_running()).count();
+    let step = config.measure / u32::try_from(running + 1).unwrap_or(u32::MAX);
+    let timing = Timing {
+        start,
+        down_for: config.restart_after,
+        step,
+        pause: config.pause,
+        until: Some(start + config.warmup + config.measure),
+    };
+    match config.scenario {
+        Scenario::Rolling => at(config.warmup + step).await,
+        _ => at(config.warmup + config.measure / 2).await,
+    }
+    if config.kill == Kill::None {
+        return Ok(());
+    }
+    let Some(victim) = victim(deployment, config) else {
+        return Ok(());
+    };
+    config
+        .scenario
+        .play(deployment, victim, timing, events)
+        .await
 }
 
 /// The node to kill, if any: the configured one, or the busiest running one.

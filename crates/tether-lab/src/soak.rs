@@ -9,8 +9,14 @@ use tether_conformance::RedisServer;
 use tokio::sync::watch;
 
 use crate::Error;
+use crate::scenario::{Scenario, Timing};
 use crate::strategy::{Deployment, Strategy, names};
 use crate::users::{Load, Tally, spawn_users};
+
+/// In a rolling restart, the time from one node's stop to the next one's, at least: a deploy
+/// waits for the node it restarted to pass health checks, and the front balancer takes a node
+/// that refused a connection for down for half a second.
+const ROLLING_STEP: Duration = Duration::from_secs(1);
 
 /// The store a soak runs over. Reads, prints and serialises as its [`name`](Self::name).
 ///
@@ -106,9 +112,17 @@ pub struct SoakConfig {
     pub churn: u64,
     /// Sessions' idle timeout: abandoned sessions must go away after it.
     pub idle_timeout: Duration,
-    /// Time between faults (Redis or a replicated node killed).
+    /// The fault injected every [`fault_every`](Self::fault_every) (none for the memory store:
+    /// it cannot outlive its process). `kill` and `restart` are the same here, since a soak
+    /// starts again what it killed: the server (`redis-server` for Redis, one app node and its
+    /// replication node in turn for the replicated store) is killed and started again after
+    /// [`downtime`](Self::downtime). `rolling` stops every app node gracefully and starts it
+    /// again, one after the other, a second apart; `pause` freezes one node in turn for
+    /// [`PAUSE`](crate::PAUSE).
+    pub scenario: Scenario,
+    /// Time between faults.
     pub fault_every: Duration,
-    /// How long the killed server stays down.
+    /// How long a killed server stays down.
     pub downtime: Duration,
 }
 
@@ -123,6 +137,7 @@ impl SoakConfig {
             think: Duration::from_millis(10),
             churn: 500,
             idle_timeout: Duration::from_secs(30),
+            scenario: Scenario::Restart,
             fault_every: Duration::from_secs(60),
             downtime: Duration::from_secs(2),
         }
@@ -135,6 +150,8 @@ impl SoakConfig {
 pub struct SoakReport {
     /// The store.
     pub store: SoakStore,
+    /// The fault injected at intervals.
+    pub scenario: Scenario,
     /// Seconds the load ran.
     pub seconds: f64,
     /// Requests sent.
@@ -153,7 +170,8 @@ pub struct SoakReport {
     pub updates_lost: u64,
     /// Counters that jumped ahead of what the user was told.
     pub wrong_values: u64,
-    /// Faults injected (servers killed and restarted).
+    /// Faults injected (a server killed and restarted, a rolling restart of every node, a
+    /// pause).
     pub faults: u64,
     /// Peak resident memory of this process (app nodes, stores, users) during this soak, in KiB:
     /// the larger of the kernel's high-water mark and a once-a-second sample.
@@ -193,7 +211,7 @@ pub async fn soak(
     reset_peak_rss();
     let start = Instant::now();
     let deadline = start + config.duration;
-    let tally = Arc::new(Tally::counting_only(start));
+    let tally = Arc::new(Tally::counting_only(start, deployment.nodes.len()));
     let load = Load {
         users: config.users,
         think: config.think,
@@ -233,7 +251,21 @@ pub async fn soak(
         }
         if config.store != SoakStore::Memory && now >= next_fault {
             let victim = (faults as usize) % config.nodes.max(1);
-            fault(&mut deployment, redis.as_mut(), victim, config.downtime).await?;
+            let timing = Timing {
+                start,
+                down_for: Some(config.downtime),
+                step: ROLLING_STEP,
+                pause: crate::PAUSE,
+                until: None,
+            };
+            fault(
+                config.scenario,
+                &mut deployment,
+                redis.as_mut(),
+                victim,
+                timing,
+            )
+            .await?;
             faults += 1;
             next_fault = Instant::now() + config.fault_every;
         }
@@ -249,6 +281,7 @@ pub async fn soak(
     let (unavailable, unanswered) = (count(&tally.unavailable), count(&tally.unanswered));
     Ok(SoakReport {
         store: config.store,
+        scenario: config.scenario,
         seconds,
         requests: count(&tally.ok) + errors,
         ok: count(&tally.ok),
@@ -266,24 +299,32 @@ pub async fn soak(
     })
 }
 
-/// Kills Redis (when there is one) or app node `victim` with its replication node, waits
-/// `downtime`, and starts it again.
+/// One fault: Redis (when there is one) killed and started again after the downtime, for
+/// `kill` and `restart`; otherwise the scenario played on the app nodes, on node `victim`.
 async fn fault(
+    scenario: Scenario,
     deployment: &mut Deployment,
     redis: Option<&mut RedisServer>,
     victim: usize,
-    downtime: Duration,
+    timing: Timing,
 ) -> Result<(), Error> {
-    match redis {
-        Some(server) => {
+    match (scenario, redis) {
+        (Scenario::Kill | Scenario::Restart, Some(server)) => {
             server.kill();
-            tokio::time::sleep(downtime).await;
+            tokio::time::sleep(timing.down_for.unwrap_or_default()).await;
             server.restart().map_err(Error::RedisServer)?;
         }
-        None => {
-            deployment.kill(victim);
-            tokio::time::sleep(downtime).await;
-            deployment.restart(victim).await?;
+        // Events are not reported by a soak.
+        _ => {
+            // A soak starts again what it killed; only a killed node waits out the downtime.
+            let (scenario, down_for) = match scenario {
+                Scenario::Kill | Scenario::Restart => (Scenario::Restart, timing.down_for),
+                other => (other, None),
+            };
+            let timing = Timing { down_for, ..timing };
+            scenario
+                .play(deployment, victim, timing, &mut Vec::new())
+                .await?;
         }
     }
     Ok(())
@@ -311,8 +352,9 @@ impl std::fmt::Display for SoakReport {
             |kib: Option<u64>| kib.map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
         writeln!(
             f,
-            "{}: {:.0} s, {} requests ({:.0}/s), {} faults",
+            "{}, {}: {:.0} s, {} requests ({:.0}/s), {} faults",
             self.store.name(),
+            self.scenario,
             self.seconds,
             self.requests,
             self.requests as f64 / self.seconds.max(f64::EPSILON),

@@ -13,7 +13,7 @@ use tether_replicated::{LocalCluster, Mode};
 use tether_sticky::{KeyRing, Pinning, Sticky, StickyConfig, Upstream, backends, cookie::Key};
 
 use crate::Error;
-use crate::front::{Front, RoundRobin};
+use crate::front::{Front, RoundRobin, Tagged};
 use crate::node::{AppNode, SESSION_COOKIE};
 
 /// A way to keep sessions consistent across servers.
@@ -183,7 +183,7 @@ impl Deployment {
                 .map_err(|e: http::uri::InvalidUri| front_error(e.into()))?;
             let upstream = Upstream::new(uri, false, Duration::from_millis(300))
                 .map_err(|e| front_error(e.into()))?;
-            upstreams.push((name, upstream));
+            upstreams.push((name, Tagged::new(i, upstream)));
             deployment.nodes.push(node);
         }
         if spare {
@@ -222,6 +222,35 @@ impl Deployment {
         }
     }
 
+    /// Stops server `index` gracefully, as a deploy does: the app server stops accepting, lets
+    /// its requests in flight finish (bounded by a grace time) and ends, so the front sees it
+    /// gone; then its replication node leaves the cluster, handing its sessions over. A memory
+    /// store's sessions are gone with it; Redis keeps them.
+    pub(crate) async fn stop_gracefully(&mut self, index: usize) {
+        if let Some(node) = self.nodes.get_mut(index) {
+            node.stop_gracefully().await;
+        }
+        if let Some(cluster) = &mut self.cluster
+            && let Some(handover) = cluster.leave(index).await
+            && !handover.complete
+        {
+            eprintln!("lab: node-{index} left without handing every session over: {handover:?}");
+        }
+    }
+
+    /// Freezes server `index` (and its replication node) for `duration`: their threads block,
+    /// so nothing of them answers, while their sockets stay open. Returns at once; false if
+    /// the server does not run.
+    pub(crate) fn pause(&self, index: usize, duration: Duration) -> bool {
+        let Some(node) = self.nodes.get(index).filter(|n| n.is_running()) else {
+            return false;
+        };
+        if let Some(cluster) = &self.cluster {
+            cluster.pause(index, duration);
+        }
+        node.pause(duration)
+    }
+
     /// Starts server `index` again (a memory node comes back empty; a cluster node first
     /// receives its sessions).
     pub(crate) async fn restart(&mut self, index: usize) -> Result<(), Error> {
@@ -250,7 +279,7 @@ impl Deployment {
     }
 }
 
-fn front(strategy: Strategy, upstreams: Vec<(String, Upstream)>) -> Front {
+fn front(strategy: Strategy, upstreams: Vec<(String, Tagged)>) -> Front {
     let keys = KeyRing::new(Key::generate());
     let layer = StickyConfig::new(keys)
         .with_secure(false)

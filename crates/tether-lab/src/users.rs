@@ -31,14 +31,26 @@ pub(crate) struct Tally {
     pub(crate) updates_lost: AtomicU64,
     /// A counter jumped ahead (a write the user was told failed, applied anyway).
     pub(crate) wrong_values: AtomicU64,
-    latencies: Mutex<Vec<u32>>,
+    /// Of the errors: those of requests the front sent to node `i` (last, if it tried several).
+    pub(crate) errors_by_node: Vec<AtomicU64>,
+    latencies: Mutex<Vec<Latency>>,
     /// False for long runs: the latency list would grow with every request.
     keep_latencies: bool,
     timeline: Vec<AtomicU64>,
 }
 
+/// One answered request: when it was sent, and how long it took.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Latency {
+    /// Milliseconds from the start of the run.
+    pub(crate) sent_ms: u32,
+    pub(crate) micros: u32,
+}
+
 impl Tally {
-    pub(crate) fn new(start: Instant, warmup: Duration, total: Duration) -> Self {
+    /// A tally for a run of `nodes` nodes (spare ones included) that lasts `total`, the first
+    /// `warmup` unmeasured.
+    pub(crate) fn new(start: Instant, warmup: Duration, total: Duration, nodes: usize) -> Self {
         let buckets = (total.as_millis() / BUCKET.as_millis()) as usize + 2;
         Self {
             start,
@@ -50,6 +62,7 @@ impl Tally {
             sessions_lost: AtomicU64::new(0),
             updates_lost: AtomicU64::new(0),
             wrong_values: AtomicU64::new(0),
+            errors_by_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             latencies: Mutex::new(Vec::new()),
             keep_latencies: true,
             timeline: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
@@ -57,10 +70,18 @@ impl Tally {
     }
 
     /// A tally for a long run: counts, but no latency list and no timeline.
-    pub(crate) fn counting_only(start: Instant) -> Self {
+    pub(crate) fn counting_only(start: Instant, nodes: usize) -> Self {
         Self {
             keep_latencies: false,
-            ..Self::new(start, Duration::ZERO, Duration::ZERO)
+            ..Self::new(start, Duration::ZERO, Duration::ZERO, nodes)
+        }
+    }
+
+    /// A failed request, sent last to `node` if to any.
+    fn record_error(&self, node: Option<usize>) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = node.and_then(|i| self.errors_by_node.get(i)) {
+            count.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -75,22 +96,21 @@ impl Tally {
                 return;
             }
             let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+            let sent_ms =
+                u32::try_from(sent.duration_since(self.start).as_millis()).unwrap_or(u32::MAX);
             self.latencies
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(micros);
+                .push(Latency { sent_ms, micros });
         }
     }
 
-    /// Sorted latencies of the measured requests, in microseconds.
-    pub(crate) fn latencies(&self) -> Vec<u32> {
-        let mut latencies = self
-            .latencies
+    /// The latencies of the measured requests, in the order they were answered.
+    pub(crate) fn latencies(&self) -> Vec<Latency> {
+        self.latencies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        latencies.sort_unstable();
-        latencies
+            .clone()
     }
 
     /// Successful requests per second, bucket by bucket.
@@ -154,8 +174,9 @@ impl User {
         let path = if write { "/incr" } else { "/count" };
         let sent = Instant::now();
         let cookies = self.cookie_header();
-        let Some(reply) = front.send(path, cookies.as_deref(), self.sent).await else {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
+        let (reply, node) = front.send(path, cookies.as_deref(), self.sent).await;
+        let Some(reply) = reply else {
+            tally.record_error(node);
             tally.unanswered.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -164,7 +185,7 @@ impl User {
         }
         let count: Option<u64> = reply.body.trim().parse().ok();
         let (true, Some(count)) = (reply.status.is_success(), count) else {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
+            tally.record_error(node);
             if reply.status == http::StatusCode::SERVICE_UNAVAILABLE {
                 tally.unavailable.fetch_add(1, Ordering::Relaxed);
             }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tether_lab::{SoakConfig, SoakStore, soak};
+use tether_lab::{Scenario, SoakConfig, SoakStore, soak};
 
 fn short(store: SoakStore) -> SoakConfig {
     let mut config = SoakConfig::new(store);
@@ -47,4 +47,21 @@ async fn redis_restarts_answer_503_and_lose_no_session() {
         report.ok + report.unavailable + report.unanswered,
         report.requests
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_soak_under_rolling_restarts_loses_no_session() {
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let mut config = short(SoakStore::Replicated);
+    config.scenario = Scenario::Rolling;
+    let report = soak(&config, stop).await.unwrap();
+    assert_eq!(report.scenario, Scenario::Rolling);
+    assert!(report.faults >= 1, "{report:?}");
+    assert!(report.ok > 100, "{report:?}");
+    assert_eq!(report.sessions_lost, 0, "{report:?}");
+    assert_eq!(
+        report.ok + report.unavailable + report.unanswered + report.other_errors,
+        report.requests
+    );
+    assert!(report.to_string().starts_with("replicated, rolling: "));
 }

@@ -29,6 +29,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The thread or the runtime a [`LocalCluster`](crate::LocalCluster) node runs on could not
+    /// be started.
+    #[error("could not start a thread for node {node}")]
+    Thread {
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a request to a peer failed. All of these are transient for the caller.

@@ -105,7 +105,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `serde` | `Serialize` and `Deserialize` for [`Mode`] and [`Ack`], as their `Display` strings (`"backup-1"`, `"sync"`), for configuration files |
-//! | `test-util` | `LocalCluster` (several nodes in one process, on loopback ports, to kill and restart) and `Node::freeze` (a node that hangs): for tests and benchmarks, not for production |
+//! | `test-util` | `LocalCluster` (several nodes in one process, each on its own loopback port and thread, to kill, stop, pause and restart) and `Node::freeze` (a node that hangs): for tests and benchmarks, not for production |
 //!
 //! None is on by default.
 //!

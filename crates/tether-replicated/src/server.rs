@@ -81,8 +81,10 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
                         let Ok(slot) = Arc::clone(&handshakes).try_acquire_owned() else {
-                            drop(stream);
+                            // Counted before the close, so that whoever sees it closed (on
+                            // another thread) also sees it counted.
                             server.link.counters().rejected();
+                            drop(stream);
                             if let Some(held_back) = server.busy_log.allow() {
                                 tracing::debug!(
                                     %addr,
