@@ -35,6 +35,8 @@ pub(crate) struct Counters {
     repeated_writes: AtomicU64,
     /// Copies refused because their sender is outside this node's view.
     fenced_writes: AtomicU64,
+    /// Requests not sent because their caller had stopped waiting while they were queued.
+    expired: AtomicU64,
 }
 
 /// The values of [`Counters`] at one moment.
@@ -47,6 +49,7 @@ pub(crate) struct Counted {
     pub(crate) rejected_frames: u64,
     pub(crate) repeated_writes: u64,
     pub(crate) fenced_writes: u64,
+    pub(crate) expired: u64,
 }
 
 impl Counters {
@@ -87,6 +90,11 @@ impl Counters {
         self.fenced_writes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request was not sent: its caller had stopped waiting while it was queued.
+    pub(crate) fn expired(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn get(&self) -> Counted {
         Counted {
             messages: self.messages.load(Ordering::Relaxed),
@@ -96,6 +104,7 @@ impl Counters {
             rejected_frames: self.rejected_frames.load(Ordering::Relaxed),
             repeated_writes: self.repeated_writes.load(Ordering::Relaxed),
             fenced_writes: self.fenced_writes.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
         }
     }
 }

@@ -73,6 +73,10 @@ pub struct NodeStats {
     /// session's primary. The sender stops serving and joins again; its write is retried on the
     /// session's current primary.
     pub fenced_writes: u64,
+    /// Requests to peers not sent because their caller had stopped waiting for the answer
+    /// while they were queued (this node stood still, or a peer's queue was slow): sending them
+    /// late would apply writes nobody waits for any more, with values read long before.
+    pub expired_requests: u64,
     /// Sessions and tombstones held.
     pub entries: usize,
 }
@@ -230,6 +234,7 @@ impl Node {
             rejected_frames: counted.rejected_frames,
             repeated_writes: counted.repeated_writes,
             fenced_writes: counted.fenced_writes,
+            expired_requests: counted.expired,
             entries: self.parts.state.len(),
         }
     }

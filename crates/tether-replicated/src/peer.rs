@@ -24,6 +24,10 @@ type Reply = oneshot::Sender<Result<Response, PeerError>>;
 struct Outgoing {
     body: Request,
     reply: Option<Reply>,
+    /// When the caller stops waiting for the answer. A request still queued then is not sent:
+    /// its caller has given up (and may have retried it elsewhere), so sending it late (after
+    /// this node stood still, say) would apply a write nobody waits for any more.
+    expires: Option<Instant>,
 }
 
 /// What heartbeats tell about a peer.
@@ -112,6 +116,7 @@ impl Peer {
         let outgoing = Outgoing {
             body,
             reply: Some(reply),
+            expires: Instant::now().checked_add(timeout),
         };
         self.tx.try_send(outgoing).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => PeerError::Busy(self.name.to_string()),
@@ -129,7 +134,13 @@ impl Peer {
 
     /// Sends `body` without waiting for an answer; false when the queue is full.
     pub(crate) fn send(&self, body: Request) -> bool {
-        self.tx.try_send(Outgoing { body, reply: None }).is_ok()
+        self.tx
+            .try_send(Outgoing {
+                body,
+                reply: None,
+                expires: None,
+            })
+            .is_ok()
     }
 
     /// The peer announced that it leaves the cluster.
@@ -241,6 +252,10 @@ async fn serve(
             }
             outgoing = rx.recv() => {
                 let Some(outgoing) = outgoing else { break Ok(()) };
+                if outgoing.expires.is_some_and(|at| at <= Instant::now()) {
+                    link.counters().expired();
+                    continue;
+                }
                 next_id += 1;
                 let frame = Frame::Request { id: next_id, clock: link.clock().peek(), body: outgoing.body };
                 let bytes = encoded(&frame)?;

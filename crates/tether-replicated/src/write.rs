@@ -190,6 +190,11 @@ impl Writes {
     /// session as it is, so that under `Sync` the answer still means every holder has it.
     async fn execute_as_primary(&self, write: WriteId, op: Op) -> Result<Response, Error> {
         let _under_way = UnderWay::new(self, *op.id());
+        // Stamped before the last check that this node serves: a stamp taken after a stall
+        // would be newer than the writes the others made meanwhile, and let a value read before
+        // the stall win over them. Stamped before the check, the write either is refused (the
+        // stall is noticed) or carries a stamp from before the stall, which loses to them.
+        let at = self.link.clock().now();
         self.members.notice_stall();
         if !self.members.is_serving() {
             // The view it routed by was taken before a stall was noticed.
@@ -202,7 +207,6 @@ impl Writes {
         let me = self.members.name();
         let backups: Vec<&str> = view.holders(&id).into_iter().filter(|h| *h != me).collect();
         let now = Timestamp::now();
-        let at = self.link.clock().now();
         match op {
             Op::Create {
                 id,

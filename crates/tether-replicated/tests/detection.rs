@@ -124,3 +124,57 @@ async fn a_node_the_others_declared_dead_does_not_answer_for_their_sessions() {
     stale.freeze(false);
     assert!(cluster.settle(Duration::from_secs(15)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_while_its_node_stood_still_is_not_sent_once_its_caller_gave_up() {
+    let cluster = LocalCluster::start(3, |c| {
+        quick(c)
+            .with_mode(Mode::Backup { copies: 1 })
+            .with_ack(Ack::Sync)
+            .with_sync_timeout(Duration::from_millis(200))
+            .with_retry_deadline(Duration::ZERO)
+    })
+    .await
+    .unwrap();
+    assert!(cluster.settle(Duration::from_secs(10)).await);
+    // A session node-0 does not hold: a write through node-0 is forwarded to its primary.
+    let view = cluster.node(0).unwrap().view();
+    let record = loop {
+        let record = record();
+        if !view.holders(&record.id).contains(&"node-0") {
+            break record;
+        }
+    };
+    let id = record.id;
+    let holder = cluster.store(1).unwrap();
+    assert_eq!(holder.create(&record).await.unwrap(), Created::Created);
+
+    // node-0 stands still (its thread blocked, as under SIGSTOP) while a caller on another
+    // thread writes through it: the forward waits in node-0's queue, and the caller gives up.
+    let pause = Duration::from_millis(1_500);
+    assert!(cluster.pause(0, pause));
+    let expiry = Expiry::new(Timestamp::now(), Duration::from_secs(300), None);
+    let mut changes = Changes::default();
+    changes.insert("k", bytes::Bytes::from_static(b"late"));
+    let answer = cluster
+        .store(0)
+        .unwrap()
+        .apply(&id, &changes, &expiry)
+        .await;
+    assert!(
+        answer.is_err(),
+        "no answer while node-0 stands still: {answer:?}"
+    );
+
+    // When node-0 runs again the forward is still queued: sent now, it would apply a write
+    // its caller was told failed, with values the application read before the pause.
+    tokio::time::sleep(pause).await;
+    assert!(cluster.settle(Duration::from_secs(15)).await);
+    let held = holder.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        held.data.get("k"),
+        None,
+        "the abandoned write was applied late"
+    );
+    assert!(cluster.node(0).unwrap().stats().expired_requests >= 1);
+}
