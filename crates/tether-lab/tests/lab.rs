@@ -12,8 +12,8 @@ use tether_lab::{Quiet, Scenario, Strategy, run};
 const KILL: Zeros = Zeros {
     sessions_lost: true,
     updates_lost: true,
-    wrong_values: false,
-    errors: false,
+    wrong_values: true,
+    errors: true,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

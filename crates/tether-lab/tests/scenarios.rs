@@ -1,6 +1,5 @@
-//! A short lab run per scenario: what the replicated strategies and Redis show today, as
-//! invariants (counts), never timings. The zeros not shown yet are `false` in the scenario's
-//! [`Zeros`]; the failover work turns them on.
+//! A short lab run per scenario: what the replicated strategies and Redis show, as invariants
+//! (counts), never timings. A zero not shown is `false` in the scenario's [`Zeros`], with why.
 
 mod common;
 
@@ -15,17 +14,17 @@ static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// `restart`: the busiest node killed halfway and started again 0.5 s later.
 const RESTART: Zeros = Zeros {
     sessions_lost: true,
-    updates_lost: false,
-    wrong_values: false,
-    errors: false,
+    updates_lost: true,
+    wrong_values: true,
+    errors: true,
 };
 
 /// `rolling`: every node stopped gracefully and started again, in turn.
 const ROLLING: Zeros = Zeros {
     sessions_lost: true,
-    updates_lost: false,
-    wrong_values: false,
-    errors: false,
+    updates_lost: true,
+    wrong_values: true,
+    errors: true,
 };
 
 /// `pause`: the busiest node frozen for 1 s (past the failure timeout: it is declared dead
@@ -33,8 +32,11 @@ const ROLLING: Zeros = Zeros {
 const PAUSE: Zeros = Zeros {
     sessions_lost: true,
     updates_lost: true,
+    // A request the paused server had begun completes when it resumes, after its user gave
+    // up on it: the write is applied though the user saw an error, and the user's next
+    // increment counts one more than it expects. No store can tell that write from a new one.
     wrong_values: false,
-    errors: false,
+    errors: true,
 };
 
 async fn lab(config: tether_lab::LabConfig) -> Report {

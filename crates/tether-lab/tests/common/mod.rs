@@ -29,7 +29,7 @@ pub fn short(scenario: Scenario, strategies: &[Strategy]) -> LabConfig {
 
 /// Which figures must be zero for every strategy of [`INVISIBLE`] (for `pause`, `errors`
 /// means the errors of requests served by the live nodes). Where a field is `false`, the
-/// scenario does not show that zero yet: the failover work sets it to `true` as it lands.
+/// scenario does not show that zero, and its definition says why.
 #[derive(Clone, Copy, Debug)]
 pub struct Zeros {
     pub sessions_lost: bool,
