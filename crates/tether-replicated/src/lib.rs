@@ -161,9 +161,9 @@ pub use config::{
     NodeConfig, ParseAckError, ParseModeError,
 };
 pub use error::Error;
+pub use leave::Handover;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-pub use leave::Handover;
 pub use local::LocalCluster;
 pub use node::{Node, NodeStats};
 pub use store::ReplicatedStore;
