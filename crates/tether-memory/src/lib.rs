@@ -205,12 +205,10 @@ impl MemoryStore {
 
     /// Atomically inserts `record` if no live session holds its id.
     async fn insert_if_absent(&self, cell: Arc<Cell>, id: Id) -> Created {
-        let entry = self.cache.entry(id).or_insert(Arc::clone(&cell)).await;
-        if entry.is_fresh() {
-            return Created::Created;
-        }
-        // The id is held by a cell that may be dead or past its wall-clock deadline without moka
-        // having noticed yet. Rare (ids are random); replace it atomically if so.
+        // One compute, atomic per key: moka's `or_insert` is a lookup then an insert, so
+        // concurrent creates of one id could each find it absent and each win. A cell that holds
+        // the id but is dead or past its wall-clock deadline (moka has not noticed yet) is
+        // replaced.
         let result = self
             .cache
             .entry(id)
