@@ -92,6 +92,27 @@ impl PeerKey {
     }
 }
 
+#[cfg(feature = "gossip")]
+impl PeerKey {
+    fn gossip_mac(&self, packet: &[u8]) -> HmacSha256 {
+        let mut mac = <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()));
+        mac.update(b"tether-replicated gossip v1 ");
+        mac.update(packet);
+        mac
+    }
+
+    /// The tag that proves a gossip packet comes from a holder of the key.
+    pub(crate) fn gossip_tag(&self, packet: &[u8]) -> [u8; 32] {
+        self.gossip_mac(packet).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the tag of `packet` under this key (in constant time).
+    pub(crate) fn verify_gossip(&self, packet: &[u8], tag: &[u8]) -> bool {
+        self.gossip_mac(packet).verify_slice(tag).is_ok()
+    }
+}
+
 impl std::fmt::Debug for PeerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PeerKey(<redacted>)")

@@ -105,8 +105,9 @@ pub struct ParseAckError {
     input: String,
 }
 
-/// `Mode` and `Ack` in configuration files: written and read as their `Display` strings
-/// (`"backup-1"`, `"all-to-all"`, `"sync"`, `"async"`), so a file says what a flag says.
+/// `Mode`, `Ack` and `Quorum` in configuration files: written and read as their `Display`
+/// strings (`"backup-1"`, `"all-to-all"`, `"sync"`, `"async"`, `"majority"`), so a file says what
+/// a flag says.
 #[cfg(feature = "serde")]
 mod serde_impls {
     use std::fmt::Display;
@@ -116,6 +117,7 @@ mod serde_impls {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{Ack, Mode};
+    use crate::Quorum;
 
     fn from_display<'de, D, T>(deserializer: D) -> Result<T, D::Error>
     where
@@ -135,6 +137,20 @@ mod serde_impls {
 
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
     impl<'de> Deserialize<'de> for Mode {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            from_display(deserializer)
+        }
+    }
+
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    impl Serialize for Quorum {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(self)
+        }
+    }
+
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    impl<'de> Deserialize<'de> for Quorum {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             from_display(deserializer)
         }
@@ -192,6 +208,13 @@ pub struct NodeConfig {
     pub(crate) max_handshakes: usize,
     pub(crate) max_clock_drift: Duration,
     pub(crate) leave_timeout: Duration,
+    pub(crate) quorum: crate::Quorum,
+    pub(crate) discovery: Option<std::sync::Arc<dyn crate::Discovery>>,
+    pub(crate) discovery_interval: Duration,
+    #[cfg(feature = "gossip")]
+    pub(crate) gossip: Option<crate::Gossip>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::PeerTls>,
 }
 
 /// Default bound on waiting for holders to acknowledge a write.
@@ -219,6 +242,8 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
 /// for its uncertainty intervals; here the bound only stops one bad clock from dragging the
 /// cluster's timestamps (and its writes' precedence) far into the future.
 pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
+/// Default interval between two questions to a [`Discovery`](crate::Discovery): 5 s.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 /// Default bound on a graceful leave ([`Node::shutdown`](crate::Node::shutdown)): 10 s, well
 /// inside Kubernetes' default grace period of 30 s.
 pub const DEFAULT_LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,12 +273,64 @@ impl NodeConfig {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
+            quorum: crate::Quorum::Off,
+            discovery: None,
+            discovery_interval: DEFAULT_DISCOVERY_INTERVAL,
+            #[cfg(feature = "gossip")]
+            gossip: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Learns the cluster's nodes from `discovery` (DNS, a registry) instead of, or on top
+    /// of, a fixed list: asked at start and then every [`DEFAULT_DISCOVERY_INTERVAL`] (see
+    /// [`NodeConfig::with_discovery_interval`]), so nodes that appear join the cluster and
+    /// nodes that vanish leave it without a restart. The peers given with
+    /// [`NodeConfig::with_peer`] are used only when the first answer fails.
+    pub fn with_discovery(mut self, discovery: impl crate::Discovery) -> Self {
+        self.discovery = Some(std::sync::Arc::new(discovery));
+        self
+    }
+
+    /// Learns the cluster's nodes by gossip (feature `gossip`): the node gossips on the UDP
+    /// address in `gossip`, joins through its seeds, and its peers follow what gossip knows,
+    /// at once when it changes. Instead of [`NodeConfig::with_discovery`], not on top of it.
+    #[cfg(feature = "gossip")]
+    pub fn with_gossip(mut self, gossip: crate::Gossip) -> Self {
+        self.gossip = Some(gossip);
+        self
+    }
+
+    /// How often the [`Discovery`](crate::Discovery) is asked (default
+    /// [`DEFAULT_DISCOVERY_INTERVAL`]); at least 100 ms.
+    pub fn with_discovery_interval(mut self, every: Duration) -> Self {
+        self.discovery_interval = every.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How many members this node must see, itself included, to take writes as a session's
+    /// primary (default [`Quorum::Off`](crate::Quorum::Off)). Below it, writes fail with a
+    /// transient error: see [`Quorum`](crate::Quorum) for what each choice costs in a split.
+    pub fn with_quorum(mut self, quorum: crate::Quorum) -> Self {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Speaks TLS to every peer, with mutual certificate checks (feature `tls`; default: plain
+    /// TCP). Every node of the cluster must use TLS: a node without it cannot connect to one
+    /// with it, nor the other way round. Each node's certificate names it (a DNS subject
+    /// alternative name equal to its node name) and is signed by the CA given here; the
+    /// pre-shared key handshake still runs, inside the encrypted connection.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: crate::PeerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Adds a peer: its name and replication address.
@@ -399,6 +476,12 @@ impl NodeConfig {
             return Err(Error::InvalidSetting(
                 "timeouts and the max clock drift must be positive, and the failure timeout \
                  longer than the heartbeat",
+            ));
+        }
+        #[cfg(feature = "gossip")]
+        if self.gossip.is_some() && self.discovery.is_some() {
+            return Err(Error::InvalidSetting(
+                "gossip and a discovery cannot both be set: gossip is the discovery",
             ));
         }
         if self.queue == 0 || self.max_frame < 1024 || self.max_handshakes == 0 {

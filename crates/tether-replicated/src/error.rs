@@ -29,6 +29,33 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS setting could not be used: `what` says which and why.
+    #[error("{what}")]
+    Tls {
+        /// What was wrong.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tether_core::BoxError,
+    },
+    /// Peer discovery could not be set up: `what` says which part and why.
+    #[error("{what}")]
+    Discovery {
+        /// What was wrong.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tether_core::BoxError,
+    },
+    /// A certificate or key file could not be read.
+    #[error("could not read {}", path.display())]
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The thread or the runtime a [`LocalCluster`](crate::LocalCluster) node runs on could not
     /// be started.
     #[error("could not start a thread for node {node}")]

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::auth::nonce;
-use crate::link::{FramedPeer, Link, LinkError, receive, send};
+use crate::link::{FramedPeer, Link, LinkError, PeerStream, plain, receive, send};
 use crate::wire::Frame;
 
 /// Bound on the handshake: a connection that does not authenticate in time is dropped.
@@ -34,8 +34,8 @@ pub(crate) async fn connect(
     stream: TcpStream,
     peer: &str,
 ) -> Result<FramedPeer, LinkError> {
-    let mut transport = unauthenticated(stream);
     let handshake = async {
+        let mut transport = unauthenticated(secure_client(link, stream, peer).await?);
         let Frame::Challenge {
             nonce: server_nonce,
         } = receive(&mut transport).await?
@@ -61,9 +61,9 @@ pub(crate) async fn connect(
         {
             return Err(LinkError::Authentication);
         }
-        Ok(())
+        Ok(transport)
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    let mut transport = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| LinkError::Timeout)??;
     authenticated(link, &mut transport);
@@ -79,8 +79,8 @@ pub(crate) async fn accept(
     stream: TcpStream,
     is_peer: impl Fn(&str) -> bool,
 ) -> Result<(FramedPeer, String), LinkError> {
-    let mut transport = unauthenticated(stream);
     let handshake = async {
+        let mut transport = unauthenticated(secure_server(link, stream).await?);
         let server_nonce = nonce();
         send(
             &mut transport,
@@ -97,10 +97,13 @@ pub(crate) async fn accept(
         else {
             return Err(LinkError::Protocol("expected a hello"));
         };
-        if !is_peer(&peer)
-            || !link
-                .key()
-                .verify_client(&server_nonce, &client_nonce, &peer, &mac)
+        if !is_peer(&peer) {
+            return Err(LinkError::Authentication);
+        }
+        certified(link, &transport, &peer)?;
+        if !link
+            .key()
+            .verify_client(&server_nonce, &client_nonce, &peer, &mac)
         {
             return Err(LinkError::Authentication);
         }
@@ -111,19 +114,60 @@ pub(crate) async fn accept(
                 .server_proof(&client_nonce, &server_nonce, link.name()),
         };
         send(&mut transport, &welcome).await?;
-        Ok(peer)
+        Ok((transport, peer))
     };
-    let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    let (mut transport, peer) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| LinkError::Timeout)??;
     authenticated(link, &mut transport);
     Ok((transport, peer))
 }
 
+/// The client's connection: inside TLS to `peer` if the cluster speaks it.
+async fn secure_client(
+    link: &Link,
+    stream: TcpStream,
+    peer: &str,
+) -> Result<PeerStream, LinkError> {
+    let _ = stream.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = link.tls() {
+        return Ok(PeerStream::Right(tls.connect(stream, peer).await?));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = (link, peer);
+    Ok(plain(stream))
+}
+
+/// The server's connection: inside TLS if the cluster speaks it.
+async fn secure_server(link: &Link, stream: TcpStream) -> Result<PeerStream, LinkError> {
+    let _ = stream.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = link.tls() {
+        return Ok(PeerStream::Right(tls.accept(stream).await?));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = link;
+    Ok(plain(stream))
+}
+
+/// Over TLS, the client's certificate must name the node the client says it is; without TLS
+/// there is no certificate to check.
+fn certified(link: &Link, transport: &FramedPeer, peer: &str) -> Result<(), LinkError> {
+    #[cfg(feature = "tls")]
+    if let (PeerStream::Right(stream), Some(tls)) = (transport.get_ref(), link.tls())
+        && !tls.certifies(stream, peer)
+    {
+        return Err(LinkError::NotCertified);
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = (link, transport, peer);
+    Ok(())
+}
+
 /// A new connection, not authenticated yet: it accepts only frames up to
 /// [`HANDSHAKE_MAX_FRAME`] until [`authenticated`].
-fn unauthenticated(stream: TcpStream) -> FramedPeer {
-    let _ = stream.set_nodelay(true);
+fn unauthenticated(stream: PeerStream) -> FramedPeer {
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(HANDSHAKE_MAX_FRAME)
         .new_codec();
@@ -215,7 +259,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (unauthenticated(server), client)
+        (unauthenticated(plain(server)), client)
     }
 
     /// A peer that announces a 16 MiB frame and then dribbles: before authentication the length

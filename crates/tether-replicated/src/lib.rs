@@ -41,10 +41,16 @@
 //!   (SIGSTOP, a frozen VM: its own monotonic clock shows the gap) stops serving and joins
 //!   again as after a restart; meanwhile its store forwards to the members.
 //! - **Planned restarts.** [`Node::shutdown`] leaves gracefully (call it on SIGTERM, after the
-//!   HTTP server has drained): the node hands the sessions it is the primary of to their next
-//!   holders, stops serving, hands over what it wrote meanwhile, tells its peers it leaves,
+//!   HTTP server has drained): the node hands the sessions it holds to their next holders
+//!   (each has two copies the moment it is gone), stops serving, hands over what it wrote meanwhile, tells its peers it leaves,
 //!   and stops, so a rolling restart loses nothing and fails no request. [`Node::abort`]
 //!   stops at once, as a crash would.
+//! - **Finding peers.** A fixed list ([`NodeConfig::with_peer`]), any [`Discovery`] asked
+//!   every few seconds ([`NodeConfig::with_discovery`]: DNS with the `dns` feature, or your
+//!   own), or gossip from seed addresses with the `gossip` feature (SWIM by foca, chosen over
+//!   chitchat because it does no I/O of its own, so its packets travel signed with the
+//!   cluster's key, and it brings no compression library). Nodes that appear join without a
+//!   restart; nodes that vanish leave the views.
 //! - **Security.** Peers prove knowledge of a pre-shared key with HMAC-SHA256
 //!   challenge-response in both directions (the key never travels); a peer that fails, speaks
 //!   another protocol version, or sends an oversized or garbage frame is disconnected and logged,
@@ -52,9 +58,10 @@
 //!   bytes and at most [`DEFAULT_MAX_HANDSHAKES`] connections may be authenticating at once, so
 //!   connections without the key cost little memory. A peer's timestamps are followed only up to
 //!   the max clock drift ([`NodeConfig::with_max_clock_drift`]): a frame stamped further ahead
-//!   is refused and counted, so one bad clock cannot drag the cluster's. The protocol has no TLS
-//!   of its own: run it on a private network or inside a tunnel (WireGuard, stunnel) when the
-//!   network is not trusted.
+//!   is refused and counted, so one bad clock cannot drag the cluster's. With the `tls` feature,
+//!   `NodeConfig::with_tls` makes every connection mutual TLS: each node's certificate names it
+//!   and is signed by the cluster's CA, and the key handshake runs inside. Without it, session
+//!   contents travel in clear: keep the replication network private.
 //!
 //! # Example
 //!
@@ -106,6 +113,9 @@
 //! |---|---|
 //! | `serde` | `Serialize` and `Deserialize` for [`Mode`] and [`Ack`], as their `Display` strings (`"backup-1"`, `"sync"`), for configuration files |
 //! | `test-util` | `LocalCluster` (several nodes in one process, each on its own loopback port and thread, to kill, stop, pause and restart) and `Node::freeze` (a node that hangs): for tests and benchmarks, not for production |
+//! | `tls` | mutual TLS between peers with rustls (`PeerTls`, `NodeConfig::with_tls`) |
+//! | `dns` | peers found through DNS: A/AAAA or SRV records, such as a Kubernetes headless service (`DnsDiscovery`, hickory-resolver) |
+//! | `gossip` | peers found by SWIM gossip from seed addresses (`Gossip`, `NodeConfig::with_gossip`, foca), every packet signed with the cluster's key |
 //!
 //! None is on by default.
 //!
@@ -119,7 +129,12 @@
 
 mod auth;
 mod config;
+mod discovery;
+#[cfg(feature = "dns")]
+mod dns;
 mod error;
+#[cfg(feature = "gossip")]
+mod gossip;
 mod handshake;
 mod hlc;
 mod leave;
@@ -129,6 +144,7 @@ mod local;
 mod membership;
 mod node;
 mod peer;
+mod quorum;
 mod read;
 mod rebalance;
 mod retry;
@@ -136,6 +152,8 @@ mod server;
 mod state;
 mod store;
 mod sweep;
+#[cfg(feature = "tls")]
+mod tls;
 mod transfer;
 mod view;
 mod wire;
@@ -155,16 +173,26 @@ pub mod fuzzing {
 
 pub use auth::{MIN_KEY_LEN, PeerKey};
 pub use config::{
-    Ack, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_LEAVE_TIMEOUT,
-    DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKES, DEFAULT_QUEUE,
-    DEFAULT_RETRY_DEADLINE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION, MAX_NAME_LEN, Mode,
-    NodeConfig, ParseAckError, ParseModeError,
+    Ack, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT,
+    DEFAULT_LEAVE_TIMEOUT, DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_QUEUE, DEFAULT_RETRY_DEADLINE, DEFAULT_SYNC_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
+    MAX_NAME_LEN, Mode, NodeConfig, ParseAckError, ParseModeError,
 };
+pub use discovery::{Discovery, MAX_DISCOVERED, MISSING_ROUNDS, StaticPeers};
+#[cfg(feature = "dns")]
+pub use dns::DnsDiscovery;
 pub use error::Error;
+#[cfg(feature = "gossip")]
+pub use gossip::{
+    DEFAULT_GOSSIP_EXPECTED_SIZE, DEFAULT_GOSSIP_JOIN_TIMEOUT, Gossip, MAX_GOSSIP_PAYLOAD,
+};
 pub use leave::Handover;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use local::LocalCluster;
 pub use node::{Node, NodeStats};
+pub use quorum::{ParseQuorumError, Quorum};
 pub use store::ReplicatedStore;
+#[cfg(feature = "tls")]
+pub use tls::PeerTls;
 pub use view::{Membership, View};

@@ -19,7 +19,22 @@ use crate::{NodeConfig, PeerKey};
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection to a peer, cut into length-delimited frames.
-pub(crate) type FramedPeer = Framed<TcpStream, LengthDelimitedCodec>;
+pub(crate) type FramedPeer = Framed<PeerStream, LengthDelimitedCodec>;
+
+/// The bytes of one replication connection: plain TCP, or TLS over it.
+#[cfg(feature = "tls")]
+pub(crate) type PeerStream =
+    tokio_util::either::Either<TcpStream, tokio_rustls::TlsStream<TcpStream>>;
+/// The bytes of one replication connection.
+#[cfg(not(feature = "tls"))]
+pub(crate) type PeerStream = TcpStream;
+
+/// A plain TCP connection as a [`PeerStream`].
+pub(crate) fn plain(stream: TcpStream) -> PeerStream {
+    #[cfg(feature = "tls")]
+    let stream = PeerStream::Left(stream);
+    stream
+}
 
 /// Counters of replication traffic sent by a node, and of what it refused. Heartbeats are not
 /// counted.
@@ -37,6 +52,8 @@ pub(crate) struct Counters {
     fenced_writes: AtomicU64,
     /// Requests not sent because their caller had stopped waiting while they were queued.
     expired: AtomicU64,
+    /// Gossip packets refused: not from a holder of the cluster's key, or not gossip at all.
+    rejected_gossip: AtomicU64,
 }
 
 /// The values of [`Counters`] at one moment.
@@ -50,6 +67,7 @@ pub(crate) struct Counted {
     pub(crate) repeated_writes: u64,
     pub(crate) fenced_writes: u64,
     pub(crate) expired: u64,
+    pub(crate) rejected_gossip: u64,
 }
 
 impl Counters {
@@ -95,6 +113,12 @@ impl Counters {
         self.expired.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A gossip packet was refused; returns how many have been, this one included.
+    #[cfg(feature = "gossip")]
+    pub(crate) fn rejected_gossip(&self) -> u64 {
+        self.rejected_gossip.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub(crate) fn get(&self) -> Counted {
         Counted {
             messages: self.messages.load(Ordering::Relaxed),
@@ -105,6 +129,7 @@ impl Counters {
             repeated_writes: self.repeated_writes.load(Ordering::Relaxed),
             fenced_writes: self.fenced_writes.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            rejected_gossip: self.rejected_gossip.load(Ordering::Relaxed),
         }
     }
 }
@@ -122,6 +147,12 @@ pub(crate) struct Link {
     queue: usize,
     counters: Counters,
     cancel: CancellationToken,
+    /// Certificates to speak TLS with, if the cluster does.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::PeerTls>,
+    /// Peers this node is cut off from, as by a network partition: see [`Link::is_cut`].
+    #[cfg(feature = "test-util")]
+    cut: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Log lines about frames stamped beyond the max clock drift.
     clock_log: LogLimit,
     /// Woken when a peer is declared dead or leaves, so the view changes at once rather than
@@ -147,6 +178,10 @@ impl Link {
             cancel,
             clock_log: LogLimit::default(),
             peers_changed: Notify::new(),
+            #[cfg(feature = "tls")]
+            tls: config.tls.clone(),
+            #[cfg(feature = "test-util")]
+            cut: std::sync::Mutex::default(),
         }
     }
 
@@ -176,6 +211,36 @@ impl Link {
     }
 
     /// Largest frame accepted from an authenticated peer.
+    /// Whether traffic with `peer` is cut, as by a network partition that drops every packet:
+    /// nothing is sent to it or taken from it, and connecting to it times out. Connections stay
+    /// open, so traffic flows again once the cut is healed.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn is_cut(&self, peer: &str) -> bool {
+        self.cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+    }
+
+    /// Whether traffic with `peer` is cut: never, outside tests.
+    #[cfg(not(feature = "test-util"))]
+    #[inline]
+    pub(crate) fn is_cut(&self, _peer: &str) -> bool {
+        false
+    }
+
+    /// Cuts traffic with exactly `peers` (none: healed).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn cut_off(&self, peers: std::collections::HashSet<String>) {
+        *self.cut.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    /// The certificates to speak TLS with, if the cluster does.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Option<&crate::PeerTls> {
+        self.tls.as_ref()
+    }
+
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame
     }
@@ -282,6 +347,12 @@ pub(crate) enum LinkError {
     Authentication,
     #[error("the peer took too long")]
     Timeout,
+    #[cfg(feature = "tls")]
+    #[error("the TLS handshake failed")]
+    Tls(#[source] std::io::Error),
+    #[cfg(feature = "tls")]
+    #[error("the peer's certificate does not name it")]
+    NotCertified,
 }
 
 pub(crate) async fn send(transport: &mut FramedPeer, frame: &Frame) -> Result<usize, LinkError> {

@@ -244,6 +244,27 @@ impl LocalCluster {
         Some(running.node.shutdown().await)
     }
 
+    /// Splits the network in two: the nodes in `side` can reach each other, the others can
+    /// reach each other, and no packet crosses between the two (see [`Node::cut_off`]).
+    pub fn split(&self, side: &[usize]) {
+        let name = |i: usize| self.configs.get(i).map(NodeConfig::name);
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(running) = node else { continue };
+            let mine = side.contains(&i);
+            let others = (0..self.configs.len())
+                .filter(|j| side.contains(j) != mine)
+                .filter_map(name);
+            running.node.cut_off(others);
+        }
+    }
+
+    /// Heals a [`LocalCluster::split`]: every node reaches every other again.
+    pub fn heal(&self) {
+        for node in self.running() {
+            node.cut_off([]);
+        }
+    }
+
     /// Freezes node `index` for `duration`, like a process stopped by `SIGSTOP` or a VM being
     /// migrated: its thread blocks, so none of its tasks runs (no heartbeat, no answer) while
     /// its sockets stay open; afterwards it resumes, notices that it stood still, and joins

@@ -7,8 +7,9 @@
 //! the sessions it holds and stamps their writes).
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
@@ -17,14 +18,16 @@ use crate::link::Link;
 use crate::peer::{MAX_BACKOFF as PEER_MAX_BACKOFF, Peer};
 use crate::state::LocalState;
 use crate::transfer;
-use crate::{Mode, NodeConfig, View};
+use crate::{Mode, NodeConfig, Quorum, View};
 
 /// This node's membership in the cluster.
 pub(crate) struct Members {
     link: Arc<Link>,
     /// Filled by the join protocol's state transfers.
     state: Arc<LocalState>,
-    peers: HashMap<String, Peer>,
+    /// The peers by name, with the address each is reached at: the configured list, or what
+    /// discovery last found.
+    peers: RwLock<HashMap<String, (SocketAddr, Peer)>>,
     mode: Mode,
     heartbeat: Duration,
     failure_timeout: Duration,
@@ -43,6 +46,8 @@ pub(crate) struct Members {
     stalled: Notify,
     /// Set once a graceful leave began: the node never serves or joins again.
     leaving: AtomicBool,
+    /// Members a write needs: see [`Members::quorum_shortfall`].
+    quorum: Quorum,
 }
 
 /// The node's own sense of time passing: a gap in its heartbeats means the process stood still.
@@ -63,22 +68,32 @@ impl std::fmt::Debug for Members {
 }
 
 impl Members {
-    /// Not a member yet, with an empty view, until [`Members::stay_joined`] has joined.
+    /// Not a member yet, with an empty view, until [`Members::stay_joined`] has joined;
+    /// connected to `peers` (this node left out).
     pub(crate) fn new(
         config: &NodeConfig,
         link: Arc<Link>,
         state: Arc<LocalState>,
-        peers: HashMap<String, Peer>,
+        peers: &HashMap<String, SocketAddr>,
     ) -> Self {
         let (view, _) = watch::channel(View::new(Vec::<String>::new(), config.mode));
+        let peers = peers
+            .iter()
+            .filter(|(name, _)| *name != link.name())
+            .map(|(name, addr)| {
+                let peer = Peer::spawn(name.clone(), *addr, Arc::clone(&link));
+                (name.clone(), (*addr, peer))
+            })
+            .collect();
         Self {
             link,
             state,
-            peers,
+            peers: RwLock::new(peers),
             mode: config.mode,
             heartbeat: config.heartbeat,
             failure_timeout: config.failure_timeout,
             sync_timeout: config.sync_timeout,
+            quorum: config.quorum,
             view,
             ready: AtomicBool::new(false),
             serving: AtomicBool::new(false),
@@ -128,13 +143,67 @@ impl Members {
         }
     }
 
-    /// The connection to the configured peer `name`.
-    pub(crate) fn peer(&self, name: &str) -> Option<&Peer> {
-        self.peers.get(name)
+    fn read_peers(&self) -> RwLockReadGuard<'_, HashMap<String, (SocketAddr, Peer)>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn peers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values()
+    /// The connection to the peer `name`.
+    pub(crate) fn peer(&self, name: &str) -> Option<Peer> {
+        self.read_peers().get(name).map(|(_, peer)| peer.clone())
+    }
+
+    /// Every peer's name and address, as of now.
+    pub(crate) fn peer_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.read_peers()
+            .iter()
+            .map(|(name, (addr, _))| (name.clone(), *addr))
+            .collect()
+    }
+
+    /// Every peer, as of now.
+    fn peers(&self) -> Vec<Peer> {
+        self.read_peers()
+            .values()
+            .map(|(_, peer)| peer.clone())
+            .collect()
+    }
+
+    /// Makes `found` the peers (this node left out): connects to the new ones and to those
+    /// whose address changed, and drops the others, whose connections then end. Returns
+    /// whether anything changed.
+    pub(crate) fn set_peers(&self, found: &HashMap<String, SocketAddr>) -> bool {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        let before = peers.len();
+        peers.retain(|name, (addr, _)| found.get(name) == Some(addr));
+        let mut changed = peers.len() != before;
+        for (name, addr) in found {
+            if name == self.name() || peers.contains_key(name) {
+                continue;
+            }
+            let peer = Peer::spawn(name.clone(), *addr, Arc::clone(&self.link));
+            peers.insert(name.clone(), (*addr, peer));
+            changed = true;
+        }
+        drop(peers);
+        if changed {
+            tracing::info!(node = %self.name(), peers = ?found.keys().collect::<Vec<_>>(), "peers changed");
+            self.link.peer_lost();
+        }
+        changed
+    }
+
+    /// `Some((seen, needed))` when the view holds fewer members than the quorum: the node must
+    /// not take writes, it may be on the smaller side of a network split.
+    pub(crate) fn quorum_shortfall(&self) -> Option<(usize, usize)> {
+        if self.quorum == Quorum::Off {
+            // Every write asks: no lock on the peers when there is nothing to count.
+            return None;
+        }
+        let seen = self.view.borrow().members().len();
+        let needed = self.quorum.required(self.read_peers().len() + 1);
+        (seen < needed).then_some((seen, needed))
     }
 
     /// Whether `name` is a configured peer.
@@ -237,13 +306,16 @@ impl Members {
     }
 
     /// The peers that answer heartbeats and have finished joining.
-    fn member_peers(&self) -> impl Iterator<Item = &Peer> {
+    fn member_peers(&self) -> Vec<Peer> {
         let failure = self.failure_timeout;
-        self.peers().filter(move |peer| peer.is_member(failure))
+        let mut peers = self.peers();
+        peers.retain(|peer| peer.is_member(failure));
+        peers
     }
 
     fn current_members(&self) -> View {
-        let mut members: Vec<&str> = self.member_peers().map(Peer::name).collect();
+        let peers = self.member_peers();
+        let mut members: Vec<&str> = peers.iter().map(Peer::name).collect();
         if self.is_serving() {
             members.push(self.name());
         }
@@ -301,7 +373,7 @@ impl Members {
     /// How many peers answer heartbeats.
     pub(crate) fn live_peers(&self) -> usize {
         let failure = self.failure_timeout;
-        self.peers().filter(|p| p.is_alive(failure)).count()
+        self.peers().iter().filter(|p| p.is_alive(failure)).count()
     }
 
     /// Tells every live peer that this node leaves, and waits for their answers, at most
@@ -310,7 +382,8 @@ impl Members {
     pub(crate) async fn announce_leave(&self, timeout: Duration) -> usize {
         self.ready.store(false, Ordering::Release);
         let failure = self.failure_timeout;
-        let live: Vec<&Peer> = self.peers().filter(|p| p.is_alive(failure)).collect();
+        let mut live = self.peers();
+        live.retain(|p| p.is_alive(failure));
         let answers = futures_util::future::join_all(
             live.iter()
                 .map(|peer| peer.request(crate::wire::Request::Leave, timeout)),
@@ -369,7 +442,13 @@ impl Members {
         let started = tokio::time::Instant::now();
         let failure = self.failure_timeout;
         while started.elapsed() < window {
-            if self.peers().all(|peer| peer.is_alive(failure)) {
+            // A peer whose port refuses is not waited for: discovery may still list a node
+            // that has just died.
+            if self
+                .peers()
+                .iter()
+                .all(|peer| peer.is_alive(failure) || peer.refuses())
+            {
                 break;
             }
             tokio::time::sleep(self.heartbeat / 2).await;
@@ -379,7 +458,7 @@ impl Members {
         if !self.set_if_current(epoch, &self.ready) {
             return false;
         }
-        if self.peers().next().is_some() {
+        if !self.read_peers().is_empty() {
             self.await_live_peers().await;
             // A peer adopts the new view at its next tick after the ping.
             tokio::time::sleep(self.heartbeat * 2).await;
@@ -395,9 +474,9 @@ impl Members {
 
     /// Takes from every member the sessions this node must hold; returns how many came.
     async fn transfer_from_members(&self) -> usize {
-        let members: Vec<&Peer> = self.member_peers().collect();
+        let members = self.member_peers();
         let mut received = 0;
-        for peer in members {
+        for peer in &members {
             received += transfer::pull(peer, self.name(), &self.state, self.sync_timeout * 4).await;
         }
         received
@@ -426,6 +505,7 @@ impl Members {
             let all_seen = {
                 let pinged_by = self.lock_pinged_by();
                 self.peers()
+                    .iter()
                     .filter(|peer| peer.is_alive(failure))
                     .all(|peer| peer.is_member(failure) && pinged_by.contains(peer.name()))
             };

@@ -12,13 +12,12 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::leave::{Handover, Leave};
 use crate::link::Link;
 use crate::membership::Members;
-use crate::peer::Peer;
 use crate::read::Reads;
 use crate::rebalance::Rebalance;
 use crate::server::Server;
 use crate::state::LocalState;
 use crate::write::Writes;
-use crate::{Error, Membership, NodeConfig, ReplicatedStore, View, sweep};
+use crate::{Error, Membership, NodeConfig, ReplicatedStore, View, discovery, sweep};
 
 /// A running replication node. Holds sessions in memory and copies them to its peers.
 ///
@@ -77,6 +76,9 @@ pub struct NodeStats {
     /// while they were queued (this node stood still, or a peer's queue was slow): sending them
     /// late would apply writes nobody waits for any more, with values read long before.
     pub expired_requests: u64,
+    /// Gossip packets refused (feature `gossip`): not signed with the cluster's key (another
+    /// cluster, a wrong key, a forgery), or not gossip at all. Each is dropped unread.
+    pub rejected_gossip: u64,
     /// Sessions and tombstones held.
     pub entries: usize,
 }
@@ -94,6 +96,8 @@ struct Parts {
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     server: Arc<Server>,
     local_addr: SocketAddr,
+    #[cfg(feature = "gossip")]
+    gossip: Option<Arc<crate::gossip::GossipDiscovery>>,
 }
 
 impl Node {
@@ -133,21 +137,34 @@ impl Node {
         let cancel = CancellationToken::new();
         let link = Arc::new(Link::new(&config, cancel.clone()));
         let state = Arc::new(LocalState::default());
-        let peers = config
-            .peers
-            .iter()
-            .map(|(name, addr)| {
-                (
-                    name.clone(),
-                    Peer::spawn(name.clone(), *addr, Arc::clone(&link)),
-                )
+        let configured = config.peers.iter().cloned().collect();
+        #[cfg(feature = "gossip")]
+        let gossip = match &config.gossip {
+            Some(gossip) => Some(
+                crate::gossip::start(gossip, &config.name, local_addr, Arc::clone(&link)).await?,
+            ),
+            None => None,
+        };
+        let discovering = discovery::Discovering::of(&config);
+        #[cfg(feature = "gossip")]
+        let discovering = discovering.or_else(|| {
+            gossip.as_ref().map(|gossip| discovery::Discovering {
+                discovery: Arc::clone(gossip) as Arc<dyn crate::Discovery>,
+                every: config.discovery_interval,
             })
-            .collect();
+        });
+        let discovered = match &discovering {
+            Some(discovering) => {
+                discovery::ask(&config.name, discovering, config.failure_timeout * 2).await
+            }
+            None => None,
+        };
+        let peers = discovered.unwrap_or(configured);
         let members = Arc::new(Members::new(
             &config,
             Arc::clone(&link),
             Arc::clone(&state),
-            peers,
+            &peers,
         ));
         let reads = Arc::new(Reads::new(
             &config,
@@ -172,6 +189,13 @@ impl Node {
         tokio::spawn(Arc::clone(&server).accept(listener));
         tokio::spawn(Arc::clone(&members).watch_members());
         tokio::spawn(Arc::clone(&members).stay_joined());
+        if let Some(discovering) = discovering {
+            tokio::spawn(discovery::run(
+                Arc::clone(&link),
+                Arc::clone(&members),
+                discovering,
+            ));
+        }
         let name = link.name().to_owned();
         // The view lists this node once it serves; the sender lives in `members`.
         let _ = views.wait_for(|view| view.contains(&name)).await;
@@ -197,6 +221,8 @@ impl Node {
             leave_timeout: config.leave_timeout,
             server,
             local_addr,
+            #[cfg(feature = "gossip")]
+            gossip,
         };
         Ok(Self {
             parts: Arc::new(parts),
@@ -223,6 +249,13 @@ impl Node {
         self.parts.local_addr
     }
 
+    /// The UDP address this node gossips on (feature `gossip`), if it gossips.
+    #[cfg(feature = "gossip")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "gossip")))]
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.parts.gossip.as_ref().map(|gossip| gossip.local_addr())
+    }
+
     /// Counters of replication traffic and held entries.
     pub fn stats(&self) -> NodeStats {
         let counted = self.parts.link.counters().get();
@@ -235,6 +268,7 @@ impl Node {
             repeated_writes: counted.repeated_writes,
             fenced_writes: counted.fenced_writes,
             expired_requests: counted.expired,
+            rejected_gossip: counted.rejected_gossip,
             entries: self.parts.state.len(),
         }
     }
@@ -262,6 +296,10 @@ impl Node {
     /// ```
     pub async fn shutdown(&self) -> Handover {
         let parts = &self.parts;
+        #[cfg(feature = "gossip")]
+        if let Some(gossip) = &parts.gossip {
+            gossip.leave_on_stop();
+        }
         Leave {
             link: &parts.link,
             members: &parts.members,
@@ -296,6 +334,27 @@ impl Node {
     #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn freeze(&self, frozen: bool) {
         self.parts.server.freeze(frozen);
+    }
+
+    /// The copy of session `id` this node holds, if it holds a live one, as it is here (no
+    /// forwarding to the primary). For tests that compare the holders of a session; needs the
+    /// `test-util` feature.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn held(&self, id: &tether_core::Id) -> Option<tether_core::Record> {
+        self.parts.state.record(id, tether_core::Timestamp::now())
+    }
+
+    /// Cuts this node off from exactly the peers `peers` (none: healed), as a network
+    /// partition that drops every packet would: nothing goes to them or comes from them, and
+    /// connecting to them times out, while open connections stay open. For partition tests;
+    /// needs the `test-util` feature.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn cut_off<'a>(&self, peers: impl IntoIterator<Item = &'a str>) {
+        self.parts
+            .link
+            .cut_off(peers.into_iter().map(str::to_owned).collect());
     }
 }
 

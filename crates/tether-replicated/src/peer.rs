@@ -35,6 +35,8 @@ struct Outgoing {
 struct Health {
     last_pong: Mutex<Option<Instant>>,
     ready: AtomicBool,
+    /// The last connection attempt was refused: nothing listens at the peer's address.
+    refused: AtomicBool,
 }
 
 impl Health {
@@ -106,6 +108,12 @@ impl Peer {
         self.health.is_alive(failure_timeout)
     }
 
+    /// The last attempt to connect was refused: no process listens at its address (a node
+    /// that died, or one that discovery still lists after it went away).
+    pub(crate) fn refuses(&self) -> bool {
+        self.health.refused.load(Ordering::Acquire)
+    }
+
     /// Sends `body` and waits for the answer, at most `timeout`.
     pub(crate) async fn request(
         &self,
@@ -160,7 +168,10 @@ async fn run(
     // The connection was just lost: the peer is suspected, and reconnecting decides.
     let mut suspected = false;
     loop {
-        match connect(&name, addr, &link).await {
+        let attempt = connect(&name, addr, &link).await;
+        let refused = matches!(&attempt, Err(LinkError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+        health.refused.store(refused, Ordering::Release);
+        match attempt {
             Ok(transport) => {
                 backoff = MIN_BACKOFF;
                 suspected = false;
@@ -215,6 +226,10 @@ fn fail(outgoing: Outgoing, name: &str) {
 
 /// Connects and runs the client half of the handshake.
 async fn connect(name: &str, addr: SocketAddr, link: &Link) -> Result<FramedPeer, LinkError> {
+    if link.is_cut(name) {
+        tokio::time::sleep(link.connect_timeout()).await;
+        return Err(LinkError::Timeout);
+    }
     let stream = tokio::time::timeout(link.connect_timeout(), TcpStream::connect(addr))
         .await
         .map_err(|_| LinkError::Timeout)??;
@@ -243,6 +258,9 @@ async fn serve(
         tokio::select! {
             () = link.cancelled() => break Ok(()),
             _ = heartbeat.tick() => {
+                if link.is_cut(name) {
+                    continue;
+                }
                 next_id += 1;
                 let frame = Frame::Request { id: next_id, clock: link.clock().peek(), body: Request::Ping };
                 if let Err(e) = sink.send(encoded(&frame)?).await {
@@ -257,6 +275,13 @@ async fn serve(
                     continue;
                 }
                 next_id += 1;
+                if link.is_cut(name) {
+                    // Lost on the way: the caller waits for an answer that never comes.
+                    if let Some(reply) = outgoing.reply {
+                        pending.insert(next_id, Waiter::Reply(reply));
+                    }
+                    continue;
+                }
                 let frame = Frame::Request { id: next_id, clock: link.clock().peek(), body: outgoing.body };
                 let bytes = encoded(&frame)?;
                 link.counters().request_sent(bytes.len());
@@ -278,6 +303,9 @@ async fn serve(
                 let Frame::Response { id, clock, body } = frame else {
                     break Err(LinkError::Protocol("expected a response"));
                 };
+                if link.is_cut(name) {
+                    continue;
+                }
                 // As on the server side: a pong counts whatever its stamp, an answer stamped
                 // beyond the max drift is refused.
                 let in_bound = link.observe(name, clock);

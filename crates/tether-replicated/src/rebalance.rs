@@ -90,12 +90,14 @@ impl Rebalance {
         }
     }
 
-    /// A graceful leave: pushes the sessions this node is the primary of under `current` (all
-    /// of them, or those in `only`) to every holder they have under `next`, the view without
-    /// this node, and keeps them (it answers for them until it stops serving). Sessions it is
-    /// a backup of are not pushed: their primary stays, has every write, and copies them to
-    /// their new holders once this node is gone; a copy pushed now would go stale under the
-    /// primary's next writes and could be read stale. How many sessions went, and whether every
+    /// A graceful leave: pushes the sessions this node holds under `current` (all of them, or
+    /// those in `only`) to their holders under `next`, the view without this node, and keeps
+    /// them (it answers for them until it stops serving). Sessions it is the primary of go to
+    /// every next holder; sessions it is a backup of go only to the holders that are new, so
+    /// that each has two copies the moment this node is gone, even if its primary dies right
+    /// after. Such a copy may miss the primary's writes of the last moments before the view
+    /// changes; the primary's own copy, pushed once the view has changed, brings them (per-key
+    /// merge), and until then backups are not read. How many sessions went, and whether every
     /// peer took them.
     pub(crate) async fn hand_over(
         &self,
@@ -106,11 +108,20 @@ impl Rebalance {
         let me = self.members.name();
         let mut batches: HashMap<String, Vec<(Id, Entry)>> = HashMap::new();
         let mut sessions = 0;
-        let chosen =
-            |id: &Id| only.is_none_or(|only| only.contains(id)) && current.primary(id) == Some(me);
+        let chosen = |id: &Id| {
+            only.is_none_or(|only| only.contains(id)) && current.holders(id).contains(&me)
+        };
         for (id, entry) in self.state.select(chosen) {
             sessions += 1;
-            for target in next.holders(&id).into_iter().filter(|h| *h != me) {
+            // As primary, every next holder gets this node's copy (a backup may lag under
+            // `Async`); as a backup, only the holders that are new: the others have it.
+            let primary = current.primary(&id) == Some(me);
+            let holders = current.holders(&id);
+            let targets = next
+                .holders(&id)
+                .into_iter()
+                .filter(|h| *h != me && (primary || !holders.contains(h)));
+            for target in targets {
                 batches
                     .entry(target.to_owned())
                     .or_default()

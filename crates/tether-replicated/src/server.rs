@@ -168,6 +168,9 @@ impl Server {
                 }
                 Err(e) => break Err(e),
             };
+            if link.is_cut(&peer) {
+                continue;
+            }
             // A heartbeat is answered whatever its stamp: refusing it would make this node look
             // dead to the peer, which would then serve alone; any other request stamped beyond the
             // max drift is refused, not executed, so the sender sees the problem as errors.

@@ -90,8 +90,9 @@ impl View {
 
 /// Where a view of the cluster comes from.
 ///
-/// A [`Node`](crate::Node) runs the default: a static peer list with heartbeats, where a peer is
-/// a member while it answers heartbeats and has finished its state transfer.
+/// A [`Node`](crate::Node) computes its view from its peers (a fixed list, or what its
+/// [`Discovery`](crate::Discovery) finds) and their heartbeats: a peer is a member while it
+/// answers heartbeats and has finished its state transfer.
 pub trait Membership: Send + Sync + 'static {
     /// The current view.
     fn view(&self) -> View;

@@ -202,6 +202,15 @@ impl Writes {
                 "this node is joining the cluster".into(),
             ));
         }
+        if let Some((seen, needed)) = self.members.quorum_shortfall() {
+            return Err(Error::Unavailable(
+                format!(
+                    "{} sees {seen} cluster members, a write needs {needed} (quorum)",
+                    self.members.name()
+                )
+                .into(),
+            ));
+        }
         let view = self.members.view();
         let id = *op.id();
         let me = self.members.name();
@@ -308,7 +317,7 @@ impl Writes {
             copied.push_front((targets, request.clone()));
             copied.truncate(REPLAYABLE);
         }
-        let peers: Vec<&Peer> = targets
+        let peers: Vec<Peer> = targets
             .iter()
             .filter_map(|t| self.members.peer(t))
             .collect();

@@ -2,23 +2,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{quick, record};
+use common::{quick, record, time_until};
 use tether_core::{Applied, Changes, Created, Expiry, SessionStore, Timestamp};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode};
-
-/// Polls until `done`, at most `within`; how long it took, if it happened.
-async fn time_until(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if done() {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    None
-}
 
 fn views_lack(cluster: &LocalCluster, nodes: &[usize], gone: &str) -> bool {
     nodes

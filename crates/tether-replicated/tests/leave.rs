@@ -89,6 +89,37 @@ async fn a_leaving_node_hands_its_sessions_to_the_next_holders_before_it_goes() 
     }
 }
 
+/// The sessions a leaving node was a backup of are on both of their next holders too the
+/// moment it has left: their primary may die right after (a scale-down followed by a crash)
+/// and none is lost. (Before, only the sessions it was the primary of were handed over; these
+/// waited for the survivors' background copy, and a kill right after the leave lost them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_backup_hands_its_copies_to_the_next_holders_before_it_goes() {
+    let mut cluster = cluster(Ack::Sync).await;
+    let ids = sessions(&cluster.store(0).unwrap(), 300).await;
+    let view = tether_replicated::Membership::view(cluster.node(0).unwrap());
+    let backed: Vec<Id> = ids
+        .iter()
+        .copied()
+        .filter(|id| view.holders(id) == ["node-0", "node-1"])
+        .collect();
+    assert!(
+        !backed.is_empty(),
+        "node-0 is the primary of some of the 300, node-1 their backup"
+    );
+
+    let handover = cluster.leave(1).await.expect("node-1 runs");
+    assert!(handover.complete, "{handover:?}");
+    let next = cluster.node(2).unwrap();
+    let missing = backed.iter().filter(|id| next.held(id).is_none()).count();
+    assert_eq!(missing, 0, "of {} sessions node-2 lacks", backed.len());
+    cluster.kill(0);
+    let survivor = cluster.store(2).unwrap();
+    for id in &backed {
+        assert_eq!(count(&survivor, id).await, Some(0), "session {id:?}");
+    }
+}
+
 /// Users, each with a session and a home node (as behind a sticky balancer), count up without
 /// a pause while every node in turn is drained, shut down gracefully and started again: no
 /// call fails and no increment is lost or applied twice.

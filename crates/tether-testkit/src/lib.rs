@@ -1,6 +1,7 @@
 //! Test kit for tether's own tests (not published).
 //!
 //! - [`SpyStore`] wraps a store to count its calls and make them fail, for layer tests.
+//! - [`TestCa`] issues node certificates from a private CA made at test time (with [`rcgen`]).
 //! - The published `tether-conformance` crate, with its `redis` harness, re-exported:
 //!   [`store_conformance!`], [`conformance`] (its `checks`), [`Fixture`], and [`redis`] with
 //!   [`RedisServer`], [`RedisCluster`] and [`SentinelSetup`].
@@ -16,8 +17,11 @@
 //! assert_eq!(spy.calls().total(), 0);
 //! ```
 
+mod ca;
 mod spy;
 
+pub use ca::TestCa;
+pub use rcgen;
 pub use spy::{Calls, Failure, SpyStore};
 pub use tether_conformance::checks as conformance;
 pub use tether_conformance::{

@@ -38,6 +38,34 @@ pub fn record() -> Record {
     )
 }
 
+/// Polls until `done`, at most `within`; how long it took, if it happened.
+pub async fn time_until(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if done() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// The members of `node`'s view, sorted.
+pub fn members(node: &tether_replicated::Node) -> Vec<String> {
+    let mut members = tether_replicated::Membership::view(node).members().to_vec();
+    members.sort();
+    members
+}
+
+/// How long until every node's view is `expected`, if it is within `within`.
+pub async fn until_views(
+    nodes: &[&tether_replicated::Node],
+    expected: &[String],
+    within: Duration,
+) -> Option<Duration> {
+    time_until(within, || nodes.iter().all(|n| members(n) == expected)).await
+}
+
 /// Fast failure detection for tests.
 pub fn quick(config: NodeConfig) -> NodeConfig {
     config.with_failure_detection(Duration::from_millis(100), Duration::from_millis(600))
