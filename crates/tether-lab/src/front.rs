@@ -3,15 +3,16 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
+use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty};
+use tether_sessions::deadline_header_value;
 use tether_sticky::{Backends, Sticky, Upstream, UpstreamBody, UpstreamError, box_body};
 use tower::ServiceExt as _;
 
-use crate::node::REQUEST_ID;
+use crate::node::{REQUEST_DEADLINE, REQUEST_ID};
 
 /// How long a node that refused a connection is skipped by round robin.
 const DOWN_FOR: Duration = Duration::from_millis(500);
@@ -105,17 +106,29 @@ pub(crate) enum Front {
 /// No node: the request was sent nowhere.
 const NOWHERE: usize = usize::MAX;
 
-fn request(
+/// What the front sends for one user request: the same on every attempt.
+struct Sending<'a> {
     path: &'static str,
-    cookies: Option<&str>,
+    cookies: Option<&'a str>,
     id: u64,
-    sent_to: &Arc<AtomicUsize>,
-) -> Request<UpstreamBody> {
-    let mut builder = Request::get(path)
-        .header(REQUEST_ID, id)
+    deadline: HeaderValue,
+    sent_to: Arc<AtomicUsize>,
+}
+
+fn request(sending: &Sending<'_>) -> Request<UpstreamBody> {
+    let Sending {
+        path,
+        cookies,
+        id,
+        deadline,
+        sent_to,
+    } = sending;
+    let mut builder = Request::get(*path)
+        .header(REQUEST_ID, *id)
+        .header(REQUEST_DEADLINE, deadline.clone())
         .extension(SentTo(Arc::clone(sent_to)));
     if let Some(cookies) = cookies {
-        builder = builder.header(header::COOKIE, cookies);
+        builder = builder.header(header::COOKIE, *cookies);
     }
     builder
         .body(box_body(Empty::<Bytes>::new()))
@@ -148,39 +161,33 @@ impl Front {
     /// One `GET path` with the user's cookies, as the user's request `id` (sent again with
     /// the same id when the front retries it), and the node it was sent to last (`None` if to
     /// none). The reply is `None` when no node could be reached, or the answer did not come
-    /// within two seconds.
+    /// within two seconds: the request carries that deadline, so a server that reads it later
+    /// (it was frozen) does not apply what the user was told failed.
     pub(crate) async fn send(
         &self,
         path: &'static str,
         cookies: Option<&str>,
         id: u64,
     ) -> (Option<Reply>, Option<usize>) {
-        let sent_to = Arc::new(AtomicUsize::new(NOWHERE));
-        let reply = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.send_unbounded(path, cookies, id, &sent_to),
-        )
-        .await
-        .ok()
-        .flatten();
-        let node = sent_to.load(Ordering::Relaxed);
+        let sending = Sending {
+            path,
+            cookies,
+            id,
+            deadline: deadline_header_value(SystemTime::now() + REQUEST_TIMEOUT),
+            sent_to: Arc::new(AtomicUsize::new(NOWHERE)),
+        };
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(&sending))
+            .await
+            .ok()
+            .flatten();
+        let node = sending.sent_to.load(Ordering::Relaxed);
         (reply, (node != NOWHERE).then_some(node))
     }
 
-    async fn send_unbounded(
-        &self,
-        path: &'static str,
-        cookies: Option<&str>,
-        id: u64,
-        sent_to: &Arc<AtomicUsize>,
-    ) -> Option<Reply> {
+    async fn send_unbounded(&self, sending: &Sending<'_>) -> Option<Reply> {
         match self {
             Self::Sticky(router) => {
-                let response = router
-                    .clone()
-                    .oneshot(request(path, cookies, id, sent_to))
-                    .await
-                    .ok()?;
+                let response = router.clone().oneshot(request(sending)).await.ok()?;
                 Some(reply(response).await)
             }
             Self::RoundRobin(rr) => {
@@ -194,11 +201,7 @@ impl Front {
                     let Some(node) = rr.nodes.get(index) else {
                         continue;
                     };
-                    match node
-                        .clone()
-                        .oneshot(request(path, cookies, id, sent_to))
-                        .await
-                    {
+                    match node.clone().oneshot(request(sending)).await {
                         Ok(response) => return Some(reply(response).await),
                         Err(_) => rr.mark_down(index),
                     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use axum::routing::get;
 use tether_core::SessionStore;
 use tether_sessions::{Session, SessionLayer};
@@ -19,6 +19,8 @@ use crate::Error;
 pub(crate) const SESSION_COOKIE: &str = "sid";
 /// The header naming a user's request: the same on every retry of it.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
+/// The header carrying the moment the front stops waiting for a request's answer.
+pub(crate) const REQUEST_DEADLINE: &str = "x-request-deadline";
 
 /// How long a graceful stop lets in-flight requests finish before the server is killed.
 pub(crate) const GRACE: Duration = Duration::from_secs(2);
@@ -90,7 +92,8 @@ fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>, idle_timeout: Durat
             SessionLayer::from_arc(store)
                 .with_secure(false)
                 .with_cookie_name(SESSION_COOKIE)
-                .with_idle_timeout(idle_timeout),
+                .with_idle_timeout(idle_timeout)
+                .with_deadline_header(HeaderName::from_static(REQUEST_DEADLINE)),
         )
 }
 

@@ -231,9 +231,64 @@ pub struct Report {
     pub scenario: Scenario,
     /// The node the scenario picked (`kill`, `restart`, `pause`); `none`: no fault at all.
     pub kill: Kill,
+    /// Pause between one user's requests, ms.
+    pub think_ms: u64,
+    /// How long a killed node stayed down before it started again, seconds, when set.
+    pub restart_after_s: Option<f64>,
+    /// Whether one more node started a quarter of the way through.
+    pub scale_up: bool,
+    /// CPU cores the machine offers this process: every node, the load and the stores share
+    /// them, so figures from different machines compare only at equal counts.
+    pub cores: usize,
     /// One entry per strategy.
     pub strategies: Vec<StrategyReport>,
 }
+
+/// What each column of the table means, in its order.
+const LEGEND: [(&str, &str); 12] = [
+    (
+        "req/s",
+        "successful answers per second over the measured time",
+    ),
+    (
+        "p50/p99/max ms",
+        "latency of the successful answers (median, 99th percentile, highest)",
+    ),
+    (
+        "event p99/max ms",
+        "the same, for requests sent from shortly before a fault to shortly after it ended",
+    ),
+    (
+        "sessions lost",
+        "times a user's session came back empty: its counter restarted at 1",
+    ),
+    (
+        "updates lost",
+        "increments a user made that the session no longer shows",
+    ),
+    (
+        "wrong values",
+        "answers above the value the user expects: a write applied twice, or stale data",
+    ),
+    (
+        "errors",
+        "requests with no successful answer (503, 502, or none within 2 s); each is retried",
+    ),
+    (
+        "errors paused/live",
+        "pause only: errors of requests sent to the paused node / all others",
+    ),
+    (
+        "bytes/write",
+        "bytes nodes sent each other per successful write, where they replicate",
+    ),
+    ("max share", "the largest share of requests one node served"),
+    ("-", "not applicable, or nothing measured"),
+    (
+        "what happened",
+        "each run's faults as they happened; seconds from its start, warm-up included",
+    ),
+];
 
 /// The table's columns: heading, second heading line, width.
 const COLUMNS: [(&str, &str, usize); 13] = [
@@ -260,6 +315,10 @@ impl Report {
             measure_s: config.measure.as_secs_f64(),
             scenario: config.scenario,
             kill: config.kill,
+            think_ms: u64::try_from(config.think.as_millis()).unwrap_or(u64::MAX),
+            restart_after_s: config.restart_after.map(|d| d.as_secs_f64()),
+            scale_up: config.scale_up,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
             strategies,
         }
     }
@@ -316,6 +375,15 @@ impl Report {
                 continue;
             }
             let _ = writeln!(out, "{}", line(&r.cells()));
+        }
+        let _ = writeln!(out, "\nwhat happened:");
+        for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
+            let _ = writeln!(out, "  {:<20} {}", r.strategy.name(), r.what_happened());
+        }
+        let _ = writeln!(out, "\ncolumns:");
+        let width = LEGEND.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        for (name, meaning) in LEGEND {
+            let _ = writeln!(out, "  {name:<width$}  {meaning}");
         }
         out
     }
@@ -389,6 +457,37 @@ impl Report {
 }
 
 impl StrategyReport {
+    /// The faults of this run, as they happened (`node-1 killed at 4.0 s, node-1 started again
+    /// at 4.5 s (0.48 s)`), or that nothing happened.
+    fn what_happened(&self) -> String {
+        if self.events.is_empty() {
+            return "no fault: every node ran throughout".to_owned();
+        }
+        let events: Vec<String> = self
+            .events
+            .iter()
+            .map(|e| {
+                let verb = match e.kind {
+                    "kill" => "killed",
+                    "stop" => "stopped gracefully",
+                    "restart" => "started again",
+                    "pause" => "paused",
+                    "scale-up" => "added",
+                    other => other,
+                };
+                if e.duration_s > 0.0 {
+                    format!(
+                        "{} {verb} at {:.1} s ({:.2} s)",
+                        e.node, e.at_s, e.duration_s
+                    )
+                } else {
+                    format!("{} {verb} at {:.1} s", e.node, e.at_s)
+                }
+            })
+            .collect();
+        events.join(", ")
+    }
+
     /// The table row, formatted, in column order; the text and HTML tables both show it.
     fn cells(&self) -> [String; 13] {
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));

@@ -29,7 +29,8 @@ pub(crate) struct Tally {
     pub(crate) sessions_lost: AtomicU64,
     /// Increments that vanished (the reset's lost count, or a step back).
     pub(crate) updates_lost: AtomicU64,
-    /// A counter jumped ahead (a write the user was told failed, applied anyway).
+    /// A counter jumped ahead: a write counted twice (the user sends a failed request again
+    /// with the same id, so a failed write that was applied all the same is not one).
     pub(crate) wrong_values: AtomicU64,
     /// Of the errors: those of requests the front sent to node `i` (last, if it tried several).
     pub(crate) errors_by_node: Vec<AtomicU64>,
@@ -133,6 +134,8 @@ pub(crate) struct User {
     mixed: bool,
     /// Start a new session (forget every cookie) after this many requests.
     churn: Option<u64>,
+    /// The last request failed: the next step sends it again, with the same id.
+    retry: bool,
 }
 
 impl User {
@@ -160,15 +163,20 @@ impl User {
         }
     }
 
-    /// Sends one request and checks the answer against the last value.
+    /// Sends one request and checks the answer against the last value. After an error the
+    /// user sends the same request again (the same `x-request-id`), as a client does that
+    /// retries with an idempotency key: a write it was told failed but that was applied is
+    /// then not counted twice, and a wrong value is a store's double count.
     pub(crate) async fn step(&mut self, front: &Front, tally: &Tally) {
-        self.sent += 1;
-        if self
-            .churn
-            .is_some_and(|every| self.sent.is_multiple_of(every))
-        {
-            self.cookies.clear();
-            self.last = 0;
+        if !std::mem::take(&mut self.retry) {
+            self.sent += 1;
+            if self
+                .churn
+                .is_some_and(|every| self.sent.is_multiple_of(every))
+            {
+                self.cookies.clear();
+                self.last = 0;
+            }
         }
         let write = !self.mixed || self.sent.is_multiple_of(5);
         let path = if write { "/incr" } else { "/count" };
@@ -176,6 +184,7 @@ impl User {
         let cookies = self.cookie_header();
         let (reply, node) = front.send(path, cookies.as_deref(), self.sent).await;
         let Some(reply) = reply else {
+            self.retry = true;
             tally.record_error(node);
             tally.unanswered.fetch_add(1, Ordering::Relaxed);
             return;
@@ -185,6 +194,7 @@ impl User {
         }
         let count: Option<u64> = reply.body.trim().parse().ok();
         let (true, Some(count)) = (reply.status.is_success(), count) else {
+            self.retry = true;
             tally.record_error(node);
             if reply.status == http::StatusCode::SERVICE_UNAVAILABLE {
                 tally.unavailable.fetch_add(1, Ordering::Relaxed);

@@ -32,10 +32,10 @@ const ROLLING: Zeros = Zeros {
 const PAUSE: Zeros = Zeros {
     sessions_lost: true,
     updates_lost: true,
-    // A request the paused server had begun completes when it resumes, after its user gave
-    // up on it: the write is applied though the user saw an error, and the user's next
-    // increment counts one more than it expects. No store can tell that write from a new one.
-    wrong_values: false,
+    // Requests the paused server had begun may complete after their users gave up; the users
+    // send them again with the same id (the app is idempotent per id), and the front's
+    // deadline keeps the server from applying those it reads only after it resumes.
+    wrong_values: true,
     errors: true,
 };
 
@@ -51,6 +51,23 @@ async fn restart_loses_nothing() {
     config.restart_after = Some(Duration::from_millis(500));
     let report = lab(config).await;
     assert_invisible(&report, RESTART, &["kill", "restart"]);
+    // The table says what happened to each strategy's nodes, and what its columns mean.
+    let table = report.table();
+    for r in &report.strategies {
+        let kill = r.events.iter().find(|e| e.kind == "kill").unwrap();
+        assert!(
+            table.contains(&format!("{} killed at {:.1} s", kill.node, kill.at_s)),
+            "{table}"
+        );
+    }
+    assert!(table.contains("started again at"), "{table}");
+    assert!(
+        table.contains("columns:") && table.contains("updates lost  "),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+    assert!(json["cores"].as_u64().is_some_and(|c| c >= 1), "{json}");
+    assert_eq!(json["restart_after_s"], 0.5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) max_keys: usize,
     pub(crate) codec: Codec,
     pub(crate) save_on_server_error: bool,
+    pub(crate) deadline_header: Option<http::HeaderName>,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             max_keys: DEFAULT_MAX_KEYS,
             codec: Codec::default(),
             save_on_server_error: false,
+            deadline_header: None,
         }
     }
 }

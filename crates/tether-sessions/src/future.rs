@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tether_core::{Timestamp, error_chain};
 
+use crate::deadline::Deadline;
 use crate::error::ErrorResponse;
 use crate::save::Failed;
 use crate::session::Session;
@@ -22,6 +23,7 @@ pin_project! {
         #[pin]
         state: State<F, B>,
         session: Session,
+        deadline: Option<Deadline>,
     }
 }
 
@@ -32,14 +34,26 @@ pin_project! {
         Inner { #[pin] future: F },
         /// The response is ready; the session is being written.
         Saving { save: SaveFuture, response: Option<Response<B>> },
+        /// The request came after its deadline: it is answered `503` without running.
+        Late,
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(future: F, session: Session) -> Self {
+    pub(crate) fn new(future: F, session: Session, deadline: Option<Deadline>) -> Self {
         Self {
             state: State::Inner { future },
             session,
+            deadline,
+        }
+    }
+
+    /// Answers `503` at once: the request's deadline had passed when it arrived.
+    pub(crate) fn late(session: Session) -> Self {
+        Self {
+            state: State::Late,
+            session,
+            deadline: None,
         }
     }
 }
@@ -63,6 +77,12 @@ where
                     let Some(plan) = plan.filter(|plan| !plan.is_nothing()) else {
                         return Poll::Ready(Ok(response));
                     };
+                    if this.deadline.is_some_and(|d| d.passed(Timestamp::now())) {
+                        tracing::warn!(
+                            "the request's deadline passed before its session was saved; its changes were dropped, answering 503"
+                        );
+                        return Poll::Ready(Ok(unavailable()));
+                    }
                     let store = std::sync::Arc::clone(this.session.store());
                     let save = Box::pin(async move { plan.execute(&*store).await });
                     this.state.set(State::Saving {
@@ -90,8 +110,7 @@ where
                                 transient = failed.error.is_transient(),
                                 "saving the session failed; answering 503"
                             );
-                            response = Response::new(B::default());
-                            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                            response = unavailable();
                             config.transport.deliver(
                                 response.headers_mut(),
                                 &config.protection,
@@ -102,9 +121,16 @@ where
                     }
                     return Poll::Ready(Ok(response));
                 }
+                StateProj::Late => return Poll::Ready(Ok(unavailable())),
             }
         }
     }
+}
+
+fn unavailable<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
 }
 
 impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
@@ -112,6 +138,7 @@ impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
         let state = match self.state {
             State::Inner { .. } => "inner",
             State::Saving { .. } => "saving",
+            State::Late => "late",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

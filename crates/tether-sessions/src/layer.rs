@@ -228,6 +228,24 @@ impl SessionLayer {
         self.config().save_on_server_error = save;
         self
     }
+
+    /// Reads each request's deadline from the header `name` (no header by default): the Unix
+    /// time in milliseconds after which its sender no longer waits for the answer, as written
+    /// by [`deadline_header_value`](crate::deadline_header_value).
+    ///
+    /// A request that arrives after its deadline is answered `503 Service Unavailable` without
+    /// running the handler, and one whose deadline passes before its session is saved is
+    /// answered `503` with its session changes dropped. So a request that the balancer gave
+    /// up on (and reported as failed) does not change the session later, when a server that
+    /// was frozen (a long stall, a VM migration) resumes and reads it from its socket. A
+    /// missing or malformed header means no deadline.
+    ///
+    /// The deadline is wall-clock time: the servers' clocks must agree with the sender's to
+    /// well within the timeout it stands for (NTP keeps them within milliseconds).
+    pub fn with_deadline_header(mut self, name: HeaderName) -> Self {
+        self.config().deadline_header = Some(name);
+        self
+    }
 }
 
 impl<S> Layer<S> for SessionLayer {

@@ -120,6 +120,7 @@
 )]
 
 mod config;
+mod deadline;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
@@ -137,6 +138,7 @@ pub use config::{
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_SIZE,
     DEFAULT_TOUCH_THRESHOLD,
 };
+pub use deadline::deadline_header_value;
 pub use error::{Error, Result};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tether_core::SessionStore;
+use tether_core::{SessionStore, Timestamp};
 use tower_service::Service;
 
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::future::ResponseFuture;
 use crate::session::Session;
 
@@ -60,10 +61,17 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
+        let deadline = Deadline::read(request.headers(), config.deadline_header.as_ref());
         let incoming = config.transport.read(request.headers(), &config.protection);
         let session = Session::new(Arc::clone(&self.store), Arc::clone(config), incoming);
+        if deadline.is_some_and(|d| d.passed(Timestamp::now())) {
+            tracing::warn!(
+                "the request arrived after its deadline; answering 503 without running it"
+            );
+            return ResponseFuture::late(session);
+        }
         request.extensions_mut().insert(session.clone());
-        ResponseFuture::new(self.inner.call(request), session)
+        ResponseFuture::new(self.inner.call(request), session, deadline)
     }
 }
 

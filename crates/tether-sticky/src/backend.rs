@@ -163,14 +163,15 @@ impl Backend {
         }
     }
 
-    /// May serve a session pinned to it.
-    pub(crate) fn takes_pinned(&self) -> bool {
-        self.state() != BackendState::Maintenance && !self.is_ejected()
+    /// May serve a session pinned to it; `panic`: ejection is disregarded (every backend that
+    /// could serve is ejected).
+    pub(crate) fn takes_pinned(&self, panic: bool) -> bool {
+        self.state() != BackendState::Maintenance && (panic || !self.is_ejected())
     }
 
-    /// May take a new session.
-    pub(crate) fn takes_new(&self) -> bool {
-        self.state() == BackendState::Ready && !self.is_ejected()
+    /// May take a new session; `panic` as for [`Backend::takes_pinned`].
+    pub(crate) fn takes_new(&self, panic: bool) -> bool {
+        self.state() == BackendState::Ready && (panic || !self.is_ejected())
     }
 
     pub(crate) fn in_flight(&self) -> usize {

@@ -240,7 +240,9 @@ impl StickyConfig {
     }
 
     /// Passive health: `threshold` failures in a row eject a backend for `cooldown` (defaults 3
-    /// and 10 s; threshold 0 never ejects).
+    /// and 10 s; threshold 0 never ejects). When every backend not in maintenance is ejected,
+    /// ejection is disregarded until one recovers (a "panic mode", as in Envoy): requests are
+    /// tried on the ejected backends rather than all answered `503`.
     pub fn with_passive_health(mut self, threshold: usize, cooldown: Duration) -> Self {
         self.config.failure_threshold = threshold;
         self.config.cooldown = cooldown;

@@ -87,6 +87,8 @@ impl Roster {
     }
 
     /// Decides where an attempt goes. `excluded` holds backends that failed this request.
+    /// Passive health decides, unless every backend that could serve is ejected (see
+    /// [`Inner::panic`]): only then is the decision taken again without it.
     pub(crate) fn route(
         &self,
         config: &Config,
@@ -95,73 +97,12 @@ impl Roster {
         redispatch: bool,
     ) -> Route {
         let inner = self.read();
-        let usable = |b: &&Arc<Backend>| !excluded.contains(&b.name);
-        let mut redispatched = redispatch;
-
-        if config.pinning == crate::Pinning::Source {
-            return match clues.client {
-                Some(ip) => inner.bounded_load(ip, config.epsilon, excluded),
-                None => inner.least_loaded(config, excluded, Reason::New),
-            };
-        }
-        let by_session = |inner: &Inner| -> Option<Route> {
-            let id = clues.session.as_ref()?;
-            let names: Vec<&str> = inner.backends.iter().map(|b| b.name.as_str()).collect();
-            rendezvous_order(id, &names)
-                .into_iter()
-                .filter_map(|name| inner.backends.iter().find(|b| b.name == name))
-                .filter(usable)
-                .find(|b| b.takes_pinned())
-                .map(|b| Route::To {
-                    backend: Arc::clone(b),
-                    reason: Reason::BySession,
-                    pin: false,
-                    reserved: false,
-                })
-        };
-        if config.pinning == crate::Pinning::SessionId
-            && let Some(route) = by_session(&inner)
-        {
-            return route;
-        }
-        if let Some(pinned) = &clues.pinned {
-            let backend = inner
-                .backends
-                .iter()
-                .filter(usable)
-                .find(|b| &b.name == pinned);
-            match (backend, config.failover) {
-                (Some(b), Failover::Persist) if b.state() != crate::BackendState::Maintenance => {
-                    return Route::To {
-                        backend: Arc::clone(b),
-                        reason: Reason::Pinned,
-                        pin: false,
-                        reserved: false,
-                    };
-                }
-                (Some(b), _) if b.takes_pinned() => {
-                    return Route::To {
-                        backend: Arc::clone(b),
-                        reason: Reason::Pinned,
-                        pin: false,
-                        reserved: false,
-                    };
-                }
-                (_, Failover::Strict) => return Route::Unavailable,
-                _ => redispatched = true,
+        match inner.route(config, clues, excluded, redispatch, false) {
+            Route::Unavailable if inner.panic() => {
+                inner.route(config, clues, excluded, redispatch, true)
             }
+            route => route,
         }
-        if config.pinning == crate::Pinning::Cookie
-            && let Some(route) = by_session(&inner)
-        {
-            return route.repin(redispatched);
-        }
-        let reason = if redispatched {
-            Reason::Redispatched
-        } else {
-            Reason::New
-        };
-        inner.least_loaded(config, excluded, reason)
     }
 }
 
@@ -181,6 +122,84 @@ impl Route {
 }
 
 impl Inner {
+    /// [`Roster::route`] on this roster; `panic`: ejection is disregarded.
+    fn route(
+        &self,
+        config: &Config,
+        clues: &Clues,
+        excluded: &[String],
+        redispatch: bool,
+        panic: bool,
+    ) -> Route {
+        let usable = |b: &&Arc<Backend>| !excluded.contains(&b.name);
+        let mut redispatched = redispatch;
+
+        if config.pinning == crate::Pinning::Source {
+            return match clues.client {
+                Some(ip) => self.bounded_load(ip, config.epsilon, excluded, panic),
+                None => self.least_loaded(config, excluded, Reason::New, panic),
+            };
+        }
+        let by_session = || -> Option<Route> {
+            let id = clues.session.as_ref()?;
+            let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+            rendezvous_order(id, &names)
+                .into_iter()
+                .filter_map(|name| self.backends.iter().find(|b| b.name == name))
+                .filter(usable)
+                .find(|b| b.takes_pinned(panic))
+                .map(|b| Route::To {
+                    backend: Arc::clone(b),
+                    reason: Reason::BySession,
+                    pin: false,
+                    reserved: false,
+                })
+        };
+        if config.pinning == crate::Pinning::SessionId
+            && let Some(route) = by_session()
+        {
+            return route;
+        }
+        if let Some(pinned) = &clues.pinned {
+            let backend = self
+                .backends
+                .iter()
+                .filter(usable)
+                .find(|b| &b.name == pinned);
+            match (backend, config.failover) {
+                (Some(b), Failover::Persist) if b.state() != crate::BackendState::Maintenance => {
+                    return Route::To {
+                        backend: Arc::clone(b),
+                        reason: Reason::Pinned,
+                        pin: false,
+                        reserved: false,
+                    };
+                }
+                (Some(b), _) if b.takes_pinned(panic) => {
+                    return Route::To {
+                        backend: Arc::clone(b),
+                        reason: Reason::Pinned,
+                        pin: false,
+                        reserved: false,
+                    };
+                }
+                (_, Failover::Strict) => return Route::Unavailable,
+                _ => redispatched = true,
+            }
+        }
+        if config.pinning == crate::Pinning::Cookie
+            && let Some(route) = by_session()
+        {
+            return route.repin(redispatched);
+        }
+        let reason = if redispatched {
+            Reason::Redispatched
+        } else {
+            Reason::New
+        };
+        self.least_loaded(config, excluded, reason, panic)
+    }
+
     fn rebuild_ring(&mut self) {
         self.ring = self
             .backends
@@ -196,13 +215,32 @@ impl Inner {
         self.ring.sort_unstable();
     }
 
+    /// Every backend that could serve (not in maintenance) is ejected. Passive health then
+    /// stops deciding, as in Envoy's panic mode: a burst of slow answers (all backends waiting
+    /// on one failed peer, say) must not turn into 503s for everyone for a whole cooldown,
+    /// when the backends may well answer. Backends that failed this request stay excluded.
+    fn panic(&self) -> bool {
+        let mut serving = self
+            .backends
+            .iter()
+            .filter(|b| b.state() != crate::BackendState::Maintenance)
+            .peekable();
+        serving.peek().is_some() && serving.all(|b| b.is_ejected())
+    }
+
     /// Power of two choices among the backends that take new sessions: two at random, the one
     /// with fewer requests in flight (per unit of slow-start weight) wins.
-    fn least_loaded(&self, config: &Config, excluded: &[String], reason: Reason) -> Route {
+    fn least_loaded(
+        &self,
+        config: &Config,
+        excluded: &[String],
+        reason: Reason,
+        panic: bool,
+    ) -> Route {
         let candidates: Vec<&Arc<Backend>> = self
             .backends
             .iter()
-            .filter(|b| !excluded.contains(&b.name) && b.takes_new())
+            .filter(|b| !excluded.contains(&b.name) && b.takes_new(panic))
             .collect();
         let load = |b: &Backend| (b.in_flight() as f64 + 1.0) / b.weight(config.slow_start);
         let chosen = match candidates.len() {
@@ -230,11 +268,11 @@ impl Inner {
 
     /// Consistent hashing with bounded loads: the client's point on the ring, then clockwise to
     /// the first backend below `(1 + epsilon)` times the average load.
-    fn bounded_load(&self, ip: IpAddr, epsilon: f64, excluded: &[String]) -> Route {
+    fn bounded_load(&self, ip: IpAddr, epsilon: f64, excluded: &[String], panic: bool) -> Route {
         let eligible: Vec<&Arc<Backend>> = self
             .backends
             .iter()
-            .filter(|b| !excluded.contains(&b.name) && b.takes_new())
+            .filter(|b| !excluded.contains(&b.name) && b.takes_new(panic))
             .collect();
         if eligible.is_empty() || self.ring.is_empty() {
             return Route::Unavailable;
@@ -253,7 +291,7 @@ impl Inner {
             let Some(backend) = self.backends.get(*index) else {
                 continue;
             };
-            if excluded.contains(&backend.name) || !backend.takes_new() {
+            if excluded.contains(&backend.name) || !backend.takes_new(panic) {
                 continue;
             }
             if backend.try_reserve(cap) {
