@@ -1,0 +1,175 @@
+//! A SQL session store for [tether] on [sqlx]: PostgreSQL, for sessions every server of an
+//! application shares, and SQLite, for one process whose sessions must survive its restarts.
+//!
+//! - **Changed keys only, no lost updates.** A session is one row, and each of its keys is a row
+//!   of its own. A request writes only the keys it changed, so concurrent requests of one
+//!   session that change different keys all survive; nothing rewrites the whole session.
+//! - **One statement per operation on PostgreSQL.** `load`, `create`, `apply`, `touch` and
+//!   `delete` are one statement each (one round trip): `apply` is a data-modifying CTE that
+//!   checks the session exists and is live, moves its deadline, deletes the removed keys and
+//!   upserts the set ones. `cycle` is one short transaction. No lock outlives a statement, so
+//!   no lock is held across a request, and concurrent requests of one session queue on the
+//!   session row, never deadlock.
+//! - **One short transaction per operation on SQLite**, writers taking turns.
+//! - **A deleted or expired session stays gone.** Every write checks that the session exists
+//!   and is unexpired in the statement that writes.
+//! - **Outages are transient.** A lost connection, a server restarting or refusing, a full disk
+//!   or a read-only transaction fail the operation with a transient error (the layer answers
+//!   `503`); the pool reconnects by itself. Each operation is bounded by a timeout.
+//! - **Bad rows count as absent.** A row edited into something no write produces is
+//!   [`tether_core::Error::Corrupt`] with an [`Error::CorruptRow`] source, logged, and the
+//!   layer starts a new session.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tether_core::{Changes, Codec, Expiry, Id, Record, SessionStore, Timestamp};
+//! use tether_sql::SqliteStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SqliteStore::in_memory().await?;
+//! store.migrate().await?;
+//!
+//! // What the session layer does for a request that stores a counter:
+//! let codec = Codec::default();
+//! let now = Timestamp::now();
+//! let record = Record::new(Id::random()?, Expiry::new(now, Duration::from_secs(1800), None), now);
+//! let _ = store.create(&record).await?;
+//! let mut changes = Changes::new();
+//! changes.insert("visits", codec.encode(&1u32)?);
+//! let _ = store.apply(&record.id, &changes, &record.expiry).await?;
+//!
+//! let loaded = store.load(&record.id).await?.expect("the session is there");
+//! assert_eq!(codec.decode::<u32>(&loaded.data["visits"])?, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! With `tether-sessions`, the store goes into the layer as any other:
+//! `SessionLayer::new(PostgresStore::connect(url).await?)`.
+//!
+//! # How a session is stored
+//!
+//! Two tables, named `<prefix>sessions` and `<prefix>session_keys` (prefix `tether_` by
+//! default, see `with_table_prefix`), on PostgreSQL optionally in a schema of their own
+//! (`with_schema`). [`PostgresStore::migrate`] and [`SqliteStore::migrate`] create them if
+//! absent; `migration_sql` gives the statements for an external migration tool.
+//!
+//! | table | column | content |
+//! |---|---|---|
+//! | `sessions` | `id` | the session id (22 characters), primary key |
+//! | | `created_at` | Unix milliseconds |
+//! | | `expires_at` | Unix milliseconds: the earlier of the idle and the absolute deadline; indexed for the sweep |
+//! | | `idle_timeout_ms` | milliseconds |
+//! | | `absolute_deadline` | Unix milliseconds, `NULL` for none |
+//! | `session_keys` | `session_id` | references `sessions.id`, `ON DELETE CASCADE ON UPDATE CASCADE` |
+//! | | `key` | the key's UTF-8 bytes (`bytea`/`BLOB`, so any string fits) |
+//! | | `value` | the value as the layer's codec encoded it |
+//!
+//! The statements on PostgreSQL:
+//!
+//! | operation | statement |
+//! |---|---|
+//! | `load` | `SELECT` of the session row `LEFT JOIN` its key rows, live only |
+//! | `create` | `WITH s AS (INSERT INTO sessions ... ON CONFLICT (id) DO NOTHING RETURNING id) INSERT INTO session_keys SELECT ... FROM s, unnest(keys, values)`; only if an expired session holds the id, a `DELETE` of it and the insert again |
+//! | `apply` | `WITH s AS (UPDATE sessions SET expires_at ... WHERE id = $1 AND expires_at > now RETURNING id)`, then `DELETE` (clear, removed keys) and `INSERT ... ON CONFLICT DO UPDATE` (set keys) of key rows joined to `s`: nothing happens unless the session is live |
+//! | `touch` | `UPDATE sessions SET expires_at ... WHERE id = $1 AND expires_at > now` |
+//! | `delete` | `DELETE FROM sessions WHERE id = $1` (key rows cascade) |
+//! | `cycle` | a transaction: `DELETE` an expired session under the new id, then `UPDATE sessions SET id = new WHERE id = old AND live AND NOT EXISTS (new)`; key rows follow through `ON UPDATE CASCADE` |
+//! | sweep | `DELETE ... WHERE id IN (SELECT id ... WHERE expires_at <= now ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED)`, repeated while batches come back full |
+//!
+//! Deadlines are compared with the clock of the server that runs the operation, as on every
+//! tether store. Two concurrent requests that change the same key: the later statement wins.
+//!
+//! # Expired sessions
+//!
+//! An expired session never loads, and no write brings it back, but its rows stay until they
+//! are deleted: call `delete_expired` now and then, or let `spawn_sweeper(period)` do it in the
+//! background. Each sweep statement deletes at most the sweep batch (default
+//! [`DEFAULT_SWEEP_BATCH`]) sessions, so it never holds many locks for long.
+//!
+//! # Feature flags
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `postgres` (default) | [`PostgresStore`], sqlx's PostgreSQL driver |
+//! | `sqlite` (default) | [`SqliteStore`], sqlx's SQLite driver with SQLite compiled in |
+//!
+//! Tested on PostgreSQL 15; the statements need 9.5 or later (`ON CONFLICT`, `SKIP LOCKED`).
+//! SQLite is the one sqlx compiles in (upserts need 3.24 or later).
+//!
+//! "One round trip" holds once a statement is prepared on a connection: sqlx prepares each
+//! statement on its first use per connection (one extra round trip) and caches it.
+//!
+//! [tether]: https://github.com/tether-rs/tether
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a backend only the shared parts are left, unused.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "sqlite")),
+    allow(dead_code, unused_imports)
+)]
+#![cfg_attr(not(test), forbid(clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod error;
+mod names;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod row;
+mod run;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod sweeper;
+
+use std::time::Duration;
+
+pub use error::{BadValue, Error};
+pub use names::{DEFAULT_TABLE_PREFIX, MAX_NAME_LEN};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use sweeper::Sweeper;
+
+/// The sqlx crate, for building pools to hand to a store's `build`.
+pub use sqlx;
+
+/// Default bound on one operation, waiting for a connection included.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default size of the connection pool.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Default number of sessions one sweep statement deletes at most.
+pub const DEFAULT_SWEEP_BATCH: u32 = 1_000;
+
+#[cfg(test)]
+mod tests {
+    //! The futures an application spawns must be `Send`: these compile only if they are.
+    #![allow(dead_code)]
+
+    fn send<T: Send>(_: T) {}
+
+    #[cfg(feature = "postgres")]
+    fn postgres(store: &crate::PostgresStore) {
+        send(store.migrate());
+        send(store.delete_expired());
+        send(crate::PostgresStore::connect(""));
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn sqlite(store: &crate::SqliteStore) {
+        send(store.migrate());
+        send(store.delete_expired());
+        send(crate::SqliteStore::open(""));
+        send(crate::SqliteStore::in_memory());
+    }
+
+    fn sweeper(sweeper: crate::Sweeper) {
+        send(sweeper.stop());
+    }
+}

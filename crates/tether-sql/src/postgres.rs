@@ -1,0 +1,577 @@
+//! The PostgreSQL store: every operation one statement, `cycle` one short transaction.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use tether_core::{Applied, Changes, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp};
+
+use crate::error::Error;
+use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
+use crate::row::{Meta, decode_rows, millis};
+use crate::run::{Settings, run};
+use crate::sweeper::{Sweep, Sweeper};
+
+/// The statements of one store, built once from its table names.
+#[derive(Debug)]
+struct Statements {
+    tables: Tables,
+    load: String,
+    create: String,
+    free_expired: String,
+    apply: String,
+    touch: String,
+    delete: String,
+    cycle_move: String,
+    cycle_old_live: String,
+    sweep: String,
+}
+
+impl Statements {
+    fn new(tables: Tables) -> Self {
+        let Tables { sessions, keys, .. } = &tables;
+        Self {
+            load: format!(
+                "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, k.key, k.value \
+                 FROM {sessions} s LEFT JOIN {keys} k ON k.session_id = s.id \
+                 WHERE s.id = $1 AND s.expires_at > $2"
+            ),
+            // The key rows reference the session row inserted by the same statement: foreign
+            // keys are checked at the end of the statement.
+            create: format!(
+                "WITH s AS ( \
+                   INSERT INTO {sessions} (id, created_at, expires_at, idle_timeout_ms, absolute_deadline) \
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id \
+                 ), k AS ( \
+                   INSERT INTO {keys} (session_id, key, value) \
+                   SELECT s.id, u.key, u.value FROM s CROSS JOIN unnest($6::bytea[], $7::bytea[]) AS u(key, value) \
+                 ) SELECT count(*) FROM s"
+            ),
+            free_expired: format!("DELETE FROM {sessions} WHERE id = $1 AND expires_at <= $2"),
+            // The UPDATE of the session row comes first (every other part reads its output), so
+            // concurrent applies of one session queue on that row's lock, never on key rows in
+            // different orders: no deadlock. The parts change disjoint key rows: `clear` keeps
+            // the keys being set, which the upsert then overwrites.
+            apply: format!(
+                "WITH s AS ( \
+                   UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5 \
+                   WHERE id = $1 AND expires_at > $2 RETURNING id \
+                 ), cleared AS ( \
+                   DELETE FROM {keys} k USING s WHERE $6 AND k.session_id = s.id AND k.key <> ALL($7::bytea[]) \
+                 ), removed AS ( \
+                   DELETE FROM {keys} k USING s WHERE k.session_id = s.id AND k.key = ANY($9::bytea[]) \
+                 ), upserted AS ( \
+                   INSERT INTO {keys} (session_id, key, value) \
+                   SELECT s.id, u.key, u.value FROM s CROSS JOIN unnest($7::bytea[], $8::bytea[]) AS u(key, value) \
+                   ON CONFLICT (session_id, key) DO UPDATE SET value = EXCLUDED.value \
+                 ) SELECT count(*) FROM s"
+            ),
+            touch: format!(
+                "UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5 \
+                 WHERE id = $1 AND expires_at > $2"
+            ),
+            delete: format!("DELETE FROM {sessions} WHERE id = $1"),
+            // The key rows follow through `ON UPDATE CASCADE`.
+            cycle_move: format!(
+                "UPDATE {sessions} SET id = $2 WHERE id = $1 AND expires_at > $3 \
+                 AND NOT EXISTS (SELECT 1 FROM {sessions} WHERE id = $2)"
+            ),
+            cycle_old_live: format!(
+                "SELECT count(*) FROM {sessions} WHERE id = $1 AND expires_at > $2"
+            ),
+            sweep: format!(
+                "DELETE FROM {sessions} WHERE id IN ( \
+                   SELECT id FROM {sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 \
+                   FOR UPDATE SKIP LOCKED)"
+            ),
+            tables,
+        }
+    }
+
+    fn migration(&self) -> String {
+        let Tables {
+            schema,
+            sessions,
+            keys,
+            expiry_index,
+        } = &self.tables;
+        let schema = schema
+            .as_ref()
+            .map(|schema| format!("CREATE SCHEMA IF NOT EXISTS {schema};\n"))
+            .unwrap_or_default();
+        format!(
+            "{schema}\
+             CREATE TABLE IF NOT EXISTS {sessions} (\n\
+             \x20 id text PRIMARY KEY,\n\
+             \x20 created_at bigint NOT NULL,\n\
+             \x20 expires_at bigint NOT NULL,\n\
+             \x20 idle_timeout_ms bigint NOT NULL,\n\
+             \x20 absolute_deadline bigint\n\
+             );\n\
+             CREATE INDEX IF NOT EXISTS {expiry_index} ON {sessions} (expires_at);\n\
+             CREATE TABLE IF NOT EXISTS {keys} (\n\
+             \x20 session_id text NOT NULL REFERENCES {sessions} (id) ON DELETE CASCADE ON UPDATE CASCADE,\n\
+             \x20 key bytea NOT NULL,\n\
+             \x20 value bytea NOT NULL,\n\
+             \x20 PRIMARY KEY (session_id, key)\n\
+             );\n"
+        )
+    }
+}
+
+/// A [`SessionStore`] in PostgreSQL: every server of an application sees every session, and
+/// sessions survive restarts of every server.
+///
+/// Two tables (see the crate docs for their columns): one row per session, one row per session
+/// key. `load`, `create`, `apply`, `touch` and `delete` are one statement each, so one round
+/// trip; `cycle` is one short transaction. Only the keys a request changed are written, so
+/// concurrent requests of one session lose nothing.
+///
+/// Cloning is cheap: clones share the connection pool.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tether_sql::PostgresStore;
+///
+/// # async fn run() -> Result<(), tether_sql::Error> {
+/// let store = PostgresStore::builder()
+///     .with_schema("sessions")
+///     .with_max_connections(20)
+///     .connect("postgres://app@127.0.0.1/app")
+///     .await?;
+/// store.migrate().await?;
+/// let _sweeper = store.spawn_sweeper(Duration::from_secs(60));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    statements: Arc<Statements>,
+    settings: Settings,
+}
+
+/// Builds a [`PostgresStore`]: table names, pool size, timeouts.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tether_sql::Error> {
+/// let store = tether_sql::PostgresStore::builder()
+///     .with_table_prefix("shop_")
+///     .connect("postgres://app@127.0.0.1/app")
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `connect` or `build`"]
+pub struct PostgresStoreBuilder {
+    schema: Option<String>,
+    prefix: String,
+    max_connections: u32,
+    settings: Settings,
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            max_connections: crate::DEFAULT_MAX_CONNECTIONS,
+            settings: Settings::default(),
+        }
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// Puts the tables into this schema (created by [`PostgresStore::migrate`] if absent).
+    /// Without one, table names are unqualified and resolve through the `search_path`.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Prefix of the table and index names (default [`DEFAULT_TABLE_PREFIX`], may be empty).
+    pub fn with_table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Size of the connection pool [`connect`](Self::connect) opens (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](crate::DEFAULT_MAX_CONNECTIONS)).
+    pub fn with_max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Bound on one operation, waiting for a pooled connection included (default
+    /// [`DEFAULT_OPERATION_TIMEOUT`](crate::DEFAULT_OPERATION_TIMEOUT)). Past it the operation
+    /// fails with a transient [`tether_core::Error::Timeout`].
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// Most sessions one statement of the sweeper deletes (default
+    /// [`DEFAULT_SWEEP_BATCH`](crate::DEFAULT_SWEEP_BATCH)), so no statement holds locks long.
+    pub fn with_sweep_batch(mut self, batch: u32) -> Self {
+        self.settings.sweep_batch = batch.max(1);
+        self
+    }
+
+    /// Opens a connection pool to `url` (`postgres://user:password@host:port/database`) and
+    /// returns the store. Connects once, so a wrong URL or password fails here. The pool's
+    /// connections set `statement_timeout` to the operation timeout, so the server abandons a
+    /// statement when the store does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad schema or prefix, [`Error::Connect`] when the URL is
+    /// invalid or the server refuses.
+    pub async fn connect(self, url: &str) -> Result<PostgresStore, Error> {
+        let options: PgConnectOptions = url.parse().map_err(Error::Connect)?;
+        // The server gives up on a statement when the client does, so a write whose operation
+        // timed out (and was reported failed) does not land later, when a lock it waited for
+        // is released.
+        let statement_timeout = format!("{}ms", self.settings.timeout.as_millis().max(1));
+        let options = options.options([("statement_timeout", statement_timeout)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.settings.timeout)
+            // A ping before each use would double the round trips; a dead connection fails its
+            // operation with a transient error instead, and is replaced.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(Error::Connect)?;
+        self.build(pool)
+    }
+
+    /// The store on an existing pool. Give the pool `test_before_acquire(false)` to keep each
+    /// operation at one round trip, and its connections a `statement_timeout` no longer than
+    /// the operation timeout, so a write that timed out does not land later.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad schema or prefix.
+    pub fn build(self, pool: PgPool) -> Result<PostgresStore, Error> {
+        let tables = Tables::new(self.schema.as_deref(), &self.prefix)?;
+        Ok(PostgresStore {
+            pool,
+            statements: Arc::new(Statements::new(tables)),
+            settings: self.settings,
+        })
+    }
+}
+
+impl PostgresStore {
+    /// A builder with the defaults: no schema (the `search_path`), prefix `tether_`.
+    pub fn builder() -> PostgresStoreBuilder {
+        PostgresStoreBuilder::default()
+    }
+
+    /// Connects with the defaults; see [`PostgresStoreBuilder::connect`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] when the URL is invalid or the server refuses.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::builder().connect(url).await
+    }
+
+    /// Creates the schema (if one is set), the two tables and the expiry index, each only if
+    /// absent (`CREATE ... IF NOT EXISTS`), in one transaction under an advisory lock, so
+    /// servers starting together may all call it. The tables it creates:
+    ///
+    /// ```sql
+    /// CREATE TABLE IF NOT EXISTS tether_sessions (
+    ///   id text PRIMARY KEY,               -- the session id, 22 characters
+    ///   created_at bigint NOT NULL,        -- Unix milliseconds
+    ///   expires_at bigint NOT NULL,        -- Unix milliseconds: the earlier of idle and absolute deadline
+    ///   idle_timeout_ms bigint NOT NULL,
+    ///   absolute_deadline bigint           -- Unix milliseconds, NULL for none
+    /// );
+    /// CREATE INDEX IF NOT EXISTS tether_sessions_expires_at ON tether_sessions (expires_at);
+    /// CREATE TABLE IF NOT EXISTS tether_session_keys (
+    ///   session_id text NOT NULL REFERENCES tether_sessions (id) ON DELETE CASCADE ON UPDATE CASCADE,
+    ///   key bytea NOT NULL,                -- UTF-8
+    ///   value bytea NOT NULL,              -- the encoded value
+    ///   PRIMARY KEY (session_id, key)
+    /// );
+    /// ```
+    ///
+    /// Applications that manage their schema with their own migration tool run
+    /// [`migration_sql`](Self::migration_sql) there instead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migrate`] when a statement fails (no permission to create, say).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(Error::Migrate)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tether-sql migrate'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::Migrate)?;
+        // A plain string runs in the simple protocol, several statements at once. (`raw_sql`
+        // would too, but its future is not `Send` when spawned.)
+        let migration = self.migration_sql();
+        sqlx::Executor::execute(&mut *tx, migration.as_str())
+            .await
+            .map_err(Error::Migrate)?;
+        tx.commit().await.map_err(Error::Migrate)
+    }
+
+    /// The statements [`migrate`](Self::migrate) runs, for an external migration tool.
+    pub fn migration_sql(&self) -> String {
+        self.statements.migration()
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The quoted, qualified name of the sessions table, for queries of your own.
+    pub fn sessions_table(&self) -> &str {
+        &self.statements.tables.sessions
+    }
+
+    /// The quoted, qualified name of the session keys table.
+    pub fn keys_table(&self) -> &str {
+        &self.statements.tables.keys
+    }
+
+    /// Deletes every session expired now, in statements of at most the sweep batch each, and
+    /// answers how many it deleted. Expired sessions never load anyway; this only frees space.
+    ///
+    /// # Errors
+    ///
+    /// The first failing statement's error; what earlier statements deleted stays deleted.
+    pub async fn delete_expired(&self) -> Result<u64, tether_core::Error> {
+        crate::sweeper::delete_all_expired(self).await
+    }
+
+    /// Starts a task that calls [`delete_expired`](Self::delete_expired) every `period`,
+    /// logging failures, until the returned [`Sweeper`] is stopped or dropped. Needs a tokio
+    /// runtime.
+    pub fn spawn_sweeper(&self, period: Duration) -> Sweeper {
+        Sweeper::spawn(self.clone(), period)
+    }
+
+    async fn fetch(&self, id: &Id) -> Result<Vec<PgRow>, sqlx::Error> {
+        sqlx::query(&self.statements.load)
+            .bind(id.to_string())
+            .bind(millis(Timestamp::now()))
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn insert(&self, record: &Record) -> Result<bool, sqlx::Error> {
+        let meta = Meta::of(record.created_at, &record.expiry);
+        let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = record
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), &v[..]))
+            .unzip();
+        let inserted: i64 = sqlx::query_scalar(&self.statements.create)
+            .bind(record.id.to_string())
+            .bind(meta.created_at)
+            .bind(meta.expires_at)
+            .bind(meta.idle_timeout_ms)
+            .bind(meta.absolute_deadline)
+            .bind(keys)
+            .bind(values)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(inserted > 0)
+    }
+
+    async fn free_if_expired(&self, id: &Id) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(&self.statements.free_expired)
+            .bind(id.to_string())
+            .bind(millis(Timestamp::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn move_session(&self, old: &Id, new: &Id) -> Result<Cycled, sqlx::Error> {
+        let now = millis(Timestamp::now());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&self.statements.free_expired)
+            .bind(new.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let moved = sqlx::query(&self.statements.cycle_move)
+            .bind(old.to_string())
+            .bind(new.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+        let moved = match moved {
+            Ok(done) => done.rows_affected() > 0,
+            // A concurrent create took the new id after the NOT EXISTS check.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Ok(Cycled::IdTaken);
+            }
+            Err(error) => return Err(error),
+        };
+        if moved {
+            tx.commit().await?;
+            return Ok(Cycled::Moved);
+        }
+        let old_live: i64 = sqlx::query_scalar(&self.statements.cycle_old_live)
+            .bind(old.to_string())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(if old_live > 0 {
+            Cycled::IdTaken
+        } else {
+            Cycled::Missing
+        })
+    }
+}
+
+#[async_trait]
+impl Sweep for PostgresStore {
+    async fn sweep_batch(&self) -> Result<u64, tether_core::Error> {
+        let batch = i64::from(self.settings.sweep_batch);
+        run(&self.settings, "sweep", async {
+            let done = sqlx::query(&self.statements.sweep)
+                .bind(millis(Timestamp::now()))
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .map_err(Error::query("sweep"))?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    fn batch_size(&self) -> u64 {
+        u64::from(self.settings.sweep_batch)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn load(&self, id: &Id) -> Result<Option<Record>, tether_core::Error> {
+        run(&self.settings, "load", async {
+            let rows = self.fetch(id).await.map_err(Error::query("load"))?;
+            decode_rows(*id, &rows, Timestamp::now())
+        })
+        .await
+    }
+
+    async fn create(&self, record: &Record) -> Result<Created, tether_core::Error> {
+        run(&self.settings, "create", async {
+            let op = Error::query("create");
+            if self.insert(record).await.map_err(op)? {
+                return Ok(Created::Created);
+            }
+            // Ids are random, so this is rare: an expired session holds the id, which is free
+            // once its rows are gone.
+            if self.free_if_expired(&record.id).await.map_err(op)?
+                && self.insert(record).await.map_err(op)?
+            {
+                return Ok(Created::Created);
+            }
+            Ok(Created::IdTaken)
+        })
+        .await
+    }
+
+    async fn apply(
+        &self,
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+    ) -> Result<Applied, tether_core::Error> {
+        run(&self.settings, "apply", async {
+            let meta = Meta::of(Timestamp::from_millis(0), expiry);
+            let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = changes
+                .inserted()
+                .map(|(k, v)| (k.as_bytes(), &v[..]))
+                .unzip();
+            let removed: Vec<&[u8]> = changes.removed().map(str::as_bytes).collect();
+            let applied: i64 = sqlx::query_scalar(&self.statements.apply)
+                .bind(id.to_string())
+                .bind(millis(Timestamp::now()))
+                .bind(meta.expires_at)
+                .bind(meta.idle_timeout_ms)
+                .bind(meta.absolute_deadline)
+                .bind(changes.is_clear())
+                .bind(keys)
+                .bind(values)
+                .bind(removed)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(Error::query("apply"))?;
+            Ok(if applied > 0 {
+                Applied::Applied
+            } else {
+                Applied::Missing
+            })
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, tether_core::Error> {
+        run(&self.settings, "touch", async {
+            let meta = Meta::of(Timestamp::from_millis(0), expiry);
+            let done = sqlx::query(&self.statements.touch)
+                .bind(id.to_string())
+                .bind(millis(Timestamp::now()))
+                .bind(meta.expires_at)
+                .bind(meta.idle_timeout_ms)
+                .bind(meta.absolute_deadline)
+                .execute(&self.pool)
+                .await
+                .map_err(Error::query("touch"))?;
+            Ok(if done.rows_affected() > 0 {
+                Applied::Applied
+            } else {
+                Applied::Missing
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &Id) -> Result<(), tether_core::Error> {
+        run(&self.settings, "delete", async {
+            sqlx::query(&self.statements.delete)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(Error::query("delete"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, tether_core::Error> {
+        run(&self.settings, "cycle", async {
+            self.move_session(old, new)
+                .await
+                .map_err(Error::query("cycle"))
+        })
+        .await
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("sessions_table", &self.statements.tables.sessions)
+            .field("keys_table", &self.statements.tables.keys)
+            .field("settings", &self.settings)
+            .field("pool_size", &self.pool.size())
+            .finish()
+    }
+}

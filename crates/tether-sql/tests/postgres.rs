@@ -1,0 +1,560 @@
+//! PostgreSQL beyond the conformance suite: concurrency on one session, corrupt rows, lost
+//! connections, read-only transactions, the sweeper, names and migrations. Each test works in a
+//! schema of its own, dropped at its end.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{OnPostgres, postgres, postgres_url, postgres_with};
+use tether_core::{
+    Applied, Changes, Codec, Created, ErrorKind, Expiry, Id, Record, SessionStore, Timestamp,
+};
+use tether_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tether_sql::sqlx::{self, Connection as _};
+use tether_sql::{PostgresStore, PostgresStoreBuilder};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn record(data: &[(&str, &[u8])]) -> Record {
+    let now = Timestamp::now();
+    let data = data
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Bytes::copy_from_slice(v)))
+        .collect();
+    Record::new(Id::random().unwrap(), Expiry::new(now, HOUR, None), now).with_data(data)
+}
+
+async fn create(store: &dyn SessionStore, record: &Record) {
+    assert_eq!(store.create(record).await.unwrap(), Created::Created);
+}
+
+async fn count(fixture: &OnPostgres, sql: &str) -> i64 {
+    let mut admin = fixture.admin().await;
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    n
+}
+
+const TASKS: usize = 8;
+const ROUNDS: usize = 50;
+
+/// Eight tasks each apply 50 deltas to one session: set a key of their own, remove their
+/// previous one, bump their counter, set one key they all share, and touch now and then. Every
+/// apply succeeds (no deadlock, no serialization error), the whole run is bounded, and the end
+/// state holds each task's last writes and none of its removed keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_of_one_session_lose_nothing_and_never_deadlock() {
+    let fixture = postgres().await;
+    let store: Arc<dyn SessionStore> = Arc::new(fixture.store.clone());
+    let session = record(&[("untouched", b"yes")]);
+    create(&*store, &session).await;
+    let codec = Codec::default();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        let (id, expiry) = (session.id, session.expiry);
+        tasks.spawn(async move {
+            for round in 0..ROUNDS {
+                let mut c = Changes::new();
+                c.insert(format!("t{task}:{round}"), Bytes::from_static(b"1"));
+                if round > 0 {
+                    c.remove(format!("t{task}:{}", round - 1));
+                }
+                c.insert(format!("counter-{task}"), codec.encode(&round).unwrap());
+                c.insert("shared", codec.encode(&(task, round)).unwrap());
+                let expiry = expiry.renewed(Timestamp::now());
+                assert_eq!(
+                    store.apply(&id, &c, &expiry).await.unwrap(),
+                    Applied::Applied
+                );
+                if round % 10 == 0 {
+                    assert_eq!(store.touch(&id, &expiry).await.unwrap(), Applied::Applied);
+                }
+            }
+        });
+    }
+    let all = async {
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("400 applies on one session finish in bounded time (a deadlock would not)");
+
+    let data = store.load(&session.id).await.unwrap().unwrap().data;
+    for task in 0..TASKS {
+        assert!(
+            data.contains_key(&format!("t{task}:{}", ROUNDS - 1)),
+            "task {task}'s last key"
+        );
+        for round in 0..ROUNDS - 1 {
+            assert!(
+                !data.contains_key(&format!("t{task}:{round}")),
+                "task {task}'s removed key {round} came back"
+            );
+        }
+        let counter: usize = codec.decode(&data[&format!("counter-{task}")]).unwrap();
+        assert_eq!(counter, ROUNDS - 1, "task {task}'s last counter wins");
+    }
+    let (_, last_round): (usize, usize) = codec.decode(&data["shared"]).unwrap();
+    assert_eq!(
+        last_round,
+        ROUNDS - 1,
+        "the shared key holds some task's last write"
+    );
+    assert_eq!(&data["untouched"][..], b"yes");
+    assert_eq!(data.len(), TASKS * 2 + 2);
+}
+
+/// Rows edited by hand into what no write produces: each load is `Corrupt` with the typed
+/// error naming the column, logged; other sessions are unaffected, and the corrupt session can
+/// still be deleted. A deadline in the far past is just an expired session.
+#[tokio::test]
+async fn corrupt_rows_are_typed_errors() {
+    let fixture = postgres().await;
+    let store = &fixture.store;
+    let healthy = record(&[("k", b"v")]);
+    create(store, &healthy).await;
+    let far_future = Timestamp::now().as_millis() + 100 * 365 * 24 * 3600 * 1000;
+    let cases = [
+        (
+            "created_at",
+            "UPDATE tether_sessions SET created_at = -1".to_owned(),
+        ),
+        (
+            "idle_timeout_ms",
+            "UPDATE tether_sessions SET idle_timeout_ms = -5".to_owned(),
+        ),
+        (
+            "expires_at",
+            "UPDATE tether_sessions SET absolute_deadline = expires_at - 1".to_owned(),
+        ),
+        (
+            "expires_at",
+            format!("UPDATE tether_sessions SET expires_at = {far_future}"),
+        ),
+        (
+            "key",
+            "UPDATE tether_session_keys SET key = '\\xff'::bytea".to_owned(),
+        ),
+    ];
+    let mut admin = fixture.admin().await;
+    for (column, edit) in cases {
+        let victim = record(&[("n", b"\x01")]);
+        create(store, &victim).await;
+        let edit = format!(
+            "{edit} WHERE {} = $1",
+            if edit.contains("session_keys") {
+                "session_id"
+            } else {
+                "id"
+            }
+        );
+        let edited = sqlx::query(&edit)
+            .bind(victim.id.to_string())
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(edited.rows_affected(), 1, "{edit}");
+
+        let error = store.load(&victim.id).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{edit}: {error:?}");
+        assert!(!error.is_transient());
+        let source = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<tether_sql::Error>())
+            .expect("the typed error is the source");
+        assert!(
+            matches!(source, tether_sql::Error::CorruptRow { column: c, .. } if *c == column),
+            "{edit}: {source:?}"
+        );
+        assert!(store.load(&healthy.id).await.unwrap().is_some());
+        store.delete(&victim.id).await.unwrap();
+        assert!(store.load(&victim.id).await.unwrap().is_none());
+    }
+
+    // Far in the past: expired, so absent, and never renewed.
+    let old = record(&[]);
+    create(store, &old).await;
+    sqlx::query("UPDATE tether_sessions SET expires_at = 5 WHERE id = $1")
+        .bind(old.id.to_string())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert!(store.load(&old.id).await.unwrap().is_none());
+    let renewed = Expiry::new(Timestamp::now(), HOUR, None);
+    assert_eq!(
+        store.touch(&old.id, &renewed).await.unwrap(),
+        Applied::Missing
+    );
+    admin.close().await.unwrap();
+}
+
+/// Through the session layer, a corrupt session is no session: the request is answered 200
+/// with a new session, not a 5xx.
+#[tokio::test]
+async fn a_corrupt_session_is_a_new_session_for_the_layer() {
+    let fixture = postgres().await;
+    let app = common::counter_app(fixture.store.clone());
+    let (status, body, cookie) = common::incr(&app, None).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "1"));
+    let cookie = cookie.expect("a session cookie");
+    assert_eq!(common::incr(&app, Some(&cookie)).await.1, "2");
+
+    let id = common::cookie_id(&cookie);
+    let mut admin = fixture.admin().await;
+    sqlx::query("UPDATE tether_sessions SET created_at = -1 WHERE id = $1")
+        .bind(id.to_string())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (status, body, new_cookie) = common::incr(&app, Some(&cookie)).await;
+    assert_eq!(status.as_u16(), 200, "a corrupt session is not a 5xx");
+    assert_eq!(body, "1", "a corrupt session counts as absent");
+    assert_ne!(new_cookie.as_deref(), Some(cookie.as_str()), "a new id");
+}
+
+/// The connections of the store's pool are killed by the server (`pg_terminate_backend`) while
+/// requests run: the requests that hit a dead connection get a transient error (a 503), the
+/// pool reconnects by itself, every later request succeeds, and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_fail_transiently_then_recover() {
+    const MAX_CONNECTIONS: usize = 4;
+    let app_name = common::unique_schema();
+    let url = format!("{}?application_name={app_name}", postgres_url());
+    let builder = PostgresStore::builder()
+        .with_max_connections(MAX_CONNECTIONS as u32)
+        .with_operation_timeout(Duration::from_secs(2));
+    let fixture = postgres_with(builder, &url).await;
+    let store: Arc<dyn SessionStore> = Arc::new(fixture.store.clone());
+    let session = record(&[]);
+    create(&*store, &session).await;
+
+    let start = Instant::now();
+    let kills_at = [Duration::from_millis(300), Duration::from_millis(900)];
+    let run_for = Duration::from_millis(2_000);
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..4 {
+        let store = Arc::clone(&store);
+        let (id, expiry) = (session.id, session.expiry);
+        tasks.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut outcomes = Vec::new();
+            for round in 0..2_000 {
+                if start.elapsed() > run_for {
+                    break;
+                }
+                let key = format!("t{task}:{round}");
+                let mut c = Changes::new();
+                c.insert(key.clone(), Bytes::from_static(b"1"));
+                match store.apply(&id, &c, &expiry).await {
+                    Ok(Applied::Applied) => {
+                        acknowledged.push(key);
+                        outcomes.push(Ok(()));
+                    }
+                    Ok(Applied::Missing) => panic!("the session exists throughout"),
+                    Err(error) => outcomes.push(Err(error)),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (acknowledged, outcomes)
+        });
+    }
+
+    let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+    let mut killed = 0;
+    for at in kills_at {
+        tokio::time::sleep(at.saturating_sub(start.elapsed())).await;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) t",
+        )
+        .bind(&app_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        killed += n;
+    }
+    admin.close().await.unwrap();
+    assert!(
+        killed >= 2,
+        "the pool's connections were found and killed ({killed})"
+    );
+
+    let mut acknowledged = Vec::new();
+    let mut failures = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (keys, outcomes) = joined.unwrap();
+        acknowledged.extend(keys);
+        for error in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert!(
+                error.is_transient(),
+                "a lost connection is transient: {error:?}"
+            );
+            failures += 1;
+        }
+    }
+    assert!(
+        failures >= 1,
+        "killed connections fail the requests on them"
+    );
+    // Without a test before acquire, a killed connection that sat idle in the pool fails the
+    // one request that next takes it, however late that is; so each killed connection costs at
+    // most one request, and once the pool has been cycled through every request succeeds.
+    assert!(
+        failures <= killed,
+        "{failures} failures for {killed} killed connections"
+    );
+    let mut probe = Vec::new();
+    for round in 0..(MAX_CONNECTIONS + 5) {
+        let mut c = Changes::new();
+        let key = format!("probe:{round}");
+        c.insert(key.clone(), Bytes::from_static(b"1"));
+        let outcome = store.apply(&session.id, &c, &session.expiry).await;
+        if matches!(outcome, Ok(Applied::Applied)) {
+            acknowledged.push(key);
+        }
+        probe.push(outcome.map(|_| ()));
+    }
+    let stale = probe.iter().filter(|o| o.is_err()).count();
+    assert!(
+        stale as i64 <= killed - failures,
+        "only connections killed and not yet used fail afterwards: {probe:?}"
+    );
+    assert!(
+        probe[MAX_CONNECTIONS..].iter().all(Result::is_ok),
+        "the store recovers without a restart: {probe:?}"
+    );
+    let data = store.load(&session.id).await.unwrap().unwrap().data;
+    let lost = acknowledged
+        .iter()
+        .filter(|k| !data.contains_key(*k))
+        .count();
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    println!(
+        "killed {killed} connections; {failures} transient failures; {} acknowledged writes, 0 lost",
+        acknowledged.len()
+    );
+}
+
+/// Through the layer: while the server is unreachable the request is a 503; the same app
+/// answers 200 once it is back. Here "unreachable" is a pool pointed at a closed port.
+#[tokio::test]
+async fn an_unreachable_server_is_a_503() {
+    let options: PgConnectOptions = "postgres://postgres@127.0.0.1:1/test".parse().unwrap();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(options);
+    let store = PostgresStore::builder()
+        .with_operation_timeout(Duration::from_secs(1))
+        .build(pool)
+        .unwrap();
+    let started = Instant::now();
+    let error = store.load(&Id::random().unwrap()).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the timeouts"
+    );
+    let app = common::counter_app(store);
+    assert_eq!(common::incr(&app, None).await.0.as_u16(), 503);
+}
+
+/// A read-only transaction (a standby, a demoted primary): reads work, writes are transient
+/// errors.
+#[tokio::test]
+async fn a_read_only_transaction_is_transient() {
+    let fixture = postgres().await;
+    let session = record(&[("k", b"v")]);
+    create(&fixture.store, &session).await;
+    let options: PgConnectOptions = postgres_url().parse().unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.options([("default_transaction_read_only", "on")]))
+        .await
+        .unwrap();
+    let read_only = PostgresStore::builder()
+        .with_schema(&fixture.schema)
+        .build(pool)
+        .unwrap();
+    assert!(read_only.load(&session.id).await.unwrap().is_some());
+    let mut c = Changes::new();
+    c.insert("k", Bytes::from_static(b"w"));
+    let error = read_only
+        .apply(&session.id, &c, &session.expiry)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error:?}");
+    let error = read_only.create(&record(&[])).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert_eq!(
+        &fixture.store.load(&session.id).await.unwrap().unwrap().data["k"][..],
+        b"v"
+    );
+}
+
+fn expired_record(n: u8) -> Record {
+    let past = Timestamp::from_millis(Timestamp::now().as_millis() - 10_000);
+    Record::new(
+        Id::random().unwrap(),
+        Expiry::new(past, Duration::from_secs(1), None),
+        past,
+    )
+    .with_data(HashMap::from([("n".to_owned(), Bytes::from(vec![n]))]))
+}
+
+/// `delete_expired` removes expired sessions and their keys in batches, and leaves live ones;
+/// the background sweeper does the same until it is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_deletes_expired_sessions_in_batches() {
+    let fixture = postgres_with(
+        PostgresStore::builder().with_sweep_batch(10),
+        &postgres_url(),
+    )
+    .await;
+    let store = &fixture.store;
+    for n in 0..35 {
+        create(store, &expired_record(n)).await;
+    }
+    let live = record(&[("k", b"v")]);
+    create(store, &live).await;
+    assert_eq!(store.delete_expired().await.unwrap(), 35);
+    assert_eq!(
+        count(&fixture, "SELECT count(*) FROM tether_sessions").await,
+        1
+    );
+    assert_eq!(
+        count(&fixture, "SELECT count(*) FROM tether_session_keys").await,
+        1
+    );
+    assert_eq!(store.delete_expired().await.unwrap(), 0);
+
+    for n in 0..5 {
+        create(store, &expired_record(n)).await;
+    }
+    let sweeper = store.spawn_sweeper(Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&fixture, "SELECT count(*) FROM tether_sessions").await > 1 {
+        assert!(Instant::now() < deadline, "the sweeper deletes within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!sweeper.is_finished());
+    sweeper.stop().await;
+    assert!(store.load(&live.id).await.unwrap().is_some());
+}
+
+/// `migrate` may run on several servers at once and again on every start; the schema and the
+/// prefix name the tables; names that are not plain identifiers are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_names_and_prefixes() {
+    let fixture = postgres_with(
+        PostgresStore::builder().with_table_prefix("app_"),
+        &postgres_url(),
+    )
+    .await;
+    let mut migrations = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let store = fixture.store.clone();
+        migrations.spawn(async move { store.migrate().await });
+    }
+    while let Some(migrated) = migrations.join_next().await {
+        migrated.unwrap().unwrap();
+    }
+    let tables = count(
+        &fixture,
+        &format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}' \
+             AND table_name IN ('app_sessions', 'app_session_keys')",
+            fixture.schema
+        ),
+    )
+    .await;
+    assert_eq!(tables, 2);
+    assert_eq!(
+        fixture.store.sessions_table(),
+        format!("\"{}\".\"app_sessions\"", fixture.schema)
+    );
+    assert!(fixture.store.migration_sql().contains("ON DELETE CASCADE"));
+    let session = record(&[("k", b"v")]);
+    create(&fixture.store, &session).await;
+
+    let pool = fixture.store.pool().clone();
+    for builder in [
+        PostgresStore::builder().with_schema("a;drop"),
+        PostgresStore::builder().with_table_prefix("x\"y"),
+        PostgresStore::builder().with_schema("1a"),
+    ] {
+        let error = builder_error(builder, pool.clone());
+        assert!(
+            matches!(error, tether_sql::Error::InvalidName { .. }),
+            "{error:?}"
+        );
+    }
+}
+
+fn builder_error(builder: PostgresStoreBuilder, pool: sqlx::PgPool) -> tether_sql::Error {
+    builder.build(pool).unwrap_err()
+}
+
+/// A statement that waits on a lock (here one an administrator's transaction holds) ends at
+/// the operation timeout with a transient error, and does not land later when the lock is
+/// released: the server gave up on it too (`statement_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_timed_out_does_not_land_later() {
+    let builder = PostgresStore::builder().with_operation_timeout(Duration::from_millis(500));
+    let fixture = postgres_with(builder, &postgres_url()).await;
+    let store = &fixture.store;
+    let session = record(&[]);
+    create(store, &session).await;
+
+    let mut admin = fixture.admin().await;
+    let mut tx = admin.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tether_sessions WHERE id = $1 FOR UPDATE")
+        .bind(session.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let mut late = Changes::new();
+    late.insert("late", Bytes::from_static(b"1"));
+    let started = Instant::now();
+    let error = store
+        .apply(&session.id, &late, &session.expiry)
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tx.rollback().await.unwrap();
+    admin.close().await.unwrap();
+
+    let mut next = Changes::new();
+    next.insert("next", Bytes::from_static(b"1"));
+    // The store goes on; on a machine busy with other tests an attempt may itself time out.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match store.apply(&session.id, &next, &session.expiry).await {
+            Ok(applied) => {
+                assert_eq!(applied, Applied::Applied);
+                break;
+            }
+            Err(error) if error.is_transient() && attempts < 10 => {}
+            Err(error) => panic!("after {attempts} attempts: {error:?}"),
+        }
+    }
+    let data = store.load(&session.id).await.unwrap().unwrap().data;
+    assert!(data.contains_key("next"));
+    assert!(
+        !data.contains_key("late"),
+        "the write reported failed did not land"
+    );
+}
