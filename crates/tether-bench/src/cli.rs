@@ -17,6 +17,10 @@ pub(crate) struct Cli {
     /// loopback port (redis-server must be on PATH).
     #[arg(long, global = true)]
     pub(crate) redis_url: Option<String>,
+    /// PostgreSQL for the SQL stacks (a schema `tether_bench` is dropped and created there
+    /// before each run).
+    #[arg(long, global = true, default_value = crate::postgres_env::DEFAULT_POSTGRES_URL)]
+    pub(crate) postgres_url: String,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -101,6 +105,10 @@ pub(crate) enum Command {
         /// Runs per configuration; the median is reported.
         #[arg(long, default_value_t = 1, value_parser = counts::<usize>(1))]
         repeat: usize,
+        /// Also run each configuration with mutual TLS between the nodes, alternating with the
+        /// plain-TCP run.
+        #[arg(long)]
+        tls: bool,
     },
     /// tether-proxy against HAProxy (cookie insert, round robin, nbthread 1) on the same
     /// backends: each proxy pinned to core 0, this process to core 1.
@@ -261,7 +269,7 @@ mod tests {
         let message = refused(&["race", "--store", "tether-memory"]);
         assert!(
             message.contains(
-                "[possible values: memory, redis, replicated, tower-sessions-memory, tower-sessions-redis]"
+                "[possible values: memory, redis, replicated, tower-sessions-memory, tower-sessions-redis, postgres, tower-sessions-postgres, tower-sessions-tether-redis]"
             ),
             "{message}"
         );
@@ -271,6 +279,9 @@ mod tests {
             "replicated",
             "tower-sessions-memory",
             "tower-sessions-redis",
+            "postgres",
+            "tower-sessions-postgres",
+            "tower-sessions-tether-redis",
         ] {
             assert!(parse(&["race", "--store", name]).is_ok(), "{name}");
         }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::backends::Backends;
 use crate::load::{self, Workload};
 use crate::redis_env::RedisEnv;
 use crate::stacks::Stack;
@@ -13,15 +14,13 @@ pub(crate) async fn overhead(
     stacks: &[Stack],
     workload: Workload,
     requests: u32,
-    redis: Option<&RedisEnv>,
+    backends: &Backends,
 ) -> Result<(), BoxError> {
     println!("{:<22} {:>12} {:>10}", "stack", "ns/request", "vs none");
     let mut baseline = None;
     for stack in stacks {
-        if let (true, Some(redis)) = (stack.uses_redis(), redis) {
-            redis.flush().await?;
-        }
-        let nanos = load::in_process(stack.router(redis).await?, workload, requests).await?;
+        backends.reset_for(*stack).await?;
+        let nanos = load::in_process(stack.router(backends).await?, workload, requests).await?;
         let base = *baseline.get_or_insert(if *stack == Stack::None {
             nanos
         } else {
@@ -43,8 +42,10 @@ pub(crate) async fn commands(
     stacks: &[Stack],
     workload: Workload,
     requests: u32,
-    redis: &RedisEnv,
+    redis: RedisEnv,
 ) -> Result<(), BoxError> {
+    let backends = Backends::with_redis(redis);
+    let redis = backends.redis().ok_or("no Redis")?;
     println!("{requests} sequential {workload} requests on one session");
     println!(
         "{:<22} {:>14}  {:<40} run by its scripts, per request",
@@ -52,7 +53,7 @@ pub(crate) async fn commands(
     );
     for stack in stacks.iter().filter(|s| s.uses_redis()) {
         redis.flush().await?;
-        let router = stack.router(Some(redis)).await?;
+        let router = stack.router(&backends).await?;
         // The session is created before recording starts.
         let session = load::in_process_session(&router).await?;
         let monitor = redis.monitor()?;

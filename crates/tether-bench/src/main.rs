@@ -9,12 +9,14 @@
 //! The server (axum 0.8, the same handlers for every stack) and the HTTP/1.1 keep-alive load
 //! generator run in this process on loopback. See `docs/benchmarks.md` for method and figures.
 
+mod backends;
 mod cli;
 mod error;
 mod in_process;
 mod load;
 mod net;
 mod plan;
+mod postgres_env;
 mod proxy;
 mod race;
 mod redis_env;
@@ -28,6 +30,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tether_core::BoxError;
 
+use crate::backends::Backends;
 use crate::cli::{Cli, Command, StacksAndWorkload};
 use crate::plan::Plan;
 use crate::redis_env::RedisEnv;
@@ -59,14 +62,11 @@ fn start(cli: Cli) -> Result<(), BoxError> {
 /// Runs the subcommand.
 async fn run(cli: Cli) -> Result<(), BoxError> {
     let redis_url = cli.redis_url;
-    // Started only when a Redis stack runs; stopped when this function returns.
-    let redis_for = |stacks: &[Stack]| -> Result<Option<RedisEnv>, BoxError> {
-        if stacks.iter().any(|s| s.uses_redis()) {
-            RedisEnv::new(redis_url.clone()).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
+    let postgres_url = cli.postgres_url;
+    // Started or reached only when a stack needs them; a Redis started here stops when this
+    // function returns.
+    let backends_for =
+        |stacks: &[Stack]| Backends::for_stacks(stacks, redis_url.clone(), &postgres_url);
     match cli.command {
         Command::Throughput {
             what: StacksAndWorkload { stacks, workload },
@@ -76,23 +76,23 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             repeat,
             json,
         } => {
-            let redis = redis_for(&stacks)?;
+            let backends = backends_for(&stacks)?;
             let plan = Plan::new(seconds, warmup, connections, repeat);
-            throughput::run(&stacks, workload, &plan, redis.as_ref(), json).await
+            throughput::run(&stacks, workload, &plan, &backends, json).await
         }
         Command::Overhead {
             what: StacksAndWorkload { stacks, workload },
             requests,
         } => {
-            let redis = redis_for(&stacks)?;
-            in_process::overhead(&stacks, workload, requests, redis.as_ref()).await
+            let backends = backends_for(&stacks)?;
+            in_process::overhead(&stacks, workload, requests, &backends).await
         }
         Command::Commands {
             what: StacksAndWorkload { stacks, workload },
             requests,
         } => {
             let redis = RedisEnv::new(redis_url.clone())?;
-            in_process::commands(&stacks, workload, requests, &redis).await
+            in_process::commands(&stacks, workload, requests, redis).await
         }
         Command::Traffic {
             nodes,
@@ -107,9 +107,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             warmup,
             connections,
             repeat,
+            tls,
         } => {
             let plan = Plan::new(seconds, warmup, connections, repeat);
-            replicated::throughput(&nodes, &modes, workload, &plan).await
+            replicated::throughput(&nodes, &modes, workload, &plan, tls).await
         }
         Command::Proxy {
             proxy_bin,
@@ -126,7 +127,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             store,
             writers,
             rounds,
-        } => race::run(store, writers, rounds, redis_url).await,
+        } => race::run(store, writers, rounds, redis_url, &postgres_url).await,
         Command::Soak {
             minutes,
             stores,

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::backends::Backends;
 use crate::load::Client;
-use crate::redis_env::RedisEnv;
 use crate::replicated;
 use crate::stacks::Stack;
 use tether_core::BoxError;
@@ -22,14 +22,22 @@ pub(crate) enum Store {
     TowerSessionsMemory,
     /// tower-sessions with tower-sessions-redis-store.
     TowerSessionsRedis,
+    /// tether-sql on PostgreSQL.
+    Postgres,
+    /// tower-sessions with tower-sessions-sqlx-store on PostgreSQL.
+    TowerSessionsPostgres,
+    /// tower-sessions with tether-redis underneath (tether-tower-sessions).
+    TowerSessionsTetherRedis,
 }
 
-/// Runs the race on `store`; a Redis store starts or uses the Redis of `redis_url`.
+/// Runs the race on `store`; a Redis store starts or uses the Redis of `redis_url`, a
+/// PostgreSQL store uses `postgres_url`.
 pub(crate) async fn run(
     store: Store,
     writers: u32,
     rounds: u32,
     redis_url: Option<String>,
+    postgres_url: &str,
 ) -> Result<(), BoxError> {
     let stack = match store {
         Store::Replicated => return replicated::race(writers, rounds).await,
@@ -37,13 +45,12 @@ pub(crate) async fn run(
         Store::Redis => Stack::TetherRedis,
         Store::TowerSessionsMemory => Stack::TowerSessionsMemory,
         Store::TowerSessionsRedis => Stack::TowerSessionsRedis,
+        Store::Postgres => Stack::TetherPostgres,
+        Store::TowerSessionsPostgres => Stack::TowerSessionsPostgres,
+        Store::TowerSessionsTetherRedis => Stack::TowerSessionsTetherRedis,
     };
-    let redis = if stack.uses_redis() {
-        Some(RedisEnv::new(redis_url)?)
-    } else {
-        None
-    };
-    let (addr, server) = stack.serve_fresh(redis.as_ref()).await?;
+    let backends = Backends::for_stacks(&[stack], redis_url, postgres_url)?;
+    let (addr, server) = stack.serve_fresh(&backends).await?;
     let result = race_on(&[addr], writers, rounds, stack.name()).await;
     server.abort();
     result

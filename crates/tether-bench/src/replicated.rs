@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tether_core::BoxError;
 use tether_core::{Changes, Codec, Expiry, Id, Record, SessionStore, Timestamp};
-use tether_replicated::{Ack, LocalCluster, Membership as _, Mode};
+use tether_replicated::{Ack, LocalCluster, Membership as _, Mode, PeerTls};
 use tether_sessions::SessionLayer;
+use tether_testkit::TestCa;
 
+use crate::backends::Backends;
 use crate::error::Doing as _;
 use crate::load::{self, Sample, Workload};
 use crate::net::bind_loopback;
@@ -17,9 +19,37 @@ use crate::race::race_on;
 use crate::stacks::{Stack, session_routes};
 
 async fn start(nodes: usize, mode: Mode) -> Result<LocalCluster, BoxError> {
-    LocalCluster::start(nodes, |c| c.with_mode(mode).with_ack(Ack::Sync))
-        .await
-        .doing(|| format!("starting a {mode} cluster of {nodes} nodes"))
+    start_over(nodes, mode, false).await
+}
+
+/// A cluster whose nodes speak TLS to each other (certificates from a CA made for the run)
+/// when `tls`, plain TCP otherwise.
+async fn start_over(nodes: usize, mode: Mode, tls: bool) -> Result<LocalCluster, BoxError> {
+    let ca = TestCa::new("tether-bench CA");
+    let mut certified = Vec::new();
+    if tls {
+        for i in 0..nodes {
+            let (cert, key) = ca.node(&format!("node-{i}"));
+            certified.push(PeerTls::from_pem(
+                ca.pem().as_bytes(),
+                cert.as_bytes(),
+                key.as_bytes(),
+            )?);
+        }
+    }
+    LocalCluster::start(nodes, |c| {
+        let index = c
+            .name()
+            .strip_prefix("node-")
+            .and_then(|i| i.parse::<usize>().ok());
+        let c = c.with_mode(mode).with_ack(Ack::Sync);
+        match index.and_then(|i| certified.get(i)) {
+            Some(tls) => c.with_tls(tls.clone()),
+            None => c,
+        }
+    })
+    .await
+    .doing(|| format!("starting a {mode} cluster of {nodes} nodes"))
 }
 
 fn total_traffic(cluster: &LocalCluster) -> (u64, u64) {
@@ -131,12 +161,14 @@ async fn serve(
 }
 
 /// Requests per second with every user's requests spread over all nodes, by cluster size and
-/// mode; tether-memory on one node first, as the upper bound.
+/// mode; tether-memory on one node first, as the upper bound. With `tls`, each configuration
+/// also runs with TLS between the nodes, the two alternating run by run.
 pub(crate) async fn throughput(
     nodes: &[usize],
     modes: &[Mode],
     workload: Workload,
     plan: &Plan,
+    tls: bool,
 ) -> Result<(), BoxError> {
     println!(
         "{} connections, {}s per run after {}s warm-up, median of {} run(s), workload {workload}, all nodes in this process",
@@ -146,13 +178,13 @@ pub(crate) async fn throughput(
         plan.repeat
     );
     println!(
-        "{:<22} {:>5} {:>10} {:>9} {:>9}",
+        "{:<26} {:>5} {:>10} {:>9} {:>9}",
         "stack", "nodes", "req/s", "p50 ms", "p99 ms"
     );
     let print = |name: &str, n: usize, samples: &[Sample]| {
         let median_of = |f: fn(&Sample) -> f64| median(samples.iter().map(f));
         println!(
-            "{:<22} {:>5} {:>10.0} {:>9.3} {:>9.3}",
+            "{:<26} {:>5} {:>10.0} {:>9.3} {:>9.3}",
             name,
             n,
             median_of(|s| s.rps),
@@ -162,7 +194,7 @@ pub(crate) async fn throughput(
     };
     let mut memory = Vec::new();
     for _ in 0..plan.repeat {
-        let (addr, server) = Stack::TetherMemory.serve(None).await?;
+        let (addr, server) = Stack::TetherMemory.serve(&Backends::default()).await?;
         memory.push(
             load::run(
                 &[addr],
@@ -176,31 +208,43 @@ pub(crate) async fn throughput(
         server.abort();
     }
     print("tether-memory", 1, &memory);
+    let transports: &[bool] = if tls { &[false, true] } else { &[false] };
     for &n in nodes {
         for mode in modes {
-            let mut samples = Vec::new();
+            let mut samples = vec![Vec::new(); transports.len()];
             for _ in 0..plan.repeat {
-                let cluster = start(n, *mode).await?;
-                let (addrs, mut servers) = serve(&cluster).await?;
-                let sample = load::run(
-                    &addrs,
-                    workload,
-                    plan.connections,
-                    plan.warmup,
-                    plan.measure,
-                )
-                .await;
-                servers.abort_all();
-                drop(cluster);
-                let sample = sample?;
-                if sample.errors > 0 {
-                    return Err(
-                        format!("{mode} on {n} nodes: {} requests failed", sample.errors).into(),
-                    );
+                for (&over_tls, samples) in transports.iter().zip(&mut samples) {
+                    let cluster = start_over(n, *mode, over_tls).await?;
+                    let (addrs, mut servers) = serve(&cluster).await?;
+                    let sample = load::run(
+                        &addrs,
+                        workload,
+                        plan.connections,
+                        plan.warmup,
+                        plan.measure,
+                    )
+                    .await;
+                    servers.abort_all();
+                    drop(cluster);
+                    let sample = sample?;
+                    if sample.errors > 0 {
+                        return Err(format!(
+                            "{mode} on {n} nodes: {} requests failed",
+                            sample.errors
+                        )
+                        .into());
+                    }
+                    samples.push(sample);
                 }
-                samples.push(sample);
             }
-            print(&format!("replicated {mode}"), n, &samples);
+            for (&over_tls, samples) in transports.iter().zip(&samples) {
+                let name = if over_tls {
+                    format!("replicated {mode} tls")
+                } else {
+                    format!("replicated {mode}")
+                };
+                print(&name, n, samples);
+            }
         }
     }
     Ok(())

@@ -11,7 +11,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use crate::backends::Backends;
 use crate::net::bind_loopback;
+use crate::postgres_env::PostgresEnv;
 use crate::redis_env::RedisEnv;
 use tether_core::BoxError;
 
@@ -30,17 +32,27 @@ pub(crate) enum Stack {
     /// tower-sessions 0.14 with tower-sessions-redis-store 0.16 (fred), a pool of 6 connections
     /// as its documentation shows.
     TowerSessionsRedis,
+    /// tether-sessions with tether-sql on PostgreSQL, a pool of 6 connections.
+    TetherPostgres,
+    /// tower-sessions 0.14 with tower-sessions-sqlx-store 0.15 on the same PostgreSQL, a pool of
+    /// 6 connections.
+    TowerSessionsPostgres,
+    /// tower-sessions 0.14 with tether-redis underneath, through tether-tower-sessions.
+    TowerSessionsTetherRedis,
 }
 
 impl Stack {
     /// Every stack, in the order of the command line's list.
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::None,
         Self::TetherMemory,
         Self::TowerSessionsMemory,
         Self::TetherRedis,
         Self::TowerSessionsRedis,
+        Self::TetherPostgres,
+        Self::TowerSessionsPostgres,
+        Self::TowerSessionsTetherRedis,
     ];
 
     /// The stack's name on the command line and in reports.
@@ -51,20 +63,38 @@ impl Stack {
             Self::TowerSessionsMemory => "tower-sessions-memory",
             Self::TetherRedis => "tether-redis",
             Self::TowerSessionsRedis => "tower-sessions-redis",
+            Self::TetherPostgres => "tether-postgres",
+            Self::TowerSessionsPostgres => "tower-sessions-postgres",
+            Self::TowerSessionsTetherRedis => "tower-sessions-tether-redis",
         }
     }
 
     /// Whether the stack keeps its sessions in Redis.
     pub(crate) fn uses_redis(self) -> bool {
-        matches!(self, Self::TetherRedis | Self::TowerSessionsRedis)
+        matches!(
+            self,
+            Self::TetherRedis | Self::TowerSessionsRedis | Self::TowerSessionsTetherRedis
+        )
     }
 
-    /// The app of this stack. Redis stacks connect to `redis`'s server.
-    pub(crate) async fn router(self, redis: Option<&RedisEnv>) -> Result<Router, BoxError> {
+    /// Whether the stack keeps its sessions in PostgreSQL.
+    pub(crate) fn uses_postgres(self) -> bool {
+        matches!(self, Self::TetherPostgres | Self::TowerSessionsPostgres)
+    }
+
+    /// The app of this stack, its sessions in `backends`' servers.
+    pub(crate) async fn router(self, backends: &Backends) -> Result<Router, BoxError> {
         let redis_url = || {
-            redis
+            backends
+                .redis()
                 .map(RedisEnv::url)
                 .ok_or_else(|| BoxError::from(format!("{self} needs a Redis server")))
+        };
+        let postgres_url = || {
+            backends
+                .postgres()
+                .map(PostgresEnv::url)
+                .ok_or_else(|| BoxError::from(format!("{self} needs a PostgreSQL server")))
         };
         Ok(match self {
             Self::None => Router::new()
@@ -74,32 +104,36 @@ impl Stack {
             Self::TowerSessionsMemory => tower_sessions_app::router(),
             Self::TetherRedis => tether_redis_app::router(redis_url()?).await?,
             Self::TowerSessionsRedis => tower_sessions_redis_app::router(redis_url()?).await?,
+            Self::TetherPostgres => tether_postgres_app::router(postgres_url()?).await?,
+            Self::TowerSessionsPostgres => {
+                tower_sessions_postgres_app::router(postgres_url()?).await?
+            }
+            Self::TowerSessionsTetherRedis => {
+                tower_sessions_tether_redis_app::router(redis_url()?).await?
+            }
         })
     }
 
     /// Serves this stack on a free loopback port until the returned handle is aborted.
     pub(crate) async fn serve(
         self,
-        redis: Option<&RedisEnv>,
+        backends: &Backends,
     ) -> Result<(SocketAddr, JoinHandle<()>), BoxError> {
         let (listener, addr) = bind_loopback().await?;
-        let app = self.router(redis).await?;
+        let app = self.router(backends).await?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok((addr, task))
     }
 
-    /// [`serve`](Self::serve) on an emptied database, for a Redis stack: each run starts from
-    /// the same state.
+    /// [`serve`](Self::serve) on an emptied store: each run starts from the same state.
     pub(crate) async fn serve_fresh(
         self,
-        redis: Option<&RedisEnv>,
+        backends: &Backends,
     ) -> Result<(SocketAddr, JoinHandle<()>), BoxError> {
-        if let (true, Some(redis)) = (self.uses_redis(), redis) {
-            redis.flush().await?;
-        }
-        self.serve(redis).await
+        backends.reset_for(self).await?;
+        self.serve(backends).await
     }
 }
 
@@ -209,6 +243,62 @@ mod tower_sessions_redis_app {
         let _connection = pool.connect();
         pool.wait_for_connect().await.doing(at)?;
         let layer = SessionManagerLayer::new(RedisStore::new(pool)).with_secure(false);
+        Ok(super::tower_sessions_app::routes().layer(layer))
+    }
+}
+
+mod tower_sessions_tether_redis_app {
+    use tether_redis::RedisStore;
+    use tether_tower_sessions::TetherStore;
+    use tower_sessions::SessionManagerLayer;
+
+    pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+        let store = RedisStore::connect(url).await?;
+        let layer = SessionManagerLayer::new(TetherStore::new(store)).with_secure(false);
+        Ok(super::tower_sessions_app::routes().layer(layer))
+    }
+}
+
+mod tether_postgres_app {
+    use tether_sessions::SessionLayer;
+    use tether_sql::PostgresStore;
+
+    use crate::error::Doing as _;
+    use crate::postgres_env::{POOL_SIZE, SCHEMA};
+
+    pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+        let at = || "tether-sql: connecting to PostgreSQL".to_owned();
+        let store = PostgresStore::builder()
+            .with_schema(SCHEMA)
+            .with_max_connections(POOL_SIZE)
+            .connect(url)
+            .await
+            .doing(at)?;
+        store.migrate().await.doing(at)?;
+        Ok(super::tether_app::routes().layer(SessionLayer::new(store).with_secure(false)))
+    }
+}
+
+mod tower_sessions_postgres_app {
+    use tower_sessions::SessionManagerLayer;
+    use tower_sessions_sqlx_store::PostgresStore;
+    use tower_sessions_sqlx_store::sqlx::postgres::PgPoolOptions;
+
+    use crate::error::Doing as _;
+    use crate::postgres_env::{POOL_SIZE, SCHEMA};
+
+    pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+        let at = || "tower-sessions-sqlx-store: connecting to PostgreSQL".to_owned();
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect(url)
+            .await
+            .doing(at)?;
+        let store = PostgresStore::new(pool)
+            .with_schema_name(SCHEMA)
+            .doing(at)?;
+        store.migrate().await.doing(at)?;
+        let layer = SessionManagerLayer::new(store).with_secure(false);
         Ok(super::tower_sessions_app::routes().layer(layer))
     }
 }

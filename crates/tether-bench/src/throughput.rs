@@ -1,8 +1,8 @@
 //! `throughput`: requests per second and latency of each stack over loopback HTTP/1.1.
 
+use crate::backends::Backends;
 use crate::load::{self, Sample, Workload};
 use crate::plan::{Plan, median, ms};
-use crate::redis_env::RedisEnv;
 use crate::stacks::Stack;
 use tether_core::BoxError;
 
@@ -21,14 +21,14 @@ pub(crate) async fn run(
     stacks: &[Stack],
     workload: Workload,
     plan: &Plan,
-    redis: Option<&RedisEnv>,
+    backends: &Backends,
     json: bool,
 ) -> Result<(), BoxError> {
     let repeat = plan.repeat;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); stacks.len()];
     for round in 0..repeat {
         for (i, stack) in stacks.iter().enumerate() {
-            let (addr, server) = stack.serve_fresh(redis).await?;
+            let (addr, server) = stack.serve_fresh(backends).await?;
             let sample = load::run(
                 &[addr],
                 workload,
