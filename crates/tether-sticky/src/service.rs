@@ -196,10 +196,14 @@ where
     type Future = ResponseFuture<RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Another clone applying changes right now is as good as this one doing it.
-        let Ok(mut discover) = self.discover.try_lock() else {
-            return Poll::Ready(Ok(()));
-        };
+        // Wait for a clone that is applying changes right now: going ahead would route on the
+        // roster as it stands half-way, empty before the first backends are in, which turns
+        // requests into 503s or piles them onto the first backend added. Polling a discovery
+        // never blocks, so the wait is short.
+        let mut discover = self
+            .discover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             match Pin::new(&mut *discover).poll_discover(cx) {
                 Poll::Ready(Some(Ok(Change::Insert(key, service)))) => {

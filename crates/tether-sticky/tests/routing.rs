@@ -140,7 +140,11 @@ struct Answer {
     cache_control: Option<String>,
 }
 
-async fn send(router: &mut Router_, request: Request<UpstreamBody>) -> Answer {
+async fn send<R>(router: &mut R, request: Request<UpstreamBody>) -> Answer
+where
+    R: Service<Request<UpstreamBody>, Response = Response<UpstreamBody>>,
+    R::Error: std::fmt::Debug,
+{
     let response: Response<UpstreamBody> =
         router.ready().await.unwrap().call(request).await.unwrap();
     let status = response.status();
@@ -216,6 +220,57 @@ async fn pinned_sessions_stay_put() {
     assert_eq!(pinned, 1_000 * 19);
 }
 
+/// A discovery that takes its time to hand out each backend, as one whose clone of the router
+/// is descheduled half-way does on a loaded machine.
+struct SlowDiscovery {
+    backends: Vec<(String, Upstream)>,
+    each: Duration,
+}
+
+impl futures_util::Stream for SlowDiscovery {
+    type Item = Result<tower::discover::Change<String, Upstream>, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some((name, upstream)) = self.backends.pop() else {
+            return std::task::Poll::Ready(None);
+        };
+        std::thread::sleep(self.each);
+        std::task::Poll::Ready(Some(Ok(tower::discover::Change::Insert(name, upstream))))
+    }
+}
+
+/// Requests that arrive while another clone of the router is still taking in the first
+/// backends wait for them. (They went ahead on the empty roster and were answered 503, and on
+/// a half-filled one all went to the first backend in: 403 of 1,000 requests in one CI run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_during_the_first_discovery_wait_for_its_backends() {
+    let servers = start(&["a", "b"]);
+    let backends = servers
+        .iter()
+        .map(|b| {
+            let uri = format!("http://{}", b.addr).parse().unwrap();
+            let upstream = Upstream::new(uri, false, Duration::from_millis(500)).unwrap();
+            (b.name.clone(), upstream)
+        })
+        .collect();
+    let discovery = SlowDiscovery {
+        backends,
+        each: Duration::from_millis(200),
+    };
+    let router = Sticky::new(&cookie_layer(), discovery);
+    let mut first = router.clone();
+    let taking_in = tokio::spawn(async move { send(&mut first, request("/", &[], None)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = router.clone();
+    let answer = send(&mut second, request("/", &[], None)).await;
+    assert_eq!(answer.status, 200, "answered {:?}", answer.backend);
+    assert_eq!(taking_in.await.unwrap().status, 200);
+    assert_eq!(router.handle().backends().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_loads_remove_the_nat_hot_spot() {
     let servers = start(&["a", "b", "c", "d"]);
@@ -231,15 +286,18 @@ async fn bounded_loads_remove_the_nat_hot_spot() {
         for _ in 0..1_000 {
             let mut router = router.clone();
             clients.spawn(async move {
-                send(&mut router, request("/slow", &[], Some(one_address)))
-                    .await
-                    .backend
+                let answer = send(&mut router, request("/slow", &[], Some(one_address))).await;
+                (answer.status, answer.backend)
             });
         }
         let mut per_backend: HashMap<String, u32> = HashMap::new();
-        while let Some(backend) = clients.join_next().await {
-            *per_backend.entry(backend.unwrap()).or_default() += 1;
+        let mut statuses: HashMap<StatusCode, u32> = HashMap::new();
+        while let Some(answer) = clients.join_next().await {
+            let (status, backend) = answer.unwrap();
+            *statuses.entry(status).or_default() += 1;
+            *per_backend.entry(backend).or_default() += 1;
         }
+        assert_eq!(statuses.get(&StatusCode::OK), Some(&1_000), "{statuses:?} {per_backend:?}");
         let busiest = per_backend.values().copied().max().unwrap();
         let peaks: Vec<usize> = servers
             .iter()
@@ -256,13 +314,12 @@ async fn bounded_loads_remove_the_nat_hot_spot() {
         } else {
             // A connection that failed under the burst of 1,000 connects (a timed-out SYN on a
             // loaded machine) is retried on the next backend: those are the only requests
-            // expected elsewhere. Under a loaded CI run 19 of 1,000 once went elsewhere with no
-            // failure counted (cause not found yet), so up to 5% may; an unbounded spread over
-            // the backends would put about 750 elsewhere.
+            // expected elsewhere; an unbounded spread over the backends would put about 750
+            // elsewhere.
             let failures: u64 = handle.backends().iter().map(|b| b.counters.failures).sum();
             let elsewhere = u64::from(1_000 - busiest);
             assert!(
-                elsewhere <= failures.max(50),
+                elsewhere <= failures,
                 "without a bound one address lands on one backend: {per_backend:?}, \
                  {failures} failures"
             );
