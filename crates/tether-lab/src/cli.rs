@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory as _, Parser, Subcommand};
-use tether_lab::{Kill, LabConfig, Scenario, Strategy};
+use tether_lab::{Kill, LabConfig, Network, Scenario, Strategy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +37,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value_t = 7, value_parser = counts::<u64>(2))]
     seconds: u64,
     /// Pause between one user's requests, ms.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
     think_ms: u64,
     /// What happens to the servers: kill (a node dies halfway), restart (it dies and starts
     /// again), rolling (every node in turn stopped gracefully and started again), pause (a node
@@ -62,6 +62,16 @@ pub(crate) struct RunArgs {
     /// Redis for the redis strategy (default: a private redis-server, if on PATH).
     #[arg(long)]
     redis_url: Option<String>,
+    /// Round trip added to every connection between the lab's parts (balancer to app node,
+    /// app node to Redis, node to node), as `500us`, `1ms` or `0` (loopback); at most 100ms.
+    #[arg(long, default_value = "0", value_parser = network_delay, allow_hyphen_values = true)]
+    rtt: Duration,
+    /// Up to this much more per round trip, uniformly random (`200us`); at most 100ms.
+    #[arg(long, default_value = "0", value_parser = network_delay, allow_hyphen_values = true)]
+    rtt_jitter: Duration,
+    /// Runs of each strategy (1 to 20): the report gives each figure's median and spread.
+    #[arg(long, default_value_t = 1, value_parser = counts::<usize>(1).range(1..=20), allow_negative_numbers = true)]
+    repeat: usize,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -124,6 +134,8 @@ impl RunArgs {
             config.strategies = self.strategies;
         }
         config.redis_url = self.redis_url;
+        config.network = Network::new(self.rtt, self.rtt_jitter);
+        config.repeat = self.repeat;
         Ok(Plan {
             config,
             json: self.json,
@@ -181,6 +193,33 @@ fn seconds(text: &str) -> Result<Duration, BadSeconds> {
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| BadSeconds(text.to_owned()))
+}
+
+/// The longest `--rtt` and `--rtt-jitter`: a round trip across a continent, far under the
+/// lab's 2 s bound on a request.
+const MAX_NETWORK_DELAY: Duration = Duration::from_millis(100);
+
+/// A network delay that is not one: not a duration, or above [`MAX_NETWORK_DELAY`].
+#[derive(Debug, thiserror::Error)]
+enum BadNetworkDelay {
+    #[error("'{text}' is not a duration such as 500us, 1ms or 0: {source}")]
+    Unreadable {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("'{0}' is more than the 100ms a lab network may add")]
+    TooLong(String),
+}
+
+fn network_delay(text: &str) -> Result<Duration, BadNetworkDelay> {
+    let delay = humantime::parse_duration(text).map_err(|source| BadNetworkDelay::Unreadable {
+        text: text.to_owned(),
+        source,
+    })?;
+    if delay > MAX_NETWORK_DELAY {
+        return Err(BadNetworkDelay::TooLong(text.to_owned()));
+    }
+    Ok(delay)
 }
 
 #[cfg(test)]
@@ -316,6 +355,68 @@ mod tests {
         assert!(refused(&["--restart-after", "soon"]).contains("'soon'"));
         let args = run(&["--restart-after", "1.5"]).unwrap();
         assert_eq!(args.restart_after, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn network_delays_are_durations_up_to_100ms() {
+        for flag in ["--rtt", "--rtt-jitter"] {
+            for (bad, why) in [
+                ("fast", "is not a duration"),
+                ("-1ms", "is not a duration"),
+                ("1", "is not a duration"),
+                ("101ms", "more than the 100ms"),
+                ("1s", "more than the 100ms"),
+            ] {
+                let message = refused(&[flag, bad]);
+                assert!(
+                    message.contains(flag) && message.contains(&format!("'{bad}'")),
+                    "{flag} {bad}: {message}"
+                );
+                assert!(message.contains(why), "{flag} {bad}: {message}");
+            }
+        }
+        let plan = run(&["--rtt", "500us", "--rtt-jitter", "0.2ms"])
+            .unwrap()
+            .plan()
+            .unwrap();
+        assert_eq!(
+            plan.config.network,
+            Network::new(Duration::from_micros(500), Duration::from_micros(200))
+        );
+        let plan = run(&["--rtt", "0"]).unwrap().plan().unwrap();
+        assert!(plan.config.network.is_loopback());
+    }
+
+    #[test]
+    fn repeat_is_1_to_20_runs() {
+        for bad in ["0", "21", "many", "-1"] {
+            let message = refused(&["--repeat", bad]);
+            assert!(
+                message.contains("--repeat") && message.contains(&format!("'{bad}'")),
+                "{bad}: {message}"
+            );
+        }
+        assert_eq!(
+            run(&["--repeat", "3"])
+                .unwrap()
+                .plan()
+                .unwrap()
+                .config
+                .repeat,
+            3
+        );
+        assert_eq!(run(&[]).unwrap().plan().unwrap().config.repeat, 1);
+    }
+
+    #[test]
+    fn think_time_is_a_whole_number_of_ms() {
+        for bad in ["-5", "soon", "1.5"] {
+            let message = refused(&["--think-ms", bad]);
+            assert!(
+                message.contains("--think-ms") && message.contains(&format!("'{bad}'")),
+                "{bad}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::network::Network;
 use crate::scenario::Scenario;
 use crate::strategy::Strategy;
 
@@ -104,6 +105,11 @@ pub struct LabConfig {
     pub strategies: Vec<Strategy>,
     /// Redis for the `redis` strategy; without it the lab starts `redis-server` if it is on PATH.
     pub redis_url: Option<String>,
+    /// The network between the lab's parts: loopback, or slowed to a round trip (see
+    /// [`Network`]).
+    pub network: Network,
+    /// Runs of each strategy (at least 1): the report gives each figure's median and spread.
+    pub repeat: usize,
 }
 
 impl Default for LabConfig {
@@ -121,6 +127,8 @@ impl Default for LabConfig {
             scale_up: false,
             strategies: Strategy::ALL.to_vec(),
             redis_url: None,
+            network: Network::default(),
+            repeat: 1,
         }
     }
 }

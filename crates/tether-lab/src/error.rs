@@ -59,6 +59,18 @@ pub enum Error {
     /// The `redis` strategy's store could not connect (the error names the URL).
     #[error("connecting the redis strategy's store")]
     Redis(#[source] tether_redis::Error),
+    /// A relay of the slowed network (`--rtt`) could not be set up in front of `to`.
+    #[error("relaying the lab's network to {to}")]
+    Relay {
+        /// What the relay was to forward to: an address or a Redis URL.
+        to: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The slowed network's timer thread (`--rtt`) could not be started.
+    #[error("starting the timer thread of the slowed network")]
+    Timer(#[source] std::io::Error),
     /// The soak's private `redis-server` could not be started or started again.
     #[error("starting redis-server")]
     RedisServer(#[source] tether_conformance::Error),

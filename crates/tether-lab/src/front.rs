@@ -1,5 +1,7 @@
 //! The front balancer: round robin, or the tether-sticky router.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -12,6 +14,7 @@ use tether_sessions::deadline_header_value;
 use tether_sticky::{Backends, Sticky, Upstream, UpstreamBody, UpstreamError, box_body};
 use tower::ServiceExt as _;
 
+use crate::network::Delays;
 use crate::node::{REQUEST_DEADLINE, REQUEST_ID};
 
 /// How long a node that refused a connection is skipped by round robin.
@@ -29,17 +32,27 @@ pub(crate) struct Reply {
 
 /// An upstream that notes in the request which node it is: the front then knows which node a
 /// request went to last, also when the sticky router chose it or the request failed.
+/// With a network set, it also waits one way of a round trip before it sends a request and
+/// again when the answer's head has come.
 #[derive(Clone, Debug)]
 pub(crate) struct Tagged {
     index: usize,
     inner: Upstream,
+    delays: Option<Arc<Delays>>,
 }
 
 impl Tagged {
-    pub(crate) fn new(index: usize, inner: Upstream) -> Self {
-        Self { index, inner }
+    pub(crate) fn new(index: usize, inner: Upstream, delays: Option<Arc<Delays>>) -> Self {
+        Self {
+            index,
+            inner,
+            delays,
+        }
     }
 }
+
+type TaggedFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<UpstreamBody>, UpstreamError>> + Send>>;
 
 /// Put into a request's extensions by the front; the [`Tagged`] upstream that sends it writes
 /// its node index into it.
@@ -49,7 +62,7 @@ struct SentTo(Arc<AtomicUsize>);
 impl tower::Service<Request<UpstreamBody>> for Tagged {
     type Response = http::Response<UpstreamBody>;
     type Error = UpstreamError;
-    type Future = <Upstream as tower::Service<Request<UpstreamBody>>>::Future;
+    type Future = TaggedFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -59,7 +72,17 @@ impl tower::Service<Request<UpstreamBody>> for Tagged {
         if let Some(SentTo(node)) = request.extensions().get::<SentTo>() {
             node.store(self.index, Ordering::Relaxed);
         }
-        self.inner.call(request)
+        let Some(delays) = self.delays.clone() else {
+            return Box::pin(self.inner.call(request));
+        };
+        // An upstream is always ready, so a clone may be called later.
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            delays.one_way_trip().await;
+            let answer = inner.call(request).await;
+            delays.one_way_trip().await;
+            answer
+        })
     }
 }
 

@@ -7,20 +7,27 @@
 //! otherwise) and prints a table; `--json` and `--html report.html` write the same for machines
 //! and browsers.
 
+mod chart;
 mod config;
 mod error;
 mod front;
+mod network;
 mod node;
+mod relay;
+mod repeat;
 mod report;
 mod run;
 mod scenario;
 mod soak;
 mod strategy;
+mod timer;
 mod users;
 
 pub use config::{Kill, LabConfig, ParseKillError};
 pub use error::Error;
-pub use report::{Event, Report, StrategyReport, WINDOW_AFTER, WINDOW_BEFORE};
+pub use network::Network;
+pub use repeat::Spread;
+pub use report::{Event, Report, Series, StrategyReport, WINDOW_AFTER, WINDOW_BEFORE};
 pub use run::{Progress, Quiet, run};
 pub use scenario::{PAUSE, ParseScenarioError, RESTART_AFTER, Scenario};
 pub use soak::{ParseSoakStoreError, SoakConfig, SoakReport, SoakStore, soak};

@@ -1,14 +1,18 @@
-//! The comparison: a table, JSON, and a self-contained HTML page with one chart per strategy.
+//! The comparison: a table, JSON, and a self-contained HTML page with its charts.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::chart::{self, escape};
 use crate::config::{Kill, LabConfig};
+use crate::network::Network;
+use crate::repeat::Spread;
 use crate::scenario::Scenario;
 use crate::strategy::Strategy;
-use crate::users::{BUCKET, Latency, Tally};
+use crate::users::{BUCKET, Counts, Latency, Tally};
 
 /// An event's window starts this long before it: what a user saw just before (a node that was
 /// already slow) counts too.
@@ -76,6 +80,105 @@ fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     f64::from(sorted.get(index).copied().unwrap_or(0)) / 1000.0
 }
 
+/// What users saw over a strategy's measured window, bucket by bucket, of the requests sent in
+/// each bucket. Only the buckets wholly inside the window are kept: neither the warm-up nor a
+/// last bucket the end of the load cut short shows. Bucket `i` holds the requests sent from
+/// [`start_s`](Self::start_s) `+ i *` [`bucket_ms`](Self::bucket_ms) on, in seconds from the
+/// end of the warm-up.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct Series {
+    /// Width of a bucket, ms.
+    pub bucket_ms: u64,
+    /// The warm-up before the window, seconds: an [`Event::at_s`] minus this is the event's
+    /// time in the window.
+    pub warmup_s: f64,
+    /// Length of the measured window, seconds.
+    pub window_s: f64,
+    /// Where the first bucket begins, seconds from the end of the warm-up (0 unless the
+    /// warm-up is not a whole number of buckets).
+    pub start_s: f64,
+    /// Successful answers per second.
+    pub answers_per_s: Vec<f64>,
+    /// Failed requests (503, 502, no answer) per second.
+    pub errors_per_s: Vec<f64>,
+    /// Sessions lost from the start of the window to the end of each bucket.
+    pub sessions_lost: Vec<u64>,
+    /// Updates lost from the start of the window to the end of each bucket.
+    pub updates_lost: Vec<u64>,
+    /// The 99th percentile latency of each bucket's answered requests, ms; `None` when none
+    /// was answered.
+    pub p99_ms: Vec<Option<f64>>,
+}
+
+impl Series {
+    /// The full buckets of the window from `warmup` to `warmup + measure`, out of `counts` (one
+    /// per [`BUCKET`] from the start) and `latencies`.
+    fn measured(
+        counts: &[Counts],
+        latencies: &[Latency],
+        warmup: Duration,
+        measure: Duration,
+    ) -> Self {
+        let width = BUCKET.as_millis();
+        let first = usize::try_from(warmup.as_millis().div_ceil(width)).unwrap_or(usize::MAX);
+        let end = usize::try_from((warmup + measure).as_millis() / width).unwrap_or(0);
+        let buckets = counts.get(first..end.min(counts.len())).unwrap_or_default();
+        let per_second = 1000.0 / width as f64;
+        let mut sent: Vec<Vec<u32>> = vec![Vec::new(); buckets.len()];
+        for latency in latencies {
+            let bucket = usize::try_from(u128::from(latency.sent_ms) / width).unwrap_or(usize::MAX);
+            if let Some(slot) = bucket.checked_sub(first).and_then(|i| sent.get_mut(i)) {
+                slot.push(latency.micros);
+            }
+        }
+        let cumulative = |of: fn(&Counts) -> u64| -> Vec<u64> {
+            buckets
+                .iter()
+                .scan(0, |total, c| {
+                    *total += of(c);
+                    Some(*total)
+                })
+                .collect()
+        };
+        Self {
+            bucket_ms: u64::try_from(width).unwrap_or(u64::MAX),
+            warmup_s: warmup.as_secs_f64(),
+            window_s: measure.as_secs_f64(),
+            start_s: (first as f64 * BUCKET.as_secs_f64() - warmup.as_secs_f64()).max(0.0),
+            answers_per_s: buckets.iter().map(|c| c.ok as f64 * per_second).collect(),
+            errors_per_s: buckets
+                .iter()
+                .map(|c| c.errors as f64 * per_second)
+                .collect(),
+            sessions_lost: cumulative(|c| c.sessions_lost),
+            updates_lost: cumulative(|c| c.updates_lost),
+            p99_ms: sent
+                .iter_mut()
+                .map(|micros| {
+                    micros.sort_unstable();
+                    (!micros.is_empty()).then(|| quantile_ms(micros, 0.99))
+                })
+                .collect(),
+        }
+    }
+
+    /// The number of buckets.
+    pub fn len(&self) -> usize {
+        self.answers_per_s.len()
+    }
+
+    /// Whether the window holds no full bucket (a run shorter than one).
+    pub fn is_empty(&self) -> bool {
+        self.answers_per_s.is_empty()
+    }
+
+    /// The middle of bucket `i`, seconds from the end of the warm-up.
+    pub fn middle_s(&self, i: usize) -> f64 {
+        self.start_s + (i as f64 + 0.5) * self.bucket_ms as f64 / 1000.0
+    }
+}
+
 /// What one strategy did.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -121,12 +224,18 @@ pub struct StrategyReport {
     pub bytes_per_write: Option<f64>,
     /// The largest share of requests one node served.
     pub max_node_share: f64,
-    /// Successful requests per second, per quarter second from the start.
-    pub timeline: Vec<f64>,
-    /// Width of a timeline point, ms.
-    pub bucket_ms: u64,
+    /// What users saw over the measured window, bucket by bucket.
+    pub series: Series,
     /// Kills, restarts, scale-ups.
     pub events: Vec<Event>,
+    /// Runs this report stands for (`--repeat`): with more than one, every figure above is
+    /// the median over the runs, and the series and events are those of the run of median
+    /// throughput.
+    pub runs: usize,
+    /// With more than one run: the lowest and highest value of each figure, by its name here
+    /// (`rps`, `p99_ms`, `sessions_lost`, ...); figures not measured in every run are left
+    /// out.
+    pub spread: BTreeMap<&'static str, Spread>,
 }
 
 impl StrategyReport {
@@ -152,15 +261,17 @@ impl StrategyReport {
             wrong_values: 0,
             bytes_per_write: None,
             max_node_share: 0.0,
-            timeline: Vec::new(),
-            bucket_ms: BUCKET.as_millis() as u64,
+            series: Series::default(),
             events: Vec::new(),
+            runs: 0,
+            spread: BTreeMap::new(),
         }
     }
 
     pub(crate) fn measured(
         strategy: Strategy,
         tally: &Tally,
+        warmup: Duration,
         measure: Duration,
         served: &[u64],
         replication_bytes: Option<u64>,
@@ -210,9 +321,10 @@ impl StrategyReport {
             bytes_per_write: replication_bytes.map(|b| b as f64 / all_writes.max(1.0)),
             max_node_share: served.iter().copied().max().unwrap_or(0) as f64
                 / total_served.max(1) as f64,
-            timeline: tally.timeline(),
-            bucket_ms: BUCKET.as_millis() as u64,
+            series: Series::measured(&tally.counts(), &latencies, warmup, measure),
             events,
+            runs: 1,
+            spread: BTreeMap::new(),
         }
     }
 }
@@ -240,6 +352,13 @@ pub struct Report {
     /// CPU cores the machine offers this process: every node, the load and the stores share
     /// them, so figures from different machines compare only at equal counts.
     pub cores: usize,
+    /// The network between the lab's parts (`--rtt`, `--rtt-jitter`).
+    pub network: Network,
+    /// How much later than asked the slowed network's delays ended on average, µs (the
+    /// machine's timer and scheduler); `None` on loopback.
+    pub network_late_us: Option<f64>,
+    /// Runs of each strategy (`--repeat`).
+    pub repeat: usize,
     /// One entry per strategy.
     pub strategies: Vec<StrategyReport>,
 }
@@ -308,7 +427,11 @@ const COLUMNS: [(&str, &str, usize); 13] = [
 ];
 
 impl Report {
-    pub(crate) fn new(config: &LabConfig, strategies: Vec<StrategyReport>) -> Self {
+    pub(crate) fn new(
+        config: &LabConfig,
+        strategies: Vec<StrategyReport>,
+        network_late: Option<Duration>,
+    ) -> Self {
         Self {
             nodes: config.nodes,
             users: config.users,
@@ -319,6 +442,9 @@ impl Report {
             restart_after_s: config.restart_after.map(|d| d.as_secs_f64()),
             scale_up: config.scale_up,
             cores: std::thread::available_parallelism().map_or(1, usize::from),
+            network: config.network,
+            network_late_us: network_late.map(|late| late.as_secs_f64() * 1e6),
+            repeat: config.repeat,
             strategies,
         }
     }
@@ -331,6 +457,23 @@ impl Report {
             Kill::None => return "no fault".to_owned(),
         };
         self.scenario.describe(&node)
+    }
+
+    /// The network and the runs: `network: round trip 1ms (delays ended 52 µs late on
+    /// average); median of 3 runs per strategy`.
+    fn conditions(&self) -> String {
+        let mut line = format!("network: {}", self.network);
+        if let Some(late) = self.network_late_us {
+            let _ = write!(line, " (delays ended {late:.0} µs late on average)");
+        }
+        if self.repeat > 1 {
+            let _ = write!(
+                line,
+                "; every figure is the median of {} runs per strategy",
+                self.repeat
+            );
+        }
+        line
     }
 
     /// The report as a text table. With `pause`, the errors column reads `paused/live`: the
@@ -347,6 +490,7 @@ impl Report {
             WINDOW_BEFORE.as_secs_f64(),
             WINDOW_AFTER.as_secs_f64(),
         );
+        let _ = writeln!(out, "{}", self.conditions());
         let paused = self.scenario == Scenario::Pause;
         let line = |cells: &[String]| {
             let mut row = String::new();
@@ -376,6 +520,12 @@ impl Report {
             }
             let _ = writeln!(out, "{}", line(&r.cells()));
         }
+        if self.repeat > 1 {
+            let _ = writeln!(out, "\nspread over {} runs (lowest-highest):", self.repeat);
+            for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
+                let _ = writeln!(out, "  {:<20} {}", r.strategy.name(), r.spread_line());
+            }
+        }
         let _ = writeln!(out, "\nwhat happened:");
         for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
             let _ = writeln!(out, "  {:<20} {}", r.strategy.name(), r.what_happened());
@@ -397,14 +547,16 @@ impl Report {
         serde_json::to_string_pretty(self)
     }
 
-    /// A self-contained HTML page: the table and one SVG throughput chart per strategy, the
-    /// kill marked. No external assets.
+    /// A self-contained HTML page: a chart of what each strategy lost, the table, and per
+    /// strategy a chart of what its users saw over the measured window (answers and errors per
+    /// second, sessions and updates lost, p99 latency), the faults marked. No external assets.
     pub fn html(&self) -> String {
         let mut page = String::from(
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>tether lab report</title>\n\
-             <style>body{font-family:sans-serif;margin:2em;max-width:960px}table{border-collapse:collapse}\
+             <style>body{font-family:sans-serif;margin:2em;max-width:1000px;color:#1f2328}table{border-collapse:collapse}\
              td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}\
-             .chart{margin:1em 0 2em}</style>\n</head>\n<body>\n<h1>tether lab report</h1>\n",
+             .chart{margin:1em 0 2em}.chart svg{max-width:100%;height:auto;font-family:sans-serif;font-size:12px}\
+             figure{margin:0}figcaption,.note{color:#57606a;font-size:14px}</style>\n</head>\n<body>\n<h1>tether lab report</h1>\n",
         );
         let _ = writeln!(
             page,
@@ -416,6 +568,14 @@ impl Report {
             "<p>Scenario {}: {}.</p>",
             self.scenario,
             escape(&self.what_happened())
+        );
+        let _ = writeln!(page, "<p>{}.</p>", escape(&self.conditions()));
+        let _ = writeln!(
+            page,
+            "<h2>What users lost</h2>\n<figure class=\"chart\">{}<figcaption>The table's totals per \
+             strategy (counted over the whole run, warm-up included). Each column has its own \
+             linear scale; the numbers are exact.</figcaption></figure>",
+            chart::summary(&self.strategies)
         );
         let errors = if self.scenario == Scenario::Pause {
             "errors (paused/live)"
@@ -443,12 +603,25 @@ impl Report {
             }
         }
         page.push_str("</table>\n");
+        let _ = writeln!(
+            page,
+            "<h2>What users saw, over time</h2>\n<p class=\"note\">Each point is one {} ms bucket \
+             of the requests sent in it; only the buckets wholly inside the measured window are \
+             drawn. Time runs from the end of the warm-up; the fault lists below count from the \
+             strategy's start, warm-up ({:.1} s) included.</p>",
+            BUCKET.as_millis(),
+            self.strategies
+                .iter()
+                .find(|r| r.skipped.is_none())
+                .map_or(0.0, |r| r.series.warmup_s),
+        );
         for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
             let _ = writeln!(
                 page,
-                "<h2>{}</h2>\n<div class=\"chart\">{}</div>",
-                r.strategy.name(),
-                chart(r)
+                "<h3>{}</h3>\n<p class=\"note\">{}</p>\n<div class=\"chart\">{}</div>",
+                escape(r.strategy.name()),
+                escape(&r.what_happened()),
+                chart::timeline(r)
             );
         }
         page.push_str("</body>\n</html>\n");
@@ -488,6 +661,31 @@ impl StrategyReport {
         events.join(", ")
     }
 
+    /// The spread of the main figures over the runs: `req/s 2010-2150, p99 ms 3.10-4.02, ...`.
+    fn spread_line(&self) -> String {
+        const SHOWN: [(&str, &str); 7] = [
+            ("rps", "req/s"),
+            ("p99_ms", "p99 ms"),
+            ("event_p99_ms", "event p99 ms"),
+            ("sessions_lost", "sessions lost"),
+            ("updates_lost", "updates lost"),
+            ("wrong_values", "wrong values"),
+            ("errors", "errors"),
+        ];
+        let shown: Vec<String> = SHOWN
+            .iter()
+            .filter_map(|(key, label)| {
+                let Spread { min, max } = *self.spread.get(key)?;
+                Some(if key.ends_with("_ms") {
+                    format!("{label} {min:.2}-{max:.2}")
+                } else {
+                    format!("{label} {min:.0}-{max:.0}")
+                })
+            })
+            .collect();
+        shown.join(", ")
+    }
+
     /// The table row, formatted, in column order; the text and HTML tables both show it.
     fn cells(&self) -> [String; 13] {
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
@@ -514,66 +712,6 @@ impl StrategyReport {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Throughput over time as an SVG line chart, events as vertical lines.
-fn chart(report: &StrategyReport) -> String {
-    let (width, height, pad) = (900.0_f64, 220.0_f64, 40.0_f64);
-    let points = report.timeline.len().max(2);
-    let peak = report.timeline.iter().copied().fold(1.0_f64, f64::max);
-    let x = |i: f64| pad + i / (points - 1) as f64 * (width - 2.0 * pad);
-    let y = |v: f64| height - pad - v / peak * (height - 2.0 * pad);
-    let line: Vec<String> = report
-        .timeline
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64), y(*v)))
-        .collect();
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"throughput\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{} requests per second over time\">",
-        report.strategy.name()
-    );
-    let _ = write!(
-        svg,
-        "<line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#888\"/><line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{b}\" stroke=\"#888\"/>\
-         <text x=\"4\" y=\"{pad}\" font-size=\"11\">{peak:.0}/s</text><text x=\"{r}\" y=\"{t}\" font-size=\"11\" text-anchor=\"end\">{secs:.1} s</text>",
-        b = height - pad,
-        r = width - pad,
-        t = height - pad + 16.0,
-        secs = report.timeline.len() as f64 * report.bucket_ms as f64 / 1000.0,
-    );
-    let _ = write!(
-        svg,
-        "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
-        line.join(" ")
-    );
-    for event in &report.events {
-        let position = x(event.at_s * 1000.0 / report.bucket_ms as f64);
-        let color = if matches!(event.kind, "kill" | "stop" | "pause") {
-            "#d1242f"
-        } else {
-            "#1a7f37"
-        };
-        let _ = write!(
-            svg,
-            "<line class=\"event {kind}\" x1=\"{position:.1}\" y1=\"{pad}\" x2=\"{position:.1}\" y2=\"{b}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/>\
-             <text x=\"{tx:.1}\" y=\"{ty}\" font-size=\"11\" fill=\"{color}\">{kind} {node}</text>",
-            kind = event.kind,
-            b = height - pad,
-            tx = position + 4.0,
-            ty = pad + 12.0,
-            node = escape(&event.node),
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +721,44 @@ mod tests {
             sent_ms,
             micros: ms * 1000,
         }
+    }
+
+    #[test]
+    fn a_series_holds_only_the_full_buckets_of_the_measured_window() {
+        // A 600 ms warm-up and 1 s measured: the window is 600..1600 ms, and only the buckets
+        // from 750 ms to 1500 ms (3, 4 and 5) lie wholly inside it.
+        let counts: Vec<Counts> = (0..9)
+            .map(|i| Counts {
+                ok: 10 + i,
+                errors: i % 2,
+                sessions_lost: u64::from(i == 4),
+                updates_lost: if i == 4 { 7 } else { i },
+            })
+            .collect();
+        let latencies = [
+            latency(700, 50),
+            latency(800, 3),
+            latency(1_100, 5),
+            latency(1_550, 9),
+        ];
+        let series = Series::measured(
+            &counts,
+            &latencies,
+            Duration::from_millis(600),
+            Duration::from_secs(1),
+        );
+        assert_eq!(series.len(), 3);
+        assert!((series.start_s - 0.15).abs() < 1e-9, "{series:?}");
+        assert!((series.middle_s(0) - 0.275).abs() < 1e-9);
+        assert_eq!(series.answers_per_s, [52.0, 56.0, 60.0]);
+        assert_eq!(series.errors_per_s, [4.0, 0.0, 4.0]);
+        assert_eq!(series.sessions_lost, [0, 1, 1]);
+        assert_eq!(series.updates_lost, [3, 10, 15]);
+        assert_eq!(series.p99_ms, [Some(3.0), Some(5.0), None]);
+        assert!((series.warmup_s - 0.6).abs() < 1e-9 && (series.window_s - 1.0).abs() < 1e-9);
+
+        let short = Series::measured(&counts, &[], Duration::ZERO, Duration::from_millis(200));
+        assert!(short.is_empty() && short.p99_ms.is_empty());
     }
 
     #[test]

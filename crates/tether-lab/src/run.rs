@@ -9,6 +9,8 @@ use tokio::sync::watch;
 
 use crate::Error;
 use crate::config::{Kill, LabConfig};
+use crate::network::Delays;
+use crate::repeat;
 use crate::report::{Event, Report, StrategyReport};
 use crate::scenario::{Scenario, Timing};
 use crate::strategy::{Deployment, Strategy};
@@ -51,6 +53,9 @@ pub async fn run(
 ) -> Result<Report, Error> {
     let mut reports = Vec::new();
     let mut redis: Option<RedisServer> = None;
+    let delays = Delays::start(config.network)
+        .map_err(Error::Timer)?
+        .map(Arc::new);
     for &strategy in &config.strategies {
         if *stop.borrow() {
             break;
@@ -66,11 +71,22 @@ pub async fn run(
         } else {
             None
         };
-        let report = run_strategy(config, strategy, url.as_deref(), progress, &mut stop).await?;
-        reports.push(report);
+        let mut runs = Vec::with_capacity(config.repeat);
+        for _ in 0..config.repeat.max(1) {
+            if *stop.borrow() && !runs.is_empty() {
+                break;
+            }
+            let deployed = Deployed {
+                redis_url: url.as_deref(),
+                delays: delays.as_ref(),
+            };
+            runs.push(run_strategy(config, strategy, deployed, progress, &mut stop).await?);
+        }
+        reports.extend(repeat::combine(runs));
     }
     drop(redis);
-    Ok(Report::new(config, reports))
+    let lateness = delays.as_ref().and_then(|d| d.mean_lateness());
+    Ok(Report::new(config, reports, lateness))
 }
 
 /// The Redis to use: the configured URL, or a private `redis-server`.
@@ -91,10 +107,17 @@ fn redis_url(config: &LabConfig, redis: &mut Option<RedisServer>) -> Result<Stri
         .ok_or_else(|| "no redis".to_owned())
 }
 
+/// What a strategy's deployment is given: the Redis to use, the network's delays.
+#[derive(Clone, Copy)]
+struct Deployed<'a> {
+    redis_url: Option<&'a str>,
+    delays: Option<&'a Arc<Delays>>,
+}
+
 async fn run_strategy(
     config: &LabConfig,
     strategy: Strategy,
-    redis_url: Option<&str>,
+    deployed: Deployed<'_>,
     progress: &dyn Progress,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<StrategyReport, Error> {
@@ -102,8 +125,9 @@ async fn run_strategy(
         strategy,
         config.nodes,
         config.scale_up,
-        redis_url,
+        deployed.redis_url,
         tether_sessions::DEFAULT_IDLE_TIMEOUT,
+        deployed.delays,
     )
     .await?;
     let total = config.warmup + config.measure;
@@ -154,7 +178,15 @@ async fn run_strategy(
         (Some(after), Some(_)) => Some(after),
         _ => None,
     };
-    let report = StrategyReport::measured(strategy, &tally, config.measure, &served, bytes, events);
+    let report = StrategyReport::measured(
+        strategy,
+        &tally,
+        config.warmup,
+        config.measure,
+        &served,
+        bytes,
+        events,
+    );
     drop(deployment);
     Ok(report)
 }

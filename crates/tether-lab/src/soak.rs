@@ -205,6 +205,7 @@ pub async fn soak(
         false,
         url.as_deref(),
         config.idle_timeout,
+        None,
     )
     .await?;
 

@@ -3,18 +3,20 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_core::{BoxError, SessionStore};
 use tether_memory::MemoryStore;
 use tether_redis::RedisStore;
-use tether_replicated::{LocalCluster, Mode};
+use tether_replicated::{LocalCluster, Mode, NodeConfig};
 use tether_sticky::{KeyRing, Pinning, Sticky, StickyConfig, Upstream, backends, cookie::Key};
 
 use crate::Error;
 use crate::front::{Front, RoundRobin, Tagged};
+use crate::network::Delays;
 use crate::node::{AppNode, SESSION_COOKIE};
+use crate::relay::Relay;
 
 /// A way to keep sessions consistent across servers.
 ///
@@ -125,28 +127,40 @@ pub(crate) struct Deployment {
     pub(crate) front: Arc<Front>,
     cluster: Option<LocalCluster>,
     redis_url: Option<String>,
+    /// With a slowed network: the relays between the nodes and to Redis.
+    #[expect(dead_code, reason = "held for its drop, which closes the relays")]
+    relays: Vec<Relay>,
 }
 
 impl Deployment {
     /// Starts `nodes` app servers (plus `spare` not yet running, for a scale-up) with the
-    /// strategy's stores, and its front balancer.
+    /// strategy's stores, and its front balancer. With `delays`, every connection between
+    /// them pays the network's round trip (see [`Network`](crate::Network)).
     pub(crate) async fn start(
         strategy: Strategy,
         nodes: usize,
         spare: bool,
         redis_url: Option<&str>,
         idle_timeout: Duration,
+        delays: Option<&Arc<Delays>>,
     ) -> Result<Self, Error> {
         let total = nodes + usize::from(spare);
+        let relays = Mutex::new(Vec::new());
+        let relay_error = Mutex::new(None);
         let cluster = match strategy.replication() {
             Some(mode) => Some(
                 LocalCluster::start(total, |c| {
-                    c.with_mode(mode)
+                    let c = c
+                        .with_mode(mode)
                         .with_failure_detection(
                             Duration::from_millis(100),
                             Duration::from_millis(600),
                         )
-                        .with_sync_timeout(Duration::from_millis(500))
+                        .with_sync_timeout(Duration::from_millis(500));
+                    match delays {
+                        Some(delays) => through_relays(c, delays, &relays, &relay_error),
+                        None => c,
+                    }
                 })
                 .await
                 .map_err(|source| Error::Cluster {
@@ -156,12 +170,25 @@ impl Deployment {
             ),
             None => None,
         };
+        if let Some(error) = lock(&relay_error).take() {
+            return Err(error);
+        }
+        let mut relays = std::mem::take(&mut *lock(&relays));
+        let redis_url = match (redis_url, delays) {
+            (Some(url), Some(delays)) if strategy == Strategy::Redis => {
+                let (relayed, relay) = relayed_redis_url(url, delays)?;
+                relays.push(relay);
+                Some(relayed)
+            }
+            (url, _) => url.map(str::to_owned),
+        };
         let mut deployment = Self {
             strategy,
             nodes: Vec::with_capacity(total),
             front: Arc::new(Front::RoundRobin(RoundRobin::new(Vec::new()))),
             cluster,
-            redis_url: redis_url.map(str::to_owned),
+            redis_url,
+            relays,
         };
         let mut upstreams = Vec::with_capacity(total);
         for i in 0..total {
@@ -183,7 +210,7 @@ impl Deployment {
                 .map_err(|e: http::uri::InvalidUri| front_error(e.into()))?;
             let upstream = Upstream::new(uri, false, Duration::from_millis(300))
                 .map_err(|e| front_error(e.into()))?;
-            upstreams.push((name, Tagged::new(i, upstream)));
+            upstreams.push((name, Tagged::new(i, upstream, delays.cloned())));
             deployment.nodes.push(node);
         }
         if spare {
@@ -279,6 +306,78 @@ impl Deployment {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `config` with each of its peers reached through a relay of the slowed network; the relays
+/// go into `relays`, a relay that could not start into `failed` (and the peer stays direct).
+fn through_relays(
+    config: NodeConfig,
+    delays: &Arc<Delays>,
+    relays: &Mutex<Vec<Relay>>,
+    failed: &Mutex<Option<Error>>,
+) -> NodeConfig {
+    let peers: Vec<(String, SocketAddr)> = config
+        .peers()
+        .iter()
+        .map(|(name, addr)| match Relay::start(*addr, delays) {
+            Ok(relay) => {
+                let through = relay.addr();
+                lock(relays).push(relay);
+                (name.clone(), through)
+            }
+            Err(source) => {
+                *lock(failed) = Some(Error::Relay {
+                    to: addr.to_string(),
+                    source,
+                });
+                (name.clone(), *addr)
+            }
+        })
+        .collect();
+    config.with_peers(peers)
+}
+
+/// A Redis URL that reaches the same server through a relay of the slowed network.
+fn relayed_redis_url(url: &str, delays: &Arc<Delays>) -> Result<(String, Relay), Error> {
+    let relay_error = |source: std::io::Error| Error::Relay {
+        to: url.to_owned(),
+        source,
+    };
+    let invalid = |why: &str| {
+        relay_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            why.to_owned(),
+        ))
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    if uri.scheme_str() != Some("redis") {
+        // A TLS server's certificate names its host, not the relay's loopback address.
+        return Err(invalid(
+            "only redis:// URLs can be relayed, not TLS or Unix sockets",
+        ));
+    }
+    let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+    let port = authority.port_u16().unwrap_or(6379);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(authority.host(), port))
+        .map_err(relay_error)?
+        .next()
+        .ok_or_else(|| invalid("the host has no address"))?;
+    let relay = Relay::start(target, delays).map_err(relay_error)?;
+    let host_port = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_owned(),
+    };
+    let relayed_authority = authority
+        .as_str()
+        .replacen(&host_port, &relay.addr().to_string(), 1);
+    let relayed = url.replacen(authority.as_str(), &relayed_authority, 1);
+    Ok((relayed, relay))
+}
+
 fn front(strategy: Strategy, upstreams: Vec<(String, Tagged)>) -> Front {
     let keys = KeyRing::new(Key::generate());
     let layer = StickyConfig::new(keys)
@@ -301,6 +400,25 @@ fn front(strategy: Strategy, upstreams: Vec<(String, Tagged)>) -> Front {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_relayed_redis_url_keeps_all_but_the_address() {
+        let delays = Arc::new(
+            Delays::start(crate::Network::new(
+                Duration::from_millis(1),
+                Duration::ZERO,
+            ))
+            .unwrap()
+            .unwrap(),
+        );
+        let (url, relay) = relayed_redis_url("redis://:secret@127.0.0.1:6390/2", &delays).unwrap();
+        assert_eq!(url, format!("redis://:secret@{}/2", relay.addr()));
+        let (url, relay) = relayed_redis_url("redis://localhost", &delays).unwrap();
+        assert_eq!(url, format!("redis://{}", relay.addr()));
+        let error = relayed_redis_url("rediss://127.0.0.1:6390", &delays).unwrap_err();
+        let chain = tether_core::error_chain(&error).to_string();
+        assert!(chain.contains("only redis:// URLs"), "{chain}");
+    }
 
     #[test]
     fn strategies_read_print_and_serialise_as_their_names() {

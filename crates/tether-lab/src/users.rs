@@ -11,8 +11,30 @@ use tokio::task::JoinSet;
 
 use crate::front::Front;
 
-/// Width of one point of the throughput timeline.
+/// Width of one point of the timelines.
 pub(crate) const BUCKET: Duration = Duration::from_millis(250);
+
+/// What the requests sent in one [`BUCKET`] came to.
+#[derive(Debug, Default)]
+struct Bucket {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    sessions_lost: AtomicU64,
+    updates_lost: AtomicU64,
+}
+
+/// One bucket's counts, as read at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Successful answers.
+    pub(crate) ok: u64,
+    /// Failed requests.
+    pub(crate) errors: u64,
+    /// Answers that showed a session lost.
+    pub(crate) sessions_lost: u64,
+    /// Increments those answers showed lost.
+    pub(crate) updates_lost: u64,
+}
 
 /// What all users of one strategy saw.
 #[derive(Debug)]
@@ -37,7 +59,8 @@ pub(crate) struct Tally {
     latencies: Mutex<Vec<Latency>>,
     /// False for long runs: the latency list would grow with every request.
     keep_latencies: bool,
-    timeline: Vec<AtomicU64>,
+    /// By the time the request was sent, from `start`.
+    buckets: Vec<Bucket>,
 }
 
 /// One answered request: when it was sent, and how long it took.
@@ -66,7 +89,7 @@ impl Tally {
             errors_by_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             latencies: Mutex::new(Vec::new()),
             keep_latencies: true,
-            timeline: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
         }
     }
 
@@ -78,18 +101,43 @@ impl Tally {
         }
     }
 
-    /// A failed request, sent last to `node` if to any.
-    fn record_error(&self, node: Option<usize>) {
+    /// The bucket of a request sent at `sent`; `None` past the end of the run.
+    fn bucket(&self, sent: Instant) -> Option<&Bucket> {
+        let index = (sent.duration_since(self.start).as_millis() / BUCKET.as_millis()) as usize;
+        self.buckets.get(index)
+    }
+
+    /// A failed request sent at `sent`, last to `node` if to any.
+    fn record_error(&self, node: Option<usize>, sent: Instant) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(count) = node.and_then(|i| self.errors_by_node.get(i)) {
             count.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(bucket) = self.bucket(sent) {
+            bucket.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The answer to a request sent at `sent` showed the session lost, and `updates` with it.
+    fn record_session_lost(&self, sent: Instant, updates: u64) {
+        self.sessions_lost.fetch_add(1, Ordering::Relaxed);
+        if let Some(bucket) = self.bucket(sent) {
+            bucket.sessions_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        self.record_updates_lost(sent, updates);
+    }
+
+    /// The answer to a request sent at `sent` showed `updates` increments lost.
+    fn record_updates_lost(&self, sent: Instant, updates: u64) {
+        self.updates_lost.fetch_add(updates, Ordering::Relaxed);
+        if let Some(bucket) = self.bucket(sent) {
+            bucket.updates_lost.fetch_add(updates, Ordering::Relaxed);
+        }
     }
 
     fn record_ok(&self, sent: Instant) {
-        let bucket = (sent.duration_since(self.start).as_millis() / BUCKET.as_millis()) as usize;
-        if let Some(slot) = self.timeline.get(bucket) {
-            slot.fetch_add(1, Ordering::Relaxed);
+        if let Some(bucket) = self.bucket(sent) {
+            bucket.ok.fetch_add(1, Ordering::Relaxed);
         }
         if sent >= self.measure_from {
             self.ok.fetch_add(1, Ordering::Relaxed);
@@ -117,9 +165,22 @@ impl Tally {
     /// Successful requests per second, bucket by bucket.
     pub(crate) fn timeline(&self) -> Vec<f64> {
         let per_second = 1000.0 / BUCKET.as_millis() as f64;
-        self.timeline
+        self.buckets
             .iter()
-            .map(|b| b.load(Ordering::Relaxed) as f64 * per_second)
+            .map(|b| b.ok.load(Ordering::Relaxed) as f64 * per_second)
+            .collect()
+    }
+
+    /// Every bucket's counts, from the start of the run.
+    pub(crate) fn counts(&self) -> Vec<Counts> {
+        self.buckets
+            .iter()
+            .map(|b| Counts {
+                ok: b.ok.load(Ordering::Relaxed),
+                errors: b.errors.load(Ordering::Relaxed),
+                sessions_lost: b.sessions_lost.load(Ordering::Relaxed),
+                updates_lost: b.updates_lost.load(Ordering::Relaxed),
+            })
             .collect()
     }
 }
@@ -185,7 +246,7 @@ impl User {
         let (reply, node) = front.send(path, cookies.as_deref(), self.sent).await;
         let Some(reply) = reply else {
             self.retry = true;
-            tally.record_error(node);
+            tally.record_error(node, sent);
             tally.unanswered.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -195,42 +256,36 @@ impl User {
         let count: Option<u64> = reply.body.trim().parse().ok();
         let (true, Some(count)) = (reply.status.is_success(), count) else {
             self.retry = true;
-            tally.record_error(node);
+            tally.record_error(node, sent);
             if reply.status == http::StatusCode::SERVICE_UNAVAILABLE {
                 tally.unavailable.fetch_add(1, Ordering::Relaxed);
             }
             return;
         };
         if !write {
-            self.check_read(count, tally);
+            self.check_read(count, tally, sent);
             tally.record_ok(sent);
             return;
         }
         if count > self.last + 1 {
             tally.wrong_values.fetch_add(1, Ordering::Relaxed);
         } else if count == 1 && self.last > 0 {
-            tally.sessions_lost.fetch_add(1, Ordering::Relaxed);
-            tally.updates_lost.fetch_add(self.last, Ordering::Relaxed);
+            tally.record_session_lost(sent, self.last);
         } else if count <= self.last {
-            tally
-                .updates_lost
-                .fetch_add(self.last + 1 - count, Ordering::Relaxed);
+            tally.record_updates_lost(sent, self.last + 1 - count);
         }
         self.last = count;
         tally.record_ok(sent);
     }
 
-    /// A read must show the last value written.
-    fn check_read(&mut self, count: u64, tally: &Tally) {
+    /// A read, sent at `sent`, must show the last value written.
+    fn check_read(&mut self, count: u64, tally: &Tally, sent: Instant) {
         if count > self.last {
             tally.wrong_values.fetch_add(1, Ordering::Relaxed);
         } else if count == 0 && self.last > 0 {
-            tally.sessions_lost.fetch_add(1, Ordering::Relaxed);
-            tally.updates_lost.fetch_add(self.last, Ordering::Relaxed);
+            tally.record_session_lost(sent, self.last);
         } else if count < self.last {
-            tally
-                .updates_lost
-                .fetch_add(self.last - count, Ordering::Relaxed);
+            tally.record_updates_lost(sent, self.last - count);
         }
         self.last = count;
     }
@@ -276,4 +331,41 @@ pub(crate) fn spawn_users(
         });
     }
     users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_and_errors_count_in_the_bucket_of_the_request_that_showed_them() {
+        let start = Instant::now();
+        let tally = Tally::new(start, Duration::ZERO, Duration::from_secs(1), 2);
+        let at = |ms| start + Duration::from_millis(ms);
+        tally.record_error(Some(1), at(300));
+        tally.record_session_lost(at(600), 5);
+        tally.record_updates_lost(at(610), 2);
+        tally.record_updates_lost(at(60_000), 1);
+        let counts = tally.counts();
+        assert_eq!(counts.len(), 6);
+        assert_eq!(
+            counts[1],
+            Counts {
+                errors: 1,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(
+            counts[2],
+            Counts {
+                sessions_lost: 1,
+                updates_lost: 7,
+                ..Counts::default()
+            }
+        );
+        assert_eq!(tally.errors_by_node[1].load(Ordering::Relaxed), 1);
+        // Past the last bucket: in the totals only.
+        assert_eq!(tally.updates_lost.load(Ordering::Relaxed), 8);
+        assert_eq!(tally.sessions_lost.load(Ordering::Relaxed), 1);
+    }
 }

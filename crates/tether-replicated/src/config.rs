@@ -339,6 +339,19 @@ impl NodeConfig {
         self
     }
 
+    /// Sets the peers, replacing every one given before: to reach them through other
+    /// addresses (a proxy, a tunnel) than a generated configuration lists.
+    pub fn with_peers<N: Into<String>>(
+        mut self,
+        peers: impl IntoIterator<Item = (N, SocketAddr)>,
+    ) -> Self {
+        self.peers = peers
+            .into_iter()
+            .map(|(name, addr)| (name.into(), addr))
+            .collect();
+        self
+    }
+
     /// The replication mode (default `Backup { copies: 1 }`).
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
@@ -543,5 +556,16 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn with_peers_replaces_the_peers_given_before() {
+        let b: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let c: SocketAddr = ([127, 0, 0, 1], 2).into();
+        let first = config("a").with_peer("b", b).with_peer("c", c);
+        let moved = first.clone().with_peers([("b", c), ("c", b)]);
+        assert_eq!(moved.peers(), [("b".to_owned(), c), ("c".to_owned(), b)]);
+        assert!(moved.validate().is_ok());
+        assert!(first.with_peer("b", c).validate().is_err(), "a name twice");
     }
 }
