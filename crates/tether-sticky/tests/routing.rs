@@ -297,7 +297,11 @@ async fn bounded_loads_remove_the_nat_hot_spot() {
             *statuses.entry(status).or_default() += 1;
             *per_backend.entry(backend).or_default() += 1;
         }
-        assert_eq!(statuses.get(&StatusCode::OK), Some(&1_000), "{statuses:?} {per_backend:?}");
+        assert_eq!(
+            statuses.get(&StatusCode::OK),
+            Some(&1_000),
+            "{statuses:?} {per_backend:?}"
+        );
         let busiest = per_backend.values().copied().max().unwrap();
         let peaks: Vec<usize> = servers
             .iter()
