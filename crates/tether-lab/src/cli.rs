@@ -59,8 +59,9 @@ pub(crate) struct RunArgs {
     /// replicated-alltoall, replicated-backup, redis.
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<Strategy>,
-    /// Redis for the redis strategy (default: a private redis-server, if on PATH).
-    #[arg(long)]
+    /// Redis for the redis strategy (default: a private redis-server, if on PATH), as
+    /// redis://host:port, rediss://, redis+unix:// or unix://.
+    #[arg(long, value_parser = redis_url)]
     redis_url: Option<String>,
     /// Round trip added to every connection between the lab's parts (balancer to app node,
     /// app node to Redis, node to node), as `500us`, `1ms` or `0` (loopback); at most 100ms.
@@ -193,6 +194,24 @@ fn seconds(text: &str) -> Result<Duration, BadSeconds> {
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| BadSeconds(text.to_owned()))
+}
+
+/// A Redis URL whose scheme the Redis client does not speak.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "'{0}' is not a Redis URL: expected redis://host:port, rediss://, redis+unix:// or unix://"
+)]
+struct BadRedisUrl(String);
+
+/// A Redis URL of a scheme the client speaks, with something after it; whether a server
+/// answers there is found when the redis strategy connects.
+fn redis_url(text: &str) -> Result<String, BadRedisUrl> {
+    match text.split_once("://") {
+        Some(("redis" | "rediss" | "redis+unix" | "unix", rest)) if !rest.is_empty() => {
+            Ok(text.to_owned())
+        }
+        _ => Err(BadRedisUrl(text.to_owned())),
+    }
 }
 
 /// The longest `--rtt` and `--rtt-jitter`: a round trip across a continent, far under the
@@ -385,6 +404,19 @@ mod tests {
         );
         let plan = run(&["--rtt", "0"]).unwrap().plan().unwrap();
         assert!(plan.config.network.is_loopback());
+    }
+
+    #[test]
+    fn a_redis_url_must_be_one() {
+        for bad in ["localhost:6379", "http://127.0.0.1:6379", "redis://", ""] {
+            let message = refused(&["--redis-url", bad]);
+            assert!(
+                message.contains("--redis-url") && message.contains("is not a Redis URL"),
+                "{bad}: {message}"
+            );
+        }
+        let args = run(&["--redis-url", "redis://127.0.0.1:6390/1"]).unwrap();
+        assert_eq!(args.redis_url.as_deref(), Some("redis://127.0.0.1:6390/1"));
     }
 
     #[test]
