@@ -49,13 +49,30 @@ async fn every_hop_pays_the_round_trip_and_a_kill_stays_invisible() {
     }
 }
 
+/// `--repeat`, `--rtt` and a scenario together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_runs_report_medians_and_their_spread() {
     let (_stop, stop) = tokio::sync::watch::channel(false);
-    let mut config = common::short(Scenario::Kill, &[Strategy::MemoryRoundrobin]);
+    let mut config = common::short(
+        Scenario::Restart,
+        &[Strategy::MemoryRoundrobin, Strategy::ReplicatedBackup],
+    );
     config.repeat = 3;
+    config.network = Network::new(Duration::from_millis(1), Duration::ZERO);
     let report = run(&config, &Quiet, stop).await.unwrap();
     assert_eq!(report.repeat, 3);
+    let replicated = &report.strategies[1];
+    assert_eq!(replicated.runs, 3);
+    assert!(
+        replicated.events.iter().any(|e| e.kind == "restart"),
+        "{replicated:?}"
+    );
+    for figure in ["sessions_lost", "updates_lost", "wrong_values", "errors"] {
+        assert_eq!(
+            replicated.spread[figure].max, 0.0,
+            "{figure}: {replicated:?}"
+        );
+    }
     let r = &report.strategies[0];
     assert_eq!(r.runs, 3);
     let rps = r.spread["rps"];
