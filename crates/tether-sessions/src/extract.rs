@@ -43,7 +43,7 @@ impl IntoResponse for Error {
         let (status, text) = if self.is_over_limit() {
             (StatusCode::PAYLOAD_TOO_LARGE, "session too large")
         } else if self.is_transient() {
-            (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
+            (StatusCode::SERVICE_UNAVAILABLE, crate::UNAVAILABLE_MESSAGE)
         } else {
             (StatusCode::INTERNAL_SERVER_ERROR, "session error")
         };

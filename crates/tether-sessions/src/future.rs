@@ -5,10 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tether_core::{Timestamp, error_chain};
 
+use crate::body::{ResponseBody, UNAVAILABLE_MESSAGE};
 use crate::deadline::Deadline;
 use crate::error::ErrorResponse;
 use crate::save::Failed;
@@ -24,6 +25,7 @@ pin_project! {
         state: State<F, B>,
         session: Session,
         deadline: Option<Deadline>,
+        grpc: bool,
     }
 }
 
@@ -33,27 +35,30 @@ pin_project! {
         /// The inner service is producing the response.
         Inner { #[pin] future: F },
         /// The response is ready; the session is being written.
-        Saving { save: SaveFuture, response: Option<Response<B>> },
+        Saving { save: SaveFuture, response: Option<Response<ResponseBody<B>>> },
         /// The request came after its deadline: it is answered `503` without running.
         Late,
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(future: F, session: Session, deadline: Option<Deadline>) -> Self {
+    /// `grpc`: the request is a gRPC call, whose client reads a body as gRPC messages.
+    pub(crate) fn new(future: F, session: Session, deadline: Option<Deadline>, grpc: bool) -> Self {
         Self {
             state: State::Inner { future },
             session,
             deadline,
+            grpc,
         }
     }
 
     /// Answers `503` at once: the request's deadline had passed when it arrived.
-    pub(crate) fn late(session: Session) -> Self {
+    pub(crate) fn late(session: Session, grpc: bool) -> Self {
         Self {
             state: State::Late,
             session,
             deadline: None,
+            grpc,
         }
     }
 }
@@ -61,16 +66,15 @@ impl<F, B> ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
+                    let response = ready!(future.poll(cx))?.map(ResponseBody::inner);
                     let failed = response.status().is_server_error()
                         || response.extensions().get::<ErrorResponse>().is_some();
                     let plan = this.session.finish(failed);
@@ -81,7 +85,7 @@ where
                         tracing::warn!(
                             "the request's deadline passed before its session was saved; its changes were dropped, answering 503"
                         );
-                        return Poll::Ready(Ok(unavailable()));
+                        return Poll::Ready(Ok(unavailable(*this.grpc)));
                     }
                     let store = std::sync::Arc::clone(this.session.store());
                     let save = Box::pin(async move { plan.execute(&*store).await });
@@ -110,7 +114,7 @@ where
                                 transient = failed.error.is_transient(),
                                 "saving the session failed; answering 503"
                             );
-                            response = unavailable();
+                            response = unavailable(*this.grpc);
                             config.transport.deliver(
                                 response.headers_mut(),
                                 &config.protection,
@@ -121,15 +125,33 @@ where
                     }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Late => return Poll::Ready(Ok(unavailable())),
+                StateProj::Late => return Poll::Ready(Ok(unavailable(*this.grpc))),
             }
         }
     }
 }
 
-fn unavailable<B: Default>() -> Response<B> {
-    let mut response = Response::new(B::default());
+/// The layer's own `503`: [`UNAVAILABLE_MESSAGE`] as plain text; to a gRPC call, with no body
+/// (its client would read the text as a message) and the message as gRPC status `UNAVAILABLE`
+/// (14) in the headers.
+fn unavailable<B>(grpc: bool) -> Response<ResponseBody<B>> {
+    let text = if grpc { "" } else { UNAVAILABLE_MESSAGE };
+    let mut response = Response::new(ResponseBody::message(text));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    if grpc {
+        headers.insert("grpc-status", HeaderValue::from_static("14"));
+        // Percent-encoded, as the gRPC protocol wants the message.
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("session%20store%20unavailable"),
+        );
+    } else {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
     response
 }
 

@@ -7,6 +7,7 @@ use http::{Request, Response};
 use tether_core::{SessionStore, Timestamp};
 use tower_service::Service;
 
+use crate::body::ResponseBody;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::future::ResponseFuture;
@@ -49,9 +50,8 @@ impl<S> SessionService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -64,14 +64,18 @@ where
         let deadline = Deadline::read(request.headers(), config.deadline_header.as_ref());
         let incoming = config.transport.read(request.headers(), &config.protection);
         let session = Session::new(Arc::clone(&self.store), Arc::clone(config), incoming);
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
         if deadline.is_some_and(|d| d.passed(Timestamp::now())) {
             tracing::warn!(
                 "the request arrived after its deadline; answering 503 without running it"
             );
-            return ResponseFuture::late(session);
+            return ResponseFuture::late(session, grpc);
         }
         request.extensions_mut().insert(session.clone());
-        ResponseFuture::new(self.inner.call(request), session, deadline)
+        ResponseFuture::new(self.inner.call(request), session, deadline, grpc)
     }
 }
 

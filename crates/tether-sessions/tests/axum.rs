@@ -110,8 +110,16 @@ async fn failed_save_answers_503_and_recovers() {
     store.fail_with(Some(Failure::Unavailable));
     let answer = send(&app, get("/incr", Some(&cookie))).await;
     assert_eq!(answer.status, 503);
+    // Said in a few plain words, never an empty page (nor internal detail).
+    assert_eq!(answer.body, tether_sessions::UNAVAILABLE_MESSAGE);
+    assert_eq!(answer.body, "session store unavailable");
+    assert_eq!(
+        answer.headers[http::header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
     let answer = send(&app, get("/incr", None)).await;
     assert_eq!(answer.status, 503, "creating a session fails the same way");
+    assert_eq!(answer.body, tether_sessions::UNAVAILABLE_MESSAGE);
     assert!(
         answer.set_cookies().is_empty(),
         "no cookie for a session that was not stored"

@@ -55,6 +55,7 @@ async fn a_request_that_arrives_after_its_deadline_is_not_run() {
     let late = deadline_in(Duration::from_millis(50), true);
     let answer = send(&app, get_with("/counted", &[(DEADLINE, &late)])).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, tether_sessions::UNAVAILABLE_MESSAGE);
     assert!(answer.set_cookies().is_empty());
     assert_eq!(ran.load(Ordering::Relaxed), 0, "the handler ran");
     assert_eq!(store.calls().total(), 0, "the store was used");
@@ -86,6 +87,7 @@ async fn changes_are_dropped_when_the_deadline_passes_before_the_save() {
     let writes = store.calls().writes();
     let answer = send(&app, get_with("/slow-incr", &headers)).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, tether_sessions::UNAVAILABLE_MESSAGE);
     assert_eq!(store.calls().writes(), writes, "the late request wrote");
     assert_eq!(
         ok(&app, common::get("/count", Some(&cookie))).await.body,

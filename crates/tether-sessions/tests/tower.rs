@@ -36,7 +36,7 @@ async fn works_with_any_http_service() {
         .await
         .unwrap();
     assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(first.body(), "1");
+    assert_eq!(first.body().get_ref().map(String::as_str), Some("1"));
     let set_cookie = first.headers()[header::SET_COOKIE].to_str().unwrap();
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
 
@@ -45,5 +45,5 @@ async fn works_with_any_http_service() {
         .body(String::new())
         .unwrap();
     let second = service.oneshot(second).await.unwrap();
-    assert_eq!(second.body(), "2");
+    assert_eq!(second.body().get_ref().map(String::as_str), Some("2"));
 }

@@ -167,6 +167,7 @@ async fn a_failed_save_is_unavailable() {
     store.fail_with(Some(Failure::Applies));
     let status = client.increment().await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert_eq!(status.message(), "session store unavailable", "{status}");
     assert_eq!(client.session_id(), Some(id.as_str()), "the id is kept");
 
     store.fail_with(None);
