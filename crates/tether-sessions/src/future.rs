@@ -14,6 +14,7 @@ use crate::deadline::Deadline;
 use crate::error::ErrorResponse;
 use crate::save::Failed;
 use crate::session::Session;
+use crate::telemetry::{self, Outcome};
 use crate::transport::Delivery;
 
 type SaveFuture = Pin<Box<dyn Future<Output = Result<Delivery, Failed>> + Send>>;
@@ -85,10 +86,20 @@ where
                         tracing::warn!(
                             "the request's deadline passed before its session was saved; its changes were dropped, answering 503"
                         );
+                        telemetry::request(Outcome::Late);
                         return Poll::Ready(Ok(unavailable(*this.grpc)));
                     }
                     let store = std::sync::Arc::clone(this.session.store());
-                    let save = Box::pin(async move { plan.execute(&*store).await });
+                    let outcome = plan.outcome();
+                    let save = Box::pin(async move {
+                        let saved = plan.execute(&*store).await;
+                        telemetry::request(if saved.is_ok() {
+                            outcome
+                        } else {
+                            Outcome::SaveFailed
+                        });
+                        saved
+                    });
                     this.state.set(State::Saving {
                         save,
                         response: Some(response),

@@ -134,6 +134,7 @@ mod layer;
 mod save;
 mod service;
 mod session;
+mod telemetry;
 mod transport;
 
 pub use body::{ResponseBody, UNAVAILABLE_MESSAGE};

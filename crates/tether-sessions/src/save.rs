@@ -8,6 +8,7 @@ use tether_core::{
 };
 use tracing::Instrument as _;
 
+use crate::telemetry::{self, Outcome};
 use crate::transport::Delivery;
 
 /// Attempts at finding a free id. Ids are 128 random bits, so a second attempt already means a
@@ -48,6 +49,18 @@ impl Plan {
         matches!(self, Self::Nothing)
     }
 
+    /// What becomes of the session when the plan succeeds.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            Self::Nothing => Outcome::Loaded,
+            Self::Create { .. } => Outcome::Created,
+            Self::Apply { .. } => Outcome::Changed,
+            Self::Touch { .. } => Outcome::Touched,
+            Self::Cycle { .. } => Outcome::Cycled,
+            Self::Revoke { .. } => Outcome::Revoked,
+        }
+    }
+
     /// Performs the plan and says what the client must learn, also when it failed half-way.
     pub(crate) async fn execute(self, store: &dyn SessionStore) -> Result<Delivery, Failed> {
         match self {
@@ -68,12 +81,18 @@ impl Plan {
                 expiry,
             } => {
                 let span = tracing::debug_span!("session.apply", session = ?id);
-                let applied = store.apply(&id, &changes, &expiry).instrument(span).await?;
+                let applied = telemetry::store_call(
+                    "apply",
+                    store.apply(&id, &changes, &expiry).instrument(span),
+                )
+                .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
             Self::Touch { id, expiry } => {
                 let span = tracing::debug_span!("session.touch", session = ?id);
-                let applied = store.touch(&id, &expiry).instrument(span).await?;
+                let applied =
+                    telemetry::store_call("touch", store.touch(&id, &expiry).instrument(span))
+                        .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
             Self::Cycle {
@@ -123,7 +142,7 @@ fn renewed_or_gone(applied: Applied, id: Id, expiry: Expiry) -> Delivery {
 
 async fn delete(store: &dyn SessionStore, id: Id) -> Result<(), Error> {
     let span = tracing::debug_span!("session.delete", session = ?id);
-    store.delete(&id).instrument(span).await
+    telemetry::store_call("delete", store.delete(&id).instrument(span)).await
 }
 
 async fn create(
@@ -134,7 +153,7 @@ async fn create(
     let mut record = Record::new(Id::random()?, expiry, Timestamp::now()).with_data(data);
     for _ in 0..ID_ATTEMPTS {
         let span = tracing::debug_span!("session.create", session = ?record.id);
-        match store.create(&record).instrument(span).await? {
+        match telemetry::store_call("create", store.create(&record).instrument(span)).await? {
             Created::Created => return Ok(Delivery::Issue(record.id, expiry)),
             Created::IdTaken => record.id = Id::random()?,
         }
@@ -151,18 +170,19 @@ async fn cycle(
     for _ in 0..ID_ATTEMPTS {
         let new = Id::random()?;
         let span = tracing::debug_span!("session.cycle", session = ?old, new = ?new);
-        match store.cycle(&old, &new).instrument(span).await? {
+        match telemetry::store_call("cycle", store.cycle(&old, &new).instrument(span)).await? {
             Cycled::Moved => {
                 let span = tracing::debug_span!("session.apply", session = ?new);
                 // The old id is gone now: whatever happens next, the client needs the new one.
-                let applied = store
-                    .apply(&new, &changes, &expiry)
-                    .instrument(span)
-                    .await
-                    .map_err(|error| Failed {
-                        error,
-                        delivery: Delivery::Issue(new, expiry),
-                    })?;
+                let applied = telemetry::store_call(
+                    "apply",
+                    store.apply(&new, &changes, &expiry).instrument(span),
+                )
+                .await
+                .map_err(|error| Failed {
+                    error,
+                    delivery: Delivery::Issue(new, expiry),
+                })?;
                 return Ok(match renewed_or_gone(applied, new, expiry) {
                     Delivery::Renew(id, expiry) => Delivery::Issue(id, expiry),
                     other => other,
