@@ -9,12 +9,13 @@
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{Path, Request, State};
-use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use tether_sticky::{BackendReport, BackendState, Health, StickyHandle};
@@ -55,15 +56,26 @@ impl std::fmt::Debug for AdminToken {
 struct Admin {
     handle: StickyHandle,
     token: Option<AdminToken>,
+    metrics: Option<PrometheusHandle>,
 }
 
 /// `GET /backends`: every backend with its state, health and counters.
+/// `GET /metrics`: the process's metrics in the Prometheus text format, when `metrics` is set.
 /// `POST /backends/{name}/{ready|drain|maintenance}`, with `Authorization: Bearer <token>` when
 /// `token` is set (refused when it is not).
-pub(crate) fn router(handle: StickyHandle, token: Option<AdminToken>) -> Router {
-    let admin = Admin { handle, token };
+pub(crate) fn router(
+    handle: StickyHandle,
+    token: Option<AdminToken>,
+    metrics: Option<PrometheusHandle>,
+) -> Router {
+    let admin = Admin {
+        handle,
+        token,
+        metrics,
+    };
     Router::new()
         .route("/backends", get(backends))
+        .route("/metrics", get(metrics_text))
         .route("/backends/{name}/{state}", post(set_state))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
         .with_state(admin)
@@ -154,6 +166,17 @@ fn report(b: &BackendReport) -> Value {
 async fn backends(State(admin): State<Admin>) -> Json<Value> {
     let backends: Vec<Value> = admin.handle.backends().iter().map(report).collect();
     Json(json!({ "backends": backends, "invalid_cookies": admin.handle.invalid_pins() }))
+}
+
+async fn metrics_text(State(admin): State<Admin>) -> Response {
+    match &admin.metrics {
+        Some(metrics) => (
+            [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            metrics.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "this process records no metrics\n").into_response(),
+    }
 }
 
 async fn set_state(

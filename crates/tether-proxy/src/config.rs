@@ -1,5 +1,6 @@
 //! Configuration: a TOML file and command-line flags; flags win.
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -191,6 +192,8 @@ pub struct Settings {
     pub(crate) generated_key: bool,
     /// Authorizes state changes on the admin listener; `None`: they are refused.
     pub(crate) admin_token: Option<AdminToken>,
+    /// What `GET /metrics` on the admin listener renders; `None`: it answers `404`.
+    pub(crate) metrics: Option<PrometheusHandle>,
 }
 
 /// Settings the process environment may give.
@@ -449,7 +452,17 @@ impl Settings {
             limits,
             generated_key,
             admin_token,
+            metrics: None,
         })
+    }
+
+    /// Serves `handle`'s metrics (the process's Prometheus recorder: see
+    /// `metrics_exporter_prometheus::PrometheusBuilder::install_recorder`) at `GET /metrics` on
+    /// the admin listener. The binary installs one at start.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 }
 

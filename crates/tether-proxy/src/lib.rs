@@ -8,7 +8,8 @@
 //! `--failover redistribute|strict|persist`, affinity keys with `--key` (64 bytes, hex or base64;
 //! a random one is generated and logged as a warning when none is given), an admin listener on
 //! loopback (`--admin 127.0.0.1:9901`: `GET /backends` lists every configured backend from the
-//! start with its state, its health and its counters; `POST /backends/{name}/drain` with
+//! start with its state, its health and its counters; `GET /metrics` renders the process's
+//! metrics in the Prometheus text format; `POST /backends/{name}/drain` with
 //! `Authorization: Bearer <admin_token>`; only loopback `Host` names, no cross-origin requests),
 //! a TOML file with `--config` whose keys are the flags' names with `_` (flags win). Adds
 //! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, shuts down gracefully on SIGTERM
@@ -102,6 +103,9 @@ async fn bind(
         .map_err(|source| Error::Bind { role, addr, source })
 }
 
+/// How often the Prometheus recorder's histograms are folded in.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the proxy until `shutdown` resolves: the client listener and the admin listener.
 ///
 /// # Errors
@@ -142,10 +146,24 @@ pub async fn run(
     );
     let stop = Arc::new(tokio::sync::Notify::new());
     let admin_stop = Arc::clone(&stop);
+    let metrics = settings.metrics.clone();
+    let upkeep = metrics.clone().map(|metrics| {
+        tokio::spawn(async move {
+            // Histograms keep their samples until upkeep folds them in.
+            let mut every = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        })
+    });
     let admin_task = tokio::spawn(async move {
-        let served = axum::serve(admin, admin::router(handle, settings.admin_token.clone()))
-            .with_graceful_shutdown(async move { admin_stop.notified().await })
-            .await;
+        let served = axum::serve(
+            admin,
+            admin::router(handle, settings.admin_token.clone(), metrics),
+        )
+        .with_graceful_shutdown(async move { admin_stop.notified().await })
+        .await;
         if let Err(error) = served {
             tracing::warn!(error = %tether_core::error_chain(&error), "admin listener failed");
         }
@@ -157,6 +175,9 @@ pub async fn run(
     proxy::serve(listener, router, limits, shutdown).await;
     stop.notify_waiters();
     let _ = admin_task.await;
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tether_core::error_chain;
 use tether_proxy::{Cli, Environment, Settings, run, shutdown_signal};
 
@@ -39,7 +40,13 @@ async fn run_main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = match Settings::load(Cli::parse(), Environment::from_process()) {
-        Ok(settings) => settings,
+        Ok(settings) => match PrometheusBuilder::new().install_recorder() {
+            Ok(metrics) => settings.with_metrics(metrics),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "no metrics: the Prometheus recorder could not be installed");
+                settings
+            }
+        },
         Err(e) => {
             eprintln!("tether-proxy: {}", error_chain(&e));
             return std::process::ExitCode::from(2);

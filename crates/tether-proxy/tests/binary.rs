@@ -76,6 +76,29 @@ async fn proxies_pins_administers_and_shuts_down_gracefully() {
         "{}",
         admin_get.2
     );
+    // The same requests in the Prometheus text format: every line parses, and the pinned
+    // backend counts its 10 pinned requests.
+    let (status, headers, text) = tokio::task::spawn_blocking(move || {
+        common::admin(admin, "GET", "/metrics", "127.0.0.1", None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v.starts_with("text/plain; version=0.0.4")),
+        "{headers:?}"
+    );
+    let samples = common::prometheus_samples(&text);
+    let pinned = format!("tether_sticky_requests_total{{backend=\"{backend}\",reason=\"pinned\"}}");
+    assert_eq!(samples.get(&pinned), Some(&10.0), "{text}");
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with("tether_sticky_upstream_duration_seconds")),
+        "{text}"
+    );
     let other = if backend == "a" { "b" } else { "a" };
     let drained = tokio::task::spawn_blocking(move || {
         common::admin(

@@ -111,6 +111,7 @@
 //! |---|---|---|
 //! | `axum` | yes | [`Session`] as an axum extractor; [`Error`] as an axum response |
 //! | `json` | no | `Codec::Json`: values encoded as JSON |
+//! | `metrics` | no | requests by outcome, store call time and errors by operation, saved session sizes, through the [`metrics`](https://docs.rs/metrics) facade (names in docs/operations.md) |
 //!
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -205,6 +205,7 @@ impl Backend {
     }
 
     fn count(&self, reason: Reason) {
+        crate::telemetry::routed(&self.name, reason);
         let counter = match reason {
             Reason::Pinned => &self.pinned,
             Reason::New => &self.new,
@@ -235,6 +236,7 @@ impl Backend {
                 Some(Instant::now() + cooldown);
             self.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(backend = %self.name, failures, ?cooldown, "backend ejected");
+            crate::telemetry::ejected(&self.name);
         }
     }
 
@@ -259,6 +261,7 @@ pub(crate) struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        crate::telemetry::left(&self.backend.name);
     }
 }
 

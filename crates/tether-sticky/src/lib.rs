@@ -25,6 +25,7 @@
 //! |---|---|
 //! | `client` | `Upstream`: a pooled HTTP/1.1 or h2c client to one backend |
 //! | `serde` | `Serialize`/`Deserialize` for [`Pinning`], [`Failover`] and [`BackendState`], as the words they print |
+//! | `metrics` | requests, failures, ejections, in-flight requests and upstream time per backend, the router's own answers, through the [`metrics`](https://docs.rs/metrics) facade (names in docs/operations.md) |
 //!
 //! # Example
 //!
@@ -69,6 +70,7 @@ mod parse;
 mod progress;
 mod roster;
 mod service;
+mod telemetry;
 #[cfg(feature = "client")]
 mod upstream;
 

@@ -278,6 +278,7 @@ impl Shared {
         });
         if had_pin && pinned.is_none() {
             self.invalid_pins.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::invalid_pin();
             tracing::debug!("invalid affinity pin ignored");
         }
         let pinned = pinned.map(|p| p.backend);
@@ -368,6 +369,7 @@ where
             reserved,
         } = route
         else {
+            crate::telemetry::refused(StatusCode::SERVICE_UNAVAILABLE);
             return status(StatusCode::SERVICE_UNAVAILABLE);
         };
         let in_flight = if reserved {
@@ -392,7 +394,9 @@ where
             parts.clone()
         };
         let request = Request::from_parts(head, body);
+        let sent = std::time::Instant::now();
         let result = service.oneshot(request).await;
+        crate::telemetry::answered(&backend.name, sent.elapsed(), result.is_err());
         drop(in_flight);
         match result {
             Ok(mut response) => {
@@ -408,17 +412,20 @@ where
                 let error: BoxError = error.into();
                 if is_client_fault(&*error) {
                     tracing::debug!(backend = %backend.name, error = %error_chain(&*error), "request body from the client failed");
+                    crate::telemetry::refused(StatusCode::BAD_REQUEST);
                     return status(StatusCode::BAD_REQUEST);
                 }
                 backend.failed(config.failure_threshold, config.cooldown);
                 tracing::warn!(backend = %backend.name, error = %error_chain(&*error), attempt, "backend request failed");
                 if !retryable {
+                    crate::telemetry::refused(StatusCode::BAD_GATEWAY);
                     return status(StatusCode::BAD_GATEWAY);
                 }
                 excluded.push(backend.name.clone());
             }
         }
     }
+    crate::telemetry::refused(StatusCode::BAD_GATEWAY);
     status(StatusCode::BAD_GATEWAY)
 }
 

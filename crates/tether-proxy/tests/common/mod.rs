@@ -227,3 +227,52 @@ pub fn backend_named<'a>(backends: &'a serde_json::Value, name: &str) -> &'a ser
         .find(|b| b["name"] == name)
         .unwrap_or_else(|| panic!("no backend {name} in {backends}"))
 }
+
+/// The samples of a Prometheus text exposition, by series (`name{labels}` as written); panics
+/// on a line that is neither a comment, blank, nor `series value [timestamp]`.
+pub fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // Label values may hold spaces: the series ends at the closing brace, if any.
+        let split = match line.rfind('}') {
+            Some(brace) => brace + 1,
+            None => line
+                .find(' ')
+                .unwrap_or_else(|| panic!("no value: {line:?}")),
+        };
+        let (series, rest) = line.split_at(split);
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        let mut fields = rest.split_whitespace();
+        let value = fields
+            .next()
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            number => number
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        if let Some(timestamp) = fields.next() {
+            assert!(
+                timestamp.parse::<i64>().is_ok(),
+                "bad timestamp in {line:?}"
+            );
+        }
+        assert!(fields.next().is_none(), "trailing fields in {line:?}");
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}

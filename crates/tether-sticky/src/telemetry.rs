@@ -1,0 +1,81 @@
+//! What the router counts, through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`); without the feature every function here is empty and compiles away. The names
+//! are listed in docs/operations.md.
+
+use std::time::Duration;
+
+use crate::backend::Reason;
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+fn reason_label(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Pinned => "pinned",
+        Reason::New => "new",
+        Reason::BySession => "by_session",
+        Reason::Redispatched => "redispatched",
+    }
+}
+
+/// A request sent to `backend`, and why there.
+pub(crate) fn routed(backend: &str, reason: Reason) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!(
+            "tether_sticky_requests_total",
+            "backend" => backend.to_owned(),
+            "reason" => reason_label(reason)
+        )
+        .increment(1);
+        metrics::gauge!("tether_sticky_in_flight", "backend" => backend.to_owned()).increment(1.0);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, reason);
+}
+
+/// A request to `backend` ended, after `elapsed`; `failed`: with no response.
+pub(crate) fn answered(backend: &str, elapsed: Duration, failed: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        metrics::histogram!("tether_sticky_upstream_duration_seconds", "backend" => backend.to_owned())
+            .record(elapsed.as_secs_f64());
+        if failed {
+            metrics::counter!("tether_sticky_backend_failures_total", "backend" => backend.to_owned())
+                .increment(1);
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, elapsed, failed);
+}
+
+/// A request to `backend` is no longer in flight.
+pub(crate) fn left(backend: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tether_sticky_in_flight", "backend" => backend.to_owned()).decrement(1.0);
+    #[cfg(not(feature = "metrics"))]
+    let _ = backend;
+}
+
+/// Passive health ejected `backend`.
+pub(crate) fn ejected(backend: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tether_sticky_ejections_total", "backend" => backend.to_owned())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = backend;
+}
+
+/// The router answered `status` itself: `503` (no backend may take the request), `502` (the
+/// backends tried failed), `400` (the client's body broke).
+pub(crate) fn refused(status: http::StatusCode) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tether_sticky_refused_total", "status" => status.as_str().to_owned())
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = status;
+}
+
+/// An affinity pin was present but did not open (forged, corrupt, stale, another key).
+pub(crate) fn invalid_pin() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tether_sticky_invalid_pins_total").increment(1);
+}
