@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo run -p example-cluster -- --name a --listen 127.0.0.1:7001 --http
 //! 127.0.0.1:3001 --peer b=127.0.0.1:7002 --peer c=127.0.0.1:7003` and the cluster's shared key
-//! in `CLUSTER_KEY`; `README.md` starts three of them behind nginx and kills one.
+//! in `CLUSTER_KEY`; `README.md` starts three of them behind nginx and kills one. `--metrics
+//! ADDR` serves the session layer's metrics for Prometheus at `http://ADDR/metrics`.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ struct Args {
     /// When a write returns: `sync` (every holder has it) or `async` (the primary has it).
     #[arg(long, default_value_t = Ack::Sync)]
     ack: Ack,
+    /// Serve the session layer's metrics for Prometheus at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// Reads `--peer NAME=ADDR`.
@@ -87,6 +91,12 @@ enum Failure {
         name: String,
         #[source]
         source: tether_replicated::Error,
+    },
+    #[error("could not serve metrics on {addr}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: metrics_exporter_prometheus::BuildError,
     },
     #[error("the HTTP server on {addr} failed")]
     Serve {
@@ -172,6 +182,13 @@ async fn run(args: Args) -> std::result::Result<(), Failure> {
         addr: args.http,
         source,
     })?;
+    if let Some(addr) = args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|source| Failure::Metrics { addr, source })?;
+        tracing::info!(%addr, "metrics for Prometheus at /metrics");
+    }
     tracing::info!(node = %args.name, peers = args.peers.len(), "joining the cluster");
     let node = Node::start(config).await.map_err(|source| Failure::Node {
         name: args.name.clone(),

@@ -3,7 +3,8 @@
 //! same sessions, so a balancer may send each request anywhere.
 //!
 //! Run with `cargo run -p example-redis` (Redis from `REDIS_URL`, default
-//! `redis://127.0.0.1:6379`; listens on 127.0.0.1:3000, or `--addr HOST:PORT`).
+//! `redis://127.0.0.1:6379`; listens on 127.0.0.1:3000, or `--addr HOST:PORT`; `--metrics
+//! 127.0.0.1:9000` serves the session layer's metrics for Prometheus at `/metrics`).
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -46,9 +47,25 @@ struct Cli {
     /// The Redis server.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Serve the session layer's metrics for Prometheus at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+/// Records metrics and serves them for Prometheus at `http://{addr}/metrics`.
+fn serve_metrics(addr: SocketAddr) -> std::result::Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("could not serve metrics on {addr}: {e}"))?;
+    println!("metrics on http://{addr}/metrics");
+    Ok(())
 }
 
 async fn serve(cli: Cli) -> std::result::Result<(), String> {
+    if let Some(addr) = cli.metrics {
+        serve_metrics(addr)?;
+    }
     let store = RedisStore::connect(&cli.redis_url)
         .await
         .map_err(|e| tether_sessions::core::error_chain(&e).to_string())?;
@@ -89,6 +106,54 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+
+    /// `--metrics`: a scrape of `/metrics` shows the layer's counts in Prometheus' text format.
+    #[tokio::test]
+    async fn metrics_are_served_for_prometheus() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        serve_metrics(port).unwrap();
+        let redis = RedisServer::start().unwrap();
+        let app = app(
+            RedisStore::connect(redis.url()).await.unwrap(),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        let response = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+
+        let mut scrape = String::new();
+        for _ in 0..50 {
+            if let Ok(mut socket) = tokio::net::TcpStream::connect(port).await {
+                socket
+                    .write_all(
+                        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                socket.read_to_string(&mut scrape).await.unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+        let created = scrape
+            .lines()
+            .find(|l| l.starts_with("tether_session_requests_total{outcome=\"created\"}"))
+            .unwrap_or_else(|| panic!("no created count: {scrape}"));
+        // The recorder is the process's: the other test's sessions may be counted too.
+        let count: f64 = created.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 1.0, "{created}");
+        assert!(
+            scrape.contains("tether_session_store_duration_seconds"),
+            "{scrape}"
+        );
+    }
 
     /// Two instances on one Redis: alternating between them continues one session.
     #[tokio::test]
