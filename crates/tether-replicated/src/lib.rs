@@ -116,6 +116,7 @@
 //! | `tls` | mutual TLS between peers with rustls (`PeerTls`, `NodeConfig::with_tls`) |
 //! | `dns` | peers found through DNS: A/AAAA or SRV records, such as a Kubernetes headless service (`DnsDiscovery`, hickory-resolver) |
 //! | `gossip` | peers found by SWIM gossip from seed addresses (`Gossip`, `NodeConfig::with_gossip`, foca), every packet signed with the cluster's key |
+//! | `metrics` | the node's [`NodeStats`] and view size as metrics through the [`metrics`](https://docs.rs/metrics) facade, once a second (names in docs/operations.md) |
 //!
 //! None is on by default.
 //!
@@ -152,6 +153,8 @@ mod server;
 mod state;
 mod store;
 mod sweep;
+#[cfg(feature = "metrics")]
+mod telemetry;
 #[cfg(feature = "tls")]
 mod tls;
 mod transfer;

@@ -84,7 +84,7 @@ pub struct NodeStats {
 }
 
 /// The parts of a running node, each owning its own state.
-struct Parts {
+pub(crate) struct Parts {
     link: Arc<Link>,
     state: Arc<LocalState>,
     members: Arc<Members>,
@@ -98,6 +98,40 @@ struct Parts {
     local_addr: SocketAddr,
     #[cfg(feature = "gossip")]
     gossip: Option<Arc<crate::gossip::GossipDiscovery>>,
+}
+
+impl Parts {
+    #[cfg(feature = "metrics")]
+    pub(crate) fn name(&self) -> &str {
+        self.link.name()
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.link.is_stopped()
+    }
+
+    #[cfg(feature = "metrics")]
+    /// Members of this node's view, itself included.
+    pub(crate) fn view_size(&self) -> usize {
+        self.members.view().members().len()
+    }
+
+    pub(crate) fn stats(&self) -> NodeStats {
+        let counted = self.link.counters().get();
+        NodeStats {
+            messages_sent: counted.messages,
+            bytes_sent: counted.bytes,
+            dropped: counted.dropped,
+            rejected_connections: counted.rejected,
+            rejected_frames: counted.rejected_frames,
+            repeated_writes: counted.repeated_writes,
+            fenced_writes: counted.fenced_writes,
+            expired_requests: counted.expired,
+            rejected_gossip: counted.rejected_gossip,
+            entries: self.state.len(),
+        }
+    }
 }
 
 impl Node {
@@ -224,8 +258,11 @@ impl Node {
             #[cfg(feature = "gossip")]
             gossip,
         };
+        let parts = Arc::new(parts);
+        #[cfg(feature = "metrics")]
+        tokio::spawn(crate::telemetry::run(Arc::downgrade(&parts)));
         Ok(Self {
-            parts: Arc::new(parts),
+            parts,
             _guard: Arc::new(cancel.drop_guard()),
         })
     }
@@ -258,19 +295,7 @@ impl Node {
 
     /// Counters of replication traffic and held entries.
     pub fn stats(&self) -> NodeStats {
-        let counted = self.parts.link.counters().get();
-        NodeStats {
-            messages_sent: counted.messages,
-            bytes_sent: counted.bytes,
-            dropped: counted.dropped,
-            rejected_connections: counted.rejected,
-            rejected_frames: counted.rejected_frames,
-            repeated_writes: counted.repeated_writes,
-            fenced_writes: counted.fenced_writes,
-            expired_requests: counted.expired,
-            rejected_gossip: counted.rejected_gossip,
-            entries: self.parts.state.len(),
-        }
+        self.parts.stats()
     }
 
     /// Leaves the cluster gracefully, then stops: for a planned restart or a scale-down

@@ -1,0 +1,64 @@
+//! A node's figures as metrics (feature `metrics`), through the
+//! [`metrics`](https://docs.rs/metrics) facade: its [`NodeStats`] and the size of its view,
+//! published once a second with the node's name as the `node` label. Reading the counters the
+//! node keeps anyway costs the replication path nothing. The names are listed in
+//! docs/operations.md.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::NodeStats;
+use crate::node::Parts;
+
+/// How often the figures are published.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes `parts`' figures every [`EVERY`] until the node is gone.
+pub(crate) async fn run(parts: Weak<Parts>) {
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tick.tick().await;
+        let Some(parts) = parts.upgrade() else {
+            return;
+        };
+        if parts.is_stopped() {
+            return;
+        }
+        publish(parts.name(), &parts.stats(), parts.view_size());
+    }
+}
+
+fn publish(node: &str, stats: &NodeStats, members: usize) {
+    let counters = [
+        ("tether_replicated_messages_sent_total", stats.messages_sent),
+        ("tether_replicated_bytes_sent_total", stats.bytes_sent),
+        ("tether_replicated_dropped_copies_total", stats.dropped),
+        (
+            "tether_replicated_rejected_connections_total",
+            stats.rejected_connections,
+        ),
+        (
+            "tether_replicated_rejected_frames_total",
+            stats.rejected_frames,
+        ),
+        (
+            "tether_replicated_repeated_writes_total",
+            stats.repeated_writes,
+        ),
+        ("tether_replicated_fenced_writes_total", stats.fenced_writes),
+        (
+            "tether_replicated_expired_requests_total",
+            stats.expired_requests,
+        ),
+        (
+            "tether_replicated_rejected_gossip_total",
+            stats.rejected_gossip,
+        ),
+    ];
+    for (name, value) in counters {
+        metrics::counter!(name, "node" => node.to_owned()).absolute(value);
+    }
+    metrics::gauge!("tether_replicated_entries", "node" => node.to_owned())
+        .set(stats.entries as f64);
+    metrics::gauge!("tether_replicated_members", "node" => node.to_owned()).set(members as f64);
+}

@@ -1,0 +1,100 @@
+//! A node's figures reach the metrics facade (feature `metrics`): traffic, entries and the view.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, record};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tether_core::SessionStore as _;
+use tether_replicated::{Ack, Mode};
+
+/// The value of `name` for `node`.
+fn value(snapshotter: &Snapshotter, name: &str, node: &str) -> Option<f64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find_map(|(key, _, _, value)| {
+            let key = key.key();
+            let ours =
+                key.name() == name && key.labels().any(|l| l.key() == "node" && l.value() == node);
+            ours.then(|| match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(v) => v.into_inner(),
+                DebugValue::Histogram(samples) => samples.len() as f64,
+            })
+        })
+}
+
+/// Waits (bounded) until `name` for `node` satisfies `wanted`; its last value.
+async fn until(
+    snapshotter: &Snapshotter,
+    name: &str,
+    node: &str,
+    wanted: impl Fn(f64) -> bool,
+) -> Option<f64> {
+    let mut last = None;
+    for _ in 0..60 {
+        last = value(snapshotter, name, node);
+        if last.is_some_and(&wanted) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+// One test: the recorder is global to this test binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_entries_and_the_view_are_published() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("no other recorder in this test binary");
+
+    let mut cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
+    let store = cluster.store(0).unwrap();
+    for _ in 0..20 {
+        store.create(&record()).await.unwrap();
+    }
+    let sent = until(
+        &snapshotter,
+        "tether_replicated_messages_sent_total",
+        "node-0",
+        |n| n > 0.0,
+    )
+    .await;
+    assert!(sent.is_some_and(|n| n > 0.0), "{sent:?}");
+    let bytes = until(
+        &snapshotter,
+        "tether_replicated_bytes_sent_total",
+        "node-0",
+        |n| n > 0.0,
+    )
+    .await;
+    assert!(bytes.is_some_and(|n| n > 0.0), "{bytes:?}");
+    let entries = until(&snapshotter, "tether_replicated_entries", "node-0", |n| {
+        n > 0.0
+    })
+    .await;
+    assert!(entries.is_some_and(|n| n > 0.0), "{entries:?}");
+    let members = until(&snapshotter, "tether_replicated_members", "node-1", |n| {
+        n == 3.0
+    })
+    .await;
+    assert_eq!(members, Some(3.0));
+
+    cluster.kill(2);
+    let members = until(&snapshotter, "tether_replicated_members", "node-1", |n| {
+        n == 2.0
+    })
+    .await;
+    assert_eq!(
+        members,
+        Some(2.0),
+        "the killed node leaves the view, and the gauge"
+    );
+}
