@@ -58,7 +58,10 @@ async fn traffic_entries_and_the_view_are_published() {
     let mut cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
     let store = cluster.store(0).unwrap();
     for _ in 0..20 {
-        store.create(&record()).await.unwrap();
+        assert_eq!(
+            store.create(&record()).await.unwrap(),
+            tether_core::Created::Created
+        );
     }
     let sent = until(
         &snapshotter,
