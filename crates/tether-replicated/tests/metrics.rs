@@ -6,26 +6,21 @@ mod common;
 use std::time::Duration;
 
 use common::{cluster, record};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tether_core::SessionStore as _;
 use tether_replicated::{Ack, Mode};
+use tether_testkit::MetricsSnapshot;
 
-/// The value of `name` for `node`.
+/// The value of `name` of `node`: a counter (`..._total`) or a gauge.
 fn value(snapshotter: &Snapshotter, name: &str, node: &str) -> Option<f64> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .find_map(|(key, _, _, value)| {
-            let key = key.key();
-            let ours =
-                key.name() == name && key.labels().any(|l| l.key() == "node" && l.value() == node);
-            ours.then(|| match value {
-                DebugValue::Counter(n) => n as f64,
-                DebugValue::Gauge(v) => v.into_inner(),
-                DebugValue::Histogram(samples) => samples.len() as f64,
-            })
-        })
+    let snapshot = MetricsSnapshot::take(snapshotter);
+    let labels = [("node", node)];
+    if name.ends_with("_total") {
+        snapshot.get(name, &labels)?;
+        Some(snapshot.counter(name, &labels) as f64)
+    } else {
+        snapshot.gauge(name, &labels)
+    }
 }
 
 /// Waits (bounded) until `name` for `node` satisfies `wanted`; its last value.

@@ -7,49 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderName;
 use common::{get, get_with, ok, send, spy};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use tether_sessions::{SessionLayer, deadline_header_value};
-use tether_testkit::Failure;
-
-/// The value of `name` with exactly these labels, from a snapshot.
-fn value<'a>(
-    snapshot: &'a [(metrics_util::CompositeKey, DebugValue)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<&'a DebugValue> {
-    snapshot.iter().find_map(|(key, value)| {
-        let key = key.key();
-        let mut found: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
-        found.sort_unstable();
-        let mut wanted = labels.to_vec();
-        wanted.sort_unstable();
-        (key.name() == name && found == wanted).then_some(value)
-    })
-}
-
-fn counter(
-    snapshot: &[(metrics_util::CompositeKey, DebugValue)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> u64 {
-    match value(snapshot, name, labels) {
-        Some(DebugValue::Counter(n)) => *n,
-        None => 0,
-        other => panic!("{name} {labels:?} is not a counter: {other:?}"),
-    }
-}
-
-fn samples(
-    snapshot: &[(metrics_util::CompositeKey, DebugValue)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> usize {
-    match value(snapshot, name, labels) {
-        Some(DebugValue::Histogram(values)) => values.len(),
-        None => 0,
-        other => panic!("{name} {labels:?} is not a histogram: {other:?}"),
-    }
-}
+use tether_testkit::{Failure, MetricsSnapshot};
 
 // One test: the recorder is global to this test binary.
 #[tokio::test]
@@ -97,19 +57,9 @@ async fn every_outcome_store_call_error_and_size_is_counted() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     ok(&touching, get("/count", Some(&cookie))).await;
 
-    let snapshot: Vec<_> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
-    let requests = |outcome: &str| {
-        counter(
-            &snapshot,
-            "tether_session_requests_total",
-            &[("outcome", outcome)],
-        )
-    };
+    let snapshot = MetricsSnapshot::take(&snapshotter);
+    let requests =
+        |outcome: &str| snapshot.counter("tether_session_requests_total", &[("outcome", outcome)]);
     assert_eq!(requests("no_session"), 1);
     assert_eq!(requests("created"), 2);
     assert_eq!(requests("loaded"), 1);
@@ -122,8 +72,7 @@ async fn every_outcome_store_call_error_and_size_is_counted() {
     assert_eq!(requests("touched"), 1);
 
     let calls = |operation: &str| {
-        samples(
-            &snapshot,
+        snapshot.samples(
             "tether_session_store_duration_seconds",
             &[("operation", operation)],
         )
@@ -132,13 +81,12 @@ async fn every_outcome_store_call_error_and_size_is_counted() {
         assert!(calls(operation) > 0, "no {operation} timed: {snapshot:?}");
     }
     assert_eq!(
-        counter(
-            &snapshot,
+        snapshot.counter(
             "tether_session_store_errors_total",
             &[("operation", "apply"), ("kind", "unavailable")]
         ),
         1
     );
     // The creates, the change and the cycle saved data; the failed apply had its size taken too.
-    assert!(samples(&snapshot, "tether_session_size_bytes", &[]) >= 4);
+    assert!(snapshot.samples("tether_session_size_bytes", &[]) >= 4);
 }

@@ -9,37 +9,12 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Empty;
-use metrics_util::CompositeKey;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use tether_sticky::{
     KeyRing, Sticky, StickyConfig, Upstream, UpstreamBody, backends, box_body, cookie::Key,
 };
+use tether_testkit::MetricsSnapshot;
 use tower::ServiceExt as _;
-
-type Snapshot = Vec<(CompositeKey, DebugValue)>;
-
-fn value<'a>(
-    snapshot: &'a Snapshot,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<&'a DebugValue> {
-    snapshot.iter().find_map(|(key, value)| {
-        let key = key.key();
-        let mut found: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
-        found.sort_unstable();
-        let mut wanted = labels.to_vec();
-        wanted.sort_unstable();
-        (key.name() == name && found == wanted).then_some(value)
-    })
-}
-
-fn counter(snapshot: &Snapshot, name: &str, labels: &[(&str, &str)]) -> u64 {
-    match value(snapshot, name, labels) {
-        Some(DebugValue::Counter(n)) => *n,
-        None => 0,
-        other => panic!("{name} {labels:?} is not a counter: {other:?}"),
-    }
-}
 
 async fn live_backend() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -106,25 +81,17 @@ async fn requests_failures_ejections_refusals_and_bad_pins_are_counted() {
     let none_left = router(&[("gone", dead_backend())]);
     assert!(send(&none_left, None).await.is_server_error());
 
-    let snapshot: Snapshot = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
-    let requests = counter(
-        &snapshot,
+    let snapshot = MetricsSnapshot::take(&snapshotter);
+    let requests = snapshot.counter(
         "tether_sticky_requests_total",
         &[("backend", "live"), ("reason", "new")],
-    ) + counter(
-        &snapshot,
+    ) + snapshot.counter(
         "tether_sticky_requests_total",
         &[("backend", "live"), ("reason", "redispatched")],
     );
     assert!(requests >= 21, "{snapshot:?}");
     assert_eq!(
-        counter(
-            &snapshot,
+        snapshot.counter(
             "tether_sticky_backend_failures_total",
             &[("backend", "dead")]
         ),
@@ -132,44 +99,28 @@ async fn requests_failures_ejections_refusals_and_bad_pins_are_counted() {
         "ejected after its first failure, then never tried again: {snapshot:?}"
     );
     assert_eq!(
-        counter(
-            &snapshot,
-            "tether_sticky_ejections_total",
-            &[("backend", "dead")]
-        ),
+        snapshot.counter("tether_sticky_ejections_total", &[("backend", "dead")]),
         1
     );
     assert_eq!(
-        counter(
-            &snapshot,
-            "tether_sticky_ejections_total",
-            &[("backend", "gone")]
-        ),
+        snapshot.counter("tether_sticky_ejections_total", &[("backend", "gone")]),
         1
     );
+    assert_eq!(snapshot.counter("tether_sticky_invalid_pins_total", &[]), 1);
     assert_eq!(
-        counter(&snapshot, "tether_sticky_invalid_pins_total", &[]),
-        1
-    );
-    assert_eq!(
-        counter(
-            &snapshot,
-            "tether_sticky_refused_total",
-            &[("status", "503")]
-        ),
+        snapshot.counter("tether_sticky_refused_total", &[("status", "503")]),
         1,
         "{snapshot:?}"
     );
-    match value(
-        &snapshot,
-        "tether_sticky_upstream_duration_seconds",
-        &[("backend", "live")],
-    ) {
-        Some(DebugValue::Histogram(times)) => assert!(times.len() >= 21),
-        other => panic!("no upstream times: {other:?}"),
-    }
-    match value(&snapshot, "tether_sticky_in_flight", &[("backend", "live")]) {
-        Some(DebugValue::Gauge(now)) => assert_eq!(now.into_inner(), 0.0, "all answered"),
-        other => panic!("no in-flight gauge: {other:?}"),
-    }
+    assert!(
+        snapshot.samples(
+            "tether_sticky_upstream_duration_seconds",
+            &[("backend", "live")]
+        ) >= 21
+    );
+    assert_eq!(
+        snapshot.gauge("tether_sticky_in_flight", &[("backend", "live")]),
+        Some(0.0),
+        "all answered"
+    );
 }

@@ -1,6 +1,7 @@
 //! Test kit for tether's own tests (not published).
 //!
 //! - [`SpyStore`] wraps a store to count its calls and make them fail, for layer tests.
+//! - [`MetricsSnapshot`] reads what a `metrics_util` debugging recorder recorded.
 //! - [`TestCa`] issues node certificates from a private CA made at test time (with [`rcgen`]).
 //! - The published `tether-conformance` crate, with its `redis` harness, re-exported:
 //!   [`store_conformance!`], [`conformance`] (its `checks`), [`Fixture`], and [`redis`] with
@@ -18,9 +19,12 @@
 //! ```
 
 mod ca;
+mod metrics;
 mod spy;
 
 pub use ca::TestCa;
+pub use metrics::MetricsSnapshot;
+pub use metrics_util;
 pub use rcgen;
 pub use spy::{Calls, Failure, SpyStore};
 pub use tether_conformance::checks as conformance;
