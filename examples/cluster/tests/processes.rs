@@ -30,6 +30,8 @@ struct NodeProcess {
     name: &'static str,
     child: Child,
     http: SocketAddr,
+    /// Where it serves its metrics (`--metrics`), for the node started with them.
+    metrics: Option<SocketAddr>,
     /// Everything the process wrote to stderr so far, shown when the test fails.
     stderr: Arc<Mutex<String>>,
 }
@@ -104,6 +106,15 @@ fn try_start() -> Option<Cluster> {
         for (j, peer) in NAMES.iter().enumerate().filter(|(j, _)| *j != i) {
             command.arg("--peer").arg(format!("{peer}={}", addrs[j]));
         }
+        // One node serves its metrics, on a port free a moment ago (taken meanwhile: the node
+        // exits, and `start` tries again).
+        let metrics = (*name == METRICS_NODE).then(|| {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap();
+            port.local_addr().unwrap()
+        });
+        if let Some(addr) = metrics {
+            command.arg("--metrics").arg(addr.to_string());
+        }
         let mut child = command.spawn().expect("the example binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut stderr_pipe = child.stderr.take().unwrap();
@@ -123,6 +134,7 @@ fn try_start() -> Option<Cluster> {
             name,
             child,
             http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            metrics,
             stderr,
         });
     }
@@ -224,6 +236,22 @@ fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> std::io::Result<An
     })
 }
 
+/// The node started with `--metrics`.
+const METRICS_NODE: &str = "b";
+
+/// The text of `GET /metrics` at `addr`, bounded in time.
+fn scrape(addr: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
 /// One visitor with a cookie jar of one cookie.
 #[derive(Default)]
 struct Visitor {
@@ -286,6 +314,17 @@ fn the_count_survives_a_killed_node() {
     assert_eq!(body["members"], serde_json::json!(NAMES));
     assert_eq!(visitor.visit(cluster.node("c"), "/")["count"], 4);
     assert_eq!(visitor.visit(cluster.node("b"), "/")["count"], 5);
+
+    // b read once and counted once; its metrics say so, for Prometheus.
+    let metrics = cluster.node(METRICS_NODE).metrics.unwrap();
+    let text = scrape(metrics).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        "tether_session_requests_total{outcome=\"loaded\"} 1",
+        "tether_session_requests_total{outcome=\"changed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+    }
 
     // The node that took most of the writes dies without a word.
     cluster.kill("a");
