@@ -11,7 +11,7 @@
 
 use std::future::Future;
 
-use tether_core::Error;
+use tether_core::{Error, ErrorKind};
 
 /// What became of a request's session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,11 +75,11 @@ pub(crate) fn session_size(bytes: usize) {
 /// The kind label of a store error.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 fn kind(error: &Error) -> &'static str {
-    match error {
-        Error::Unavailable(_) => "unavailable",
-        Error::Timeout(_) => "timeout",
-        Error::Corrupt(_) => "corrupt",
-        Error::Encode(_) | Error::Decode(_) => "codec",
+    match error.kind() {
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Corrupt => "corrupt",
+        ErrorKind::Encode | ErrorKind::Decode => "codec",
         _ => "backend",
     }
 }

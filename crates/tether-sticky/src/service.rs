@@ -394,9 +394,9 @@ where
             parts.clone()
         };
         let request = Request::from_parts(head, body);
-        let sent = std::time::Instant::now();
+        let sent = crate::telemetry::Sent::now();
         let result = service.oneshot(request).await;
-        crate::telemetry::answered(&backend.name, sent.elapsed(), result.is_err());
+        crate::telemetry::answered(&backend.name, sent, result.is_err());
         drop(in_flight);
         match result {
             Ok(mut response) => {

@@ -2,8 +2,6 @@
 //! `metrics`); without the feature every function here is empty and compiles away. The names
 //! are listed in docs/operations.md.
 
-use std::time::Duration;
-
 use crate::backend::Reason;
 
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -32,19 +30,33 @@ pub(crate) fn routed(backend: &str, reason: Reason) {
     let _ = (backend, reason);
 }
 
-/// A request to `backend` ended, after `elapsed`; `failed`: with no response.
-pub(crate) fn answered(backend: &str, elapsed: Duration, failed: bool) {
+/// When a request was sent to a backend. Without the feature it holds nothing, so that a
+/// request pays no clock reading for metrics nobody records.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sent(#[cfg(feature = "metrics")] std::time::Instant);
+
+impl Sent {
+    pub(crate) fn now() -> Self {
+        Self(
+            #[cfg(feature = "metrics")]
+            std::time::Instant::now(),
+        )
+    }
+}
+
+/// A request to `backend`, sent at `sent`, ended; `failed`: with no response.
+pub(crate) fn answered(backend: &str, sent: Sent, failed: bool) {
     #[cfg(feature = "metrics")]
     {
         metrics::histogram!("tether_sticky_upstream_duration_seconds", "backend" => backend.to_owned())
-            .record(elapsed.as_secs_f64());
+            .record(sent.0.elapsed().as_secs_f64());
         if failed {
             metrics::counter!("tether_sticky_backend_failures_total", "backend" => backend.to_owned())
                 .increment(1);
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (backend, elapsed, failed);
+    let _ = (backend, sent, failed);
 }
 
 /// A request to `backend` is no longer in flight.
