@@ -54,6 +54,12 @@ pub(crate) struct Counters {
     expired: AtomicU64,
     /// Gossip packets refused: not from a holder of the cluster's key, or not gossip at all.
     rejected_gossip: AtomicU64,
+    /// Store calls tried again after a transient failure.
+    retries: AtomicU64,
+    /// Views published: each change of the members this node counts.
+    view_changes: AtomicU64,
+    /// Whole sessions received from peers: state transfers, rebalancing and hand-over pushes.
+    sessions_received: AtomicU64,
 }
 
 /// The values of [`Counters`] at one moment.
@@ -68,6 +74,9 @@ pub(crate) struct Counted {
     pub(crate) fenced_writes: u64,
     pub(crate) expired: u64,
     pub(crate) rejected_gossip: u64,
+    pub(crate) retries: u64,
+    pub(crate) view_changes: u64,
+    pub(crate) sessions_received: u64,
 }
 
 impl Counters {
@@ -119,6 +128,22 @@ impl Counters {
         self.rejected_gossip.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// A store call is tried again after a transient failure.
+    pub(crate) fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The node published a new view.
+    pub(crate) fn view_changed(&self) {
+        self.view_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `count` whole sessions came from a peer.
+    pub(crate) fn sessions_received(&self, count: usize) {
+        self.sessions_received
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn get(&self) -> Counted {
         Counted {
             messages: self.messages.load(Ordering::Relaxed),
@@ -130,6 +155,9 @@ impl Counters {
             fenced_writes: self.fenced_writes.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             rejected_gossip: self.rejected_gossip.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            view_changes: self.view_changes.load(Ordering::Relaxed),
+            sessions_received: self.sessions_received.load(Ordering::Relaxed),
         }
     }
 }

@@ -112,6 +112,11 @@ impl Members {
         self.link.name()
     }
 
+    /// The counters of the node's traffic and events.
+    pub(crate) fn counters(&self) -> &crate::link::Counters {
+        self.link.counters()
+    }
+
     /// Whether the node was stopped: nothing it could try again would succeed.
     pub(crate) fn is_stopped(&self) -> bool {
         self.link.is_stopped()
@@ -168,6 +173,14 @@ impl Members {
             .values()
             .map(|(_, peer)| peer.clone())
             .collect()
+    }
+
+    /// Requests waiting in the queues to every peer.
+    pub(crate) fn queued(&self) -> usize {
+        self.read_peers()
+            .values()
+            .map(|(_, peer)| peer.queued())
+            .sum()
     }
 
     /// Makes `found` the peers (this node left out): connects to the new ones and to those
@@ -343,6 +356,7 @@ impl Members {
             let changed = *current != view;
             if changed {
                 tracing::info!(node = %self.name(), members = ?view.members(), "cluster view changed");
+                self.link.counters().view_changed();
                 *current = view;
             }
             changed
@@ -479,6 +493,7 @@ impl Members {
         for peer in &members {
             received += transfer::pull(peer, self.name(), &self.state, self.sync_timeout * 4).await;
         }
+        self.link.counters().sessions_received(received);
         received
     }
 

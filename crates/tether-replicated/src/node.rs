@@ -79,8 +79,18 @@ pub struct NodeStats {
     /// Gossip packets refused (feature `gossip`): not signed with the cluster's key (another
     /// cluster, a wrong key, a forgery), or not gossip at all. Each is dropped unread.
     pub rejected_gossip: u64,
+    /// Store calls tried again inside the store after a transient failure (the primary
+    /// unreachable, a view changing, a backup that died under a `Sync` write).
+    pub retries: u64,
+    /// Changes of this node's view: members that joined, left, died or came back.
+    pub view_changes: u64,
+    /// Whole sessions received from peers: state transfers while joining, and the pushes of
+    /// rebalancing and of a leaving node's hand-over.
+    pub sessions_received: u64,
     /// Sessions and tombstones held.
     pub entries: usize,
+    /// Requests waiting in the queues to the peers now: copies and calls not yet sent.
+    pub queued: usize,
 }
 
 /// The parts of a running node, each owning its own state.
@@ -129,7 +139,11 @@ impl Parts {
             fenced_writes: counted.fenced_writes,
             expired_requests: counted.expired,
             rejected_gossip: counted.rejected_gossip,
+            retries: counted.retries,
+            view_changes: counted.view_changes,
+            sessions_received: counted.sessions_received,
             entries: self.state.len(),
+            queued: self.members.queued(),
         }
     }
 }

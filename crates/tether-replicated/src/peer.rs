@@ -151,6 +151,11 @@ impl Peer {
             .is_ok()
     }
 
+    /// Requests waiting in the queue to this peer.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// The peer announced that it leaves the cluster.
     pub(crate) fn left(&self) {
         self.health.left();

@@ -52,6 +52,7 @@ impl Retry {
                 return Err(error);
             }
             tracing::debug!(node = %self.members.name(), error = %tether_core::error_chain(&error), "retrying a store call");
+            self.members.counters().retried();
             let pause = backoff.min(until - now);
             // A view that changed during the attempt wakes it at once.
             let _ = tokio::time::timeout(pause, views.changed()).await;

@@ -229,6 +229,7 @@ impl Server {
             Request::Apply { id, delta } => self.writes.backup_apply(from, &id, &delta),
             Request::Delete { id, at, write } => self.writes.backup_delete(from, id, at, write),
             Request::Push { entries } => {
+                self.link.counters().sessions_received(entries.len());
                 transfer::merge(&self.state, entries);
                 Response::Done
             }

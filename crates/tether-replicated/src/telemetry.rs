@@ -1,7 +1,8 @@
 //! A node's figures as metrics (feature `metrics`), through the
 //! [`metrics`](https://docs.rs/metrics) facade: its [`NodeStats`] and the size of its view,
 //! published once a second with the node's name as the `node` label. Reading the counters the
-//! node keeps anyway costs the replication path nothing. The names are listed in
+//! node keeps anyway costs the replication path nothing; only the acknowledgement time of
+//! `Sync` copies is recorded where it happens (`Writes`). The names are listed in
 //! docs/operations.md.
 
 use std::sync::Weak;
@@ -54,6 +55,12 @@ fn publish(node: &str, stats: &NodeStats, members: usize) {
             "tether_replicated_rejected_gossip_total",
             stats.rejected_gossip,
         ),
+        ("tether_replicated_retries_total", stats.retries),
+        ("tether_replicated_view_changes_total", stats.view_changes),
+        (
+            "tether_replicated_sessions_received_total",
+            stats.sessions_received,
+        ),
     ];
     for (name, value) in counters {
         metrics::counter!(name, "node" => node.to_owned()).absolute(value);
@@ -61,4 +68,6 @@ fn publish(node: &str, stats: &NodeStats, members: usize) {
     metrics::gauge!("tether_replicated_entries", "node" => node.to_owned())
         .set(stats.entries as f64);
     metrics::gauge!("tether_replicated_members", "node" => node.to_owned()).set(members as f64);
+    metrics::gauge!("tether_replicated_queued_requests", "node" => node.to_owned())
+        .set(stats.queued as f64);
 }

@@ -47,6 +47,9 @@ pub(crate) struct Writes {
     /// `Node::replay_copied_write`.
     #[cfg(feature = "test-util")]
     copied: std::sync::Mutex<std::collections::VecDeque<(Vec<String>, Request)>>,
+    /// Time from sending a `Sync` copy to the last backup's answer.
+    #[cfg(feature = "metrics")]
+    ack_duration: metrics::Histogram,
 }
 
 impl Writes {
@@ -57,6 +60,11 @@ impl Writes {
         state: Arc<LocalState>,
     ) -> Self {
         let retry = Retry::new(Arc::clone(&members), config.retry_deadline);
+        #[cfg(feature = "metrics")]
+        let ack_duration = metrics::histogram!(
+            "tether_replicated_ack_duration_seconds",
+            "node" => link.name().to_owned()
+        );
         Self {
             link,
             members,
@@ -68,6 +76,8 @@ impl Writes {
             written_while_leaving: Mutex::new(None),
             #[cfg(feature = "test-util")]
             copied: std::sync::Mutex::default(),
+            #[cfg(feature = "metrics")]
+            ack_duration,
         }
     }
 
@@ -332,6 +342,8 @@ impl Writes {
             }
             Ack::Sync => {
                 let timeout = self.sync_timeout;
+                #[cfg(feature = "metrics")]
+                let sent = std::time::Instant::now();
                 let answers = futures_util::future::join_all(peers.iter().map(|peer| async move {
                     (
                         peer.name().to_owned(),
@@ -339,6 +351,10 @@ impl Writes {
                     )
                 }))
                 .await;
+                #[cfg(feature = "metrics")]
+                if !peers.is_empty() {
+                    self.ack_duration.record(sent.elapsed().as_secs_f64());
+                }
                 let answers: Vec<(String, Response)> = answers
                     .into_iter()
                     .map(|(name, answer)| {

@@ -58,6 +58,16 @@ async fn traffic_entries_and_the_view_are_published() {
             tether_core::Created::Created
         );
     }
+    // A snapshot drains histograms: take this one first.
+    let snapshot = MetricsSnapshot::take(&snapshotter);
+    let acks: usize = ["node-0", "node-1", "node-2"]
+        .iter()
+        .map(|node| snapshot.samples("tether_replicated_ack_duration_seconds", &[("node", node)]))
+        .sum();
+    assert!(
+        acks >= 20,
+        "each Sync create's primary waited for its backup: {acks} samples"
+    );
     let sent = until(
         &snapshotter,
         "tether_replicated_messages_sent_total",
@@ -94,5 +104,43 @@ async fn traffic_entries_and_the_view_are_published() {
         members,
         Some(2.0),
         "the killed node leaves the view, and the gauge"
+    );
+    let changes = until(
+        &snapshotter,
+        "tether_replicated_view_changes_total",
+        "node-1",
+        |n| n >= 2.0,
+    )
+    .await;
+    assert!(
+        changes.is_some_and(|n| n >= 2.0),
+        "joining and the kill each changed node-1's view: {changes:?}"
+    );
+    // The sessions node-2 held get a new holder among the other two: one of them receives.
+    let mut received = 0.0;
+    for _ in 0..60 {
+        received = ["node-0", "node-1"]
+            .iter()
+            .filter_map(|node| {
+                value(
+                    &snapshotter,
+                    "tether_replicated_sessions_received_total",
+                    node,
+                )
+            })
+            .sum();
+        if received > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(received > 0.0, "rebalancing after the kill pushed sessions");
+
+    let snapshot = MetricsSnapshot::take(&snapshotter);
+    assert!(
+        snapshot
+            .gauge("tether_replicated_queued_requests", &[("node", "node-0")])
+            .is_some(),
+        "the queue depth is published"
     );
 }

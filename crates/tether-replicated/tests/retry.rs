@@ -131,6 +131,11 @@ async fn writes_held_up_by_a_hung_backup_succeed_within_the_deadline() {
         }
     }
     assert!(slow > 0, "sessions held by the frozen node waited for it");
+    let retries = cluster.node(0).unwrap().stats().retries;
+    assert!(
+        retries >= 1,
+        "the writes that waited were tried again: {retries} retries"
+    );
     cluster.node(2).unwrap().freeze(false);
 }
 
