@@ -119,6 +119,7 @@ mod layout;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod store;
+mod telemetry;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -6,21 +6,63 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{RedisResult, Script, Value};
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
 use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
 
 use crate::connection::{Connection, Handle};
 use crate::error::from_redis;
 use crate::layout;
+use crate::telemetry;
 
 /// Default prefix of session keys: sessions live under `tether:<id>`.
 pub const DEFAULT_PREFIX: &str = "tether";
 /// Default bound on one store operation, connecting included.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
-static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/create.lua")));
-static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/apply.lua")));
-static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/take.lua")));
+/// A Lua script the store runs, with the name its metrics carry.
+struct NamedScript {
+    name: &'static str,
+    script: Script,
+}
+
+impl NamedScript {
+    fn new(name: &'static str, code: &str) -> Self {
+        Self {
+            name,
+            script: Script::new(code),
+        }
+    }
+
+    /// `EVALSHA` of the script on the key `key`; arguments follow.
+    fn call(&self, key: String) -> ScriptCall<'_> {
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(self.script.get_hash()).arg(1).arg(key);
+        ScriptCall {
+            script: self,
+            command,
+        }
+    }
+}
+
+/// One invocation of a [`NamedScript`].
+struct ScriptCall<'a> {
+    script: &'a NamedScript,
+    command: Cmd,
+}
+
+impl ScriptCall<'_> {
+    fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        self.command.arg(arg);
+        self
+    }
+}
+
+static CREATE: LazyLock<NamedScript> =
+    LazyLock::new(|| NamedScript::new("create", include_str!("scripts/create.lua")));
+static APPLY: LazyLock<NamedScript> =
+    LazyLock::new(|| NamedScript::new("apply", include_str!("scripts/apply.lua")));
+static TAKE: LazyLock<NamedScript> =
+    LazyLock::new(|| NamedScript::new("take", include_str!("scripts/take.lua")));
 
 /// A [`SessionStore`] in Redis: every server of an application sees every session.
 ///
@@ -91,9 +133,10 @@ impl RedisStore {
         Fut: Future<Output = (Handle, RedisResult<T>)>,
     {
         let attempt = async {
-            let handle = self.connection.get().await?;
+            let handle = self.connection.get().await.inspect_err(telemetry::failed)?;
             let (handle, result) = op(handle).await;
             if let Err(error) = &result {
+                telemetry::failed(error);
                 handle.failed(error);
             }
             result
@@ -104,35 +147,56 @@ impl RedisStore {
         }
     }
 
-    /// Invokes one of the scripts, which all answer 1 (done) or 0 (the key's state forbade it).
-    async fn script_flag(&self, invocation: redis::ScriptInvocation<'_>) -> Result<bool, Error> {
+    /// Sends `command` for `operation`: one round trip.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: Cmd,
+    ) -> Result<T, Error> {
         self.run(|mut handle| async move {
-            let result: RedisResult<i64> = invocation.invoke_async(&mut handle).await;
-            (handle, result)
-        })
-        .await
-        .map(|flag| flag == 1)
-    }
-
-    async fn hash_reply(&self, command: redis::Cmd) -> Result<Value, Error> {
-        self.run(|mut handle| async move {
+            telemetry::round_trip(operation);
             let result = command.query_async(&mut handle).await;
             (handle, result)
         })
         .await
     }
 
+    /// Runs a script: one `EVALSHA`, and only when Redis does not know the script (restarted,
+    /// failed over, flushed), a `SCRIPT LOAD` and the `EVALSHA` again.
+    async fn script<T: redis::FromRedisValue>(&self, call: ScriptCall<'_>) -> Result<T, Error> {
+        let ScriptCall { script, command } = call;
+        self.run(|mut handle| async move {
+            telemetry::round_trip(script.name);
+            let result = command.query_async(&mut handle).await;
+            let result = match result {
+                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    telemetry::script_loaded(script.name);
+                    telemetry::round_trip(script.name);
+                    match script.script.load_async(&mut handle).await {
+                        Ok(_) => {
+                            telemetry::round_trip(script.name);
+                            command.query_async(&mut handle).await
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+                result => result,
+            };
+            (handle, result)
+        })
+        .await
+    }
+
+    /// Runs one of the scripts that answer 1 (done) or 0 (the key's state forbade it).
+    async fn script_flag(&self, call: ScriptCall<'_>) -> Result<bool, Error> {
+        self.script::<i64>(call).await.map(|flag| flag == 1)
+    }
+
     /// Reads and deletes session `id` in one step. The outer error is the command's (the key
     /// may still be there); the inner result is the decoded reply, `None` when there was no
     /// session, read after the delete happened (so a corrupt hash is gone too).
     async fn take(&self, id: &Id) -> Result<Result<Option<Record>, Error>, Error> {
-        let invocation = TAKE.key(self.key(id));
-        let reply = self
-            .run(|mut handle| async move {
-                let result = invocation.invoke_async(&mut handle).await;
-                (handle, result)
-            })
-            .await?;
+        let reply = self.script(TAKE.call(self.key(id))).await?;
         Ok(layout::decode(*id, reply))
     }
 
@@ -181,19 +245,19 @@ fn refused_by_redis(error: &Error) -> bool {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
-        let reply = self
-            .hash_reply(redis::cmd("HGETALL").arg(self.key(id)).clone())
-            .await?;
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.key(id));
+        let reply: Value = self.query("load", command).await?;
         layout::decode(*id, reply)
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        let mut invocation = CREATE.key(self.key(&record.id));
-        invocation.arg(record.expiry.expires_at().as_millis());
+        let mut call = CREATE.call(self.key(&record.id));
+        call.arg(record.expiry.expires_at().as_millis());
         for field in layout::record_fields(record) {
-            invocation.arg(field);
+            call.arg(field);
         }
-        Ok(if self.script_flag(invocation).await? {
+        Ok(if self.script_flag(call).await? {
             Created::Created
         } else {
             Created::IdTaken
@@ -201,21 +265,17 @@ impl SessionStore for RedisStore {
     }
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
-        let mut invocation = APPLY.key(self.key(id));
+        let mut call = APPLY.call(self.key(id));
         for arg in layout::apply_args(changes, expiry) {
-            invocation.arg(arg);
+            call.arg(arg);
         }
-        Ok(applied(self.script_flag(invocation).await?))
+        Ok(applied(self.script_flag(call).await?))
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        let command = redis::cmd("DEL").arg(self.key(id)).clone();
-        self.run(|mut handle| async move {
-            let result: RedisResult<i64> = command.query_async(&mut handle).await;
-            (handle, result)
-        })
-        .await
-        .map(drop)
+        let mut command = redis::cmd("DEL");
+        command.arg(self.key(id));
+        self.query::<i64>("delete", command).await.map(drop)
     }
 
     /// Copies the session to the new id, then retires the old id: the session exists under one

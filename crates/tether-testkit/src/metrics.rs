@@ -4,12 +4,15 @@
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, Snapshotter};
 
-/// The metrics recorded so far, by name and labels.
+/// The metrics recorded since the previous snapshot, by name and labels.
+///
+/// Taking a snapshot resets the recorder's counters and gauges to 0 and empties its histograms
+/// (the debugging recorder works so): each snapshot holds what was recorded since the last.
 #[derive(Debug)]
 pub struct MetricsSnapshot(Vec<(CompositeKey, DebugValue)>);
 
 impl MetricsSnapshot {
-    /// What `snapshotter`'s recorder holds now.
+    /// What `snapshotter`'s recorder recorded since the last snapshot, which it forgets.
     pub fn take(snapshotter: &Snapshotter) -> Self {
         Self(
             snapshotter

@@ -153,6 +153,10 @@ mod tests {
             scrape.contains("tether_session_store_duration_seconds"),
             "{scrape}"
         );
+        assert!(
+            scrape.contains("tether_redis_round_trips_total{operation=\"create\"}"),
+            "{scrape}"
+        );
     }
 
     /// Two instances on one Redis: alternating between them continues one session.
