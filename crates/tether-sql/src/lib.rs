@@ -124,6 +124,7 @@ mod run;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod sweeper;
+mod telemetry;
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use tether_core::{Applied, Changes, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp};
 
@@ -13,6 +15,7 @@ use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
 use crate::row::{Meta, decode_rows, millis};
 use crate::run::{Settings, run};
 use crate::sweeper::{Sweep, Sweeper};
+use crate::telemetry;
 
 /// The statements of one store, built once from its table names.
 #[derive(Debug)]
@@ -361,11 +364,22 @@ impl PostgresStore {
         Sweeper::spawn(self.clone(), period)
     }
 
+    /// A connection from the pool, for `count` statements of `operation`.
+    async fn connection(
+        &self,
+        operation: &'static str,
+        count: u64,
+    ) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let connection = telemetry::acquire("postgres", &self.pool).await?;
+        telemetry::statements("postgres", operation, count);
+        Ok(connection)
+    }
+
     async fn fetch(&self, id: &Id) -> Result<Vec<PgRow>, sqlx::Error> {
         sqlx::query(&self.statements.load)
             .bind(id.to_string())
             .bind(millis(Timestamp::now()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection("load", 1).await?)
             .await
     }
 
@@ -384,7 +398,7 @@ impl PostgresStore {
             .bind(meta.absolute_deadline)
             .bind(keys)
             .bind(values)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection("create", 1).await?)
             .await?;
         Ok(inserted > 0)
     }
@@ -393,14 +407,16 @@ impl PostgresStore {
         let done = sqlx::query(&self.statements.free_expired)
             .bind(id.to_string())
             .bind(millis(Timestamp::now()))
-            .execute(&self.pool)
+            .execute(&mut *self.connection("create", 1).await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn move_session(&self, old: &Id, new: &Id) -> Result<Cycled, sqlx::Error> {
         let now = millis(Timestamp::now());
-        let mut tx = self.pool.begin().await?;
+        // BEGIN, two statements, COMMIT; or three and ROLLBACK.
+        let mut connection = self.connection("cycle", 4).await?;
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
         sqlx::query(&self.statements.free_expired)
             .bind(new.to_string())
             .bind(now)
@@ -424,6 +440,7 @@ impl PostgresStore {
             tx.commit().await?;
             return Ok(Cycled::Moved);
         }
+        telemetry::statements("postgres", "cycle", 1);
         let old_live: i64 = sqlx::query_scalar(&self.statements.cycle_old_live)
             .bind(old.to_string())
             .bind(now)
@@ -446,7 +463,12 @@ impl Sweep for PostgresStore {
             let done = sqlx::query(&self.statements.sweep)
                 .bind(millis(Timestamp::now()))
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(
+                    &mut *self
+                        .connection("sweep", 1)
+                        .await
+                        .map_err(Error::query("sweep"))?,
+                )
                 .await
                 .map_err(Error::query("sweep"))?;
             Ok(done.rows_affected())
@@ -510,7 +532,12 @@ impl SessionStore for PostgresStore {
                 .bind(keys)
                 .bind(values)
                 .bind(removed)
-                .fetch_one(&self.pool)
+                .fetch_one(
+                    &mut *self
+                        .connection("apply", 1)
+                        .await
+                        .map_err(Error::query("apply"))?,
+                )
                 .await
                 .map_err(Error::query("apply"))?;
             Ok(if applied > 0 {
@@ -531,7 +558,12 @@ impl SessionStore for PostgresStore {
                 .bind(meta.expires_at)
                 .bind(meta.idle_timeout_ms)
                 .bind(meta.absolute_deadline)
-                .execute(&self.pool)
+                .execute(
+                    &mut *self
+                        .connection("touch", 1)
+                        .await
+                        .map_err(Error::query("touch"))?,
+                )
                 .await
                 .map_err(Error::query("touch"))?;
             Ok(if done.rows_affected() > 0 {
@@ -547,7 +579,12 @@ impl SessionStore for PostgresStore {
         run(&self.settings, "delete", async {
             sqlx::query(&self.statements.delete)
                 .bind(id.to_string())
-                .execute(&self.pool)
+                .execute(
+                    &mut *self
+                        .connection("delete", 1)
+                        .await
+                        .map_err(Error::query("delete"))?,
+                )
                 .await
                 .map_err(Error::query("delete"))?;
             Ok(())

@@ -6,45 +6,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection};
 use tether_core::{Applied, Changes, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
 use crate::row::{Meta, decode_rows, millis};
 use crate::run::{Settings, run};
 use crate::sweeper::{Sweep, Sweeper};
-
-/// A write transaction and the writer turn it holds.
-struct Write<'a> {
-    _turn: MutexGuard<'a, ()>,
-    tx: Transaction<'static, Sqlite>,
-}
-
-impl Write<'_> {
-    /// Commits, or rolls back when the operation found it had nothing to do.
-    async fn finish(self, commit: bool) -> Result<(), sqlx::Error> {
-        if commit {
-            self.tx.commit().await
-        } else {
-            self.tx.rollback().await
-        }
-    }
-}
+use crate::telemetry;
 
 /// Runs one write: `$body` is an async block of statements on `$conn` answering
-/// `(commit, answer)`.
+/// `(commit, answer)`, in a transaction taken in this store's writers' turn.
 macro_rules! write {
     ($store:expr, $operation:literal, |$conn:ident| $body:expr) => {{
         let op = Error::query($operation);
-        let mut write = $store.begin().await.map_err(op)?;
-        let $conn: &mut SqliteConnection = &mut write.tx;
+        let _turn = $store.writer.lock().await;
+        // BEGIN, and COMMIT or ROLLBACK.
+        let mut connection = $store.connection($operation, 2).await.map_err(op)?;
+        let mut tx = sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE")
+            .await
+            .map_err(op)?;
+        let $conn: &mut SqliteConnection = &mut tx;
         let (commit, answer) = $body.await.map_err(op)?;
-        write.finish(commit).await.map_err(op)?;
+        if commit {
+            tx.commit().await
+        } else {
+            tx.rollback().await
+        }
+        .map_err(op)?;
         Ok(answer)
     }};
 }
@@ -366,11 +361,15 @@ impl SqliteStore {
         Sweeper::spawn(self.clone(), period)
     }
 
-    /// Starts a write transaction, this store's writers taking turns.
-    async fn begin(&self) -> Result<Write<'_>, sqlx::Error> {
-        let turn = self.writer.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Write { _turn: turn, tx })
+    /// A connection from the pool, for `count` statements of `operation`.
+    async fn connection(
+        &self,
+        operation: &'static str,
+        count: u64,
+    ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        let connection = telemetry::acquire("sqlite", &self.pool).await?;
+        telemetry::statements("sqlite", operation, count);
+        Ok(connection)
     }
 
     fn upsert<'q>(
@@ -392,6 +391,7 @@ impl Sweep for SqliteStore {
         let batch = i64::from(self.settings.sweep_batch);
         run(&self.settings, "sweep", async {
             write!(self, "sweep", |conn| async {
+                telemetry::statements("sqlite", "sweep", 1);
                 let done = sqlx::query(&self.statements.sweep)
                     .bind(millis(Timestamp::now()))
                     .bind(batch)
@@ -415,7 +415,12 @@ impl SessionStore for SqliteStore {
             let rows = sqlx::query(&self.statements.load)
                 .bind(id.to_string())
                 .bind(millis(Timestamp::now()))
-                .fetch_all(&self.pool)
+                .fetch_all(
+                    &mut *self
+                        .connection("load", 1)
+                        .await
+                        .map_err(Error::query("load"))?,
+                )
                 .await
                 .map_err(Error::query("load"))?;
             decode_rows(*id, &rows, Timestamp::now())
@@ -441,9 +446,11 @@ impl SessionStore for SqliteStore {
                     .bind(meta.absolute_deadline)
                     .execute(&mut *conn)
                     .await?;
+                telemetry::statements("sqlite", "create", 2);
                 if inserted.rows_affected() == 0 {
                     return Ok((false, Created::IdTaken));
                 }
+                telemetry::statements("sqlite", "create", record.data.len() as u64);
                 for (key, value) in &record.data {
                     self.upsert(&id, key, value).execute(&mut *conn).await?;
                 }
@@ -471,9 +478,14 @@ impl SessionStore for SqliteStore {
                     .bind(meta.absolute_deadline)
                     .execute(&mut *conn)
                     .await?;
+                telemetry::statements("sqlite", "apply", 1);
                 if updated.rows_affected() == 0 {
                     return Ok((false, Applied::Missing));
                 }
+                let rest = u64::from(changes.is_clear())
+                    + changes.removed().count() as u64
+                    + changes.inserted().count() as u64;
+                telemetry::statements("sqlite", "apply", rest);
                 if changes.is_clear() {
                     sqlx::query(&self.statements.clear)
                         .bind(&id)
@@ -504,6 +516,7 @@ impl SessionStore for SqliteStore {
         let id = id.to_string();
         run(&self.settings, "delete", async {
             write!(self, "delete", |conn| async {
+                telemetry::statements("sqlite", "delete", 1);
                 sqlx::query(&self.statements.delete)
                     .bind(&id)
                     .execute(&mut *conn)
@@ -519,6 +532,8 @@ impl SessionStore for SqliteStore {
         run(&self.settings, "cycle", async {
             write!(self, "cycle", |conn| async {
                 let now = millis(Timestamp::now());
+                // Freeing the new id and checking it; the old id's check or the rename.
+                telemetry::statements("sqlite", "cycle", 3);
                 sqlx::query(&self.statements.free_expired)
                     .bind(&new)
                     .bind(now)
