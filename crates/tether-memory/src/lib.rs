@@ -159,11 +159,17 @@ impl MemoryStore {
     /// A store holding at most `max_sessions` sessions. Past that bound, the least recently used
     /// session is evicted (and its user starts a new one).
     pub fn with_max_sessions(max_sessions: u64) -> Self {
-        let cache = Cache::builder()
+        let builder = Cache::builder()
             .max_capacity(max_sessions)
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(ExpireAtDeadline)
-            .build();
+            .expire_after(ExpireAtDeadline);
+        #[cfg(feature = "metrics")]
+        let builder = builder.eviction_listener(|_, _, cause| {
+            if cause == moka::notification::RemovalCause::Size {
+                metrics::counter!("tether_memory_evictions_total").increment(1);
+            }
+        });
+        let cache = builder.build();
         Self {
             cache,
             max_sessions,
