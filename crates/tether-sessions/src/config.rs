@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tether_core::{Codec, Expiry, Timestamp};
 
+use crate::telemetry::Telemetry;
 use crate::transport::{Protection, Transport};
 
 /// Default idle timeout: a session unused for this long ends.
@@ -35,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) codec: Codec,
     pub(crate) save_on_server_error: bool,
     pub(crate) deadline_header: Option<http::HeaderName>,
+    pub(crate) telemetry: Telemetry,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             codec: Codec::default(),
             save_on_server_error: false,
             deadline_header: None,
+            telemetry: Telemetry::register(),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::deadline::Deadline;
 use crate::error::ErrorResponse;
 use crate::save::Failed;
 use crate::session::Session;
-use crate::telemetry::{self, Outcome};
+use crate::telemetry::Outcome;
 use crate::transport::Delivery;
 
 type SaveFuture = Pin<Box<dyn Future<Output = Result<Delivery, Failed>> + Send>>;
@@ -86,14 +86,15 @@ where
                         tracing::warn!(
                             "the request's deadline passed before its session was saved; its changes were dropped, answering 503"
                         );
-                        telemetry::request(Outcome::Late);
+                        this.session.config().telemetry.request(Outcome::Late);
                         return Poll::Ready(Ok(unavailable(*this.grpc)));
                     }
                     let store = std::sync::Arc::clone(this.session.store());
+                    let config = std::sync::Arc::clone(this.session.config());
                     let outcome = plan.outcome();
                     let save = Box::pin(async move {
-                        let saved = plan.execute(&*store).await;
-                        telemetry::request(if saved.is_ok() {
+                        let saved = plan.execute(&*store, &config.telemetry).await;
+                        config.telemetry.request(if saved.is_ok() {
                             outcome
                         } else {
                             Outcome::SaveFailed

@@ -8,7 +8,7 @@ use tether_core::{
 };
 use tracing::Instrument as _;
 
-use crate::telemetry::{self, Outcome};
+use crate::telemetry::{Operation, Outcome, Telemetry};
 use crate::transport::Delivery;
 
 /// Attempts at finding a free id. Ids are 128 random bits, so a second attempt already means a
@@ -62,7 +62,11 @@ impl Plan {
     }
 
     /// Performs the plan and says what the client must learn, also when it failed half-way.
-    pub(crate) async fn execute(self, store: &dyn SessionStore) -> Result<Delivery, Failed> {
+    pub(crate) async fn execute(
+        self,
+        store: &dyn SessionStore,
+        telemetry: &Telemetry,
+    ) -> Result<Delivery, Failed> {
         match self {
             Self::Nothing => Ok(Delivery::Nothing),
             Self::Create {
@@ -71,9 +75,9 @@ impl Plan {
                 expiry,
             } => {
                 if let Some(id) = ended {
-                    delete(store, id).await?;
+                    delete(store, telemetry, id).await?;
                 }
-                Ok(create(store, data, expiry).await?)
+                Ok(create(store, telemetry, data, expiry).await?)
             }
             Self::Apply {
                 id,
@@ -81,28 +85,29 @@ impl Plan {
                 expiry,
             } => {
                 let span = tracing::debug_span!("session.apply", session = ?id);
-                let applied = telemetry::store_call(
-                    "apply",
-                    store.apply(&id, &changes, &expiry).instrument(span),
-                )
-                .await?;
+                let applied = telemetry
+                    .store_call(
+                        Operation::Apply,
+                        store.apply(&id, &changes, &expiry).instrument(span),
+                    )
+                    .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
             Self::Touch { id, expiry } => {
                 let span = tracing::debug_span!("session.touch", session = ?id);
-                let applied =
-                    telemetry::store_call("touch", store.touch(&id, &expiry).instrument(span))
-                        .await?;
+                let applied = telemetry
+                    .store_call(Operation::Touch, store.touch(&id, &expiry).instrument(span))
+                    .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
             Self::Cycle {
                 old,
                 changes,
                 expiry,
-            } => cycle(store, old, changes, expiry).await,
+            } => cycle(store, telemetry, old, changes, expiry).await,
             Self::Revoke { ended } => {
                 if let Some(id) = ended {
-                    delete(store, id).await?;
+                    delete(store, telemetry, id).await?;
                 }
                 Ok(Delivery::Revoke)
             }
@@ -140,20 +145,26 @@ fn renewed_or_gone(applied: Applied, id: Id, expiry: Expiry) -> Delivery {
     }
 }
 
-async fn delete(store: &dyn SessionStore, id: Id) -> Result<(), Error> {
+async fn delete(store: &dyn SessionStore, telemetry: &Telemetry, id: Id) -> Result<(), Error> {
     let span = tracing::debug_span!("session.delete", session = ?id);
-    telemetry::store_call("delete", store.delete(&id).instrument(span)).await
+    telemetry
+        .store_call(Operation::Delete, store.delete(&id).instrument(span))
+        .await
 }
 
 async fn create(
     store: &dyn SessionStore,
+    telemetry: &Telemetry,
     data: HashMap<String, Bytes>,
     expiry: Expiry,
 ) -> Result<Delivery, Error> {
     let mut record = Record::new(Id::random()?, expiry, Timestamp::now()).with_data(data);
     for _ in 0..ID_ATTEMPTS {
         let span = tracing::debug_span!("session.create", session = ?record.id);
-        match telemetry::store_call("create", store.create(&record).instrument(span)).await? {
+        match telemetry
+            .store_call(Operation::Create, store.create(&record).instrument(span))
+            .await?
+        {
             Created::Created => return Ok(Delivery::Issue(record.id, expiry)),
             Created::IdTaken => record.id = Id::random()?,
         }
@@ -163,6 +174,7 @@ async fn create(
 
 async fn cycle(
     store: &dyn SessionStore,
+    telemetry: &Telemetry,
     old: Id,
     changes: Changes,
     expiry: Expiry,
@@ -170,19 +182,23 @@ async fn cycle(
     for _ in 0..ID_ATTEMPTS {
         let new = Id::random()?;
         let span = tracing::debug_span!("session.cycle", session = ?old, new = ?new);
-        match telemetry::store_call("cycle", store.cycle(&old, &new).instrument(span)).await? {
+        match telemetry
+            .store_call(Operation::Cycle, store.cycle(&old, &new).instrument(span))
+            .await?
+        {
             Cycled::Moved => {
                 let span = tracing::debug_span!("session.apply", session = ?new);
                 // The old id is gone now: whatever happens next, the client needs the new one.
-                let applied = telemetry::store_call(
-                    "apply",
-                    store.apply(&new, &changes, &expiry).instrument(span),
-                )
-                .await
-                .map_err(|error| Failed {
-                    error,
-                    delivery: Delivery::Issue(new, expiry),
-                })?;
+                let applied = telemetry
+                    .store_call(
+                        Operation::Apply,
+                        store.apply(&new, &changes, &expiry).instrument(span),
+                    )
+                    .await
+                    .map_err(|error| Failed {
+                        error,
+                        delivery: Delivery::Issue(new, expiry),
+                    })?;
                 return Ok(match renewed_or_gone(applied, new, expiry) {
                     Delivery::Renew(id, expiry) => Delivery::Issue(id, expiry),
                     other => other,

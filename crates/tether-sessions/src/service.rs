@@ -72,7 +72,7 @@ where
             tracing::warn!(
                 "the request arrived after its deadline; answering 503 without running it"
             );
-            crate::telemetry::request(crate::telemetry::Outcome::Late);
+            config.telemetry.request(crate::telemetry::Outcome::Late);
             return ResponseFuture::late(session, grpc);
         }
         request.extensions_mut().insert(session.clone());

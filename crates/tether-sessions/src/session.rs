@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::save::Plan;
-use crate::telemetry::{self, Outcome};
+use crate::telemetry::{Operation, Outcome};
 use crate::{Error, Result};
 
 /// The session of the current request.
@@ -275,7 +275,13 @@ impl Session {
     /// One `load` from the store. Stored data that cannot be decoded counts as no session.
     async fn fetch(&self, id: Id) -> Result<Option<Record>> {
         let span = tracing::debug_span!("session.load", session = ?id);
-        match telemetry::store_call("load", self.inner.store.load(&id).instrument(span)).await {
+        match self
+            .inner
+            .config
+            .telemetry
+            .store_call(Operation::Load, self.inner.store.load(&id).instrument(span))
+            .await
+        {
             Ok(record) => Ok(record.filter(|r| !r.expiry.is_expired(Timestamp::now()))),
             Err(err) if err.kind() == tether_core::ErrorKind::Corrupt => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "stored session is corrupt; starting a new one");
@@ -312,19 +318,19 @@ impl Session {
         let mut state = self.state();
         state.finished = true;
         if !self.inner.loaded.initialized() {
-            telemetry::request(Outcome::NoSession);
+            self.inner.config.telemetry.request(Outcome::NoSession);
             return None;
         }
         if failed && !self.inner.config.save_on_server_error {
             tracing::debug!("the handler failed; session changes discarded");
-            telemetry::request(Outcome::Discarded);
+            self.inner.config.telemetry.request(Outcome::Discarded);
             return None;
         }
         let plan = state.plan(&self.inner.config, Timestamp::now());
         match plan {
-            Plan::Nothing => telemetry::request(Outcome::Loaded),
+            Plan::Nothing => self.inner.config.telemetry.request(Outcome::Loaded),
             Plan::Create { .. } | Plan::Apply { .. } | Plan::Cycle { .. } => {
-                telemetry::session_size(state.size);
+                self.inner.config.telemetry.session_size(state.size);
             }
             Plan::Touch { .. } | Plan::Revoke { .. } => {}
         }

@@ -1,6 +1,6 @@
 //! What the layer counts, through the [`metrics`](https://docs.rs/metrics) facade (feature
-//! `metrics`). Without the feature every function here is empty and compiles away; with it and
-//! no recorder installed, each is a check of the facade's global recorder.
+//! `metrics`). Without the feature [`Telemetry`] is empty and every call compiles away; with
+//! it, the handles come from the recorder installed when the layer was built.
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
@@ -40,6 +40,23 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const COUNT: usize = 10;
+    /// Every outcome, in declaration order: `outcome as usize` indexes it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const ALL: [Self; Self::COUNT] = [
+        Self::NoSession,
+        Self::Loaded,
+        Self::Created,
+        Self::Changed,
+        Self::Touched,
+        Self::Cycled,
+        Self::Revoked,
+        Self::Discarded,
+        Self::SaveFailed,
+        Self::Late,
+    ];
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn label(self) -> &'static str {
         match self {
             Self::NoSession => "no_session",
@@ -56,20 +73,42 @@ impl Outcome {
     }
 }
 
-/// Counts a request by its session's outcome.
-pub(crate) fn request(outcome: Outcome) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("tether_session_requests_total", "outcome" => outcome.label()).increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = outcome;
+/// A store call the layer makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Load,
+    Create,
+    Apply,
+    Touch,
+    Cycle,
+    Delete,
 }
 
-/// Records the size of the session data a request saved.
-pub(crate) fn session_size(bytes: usize) {
-    #[cfg(feature = "metrics")]
-    metrics::histogram!("tether_session_size_bytes").record(bytes as f64);
-    #[cfg(not(feature = "metrics"))]
-    let _ = bytes;
+impl Operation {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const COUNT: usize = 6;
+    /// Every operation, in declaration order: `operation as usize` indexes it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const ALL: [Self; Self::COUNT] = [
+        Self::Load,
+        Self::Create,
+        Self::Apply,
+        Self::Touch,
+        Self::Cycle,
+        Self::Delete,
+    ];
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn label(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Create => "create",
+            Self::Apply => "apply",
+            Self::Touch => "touch",
+            Self::Cycle => "cycle",
+            Self::Delete => "delete",
+        }
+    }
 }
 
 /// The kind label of a store error.
@@ -84,31 +123,92 @@ fn kind(error: &Error) -> &'static str {
     }
 }
 
-/// Runs the store call `operation` (`load`, `create`, `apply`, `touch`, `cycle`, `delete`),
-/// timing it and counting its failure.
-pub(crate) async fn store_call<T>(
-    operation: &'static str,
-    call: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
+/// The layer's metric handles, registered once when the layer is built: a request then costs
+/// an atomic add per counter and a push per histogram sample, with no key hashing or
+/// registry lookup. So the recorder must be installed before the layer is built; handles
+/// registered without one record nothing.
+#[derive(Clone)]
+pub(crate) struct Telemetry {
     #[cfg(feature = "metrics")]
-    {
-        let started = std::time::Instant::now();
-        let result = call.await;
-        metrics::histogram!("tether_session_store_duration_seconds", "operation" => operation)
-            .record(started.elapsed().as_secs_f64());
-        if let Err(error) = &result {
-            metrics::counter!(
-                "tether_session_store_errors_total",
-                "operation" => operation,
-                "kind" => kind(error)
-            )
-            .increment(1);
+    requests: [metrics::Counter; Outcome::COUNT],
+    #[cfg(feature = "metrics")]
+    durations: [metrics::Histogram; Operation::COUNT],
+    #[cfg(feature = "metrics")]
+    size: metrics::Histogram,
+}
+
+impl Telemetry {
+    /// Registers the handles with the recorder installed now.
+    pub(crate) fn register() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            requests: Outcome::ALL.map(|outcome| {
+                metrics::counter!("tether_session_requests_total", "outcome" => outcome.label())
+            }),
+            #[cfg(feature = "metrics")]
+            durations: Operation::ALL.map(|operation| {
+                metrics::histogram!(
+                    "tether_session_store_duration_seconds",
+                    "operation" => operation.label()
+                )
+            }),
+            #[cfg(feature = "metrics")]
+            size: metrics::histogram!("tether_session_size_bytes"),
         }
-        result
     }
-    #[cfg(not(feature = "metrics"))]
-    {
-        let _ = operation;
-        call.await
+
+    /// Counts a request by its session's outcome.
+    pub(crate) fn request(&self, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        if let Some(counter) = self.requests.get(outcome as usize) {
+            counter.increment(1);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = outcome;
+    }
+
+    /// Records the size of the session data a request saved.
+    pub(crate) fn session_size(&self, bytes: usize) {
+        #[cfg(feature = "metrics")]
+        self.size.record(bytes as f64);
+        #[cfg(not(feature = "metrics"))]
+        let _ = bytes;
+    }
+
+    /// Runs the store call `operation`, timing it and counting its failure.
+    pub(crate) async fn store_call<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        #[cfg(feature = "metrics")]
+        {
+            let started = std::time::Instant::now();
+            let result = call.await;
+            if let Some(histogram) = self.durations.get(operation as usize) {
+                histogram.record(started.elapsed().as_secs_f64());
+            }
+            if let Err(error) = &result {
+                // Rare: the key is built on the spot.
+                metrics::counter!(
+                    "tether_session_store_errors_total",
+                    "operation" => operation.label(),
+                    "kind" => kind(error)
+                )
+                .increment(1);
+            }
+            result
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = operation;
+            call.await
+        }
+    }
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
     }
 }
