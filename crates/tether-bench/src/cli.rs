@@ -56,6 +56,35 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 200_000, value_parser = counts::<u32>(1))]
         requests: u32,
     },
+    /// User-space instructions per request of each stack, counted by callgrind: each stack is
+    /// served by a process of its own under valgrind; only the measured requests are counted,
+    /// after its sessions are made and a warm-up.
+    Instructions {
+        #[command(flatten)]
+        what: StacksAndWorkload,
+        /// Measured requests per stack.
+        #[arg(long, default_value_t = 2_000, value_parser = counts::<u64>(1))]
+        requests: u64,
+        /// The valgrind program.
+        #[arg(long, default_value = "valgrind")]
+        valgrind: PathBuf,
+        /// callgrind's control program, which zeroes and dumps the counts of a running server.
+        #[arg(long, default_value = "callgrind_control")]
+        callgrind_control: PathBuf,
+        /// Print one JSON array of {"stack", "workload", "instructions_per_request"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stack as a server of its own, for a load generator in another process (wrk):
+    /// prints `listening on ADDR`, serves until its standard input closes or Ctrl-C.
+    Serve {
+        /// The stack.
+        #[arg(long, value_enum, default_value = "tether-memory")]
+        stack: Stack,
+        /// The address to listen at; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Redis commands each request sends (round trips), and those its scripts run, recorded with
     /// MONITOR over a fixed number of sequential requests on one session.
     Commands {
@@ -231,6 +260,7 @@ mod tests {
             &["throughput", "--repeat", "0"],
             &["overhead", "--requests", "0"],
             &["commands", "--requests", "0"],
+            &["instructions", "--requests", "0"],
             &["traffic", "--nodes", "3,0"],
             &["traffic", "--writes", "0"],
             &["cluster", "--seconds", "0"],

@@ -4,6 +4,7 @@
 //! tether-bench throughput --stacks none,tether-memory,tower-sessions-memory \
 //!     --workload read --seconds 5 --connections 16 --repeat 3
 //! tether-bench race --store memory --writers 8 --rounds 200
+//! tether-bench instructions --stacks none,tether-memory,tower-sessions-memory --workload read
 //! ```
 //!
 //! The server (axum 0.8, the same handlers for every stack) and the HTTP/1.1 keep-alive load
@@ -13,6 +14,7 @@ mod backends;
 mod cli;
 mod error;
 mod in_process;
+mod instructions;
 mod load;
 mod net;
 mod plan;
@@ -21,6 +23,7 @@ mod proxy;
 mod race;
 mod redis_env;
 mod replicated;
+mod serve;
 mod soak;
 mod stacks;
 mod throughput;
@@ -53,9 +56,16 @@ fn start(cli: Cli) -> Result<(), BoxError> {
         // Before the runtime starts its threads, so they inherit the affinity.
         proxy::pin_self(1)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = if matches!(cli.command, Command::Serve { .. }) {
+        // The server under test on one thread, as on the one core it is measured on.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(run(cli))
 }
 
@@ -76,6 +86,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             repeat,
             json,
         } => {
+            Stack::check_in_process(&stacks)?;
             let backends = backends_for(&stacks)?;
             let plan = Plan::new(seconds, warmup, connections, repeat);
             throughput::run(&stacks, workload, &plan, &backends, json).await
@@ -84,13 +95,35 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             what: StacksAndWorkload { stacks, workload },
             requests,
         } => {
+            Stack::check_in_process(&stacks)?;
             let backends = backends_for(&stacks)?;
             in_process::overhead(&stacks, workload, requests, &backends).await
+        }
+        Command::Instructions {
+            what: StacksAndWorkload { stacks, workload },
+            requests,
+            valgrind,
+            callgrind_control,
+            json,
+        } => {
+            let backends = backends_for(&stacks)?;
+            let servers = instructions::Servers {
+                backends: &backends,
+                postgres_url: &postgres_url,
+                valgrind: &valgrind,
+                callgrind_control: &callgrind_control,
+            };
+            instructions::run(&stacks, workload, requests, &servers, json).await
+        }
+        Command::Serve { stack, listen } => {
+            let backends = backends_for(&[stack])?;
+            serve::run(stack, listen, &backends).await
         }
         Command::Commands {
             what: StacksAndWorkload { stacks, workload },
             requests,
         } => {
+            Stack::check_in_process(&stacks)?;
             let redis = RedisEnv::new(redis_url.clone())?;
             in_process::commands(&stacks, workload, requests, redis).await
         }

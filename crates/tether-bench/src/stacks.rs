@@ -39,11 +39,16 @@ pub(crate) enum Stack {
     TowerSessionsPostgres,
     /// tower-sessions 0.14 with tether-redis underneath, through tether-tower-sessions.
     TowerSessionsTetherRedis,
+    /// tether-memory with the layer's metrics recorded by a Prometheus recorder (feature
+    /// `metrics`). The recorder is global to its process, so this stack runs only as a server
+    /// of its own (`serve`, `instructions`).
+    #[cfg(feature = "metrics")]
+    TetherMemoryPrometheus,
 }
 
 impl Stack {
     /// Every stack, in the order of the command line's list.
-    #[cfg(test)]
+    #[cfg(all(test, not(feature = "metrics")))]
     pub(crate) const ALL: [Self; 8] = [
         Self::None,
         Self::TetherMemory,
@@ -53,6 +58,19 @@ impl Stack {
         Self::TetherPostgres,
         Self::TowerSessionsPostgres,
         Self::TowerSessionsTetherRedis,
+    ];
+    /// Every stack, in the order of the command line's list.
+    #[cfg(all(test, feature = "metrics"))]
+    pub(crate) const ALL: [Self; 9] = [
+        Self::None,
+        Self::TetherMemory,
+        Self::TowerSessionsMemory,
+        Self::TetherRedis,
+        Self::TowerSessionsRedis,
+        Self::TetherPostgres,
+        Self::TowerSessionsPostgres,
+        Self::TowerSessionsTetherRedis,
+        Self::TetherMemoryPrometheus,
     ];
 
     /// The stack's name on the command line and in reports.
@@ -66,6 +84,29 @@ impl Stack {
             Self::TetherPostgres => "tether-postgres",
             Self::TowerSessionsPostgres => "tower-sessions-postgres",
             Self::TowerSessionsTetherRedis => "tower-sessions-tether-redis",
+            #[cfg(feature = "metrics")]
+            Self::TetherMemoryPrometheus => "tether-memory-prometheus",
+        }
+    }
+
+    /// Whether the stack installs a metrics recorder, which is global to its process: it runs
+    /// only as a server of its own.
+    pub(crate) fn records_metrics(self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self == Self::TetherMemoryPrometheus;
+        #[cfg(not(feature = "metrics"))]
+        false
+    }
+
+    /// Refuses, for the commands that run servers in this process, a stack that must run in
+    /// a process of its own.
+    pub(crate) fn check_in_process(stacks: &[Self]) -> Result<(), BoxError> {
+        match stacks.iter().find(|s| s.records_metrics()) {
+            Some(stack) => Err(format!(
+                "{stack} installs a process-wide metrics recorder: measure it with `instructions`, or `serve` it to an outside load generator"
+            )
+            .into()),
+            None => Ok(()),
         }
     }
 
@@ -101,6 +142,8 @@ impl Stack {
                 .route("/read", get(|| async { Json(json!({ "count": 0 })) }))
                 .route("/write", get(|| async { Json(json!({ "count": 1 })) })),
             Self::TetherMemory => tether_app::router(),
+            #[cfg(feature = "metrics")]
+            Self::TetherMemoryPrometheus => tether_app::router(),
             Self::TowerSessionsMemory => tower_sessions_app::router(),
             Self::TetherRedis => tether_redis_app::router(redis_url()?).await?,
             Self::TowerSessionsRedis => tower_sessions_redis_app::router(redis_url()?).await?,
