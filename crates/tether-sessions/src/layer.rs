@@ -48,6 +48,9 @@ pub struct SessionLayer {
 
 impl SessionLayer {
     /// Sessions kept in `store`, with the default settings.
+    ///
+    /// With the `metrics` feature, the layer registers its metric handles here, with the
+    /// recorder installed at this moment: install the recorder before building the layer.
     pub fn new(store: impl SessionStore) -> Self {
         Self::from_arc(Arc::new(store))
     }
