@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::Instrument as _;
 
 use crate::NodeConfig;
 use crate::handshake;
@@ -211,6 +212,11 @@ impl Server {
         result
     }
 
+    /// The span of a copy of the write `write` that `from` sent as its primary.
+    fn copy_span(&self, from: &str, write: &crate::write_id::WriteId) -> tracing::Span {
+        tracing::debug_span!("replicated.copy", node = %self.members.name(), from, %write)
+    }
+
     /// Answers a request of the authenticated peer `from`.
     async fn handle(&self, from: &str, request: Request) -> Response {
         if self.frozen.load(Ordering::SeqCst) {
@@ -224,10 +230,17 @@ impl Server {
             },
             Request::Fetch { id } => self.reads.answer_fetch(&id),
             Request::Create { id, write, entry } => {
+                let _span = self.copy_span(from, &write).entered();
                 self.writes.backup_create(from, id, &write, entry)
             }
-            Request::Apply { id, delta } => self.writes.backup_apply(from, &id, &delta),
-            Request::Delete { id, at, write } => self.writes.backup_delete(from, id, at, write),
+            Request::Apply { id, delta } => {
+                let _span = self.copy_span(from, &delta.write).entered();
+                self.writes.backup_apply(from, &id, &delta)
+            }
+            Request::Delete { id, at, write } => {
+                let _span = self.copy_span(from, &write).entered();
+                self.writes.backup_delete(from, id, at, write)
+            }
             Request::Push { entries } => {
                 self.link.counters().sessions_received(entries.len());
                 transfer::merge(&self.state, entries);
@@ -240,7 +253,15 @@ impl Server {
                 after,
                 self.page_budget,
             ),
-            Request::Forward { write, op } => self.writes.answer_forward(write, op).await,
+            Request::Forward { write, op } => {
+                let span = tracing::debug_span!(
+                    "replicated.forwarded",
+                    node = %self.members.name(),
+                    from,
+                    %write
+                );
+                self.writes.answer_forward(write, op).instrument(span).await
+            }
             Request::Leave => {
                 self.members.peer_left(from);
                 Response::Done

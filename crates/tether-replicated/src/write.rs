@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tether_core::{Applied, Changes, Created, Error, Expiry, Id, Record, Timestamp};
+use tracing::Instrument as _;
 
 use crate::error::{PeerError, unavailable, unexpected};
 use crate::hlc::Hlc;
@@ -149,8 +150,10 @@ impl Writes {
     /// Runs the store call `write` on the session's primary, here or there, trying again after
     /// a transient failure until the retry deadline.
     async fn execute(&self, write: WriteId, op: Op) -> Result<Response, Error> {
+        let span = tracing::debug_span!("replicated.write", node = %self.members.name(), %write);
         self.retry
             .run(|| self.execute_once(write, op.clone()))
+            .instrument(span)
             .await
     }
 

@@ -21,6 +21,15 @@ pub(crate) const RECENT_WRITES: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct WriteId([u8; 16]);
 
+/// Hex, in the spans of every node the write passes through: one write can be followed from
+/// the node that took the call to its primary and backups. A write id names no session and
+/// grants nothing, unlike a session id.
+impl std::fmt::Display for WriteId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
 impl WriteId {
     /// A new, random write id.
     pub(crate) fn random() -> Result<Self, tether_core::Error> {
