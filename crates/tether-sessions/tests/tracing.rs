@@ -18,8 +18,11 @@ use tracing::span::{Attributes, Id as SpanId};
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Every span opened, with its parent's name.
-struct Spans(Arc<Mutex<Vec<(&'static str, Option<&'static str>)>>>);
+/// A span's name and its parent's.
+type Opened = (&'static str, Option<&'static str>);
+
+/// Every span opened.
+struct Spans(Arc<Mutex<Vec<Opened>>>);
 
 impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
     fn on_new_span(&self, attributes: &Attributes<'_>, id: &SpanId, context: Context<'_, S>) {
