@@ -113,6 +113,7 @@ pub(crate) enum Reason {
 
 impl Backend {
     pub(crate) fn new(name: String) -> Self {
+        crate::telemetry::ejection(&name, false);
         Self {
             name,
             state: Mutex::new(BackendState::Ready),
@@ -148,6 +149,7 @@ impl Backend {
             Some(at) if at > Instant::now() => Some(at),
             Some(_) => {
                 *until = None;
+                crate::telemetry::ejection(&self.name, false);
                 None
             }
             None => None,
@@ -268,6 +270,33 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ejection gauge follows passive health: 1 from the ejection, 0 once the cooldown ran
+    /// out. Each phase has a recorder of its own, so a 0 read is a 0 set.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn the_ejection_gauge_follows_the_cooldown() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let gauge = |recorder: &DebuggingRecorder| {
+            recorder
+                .snapshotter()
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .find_map(|(key, _, _, value)| {
+                    (key.key().name() == "tether_sticky_backend_ejected").then_some(value)
+                })
+        };
+        let backend = Backend::new("b".to_owned());
+        let ejected = DebuggingRecorder::new();
+        metrics::with_local_recorder(&ejected, || backend.failed(1, Duration::from_millis(20)));
+        assert_eq!(gauge(&ejected), Some(DebugValue::Gauge(1.0.into())));
+        std::thread::sleep(Duration::from_millis(40));
+        let back = DebuggingRecorder::new();
+        metrics::with_local_recorder(&back, || assert!(!backend.is_ejected()));
+        assert_eq!(gauge(&back), Some(DebugValue::Gauge(0.0.into())));
+    }
 
     #[test]
     fn health_counts_failures_in_a_row_then_ejects() {

@@ -72,8 +72,17 @@ pub(crate) fn ejected(backend: &str) {
     #[cfg(feature = "metrics")]
     metrics::counter!("tether_sticky_ejections_total", "backend" => backend.to_owned())
         .increment(1);
+    ejection(backend, true);
+}
+
+/// `backend` is now ejected by passive health, or back in rotation (its cooldown ran out; also
+/// its state when it joins).
+pub(crate) fn ejection(backend: &str, ejected: bool) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tether_sticky_backend_ejected", "backend" => backend.to_owned())
+        .set(if ejected { 1.0 } else { 0.0 });
     #[cfg(not(feature = "metrics"))]
-    let _ = backend;
+    let _ = (backend, ejected);
 }
 
 /// The router answered `status` itself: `503` (no backend may take the request), `502` (the

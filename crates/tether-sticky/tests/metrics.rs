@@ -106,6 +106,11 @@ async fn requests_failures_ejections_refusals_and_bad_pins_are_counted() {
         snapshot.counter("tether_sticky_ejections_total", &[("backend", "gone")]),
         1
     );
+    assert_eq!(
+        snapshot.gauge("tether_sticky_backend_ejected", &[("backend", "dead")]),
+        Some(1.0),
+        "{snapshot:?}"
+    );
     assert_eq!(snapshot.counter("tether_sticky_invalid_pins_total", &[]), 1);
     assert_eq!(
         snapshot.counter("tether_sticky_refused_total", &[("status", "503")]),
