@@ -370,9 +370,7 @@ impl PostgresStore {
         operation: &'static str,
         count: u64,
     ) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let connection = telemetry::acquire("postgres", &self.pool).await?;
-        telemetry::statements("postgres", operation, count);
-        Ok(connection)
+        telemetry::acquire("postgres", &self.pool, operation, count).await
     }
 
     async fn fetch(&self, id: &Id) -> Result<Vec<PgRow>, sqlx::Error> {

@@ -367,9 +367,7 @@ impl SqliteStore {
         operation: &'static str,
         count: u64,
     ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
-        let connection = telemetry::acquire("sqlite", &self.pool).await?;
-        telemetry::statements("sqlite", operation, count);
-        Ok(connection)
+        telemetry::acquire("sqlite", &self.pool, operation, count).await
     }
 
     fn upsert<'q>(

@@ -11,8 +11,20 @@
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
-/// A connection from `pool`, timing the wait and publishing the pool's size.
+/// A connection from `pool` for `count` statements of `operation`, timing the wait and
+/// publishing the pool's size.
 pub(crate) async fn acquire<DB: Database>(
+    database: &'static str,
+    pool: &Pool<DB>,
+    operation: &'static str,
+    count: u64,
+) -> Result<PoolConnection<DB>, sqlx::Error> {
+    let connection = timed_acquire(database, pool).await?;
+    statements(database, operation, count);
+    Ok(connection)
+}
+
+async fn timed_acquire<DB: Database>(
     database: &'static str,
     pool: &Pool<DB>,
 ) -> Result<PoolConnection<DB>, sqlx::Error> {
