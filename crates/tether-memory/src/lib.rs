@@ -77,9 +77,15 @@ pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<Id, Arc<Cell>>,
+    cache: Cache<Id, Arc<Cell>, IdHasher>,
     max_sessions: u64,
 }
+
+/// How the cache hashes ids: foldhash, seeded per process. moka's default, SipHash, is made to
+/// resist keys chosen to collide, at several times the cost per lookup; no client chooses the
+/// ids held here (the layer draws them from a CSPRNG), and an id a client presents is only
+/// looked up.
+type IdHasher = foldhash::fast::RandomState;
 
 /// One session: its record behind a lock, and its deadline mirrored for the expiry policy.
 struct Cell {
@@ -169,7 +175,7 @@ impl MemoryStore {
                 metrics::counter!("tether_memory_evictions_total").increment(1);
             }
         });
-        let cache = builder.build();
+        let cache = builder.build_with_hasher(IdHasher::default());
         Self {
             cache,
             max_sessions,
