@@ -8,7 +8,7 @@ use tether_core::{
 };
 use tracing::Instrument as _;
 
-use crate::telemetry::{Operation, Outcome, Telemetry};
+use crate::telemetry::{Operation, Outcome, Telemetry, store_span};
 use crate::transport::Delivery;
 
 /// Attempts at finding a free id. Ids are 128 random bits, so a second attempt already means a
@@ -84,7 +84,7 @@ impl Plan {
                 changes,
                 expiry,
             } => {
-                let span = tracing::debug_span!("session.apply", session = ?id);
+                let span = store_span!("session.apply", session = ?id);
                 let applied = telemetry
                     .store_call(
                         Operation::Apply,
@@ -94,7 +94,7 @@ impl Plan {
                 Ok(renewed_or_gone(applied, id, expiry))
             }
             Self::Touch { id, expiry } => {
-                let span = tracing::debug_span!("session.touch", session = ?id);
+                let span = store_span!("session.touch", session = ?id);
                 let applied = telemetry
                     .store_call(Operation::Touch, store.touch(&id, &expiry).instrument(span))
                     .await?;
@@ -146,7 +146,7 @@ fn renewed_or_gone(applied: Applied, id: Id, expiry: Expiry) -> Delivery {
 }
 
 async fn delete(store: &dyn SessionStore, telemetry: &Telemetry, id: Id) -> Result<(), Error> {
-    let span = tracing::debug_span!("session.delete", session = ?id);
+    let span = store_span!("session.delete", session = ?id);
     telemetry
         .store_call(Operation::Delete, store.delete(&id).instrument(span))
         .await
@@ -160,7 +160,7 @@ async fn create(
 ) -> Result<Delivery, Error> {
     let mut record = Record::new(Id::random()?, expiry, Timestamp::now()).with_data(data);
     for _ in 0..ID_ATTEMPTS {
-        let span = tracing::debug_span!("session.create", session = ?record.id);
+        let span = store_span!("session.create", session = ?record.id);
         match telemetry
             .store_call(Operation::Create, store.create(&record).instrument(span))
             .await?
@@ -181,13 +181,13 @@ async fn cycle(
 ) -> Result<Delivery, Failed> {
     for _ in 0..ID_ATTEMPTS {
         let new = Id::random()?;
-        let span = tracing::debug_span!("session.cycle", session = ?old, new = ?new);
+        let span = store_span!("session.cycle", session = ?old, new = ?new);
         match telemetry
             .store_call(Operation::Cycle, store.cycle(&old, &new).instrument(span))
             .await?
         {
             Cycled::Moved => {
-                let span = tracing::debug_span!("session.apply", session = ?new);
+                let span = store_span!("session.apply", session = ?new);
                 // The old id is gone now: whatever happens next, the client needs the new one.
                 let applied = telemetry
                     .store_call(

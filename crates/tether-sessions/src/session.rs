@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::save::Plan;
-use crate::telemetry::{Operation, Outcome};
+use crate::telemetry::{Operation, Outcome, store_span};
 use crate::{Error, Result};
 
 /// The session of the current request.
@@ -83,6 +83,8 @@ struct State {
     stale: bool,
     /// The response was produced; later changes would be lost.
     finished: bool,
+    /// When the session was read: the time this request's deadlines are counted from.
+    loaded_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy)]
@@ -261,11 +263,15 @@ impl Session {
         self.inner
             .loaded
             .get_or_try_init(|| async {
+                // The request's one clock reading: it decides expiry here and renewal in
+                // `finish`, which a handler's run time cannot make matter.
+                let now = Timestamp::now();
                 let record = match self.inner.incoming {
-                    Some(id) => self.fetch(id).await?,
+                    Some(id) => self.fetch(id, now).await?,
                     None => None,
                 };
-                self.state().install(record, self.inner.incoming.is_some());
+                self.state()
+                    .install(record, self.inner.incoming.is_some(), now);
                 Ok::<(), Error>(())
             })
             .await?;
@@ -273,8 +279,8 @@ impl Session {
     }
 
     /// One `load` from the store. Stored data that cannot be decoded counts as no session.
-    async fn fetch(&self, id: Id) -> Result<Option<Record>> {
-        let span = tracing::debug_span!("session.load", session = ?id);
+    async fn fetch(&self, id: Id, now: Timestamp) -> Result<Option<Record>> {
+        let span = store_span!("session.load", session = ?id);
         match self
             .inner
             .config
@@ -282,7 +288,7 @@ impl Session {
             .store_call(Operation::Load, self.inner.store.load(&id).instrument(span))
             .await
         {
-            Ok(record) => Ok(record.filter(|r| !r.expiry.is_expired(Timestamp::now()))),
+            Ok(record) => Ok(record.filter(|r| !r.expiry.is_expired(now))),
             Err(err) if err.kind() == tether_core::ErrorKind::Corrupt => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "stored session is corrupt; starting a new one");
                 Ok(None)
@@ -326,7 +332,8 @@ impl Session {
             self.inner.config.telemetry.request(Outcome::Discarded);
             return None;
         }
-        let plan = state.plan(&self.inner.config, Timestamp::now());
+        let now = state.loaded_at.unwrap_or_else(Timestamp::now);
+        let plan = state.plan(&self.inner.config, now);
         match plan {
             Plan::Nothing => self.inner.config.telemetry.request(Outcome::Loaded),
             Plan::Create { .. } | Plan::Apply { .. } | Plan::Cycle { .. } => {
@@ -347,7 +354,8 @@ impl Session {
 }
 
 impl State {
-    fn install(&mut self, record: Option<Record>, presented: bool) {
+    fn install(&mut self, record: Option<Record>, presented: bool, now: Timestamp) {
+        self.loaded_at = Some(now);
         match record {
             Some(record) => {
                 self.size = data_size(&record.data);

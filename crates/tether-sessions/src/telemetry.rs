@@ -11,6 +11,22 @@
 
 use std::future::Future;
 
+/// The span of one store call, `debug_span!` arguments: the span when debug spans are recorded,
+/// otherwise none at all. Without a subscriber, tracing hands every span to its `log` bridge
+/// when its feature `log` is on (tower-sessions and sqlx turn it on), which costs a read about
+/// 300 instructions for a span nobody reads.
+macro_rules! store_span {
+    ($($span:tt)*) => {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!($($span)*)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
+pub(crate) use store_span;
+
 use tether_core::{Error, ErrorKind};
 
 /// What became of a request's session.
