@@ -75,6 +75,38 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Requests per second of each stack with its server alone on one core: each stack served
+    /// by a process of its own pinned to `--server-core`, driven by wrk pinned to
+    /// `--load-core`, in interleaved rounds; with the server's CPU time per request, and runs
+    /// where the server was not saturated or the rounds spread past 5% flagged.
+    Pinned {
+        #[command(flatten)]
+        what: StacksAndWorkload,
+        /// Measured seconds per stack and round.
+        #[arg(long, default_value_t = 10, value_parser = counts::<u64>(1))]
+        seconds: u64,
+        /// Unmeasured warm-up seconds per stack, before the first round.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Concurrent keep-alive connections from wrk.
+        #[arg(long, default_value_t = 32, value_parser = counts::<usize>(1))]
+        connections: usize,
+        /// Rounds over all stacks, interleaved; medians and spread are reported.
+        #[arg(long, default_value_t = 3, value_parser = counts::<usize>(1))]
+        rounds: usize,
+        /// The core the servers are pinned to.
+        #[arg(long, default_value_t = 0)]
+        server_core: usize,
+        /// The core wrk is pinned to.
+        #[arg(long, default_value_t = 1)]
+        load_core: usize,
+        /// The wrk program (Debian: apt-get install wrk).
+        #[arg(long, default_value = "wrk")]
+        wrk: PathBuf,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// One stack as a server of its own, for a load generator in another process (wrk):
     /// prints `listening on ADDR`, serves until its standard input closes or Ctrl-C.
     Serve {
@@ -261,6 +293,9 @@ mod tests {
             &["overhead", "--requests", "0"],
             &["commands", "--requests", "0"],
             &["instructions", "--requests", "0"],
+            &["pinned", "--seconds", "0"],
+            &["pinned", "--connections", "0"],
+            &["pinned", "--rounds", "0"],
             &["traffic", "--nodes", "3,0"],
             &["traffic", "--writes", "0"],
             &["cluster", "--seconds", "0"],

@@ -7,12 +7,10 @@
 //! counts do not depend on the machine's load, so the figure repeats from run to run where
 //! timings on a shared machine do not.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 use tether_core::BoxError;
@@ -20,7 +18,7 @@ use tether_core::BoxError;
 use crate::backends::Backends;
 use crate::error::Doing as _;
 use crate::load::{Client, Workload};
-use crate::serve::LISTENING;
+use crate::serve::listening;
 use crate::stacks::Stack;
 
 /// Sessions the requests rotate over, each on its own keep-alive connection.
@@ -105,7 +103,7 @@ async fn measure(
     servers.backends.reset_for(stack).await?;
     let mut server = start(stack, servers, out).await?;
     let at = || format!("{stack} under callgrind");
-    let (addr, stdout) = listening(&mut server).await.doing(at)?;
+    let (addr, stdout) = listening(&mut server, PATIENCE).await.doing(at)?;
     let pid = server.id().ok_or("the server exited")?;
     let load = async {
         let mut clients = Vec::new();
@@ -199,30 +197,6 @@ async fn start(stack: Stack, servers: &Servers<'_>, out: &Path) -> Result<Child,
             servers.valgrind.display()
         )
     })
-}
-
-/// Waits for the server's address line; the address and the rest of its output.
-async fn listening(
-    server: &mut Child,
-) -> Result<(SocketAddr, BufReader<tokio::process::ChildStdout>), BoxError> {
-    let stdout = server.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout);
-    let wait = async {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if lines.read_line(&mut line).await? == 0 {
-                return Err::<SocketAddr, BoxError>("the server exited before listening".into());
-            }
-            if let Some(addr) = line.trim().strip_prefix(LISTENING) {
-                return Ok(addr.parse()?);
-            }
-        }
-    };
-    let addr = tokio::time::timeout(PATIENCE, wait)
-        .await
-        .map_err(|_| format!("the server did not listen within {PATIENCE:?}"))??;
-    Ok((addr, lines))
 }
 
 /// The instruction total callgrind wrote to `out` (its `summary:` line).

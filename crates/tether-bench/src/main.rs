@@ -5,10 +5,13 @@
 //!     --workload read --seconds 5 --connections 16 --repeat 3
 //! tether-bench race --store memory --writers 8 --rounds 200
 //! tether-bench instructions --stacks none,tether-memory,tower-sessions-memory --workload read
+//! tether-bench pinned --stacks none,tether-memory,tower-sessions-memory --workload read
 //! ```
 //!
-//! The server (axum 0.8, the same handlers for every stack) and the HTTP/1.1 keep-alive load
-//! generator run in this process on loopback. See `docs/benchmarks.md` for method and figures.
+//! `instructions` and `pinned` serve each stack from a process of its own (`serve`), counted by
+//! callgrind or pinned to one core and driven by wrk from the other; the other commands run the
+//! server (axum 0.8, the same handlers for every stack) and the HTTP/1.1 keep-alive load
+//! generator in this process on loopback. See `docs/benchmarks.md` for method and figures.
 
 mod backends;
 mod cli;
@@ -17,6 +20,7 @@ mod in_process;
 mod instructions;
 mod load;
 mod net;
+mod pinned;
 mod plan;
 mod postgres_env;
 mod proxy;
@@ -114,6 +118,33 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 callgrind_control: &callgrind_control,
             };
             instructions::run(&stacks, workload, requests, &servers, json).await
+        }
+        Command::Pinned {
+            what: StacksAndWorkload { stacks, workload },
+            seconds,
+            warmup,
+            connections,
+            rounds,
+            server_core,
+            load_core,
+            wrk,
+            json,
+        } => {
+            let backends = backends_for(&stacks)?;
+            let setup = pinned::Setup {
+                backends: &backends,
+                postgres_url: &postgres_url,
+                wrk: &wrk,
+                server_core,
+                load_core,
+            };
+            let rounds = pinned::Rounds {
+                seconds,
+                warmup,
+                connections,
+                rounds,
+            };
+            pinned::run(&stacks, workload, &rounds, &setup, json).await
         }
         Command::Serve { stack, listen } => {
             let backends = backends_for(&[stack])?;

@@ -4,8 +4,11 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::AsyncReadExt as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::net::TcpListener;
+use tokio::process::{Child, ChildStdout};
 
 use tether_core::BoxError;
 
@@ -14,7 +17,7 @@ use crate::error::Doing as _;
 use crate::stacks::Stack;
 
 /// The line `serve` prints once it accepts connections, followed by the address.
-pub(crate) const LISTENING: &str = "listening on ";
+const LISTENING: &str = "listening on ";
 
 /// Serves `stack` at `listen` (port 0: any free port) until stdin closes or Ctrl-C.
 pub(crate) async fn run(
@@ -36,6 +39,32 @@ pub(crate) async fn run(
         .await
         .doing(|| format!("serving {stack} at {addr}"))?;
     Ok(())
+}
+
+/// Waits for the address line of `server`, a child running `serve`: its address, and the rest
+/// of its output, which must be kept open while it runs.
+pub(crate) async fn listening(
+    server: &mut Child,
+    patience: Duration,
+) -> Result<(SocketAddr, BufReader<ChildStdout>), BoxError> {
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout);
+    let wait = async {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Err::<SocketAddr, BoxError>("the server exited before listening".into());
+            }
+            if let Some(addr) = line.trim().strip_prefix(LISTENING) {
+                return Ok(addr.parse()?);
+            }
+        }
+    };
+    let addr = tokio::time::timeout(patience, wait)
+        .await
+        .map_err(|_| format!("the server did not listen within {patience:?}"))??;
+    Ok((addr, lines))
 }
 
 /// Resolves when stdin reaches its end (the parent closed it or exited) or on Ctrl-C.
