@@ -15,6 +15,7 @@
 
 mod backends;
 mod cli;
+mod cpu;
 mod error;
 mod in_process;
 mod instructions;

@@ -8,7 +8,8 @@
 //! waiting for the load generator or the machine, so its requests per second say little about
 //! it, and the report says so. Rounds interleave the stacks, so a disturbance of the machine
 //! touches every stack alike, and a stack whose rounds spread further than [`STEADY`] from
-//! their median is reported as disturbed.
+//! their median is reported as disturbed. A redis-server the bench started for the Redis stacks
+//! is pinned to the load core, so the server under test has its core to itself.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -21,9 +22,11 @@ use tokio::process::{Child, Command};
 use tether_core::BoxError;
 
 use crate::backends::Backends;
+use crate::cpu::{CpuTime, clock_ticks, cpu_time};
 use crate::error::Doing as _;
 use crate::load::{Client, Workload};
 use crate::plan::median;
+use crate::redis_env::RedisEnv;
 use crate::serve::listening;
 use crate::stacks::Stack;
 
@@ -129,6 +132,10 @@ pub(crate) async fn run(
     json: bool,
 ) -> Result<(), BoxError> {
     found(setup.wrk).await?;
+    if let Some(pid) = setup.backends.redis().and_then(RedisEnv::pid) {
+        // The stores' server shares the load core, off the server under test's core.
+        pin(pid, setup.load_core).await?;
+    }
     let dir = tempfile::tempdir().doing(|| "creating a directory for wrk's scripts".into())?;
     let ticks = clock_ticks().await?;
     let mut servers = Vec::new();
@@ -182,6 +189,22 @@ async fn found(wrk: &Path) -> Result<(), BoxError> {
             )
         })?;
     Ok(())
+}
+
+/// Moves every thread of process `pid` to `core`.
+async fn pin(pid: u32, core: usize) -> Result<(), BoxError> {
+    let at = || format!("pinning process {pid} to core {core} with taskset");
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .doing(at)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {status}", at()).into())
+    }
 }
 
 /// Starts `serve` of `stack` on the server core and makes its sessions.
@@ -297,9 +320,9 @@ impl WrkSummary {
             requests_per_second: self.requests as f64 / seconds.max(f64::MIN_POSITIVE),
             p50_us: self.p50_us,
             p99_us: self.p99_us,
-            server_cpu_us_per_request: (cpu.user + cpu.system) * 1e6 / requests,
+            server_cpu_us_per_request: cpu.total() * 1e6 / requests,
             server_user_us_per_request: cpu.user * 1e6 / requests,
-            server_busy: (cpu.user + cpu.system) / seconds.max(f64::MIN_POSITIVE),
+            server_busy: cpu.total() / seconds.max(f64::MIN_POSITIVE),
         }
     }
 }
@@ -343,57 +366,6 @@ end
 "#,
     );
     script
-}
-
-/// CPU time a process has used, in seconds.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct CpuTime {
-    user: f64,
-    system: f64,
-}
-
-impl CpuTime {
-    fn minus(self, earlier: Self) -> Self {
-        Self {
-            user: self.user - earlier.user,
-            system: self.system - earlier.system,
-        }
-    }
-}
-
-/// The CPU time of process `pid`, every thread included.
-fn cpu_time(pid: u32, ticks: f64) -> Result<CpuTime, BoxError> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).doing(|| format!("reading {path}"))?;
-    parse_stat(&stat, ticks).ok_or_else(|| format!("{path}: no utime and stime in {stat:?}").into())
-}
-
-/// utime and stime, fields 14 and 15 of `/proc/<pid>/stat`, counted after the command name
-/// (field 2, in parentheses, which may hold spaces and parentheses itself).
-fn parse_stat(stat: &str, ticks: f64) -> Option<CpuTime> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(CpuTime {
-        user: user as f64 / ticks,
-        system: system as f64 / ticks,
-    })
-}
-
-/// Clock ticks per second, the unit of `/proc/<pid>/stat`'s times.
-async fn clock_ticks() -> Result<f64, BoxError> {
-    let output = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .await
-        .doing(|| "running getconf CLK_TCK".into())?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|t| *t > 0.0)
-        .ok_or_else(|| format!("getconf CLK_TCK printed {text:?}").into())
 }
 
 /// The report as a table, ratios against the first stack.
@@ -451,20 +423,6 @@ fn table(reports: &[Report], workload: Workload, rounds: &Rounds, setup: &Setup<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_times_are_read_after_the_command_name() {
-        let stat = "4242 (tether (bench) x) S 1 4242 4242 0 -1 4194304 900 0 0 0 250 75 0 0 20 0 2 0 100 0 0";
-        assert_eq!(
-            parse_stat(stat, 100.0),
-            Some(CpuTime {
-                user: 2.5,
-                system: 0.75
-            })
-        );
-        assert_eq!(parse_stat("4242 (short) S 1 2", 100.0), None);
-        assert_eq!(parse_stat("garbage", 100.0), None);
-    }
 
     #[test]
     fn the_script_rotates_over_every_session_and_the_workload() {

@@ -1,5 +1,7 @@
 //! tether-proxy against HAProxy on the same backends, each proxy pinned to core 0 with
-//! `taskset`; this process (load generator and backends) runs on core 1.
+//! `taskset`; this process (load generator and backends) runs on core 1. The proxy's CPU time
+//! (from `/proc`) over each run, warm-up included, gives its cost per proxied request and
+//! whether it was saturated.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -13,9 +15,11 @@ use axum::routing::get;
 
 use tether_core::BoxError;
 
+use crate::cpu::{clock_ticks, cpu_time};
 use crate::error::Doing as _;
 use crate::load::{self, Sample, Workload};
 use crate::net::{bind_loopback, free_addr};
+use crate::pinned::SATURATED;
 use crate::plan::{Plan, median, ms};
 
 /// Pins this process (and every thread it starts afterwards) to `core`.
@@ -156,7 +160,10 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
         addrs.push(backend(i, Arc::clone(counter)).await?);
     }
     let names = ["tether-proxy", "haproxy"];
+    let ticks = clock_ticks().await?;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new()];
+    // The proxy's CPU microseconds per request, and its CPU time as a share of the run's.
+    let mut costs: Vec<Vec<(f64, f64)>> = vec![Vec::new(), Vec::new()];
     let mut shares: Vec<Vec<u64>> = vec![vec![0; backends], vec![0; backends]];
     for round in 0..plan.repeat {
         for (i, name) in names.iter().enumerate() {
@@ -168,6 +175,9 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
             };
             wait_listening(listen, &mut proxy).await?;
             let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            let pid = proxy.child.id();
+            let cpu_before = cpu_time(pid, ticks)?;
+            let started = Instant::now();
             let sample = load::run(
                 &[listen],
                 Workload::Read,
@@ -176,6 +186,17 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
                 plan.measure,
             )
             .await?;
+            let cpu = cpu_time(pid, ticks)?.minus(cpu_before).total();
+            let wall = started.elapsed().as_secs_f64();
+            let served: u64 = counters
+                .iter()
+                .zip(&before)
+                .map(|(c, b)| c.load(Ordering::Relaxed) - b)
+                .sum();
+            let cost = (
+                cpu * 1e6 / served.max(1) as f64,
+                cpu / wall.max(f64::MIN_POSITIVE),
+            );
             for (b, counter) in counters.iter().enumerate() {
                 if let (Some(share), Some(before)) = (shares[i].get_mut(b), before.get(b)) {
                     *share += counter.load(Ordering::Relaxed) - before;
@@ -183,18 +204,21 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
             }
             drop(proxy);
             eprintln!(
-                "round {}/{} {name:<13} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                "round {}/{} {name:<13} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  proxy {:.1} us/req, busy {:.0}%",
                 round + 1,
                 plan.repeat,
                 sample.rps,
                 ms(sample.p50),
                 ms(sample.p99),
-                sample.errors
+                sample.errors,
+                cost.0,
+                cost.1 * 100.0
             );
             if sample.errors > 0 {
                 return Err(format!("{name}: {} requests failed", sample.errors).into());
             }
             samples[i].push(sample);
+            costs[i].push(cost);
         }
     }
     println!(
@@ -205,8 +229,8 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
         plan.measure.as_secs()
     );
     println!(
-        "{:<13} {:>10} {:>9} {:>9} {:>10}  per-backend share",
-        "proxy", "req/s", "p50 ms", "p99 ms", "vs haproxy"
+        "{:<13} {:>10} {:>9} {:>9} {:>10} {:>12} {:>6}  per-backend share",
+        "proxy", "req/s", "p50 ms", "p99 ms", "vs haproxy", "proxy us/req", "busy"
     );
     let haproxy_rps = median(samples[1].iter().map(|s| s.rps));
     for (i, name) in names.iter().enumerate() {
@@ -216,14 +240,22 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
             .iter()
             .map(|n| format!("{:.0}%", 100.0 * *n as f64 / total.max(1) as f64))
             .collect();
+        let busy = costs[i].iter().map(|c| c.1).fold(f64::INFINITY, f64::min);
         println!(
-            "{:<13} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x  {}",
+            "{:<13} {:>10.0} {:>9.3} {:>9.3} {:>9.2}x {:>12.1} {:>5.0}%  {}{}",
             name,
             rps,
             median(samples[i].iter().map(|s| ms(s.p50))),
             median(samples[i].iter().map(|s| ms(s.p99))),
             rps / haproxy_rps,
-            share.join(" ")
+            median(costs[i].iter().map(|c| c.0)),
+            busy * 100.0,
+            share.join(" "),
+            if busy < SATURATED {
+                "  (not saturated)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

@@ -15,20 +15,20 @@ use crate::error::Doing as _;
 pub(crate) struct RedisEnv {
     url: String,
     /// Kept alive for the run when the bench started the server.
-    _server: Option<RedisServer>,
+    server: Option<RedisServer>,
 }
 
 impl RedisEnv {
     /// Uses `url`, or starts a private redis-server when it is `None`.
     pub(crate) fn new(url: Option<String>) -> Result<Self, BoxError> {
         Ok(match url {
-            Some(url) => Self { url, _server: None },
+            Some(url) => Self { url, server: None },
             None => {
                 let server = RedisServer::start()
                     .doing(|| "starting redis-server (is it on PATH?)".to_owned())?;
                 Self {
                     url: server.url(),
-                    _server: Some(server),
+                    server: Some(server),
                 }
             }
         })
@@ -36,6 +36,11 @@ impl RedisEnv {
 
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The process id of the redis-server the bench started, if it started one.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(RedisServer::pid)
     }
 
     /// `host:port` of `url`, without scheme, credentials or database: what error messages
