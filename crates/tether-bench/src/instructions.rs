@@ -18,7 +18,7 @@ use tether_core::BoxError;
 use crate::backends::Backends;
 use crate::error::Doing as _;
 use crate::load::{Client, Workload};
-use crate::serve::listening;
+use crate::serve::{listening, serve_under};
 use crate::stacks::Stack;
 
 /// Sessions the requests rotate over, each on its own keep-alive connection.
@@ -175,22 +175,12 @@ fn expect_ok(status: hyper::StatusCode, stack: Stack) -> Result<(), BoxError> {
 
 /// Starts `serve` of `stack` under callgrind, its profile going to `out`.
 async fn start(stack: Stack, servers: &Servers<'_>, out: &Path) -> Result<Child, BoxError> {
-    let exe = std::env::current_exe().doing(|| "finding this program's path".into())?;
-    let mut command = Command::new(servers.valgrind);
-    command
+    let mut valgrind = Command::new(servers.valgrind);
+    valgrind
         .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(exe)
-        .args(["--postgres-url", servers.postgres_url]);
-    if let Some(redis) = servers.backends.redis() {
-        command.args(["--redis-url", redis.url()]);
-    }
-    command
-        .args(["serve", "--stack", stack.name(), "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+        .arg(format!("--callgrind-out-file={}", out.display()));
+    let mut command = serve_under(valgrind, stack, servers.backends, servers.postgres_url)?;
+    command.stderr(Stdio::null());
     command.spawn().doing(|| {
         format!(
             "starting {} (install valgrind: apt-get install valgrind)",

@@ -27,7 +27,7 @@ use crate::error::Doing as _;
 use crate::load::{Client, Workload};
 use crate::plan::median;
 use crate::redis_env::RedisEnv;
-use crate::serve::listening;
+use crate::serve::{listening, serve_under};
 use crate::stacks::Stack;
 
 /// Sessions the requests rotate over.
@@ -214,21 +214,10 @@ async fn start(
     setup: &Setup<'_>,
     script: PathBuf,
 ) -> Result<Server, BoxError> {
-    let exe = std::env::current_exe().doing(|| "finding this program's path".into())?;
-    let mut command = Command::new("taskset");
-    command
-        .args(["-c", &setup.server_core.to_string()])
-        .arg(exe)
-        .args(["--postgres-url", setup.postgres_url]);
-    if let Some(redis) = setup.backends.redis() {
-        command.args(["--redis-url", redis.url()]);
-    }
-    command
-        .args(["serve", "--stack", stack.name(), "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    let mut taskset = Command::new("taskset");
+    taskset.args(["-c", &setup.server_core.to_string()]);
+    let mut command = serve_under(taskset, stack, setup.backends, setup.postgres_url)?;
+    command.stderr(Stdio::inherit());
     let mut child = command
         .spawn()
         .doing(|| format!("starting {stack} with taskset (util-linux)"))?;

@@ -1,14 +1,14 @@
 //! `serve`: one stack as a server of its own, for a load generator in another process (`wrk`,
-//! or this bench's `instructions`). It runs until its standard input closes or it gets Ctrl-C,
+//! or this bench's `instructions` and `pinned`). It runs until its standard input closes or it gets Ctrl-C,
 //! then shuts down gracefully and exits, so a profiler wrapping it writes its results.
 
 use std::net::SocketAddr;
-
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, ChildStdout};
+use tokio::process::{Child, ChildStdout, Command};
 
 use tether_core::BoxError;
 
@@ -39,6 +39,28 @@ pub(crate) async fn run(
         .await
         .doing(|| format!("serving {stack} at {addr}"))?;
     Ok(())
+}
+
+/// `command`, a wrapper program with its own arguments (valgrind, taskset), completed with this
+/// program's `serve` of `stack` on a free loopback port, given the addresses of `backends`:
+/// stdin and stdout piped (closing stdin stops it), killed when dropped.
+pub(crate) fn serve_under(
+    mut command: Command,
+    stack: Stack,
+    backends: &Backends,
+    postgres_url: &str,
+) -> Result<Command, BoxError> {
+    let exe = std::env::current_exe().doing(|| "finding this program's path".into())?;
+    command.arg(exe).args(["--postgres-url", postgres_url]);
+    if let Some(redis) = backends.redis() {
+        command.args(["--redis-url", redis.url()]);
+    }
+    command
+        .args(["serve", "--stack", stack.name(), "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    Ok(command)
 }
 
 /// Waits for the address line of `server`, a child running `serve`: its address, and the rest
