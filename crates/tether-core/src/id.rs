@@ -173,8 +173,8 @@ impl FromStr for Id {
     type Err = InvalidId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // A general base64 engine costs about 700 instructions per id on every request; this
-        // fixed-width decoder a fifth of that.
+        // The base64 crate's general engine cost about 700 instructions per id, on every
+        // request; this fixed-width decoder about 180.
         Self::decode(s.as_bytes()).ok_or(InvalidId)
     }
 }
