@@ -1,10 +1,28 @@
-//! CPU time of a process from `/proc`: what a server spent, user and kernel, over a run.
+//! Where a process runs and what it spent: its threads pinned to a core with `taskset`, its CPU
+//! time (user and kernel) from `/proc`.
+
+use std::process::Stdio;
 
 use tokio::process::Command;
 
 use tether_core::BoxError;
 
 use crate::error::Doing as _;
+
+/// Moves every thread of process `pid` to `core`; threads it starts later stay there too.
+pub(crate) fn pin(pid: u32, core: usize) -> Result<(), BoxError> {
+    let at = || format!("pinning process {pid} to core {core}: running taskset (util-linux)");
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .doing(at)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {status}", at()).into())
+    }
+}
 
 /// CPU time a process has used, in seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]

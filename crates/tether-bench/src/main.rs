@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 fn start(cli: Cli) -> Result<(), BoxError> {
     if matches!(cli.command, Command::Proxy { .. }) {
         // Before the runtime starts its threads, so they inherit the affinity.
-        proxy::pin_self(1)?;
+        cpu::pin(std::process::id(), 1)?;
     }
     let runtime = if matches!(cli.command, Command::Serve { .. }) {
         // The server under test on one thread, as on the one core it is measured on.

@@ -22,7 +22,7 @@ use tokio::process::{Child, Command};
 use tether_core::BoxError;
 
 use crate::backends::Backends;
-use crate::cpu::{CpuTime, clock_ticks, cpu_time};
+use crate::cpu::{CpuTime, clock_ticks, cpu_time, pin};
 use crate::error::Doing as _;
 use crate::load::{Client, Workload};
 use crate::plan::median;
@@ -134,7 +134,7 @@ pub(crate) async fn run(
     found(setup.wrk).await?;
     if let Some(pid) = setup.backends.redis().and_then(RedisEnv::pid) {
         // The stores' server shares the load core, off the server under test's core.
-        pin(pid, setup.load_core).await?;
+        pin(pid, setup.load_core)?;
     }
     let dir = tempfile::tempdir().doing(|| "creating a directory for wrk's scripts".into())?;
     let ticks = clock_ticks().await?;
@@ -189,22 +189,6 @@ async fn found(wrk: &Path) -> Result<(), BoxError> {
             )
         })?;
     Ok(())
-}
-
-/// Moves every thread of process `pid` to `core`.
-async fn pin(pid: u32, core: usize) -> Result<(), BoxError> {
-    let at = || format!("pinning process {pid} to core {core} with taskset");
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .doing(at)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}: {status}", at()).into())
-    }
 }
 
 /// Starts `serve` of `stack` on the server core and makes its sessions.

@@ -22,24 +22,6 @@ use crate::net::{bind_loopback, free_addr};
 use crate::pinned::SATURATED;
 use crate::plan::{Plan, median, ms};
 
-/// Pins this process (and every thread it starts afterwards) to `core`.
-pub(crate) fn pin_self(core: usize) -> Result<(), BoxError> {
-    let status = Command::new("taskset")
-        .args([
-            "-a",
-            "-cp",
-            &core.to_string(),
-            &std::process::id().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .doing(|| format!("pinning this process to core {core}: running taskset (util-linux)"))?;
-    if !status.success() {
-        return Err(format!("pinning this process to core {core}: taskset {status}").into());
-    }
-    Ok(())
-}
-
 /// A backend that answers with its index and counts what it served.
 async fn backend(index: usize, served: Arc<AtomicU64>) -> Result<SocketAddr, BoxError> {
     let (listener, addr) = bind_loopback().await?;
