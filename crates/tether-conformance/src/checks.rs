@@ -24,6 +24,8 @@
 // a test fails. Nothing else in the crate may panic.
 #![allow(clippy::expect_used, clippy::panic)]
 
+mod principal;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +33,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tether_core::{
     Applied, Changes, Codec, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp,
+};
+
+pub use principal::{
+    LEAK_SESSIONS, LEAK_USERS, metadata_round_trips, principal_cap, principal_index,
+    principal_index_follows_the_session, principal_index_has_no_leaks,
 };
 
 /// What a conformance test needs from the code under test: a store to exercise.
@@ -490,17 +497,6 @@ pub async fn concurrent_create_has_one_winner(store: Arc<dyn SessionStore>) {
     assert_eq!(winners, 1, "insert-if-absent must be atomic");
 }
 
-trait WithId {
-    fn with_id(self, id: Id) -> Self;
-}
-
-impl WithId for Record {
-    fn with_id(mut self, id: Id) -> Self {
-        self.id = id;
-        self
-    }
-}
-
 /// Generates the conformance suite as `#[tokio::test]` functions in a module `conformance`.
 ///
 /// The argument is an expression evaluating to a future of a [`Fixture`] (any
@@ -512,14 +508,48 @@ impl WithId for Record {
 /// tether_conformance::store_conformance!(async { my_store::MyStore::new() });
 /// # fn main() {}
 /// ```
+///
+/// A store with the principal index (sessions by user) also runs its contract:
+/// [`metadata_round_trips`](crate::checks::metadata_round_trips),
+/// [`principal_index`](crate::checks::principal_index),
+/// [`principal_index_follows_the_session`](crate::checks::principal_index_follows_the_session),
+/// [`principal_index_has_no_leaks`](crate::checks::principal_index_has_no_leaks) and
+/// [`principal_cap`](crate::checks::principal_cap). Give a second expression: a closure from the cap
+/// (a `NonZeroUsize`) to a future of a fixture whose store bounds each principal to that many
+/// sessions.
+///
+/// ```
+/// # mod my_store { pub use tether_memory::MemoryStore as MyStore; }
+/// tether_conformance::store_conformance!(async { my_store::MyStore::new() }, principal_index: |max| async move {
+///     my_store::MyStore::new().with_max_sessions_per_principal(Some(max))
+/// });
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {
         $crate::store_conformance!(@tests $make;
             by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values;
-            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner);
+            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner;
+            extra: );
     };
-    (@tests $make:expr; by_ref: $($check:ident),*; shared: $($shared:ident),*) => {
+    ($make:expr, principal_index: $capped:expr) => {
+        $crate::store_conformance!(@tests $make;
+            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values,
+                metadata_round_trips, principal_index, principal_index_follows_the_session;
+            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
+                principal_index_has_no_leaks;
+            extra:
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn principal_cap() {
+                    const MAX: usize = 3;
+                    let max = ::std::num::NonZeroUsize::new(MAX).expect("non-zero");
+                    let fixture = ($capped)(max).await;
+                    $crate::checks::principal_cap(&*fixture.store(), MAX).await;
+                }
+        );
+    };
+    (@tests $make:expr; by_ref: $($check:ident),*; shared: $($shared:ident),*; extra: $($extra:item)*) => {
         mod conformance {
             #[allow(unused_imports)]
             use super::*;
@@ -540,6 +570,8 @@ macro_rules! store_conformance {
                     $crate::checks::$shared(fixture.store()).await;
                 }
             )*
+
+            $($extra)*
         }
     };
 }

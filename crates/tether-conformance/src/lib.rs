@@ -21,6 +21,17 @@
 //! | [`concurrent_writers_lose_nothing`](checks::concurrent_writers_lose_nothing) | concurrent deltas to different keys of one session all survive |
 //! | [`concurrent_create_has_one_winner`](checks::concurrent_create_has_one_winner) | of concurrent `create`s of one id, exactly one wins |
 //!
+//! A store with the principal index (sessions by user) adds its contract with
+//! `store_conformance!(make, principal_index: |max| make_capped(max))`:
+//!
+//! | check | rule |
+//! |---|---|
+//! | [`metadata_round_trips`](checks::metadata_round_trips) | a session's principal and last use round-trip; `apply` replaces them only when its changes carry them |
+//! | [`principal_index`](checks::principal_index) | a principal's sessions are listed oldest first with their last use; `revoke`, `revoke_all` with and without a kept session delete exactly those, never another principal's |
+//! | [`principal_index_follows_the_session`](checks::principal_index_follows_the_session) | the index follows `cycle`, rebinding, `delete` and expiry |
+//! | [`principal_index_has_no_leaks`](checks::principal_index_has_no_leaks) | 100 users x 100 sessions, half expiring, a quarter deleted, some cycled: each lists exactly its live sessions |
+//! | [`principal_cap`](checks::principal_cap) | with a cap of 3 per principal, binding a fourth (by `create` or `apply`) revokes the oldest |
+//!
 //! A failing check panics with a message naming the broken rule. The `expiry` check waits for
 //! real deadlines (about two seconds); the whole suite runs in a few seconds on an in-process
 //! store.

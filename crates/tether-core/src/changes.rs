@@ -4,8 +4,11 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
+use crate::{Principal, Record, Seen};
+
 /// The changes one request made to a session's data: keys set (with their encoded values), keys
-/// removed, and whether the data was cleared first.
+/// removed, and whether the data was cleared first; and to its metadata: the [`Principal`] it
+/// was bound to, and when it was [`Seen`].
 ///
 /// Stores apply a `Changes` as a delta, so two concurrent requests that change different keys of
 /// one session both survive. A request that only read produces an empty `Changes`, and nothing is
@@ -34,6 +37,8 @@ pub struct Changes {
     clear: bool,
     set: HashMap<String, Bytes>,
     removed: HashSet<String>,
+    principal: Option<Principal>,
+    seen: Option<Seen>,
 }
 
 impl Changes {
@@ -66,9 +71,33 @@ impl Changes {
         self.removed.clear();
     }
 
+    /// Records that the session is now bound to `principal` (replacing any earlier binding).
+    pub fn bind(&mut self, principal: Principal) {
+        self.principal = Some(principal);
+    }
+
+    /// Records when, where and on what the session was used.
+    pub fn set_seen(&mut self, seen: Seen) {
+        self.seen = Some(seen);
+    }
+
     /// True when applying these changes would change nothing.
     pub fn is_empty(&self) -> bool {
-        !self.clear && self.set.is_empty() && self.removed.is_empty()
+        !self.clear
+            && self.set.is_empty()
+            && self.removed.is_empty()
+            && self.principal.is_none()
+            && self.seen.is_none()
+    }
+
+    /// The principal the session is being bound to, if this request bound it.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    /// The session's latest use, if this request recorded it.
+    pub fn seen(&self) -> Option<&Seen> {
+        self.seen.as_ref()
     }
 
     /// Whether the data is cleared before the other changes apply.
@@ -102,6 +131,21 @@ impl Changes {
     /// assert_eq!(data["b"], Bytes::from_static(b"2"));
     /// ```
     pub fn apply_to(&self, data: &mut HashMap<String, Bytes>) {
+        self.apply_data(data);
+    }
+
+    /// Applies these changes to a whole record: its data, its principal and its last use.
+    pub fn apply_to_record(&self, record: &mut Record) {
+        self.apply_data(&mut record.data);
+        if let Some(principal) = &self.principal {
+            record.principal = Some(principal.clone());
+        }
+        if let Some(seen) = &self.seen {
+            record.seen = Some(Box::new(seen.clone()));
+        }
+    }
+
+    fn apply_data(&self, data: &mut HashMap<String, Bytes>) {
         if self.clear {
             data.clear();
         }
@@ -152,6 +196,31 @@ mod tests {
         assert_eq!(c.removed().count(), 0);
         c.apply_to(&mut data);
         assert_eq!(data, HashMap::from([("k".to_string(), b("2"))]));
+    }
+
+    #[test]
+    fn metadata_changes_are_changes() {
+        let mut c = Changes::new();
+        c.bind(Principal::new("alice").unwrap());
+        assert!(!c.is_empty());
+        let mut c = Changes::new();
+        c.set_seen(Seen::new(crate::Timestamp::from_millis(1)));
+        assert!(!c.is_empty());
+        let now = crate::Timestamp::from_millis(1);
+        let mut record = Record::new(
+            crate::Id::from_bytes([1; 16]),
+            crate::Expiry::new(now, std::time::Duration::from_secs(1), None),
+            now,
+        );
+        c.bind(Principal::new("bob").unwrap());
+        c.insert("k", b("v"));
+        c.apply_to_record(&mut record);
+        assert_eq!(record.principal, Some(Principal::new("bob").unwrap()));
+        assert_eq!(record.seen.as_deref(), Some(&Seen::new(now)));
+        assert_eq!(record.data.len(), 1);
+        // A later change that binds nobody keeps the principal.
+        Changes::new().apply_to_record(&mut record);
+        assert!(record.principal.is_some());
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum Error {
     /// The operating system could not supply random bytes for a new session id.
     #[error("no randomness for a new session id")]
     Entropy(#[source] getrandom::Error),
+    /// The store does not offer this capability (a third-party store that predates it). The
+    /// text names the capability.
+    #[error("this session store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// The kind of an [`Error`], for matching without the payload.
@@ -70,6 +74,8 @@ pub enum ErrorKind {
     Decode,
     /// See [`Error::Entropy`].
     Entropy,
+    /// See [`Error::Unsupported`].
+    Unsupported,
 }
 
 impl Error {
@@ -83,6 +89,7 @@ impl Error {
             Self::Encode(_) => ErrorKind::Encode,
             Self::Decode(_) => ErrorKind::Decode,
             Self::Entropy(_) => ErrorKind::Entropy,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
         }
     }
 

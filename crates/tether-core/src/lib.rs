@@ -50,9 +50,13 @@ mod codec;
 pub mod cookie;
 mod error;
 mod expiry;
+mod handle;
 mod id;
+mod info;
 pub mod placement;
+mod principal;
 mod record;
+mod seen;
 mod store;
 mod time;
 
@@ -60,9 +64,13 @@ pub use changes::Changes;
 pub use codec::Codec;
 pub use error::{BoxError, Error, ErrorKind, error_chain};
 pub use expiry::Expiry;
+pub use handle::{InvalidHandle, SessionHandle};
 pub use id::{ID_LEN, Id, InvalidId};
+pub use info::SessionInfo;
+pub use principal::{InvalidPrincipal, MAX_PRINCIPAL_LEN, Principal};
 pub use record::{KEY_OVERHEAD, Record, data_size, entry_size};
-pub use store::{Applied, Created, Cycled, SessionStore};
+pub use seen::{MAX_DEVICE_LEN, Seen};
+pub use store::{Applied, Created, Cycled, Revoked, SessionStore};
 pub use time::Timestamp;
 
 /// `Result` with tether's [`Error`].

@@ -5,10 +5,11 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::{Expiry, Id, Timestamp};
+use crate::{Expiry, Id, Principal, Seen, Timestamp};
 
 /// A session as a store keeps it: its id, its data (each value encoded by the session's
-/// [`Codec`](crate::Codec)), its [`Expiry`], and when it was created.
+/// [`Codec`](crate::Codec)), its [`Expiry`], when it was created, and, when the application
+/// uses them, the [`Principal`] it is bound to and when it was last [`Seen`].
 ///
 /// `Debug` prints key names and value sizes, never the values, which often hold credentials.
 ///
@@ -36,6 +37,11 @@ pub struct Record {
     pub expiry: Expiry,
     /// When the session was first stored.
     pub created_at: Timestamp,
+    /// Who the session belongs to, once the application bound it (at login, typically).
+    pub principal: Option<Principal>,
+    /// When, where and on what it was last used, if the layer records it. Boxed: most
+    /// sessions of most applications carry none, and every record in memory pays for the field.
+    pub seen: Option<Box<Seen>>,
 }
 
 impl Record {
@@ -46,6 +52,8 @@ impl Record {
             data: HashMap::new(),
             expiry,
             created_at,
+            principal: None,
+            seen: None,
         }
     }
 
@@ -53,6 +61,27 @@ impl Record {
     #[must_use]
     pub fn with_data(mut self, data: HashMap<String, Bytes>) -> Self {
         self.data = data;
+        self
+    }
+
+    /// The same record with another id.
+    #[must_use]
+    pub fn with_id(mut self, id: Id) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The same record bound to `principal`.
+    #[must_use]
+    pub fn with_principal(mut self, principal: Option<Principal>) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    /// The same record with `seen` as its last use.
+    #[must_use]
+    pub fn with_seen(mut self, seen: Option<Seen>) -> Self {
+        self.seen = seen.map(Box::new);
         self
     }
 
@@ -113,6 +142,8 @@ impl fmt::Debug for Record {
             .field("data", &Sizes(&self.data))
             .field("expiry", &self.expiry)
             .field("created_at", &self.created_at)
+            .field("principal", &self.principal)
+            .field("seen", &self.seen)
             .finish()
     }
 }

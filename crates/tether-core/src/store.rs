@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Changes, Error, Expiry, Id, Record};
+use crate::{Changes, Error, Expiry, Id, Principal, Record, SessionHandle, SessionInfo};
 
 /// Outcome of [`SessionStore::create`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,20 @@ pub enum Cycled {
     IdTaken,
 }
 
+/// Outcome of [`SessionStore::revoke`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "`NotFound` means nothing was revoked"]
+pub enum Revoked {
+    /// The session was deleted.
+    Revoked,
+    /// No live session of this principal has that handle: it ended already, or it belongs to
+    /// another principal (whose session is left alone). Nothing was deleted.
+    NotFound,
+}
+
+/// The name [`Error::Unsupported`] gives the principal index.
+const PRINCIPAL_INDEX: &str = "the principal index (sessions by user)";
+
 /// A place where sessions live: memory, Redis, a replicated cluster.
 ///
 /// Every method is one round trip on a networked store. The contract, which the conformance suite
@@ -50,6 +64,20 @@ pub enum Cycled {
 ///   the backend has not evicted it yet.
 /// - Failures are [`Error`]s that say whether they are transient; stored data that cannot be
 ///   decoded is [`Error::Corrupt`]. No method panics on what it finds in the backend.
+/// - [`Record::principal`] and [`Record::seen`] round-trip like the data; [`Changes::principal`]
+///   and [`Changes::seen`] replace them when set, and leave them alone when not.
+///
+/// # The principal index
+///
+/// A session bound to a [`Principal`] (by `create` of a record that has one, or by an `apply`
+/// whose changes bind one) is listed by [`sessions_of`](Self::sessions_of) under it, by its
+/// [`SessionHandle`], until it ends: deleted, revoked, expired, or moved by `cycle` (the new id
+/// is listed instead). Rebinding it to another principal moves it. The index never lists a
+/// session that ended and never loses one that lives, and [`revoke`](Self::revoke) acts only
+/// on sessions of the principal it names, whatever handle it is given. A store may bound the
+/// sessions of one principal (`with_max_sessions_per_principal` on the stores of this
+/// workspace): binding one more then revokes the oldest. The default methods answer
+/// [`Error::Unsupported`], for stores written before the index existed.
 ///
 /// The trait is object safe: the session layer holds an `Arc<dyn SessionStore>`.
 ///
@@ -103,4 +131,44 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// Moves a session's data and expiry from `old` to `new` (used at login, so an id an attacker
     /// planted before authentication is worthless after it). Afterwards `old` names nothing.
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error>;
+
+    /// The live sessions bound to `principal`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// As for the other methods; [`Error::Unsupported`] from a store without the index.
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
+        let _ = principal;
+        Err(Error::Unsupported(PRINCIPAL_INDEX))
+    }
+
+    /// Deletes the session `handle` names if it is bound to `principal`; a session of another
+    /// principal is left alone, and the answer is [`Revoked::NotFound`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`sessions_of`](Self::sessions_of).
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, Error> {
+        let _ = (principal, handle);
+        Err(Error::Unsupported(PRINCIPAL_INDEX))
+    }
+
+    /// Deletes every session bound to `principal` except the one `keep` names ("sign out
+    /// everywhere else"), and says how many it deleted.
+    ///
+    /// # Errors
+    ///
+    /// As for [`sessions_of`](Self::sessions_of). Sessions deleted before an error stay deleted.
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, Error> {
+        let _ = (principal, keep);
+        Err(Error::Unsupported(PRINCIPAL_INDEX))
+    }
 }

@@ -52,17 +52,24 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod index;
+
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
+    SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
+
+use crate::index::{Entry, PrincipalIndex};
 
 /// Default bound on the number of sessions a [`MemoryStore`] holds.
 pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
@@ -84,6 +91,8 @@ pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 pub struct MemoryStore {
     cache: Cache<Id, Arc<Cell>, IdHasher>,
     max_sessions: u64,
+    index: Arc<PrincipalIndex>,
+    max_per_principal: Option<NonZeroUsize>,
 }
 
 /// How the cache hashes ids: foldhash, seeded per process. moka's default, SipHash, is made to
@@ -151,6 +160,7 @@ impl std::fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.cache.entry_count())
             .field("max_sessions", &self.max_sessions)
+            .field("max_per_principal", &self.max_per_principal)
             .finish()
     }
 }
@@ -170,21 +180,55 @@ impl MemoryStore {
     /// A store holding at most `max_sessions` sessions. Past that bound, the least recently used
     /// session is evicted (and its user starts a new one).
     pub fn with_max_sessions(max_sessions: u64) -> Self {
-        let builder = Cache::builder()
+        let index = Arc::new(PrincipalIndex::default());
+        let listener_index = Arc::clone(&index);
+        let cache = Cache::builder()
             .max_capacity(max_sessions)
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(ExpireAtDeadline);
-        #[cfg(feature = "metrics")]
-        let builder = builder.eviction_listener(|_, _, cause| {
-            if cause == moka::notification::RemovalCause::Size {
-                metrics::counter!("tether_memory_evictions_total").increment(1);
-            }
-        });
-        let cache = builder.build_with_hasher(IdHasher::default());
+            .expire_after(ExpireAtDeadline)
+            .eviction_listener(move |id: Arc<Id>, cell: Arc<Cell>, cause| {
+                #[cfg(feature = "metrics")]
+                if cause == RemovalCause::Size {
+                    metrics::counter!("tether_memory_evictions_total").increment(1);
+                }
+                // Explicit removals (delete, cycle) update the index themselves.
+                if cause != RemovalCause::Explicit {
+                    let slot = cell.lock();
+                    if let Some(principal) = &slot.record.principal {
+                        listener_index.remove(principal, &id);
+                    }
+                }
+            })
+            .build_with_hasher(IdHasher::default());
         Self {
             cache,
             max_sessions,
+            index,
+            max_per_principal: None,
         }
+    }
+
+    /// Bounds the sessions of one principal: binding one more revokes the oldest (by creation)
+    /// of the others. No bound by default.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use tether_memory::MemoryStore;
+    ///
+    /// let store = MemoryStore::new().with_max_sessions_per_principal(NonZeroUsize::new(5));
+    /// # let _ = store;
+    /// ```
+    #[must_use]
+    pub fn with_max_sessions_per_principal(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.max_per_principal = max;
+        self
+    }
+
+    /// Entries in the principal index, counting sessions that ended but whose entry the
+    /// cache's maintenance has not removed yet ([`run_pending_tasks`](Self::run_pending_tasks)
+    /// removes them). For tests and leak checks.
+    pub fn indexed_sessions(&self) -> usize {
+        self.index.len()
     }
 
     /// The bound on the number of sessions.
@@ -204,21 +248,101 @@ impl MemoryStore {
         self.cache.run_pending_tasks();
     }
 
-    /// Changes the live session under `id` in place with `update`, which may move its deadline.
-    fn update_live(&self, id: &Id, update: impl FnOnce(&Cell, &mut Slot)) -> Applied {
+    /// Changes the live session under `id` in place with `update`, which may move its deadline
+    /// and says which sessions a new binding pushed past the principal's cap.
+    fn update_live(&self, id: &Id, update: impl FnOnce(&Cell, &mut Slot) -> Vec<Id>) -> Applied {
         let Some(cell) = self.cache.get(id) else {
             return Applied::Missing;
         };
-        {
+        let excess = {
             let mut slot = cell.lock();
             if !slot.is_live(Timestamp::now()) {
                 return Applied::Missing;
             }
-            update(&cell, &mut slot);
-        }
+            let excess = update(&cell, &mut slot);
+            slot.record
+                .principal
+                .clone()
+                .map(|principal| (principal, excess))
+        };
         // A read lets the expiry policy move moka's timer to the new deadline.
         let _ = self.cache.get(id);
+        if let Some((principal, excess)) = excess {
+            self.revoke_excess(&principal, excess);
+        }
         Applied::Applied
+    }
+
+    /// Lists `record`, just bound to `principal`, in the index (taking it off the `previous`
+    /// principal's list), and returns the sessions past the cap. Called under the cell lock.
+    fn index_binding(
+        &self,
+        record: &Record,
+        previous: Option<&Principal>,
+        principal: &Principal,
+    ) -> Vec<Id> {
+        if let Some(previous) = previous.filter(|previous| *previous != principal) {
+            self.index.remove(previous, &record.id);
+        }
+        let entry = Entry {
+            created_at: record.created_at,
+            id: record.id,
+        };
+        self.index.add(principal, entry, self.max_per_principal)
+    }
+
+    /// Deletes the sessions of `principal` that a binding pushed past the cap.
+    fn revoke_excess(&self, principal: &Principal, excess: Vec<Id>) {
+        for id in excess {
+            if self.revoke_if_bound(principal, &id) {
+                tracing::debug!(session = ?id, "session revoked: its principal reached the session cap");
+            }
+        }
+    }
+
+    /// Ends the session under `id` if it is live and bound to `principal`; true when it did.
+    /// The check and the end happen under the session's lock, so a session rebound to another
+    /// principal meanwhile is left alone.
+    fn revoke_if_bound(&self, principal: &Principal, id: &Id) -> bool {
+        let Some(cell) = self.cache.get(id) else {
+            return false;
+        };
+        {
+            let mut slot = cell.lock();
+            if !slot.is_live(Timestamp::now()) || slot.record.principal.as_ref() != Some(principal)
+            {
+                return false;
+            }
+            slot.dead = true;
+            self.index.remove(principal, id);
+        }
+        // Dead already: nothing reads or writes it; this only frees the entry.
+        self.cache.invalidate(id);
+        true
+    }
+
+    /// Removes the session under `id` and its index entry.
+    fn remove_session(&self, id: &Id) {
+        if let Some(cell) = self.cache.remove(id) {
+            let mut slot = cell.lock();
+            slot.dead = true;
+            if let Some(principal) = &slot.record.principal {
+                self.index.remove(principal, id);
+            }
+        }
+    }
+
+    /// The live session under `id` if it is bound to `principal`, read under its lock.
+    fn live_of<T>(
+        &self,
+        principal: &Principal,
+        id: &Id,
+        read: impl FnOnce(&Record) -> T,
+    ) -> Option<T> {
+        let cell = self.cache.get(id)?;
+        let slot = cell.lock();
+        (slot.is_live(Timestamp::now()) && slot.record.principal.as_ref() == Some(principal))
+            .then(|| read(&slot.record))
     }
 
     /// Atomically inserts `record` if no live session holds its id.
@@ -254,24 +378,46 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        Ok(self.insert_if_absent(Cell::new(record.clone()), record.id))
+        let Some(principal) = &record.principal else {
+            return Ok(self.insert_if_absent(Cell::new(record.clone()), record.id));
+        };
+        // Listed before it is stored, so a delete right after the insert finds the entry.
+        let entry = Entry {
+            created_at: record.created_at,
+            id: record.id,
+        };
+        let excess = self.index.add(principal, entry, self.max_per_principal);
+        let created = self.insert_if_absent(Cell::new(record.clone()), record.id);
+        match created {
+            Created::Created => self.revoke_excess(principal, excess),
+            Created::IdTaken => self.index.remove(principal, &record.id),
+        }
+        Ok(created)
     }
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
         Ok(self.update_live(id, |cell, slot| {
-            changes.apply_to(&mut slot.record.data);
+            let previous = changes
+                .principal()
+                .and_then(|_| slot.record.principal.clone());
+            changes.apply_to_record(&mut slot.record);
             cell.set_expiry(slot, *expiry);
+            match changes.principal() {
+                Some(principal) => self.index_binding(&slot.record, previous.as_ref(), principal),
+                None => Vec::new(),
+            }
         }))
     }
 
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
-        Ok(self.update_live(id, |cell, slot| cell.set_expiry(slot, *expiry)))
+        Ok(self.update_live(id, |cell, slot| {
+            cell.set_expiry(slot, *expiry);
+            Vec::new()
+        }))
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        if let Some(cell) = self.cache.remove(id) {
-            cell.lock().dead = true;
-        }
+        self.remove_session(id);
         Ok(())
     }
 
@@ -286,19 +432,81 @@ impl SessionStore for MemoryStore {
                 return Ok(Cycled::Missing);
             }
             slot.dead = true;
-            let mut moved = slot.record.clone();
-            moved.id = *new;
+            let moved = slot.record.clone().with_id(*new);
+            if let Some(principal) = &moved.principal {
+                // Listed under the new id before it is stored there: never unlisted while live.
+                let entry = Entry {
+                    created_at: moved.created_at,
+                    id: *new,
+                };
+                let _no_cap_for_a_move = self.index.add(principal, entry, None);
+            }
             moved
         };
+        let principal = moved.principal.clone();
         match self.insert_if_absent(Cell::new(moved), *new) {
-            Created::Created => Ok(Cycled::Moved),
+            Created::Created => {
+                if let Some(principal) = &principal {
+                    self.index.remove(principal, old);
+                }
+                Ok(Cycled::Moved)
+            }
             Created::IdTaken => {
+                if let Some(principal) = &principal {
+                    self.index.remove(principal, new);
+                }
                 // Put the old session back untouched. Only a 2^-128 id collision gets here.
                 cell.lock().dead = false;
                 let _ = self.insert_if_absent(cell, *old);
                 Ok(Cycled::IdTaken)
             }
         }
+    }
+
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
+        // Every way a session ends takes it off the index (the eviction listener for expiry and
+        // eviction), so the entries need no pruning here; a session that ended a moment ago is
+        // only skipped.
+        let mut sessions: Vec<SessionInfo> = self
+            .index
+            .listed(principal)
+            .iter()
+            .filter_map(|entry| self.live_of(principal, &entry.id, SessionInfo::of))
+            .collect();
+        sessions.sort_by_key(|info| (info.created_at, info.handle));
+        Ok(sessions)
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, Error> {
+        let Some(id) = self.index.find(principal, handle) else {
+            return Ok(Revoked::NotFound);
+        };
+        Ok(if self.revoke_if_bound(principal, &id) {
+            Revoked::Revoked
+        } else {
+            Revoked::NotFound
+        })
+    }
+
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, Error> {
+        let mut revoked = 0;
+        for entry in self.index.listed(principal) {
+            if keep == Some(&SessionHandle::of(&entry.id)) {
+                continue;
+            }
+            if self.revoke_if_bound(principal, &entry.id) {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
     }
 }
 

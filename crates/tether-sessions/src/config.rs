@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tether_core::{Codec, Expiry, Timestamp};
 
+use crate::activity::Activity;
 use crate::telemetry::Telemetry;
 use crate::transport::{Protection, Transport};
 
@@ -36,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) codec: Codec,
     pub(crate) save_on_server_error: bool,
     pub(crate) deadline_header: Option<http::HeaderName>,
+    pub(crate) activity: Option<Activity>,
     pub(crate) telemetry: Telemetry,
 }
 
@@ -52,6 +54,7 @@ impl Default for Config {
             codec: Codec::default(),
             save_on_server_error: false,
             deadline_header: None,
+            activity: None,
             telemetry: Telemetry::register(),
         }
     }

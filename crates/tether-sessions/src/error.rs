@@ -52,6 +52,9 @@ pub enum Error {
     /// already; it was not applied.
     #[error("the response was already produced; a session change now would be lost")]
     Finished,
+    /// A text given as a principal is not one (see [`Principal`](crate::Principal)).
+    #[error(transparent)]
+    InvalidPrincipal(#[from] tether_core::InvalidPrincipal),
 }
 
 impl Error {

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::config::Config;
 use crate::transport::Protection;
-use crate::{KeyRing, SessionService};
+use crate::{Activity, KeyRing, SessionIndex, SessionService};
 
 /// Adds sessions to a tower service: every request gets a [`Session`](crate::Session) in its
 /// extensions, saved to `store` before the response is returned.
@@ -248,6 +248,20 @@ impl SessionLayer {
     pub fn with_deadline_header(mut self, name: HeaderName) -> Self {
         self.config().deadline_header = Some(name);
         self
+    }
+
+    /// Records with each session when it was last used, and optionally on what device and from
+    /// which address, for a "your devices" page (off by default; see [`Activity`] for what is
+    /// stored and when). It rides on writes the layer makes anyway: no request writes for it.
+    pub fn with_activity(mut self, activity: Activity) -> Self {
+        self.config().activity = Some(activity);
+        self
+    }
+
+    /// The sessions of each principal, to list and revoke them outside a request (an admin
+    /// task, say). In a handler, [`Session::index`](crate::Session::index) is the same.
+    pub fn index(&self) -> SessionIndex {
+        SessionIndex::new(Arc::clone(&self.store))
     }
 }
 

@@ -121,6 +121,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod activity;
 mod body;
 mod config;
 mod deadline;
@@ -131,6 +132,7 @@ mod future;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod index;
 mod layer;
 mod save;
 mod service;
@@ -138,6 +140,7 @@ mod session;
 mod telemetry;
 mod transport;
 
+pub use activity::{Activity, ClientAddress};
 pub use body::{ResponseBody, UNAVAILABLE_MESSAGE};
 pub use config::{
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_SIZE,
@@ -149,11 +152,14 @@ pub use error::{Error, Result};
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::SessionLayerMissing;
 pub use future::ResponseFuture;
+pub use index::SessionIndex;
 pub use layer::SessionLayer;
 pub use service::SessionService;
 pub use session::{Session, TypedKey};
-pub use tether_core::KEY_OVERHEAD;
 pub use tether_core::cookie::KeyRing;
+pub use tether_core::{
+    InvalidPrincipal, KEY_OVERHEAD, Principal, Revoked, SessionHandle, SessionInfo,
+};
 
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].
 pub use cookie;

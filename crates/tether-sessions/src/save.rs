@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Seen, SessionStore,
+    Timestamp,
 };
 use tracing::Instrument as _;
 
@@ -25,6 +26,8 @@ pub(crate) enum Plan {
         ended: Option<Id>,
         data: HashMap<String, Bytes>,
         expiry: Expiry,
+        principal: Option<Principal>,
+        seen: Option<Seen>,
     },
     /// Apply this request's delta (or a changed expiry) to the stored session.
     Apply {
@@ -32,8 +35,13 @@ pub(crate) enum Plan {
         changes: Changes,
         expiry: Expiry,
     },
-    /// Only extend the stored session's deadline.
-    Touch { id: Id, expiry: Expiry },
+    /// Only extend the stored session's deadline, and record its use when the layer records
+    /// activity.
+    Touch {
+        id: Id,
+        expiry: Expiry,
+        seen: Option<Seen>,
+    },
     /// Move the session to a new id, then apply the delta there.
     Cycle {
         old: Id,
@@ -73,11 +81,17 @@ impl Plan {
                 ended,
                 data,
                 expiry,
+                principal,
+                seen,
             } => {
                 if let Some(id) = ended {
                     delete(store, telemetry, id).await?;
                 }
-                Ok(create(store, telemetry, data, expiry).await?)
+                let record = Record::new(Id::random()?, expiry, Timestamp::now())
+                    .with_data(data)
+                    .with_principal(principal)
+                    .with_seen(seen);
+                Ok(create(store, telemetry, record).await?)
             }
             Self::Apply {
                 id,
@@ -93,10 +107,21 @@ impl Plan {
                     .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
-            Self::Touch { id, expiry } => {
+            Self::Touch { id, expiry, seen } => {
                 let span = store_span!("session.touch", session = ?id);
+                let touch = async {
+                    match seen {
+                        // The renewal carries the session's latest use: still one store call.
+                        Some(seen) => {
+                            let mut changes = Changes::new();
+                            changes.set_seen(seen);
+                            store.apply(&id, &changes, &expiry).await
+                        }
+                        None => store.touch(&id, &expiry).await,
+                    }
+                };
                 let applied = telemetry
-                    .store_call(Operation::Touch, store.touch(&id, &expiry).instrument(span))
+                    .store_call(Operation::Touch, touch.instrument(span))
                     .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
@@ -155,10 +180,9 @@ async fn delete(store: &dyn SessionStore, telemetry: &Telemetry, id: Id) -> Resu
 async fn create(
     store: &dyn SessionStore,
     telemetry: &Telemetry,
-    data: HashMap<String, Bytes>,
-    expiry: Expiry,
+    mut record: Record,
 ) -> Result<Delivery, Error> {
-    let mut record = Record::new(Id::random()?, expiry, Timestamp::now()).with_data(data);
+    let expiry = record.expiry;
     for _ in 0..ID_ATTEMPTS {
         let span = store_span!("session.create", session = ?record.id);
         match telemetry

@@ -63,7 +63,16 @@ where
         let config = &self.config;
         let deadline = Deadline::read(request.headers(), config.deadline_header.as_ref());
         let incoming = config.transport.read(request.headers(), &config.protection);
-        let session = Session::new(Arc::clone(&self.store), Arc::clone(config), incoming);
+        let client = config
+            .activity
+            .as_ref()
+            .map(|activity| activity.observe(&request));
+        let session = Session::new(
+            Arc::clone(&self.store),
+            Arc::clone(config),
+            incoming,
+            client,
+        );
         let grpc = request
             .headers()
             .get(http::header::CONTENT_TYPE)

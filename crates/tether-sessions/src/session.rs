@@ -10,12 +10,15 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tether_core::{
-    Changes, Expiry, Id, Record, SessionStore, Timestamp, data_size, entry_size, error_chain,
+    Changes, Expiry, Id, Principal, Record, SessionHandle, SessionStore, Timestamp, data_size,
+    entry_size, error_chain,
 };
 use tokio::sync::OnceCell;
 use tracing::Instrument as _;
 
+use crate::activity::Observed;
 use crate::config::Config;
+use crate::index::SessionIndex;
 use crate::save::Plan;
 use crate::telemetry::{Operation, Outcome, store_span};
 use crate::{Error, Result};
@@ -58,6 +61,8 @@ struct Inner {
     config: Arc<Config>,
     /// The valid id the request presented, if any.
     incoming: Option<Id>,
+    /// The request's client, when the layer records activity.
+    client: Option<Observed>,
     /// Initialised once the stored session was read into `state`.
     loaded: OnceCell<()>,
     state: Mutex<State>,
@@ -69,6 +74,8 @@ struct State {
     stored: Option<Stored>,
     /// The data as this request sees it: stored data with this request's changes applied.
     data: HashMap<String, Bytes>,
+    /// The principal as this request sees it.
+    principal: Option<Principal>,
     /// Encoded size of `data`.
     size: usize,
     /// What this request changed.
@@ -98,12 +105,14 @@ impl Session {
         store: Arc<dyn SessionStore>,
         config: Arc<Config>,
         incoming: Option<Id>,
+        client: Option<Observed>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 incoming,
+                client,
                 loaded: OnceCell::new(),
                 state: Mutex::new(State::default()),
             }),
@@ -226,11 +235,63 @@ impl Session {
         let ended = state.stored.take().map(|stored| stored.id);
         state.flushed = state.flushed.or(ended);
         state.data.clear();
+        state.principal = None;
         state.size = 0;
         state.changes = Changes::new();
         state.cycle = false;
         state.idle_timeout = None;
         Ok(())
+    }
+
+    /// Binds this session to `principal`, typically the user's id right after a login (and
+    /// after [`cycle_id`](Self::cycle_id)): the session is then listed under it by
+    /// [`SessionIndex::sessions_of`] and can be signed out from another device. A session with
+    /// no data yet is stored for it. The binding is saved with the request's other changes,
+    /// in the same store call; it lasts until the session ends or is bound to another principal.
+    ///
+    /// # Errors
+    ///
+    /// As for [`clear`](Self::clear).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tether_sessions::{Principal, Result, Session};
+    ///
+    /// async fn login(session: Session, user_id: u64) -> Result<()> {
+    ///     session.cycle_id().await?;
+    ///     session.set_principal(Principal::new(user_id.to_string())?).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn set_principal(&self, principal: Principal) -> Result<()> {
+        self.load().await?;
+        let mut state = self.writable()?;
+        state.principal = Some(principal.clone());
+        state.changes.bind(principal);
+        Ok(())
+    }
+
+    /// The principal this session is bound to, if any.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    pub async fn principal(&self) -> Result<Option<Principal>> {
+        self.load().await?;
+        Ok(self.state().principal.clone())
+    }
+
+    /// The handle of this session (see [`SessionHandle`]), once it is known: as
+    /// [`id`](Self::id). A session that gets a new id at the end of this request gets a new
+    /// handle with it.
+    pub fn handle(&self) -> Option<SessionHandle> {
+        self.id().map(|id| SessionHandle::of(&id))
+    }
+
+    /// The sessions of every principal: list and revoke them.
+    pub fn index(&self) -> SessionIndex {
+        SessionIndex::new(Arc::clone(&self.inner.store))
     }
 
     /// Sets this session's idle timeout, replacing the layer's (a "remember me" login may keep
@@ -333,7 +394,8 @@ impl Session {
             return None;
         }
         let now = state.loaded_at.unwrap_or_else(Timestamp::now);
-        let plan = state.plan(&self.inner.config, now);
+        let seen = self.inner.client.as_ref().map(|client| client.seen(now));
+        let plan = state.plan(&self.inner.config, now, seen);
         match plan {
             Plan::Nothing => self.inner.config.telemetry.request(Outcome::Loaded),
             Plan::Create { .. } | Plan::Apply { .. } | Plan::Cycle { .. } => {
@@ -360,6 +422,7 @@ impl State {
             Some(record) => {
                 self.size = data_size(&record.data);
                 self.data = record.data;
+                self.principal = record.principal;
                 self.stored = Some(Stored {
                     id: record.id,
                     expiry: record.expiry,
@@ -369,14 +432,18 @@ impl State {
         }
     }
 
-    fn plan(&mut self, config: &Config, now: Timestamp) -> Plan {
-        let changes = std::mem::take(&mut self.changes);
+    /// What to write; `seen` is this request's use of the session, written with whatever is
+    /// written anyway.
+    fn plan(&mut self, config: &Config, now: Timestamp, seen: Option<tether_core::Seen>) -> Plan {
+        let mut changes = std::mem::take(&mut self.changes);
         let Some(stored) = self.stored else {
-            return if !self.data.is_empty() {
+            return if !self.data.is_empty() || changes.principal().is_some() {
                 Plan::Create {
                     ended: self.flushed,
                     data: std::mem::take(&mut self.data),
                     expiry: config.new_expiry(now, self.idle_timeout),
+                    principal: changes.principal().cloned(),
+                    seen,
                 }
             } else if self.flushed.is_some() || self.stale {
                 Plan::Revoke {
@@ -390,22 +457,29 @@ impl State {
             Some(idle) => Expiry::new(now, idle, stored.expiry.absolute_deadline()),
             None => stored.expiry.renewed(now),
         };
+        let renewal_due = stored.expiry.needs_renewal(now, config.touch_threshold);
+        let changed = !changes.is_empty() || self.idle_timeout.is_some();
+        let mut seen = seen;
+        if let Some(seen) = seen.take_if(|_| self.cycle || changed) {
+            changes.set_seen(seen);
+        }
         if self.cycle {
             Plan::Cycle {
                 old: stored.id,
                 changes,
                 expiry,
             }
-        } else if !changes.is_empty() || self.idle_timeout.is_some() {
+        } else if changed {
             Plan::Apply {
                 id: stored.id,
                 changes,
                 expiry,
             }
-        } else if stored.expiry.needs_renewal(now, config.touch_threshold) {
+        } else if renewal_due {
             Plan::Touch {
                 id: stored.id,
                 expiry,
+                seen,
             }
         } else {
             Plan::Nothing

@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
+    SessionHandle, SessionInfo, SessionStore,
+};
 
 /// Calls made to a [`SpyStore`], by method.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +25,8 @@ pub struct Calls {
     pub delete: u64,
     /// `cycle` calls.
     pub cycle: u64,
+    /// Calls to the principal index: `sessions_of`, `revoke`, `revoke_all`.
+    pub index: u64,
 }
 
 impl Calls {
@@ -32,7 +37,7 @@ impl Calls {
 
     /// All calls.
     pub fn total(&self) -> u64 {
-        self.load + self.writes()
+        self.load + self.writes() + self.index
     }
 }
 
@@ -57,6 +62,7 @@ struct Counters {
     touch: AtomicU64,
     delete: AtomicU64,
     cycle: AtomicU64,
+    index: AtomicU64,
     failure: Mutex<Option<Failure>>,
 }
 
@@ -102,6 +108,7 @@ impl<S: SessionStore> SpyStore<S> {
             touch: c.touch.load(Ordering::SeqCst),
             delete: c.delete.load(Ordering::SeqCst),
             cycle: c.cycle.load(Ordering::SeqCst),
+            index: c.index.load(Ordering::SeqCst),
         }
     }
 
@@ -167,5 +174,28 @@ impl<S: SessionStore> SessionStore for SpyStore<S> {
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
         self.enter(&self.counters.cycle, None)?;
         self.inner.cycle(old, new).await
+    }
+
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
+        self.enter(&self.counters.index, None)?;
+        self.inner.sessions_of(principal).await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, Error> {
+        self.enter(&self.counters.index, None)?;
+        self.inner.revoke(principal, handle).await
+    }
+
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, Error> {
+        self.enter(&self.counters.index, None)?;
+        self.inner.revoke_all(principal, keep).await
     }
 }
