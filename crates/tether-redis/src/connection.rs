@@ -31,6 +31,15 @@ impl Connection {
         })
     }
 
+    /// Whether keys live on many masters, so one script cannot reach every key.
+    pub(crate) fn is_cluster(&self) -> bool {
+        match self {
+            #[cfg(feature = "cluster")]
+            Self::Cluster(_) => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn topology(&self) -> &'static str {
         match self {
             Self::Standalone(_) => "standalone",

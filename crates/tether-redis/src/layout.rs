@@ -1,16 +1,19 @@
-//! How a session is laid out in Redis: one hash per session, fields `:<key>` for data and `@m`
-//! for metadata. The layout is documented once, in the crate docs ("How a session is stored");
-//! this module reads and writes it.
+//! How a session is laid out in Redis: one hash per session, fields `:<key>` for data, `@m`
+//! for metadata, `@p` for the principal and `@s` for the last use. The layout is documented
+//! once, in the crate docs ("How a session is stored"); this module reads and writes it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::Value;
-use tether_core::{Changes, Error, Expiry, Id, Record, Timestamp};
+use tether_core::{Changes, Error, Expiry, Id, Principal, Record, Seen, Timestamp};
 
 pub(crate) const DATA: u8 = b':';
 pub(crate) const META: &[u8] = b"@m";
+pub(crate) const PRINCIPAL: &[u8] = b"@p";
+pub(crate) const SEEN: &[u8] = b"@s";
 
 /// Redis field name of session key `key`.
 pub(crate) fn data_field(key: &str) -> Vec<u8> {
@@ -20,9 +23,9 @@ pub(crate) fn data_field(key: &str) -> Vec<u8> {
     field
 }
 
-/// Arguments of `create.lua` after the deadline: every field of `record`, as pairs.
+/// Every field of `record`, as pairs: the tail of `create.lua`'s arguments.
 pub(crate) fn record_fields(record: &Record) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(2 * record.data.len() + 2);
+    let mut args = Vec::with_capacity(2 * record.data.len() + 6);
     for (key, value) in &record.data {
         args.push(data_field(key));
         args.push(value.to_vec());
@@ -34,7 +37,43 @@ pub(crate) fn record_fields(record: &Record) -> Vec<Vec<u8>> {
         meta_tail(&record.expiry)
     );
     args.push(meta.into_bytes());
+    if let Some(principal) = &record.principal {
+        args.push(PRINCIPAL.to_vec());
+        args.push(principal.as_str().as_bytes().to_vec());
+    }
+    if let Some(seen) = &record.seen {
+        args.push(SEEN.to_vec());
+        args.push(seen_value(seen));
+    }
     args
+}
+
+/// The `@s` field: `<at>\n<address>\n<device>`, Unix milliseconds and the two texts, each empty
+/// when unknown. A cleaned device label holds no control character, so no newline.
+pub(crate) fn seen_value(seen: &Seen) -> Vec<u8> {
+    let address = seen.address().map(|a| a.to_string()).unwrap_or_default();
+    format!(
+        "{}\n{address}\n{}",
+        seen.at().as_millis(),
+        seen.device().unwrap_or_default()
+    )
+    .into_bytes()
+}
+
+/// Reads an `@s` field back.
+pub(crate) fn decode_seen(value: &[u8]) -> Result<Seen, Malformed> {
+    let text = std::str::from_utf8(value).map_err(|_| Malformed::BadSeen)?;
+    let mut parts = text.splitn(3, '\n');
+    let (Some(at), Some(address), Some(device)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Malformed::BadSeen);
+    };
+    let at = number((at.as_bytes(), "last use"))?;
+    let mut seen = Seen::new(Timestamp::from_millis(at)).with_device(device);
+    if !address.is_empty() {
+        let address: IpAddr = address.parse().map_err(|_| Malformed::BadSeen)?;
+        seen = seen.with_address(address);
+    }
+    Ok(seen)
 }
 
 /// The metadata after the creation time: `deadline:idle:absolute`.
@@ -50,11 +89,16 @@ fn meta_tail(expiry: &Expiry) -> String {
     )
 }
 
-/// Arguments of `apply.lua`: deadline, metadata tail, clear flag, data fields to delete, then
-/// pairs to set. With empty `changes`, this is a touch.
-pub(crate) fn apply_args(changes: &Changes, expiry: &Expiry) -> Vec<Vec<u8>> {
+/// Arguments of `apply.lua`: deadline, metadata tail, clear flag, then `index` (the principal
+/// index's arguments, ARGV[4..=10]), the principal to bind, the last use, the data fields to
+/// delete, and the pairs to set. With empty `changes`, this is a touch.
+pub(crate) fn apply_args(
+    changes: &Changes,
+    expiry: &Expiry,
+    index: impl IntoIterator<Item = Vec<u8>>,
+) -> Vec<Vec<u8>> {
     let removed = changes.removed().len();
-    let mut args = Vec::with_capacity(4 + removed + 2 * changes.inserted().len());
+    let mut args = Vec::with_capacity(13 + removed + 2 * changes.inserted().len());
     args.push(expiry.expires_at().as_millis().to_string().into_bytes());
     args.push(meta_tail(expiry).into_bytes());
     args.push(if changes.is_clear() {
@@ -62,6 +106,14 @@ pub(crate) fn apply_args(changes: &Changes, expiry: &Expiry) -> Vec<Vec<u8>> {
     } else {
         b"0".to_vec()
     });
+    args.extend(index);
+    args.push(
+        changes
+            .principal()
+            .map(|p| p.as_str().as_bytes().to_vec())
+            .unwrap_or_default(),
+    );
+    args.push(changes.seen().map(seen_value).unwrap_or_default());
     args.push(removed.to_string().into_bytes());
     args.extend(changes.removed().map(data_field));
     for (key, value) in changes.inserted() {
@@ -88,6 +140,40 @@ pub(crate) enum Malformed {
     BadNumber { part: &'static str },
     #[error("the metadata field @m is missing")]
     MissingMeta,
+    #[error("the principal field @p is not a principal: {0}")]
+    BadPrincipal(tether_core::InvalidPrincipal),
+    #[error("a principal index field is not a session handle")]
+    BadHandle,
+    #[error("the last-use field @s is not '<ms>\\n<address>\\n<device>'")]
+    BadSeen,
+}
+
+/// Decodes `apply.lua`'s reply: whether the session existed, and its principal before and
+/// after the write.
+pub(crate) fn applied_reply(
+    reply: Value,
+) -> Result<(bool, Option<Principal>, Option<Principal>), Error> {
+    let corrupt = |what: &'static str| Error::Backend(format!("apply.lua answered {what}").into());
+    let Value::Array(items) = reply else {
+        return Err(corrupt("something other than an array"));
+    };
+    let mut items = items.into_iter();
+    let applied = match items.next() {
+        Some(Value::Int(flag)) => flag == 1,
+        _ => return Err(corrupt("no flag")),
+    };
+    let mut principal = || -> Result<Option<Principal>, Error> {
+        match items.next().map(bulk) {
+            Some(Ok(bytes)) if bytes.is_empty() => Ok(None),
+            Some(Ok(bytes)) => Principal::from_utf8(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(Box::new(Malformed::BadPrincipal(e)))),
+            _ => Err(corrupt("no principals")),
+        }
+    };
+    let before = principal()?;
+    let after = principal()?;
+    Ok((applied, before, after))
 }
 
 /// Decodes an `HGETALL` reply. An empty reply is no session; anything that is not a session
@@ -103,6 +189,8 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
     }
     let mut data = HashMap::with_capacity(pairs.len());
     let mut meta = None;
+    let mut principal = None;
+    let mut seen = None;
     for (field, value) in pairs {
         match field.first() {
             Some(&DATA) => {
@@ -111,6 +199,10 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
                 data.insert(key.to_owned(), value);
             }
             _ if field == META => meta = Some(value),
+            _ if field == PRINCIPAL => {
+                principal = Some(Principal::from_utf8(&value).map_err(Malformed::BadPrincipal)?);
+            }
+            _ if field == SEEN => seen = Some(decode_seen(&value)?),
             _ => {
                 return Err(Malformed::UnknownField(
                     String::from_utf8_lossy(&field).into_owned(),
@@ -119,6 +211,17 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
         }
     }
     let meta = meta.ok_or(Malformed::MissingMeta)?;
+    let (created, expiry) = decode_meta(&meta)?;
+    Ok(Some(
+        Record::new(id, expiry, created)
+            .with_data(data)
+            .with_principal(principal)
+            .with_seen(seen),
+    ))
+}
+
+/// The creation time and expiry in an `@m` field.
+pub(crate) fn decode_meta(meta: &[u8]) -> Result<(Timestamp, Expiry), Malformed> {
     let mut parts = meta.split(|&b| b == b':');
     let mut next = |part: &'static str| {
         let text = parts.next().ok_or(Malformed::BadNumber { part })?;
@@ -138,9 +241,7 @@ fn decode_fields(id: Id, reply: Value) -> Result<Option<Record>, Malformed> {
         Duration::from_millis(idle),
         absolute.map(Timestamp::from_millis),
     );
-    Ok(Some(
-        Record::new(id, expiry, Timestamp::from_millis(created)).with_data(data),
-    ))
+    Ok((Timestamp::from_millis(created), expiry))
 }
 
 fn number((text, part): (&[u8], &'static str)) -> Result<u64, Malformed> {
@@ -221,6 +322,13 @@ mod tests {
             "@m".into(),
             Bytes::from_static(b"user key that looks like meta"),
         );
+        let record = record
+            .with_principal(Some(Principal::new("user:7 Zoë").unwrap()))
+            .with_seen(Some(
+                Seen::new(now)
+                    .with_device("Mozilla/5.0 (X11; Linux x86_64)")
+                    .with_address("2001:db8::7".parse().unwrap()),
+            ));
         let fields = record_fields(&record);
         let pairs: Vec<(&[u8], &[u8])> = fields
             .chunks(2)
@@ -228,6 +336,14 @@ mod tests {
             .collect();
         let decoded = decode(record.id, reply(&pairs)).unwrap().unwrap();
         assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn a_last_use_without_device_or_address_round_trips() {
+        let seen = Seen::new(Timestamp::from_millis(42));
+        assert_eq!(decode_seen(&seen_value(&seen)).unwrap(), seen);
+        let seen = seen.with_address("192.0.2.1".parse().unwrap());
+        assert_eq!(decode_seen(&seen_value(&seen)).unwrap(), seen);
     }
 
     #[test]
@@ -250,6 +366,12 @@ mod tests {
             reply(&[(b"@m", b"-1:2:3:")]),
             reply(&[(b"@m", b"")]),
             reply(&[ok, (b":\xff\xfe", b"v")]),
+            reply(&[ok, (b"@p", b"")]),
+            reply(&[ok, (b"@p", b"a\x00b")]),
+            reply(&[ok, (b"@p", b"\xff")]),
+            reply(&[ok, (b"@s", b"1\n")]),
+            reply(&[ok, (b"@s", b"x\n\n")]),
+            reply(&[ok, (b"@s", b"1\n1.2.3\n")]),
             reply(&[ok, (b"", b"v")]),
             Value::Array(vec![bulk(b"odd")]),
             Value::Int(7),

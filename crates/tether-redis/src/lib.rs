@@ -40,16 +40,36 @@
 //! |---|---|
 //! | `:<key>` | the encoded value of session key `<key>` (MessagePack by default) |
 //! | `@m` | `<created>:<deadline>:<idle>:<absolute>`: creation time, deadline (also the key's `PEXPIREAT`) and absolute deadline in Unix milliseconds, idle timeout in milliseconds; `<absolute>` empty when there is none |
+//! | `@p` | the principal the session is bound to, if any |
+//! | `@s` | `<at>\n<address>\n<device>`: the session's last use as the layer records it (see `tether_sessions::Activity`), if any |
+//!
+//! Sessions bound to a principal are also listed in a hash per principal,
+//! `<prefix>:principal:<principal>`, whose fields are the sessions' handles
+//! ([`SessionHandle`](tether_core::SessionHandle), never their ids) and whose values are
+//! `<id>:<Unix ms when listed>`. It expires with the latest deadline of its sessions.
 //!
 //! Each store operation is one round trip touching one key, except `cycle`:
 //!
 //! | operation | Redis |
 //! |---|---|
 //! | `load` | `HGETALL` |
-//! | `create` | `EVALSHA create.lua`: `EXISTS`, `HSET` all fields, `PEXPIREAT` |
-//! | `apply`, `touch` | `EVALSHA apply.lua`: `HGET @m` (existence), `HDEL`/`HSET` the delta, `HSET @m`, `PEXPIREAT` |
-//! | `delete` | `DEL` |
+//! | `create` | `EVALSHA create.lua`: `EXISTS`, `HSET` all fields, `PEXPIREAT`; for a bound session also its index entry |
+//! | `apply`, `touch` | `EVALSHA apply.lua`: `HGET @m` (existence), `HDEL`/`HSET` the delta, `HSET @m`, `PEXPIREAT`; for a bound session also its index entry (and the cap, when binding) |
+//! | `delete` | `EVALSHA delete.lua`: `DEL`, and the index entry |
 //! | `cycle` | `HGETALL` old, `create.lua` under the new id, then `EVALSHA take.lua` (`HGETALL` + `DEL` old) and an `apply` of what changed meanwhile |
+//! | `sessions_of` | `EVALSHA list.lua`: the index hash and `HMGET @m @s @p` of each session, dropping entries whose session ended or is another principal's |
+//! | `revoke`, `revoke_all` | `EVALSHA revoke.lua`: each named session deleted only if it is bound to the principal |
+//!
+//! That is standalone Redis and Sentinel, where one script may reach the index hash and the
+//! session hashes. On **Redis Cluster** they live in different slots, and no script spans
+//! slots, so the store keeps the index from the client: a binding first lists the session
+//! (`EVALSHA bind.lua` on the index hash, one more round trip), so the index never misses a
+//! bound session; `sessions_of` is one `HGETALL` of the index and one `HMGET` per session (sent
+//! together); `revoke` checks the principal on the session hash itself (`revoke_session.lua`)
+//! before deleting it. Entries whose session ended are dropped when listed, five minutes after
+//! they were written (a session may still be on its way). On Cluster the index hash lasts until
+//! the latest absolute deadline of its sessions, and a write to a bound session without an
+//! absolute deadline costs one more round trip to extend it.
 //!
 //! The prefixes keep session keys (any string, the empty one included) apart from metadata. The
 //! metadata is one field because every field costs a reply element on each `HGETALL`, and
@@ -65,7 +85,7 @@
 //! user's permissions, so their commands count too), on its own key prefix:
 //!
 //! ```text
-//! ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat
+//! ACL SETUSER app on >secret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +hmget +hlen +pexpireat +pexpiretime
 //! ```
 //!
 //! The test suite runs the store as exactly this user. `CONFIG` is deliberately not in it (it
@@ -115,6 +135,7 @@ mod builder;
 mod connection;
 mod error;
 mod eviction;
+mod index;
 mod layout;
 #[cfg(feature = "sentinel")]
 mod sentinel;

@@ -2,15 +2,20 @@
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
-use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
+    SessionHandle, SessionInfo, SessionStore, Timestamp,
+};
 
 use crate::connection::{Connection, Handle};
 use crate::error::from_redis;
+use crate::index::IndexKeys;
 use crate::layout;
 use crate::telemetry;
 
@@ -20,13 +25,13 @@ pub const DEFAULT_PREFIX: &str = "tether";
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A Lua script the store runs, with the name its metrics carry.
-struct NamedScript {
+pub(crate) struct NamedScript {
     name: &'static str,
     script: Script,
 }
 
 impl NamedScript {
-    fn new(name: &'static str, code: &str) -> Self {
+    pub(crate) fn new(name: &'static str, code: &str) -> Self {
         Self {
             name,
             script: Script::new(code),
@@ -34,9 +39,17 @@ impl NamedScript {
     }
 
     /// `EVALSHA` of the script on the key `key`; arguments follow.
-    fn call(&self, key: String) -> ScriptCall<'_> {
+    pub(crate) fn call(&self, key: String) -> ScriptCall<'_> {
+        self.call_keys(vec![key])
+    }
+
+    /// `EVALSHA` of the script on `keys`; arguments follow.
+    pub(crate) fn call_keys(&self, keys: Vec<String>) -> ScriptCall<'_> {
         let mut command = redis::cmd("EVALSHA");
-        command.arg(self.script.get_hash()).arg(1).arg(key);
+        command
+            .arg(self.script.get_hash())
+            .arg(keys.len())
+            .arg(keys);
         ScriptCall {
             script: self,
             command,
@@ -45,24 +58,40 @@ impl NamedScript {
 }
 
 /// One invocation of a [`NamedScript`].
-struct ScriptCall<'a> {
+pub(crate) struct ScriptCall<'a> {
     script: &'a NamedScript,
     command: Cmd,
 }
 
 impl ScriptCall<'_> {
-    fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+    pub(crate) fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
         self.command.arg(arg);
         self
     }
 }
 
-static CREATE: LazyLock<NamedScript> =
-    LazyLock::new(|| NamedScript::new("create", include_str!("scripts/create.lua")));
-static APPLY: LazyLock<NamedScript> =
-    LazyLock::new(|| NamedScript::new("apply", include_str!("scripts/apply.lua")));
+static CREATE: LazyLock<NamedScript> = LazyLock::new(|| {
+    NamedScript::new(
+        "create",
+        concat!(
+            include_str!("scripts/index.lua"),
+            include_str!("scripts/create.lua")
+        ),
+    )
+});
+static APPLY: LazyLock<NamedScript> = LazyLock::new(|| {
+    NamedScript::new(
+        "apply",
+        concat!(
+            include_str!("scripts/index.lua"),
+            include_str!("scripts/apply.lua")
+        ),
+    )
+});
 static TAKE: LazyLock<NamedScript> =
     LazyLock::new(|| NamedScript::new("take", include_str!("scripts/take.lua")));
+static DELETE: LazyLock<NamedScript> =
+    LazyLock::new(|| NamedScript::new("delete", include_str!("scripts/delete.lua")));
 
 /// A [`SessionStore`] in Redis: every server of an application sees every session.
 ///
@@ -100,15 +129,36 @@ pub struct RedisStore {
     connection: Connection,
     prefix: Arc<str>,
     timeout: Duration,
+    pub(crate) index: IndexKeys,
 }
 
 impl RedisStore {
     pub(crate) fn new(connection: Connection, prefix: &str, timeout: Duration) -> Self {
+        let in_scripts = !connection.is_cluster();
         Self {
             connection,
             prefix: Arc::from(prefix),
             timeout,
+            index: IndexKeys::new(prefix, in_scripts),
         }
+    }
+
+    /// Bounds the sessions of one principal: binding one more revokes the oldest (by creation)
+    /// of the others. No bound by default. In standalone Redis and behind Sentinel this happens
+    /// inside the binding write's script; on Redis Cluster the store does it after the write,
+    /// with a few more round trips (only when a binding passes the cap).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tether_redis::Error> {
+    /// let store = tether_redis::RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_max_sessions_per_principal(std::num::NonZeroUsize::new(10));
+    /// # let _ = store; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_max_sessions_per_principal(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.index.cap = max;
+        self
     }
 
     /// The Redis key of session `id`.
@@ -148,7 +198,7 @@ impl RedisStore {
     }
 
     /// Sends `command` for `operation`: one round trip.
-    async fn query<T: redis::FromRedisValue>(
+    pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         command: Cmd,
@@ -163,7 +213,10 @@ impl RedisStore {
 
     /// Runs a script: one `EVALSHA`, and only when Redis does not know the script (restarted,
     /// failed over, flushed), a `SCRIPT LOAD` and the `EVALSHA` again.
-    async fn script<T: redis::FromRedisValue>(&self, call: ScriptCall<'_>) -> Result<T, Error> {
+    pub(crate) async fn script<T: redis::FromRedisValue>(
+        &self,
+        call: ScriptCall<'_>,
+    ) -> Result<T, Error> {
         let ScriptCall { script, command } = call;
         self.run(|mut handle| async move {
             telemetry::round_trip(script.name);
@@ -196,7 +249,11 @@ impl RedisStore {
     /// may still be there); the inner result is the decoded reply, `None` when there was no
     /// session, read after the delete happened (so a corrupt hash is gone too).
     async fn take(&self, id: &Id) -> Result<Result<Option<Record>, Error>, Error> {
-        let reply = self.script(TAKE.call(self.key(id))).await?;
+        let mut call = TAKE.call(self.key(id));
+        for arg in self.index.retire_args(id) {
+            call.arg(arg);
+        }
+        let reply = self.script(call).await?;
         Ok(layout::decode(*id, reply))
     }
 
@@ -252,30 +309,65 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        let mut call = CREATE.call(self.key(&record.id));
+        let now = Timestamp::now();
+        let principal = record.principal.as_ref();
+        let mut keys = vec![self.key(&record.id)];
+        if let Some(principal) = principal {
+            if self.index.in_scripts() {
+                keys.push(self.index.key(principal));
+            } else {
+                self.list_in_index(principal, &record.id, now, &record.expiry)
+                    .await?;
+            }
+        }
+        let mut call = CREATE.call_keys(keys);
         call.arg(record.expiry.expires_at().as_millis());
+        for arg in self
+            .index
+            .create_args(&record.id, now, &record.expiry, principal)
+        {
+            call.arg(arg);
+        }
         for field in layout::record_fields(record) {
             call.arg(field);
         }
-        Ok(if self.script_flag(call).await? {
-            Created::Created
-        } else {
-            Created::IdTaken
-        })
+        if !self.script_flag(call).await? {
+            return Ok(Created::IdTaken);
+        }
+        if let Some(principal) = principal.filter(|_| !self.index.in_scripts()) {
+            self.enforce_cap(principal, &record.id).await;
+        }
+        Ok(Created::Created)
     }
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
+        let now = Timestamp::now();
+        let cluster = !self.index.in_scripts();
+        if let Some(principal) = changes.principal().filter(|_| cluster) {
+            self.list_in_index(principal, id, now, expiry).await?;
+        }
         let mut call = APPLY.call(self.key(id));
-        for arg in layout::apply_args(changes, expiry) {
+        for arg in layout::apply_args(changes, expiry, self.index.apply_args(id, now, expiry)) {
             call.arg(arg);
         }
-        Ok(applied(self.script_flag(call).await?))
+        let reply: Value = self.script(call).await?;
+        let (applied, before, after) = layout::applied_reply(reply)?;
+        if !applied {
+            return Ok(Applied::Missing);
+        }
+        if cluster {
+            self.follow_binding(id, changes, expiry, now, before, after)
+                .await;
+        }
+        Ok(Applied::Applied)
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        let mut command = redis::cmd("DEL");
-        command.arg(self.key(id));
-        self.query::<i64>("delete", command).await.map(drop)
+        let mut call = DELETE.call(self.key(id));
+        for arg in self.index.retire_args(id) {
+            call.arg(arg);
+        }
+        self.script::<i64>(call).await.map(drop)
     }
 
     /// Copies the session to the new id, then retires the old id: the session exists under one
@@ -343,13 +435,52 @@ impl SessionStore for RedisStore {
             }
         }
     }
+
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
+        self.list_sessions(principal).await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, Error> {
+        self.revoke_one(principal, handle).await
+    }
+
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, Error> {
+        self.revoke_every(principal, keep).await
+    }
 }
 
-fn applied(flag: bool) -> Applied {
-    if flag {
-        Applied::Applied
-    } else {
-        Applied::Missing
+impl RedisStore {
+    /// After an `apply` on Redis Cluster: takes a rebound session off its former principal's
+    /// list, enforces the cap of a binding, and keeps the index of a bound session without an
+    /// absolute deadline from expiring before it. Failures are logged, not returned: the write
+    /// itself happened, and each step is made again by a later write or listing.
+    async fn follow_binding(
+        &self,
+        id: &Id,
+        changes: &Changes,
+        expiry: &Expiry,
+        now: Timestamp,
+        before: Option<Principal>,
+        after: Option<Principal>,
+    ) {
+        if let Some(bound) = changes.principal() {
+            if let Some(before) = before.filter(|before| before != bound) {
+                self.unlist(&before, id).await;
+            }
+            self.enforce_cap(bound, id).await;
+        } else if let Some(after) = after.filter(|_| expiry.absolute_deadline().is_none())
+            && let Err(error) = self.list_in_index(&after, id, now, expiry).await
+        {
+            tracing::warn!(error = %tether_core::error_chain(&error), "could not extend a principal's index to a session's new deadline; the next write tries again");
+        }
     }
 }
 

@@ -19,6 +19,10 @@ impl Fixture for Cluster {
 }
 
 async fn cluster() -> Cluster {
+    capped(None).await
+}
+
+async fn capped(max: Option<std::num::NonZeroUsize>) -> Cluster {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
         .await
         .expect("join")
@@ -26,14 +30,15 @@ async fn cluster() -> Cluster {
     let store = RedisStore::cluster_builder(cluster.urls())
         .connect()
         .await
-        .expect("connect to the cluster");
+        .expect("connect to the cluster")
+        .with_max_sessions_per_principal(max);
     Cluster {
         store,
         _cluster: cluster,
     }
 }
 
-tether_testkit::store_conformance!(cluster());
+tether_testkit::store_conformance!(cluster(), principal_index: |max| capped(Some(max)));
 
 /// Sessions spread over the masters: with many ids, every master holds some, and `cycle` moves
 /// sessions between slots of different masters.

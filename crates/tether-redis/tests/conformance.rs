@@ -1,5 +1,6 @@
 //! The store conformance suite against a real, standalone redis-server.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use tether_core::SessionStore;
@@ -19,12 +20,19 @@ impl Fixture for Standalone {
 }
 
 async fn standalone() -> Standalone {
+    capped(None).await
+}
+
+async fn capped(max: Option<NonZeroUsize>) -> Standalone {
     let server = RedisServer::start().expect("redis-server");
-    let store = RedisStore::connect(server.url()).await.expect("connect");
+    let store = RedisStore::connect(server.url())
+        .await
+        .expect("connect")
+        .with_max_sessions_per_principal(max);
     Standalone {
         store,
         _server: server,
     }
 }
 
-tether_testkit::store_conformance!(standalone());
+tether_testkit::store_conformance!(standalone(), principal_index: |max| capped(Some(max)));

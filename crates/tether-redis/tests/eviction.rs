@@ -132,7 +132,7 @@ async fn a_refused_config_get_skips_the_check() {
     // An ACL user with exactly the store's commands, which exclude CONFIG.
     let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]).unwrap();
     let reply = server
-        .command("ACL SETUSER app on >s3cret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat")
+        .command("ACL SETUSER app on >s3cret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +hmget +hlen +pexpireat +pexpiretime")
         .unwrap();
     assert!(reply.starts_with("OK"), "{reply}");
     let url = format!("redis://app:s3cret@127.0.0.1:{}", server.port());

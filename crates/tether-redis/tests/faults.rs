@@ -292,8 +292,7 @@ async fn cycle_refused_for_memory_keeps_the_session() {
 async fn cycle_refused_at_any_step_keeps_the_session_under_the_old_id() {
     let server = RedisServer::start().unwrap();
     let admin = store_on(&server).await;
-    let commands =
-        "+hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat";
+    let commands = "+hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +hmget +hlen +pexpireat +pexpiretime";
     let steps = [
         ("reading the old id", "", "~"),
         ("creating the new id", "~", "%R~"),
@@ -507,7 +506,7 @@ async fn connect_errors_name_the_url_but_not_its_password() {
 async fn acl_user_with_password() {
     let server = RedisServer::start().unwrap();
     let reply = server
-        .command("ACL SETUSER app on >s3cret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +pexpireat")
+        .command("ACL SETUSER app on >s3cret ~tether:* +hgetall +del +evalsha +eval +script|load +exists +hget +hset +hdel +hkeys +hmget +hlen +pexpireat +pexpiretime")
         .unwrap();
     assert!(reply.starts_with("OK"), "{reply}");
     let url = format!("redis://app:s3cret@127.0.0.1:{}", server.port());
@@ -516,6 +515,10 @@ async fn acl_user_with_password() {
         .expect("connect as the ACL user");
     tether_testkit::conformance::contract(&store).await;
     tether_testkit::conformance::cycle(&store).await;
+    tether_testkit::conformance::principal_index(&store).await;
+    tether_testkit::conformance::principal_index_follows_the_session(&store).await;
+    let capped = store.with_max_sessions_per_principal(std::num::NonZeroUsize::new(2));
+    tether_testkit::conformance::principal_cap(&capped, 2).await;
 
     let wrong = format!("redis://app:wrong@127.0.0.1:{}", server.port());
     let err = RedisStore::connect(wrong).await.unwrap_err();
