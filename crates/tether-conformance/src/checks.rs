@@ -24,6 +24,7 @@
 // a test fails. Nothing else in the crate may panic.
 #![allow(clippy::expect_used, clippy::panic)]
 
+mod events;
 mod principal;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use tether_core::{
     Applied, Changes, Codec, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp,
 };
 
+pub use events::session_events;
 pub use principal::{
     LEAK_SESSIONS, LEAK_USERS, metadata_round_trips, principal_cap, principal_index,
     principal_index_follows_the_session, principal_index_has_no_leaks,
@@ -546,6 +548,28 @@ macro_rules! store_conformance {
                     let max = ::std::num::NonZeroUsize::new(MAX).expect("non-zero");
                     let fixture = ($capped)(max).await;
                     $crate::checks::principal_cap(&*fixture.store(), MAX).await;
+                }
+        );
+    };
+    ($make:expr, principal_index: $capped:expr, events: $expired_within:expr) => {
+        $crate::store_conformance!(@tests $make;
+            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values,
+                metadata_round_trips, principal_index, principal_index_follows_the_session;
+            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
+                principal_index_has_no_leaks;
+            extra:
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn principal_cap() {
+                    const MAX: usize = 3;
+                    let max = ::std::num::NonZeroUsize::new(MAX).expect("non-zero");
+                    let fixture = ($capped)(max).await;
+                    $crate::checks::principal_cap(&*fixture.store(), MAX).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn session_events() {
+                    let fixture = $make.await;
+                    $crate::checks::session_events(&*fixture.store(), $expired_within).await;
                 }
         );
     };

@@ -50,6 +50,10 @@ pub enum Error {
     /// The operating system could not supply random bytes for a new session id.
     #[error("no randomness for a new session id")]
     Entropy(#[source] getrandom::Error),
+    /// A subscriber to a store's events fell behind and this many events were dropped for it.
+    /// Its stream goes on with the next event.
+    #[error("{0} session events were missed by a subscriber that fell behind")]
+    EventsMissed(u64),
     /// The store does not offer this capability (a third-party store that predates it). The
     /// text names the capability.
     #[error("this session store does not support {0}")]
@@ -74,6 +78,8 @@ pub enum ErrorKind {
     Decode,
     /// See [`Error::Entropy`].
     Entropy,
+    /// See [`Error::EventsMissed`].
+    EventsMissed,
     /// See [`Error::Unsupported`].
     Unsupported,
 }
@@ -89,6 +95,7 @@ impl Error {
             Self::Encode(_) => ErrorKind::Encode,
             Self::Decode(_) => ErrorKind::Decode,
             Self::Entropy(_) => ErrorKind::Entropy,
+            Self::EventsMissed(_) => ErrorKind::EventsMissed,
             Self::Unsupported(_) => ErrorKind::Unsupported,
         }
     }

@@ -49,6 +49,7 @@ mod codec;
 #[cfg_attr(docsrs, doc(cfg(feature = "cookie")))]
 pub mod cookie;
 mod error;
+mod event;
 mod expiry;
 mod handle;
 mod id;
@@ -63,6 +64,7 @@ mod time;
 pub use changes::Changes;
 pub use codec::Codec;
 pub use error::{BoxError, Error, ErrorKind, error_chain};
+pub use event::{EventKind, EventStream, SessionEvent};
 pub use expiry::Expiry;
 pub use handle::{InvalidHandle, SessionHandle};
 pub use id::{ID_LEN, Id, InvalidId};

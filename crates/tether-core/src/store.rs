@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::{Changes, Error, Expiry, Id, Principal, Record, SessionHandle, SessionInfo};
+use crate::{
+    Changes, Error, EventStream, Expiry, Id, Principal, Record, SessionHandle, SessionInfo,
+};
 
 /// Outcome of [`SessionStore::create`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub enum Revoked {
 
 /// The name [`Error::Unsupported`] gives the principal index.
 const PRINCIPAL_INDEX: &str = "the principal index (sessions by user)";
+/// The name [`Error::Unsupported`] gives session events.
+const EVENTS: &str = "session events";
 
 /// A place where sessions live: memory, Redis, a replicated cluster.
 ///
@@ -78,6 +82,13 @@ const PRINCIPAL_INDEX: &str = "the principal index (sessions by user)";
 /// sessions of one principal (`with_max_sessions_per_principal` on the stores of this
 /// workspace): binding one more then revokes the oldest. The default methods answer
 /// [`Error::Unsupported`], for stores written before the index existed.
+///
+/// # Events
+///
+/// [`events`](Self::events) reports what happens to sessions ([`SessionEvent`](crate::SessionEvent)):
+/// created, cycled, bound to a principal, deleted, revoked, expired. Each store states how
+/// reliably it delivers them (at most once to a subscriber that keeps up, or at least once
+/// across restarts) and how soon after its deadline a session's expiry is reported.
 ///
 /// The trait is object safe: the session layer holds an `Arc<dyn SessionStore>`.
 ///
@@ -170,5 +181,15 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<usize, Error> {
         let _ = (principal, keep);
         Err(Error::Unsupported(PRINCIPAL_INDEX))
+    }
+
+    /// A stream of what happens to this store's sessions from now on (or, for a store that
+    /// keeps events, from where this subscriber's group left off), as the store's docs say.
+    ///
+    /// # Errors
+    ///
+    /// As for the other methods; [`Error::Unsupported`] from a store without events.
+    async fn events(&self) -> Result<EventStream, Error> {
+        Err(Error::Unsupported(EVENTS))
     }
 }

@@ -52,6 +52,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod events;
 mod index;
 
 use std::num::NonZeroUsize;
@@ -65,10 +66,11 @@ use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
-    SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, Principal,
+    Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 
+use crate::events::Events;
 use crate::index::{Entry, PrincipalIndex};
 
 /// Default bound on the number of sessions a [`MemoryStore`] holds.
@@ -93,6 +95,7 @@ pub struct MemoryStore {
     max_sessions: u64,
     index: Arc<PrincipalIndex>,
     max_per_principal: Option<NonZeroUsize>,
+    events: Arc<Events>,
 }
 
 /// How the cache hashes ids: foldhash, seeded per process. moka's default, SipHash, is made to
@@ -182,6 +185,8 @@ impl MemoryStore {
     pub fn with_max_sessions(max_sessions: u64) -> Self {
         let index = Arc::new(PrincipalIndex::default());
         let listener_index = Arc::clone(&index);
+        let events = Events::new();
+        let listener_events = Arc::clone(&events);
         let cache = Cache::builder()
             .max_capacity(max_sessions)
             .eviction_policy(EvictionPolicy::lru())
@@ -191,11 +196,20 @@ impl MemoryStore {
                 if cause == RemovalCause::Size {
                     metrics::counter!("tether_memory_evictions_total").increment(1);
                 }
-                // Explicit removals (delete, cycle) update the index themselves.
+                // Explicit removals (delete, cycle, revoke) update the index themselves.
                 if cause != RemovalCause::Explicit {
                     let slot = cell.lock();
-                    if let Some(principal) = &slot.record.principal {
+                    let principal = slot.record.principal.as_ref();
+                    if let Some(principal) = principal {
                         listener_index.remove(principal, &id);
+                    }
+                    let kind = match cause {
+                        RemovalCause::Expired => Some(EventKind::Expired),
+                        RemovalCause::Size => Some(EventKind::Evicted),
+                        _ => None,
+                    };
+                    if let Some(kind) = kind.filter(|_| !slot.dead) {
+                        listener_events.emit(kind, &id, principal);
                     }
                 }
             })
@@ -205,6 +219,7 @@ impl MemoryStore {
             max_sessions,
             index,
             max_per_principal: None,
+            events,
         }
     }
 
@@ -315,6 +330,7 @@ impl MemoryStore {
             }
             slot.dead = true;
             self.index.remove(principal, id);
+            self.events.emit(EventKind::Revoked, id, Some(principal));
         }
         // Dead already: nothing reads or writes it; this only frees the entry.
         self.cache.invalidate(id);
@@ -325,9 +341,14 @@ impl MemoryStore {
     fn remove_session(&self, id: &Id) {
         if let Some(cell) = self.cache.remove(id) {
             let mut slot = cell.lock();
+            let was_live = slot.is_live(Timestamp::now());
             slot.dead = true;
             if let Some(principal) = &slot.record.principal {
                 self.index.remove(principal, id);
+            }
+            if was_live {
+                self.events
+                    .emit(EventKind::Deleted, id, slot.record.principal.as_ref());
             }
         }
     }
@@ -379,7 +400,11 @@ impl SessionStore for MemoryStore {
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
         let Some(principal) = &record.principal else {
-            return Ok(self.insert_if_absent(Cell::new(record.clone()), record.id));
+            let created = self.insert_if_absent(Cell::new(record.clone()), record.id);
+            if created == Created::Created {
+                self.events.emit(EventKind::Created, &record.id, None);
+            }
+            return Ok(created);
         };
         // Listed before it is stored, so a delete right after the insert finds the entry.
         let entry = Entry {
@@ -389,7 +414,11 @@ impl SessionStore for MemoryStore {
         let excess = self.index.add(principal, entry, self.max_per_principal);
         let created = self.insert_if_absent(Cell::new(record.clone()), record.id);
         match created {
-            Created::Created => self.revoke_excess(principal, excess),
+            Created::Created => {
+                self.events
+                    .emit(EventKind::Created, &record.id, Some(principal));
+                self.revoke_excess(principal, excess);
+            }
             Created::IdTaken => self.index.remove(principal, &record.id),
         }
         Ok(created)
@@ -403,7 +432,11 @@ impl SessionStore for MemoryStore {
             changes.apply_to_record(&mut slot.record);
             cell.set_expiry(slot, *expiry);
             match changes.principal() {
-                Some(principal) => self.index_binding(&slot.record, previous.as_ref(), principal),
+                Some(principal) => {
+                    self.events
+                        .emit(EventKind::PrincipalSet, id, Some(principal));
+                    self.index_binding(&slot.record, previous.as_ref(), principal)
+                }
                 None => Vec::new(),
             }
         }))
@@ -449,6 +482,9 @@ impl SessionStore for MemoryStore {
                 if let Some(principal) = &principal {
                     self.index.remove(principal, old);
                 }
+                let from = SessionHandle::of(old);
+                self.events
+                    .emit(EventKind::Cycled { from }, new, principal.as_ref());
                 Ok(Cycled::Moved)
             }
             Created::IdTaken => {
@@ -461,6 +497,31 @@ impl SessionStore for MemoryStore {
                 Ok(Cycled::IdTaken)
             }
         }
+    }
+
+    /// Events of this process's sessions, from now on, to a subscriber that keeps up: a
+    /// subscriber more than 4,096 events behind gets [`Error::EventsMissed`] and goes on from
+    /// the next event. Nothing survives a restart (neither do the sessions). A session that
+    /// passes its deadline is reported [`EventKind::Expired`] within about 2.5 seconds while
+    /// someone subscribes (the cache's maintenance runs every second then, and its timer
+    /// looks at deadlines in slots of about a second); one dropped for room at the session
+    /// bound is [`EventKind::Evicted`].
+    async fn events(&self) -> Result<EventStream, Error> {
+        let stream = self.events.subscribe();
+        if self.events.start_ticking() {
+            let cache = self.cache.clone();
+            let events = Arc::clone(&self.events);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(events::MAINTENANCE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while events.wanted() {
+                    tick.tick().await;
+                    cache.run_pending_tasks();
+                }
+                events.stop_ticking();
+            });
+        }
+        Ok(stream)
     }
 
     async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {

@@ -5,9 +5,11 @@ use std::time::Duration;
 use tether_core::{Created, Expiry, Id, Principal, Record, SessionStore, Timestamp};
 use tether_memory::MemoryStore;
 
-tether_testkit::store_conformance!(async { MemoryStore::new() }, principal_index: |max| async move {
-    MemoryStore::new().with_max_sessions_per_principal(Some(max))
-});
+tether_testkit::store_conformance!(
+    async { MemoryStore::new() },
+    principal_index: |max| async move { MemoryStore::new().with_max_sessions_per_principal(Some(max)) },
+    events: Duration::from_millis(2500)
+);
 
 fn record(ttl: Duration) -> Record {
     let now = Timestamp::now();

@@ -263,6 +263,38 @@ impl SessionLayer {
     pub fn index(&self) -> SessionIndex {
         SessionIndex::new(Arc::clone(&self.store))
     }
+
+    /// What happens to the store's sessions (created, cycled, bound, deleted, revoked,
+    /// expired), as a stream: for an audit log or a "new sign-in" mail. Each store's docs say
+    /// how reliably it delivers them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Core`](crate::Error::Core) when the store cannot subscribe, or has no events
+    /// ([`ErrorKind::Unsupported`](tether_core::ErrorKind::Unsupported)).
+    ///
+    /// ```
+    /// use futures_util::StreamExt as _;
+    /// use tether_memory::MemoryStore;
+    /// use tether_sessions::SessionLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tether_sessions::Result<()> {
+    /// let sessions = SessionLayer::new(MemoryStore::new());
+    /// let mut events = sessions.events().await?;
+    /// tokio::spawn(async move {
+    ///     while let Some(event) = events.next().await {
+    ///         match event {
+    ///             Ok(event) => tracing::info!(kind = event.kind.name(), session = %event.handle, "session event"),
+    ///             Err(error) => tracing::warn!(%error, "session events"),
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub async fn events(&self) -> crate::Result<tether_core::EventStream> {
+        Ok(self.store.events().await?)
+    }
 }
 
 impl<S> Layer<S> for SessionLayer {

@@ -158,7 +158,8 @@ pub use service::SessionService;
 pub use session::{Session, TypedKey};
 pub use tether_core::cookie::KeyRing;
 pub use tether_core::{
-    InvalidPrincipal, KEY_OVERHEAD, Principal, Revoked, SessionHandle, SessionInfo,
+    EventKind, EventStream, InvalidPrincipal, KEY_OVERHEAD, Principal, Revoked, SessionEvent,
+    SessionHandle, SessionInfo,
 };
 
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].

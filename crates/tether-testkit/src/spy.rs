@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
+    Applied, Changes, Created, Cycled, Error, EventStream, Expiry, Id, Principal, Record, Revoked,
     SessionHandle, SessionInfo, SessionStore,
 };
 
@@ -197,5 +197,9 @@ impl<S: SessionStore> SessionStore for SpyStore<S> {
     ) -> Result<usize, Error> {
         self.enter(&self.counters.index, None)?;
         self.inner.revoke_all(principal, keep).await
+    }
+
+    async fn events(&self) -> Result<EventStream, Error> {
+        self.inner.events().await
     }
 }
