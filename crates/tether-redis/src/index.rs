@@ -45,13 +45,20 @@ pub(crate) struct IndexKeys {
 }
 
 impl IndexKeys {
-    pub(crate) fn new(prefix: &str, in_scripts: bool) -> Self {
+    /// The index of sessions whose keys start with `sessions` (in standalone Redis, where the
+    /// scripts name them), its hashes under `<prefix>:principal:`.
+    pub(crate) fn new(sessions: &str, prefix: &str, in_scripts: bool) -> Self {
         Self {
-            sessions: Arc::from(format!("{prefix}:")),
+            sessions: Arc::from(sessions),
             principals: Arc::from(format!("{prefix}:principal:")),
             in_scripts,
             cap: None,
         }
+    }
+
+    pub(crate) fn with_cap(mut self, cap: Option<NonZeroUsize>) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// The index hash of `principal`.
@@ -71,9 +78,9 @@ impl IndexKeys {
         self.cap.map_or(0, NonZeroUsize::get)
     }
 
-    /// `apply.lua`'s ARGV[4..=10]: index key prefix (empty when the store keeps the index),
-    /// handle, id, now, cap, keep-until, session key prefix.
-    pub(crate) fn apply_args(&self, id: &Id, now: Timestamp, expiry: &Expiry) -> [Vec<u8>; 7] {
+    /// `apply.lua`'s ARGV[7..=12]: index key prefix (empty when the store keeps the index),
+    /// handle, id, cap, keep-until, session key prefix.
+    pub(crate) fn apply_args(&self, id: &Id, expiry: &Expiry) -> [Vec<u8>; 6] {
         let principals = if self.in_scripts {
             self.principals.as_bytes().to_vec()
         } else {
@@ -83,27 +90,23 @@ impl IndexKeys {
             principals,
             SessionHandle::of(id).to_string().into_bytes(),
             id.to_string().into_bytes(),
-            now.as_millis().to_string().into_bytes(),
             self.cap_arg().to_string().into_bytes(),
             self.keep_until(expiry).as_millis().to_string().into_bytes(),
             self.sessions.as_bytes().to_vec(),
         ]
     }
 
-    /// `create.lua`'s ARGV[2..=8]: keep-until, handle, id, now, cap, session key prefix,
-    /// principal.
+    /// `create.lua`'s ARGV[5..=10]: keep-until, handle, id, cap, session key prefix, principal.
     pub(crate) fn create_args(
         &self,
         id: &Id,
-        now: Timestamp,
         expiry: &Expiry,
         principal: Option<&Principal>,
-    ) -> [Vec<u8>; 7] {
+    ) -> [Vec<u8>; 6] {
         [
             self.keep_until(expiry).as_millis().to_string().into_bytes(),
             SessionHandle::of(id).to_string().into_bytes(),
             id.to_string().into_bytes(),
-            now.as_millis().to_string().into_bytes(),
             self.cap_arg().to_string().into_bytes(),
             self.sessions.as_bytes().to_vec(),
             principal
@@ -112,14 +115,19 @@ impl IndexKeys {
         ]
     }
 
-    /// `take.lua`'s and `delete.lua`'s arguments: index key prefix (empty on Cluster), handle.
-    pub(crate) fn retire_args(&self, id: &Id) -> [Vec<u8>; 2] {
+    /// `take.lua`'s and `delete.lua`'s ARGV[4..=6]: index key prefix (empty on Cluster),
+    /// handle, id.
+    pub(crate) fn retire_args(&self, id: &Id) -> [Vec<u8>; 3] {
         let principals = if self.in_scripts {
             self.principals.as_bytes().to_vec()
         } else {
             Vec::new()
         };
-        [principals, SessionHandle::of(id).to_string().into_bytes()]
+        [
+            principals,
+            SessionHandle::of(id).to_string().into_bytes(),
+            id.to_string().into_bytes(),
+        ]
     }
 }
 
@@ -290,9 +298,26 @@ impl RedisStore {
 
     /// Deletes session `id` if it is bound to `principal` (one script on the session's key).
     async fn revoke_session(&self, principal: &Principal, id: &Id) -> Result<bool, Error> {
-        let mut call = REVOKE_SESSION.call(self.key(id));
-        call.arg(principal.as_str());
+        let mut call = self.logged_call(&REVOKE_SESSION, id, Timestamp::now(), None);
+        call.arg(principal.as_str())
+            .arg(SessionHandle::of(id).to_string())
+            .arg(id.to_string());
         self.script::<i64>(call).await.map(|n| n == 1)
+    }
+
+    /// A call of `revoke.lua` on `principal`'s index (standalone: one shard).
+    fn revoke_call(&self, principal: &Principal) -> crate::store::ScriptCall<'static> {
+        let shard = self.log.as_ref().map(|_| 0);
+        let mut call = self.log_call(
+            &REVOKE,
+            self.index.key(principal),
+            shard,
+            Timestamp::now(),
+            None,
+        );
+        call.arg(self.index.sessions_prefix())
+            .arg(principal.as_str());
+        call
     }
 
     /// Revokes the oldest sessions of `principal` other than `keep` past the cap (Cluster,
@@ -381,11 +406,8 @@ impl RedisStore {
         handle: &SessionHandle,
     ) -> Result<Revoked, Error> {
         let revoked = if self.index.in_scripts() {
-            let mut call = REVOKE.call(self.index.key(principal));
-            call.arg(self.index.sessions_prefix())
-                .arg(principal.as_str())
-                .arg(handle.to_string())
-                .arg("");
+            let mut call = self.revoke_call(principal);
+            call.arg(handle.to_string()).arg("");
             self.script::<i64>(call).await? == 1
         } else {
             let mut command = redis::cmd("HGET");
@@ -415,11 +437,8 @@ impl RedisStore {
     ) -> Result<usize, Error> {
         let keep = keep.map(SessionHandle::to_string).unwrap_or_default();
         if self.index.in_scripts() {
-            let mut call = REVOKE.call(self.index.key(principal));
-            call.arg(self.index.sessions_prefix())
-                .arg(principal.as_str())
-                .arg("")
-                .arg(keep);
+            let mut call = self.revoke_call(principal);
+            call.arg("").arg(keep);
             let revoked: i64 = self.script(call).await?;
             return Ok(usize::try_from(revoked).unwrap_or(0));
         }
@@ -459,8 +478,21 @@ static BIND: std::sync::LazyLock<NamedScript> = std::sync::LazyLock::new(|| {
 });
 static LIST: std::sync::LazyLock<NamedScript> =
     std::sync::LazyLock::new(|| NamedScript::new("list", include_str!("scripts/list.lua")));
-static REVOKE: std::sync::LazyLock<NamedScript> =
-    std::sync::LazyLock::new(|| NamedScript::new("revoke", include_str!("scripts/revoke.lua")));
+static REVOKE: std::sync::LazyLock<NamedScript> = std::sync::LazyLock::new(|| {
+    NamedScript::new(
+        "revoke",
+        concat!(
+            include_str!("scripts/events.lua"),
+            include_str!("scripts/revoke.lua")
+        ),
+    )
+});
 static REVOKE_SESSION: std::sync::LazyLock<NamedScript> = std::sync::LazyLock::new(|| {
-    NamedScript::new("revoke_session", include_str!("scripts/revoke_session.lua"))
+    NamedScript::new(
+        "revoke_session",
+        concat!(
+            include_str!("scripts/events.lua"),
+            include_str!("scripts/revoke_session.lua")
+        ),
+    )
 });

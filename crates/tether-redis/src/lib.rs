@@ -134,6 +134,7 @@
 mod builder;
 mod connection;
 mod error;
+mod events;
 mod eviction;
 mod index;
 mod layout;
@@ -160,6 +161,7 @@ pub mod fuzzing {
 
 pub use builder::RedisStoreBuilder;
 pub use error::Error;
+pub use events::{DEFAULT_CLUSTER_SHARDS, DEFAULT_EVENT_GROUP, DEFAULT_EVENT_RETENTION, EventLog};
 pub use store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, RedisStore};
 
 /// The redis-rs crate, for building connections to hand to the store.

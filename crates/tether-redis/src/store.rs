@@ -15,6 +15,7 @@ use tether_core::{
 
 use crate::connection::{Connection, Handle};
 use crate::error::from_redis;
+use crate::events::{EventLog, Log};
 use crate::index::IndexKeys;
 use crate::layout;
 use crate::telemetry;
@@ -74,7 +75,9 @@ static CREATE: LazyLock<NamedScript> = LazyLock::new(|| {
     NamedScript::new(
         "create",
         concat!(
+            include_str!("scripts/events.lua"),
             include_str!("scripts/index.lua"),
+            include_str!("scripts/cap.lua"),
             include_str!("scripts/create.lua")
         ),
     )
@@ -83,15 +86,31 @@ static APPLY: LazyLock<NamedScript> = LazyLock::new(|| {
     NamedScript::new(
         "apply",
         concat!(
+            include_str!("scripts/events.lua"),
             include_str!("scripts/index.lua"),
+            include_str!("scripts/cap.lua"),
             include_str!("scripts/apply.lua")
         ),
     )
 });
-static TAKE: LazyLock<NamedScript> =
-    LazyLock::new(|| NamedScript::new("take", include_str!("scripts/take.lua")));
-static DELETE: LazyLock<NamedScript> =
-    LazyLock::new(|| NamedScript::new("delete", include_str!("scripts/delete.lua")));
+static TAKE: LazyLock<NamedScript> = LazyLock::new(|| {
+    NamedScript::new(
+        "take",
+        concat!(
+            include_str!("scripts/events.lua"),
+            include_str!("scripts/take.lua")
+        ),
+    )
+});
+static DELETE: LazyLock<NamedScript> = LazyLock::new(|| {
+    NamedScript::new(
+        "delete",
+        concat!(
+            include_str!("scripts/events.lua"),
+            include_str!("scripts/delete.lua")
+        ),
+    )
+});
 
 /// A [`SessionStore`] in Redis: every server of an application sees every session.
 ///
@@ -130,6 +149,7 @@ pub struct RedisStore {
     prefix: Arc<str>,
     timeout: Duration,
     pub(crate) index: IndexKeys,
+    pub(crate) log: Option<Arc<Log>>,
 }
 
 impl RedisStore {
@@ -139,8 +159,70 @@ impl RedisStore {
             connection,
             prefix: Arc::from(prefix),
             timeout,
-            index: IndexKeys::new(prefix, in_scripts),
+            index: IndexKeys::new(&format!("{prefix}:"), prefix, in_scripts),
+            log: None,
         }
+    }
+
+    /// Keeps session events in Redis, for [`SessionStore::events`] (off by default): see
+    /// [`EventLog`] for how, the delivery guarantee, and the key layout it brings. Every
+    /// server of an application must agree on it.
+    #[must_use]
+    pub fn with_event_log(mut self, settings: EventLog) -> Self {
+        let log = Log::new(
+            Arc::clone(&self.prefix),
+            settings,
+            self.connection.is_cluster(),
+        );
+        self.index = IndexKeys::new(
+            &log.sessions_prefix(0),
+            &self.prefix,
+            self.index.in_scripts(),
+        )
+        .with_cap(self.index.cap);
+        self.log = Some(Arc::new(log));
+        self
+    }
+
+    /// A call of `script` that changes session `id` (events.lua's layout): the session's key,
+    /// its shard's stream and deadline set (the session key again without an event log), then
+    /// `extra` keys; the log's arguments.
+    pub(crate) fn logged_call<'a>(
+        &self,
+        script: &'a NamedScript,
+        id: &Id,
+        now: Timestamp,
+        extra: Option<String>,
+    ) -> ScriptCall<'a> {
+        let session = self.key(id);
+        let shard = self.log.as_ref().map(|log| log.shard(id));
+        self.log_call(script, session, shard, now, extra)
+    }
+
+    /// A call of `script` with events.lua's layout: `first` key, then the stream and deadline
+    /// set of `shard` (`first` again without an event log), then `extra`.
+    pub(crate) fn log_call<'a>(
+        &self,
+        script: &'a NamedScript,
+        first: String,
+        shard: Option<u8>,
+        now: Timestamp,
+        extra: Option<String>,
+    ) -> ScriptCall<'a> {
+        let (on, stream, deadlines, min_id) = match (&self.log, shard) {
+            (Some(log), Some(shard)) => (
+                "1",
+                log.stream(shard),
+                log.deadlines(shard),
+                log.min_id(now),
+            ),
+            _ => ("0", first.clone(), first.clone(), String::new()),
+        };
+        let mut keys = vec![first, stream, deadlines];
+        keys.extend(extra);
+        let mut call = script.call_keys(keys);
+        call.arg(on).arg(min_id).arg(now.as_millis());
+        call
     }
 
     /// Bounds the sessions of one principal: binding one more revokes the oldest (by creation)
@@ -161,9 +243,13 @@ impl RedisStore {
         self
     }
 
-    /// The Redis key of session `id`.
+    /// The Redis key of session `id`: `<prefix>:<id>`, or `<prefix>:{<shard>}:<id>` with an
+    /// event log.
     pub fn key(&self, id: &Id) -> String {
-        format!("{}:{id}", self.prefix)
+        match &self.log {
+            Some(log) => log.session_key(id),
+            None => format!("{}:{id}", self.prefix),
+        }
     }
 
     /// The prefix of session keys.
@@ -249,7 +335,7 @@ impl RedisStore {
     /// may still be there); the inner result is the decoded reply, `None` when there was no
     /// session, read after the delete happened (so a corrupt hash is gone too).
     async fn take(&self, id: &Id) -> Result<Result<Option<Record>, Error>, Error> {
-        let mut call = TAKE.call(self.key(id));
+        let mut call = self.logged_call(&TAKE, id, Timestamp::now(), None);
         for arg in self.index.retire_args(id) {
             call.arg(arg);
         }
@@ -309,35 +395,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        let now = Timestamp::now();
-        let principal = record.principal.as_ref();
-        let mut keys = vec![self.key(&record.id)];
-        if let Some(principal) = principal {
-            if self.index.in_scripts() {
-                keys.push(self.index.key(principal));
-            } else {
-                self.list_in_index(principal, &record.id, now, &record.expiry)
-                    .await?;
-            }
-        }
-        let mut call = CREATE.call_keys(keys);
-        call.arg(record.expiry.expires_at().as_millis());
-        for arg in self
-            .index
-            .create_args(&record.id, now, &record.expiry, principal)
-        {
-            call.arg(arg);
-        }
-        for field in layout::record_fields(record) {
-            call.arg(field);
-        }
-        if !self.script_flag(call).await? {
-            return Ok(Created::IdTaken);
-        }
-        if let Some(principal) = principal.filter(|_| !self.index.in_scripts()) {
-            self.enforce_cap(principal, &record.id).await;
-        }
-        Ok(Created::Created)
+        self.create_reporting(record, None).await
     }
 
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
@@ -346,8 +404,8 @@ impl SessionStore for RedisStore {
         if let Some(principal) = changes.principal().filter(|_| cluster) {
             self.list_in_index(principal, id, now, expiry).await?;
         }
-        let mut call = APPLY.call(self.key(id));
-        for arg in layout::apply_args(changes, expiry, self.index.apply_args(id, now, expiry)) {
+        let mut call = self.logged_call(&APPLY, id, now, None);
+        for arg in layout::apply_args(changes, expiry, self.index.apply_args(id, expiry)) {
             call.arg(arg);
         }
         let reply: Value = self.script(call).await?;
@@ -363,7 +421,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        let mut call = DELETE.call(self.key(id));
+        let mut call = self.logged_call(&DELETE, id, Timestamp::now(), None);
         for arg in self.index.retire_args(id) {
             call.arg(arg);
         }
@@ -393,7 +451,7 @@ impl SessionStore for RedisStore {
         };
         let mut copy = copied.clone();
         copy.id = *new;
-        if self.create(&copy).await? == Created::IdTaken {
+        if self.create_reporting(&copy, Some(old)).await? == Created::IdTaken {
             return Ok(Cycled::IdTaken);
         }
         let last = match self.take(old).await {
@@ -455,9 +513,58 @@ impl SessionStore for RedisStore {
     ) -> Result<usize, Error> {
         self.revoke_every(principal, keep).await
     }
+
+    /// The event log's events, read as a member of its consumer group; without an event log
+    /// ([`RedisStore::with_event_log`]), [`Error::Unsupported`]. See [`EventLog`] for the
+    /// delivery guarantee.
+    async fn events(&self) -> Result<tether_core::EventStream, Error> {
+        self.consume_events().await
+    }
 }
 
 impl RedisStore {
+    /// `create`, reporting the new session as created, or as moved from `cycled_from` (the
+    /// copy a `cycle` makes).
+    async fn create_reporting(
+        &self,
+        record: &Record,
+        cycled_from: Option<&Id>,
+    ) -> Result<Created, Error> {
+        let now = Timestamp::now();
+        let principal = record.principal.as_ref();
+        let mut index_key = None;
+        if let Some(principal) = principal {
+            if self.index.in_scripts() {
+                index_key = Some(self.index.key(principal));
+            } else {
+                self.list_in_index(principal, &record.id, now, &record.expiry)
+                    .await?;
+            }
+        }
+        let mut call = self.logged_call(&CREATE, &record.id, now, index_key);
+        call.arg(record.expiry.expires_at().as_millis());
+        for arg in self
+            .index
+            .create_args(&record.id, &record.expiry, principal)
+        {
+            call.arg(arg);
+        }
+        match cycled_from {
+            Some(old) => call.arg("cycled").arg(SessionHandle::of(old).to_string()),
+            None => call.arg("created").arg(""),
+        };
+        for field in layout::record_fields(record) {
+            call.arg(field);
+        }
+        if !self.script_flag(call).await? {
+            return Ok(Created::IdTaken);
+        }
+        if let Some(principal) = principal.filter(|_| !self.index.in_scripts()) {
+            self.enforce_cap(principal, &record.id).await;
+        }
+        Ok(Created::Created)
+    }
+
     /// After an `apply` on Redis Cluster: takes a rebound session off its former principal's
     /// list, enforces the cap of a binding, and keeps the index of a bound session without an
     /// absolute deadline from expiring before it. Failures are logged, not returned: the write
