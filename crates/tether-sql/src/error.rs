@@ -39,7 +39,8 @@ pub enum Error {
     /// A statement of a session operation failed.
     #[error("session {operation} failed")]
     Query {
-        /// `load`, `create`, `apply`, `touch`, `delete`, `cycle` or `sweep`.
+        /// `load`, `create`, `apply`, `touch`, `delete`, `cycle`, `sessions_of`, `revoke`,
+        /// `revoke_all` or `sweep`.
         operation: &'static str,
         /// What sqlx reported.
         #[source]
@@ -47,12 +48,16 @@ pub enum Error {
     },
     /// A stored row does not decode into a session: a column of the wrong type, a negative
     /// timestamp, a deadline past the absolute deadline or further ahead than its idle timeout
-    /// allows. The session is treated as absent (the layer starts a new one).
+    /// allows, a principal [`Principal::new`](tether_core::Principal::new) refuses, an address
+    /// that does not parse. The session is treated as absent (the layer starts a new one);
+    /// `sessions_of` leaves it out of its listing.
     #[error("stored session row is corrupt: {column}")]
     CorruptRow {
         /// The column that does not decode.
         column: &'static str,
-        /// What is wrong with it: sqlx's decode error, or a [`BadValue`].
+        /// What is wrong with it: sqlx's decode error, a [`BadValue`], the
+        /// [`InvalidPrincipal`](tether_core::InvalidPrincipal) of a principal, or the
+        /// [`AddrParseError`](std::net::AddrParseError) of an address.
         #[source]
         source: tether_core::BoxError,
     },
@@ -81,9 +86,15 @@ pub enum BadValue {
         /// The absolute deadline, Unix milliseconds.
         absolute_deadline: i64,
     },
-    /// A key without a value, or a value without a key.
-    #[error("a key or value is NULL")]
+    /// A key without a value, or a value without a key; a session handle that is `NULL`.
+    #[error("a column that must hold a value is NULL")]
     Null,
+    /// A session handle that is not 16 bytes long.
+    #[error("a session handle is 16 bytes, not {0}")]
+    HandleLength(usize),
+    /// A device or address recorded without the time of the use (`last_seen`).
+    #[error("a device or address without last_seen")]
+    SeenWithoutTime,
     /// The deadline lies further ahead than the idle timeout (plus clock skew) allows.
     #[error("deadline {expires_at} is more than the idle timeout of {idle_timeout_ms} ms ahead")]
     TooFarAhead {

@@ -18,7 +18,10 @@
 //!   `503`); the pool reconnects by itself. Each operation is bounded by a timeout.
 //! - **Bad rows count as absent.** A row edited into something no write produces is
 //!   [`tether_core::Error::Corrupt`] with an [`Error::CorruptRow`] source, logged, and the
-//!   layer starts a new session.
+//!   layer starts a new session; `sessions_of` leaves it out of its listing, logged.
+//! - **Sessions by principal.** A session bound to a [`Principal`](tether_core::Principal)
+//!   is listed by `sessions_of` and revoked by `revoke` and `revoke_all` (one statement each on
+//!   PostgreSQL), and `with_max_sessions_per_principal` bounds how many one principal keeps.
 //!
 //! # Example
 //!
@@ -63,6 +66,11 @@
 //! | | `expires_at` | Unix milliseconds: the earlier of the idle and the absolute deadline; indexed for the sweep |
 //! | | `idle_timeout_ms` | milliseconds |
 //! | | `absolute_deadline` | Unix milliseconds, `NULL` for none |
+//! | | `principal` | the [`Principal`](tether_core::Principal) the session is bound to, `NULL` for none; indexed with `handle` (partial: bound sessions only) |
+//! | | `handle` | the [`SessionHandle`](tether_core::SessionHandle) of `id`, 16 bytes (`bytea`/`BLOB`): how `revoke` finds a session without its id |
+//! | | `last_seen` | Unix milliseconds of the last recorded use ([`Seen`](tether_core::Seen)), `NULL` for none |
+//! | | `device` | the device label of that use, or `NULL` |
+//! | | `address` | the client address of that use, as text (`192.0.2.7`, `2001:db8::1`), or `NULL` |
 //! | `session_keys` | `session_id` | references `sessions.id`, `ON DELETE CASCADE ON UPDATE CASCADE` |
 //! | | `key` | the key's UTF-8 bytes (`bytea`/`BLOB`, so any string fits) |
 //! | | `value` | the value as the layer's codec encoded it |
@@ -73,11 +81,35 @@
 //! |---|---|
 //! | `load` | `SELECT` of the session row `LEFT JOIN` its key rows, live only |
 //! | `create` | `WITH s AS (INSERT INTO sessions ... ON CONFLICT (id) DO NOTHING RETURNING id) INSERT INTO session_keys SELECT ... FROM s, unnest(keys, values)`; only if an expired session holds the id, a `DELETE` of it and the insert again |
-//! | `apply` | `WITH s AS (UPDATE sessions SET expires_at ... WHERE id = $1 AND expires_at > now RETURNING id)`, then `DELETE` (clear, removed keys) and `INSERT ... ON CONFLICT DO UPDATE` (set keys) of key rows joined to `s`: nothing happens unless the session is live |
+//! | `apply` | `WITH s AS (UPDATE sessions SET expires_at ..., principal, last use (when the changes carry them) WHERE id = $1 AND expires_at > now RETURNING id)`, then `DELETE` (clear, removed keys) and `INSERT ... ON CONFLICT DO UPDATE` (set keys) of key rows joined to `s`: nothing happens unless the session is live |
 //! | `touch` | `UPDATE sessions SET expires_at ... WHERE id = $1 AND expires_at > now` |
 //! | `delete` | `DELETE FROM sessions WHERE id = $1` (key rows cascade) |
-//! | `cycle` | a transaction: `DELETE` an expired session under the new id, then `UPDATE sessions SET id = new WHERE id = old AND live AND NOT EXISTS (new)`; key rows follow through `ON UPDATE CASCADE` |
+//! | `cycle` | a transaction: `DELETE` an expired session under the new id, then `UPDATE sessions SET id = new, handle = handle of new WHERE id = old AND live AND NOT EXISTS (new)`; key rows follow through `ON UPDATE CASCADE`, principal and last use stay in the row |
+//! | `sessions_of` | `SELECT handle, created_at, ... WHERE principal = $1 AND expires_at > now ORDER BY created_at, handle` |
+//! | `revoke` | `DELETE FROM sessions WHERE principal = $1 AND handle = $2 AND expires_at > now` |
+//! | `revoke_all` | `DELETE FROM sessions WHERE principal = $1 AND expires_at > now AND handle IS DISTINCT FROM keep` |
 //! | sweep | `DELETE ... WHERE id IN (SELECT id ... WHERE expires_at <= now ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED)`, repeated while batches come back full |
+//!
+//! With `with_max_sessions_per_principal`, a `create` or `apply` that binds a principal has one
+//! more part, in the same statement: `capped AS (DELETE FROM sessions d USING (SELECT id ...
+//! WHERE principal = p AND live AND id <> this ORDER BY created_at DESC OFFSET max - 1) ...)`,
+//! which revokes the principal's oldest other sessions. On SQLite that `DELETE` is one more
+//! statement in the binding's transaction.
+//!
+//! # Sessions by principal
+//!
+//! The sessions table keeps each session's [`SessionHandle`](tether_core::SessionHandle) in a
+//! column of its own, written by `create` and moved by `cycle` with the id, rather than
+//! computing handles from the ids of a principal's rows: so `revoke` and `revoke_all` find
+//! their sessions by principal and handle in the one `DELETE` that also checks the principal
+//! and the deadline, the ids never leave the database for a listing, and the principal index
+//! finds a handle without reading the principal's other rows. A row written before the column
+//! existed gets its handle when a principal is bound to it.
+//!
+//! The cap counts what the binding statement's snapshot shows on PostgreSQL: two bindings of
+//! one principal at the same moment may each keep the other's new session, one more than the
+//! bound until the principal's next binding. On SQLite writers take turns and the bound holds
+//! exactly.
 //!
 //! Deadlines are compared with the clock of the server that runs the operation, as on every
 //! tether store. Two concurrent requests that change the same key: the later statement wins.
@@ -96,7 +128,8 @@
 //! | `postgres` (default) | [`PostgresStore`], sqlx's PostgreSQL driver |
 //! | `sqlite` (default) | [`SqliteStore`], sqlx's SQLite driver with SQLite compiled in |
 //!
-//! Tested on PostgreSQL 15; the statements need 9.5 or later (`ON CONFLICT`, `SKIP LOCKED`).
+//! Tested on PostgreSQL 15; the statements need 9.5 or later (`ON CONFLICT`, `SKIP LOCKED`),
+//! the migration 9.6 (`ADD COLUMN IF NOT EXISTS`).
 //! SQLite is the one sqlx compiles in (upserts need 3.24 or later).
 //!
 //! "One round trip" holds once a statement is prepared on a connection: sqlx prepares each

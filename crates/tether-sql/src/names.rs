@@ -39,6 +39,8 @@ pub(crate) struct Tables {
     pub(crate) keys: String,
     /// The index name, unqualified: `"prefix_sessions_expires_at"`.
     pub(crate) expiry_index: String,
+    /// The principal index name, unqualified: `"prefix_sessions_principal"`.
+    pub(crate) principal_index: String,
 }
 
 impl Tables {
@@ -59,6 +61,7 @@ impl Tables {
             sessions: qualify("sessions"),
             keys: qualify("session_keys"),
             expiry_index: format!("\"{prefix}sessions_expires_at\""),
+            principal_index: format!("\"{prefix}sessions_principal\""),
         })
     }
 }
@@ -73,6 +76,7 @@ mod tests {
         assert_eq!(t.sessions, "\"app\".\"s_sessions\"");
         assert_eq!(t.keys, "\"app\".\"s_session_keys\"");
         assert_eq!(t.expiry_index, "\"s_sessions_expires_at\"");
+        assert_eq!(t.principal_index, "\"s_sessions_principal\"");
         let t = Tables::new(None, "").unwrap();
         assert_eq!(t.sessions, "\"sessions\"");
         for bad in [

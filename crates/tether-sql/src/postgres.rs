@@ -1,6 +1,7 @@
 //! The PostgreSQL store: every operation one statement, `cycle` one short transaction.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,11 +9,14 @@ use async_trait::async_trait;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use tether_core::{Applied, Changes, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Expiry, Id, Principal, Record, Revoked, SessionHandle,
+    SessionInfo, SessionStore, Timestamp,
+};
 
 use crate::error::Error;
 use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
-use crate::row::{Meta, decode_rows, millis};
+use crate::row::{Binding, Meta, decode_infos, decode_rows, handle_bytes, millis};
 use crate::run::{Settings, run};
 use crate::sweeper::{Sweep, Sweeper};
 use crate::telemetry;
@@ -23,43 +27,82 @@ struct Statements {
     tables: Tables,
     load: String,
     create: String,
+    create_capped: String,
     free_expired: String,
     apply: String,
+    apply_capped: String,
     touch: String,
     delete: String,
     cycle_move: String,
     cycle_old_live: String,
+    sessions_of: String,
+    revoke: String,
+    revoke_all: String,
+    columns_present: String,
     sweep: String,
+}
+
+/// The columns added for the principal index, with their types: a database made before them
+/// gets them from `migrate`.
+const ADDED_COLUMNS: [(&str, &str); 5] = [
+    ("principal", "text"),
+    ("handle", "bytea"),
+    ("last_seen", "bigint"),
+    ("device", "text"),
+    ("address", "text"),
+];
+
+/// The part of a statement binding a principal that revokes the principal's oldest other live
+/// sessions past the cap: all but the newest `$offset` others (by `created_at`, then handle,
+/// as `sessions_of` lists them). `s` is the statement's CTE that returns the session written,
+/// empty when nothing was; `$id` the session's id, `$principal` the principal, `$now` the
+/// time. The `DELETE` checks principal and liveness itself, so a session rebound meanwhile by
+/// a concurrent statement is left alone. The subquery reads the statement's snapshot, which
+/// holds neither a row this statement inserts nor its update: `o.id <> $id` keeps the session
+/// being bound out of the count either way.
+fn capped(sessions: &str, id: &str, principal: &str, now: &str, offset: &str) -> String {
+    format!(
+        ", capped AS ( \
+           DELETE FROM {sessions} d USING ( \
+             SELECT o.id FROM {sessions} o CROSS JOIN s \
+             WHERE o.principal = {principal} AND o.expires_at > {now} AND o.id <> {id} \
+             ORDER BY o.created_at DESC, o.handle DESC OFFSET {offset} \
+           ) v WHERE d.id = v.id AND d.principal = {principal} AND d.expires_at > {now} \
+         ) "
+    )
 }
 
 impl Statements {
     fn new(tables: Tables) -> Self {
         let Tables { sessions, keys, .. } = &tables;
-        Self {
-            load: format!(
-                "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, k.key, k.value \
-                 FROM {sessions} s LEFT JOIN {keys} k ON k.session_id = s.id \
-                 WHERE s.id = $1 AND s.expires_at > $2"
-            ),
-            // The key rows reference the session row inserted by the same statement: foreign
-            // keys are checked at the end of the statement.
-            create: format!(
+        // The key rows reference the session row inserted by the same statement: foreign
+        // keys are checked at the end of the statement.
+        let create = |cap: &str| {
+            format!(
                 "WITH s AS ( \
-                   INSERT INTO {sessions} (id, created_at, expires_at, idle_timeout_ms, absolute_deadline) \
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id \
+                   INSERT INTO {sessions} (id, created_at, expires_at, idle_timeout_ms, absolute_deadline, \
+                     principal, handle, last_seen, device, address) \
+                   VALUES ($1, $2, $3, $4, $5, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING RETURNING id \
                  ), k AS ( \
                    INSERT INTO {keys} (session_id, key, value) \
                    SELECT s.id, u.key, u.value FROM s CROSS JOIN unnest($6::bytea[], $7::bytea[]) AS u(key, value) \
-                 ) SELECT count(*) FROM s"
-            ),
-            free_expired: format!("DELETE FROM {sessions} WHERE id = $1 AND expires_at <= $2"),
-            // The UPDATE of the session row comes first (every other part reads its output), so
-            // concurrent applies of one session queue on that row's lock, never on key rows in
-            // different orders: no deadlock. The parts change disjoint key rows: `clear` keeps
-            // the keys being set, which the upsert then overwrites.
-            apply: format!(
+                 ){cap} SELECT count(*) FROM s"
+            )
+        };
+        // The UPDATE of the session row comes first (every other part reads its output), so
+        // concurrent applies of one session queue on that row's lock, never on key rows in
+        // different orders: no deadlock. The parts change disjoint key rows: `clear` keeps
+        // the keys being set, which the upsert then overwrites. A `NULL` principal, handle or
+        // `last_seen` ($10, $11, $12) keeps what is stored: the changes bind nobody, or record
+        // no use.
+        let apply = |cap: &str| {
+            format!(
                 "WITH s AS ( \
-                   UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5 \
+                   UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5, \
+                     principal = COALESCE($10, principal), handle = COALESCE($11, handle), \
+                     last_seen = COALESCE($12, last_seen), \
+                     device = CASE WHEN $12::bigint IS NULL THEN device ELSE $13 END, \
+                     address = CASE WHEN $12::bigint IS NULL THEN address ELSE $14 END \
                    WHERE id = $1 AND expires_at > $2 RETURNING id \
                  ), cleared AS ( \
                    DELETE FROM {keys} k USING s WHERE $6 AND k.session_id = s.id AND k.key <> ALL($7::bytea[]) \
@@ -69,21 +112,52 @@ impl Statements {
                    INSERT INTO {keys} (session_id, key, value) \
                    SELECT s.id, u.key, u.value FROM s CROSS JOIN unnest($7::bytea[], $8::bytea[]) AS u(key, value) \
                    ON CONFLICT (session_id, key) DO UPDATE SET value = EXCLUDED.value \
-                 ) SELECT count(*) FROM s"
+                 ){cap} SELECT count(*) FROM s"
+            )
+        };
+        Self {
+            load: format!(
+                "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, \
+                 s.principal, s.last_seen, s.device, s.address, k.key, k.value \
+                 FROM {sessions} s LEFT JOIN {keys} k ON k.session_id = s.id \
+                 WHERE s.id = $1 AND s.expires_at > $2"
             ),
+            create: create(""),
+            create_capped: create(&capped(sessions, "$1", "$8", "$13", "$14")),
+            free_expired: format!("DELETE FROM {sessions} WHERE id = $1 AND expires_at <= $2"),
+            apply: apply(""),
+            apply_capped: apply(&capped(sessions, "$1", "$10", "$2", "$15")),
             touch: format!(
                 "UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5 \
                  WHERE id = $1 AND expires_at > $2"
             ),
             delete: format!("DELETE FROM {sessions} WHERE id = $1"),
-            // The key rows follow through `ON UPDATE CASCADE`.
+            // The key rows follow through `ON UPDATE CASCADE`; principal and last use stay in
+            // the row, and the handle follows the id.
             cycle_move: format!(
-                "UPDATE {sessions} SET id = $2 WHERE id = $1 AND expires_at > $3 \
+                "UPDATE {sessions} SET id = $2, handle = $4 WHERE id = $1 AND expires_at > $3 \
                  AND NOT EXISTS (SELECT 1 FROM {sessions} WHERE id = $2)"
             ),
             cycle_old_live: format!(
                 "SELECT count(*) FROM {sessions} WHERE id = $1 AND expires_at > $2"
             ),
+            sessions_of: format!(
+                "SELECT handle, created_at, expires_at, idle_timeout_ms, absolute_deadline, \
+                 last_seen, device, address FROM {sessions} \
+                 WHERE principal = $1 AND expires_at > $2 ORDER BY created_at, handle"
+            ),
+            // Principal and liveness are checked by the statement that deletes: a handle of
+            // another principal's session deletes nothing.
+            revoke: format!(
+                "DELETE FROM {sessions} WHERE principal = $1 AND handle = $2 AND expires_at > $3"
+            ),
+            revoke_all: format!(
+                "DELETE FROM {sessions} WHERE principal = $1 AND expires_at > $2 \
+                 AND ($3::bytea IS NULL OR handle IS DISTINCT FROM $3)"
+            ),
+            columns_present: "SELECT count(*) FROM pg_attribute \
+                 WHERE attrelid = $1::text::regclass AND attname = ANY($2) AND NOT attisdropped"
+                .to_owned(),
             sweep: format!(
                 "DELETE FROM {sessions} WHERE id IN ( \
                    SELECT id FROM {sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 \
@@ -93,12 +167,14 @@ impl Statements {
         }
     }
 
-    fn migration(&self) -> String {
+    /// `CREATE SCHEMA` if one is set, the tables and the expiry index.
+    fn create_tables(&self) -> String {
         let Tables {
             schema,
             sessions,
             keys,
             expiry_index,
+            ..
         } = &self.tables;
         let schema = schema
             .as_ref()
@@ -111,7 +187,12 @@ impl Statements {
              \x20 created_at bigint NOT NULL,\n\
              \x20 expires_at bigint NOT NULL,\n\
              \x20 idle_timeout_ms bigint NOT NULL,\n\
-             \x20 absolute_deadline bigint\n\
+             \x20 absolute_deadline bigint,\n\
+             \x20 principal text,\n\
+             \x20 handle bytea,\n\
+             \x20 last_seen bigint,\n\
+             \x20 device text,\n\
+             \x20 address text\n\
              );\n\
              CREATE INDEX IF NOT EXISTS {expiry_index} ON {sessions} (expires_at);\n\
              CREATE TABLE IF NOT EXISTS {keys} (\n\
@@ -122,14 +203,48 @@ impl Statements {
              );\n"
         )
     }
+
+    /// The columns a sessions table made before the principal index lacks.
+    fn add_columns(&self) -> String {
+        let sessions = &self.tables.sessions;
+        let columns: Vec<String> = ADDED_COLUMNS
+            .iter()
+            .map(|(name, ty)| format!("ADD COLUMN IF NOT EXISTS {name} {ty}"))
+            .collect();
+        format!("ALTER TABLE {sessions} {};\n", columns.join(", "))
+    }
+
+    /// The principal index: sessions of a principal, and one of them by its handle.
+    fn principal_index(&self) -> String {
+        let Tables {
+            sessions,
+            principal_index,
+            ..
+        } = &self.tables;
+        format!(
+            "CREATE INDEX IF NOT EXISTS {principal_index} ON {sessions} (principal, handle) \
+             WHERE principal IS NOT NULL;\n"
+        )
+    }
+
+    fn migration(&self) -> String {
+        format!(
+            "{}{}{}",
+            self.create_tables(),
+            self.add_columns(),
+            self.principal_index()
+        )
+    }
 }
 
 /// A [`SessionStore`] in PostgreSQL: every server of an application sees every session, and
 /// sessions survive restarts of every server.
 ///
 /// Two tables (see the crate docs for their columns): one row per session, one row per session
-/// key. `load`, `create`, `apply`, `touch` and `delete` are one statement each, so one round
-/// trip; `cycle` is one short transaction. Only the keys a request changed are written, so
+/// key. `load`, `create`, `apply`, `touch`, `delete`, `sessions_of`, `revoke` and `revoke_all`
+/// are one statement each, so one round trip, and so are a `create` or `apply` that bind a
+/// principal over the cap ([`PostgresStoreBuilder::with_max_sessions_per_principal`]); `cycle`
+/// is one short transaction. Only the keys a request changed are written, so
 /// concurrent requests of one session lose nothing.
 ///
 /// Cloning is cheap: clones share the connection pool.
@@ -225,6 +340,31 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Bounds the live sessions of one principal (default: no bound). Binding one more, by a
+    /// `create` of a record with a principal or an `apply` whose changes bind one, revokes the
+    /// oldest (by creation) of the principal's other live sessions, so at most `max` remain.
+    /// Rebinding a session to the principal it has revokes nothing while the bound holds.
+    ///
+    /// The revocation is part of the statement that binds: still one statement, and it runs
+    /// only when a principal is bound. It counts the sessions that statement's snapshot
+    /// shows, so two logins of one principal at the same moment may each keep the other's new
+    /// session: one session more than `max`, until the principal's next binding.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tether_sql::Error> {
+    /// use std::num::NonZeroUsize;
+    ///
+    /// let store = tether_sql::PostgresStore::builder()
+    ///     .with_max_sessions_per_principal(NonZeroUsize::new(5))
+    ///     .connect("postgres://app@127.0.0.1/app")
+    ///     .await?;
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub fn with_max_sessions_per_principal(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.settings.max_per_principal = max;
+        self
+    }
+
     /// Opens a connection pool to `url` (`postgres://user:password@host:port/database`) and
     /// returns the store. Connects once, so a wrong URL or password fails here. The pool's
     /// connections set `statement_timeout` to the operation timeout, so the server abandons a
@@ -285,7 +425,7 @@ impl PostgresStore {
         Self::builder().connect(url).await
     }
 
-    /// Creates the schema (if one is set), the two tables and the expiry index, each only if
+    /// Creates the schema (if one is set), the two tables and their indexes, each only if
     /// absent (`CREATE ... IF NOT EXISTS`), in one transaction under an advisory lock, so
     /// servers starting together may all call it. The tables it creates:
     ///
@@ -295,7 +435,12 @@ impl PostgresStore {
     ///   created_at bigint NOT NULL,        -- Unix milliseconds
     ///   expires_at bigint NOT NULL,        -- Unix milliseconds: the earlier of idle and absolute deadline
     ///   idle_timeout_ms bigint NOT NULL,
-    ///   absolute_deadline bigint           -- Unix milliseconds, NULL for none
+    ///   absolute_deadline bigint,          -- Unix milliseconds, NULL for none
+    ///   principal text,                    -- who the session is bound to, NULL for nobody
+    ///   handle bytea,                      -- the SessionHandle of the id, 16 bytes
+    ///   last_seen bigint,                  -- Unix milliseconds of the last recorded use, or NULL
+    ///   device text,                       -- its device label, or NULL
+    ///   address text                       -- its client address (as text), or NULL
     /// );
     /// CREATE INDEX IF NOT EXISTS tether_sessions_expires_at ON tether_sessions (expires_at);
     /// CREATE TABLE IF NOT EXISTS tether_session_keys (
@@ -304,7 +449,15 @@ impl PostgresStore {
     ///   value bytea NOT NULL,              -- the encoded value
     ///   PRIMARY KEY (session_id, key)
     /// );
+    /// ALTER TABLE tether_sessions ADD COLUMN IF NOT EXISTS principal text, ...;
+    /// CREATE INDEX IF NOT EXISTS tether_sessions_principal ON tether_sessions (principal, handle)
+    ///   WHERE principal IS NOT NULL;
     /// ```
+    ///
+    /// A sessions table made before the principal columns existed gets them (`ALTER TABLE
+    /// ... ADD COLUMN IF NOT EXISTS`, which needs PostgreSQL 9.6); its sessions keep working,
+    /// bound to nobody. `migrate` runs that `ALTER TABLE` only when a column is missing, so a
+    /// routine start takes no exclusive lock on the table.
     ///
     /// Applications that manage their schema with their own migration tool run
     /// [`migration_sql`](Self::migration_sql) there instead.
@@ -314,20 +467,45 @@ impl PostgresStore {
     /// [`Error::Migrate`] when a statement fails (no permission to create, say).
     pub async fn migrate(&self) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(Error::Migrate)?;
+        // `IF NOT EXISTS` answers a NOTICE for each thing that exists, which sqlx logs at INFO:
+        // noise on every start.
+        sqlx::query("SET LOCAL client_min_messages TO warning")
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tether-sql migrate'))")
             .execute(&mut *tx)
             .await
             .map_err(Error::Migrate)?;
         // A plain string runs in the simple protocol, several statements at once. (`raw_sql`
         // would too, but its future is not `Send` when spawned.)
-        let migration = self.migration_sql();
-        sqlx::Executor::execute(&mut *tx, migration.as_str())
+        let tables = self.statements.create_tables();
+        sqlx::Executor::execute(&mut *tx, tables.as_str())
+            .await
+            .map_err(Error::Migrate)?;
+        let names: Vec<&str> = ADDED_COLUMNS.iter().map(|(name, _)| *name).collect();
+        let present: i64 = sqlx::query_scalar(&self.statements.columns_present)
+            .bind(&self.statements.tables.sessions)
+            .bind(&names)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(Error::Migrate)?;
+        if usize::try_from(present).ok() != Some(names.len()) {
+            let add = self.statements.add_columns();
+            sqlx::Executor::execute(&mut *tx, add.as_str())
+                .await
+                .map_err(Error::Migrate)?;
+        }
+        let index = self.statements.principal_index();
+        sqlx::Executor::execute(&mut *tx, index.as_str())
             .await
             .map_err(Error::Migrate)?;
         tx.commit().await.map_err(Error::Migrate)
     }
 
-    /// The statements [`migrate`](Self::migrate) runs, for an external migration tool.
+    /// The statements [`migrate`](Self::migrate) runs, for an external migration tool: they
+    /// create what is absent and add the principal columns to a table made before them, so
+    /// they may run again.
     pub fn migration_sql(&self) -> String {
         self.statements.migration()
     }
@@ -357,6 +535,12 @@ impl PostgresStore {
         crate::sweeper::delete_all_expired(self).await
     }
 
+    /// The bound on the live sessions of one principal, if one is set
+    /// ([`PostgresStoreBuilder::with_max_sessions_per_principal`]).
+    pub fn max_sessions_per_principal(&self) -> Option<NonZeroUsize> {
+        self.settings.max_per_principal
+    }
+
     /// Starts a task that calls [`delete_expired`](Self::delete_expired) every `period`,
     /// logging failures, until the returned [`Sweeper`] is stopped or dropped. Needs a tokio
     /// runtime.
@@ -383,12 +567,22 @@ impl PostgresStore {
 
     async fn insert(&self, record: &Record) -> Result<bool, sqlx::Error> {
         let meta = Meta::of(record.created_at, &record.expiry);
+        let binding = Binding::of(record.principal.as_ref(), record.seen.as_deref());
         let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = record
             .data
             .iter()
             .map(|(k, v)| (k.as_bytes(), &v[..]))
             .unzip();
-        let inserted: i64 = sqlx::query_scalar(&self.statements.create)
+        // The cap's part runs only when the record binds a principal.
+        let cap = self
+            .settings
+            .others_kept()
+            .filter(|_| binding.principal.is_some());
+        let statement = match cap {
+            Some(_) => &self.statements.create_capped,
+            None => &self.statements.create,
+        };
+        let query = sqlx::query_scalar(statement)
             .bind(record.id.to_string())
             .bind(meta.created_at)
             .bind(meta.expires_at)
@@ -396,6 +590,16 @@ impl PostgresStore {
             .bind(meta.absolute_deadline)
             .bind(keys)
             .bind(values)
+            .bind(binding.principal)
+            .bind(handle_bytes(&record.id))
+            .bind(binding.last_seen)
+            .bind(binding.device)
+            .bind(binding.address);
+        let query = match cap {
+            Some(kept) => query.bind(millis(Timestamp::now())).bind(kept),
+            None => query,
+        };
+        let inserted: i64 = query
             .fetch_one(&mut *self.connection("create", 1).await?)
             .await?;
         Ok(inserted > 0)
@@ -424,6 +628,7 @@ impl PostgresStore {
             .bind(old.to_string())
             .bind(new.to_string())
             .bind(now)
+            .bind(handle_bytes(new))
             .execute(&mut *tx)
             .await;
         let moved = match moved {
@@ -520,7 +725,18 @@ impl SessionStore for PostgresStore {
                 .map(|(k, v)| (k.as_bytes(), &v[..]))
                 .unzip();
             let removed: Vec<&[u8]> = changes.removed().map(str::as_bytes).collect();
-            let applied: i64 = sqlx::query_scalar(&self.statements.apply)
+            let binding = Binding::of(changes.principal(), changes.seen());
+            // Only a binding writes the handle: it heals rows stored before the column existed.
+            let handle = binding.principal.map(|_| handle_bytes(id));
+            let cap = self
+                .settings
+                .others_kept()
+                .filter(|_| binding.principal.is_some());
+            let statement = match cap {
+                Some(_) => &self.statements.apply_capped,
+                None => &self.statements.apply,
+            };
+            let query = sqlx::query_scalar(statement)
                 .bind(id.to_string())
                 .bind(millis(Timestamp::now()))
                 .bind(meta.expires_at)
@@ -530,6 +746,16 @@ impl SessionStore for PostgresStore {
                 .bind(keys)
                 .bind(values)
                 .bind(removed)
+                .bind(binding.principal)
+                .bind(handle)
+                .bind(binding.last_seen)
+                .bind(binding.device)
+                .bind(binding.address);
+            let query = match cap {
+                Some(kept) => query.bind(kept),
+                None => query,
+            };
+            let applied: i64 = query
                 .fetch_one(
                     &mut *self
                         .connection("apply", 1)
@@ -595,6 +821,65 @@ impl SessionStore for PostgresStore {
             self.move_session(old, new)
                 .await
                 .map_err(Error::query("cycle"))
+        })
+        .await
+    }
+
+    async fn sessions_of(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<SessionInfo>, tether_core::Error> {
+        run(&self.settings, "sessions_of", async {
+            let op = Error::query("sessions_of");
+            let rows = sqlx::query(&self.statements.sessions_of)
+                .bind(principal.as_str())
+                .bind(millis(Timestamp::now()))
+                .fetch_all(&mut *self.connection("sessions_of", 1).await.map_err(op)?)
+                .await
+                .map_err(op)?;
+            Ok(decode_infos(&rows, Timestamp::now()))
+        })
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, tether_core::Error> {
+        run(&self.settings, "revoke", async {
+            let op = Error::query("revoke");
+            let done = sqlx::query(&self.statements.revoke)
+                .bind(principal.as_str())
+                .bind(&handle.as_bytes()[..])
+                .bind(millis(Timestamp::now()))
+                .execute(&mut *self.connection("revoke", 1).await.map_err(op)?)
+                .await
+                .map_err(op)?;
+            Ok(if done.rows_affected() > 0 {
+                Revoked::Revoked
+            } else {
+                Revoked::NotFound
+            })
+        })
+        .await
+    }
+
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, tether_core::Error> {
+        run(&self.settings, "revoke_all", async {
+            let op = Error::query("revoke_all");
+            let done = sqlx::query(&self.statements.revoke_all)
+                .bind(principal.as_str())
+                .bind(millis(Timestamp::now()))
+                .bind(keep.map(|handle| &handle.as_bytes()[..]))
+                .execute(&mut *self.connection("revoke_all", 1).await.map_err(op)?)
+                .await
+                .map_err(op)?;
+            Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
         })
         .await
     }

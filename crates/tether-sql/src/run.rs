@@ -1,6 +1,7 @@
 //! What every operation shares: the timeout, error sorting and logging.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -10,6 +11,17 @@ use crate::error::Error;
 pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) sweep_batch: u32,
+    /// Most live sessions one principal keeps; binding one more revokes the oldest others.
+    pub(crate) max_per_principal: Option<NonZeroUsize>,
+}
+
+impl Settings {
+    /// How many of a principal's other sessions a binding keeps (the newest ones), as the
+    /// `OFFSET` of the statement that revokes the rest; `None` without a cap.
+    pub(crate) fn others_kept(&self) -> Option<i64> {
+        self.max_per_principal
+            .map(|max| i64::try_from(max.get() - 1).unwrap_or(i64::MAX))
+    }
 }
 
 impl Default for Settings {
@@ -17,6 +29,7 @@ impl Default for Settings {
         Self {
             timeout: crate::DEFAULT_OPERATION_TIMEOUT,
             sweep_batch: crate::DEFAULT_SWEEP_BATCH,
+            max_per_principal: None,
         }
     }
 }

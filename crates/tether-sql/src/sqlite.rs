@@ -1,6 +1,7 @@
 //! The SQLite store: every operation one short transaction, one writer at a time.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +12,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, SqliteConnection};
-use tether_core::{Applied, Changes, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Expiry, Id, Principal, Record, Revoked, SessionHandle,
+    SessionInfo, SessionStore, Timestamp,
+};
 use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
-use crate::row::{Meta, decode_rows, millis};
+use crate::row::{Binding, Meta, decode_infos, decode_rows, handle_bytes, millis};
 use crate::run::{Settings, run};
 use crate::sweeper::{Sweep, Sweeper};
 use crate::telemetry;
@@ -53,26 +57,43 @@ struct Statements {
     upsert_key: String,
     clear: String,
     remove_key: String,
-    update_expiry: String,
+    update: String,
+    cap: String,
     delete: String,
     live: String,
     rename: String,
+    sessions_of: String,
+    revoke: String,
+    revoke_all: String,
+    columns: String,
     sweep: String,
 }
+
+/// The columns added for the principal index, with their types: a database made before them
+/// gets them from `migrate` (SQLite has no `ADD COLUMN IF NOT EXISTS`: `migrate` looks first).
+const ADDED_COLUMNS: [(&str, &str); 5] = [
+    ("principal", "TEXT"),
+    ("handle", "BLOB"),
+    ("last_seen", "INTEGER"),
+    ("device", "TEXT"),
+    ("address", "TEXT"),
+];
 
 impl Statements {
     fn new(tables: Tables) -> Self {
         let Tables { sessions, keys, .. } = &tables;
         Self {
             load: format!(
-                "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, k.key, k.value \
+                "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, \
+                 s.principal, s.last_seen, s.device, s.address, k.key, k.value \
                  FROM {sessions} s LEFT JOIN {keys} k ON k.session_id = s.id \
                  WHERE s.id = ?1 AND s.expires_at > ?2"
             ),
             free_expired: format!("DELETE FROM {sessions} WHERE id = ?1 AND expires_at <= ?2"),
             insert_session: format!(
-                "INSERT INTO {sessions} (id, created_at, expires_at, idle_timeout_ms, absolute_deadline) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO {sessions} (id, created_at, expires_at, idle_timeout_ms, absolute_deadline, \
+                 principal, handle, last_seen, device, address) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING"
             ),
             upsert_key: format!(
                 "INSERT INTO {keys} (session_id, key, value) VALUES (?1, ?2, ?3) \
@@ -80,14 +101,45 @@ impl Statements {
             ),
             clear: format!("DELETE FROM {keys} WHERE session_id = ?1"),
             remove_key: format!("DELETE FROM {keys} WHERE session_id = ?1 AND key = ?2"),
-            update_expiry: format!(
-                "UPDATE {sessions} SET expires_at = ?3, idle_timeout_ms = ?4, absolute_deadline = ?5 \
+            // A `NULL` principal, handle or `last_seen` (?6, ?7, ?8) keeps what is stored: the
+            // changes bind nobody, or record no use.
+            update: format!(
+                "UPDATE {sessions} SET expires_at = ?3, idle_timeout_ms = ?4, absolute_deadline = ?5, \
+                 principal = COALESCE(?6, principal), handle = COALESCE(?7, handle), \
+                 last_seen = COALESCE(?8, last_seen), \
+                 device = CASE WHEN ?8 IS NULL THEN device ELSE ?9 END, \
+                 address = CASE WHEN ?8 IS NULL THEN address ELSE ?10 END \
                  WHERE id = ?1 AND expires_at > ?2"
+            ),
+            // The principal's other live sessions but the newest ?4 (by creation, then
+            // handle, as `sessions_of` lists them).
+            cap: format!(
+                "DELETE FROM {sessions} WHERE id IN ( \
+                   SELECT id FROM {sessions} WHERE principal = ?1 AND expires_at > ?2 AND id <> ?3 \
+                   ORDER BY created_at DESC, handle DESC LIMIT -1 OFFSET ?4)"
             ),
             delete: format!("DELETE FROM {sessions} WHERE id = ?1"),
             live: format!("SELECT count(*) FROM {sessions} WHERE id = ?1 AND expires_at > ?2"),
-            // The key rows follow through `ON UPDATE CASCADE`.
-            rename: format!("UPDATE {sessions} SET id = ?2 WHERE id = ?1 AND expires_at > ?3"),
+            // The key rows follow through `ON UPDATE CASCADE`; principal and last use stay in
+            // the row, and the handle follows the id.
+            rename: format!(
+                "UPDATE {sessions} SET id = ?2, handle = ?4 WHERE id = ?1 AND expires_at > ?3"
+            ),
+            sessions_of: format!(
+                "SELECT handle, created_at, expires_at, idle_timeout_ms, absolute_deadline, \
+                 last_seen, device, address FROM {sessions} \
+                 WHERE principal = ?1 AND expires_at > ?2 ORDER BY created_at, handle"
+            ),
+            // Principal and liveness are checked by the statement that deletes: a handle of
+            // another principal's session deletes nothing.
+            revoke: format!(
+                "DELETE FROM {sessions} WHERE principal = ?1 AND handle = ?2 AND expires_at > ?3"
+            ),
+            revoke_all: format!(
+                "DELETE FROM {sessions} WHERE principal = ?1 AND expires_at > ?2 \
+                 AND (?3 IS NULL OR handle IS NOT ?3)"
+            ),
+            columns: "SELECT name FROM pragma_table_info(?1)".to_owned(),
             sweep: format!(
                 "DELETE FROM {sessions} WHERE id IN ( \
                    SELECT id FROM {sessions} WHERE expires_at <= ?1 LIMIT ?2)"
@@ -96,7 +148,8 @@ impl Statements {
         }
     }
 
-    fn migration(&self) -> String {
+    /// The tables and the expiry index.
+    fn create_tables(&self) -> String {
         let Tables {
             sessions,
             keys,
@@ -109,7 +162,12 @@ impl Statements {
              \x20 created_at INTEGER NOT NULL,\n\
              \x20 expires_at INTEGER NOT NULL,\n\
              \x20 idle_timeout_ms INTEGER NOT NULL,\n\
-             \x20 absolute_deadline INTEGER\n\
+             \x20 absolute_deadline INTEGER,\n\
+             \x20 principal TEXT,\n\
+             \x20 handle BLOB,\n\
+             \x20 last_seen INTEGER,\n\
+             \x20 device TEXT,\n\
+             \x20 address TEXT\n\
              );\n\
              CREATE INDEX IF NOT EXISTS {expiry_index} ON {sessions} (expires_at);\n\
              CREATE TABLE IF NOT EXISTS {keys} (\n\
@@ -119,6 +177,29 @@ impl Statements {
              \x20 PRIMARY KEY (session_id, key)\n\
              ) WITHOUT ROWID;\n"
         )
+    }
+
+    /// The principal index: sessions of a principal, and one of them by its handle.
+    fn principal_index(&self) -> String {
+        let Tables {
+            sessions,
+            principal_index,
+            ..
+        } = &self.tables;
+        format!(
+            "CREATE INDEX IF NOT EXISTS {principal_index} ON {sessions} (principal, handle) \
+             WHERE principal IS NOT NULL;\n"
+        )
+    }
+
+    fn migration(&self) -> String {
+        format!("{}{}", self.create_tables(), self.principal_index())
+    }
+
+    /// The sessions table's name as `pragma_table_info` wants it: unquoted (names are plain
+    /// identifiers, checked).
+    fn sessions_name(&self) -> &str {
+        self.tables.sessions.trim_matches('"')
     }
 }
 
@@ -212,6 +293,31 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// Bounds the live sessions of one principal (default: no bound). Binding one more, by a
+    /// `create` of a record with a principal or an `apply` whose changes bind one, revokes the
+    /// oldest (by creation) of the principal's other live sessions, so at most `max` remain.
+    /// Rebinding a session to the principal it has revokes nothing while the bound holds.
+    ///
+    /// The revocation is one more statement in the transaction that binds, run only when a
+    /// principal is bound; writers take turns, so the bound holds exactly.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tether_sql::Error> {
+    /// use std::num::NonZeroUsize;
+    ///
+    /// let store = tether_sql::SqliteStore::builder()
+    ///     .with_max_sessions_per_principal(NonZeroUsize::new(5))
+    ///     .in_memory()
+    ///     .await?;
+    /// assert_eq!(store.max_sessions_per_principal(), NonZeroUsize::new(5));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_max_sessions_per_principal(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.settings.max_per_principal = max;
+        self
+    }
+
     /// Opens (creating it if absent) the database file at `path`, in WAL mode with
     /// `synchronous = NORMAL` (a commit survives a crash of the process; a power loss may undo
     /// the last ones) and foreign keys on.
@@ -301,10 +407,14 @@ impl SqliteStore {
         Self::builder().in_memory().await
     }
 
-    /// Creates the two tables and the expiry index, each only if absent (`CREATE ... IF NOT
+    /// Creates the two tables and their indexes, each only if absent (`CREATE ... IF NOT
     /// EXISTS`), in one transaction. The statements are [`migration_sql`](Self::migration_sql):
     /// the columns of [`PostgresStore::migrate`](crate::PostgresStore::migrate), with `INTEGER`
-    /// for `bigint` and `BLOB` for `bytea`.
+    /// for `bigint`, `BLOB` for `bytea` and `TEXT` for `text`.
+    ///
+    /// A sessions table made before the principal columns existed (`principal`, `handle`,
+    /// `last_seen`, `device`, `address`) gets the ones it lacks, by `ALTER TABLE ... ADD
+    /// COLUMN`, in the same transaction; its sessions keep working, bound to nobody.
     ///
     /// # Errors
     ///
@@ -318,14 +428,42 @@ impl SqliteStore {
             .map_err(Error::Migrate)?;
         // A plain string runs in the simple protocol, several statements at once. (`raw_sql`
         // would too, but its future is not `Send` when spawned.)
-        let migration = self.migration_sql();
-        sqlx::Executor::execute(&mut *tx, migration.as_str())
+        let tables = self.statements.create_tables();
+        sqlx::Executor::execute(&mut *tx, tables.as_str())
+            .await
+            .map_err(Error::Migrate)?;
+        // SQLite has no `ADD COLUMN IF NOT EXISTS`: look first.
+        let present: Vec<String> = sqlx::query_scalar(&self.statements.columns)
+            .bind(self.statements.sessions_name())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(Error::Migrate)?;
+        for (name, ty) in ADDED_COLUMNS {
+            if !present
+                .iter()
+                .any(|column| column.eq_ignore_ascii_case(name))
+            {
+                let add = format!(
+                    "ALTER TABLE {} ADD COLUMN {name} {ty}",
+                    self.statements.tables.sessions
+                );
+                sqlx::Executor::execute(&mut *tx, add.as_str())
+                    .await
+                    .map_err(Error::Migrate)?;
+            }
+        }
+        let index = self.statements.principal_index();
+        sqlx::Executor::execute(&mut *tx, index.as_str())
             .await
             .map_err(Error::Migrate)?;
         tx.commit().await.map_err(Error::Migrate)
     }
 
-    /// The statements [`migrate`](Self::migrate) runs.
+    /// The statements [`migrate`](Self::migrate) runs on a new database. On a sessions table
+    /// made before the principal columns, `migrate` first adds the ones missing, `ALTER TABLE
+    /// tether_sessions ADD COLUMN principal TEXT` and so on for `handle BLOB`, `last_seen
+    /// INTEGER`, `device TEXT` and `address TEXT`; an external migration tool must do the same
+    /// before the principal index is created.
     pub fn migration_sql(&self) -> String {
         self.statements.migration()
     }
@@ -355,6 +493,12 @@ impl SqliteStore {
         crate::sweeper::delete_all_expired(self).await
     }
 
+    /// The bound on the live sessions of one principal, if one is set
+    /// ([`SqliteStoreBuilder::with_max_sessions_per_principal`]).
+    pub fn max_sessions_per_principal(&self) -> Option<NonZeroUsize> {
+        self.settings.max_per_principal
+    }
+
     /// Starts a task that calls [`delete_expired`](Self::delete_expired) every `period`,
     /// logging failures, until the returned [`Sweeper`] is stopped or dropped.
     pub fn spawn_sweeper(&self, period: Duration) -> Sweeper {
@@ -368,6 +512,30 @@ impl SqliteStore {
         count: u64,
     ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
         telemetry::acquire("sqlite", &self.pool, operation, count).await
+    }
+
+    /// Revokes the oldest of `principal`'s other live sessions past the cap, if one is set,
+    /// for the session `id` just bound to it; one statement, in the binding's transaction.
+    async fn enforce_cap(
+        &self,
+        conn: &mut SqliteConnection,
+        operation: &'static str,
+        principal: Option<&str>,
+        id: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let (Some(principal), Some(kept)) = (principal, self.settings.others_kept()) else {
+            return Ok(());
+        };
+        telemetry::statements("sqlite", operation, 1);
+        sqlx::query(&self.statements.cap)
+            .bind(principal)
+            .bind(now)
+            .bind(id)
+            .bind(kept)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     fn upsert<'q>(
@@ -429,11 +597,13 @@ impl SessionStore for SqliteStore {
     async fn create(&self, record: &Record) -> Result<Created, tether_core::Error> {
         let id = record.id.to_string();
         let meta = Meta::of(record.created_at, &record.expiry);
+        let binding = Binding::of(record.principal.as_ref(), record.seen.as_deref());
         run(&self.settings, "create", async {
             write!(self, "create", |conn| async {
+                let now = millis(Timestamp::now());
                 sqlx::query(&self.statements.free_expired)
                     .bind(&id)
-                    .bind(millis(Timestamp::now()))
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
                 let inserted = sqlx::query(&self.statements.insert_session)
@@ -442,6 +612,11 @@ impl SessionStore for SqliteStore {
                     .bind(meta.expires_at)
                     .bind(meta.idle_timeout_ms)
                     .bind(meta.absolute_deadline)
+                    .bind(binding.principal)
+                    .bind(handle_bytes(&record.id))
+                    .bind(binding.last_seen)
+                    .bind(binding.device)
+                    .bind(binding.address.as_deref())
                     .execute(&mut *conn)
                     .await?;
                 telemetry::statements("sqlite", "create", 2);
@@ -452,6 +627,8 @@ impl SessionStore for SqliteStore {
                 for (key, value) in &record.data {
                     self.upsert(&id, key, value).execute(&mut *conn).await?;
                 }
+                self.enforce_cap(conn, "create", binding.principal, &id, now)
+                    .await?;
                 Ok((true, Created::Created))
             })
         })
@@ -464,16 +641,25 @@ impl SessionStore for SqliteStore {
         changes: &Changes,
         expiry: &Expiry,
     ) -> Result<Applied, tether_core::Error> {
+        // Only a binding writes the handle: it heals rows stored before the column existed.
+        let handle = changes.principal().map(|_| handle_bytes(id));
         let id = id.to_string();
         let meta = Meta::of(Timestamp::from_millis(0), expiry);
+        let binding = Binding::of(changes.principal(), changes.seen());
         run(&self.settings, "apply", async {
             write!(self, "apply", |conn| async {
-                let updated = sqlx::query(&self.statements.update_expiry)
+                let now = millis(Timestamp::now());
+                let updated = sqlx::query(&self.statements.update)
                     .bind(&id)
-                    .bind(millis(Timestamp::now()))
+                    .bind(now)
                     .bind(meta.expires_at)
                     .bind(meta.idle_timeout_ms)
                     .bind(meta.absolute_deadline)
+                    .bind(binding.principal)
+                    .bind(handle.as_deref())
+                    .bind(binding.last_seen)
+                    .bind(binding.device)
+                    .bind(binding.address.as_deref())
                     .execute(&mut *conn)
                     .await?;
                 telemetry::statements("sqlite", "apply", 1);
@@ -500,6 +686,8 @@ impl SessionStore for SqliteStore {
                 for (key, value) in changes.inserted() {
                     self.upsert(&id, key, value).execute(&mut *conn).await?;
                 }
+                self.enforce_cap(conn, "apply", binding.principal, &id, now)
+                    .await?;
                 Ok((true, Applied::Applied))
             })
         })
@@ -526,6 +714,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, tether_core::Error> {
+        let handle = handle_bytes(new);
         let (old, new) = (old.to_string(), new.to_string());
         run(&self.settings, "cycle", async {
             write!(self, "cycle", |conn| async {
@@ -560,6 +749,7 @@ impl SessionStore for SqliteStore {
                     .bind(&old)
                     .bind(&new)
                     .bind(now)
+                    .bind(&handle)
                     .execute(&mut *conn)
                     .await?;
                 let moved = renamed.rows_affected() > 0;
@@ -570,6 +760,71 @@ impl SessionStore for SqliteStore {
                     } else {
                         Cycled::Missing
                     },
+                ))
+            })
+        })
+        .await
+    }
+
+    async fn sessions_of(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<SessionInfo>, tether_core::Error> {
+        run(&self.settings, "sessions_of", async {
+            let op = Error::query("sessions_of");
+            let rows = sqlx::query(&self.statements.sessions_of)
+                .bind(principal.as_str())
+                .bind(millis(Timestamp::now()))
+                .fetch_all(&mut *self.connection("sessions_of", 1).await.map_err(op)?)
+                .await
+                .map_err(op)?;
+            Ok(decode_infos(&rows, Timestamp::now()))
+        })
+        .await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, tether_core::Error> {
+        run(&self.settings, "revoke", async {
+            write!(self, "revoke", |conn| async {
+                telemetry::statements("sqlite", "revoke", 1);
+                let done = sqlx::query(&self.statements.revoke)
+                    .bind(principal.as_str())
+                    .bind(&handle.as_bytes()[..])
+                    .bind(millis(Timestamp::now()))
+                    .execute(&mut *conn)
+                    .await?;
+                let revoked = if done.rows_affected() > 0 {
+                    Revoked::Revoked
+                } else {
+                    Revoked::NotFound
+                };
+                Ok((true, revoked))
+            })
+        })
+        .await
+    }
+
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, tether_core::Error> {
+        run(&self.settings, "revoke_all", async {
+            write!(self, "revoke_all", |conn| async {
+                telemetry::statements("sqlite", "revoke_all", 1);
+                let done = sqlx::query(&self.statements.revoke_all)
+                    .bind(principal.as_str())
+                    .bind(millis(Timestamp::now()))
+                    .bind(keep.map(|handle| &handle.as_bytes()[..]))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok((
+                    true,
+                    usize::try_from(done.rows_affected()).unwrap_or(usize::MAX),
                 ))
             })
         })

@@ -1,21 +1,24 @@
 //! PostgreSQL beyond the conformance suite: concurrency on one session, corrupt rows, lost
-//! connections, read-only transactions, the sweeper, names and migrations. Each test works in a
-//! schema of its own, dropped at its end.
+//! connections, read-only transactions, the sweeper, names and migrations, the principal
+//! columns. Each test works in a schema of its own, dropped at its end.
 
 mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{OnPostgres, postgres, postgres_url, postgres_with};
 use tether_core::{
-    Applied, Changes, Codec, Created, ErrorKind, Expiry, Id, Record, SessionStore, Timestamp,
+    Applied, Changes, Codec, Created, Cycled, ErrorKind, Expiry, Id, Principal, Record, Revoked,
+    Seen, SessionHandle, SessionStore, Timestamp,
 };
 use tether_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tether_sql::sqlx::{self, Connection as _};
 use tether_sql::{PostgresStore, PostgresStoreBuilder};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -557,4 +560,288 @@ async fn a_write_that_timed_out_does_not_land_later() {
         !data.contains_key("late"),
         "the write reported failed did not land"
     );
+}
+
+/// Counts the warnings the store logs.
+struct Warnings(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("tether_sql") {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn bound_to(principal: &Principal, n: u64) -> Record {
+    let mut session = record(&[("k", b"v")]);
+    session.created_at = Timestamp::from_millis(session.created_at.as_millis() + n);
+    session
+        .with_principal(Some(principal.clone()))
+        .with_seen(Some(
+            Seen::new(Timestamp::now())
+                .with_device("Firefox")
+                .with_address("192.0.2.7".parse().unwrap()),
+        ))
+}
+
+fn corrupt_column(error: &tether_core::Error) -> &'static str {
+    let source = std::error::Error::source(error)
+        .and_then(|s| s.downcast_ref::<tether_sql::Error>())
+        .expect("the typed error is the source");
+    match source {
+        tether_sql::Error::CorruptRow { column, .. } => column,
+        other => panic!("not a corrupt row: {other:?}"),
+    }
+}
+
+/// Principal and last-use columns edited by hand into what no write produces (a principal
+/// `Principal::new` refuses, an address that does not parse, a negative or missing
+/// `last_seen`, a handle of the wrong length): `load` is `Corrupt` naming the column;
+/// `sessions_of` leaves the row out, logs a warning and lists the principal's other sessions;
+/// `revoke_all` still ends the principal's sessions, damaged ones included.
+#[tokio::test]
+async fn corrupt_principal_and_seen_columns() {
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(Warnings(Arc::clone(&warnings))),
+    );
+    let fixture = postgres().await;
+    let store = &fixture.store;
+    let mut admin = fixture.admin().await;
+    let alice = Principal::new("alice").unwrap();
+    let healthy = bound_to(&alice, 0);
+    create(store, &healthy).await;
+
+    let loads = [
+        ("principal", "principal = ''"),
+        ("principal", "principal = E'a\\nb'"),
+        ("principal", "principal = E'\\u0085'"),
+        ("principal", "principal = repeat('x', 257)"),
+        ("address", "address = 'not an address'"),
+        ("address", "address = '192.0.2.300'"),
+        ("last_seen", "last_seen = -1"),
+        ("last_seen", "last_seen = NULL"),
+    ];
+    for (n, (column, edit)) in loads.into_iter().enumerate() {
+        let victim = bound_to(&alice, 1 + n as u64);
+        create(store, &victim).await;
+        let edited = sqlx::query(&format!("UPDATE tether_sessions SET {edit} WHERE id = $1"))
+            .bind(victim.id.to_string())
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(edited.rows_affected(), 1, "{edit}");
+        let error = store.load(&victim.id).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{edit}: {error:?}");
+        assert_eq!(corrupt_column(&error), column, "{edit}");
+    }
+    assert_eq!(
+        store.load(&healthy.id).await.unwrap().unwrap().principal,
+        Some(alice.clone())
+    );
+
+    // What `sessions_of` reads: alice's damaged rows that still name her are left out.
+    let before = warnings.load(Ordering::SeqCst);
+    let listed: Vec<SessionHandle> = store
+        .sessions_of(&alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.handle)
+        .collect();
+    assert_eq!(
+        listed,
+        [SessionHandle::of(&healthy.id)],
+        "only the healthy session is listed"
+    );
+    assert_eq!(
+        warnings.load(Ordering::SeqCst) - before,
+        4,
+        "each row left out is logged: two addresses, two last_seen"
+    );
+    let damaged_handle = bound_to(&alice, 20);
+    create(store, &damaged_handle).await;
+    sqlx::query("UPDATE tether_sessions SET handle = '\\x0102'::bytea WHERE id = $1")
+        .bind(damaged_handle.id.to_string())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        store.load(&damaged_handle.id).await.unwrap().is_some(),
+        "load does not read the handle"
+    );
+    let before = warnings.load(Ordering::SeqCst);
+    assert_eq!(store.sessions_of(&alice).await.unwrap().len(), 1);
+    assert_eq!(warnings.load(Ordering::SeqCst) - before, 5);
+
+    // Signing out everywhere ends them all: the healthy one, the four damaged ones that still
+    // name alice, and the one with a damaged handle.
+    assert_eq!(store.revoke_all(&alice, None).await.unwrap(), 6);
+    assert!(store.load(&healthy.id).await.unwrap().is_none());
+    admin.close().await.unwrap();
+}
+
+/// The `ALTER TABLE` of `migrate` on a table made before the principal columns existed; the
+/// previous version's statements, run by hand.
+const OLD_SCHEMA: &str = "
+    CREATE TABLE tether_sessions (
+      id text PRIMARY KEY,
+      created_at bigint NOT NULL,
+      expires_at bigint NOT NULL,
+      idle_timeout_ms bigint NOT NULL,
+      absolute_deadline bigint
+    );
+    CREATE INDEX tether_sessions_expires_at ON tether_sessions (expires_at);
+    CREATE TABLE tether_session_keys (
+      session_id text NOT NULL REFERENCES tether_sessions (id) ON DELETE CASCADE ON UPDATE CASCADE,
+      key bytea NOT NULL,
+      value bytea NOT NULL,
+      PRIMARY KEY (session_id, key)
+    );";
+
+/// A database migrated by the previous version (no principal columns) with a session in it:
+/// `migrate` adds the columns and the index, the old session loads, bound to nobody; a login
+/// binds it, and then it is listed, keeps its principal and last use through `cycle` (the
+/// handle following the id), and can be revoked. `migrate` may run again.
+#[tokio::test]
+async fn a_database_of_the_previous_version_gets_the_principal_columns() {
+    let schema = common::unique_schema();
+    let store = common::test_builder()
+        .with_schema(&schema)
+        .connect(&postgres_url())
+        .await
+        .unwrap();
+    let fixture = OnPostgres {
+        store: store.clone(),
+        schema: schema.clone(),
+    };
+    let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\"; {OLD_SCHEMA}"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let old = record(&[("user", b"alice")]);
+    sqlx::query(
+        "INSERT INTO tether_sessions (id, created_at, expires_at, idle_timeout_ms) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(old.id.to_string())
+    .bind(old.created_at.as_millis() as i64)
+    .bind(old.expiry.expires_at().as_millis() as i64)
+    .bind(HOUR.as_millis() as i64)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO tether_session_keys VALUES ($1, 'user'::bytea, 'alice'::bytea)")
+        .bind(old.id.to_string())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    store.migrate().await.unwrap();
+    // Again, while a reader holds its lock on the table: with every column there, `migrate`
+    // alters nothing, so it needs no exclusive lock and does not wait for the reader.
+    let mut reader = fixture.admin().await;
+    let mut reading = reader.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM tether_sessions")
+        .execute(&mut *reading)
+        .await
+        .unwrap();
+    let mut migrating = tokio::spawn({
+        let store = store.clone();
+        async move { store.migrate().await }
+    });
+    let early = tokio::time::timeout(Duration::from_secs(5), &mut migrating).await;
+    let waited = early.is_err();
+    // The reader ends either way, so a migrate that waits for it finishes before the check.
+    reading.rollback().await.unwrap();
+    reader.close().await.unwrap();
+    let migrated = match early {
+        Ok(joined) => joined,
+        Err(_) => migrating.await,
+    };
+    migrated.unwrap().unwrap();
+    assert!(
+        !waited,
+        "migrate waited for a reader: it locked the table exclusively"
+    );
+    let columns: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 \
+         AND table_name = 'tether_sessions' \
+         AND column_name IN ('principal', 'handle', 'last_seen', 'device', 'address')",
+    )
+    .bind(&schema)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(columns, 5);
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 \
+         AND indexname = 'tether_sessions_principal'",
+    )
+    .bind(&schema)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(indexes, 1);
+
+    let found = store.load(&old.id).await.unwrap().expect("the old session");
+    assert_eq!(&found.data["user"][..], b"alice");
+    assert_eq!((found.principal, found.seen), (None, None));
+
+    let alice = Principal::new("alice").unwrap();
+    let seen = Seen::new(Timestamp::now()).with_device("Safari");
+    let mut login = Changes::new();
+    login.bind(alice.clone());
+    login.set_seen(seen.clone());
+    assert_eq!(
+        store.apply(&old.id, &login, &old.expiry).await.unwrap(),
+        Applied::Applied
+    );
+    let infos = store.sessions_of(&alice).await.unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].handle, SessionHandle::of(&old.id));
+    assert_eq!(infos[0].seen.as_ref(), Some(&seen));
+
+    let new = Id::random().unwrap();
+    assert_eq!(store.cycle(&old.id, &new).await.unwrap(), Cycled::Moved);
+    let moved = store.load(&new).await.unwrap().unwrap();
+    assert_eq!(moved.principal, Some(alice.clone()));
+    assert_eq!(moved.seen.as_deref(), Some(&seen));
+    let handle: Vec<u8> = sqlx::query_scalar("SELECT handle FROM tether_sessions WHERE id = $1")
+        .bind(new.to_string())
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        handle,
+        SessionHandle::of(&new).as_bytes(),
+        "the handle follows the id"
+    );
+    assert_eq!(
+        store
+            .revoke(&alice, &SessionHandle::of(&old.id))
+            .await
+            .unwrap(),
+        Revoked::NotFound
+    );
+    assert_eq!(
+        store
+            .revoke(&alice, &SessionHandle::of(&new))
+            .await
+            .unwrap(),
+        Revoked::Revoked
+    );
+    assert!(store.load(&new).await.unwrap().is_none());
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM tether_session_keys")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "the key rows went with the revoked session");
+    admin.close().await.unwrap();
+    drop(fixture);
 }

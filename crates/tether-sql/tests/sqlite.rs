@@ -1,18 +1,23 @@
 //! SQLite beyond the conformance suite: concurrency on one session, corrupt rows, sessions
-//! surviving a restart, read-only databases and the sweeper.
+//! surviving a restart, read-only databases, the sweeper, the principal columns and databases
+//! made before them.
 
 mod common;
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_core::{
-    Applied, Changes, Codec, Created, ErrorKind, Expiry, Id, Record, SessionStore, Timestamp,
+    Applied, Changes, Codec, Created, Cycled, ErrorKind, Expiry, Id, Principal, Record, Revoked,
+    Seen, SessionHandle, SessionStore, Timestamp,
 };
 use tether_sql::SqliteStore;
 use tether_sql::sqlx::{self, sqlite::SqliteConnectOptions, sqlite::SqlitePoolOptions};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -289,4 +294,222 @@ async fn a_full_database_is_transient() {
         &store.load(&small.id).await.unwrap().unwrap().data["k"][..],
         b"v"
     );
+}
+
+/// Counts the warnings the store logs.
+struct Warnings(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("tether_sql") {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn bound_to(principal: &Principal, n: u64) -> Record {
+    let mut session = record(&[("k", b"v")]);
+    session.created_at = Timestamp::from_millis(session.created_at.as_millis() + n);
+    session
+        .with_principal(Some(principal.clone()))
+        .with_seen(Some(
+            Seen::new(Timestamp::now())
+                .with_device("Firefox")
+                .with_address("2001:db8::1".parse().unwrap()),
+        ))
+}
+
+fn corrupt_column(error: &tether_core::Error) -> &'static str {
+    let source = std::error::Error::source(error)
+        .and_then(|s| s.downcast_ref::<tether_sql::Error>())
+        .expect("the typed error is the source");
+    match source {
+        tether_sql::Error::CorruptRow { column, .. } => column,
+        other => panic!("not a corrupt row: {other:?}"),
+    }
+}
+
+/// Principal and last-use columns edited into what no write produces (SQLite columns take any
+/// type, so also a principal that is a blob and a `last_seen` that is text): `load` is
+/// `Corrupt` naming the column; `sessions_of` leaves the rows out, logged, and lists the rest.
+#[tokio::test]
+async fn corrupt_principal_and_seen_columns() {
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(Warnings(Arc::clone(&warnings))),
+    );
+    let store = common::sqlite_memory().await;
+    let alice = Principal::new("alice").unwrap();
+    let healthy = bound_to(&alice, 0);
+    create(&store, &healthy).await;
+    let cases = [
+        ("principal", "principal = ''"),
+        ("principal", "principal = 'a' || char(10) || 'b'"),
+        ("principal", "principal = char(133)"),
+        ("principal", "principal = printf('%.257c', 'x')"),
+        ("principal", "principal = x'ff'"),
+        ("address", "address = 'not an address'"),
+        ("last_seen", "last_seen = -1"),
+        ("last_seen", "last_seen = 'yesterday'"),
+        ("last_seen", "last_seen = NULL"),
+    ];
+    for (n, (column, edit)) in cases.into_iter().enumerate() {
+        let victim = bound_to(&alice, 1 + n as u64);
+        create(&store, &victim).await;
+        let edited = sqlx::query(&format!("UPDATE tether_sessions SET {edit} WHERE id = ?1"))
+            .bind(victim.id.to_string())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(edited.rows_affected(), 1, "{edit}");
+        let error = store.load(&victim.id).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Corrupt, "{edit}: {error:?}");
+        assert_eq!(corrupt_column(&error), column, "{edit}");
+    }
+    let before = warnings.load(Ordering::SeqCst);
+    let listed: Vec<SessionHandle> = store
+        .sessions_of(&alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.handle)
+        .collect();
+    assert_eq!(listed, [SessionHandle::of(&healthy.id)]);
+    assert_eq!(
+        warnings.load(Ordering::SeqCst) - before,
+        4,
+        "each row left out is logged: an address, three last_seen"
+    );
+    assert_eq!(store.revoke_all(&alice, None).await.unwrap(), 5);
+}
+
+/// The tables as the previous version made them, before the principal columns.
+const OLD_SCHEMA: &str = "
+    CREATE TABLE tether_sessions (
+      id TEXT PRIMARY KEY NOT NULL,
+      created_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      idle_timeout_ms INTEGER NOT NULL,
+      absolute_deadline INTEGER
+    );
+    CREATE INDEX tether_sessions_expires_at ON tether_sessions (expires_at);
+    CREATE TABLE tether_session_keys (
+      session_id TEXT NOT NULL REFERENCES tether_sessions (id) ON DELETE CASCADE ON UPDATE CASCADE,
+      key BLOB NOT NULL,
+      value BLOB NOT NULL,
+      PRIMARY KEY (session_id, key)
+    ) WITHOUT ROWID;";
+
+/// A database file of the previous version with a session in it: `migrate` adds the missing
+/// columns and the index (and may run again); the session loads, bound to nobody; a login
+/// binds it, and it is listed, keeps its principal and last use through `cycle` (the handle
+/// following the id) and can be revoked.
+#[tokio::test]
+async fn a_database_of_the_previous_version_gets_the_principal_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = record(&[("user", b"alice")]);
+    {
+        let pool = SqlitePoolOptions::new()
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        sqlx::raw_sql(OLD_SCHEMA).execute(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO tether_sessions (id, created_at, expires_at, idle_timeout_ms) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(old.id.to_string())
+        .bind(old.created_at.as_millis() as i64)
+        .bind(old.expiry.expires_at().as_millis() as i64)
+        .bind(HOUR.as_millis() as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO tether_session_keys VALUES (?1, CAST('user' AS BLOB), ?2)")
+            .bind(old.id.to_string())
+            .bind(&b"alice"[..])
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
+    let store = SqliteStore::builder()
+        .with_max_sessions_per_principal(NonZeroUsize::new(2))
+        .open(&path)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+        .bind("tether_sessions")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    for column in ["principal", "handle", "last_seen", "device", "address"] {
+        assert!(columns.iter().any(|c| c == column), "{column}: {columns:?}");
+    }
+    let index: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' \
+         AND name = 'tether_sessions_principal'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(index, 1);
+
+    let found = store.load(&old.id).await.unwrap().expect("the old session");
+    assert_eq!(&found.data["user"][..], b"alice");
+    assert_eq!((found.principal, found.seen), (None, None));
+
+    let alice = Principal::new("alice").unwrap();
+    let seen = Seen::new(Timestamp::now()).with_address("192.0.2.1".parse().unwrap());
+    let mut login = Changes::new();
+    login.bind(alice.clone());
+    login.set_seen(seen.clone());
+    assert_eq!(
+        store.apply(&old.id, &login, &old.expiry).await.unwrap(),
+        Applied::Applied
+    );
+    let infos = store.sessions_of(&alice).await.unwrap();
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].handle, SessionHandle::of(&old.id));
+    assert_eq!(infos[0].seen.as_ref(), Some(&seen));
+
+    let new = Id::random().unwrap();
+    assert_eq!(store.cycle(&old.id, &new).await.unwrap(), Cycled::Moved);
+    let moved = store.load(&new).await.unwrap().unwrap();
+    assert_eq!(moved.principal, Some(alice.clone()));
+    assert_eq!(moved.seen.as_deref(), Some(&seen));
+    let handle: Vec<u8> = sqlx::query_scalar("SELECT handle FROM tether_sessions WHERE id = ?1")
+        .bind(new.to_string())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        handle,
+        SessionHandle::of(&new).as_bytes(),
+        "the handle follows the id"
+    );
+    assert_eq!(
+        store
+            .revoke(&alice, &SessionHandle::of(&old.id))
+            .await
+            .unwrap(),
+        Revoked::NotFound
+    );
+    assert_eq!(
+        store
+            .revoke(&alice, &SessionHandle::of(&new))
+            .await
+            .unwrap(),
+        Revoked::Revoked
+    );
+    assert_eq!(rows(&store, store.keys_table()).await, 0, "keys cascade");
 }

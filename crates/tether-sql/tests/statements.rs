@@ -1,14 +1,20 @@
 //! One statement (one round trip) per operation on PostgreSQL, counted from sqlx's own log of
-//! every statement it runs (`sqlx::query` events).
+//! every statement it runs (`sqlx::query` events): the session operations, the principal index
+//! (`sessions_of`, `revoke`, `revoke_all`), and a binding `create` or `apply` whose principal
+//! is over the cap (the revocation is part of the statement).
 
 mod common;
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_core::{Applied, Changes, Created, Expiry, Id, Record, SessionStore, Timestamp};
+use tether_core::{
+    Applied, Changes, Created, Expiry, Id, Principal, Record, Revoked, Seen, SessionHandle,
+    SessionStore, Timestamp,
+};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Counts the statements sqlx reports having run.
@@ -22,7 +28,15 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
     }
 }
 
+// One test: which statements sqlx logs is decided per call site, for the whole process, from
+// the subscribers in place; two tests setting subscribers of their own on two threads at once
+// miss each other's events.
 #[tokio::test]
+async fn every_operation_is_one_statement() {
+    load_create_apply_touch_delete_are_one_statement_each().await;
+    the_principal_index_and_the_cap_are_one_statement_each().await;
+}
+
 async fn load_create_apply_touch_delete_are_one_statement_each() {
     let fixture = common::postgres().await;
     let store = &fixture.store;
@@ -99,4 +113,162 @@ async fn load_create_apply_touch_delete_are_one_statement_each() {
         }),
     )
     .await;
+}
+
+/// Runs `op` and asserts sqlx logged exactly one statement for it.
+async fn one_statement(counter: &AtomicUsize, what: &str, op: impl Future<Output = ()>) {
+    let before = counter.load(Ordering::SeqCst);
+    op.await;
+    let ran = counter.load(Ordering::SeqCst) - before;
+    assert_eq!(ran, 1, "{what} ran {ran} statements");
+}
+
+fn bound(principal: &Principal, created_at: Timestamp) -> Record {
+    let expiry = Expiry::new(Timestamp::now(), Duration::from_secs(60), None);
+    let mut record = Record::new(Id::random().unwrap(), expiry, created_at)
+        .with_principal(Some(principal.clone()))
+        .with_seen(Some(
+            Seen::new(created_at)
+                .with_device("Firefox")
+                .with_address("192.0.2.7".parse().unwrap()),
+        ));
+    record.data.insert("k".into(), Bytes::from_static(b"v"));
+    record
+}
+
+async fn the_principal_index_and_the_cap_are_one_statement_each() {
+    let fixture = common::postgres_with(
+        common::test_builder().with_max_sessions_per_principal(NonZeroUsize::new(2)),
+        &common::postgres_url(),
+    )
+    .await;
+    let store = &fixture.store;
+    let alice = Principal::new("alice").unwrap();
+    let bob = Principal::new("bob").unwrap();
+    let t0 = Timestamp::now();
+    let at = |n: u64| t0 + Duration::from_millis(n);
+
+    // Warm the statement cache: every statement below runs once first.
+    let warm = bound(&bob, at(0));
+    assert_eq!(store.create(&warm).await.unwrap(), Created::Created);
+    let mut bind_bob = Changes::new();
+    bind_bob.bind(bob.clone());
+    bind_bob.set_seen(Seen::new(at(0)));
+    assert_eq!(
+        store
+            .apply(&warm.id, &bind_bob, &warm.expiry)
+            .await
+            .unwrap(),
+        Applied::Applied
+    );
+    let mut seen_only = Changes::new();
+    seen_only.set_seen(Seen::new(at(1)).with_device("Safari"));
+    assert_eq!(
+        store
+            .apply(&warm.id, &seen_only, &warm.expiry)
+            .await
+            .unwrap(),
+        Applied::Applied
+    );
+    assert_eq!(store.sessions_of(&bob).await.unwrap().len(), 1);
+    let warm_handle = SessionHandle::of(&warm.id);
+    assert_eq!(
+        store.revoke(&alice, &warm_handle).await.unwrap(),
+        Revoked::NotFound
+    );
+    assert_eq!(store.revoke_all(&alice, None).await.unwrap(), 0);
+    assert_eq!(
+        store.revoke_all(&alice, Some(&warm_handle)).await.unwrap(),
+        0
+    );
+
+    let counter = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(Statements(Arc::clone(&counter))),
+    );
+
+    let sessions: Vec<Record> = (0..3).map(|n| bound(&alice, at(10 + n))).collect();
+    for (n, session) in sessions.iter().enumerate() {
+        one_statement(&counter, &format!("binding create #{n}"), async {
+            assert_eq!(store.create(session).await.unwrap(), Created::Created);
+        })
+        .await;
+    }
+    assert!(
+        store.load(&sessions[0].id).await.unwrap().is_none(),
+        "the third binding create revoked the oldest, in its one statement"
+    );
+
+    // A login: an anonymous session, bound by an apply over the cap.
+    let expiry = Expiry::new(Timestamp::now(), Duration::from_secs(60), None);
+    let login = Record::new(Id::random().unwrap(), expiry, at(20));
+    assert_eq!(store.create(&login).await.unwrap(), Created::Created);
+    let mut bind_alice = Changes::new();
+    bind_alice.bind(alice.clone());
+    bind_alice.insert("user", Bytes::from_static(b"alice"));
+    one_statement(&counter, "binding apply", async {
+        assert_eq!(
+            store.apply(&login.id, &bind_alice, &expiry).await.unwrap(),
+            Applied::Applied
+        );
+    })
+    .await;
+    assert!(store.load(&sessions[1].id).await.unwrap().is_none());
+    one_statement(&counter, "apply recording a use", async {
+        assert_eq!(
+            store.apply(&login.id, &seen_only, &expiry).await.unwrap(),
+            Applied::Applied
+        );
+    })
+    .await;
+
+    one_statement(&counter, "sessions_of", async {
+        let listed: Vec<SessionHandle> = store
+            .sessions_of(&alice)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|info| info.handle)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                SessionHandle::of(&sessions[2].id),
+                SessionHandle::of(&login.id)
+            ]
+        );
+    })
+    .await;
+    one_statement(&counter, "revoke of another principal's session", async {
+        assert_eq!(
+            store.revoke(&alice, &warm_handle).await.unwrap(),
+            Revoked::NotFound
+        );
+    })
+    .await;
+    one_statement(&counter, "revoke", async {
+        assert_eq!(
+            store
+                .revoke(&alice, &SessionHandle::of(&sessions[2].id))
+                .await
+                .unwrap(),
+            Revoked::Revoked
+        );
+    })
+    .await;
+    let again = bound(&alice, at(30));
+    assert_eq!(store.create(&again).await.unwrap(), Created::Created);
+    one_statement(&counter, "revoke_all keeping one", async {
+        let kept = SessionHandle::of(&login.id);
+        assert_eq!(store.revoke_all(&alice, Some(&kept)).await.unwrap(), 1);
+    })
+    .await;
+    one_statement(&counter, "revoke_all", async {
+        assert_eq!(store.revoke_all(&alice, None).await.unwrap(), 1);
+    })
+    .await;
+    assert!(
+        store.load(&warm.id).await.unwrap().is_some(),
+        "bob's session stays"
+    );
 }

@@ -109,14 +109,22 @@ pub async fn postgres_with(builder: PostgresStoreBuilder, url: &str) -> OnPostgr
     OnPostgres { store, schema }
 }
 
+/// Connections of the general PostgreSQL fixtures: the index leak check of the conformance
+/// suite runs 16 workers at once.
+pub const TEST_CONNECTIONS: u32 = 16;
+
 #[cfg(feature = "postgres")]
-/// The store with the defaults on a fresh schema.
+/// The store with the defaults on a fresh schema (but the timeout and pool size above).
 pub async fn postgres() -> OnPostgres {
-    postgres_with(
-        PostgresStore::builder().with_operation_timeout(TEST_TIMEOUT),
-        &postgres_url(),
-    )
-    .await
+    postgres_with(test_builder(), &postgres_url()).await
+}
+
+#[cfg(feature = "postgres")]
+/// The builder of [`postgres`], to add to.
+pub fn test_builder() -> PostgresStoreBuilder {
+    PostgresStore::builder()
+        .with_operation_timeout(TEST_TIMEOUT)
+        .with_max_connections(TEST_CONNECTIONS)
 }
 
 #[cfg(feature = "sqlite")]
@@ -135,9 +143,16 @@ impl Fixture for OnSqliteFile {
 
 #[cfg(feature = "sqlite")]
 pub async fn sqlite_file() -> OnSqliteFile {
+    sqlite_file_with(None).await
+}
+
+#[cfg(feature = "sqlite")]
+/// A store on a database file, with at most `max` sessions per principal.
+pub async fn sqlite_file_with(max: Option<std::num::NonZeroUsize>) -> OnSqliteFile {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = SqliteStore::builder()
         .with_operation_timeout(TEST_TIMEOUT)
+        .with_max_sessions_per_principal(max)
         .open(dir.path().join("sessions.db"))
         .await
         .expect("open");
@@ -147,8 +162,15 @@ pub async fn sqlite_file() -> OnSqliteFile {
 
 #[cfg(feature = "sqlite")]
 pub async fn sqlite_memory() -> SqliteStore {
+    sqlite_memory_with(None).await
+}
+
+#[cfg(feature = "sqlite")]
+/// A store in memory, with at most `max` sessions per principal.
+pub async fn sqlite_memory_with(max: Option<std::num::NonZeroUsize>) -> SqliteStore {
     let store = SqliteStore::builder()
         .with_operation_timeout(TEST_TIMEOUT)
+        .with_max_sessions_per_principal(max)
         .in_memory()
         .await
         .expect("in memory");
