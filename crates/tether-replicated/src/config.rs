@@ -209,6 +209,7 @@ pub struct NodeConfig {
     pub(crate) max_clock_drift: Duration,
     pub(crate) leave_timeout: Duration,
     pub(crate) quorum: crate::Quorum,
+    pub(crate) max_sessions_per_principal: Option<std::num::NonZeroUsize>,
     pub(crate) discovery: Option<std::sync::Arc<dyn crate::Discovery>>,
     pub(crate) discovery_interval: Duration,
     #[cfg(feature = "gossip")]
@@ -274,6 +275,7 @@ impl NodeConfig {
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
             quorum: crate::Quorum::Off,
+            max_sessions_per_principal: None,
             discovery: None,
             discovery_interval: DEFAULT_DISCOVERY_INTERVAL,
             #[cfg(feature = "gossip")]
@@ -460,6 +462,33 @@ impl NodeConfig {
     pub fn with_leave_timeout(mut self, timeout: Duration) -> Self {
         self.leave_timeout = timeout;
         self
+    }
+
+    /// Bounds the sessions of one principal (default: no bound): a store call through this
+    /// node that binds one more session to a principal (a `create` of a record that has one,
+    /// an `apply` whose changes bind one) then revokes the oldest (by creation) of the
+    /// principal's other live sessions, so that at most `max` remain. Set the same bound on
+    /// every node: each enforces it for the calls it takes. See
+    /// [Sessions by principal](crate#sessions-by-principal) for what enforcing it costs.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use tether_replicated::{NodeConfig, PeerKey};
+    ///
+    /// let key = PeerKey::new(*b"an example key of 32 bytes, ok!!")?;
+    /// let config = NodeConfig::new("node-a", "127.0.0.1:7001".parse()?, key)
+    ///     .with_max_sessions_per_principal(NonZeroUsize::new(5));
+    /// assert_eq!(config.max_sessions_per_principal(), NonZeroUsize::new(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_max_sessions_per_principal(mut self, max: Option<std::num::NonZeroUsize>) -> Self {
+        self.max_sessions_per_principal = max;
+        self
+    }
+
+    /// The bound on the sessions of one principal, if any.
+    pub fn max_sessions_per_principal(&self) -> Option<std::num::NonZeroUsize> {
+        self.max_sessions_per_principal
     }
 
     /// The configured peers.

@@ -62,6 +62,10 @@
 //!   `NodeConfig::with_tls` makes every connection mutual TLS: each node's certificate names it
 //!   and is signed by the cluster's CA, and the key handshake runs inside. Without it, session
 //!   contents travel in clear: keep the replication network private.
+//! - **Sessions by principal.** A session's principal and last use replicate with it, and
+//!   every node indexes the sessions it holds by principal, so a user's sessions can be listed,
+//!   revoked one by one, all, or all but one, and bounded in number: see
+//!   [Sessions by principal](#sessions-by-principal).
 //!
 //! # Example
 //!
@@ -107,6 +111,70 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Sessions by principal
+//!
+//! [`SessionStore::sessions_of`](tether_core::SessionStore::sessions_of),
+//! [`revoke`](tether_core::SessionStore::revoke) and
+//! [`revoke_all`](tether_core::SessionStore::revoke_all) work on every node.
+//!
+//! - **Replicated with the session.** A session's [`Principal`](tether_core::Principal) and
+//!   its last use ([`Seen`](tether_core::Seen)) are two more last-writer-wins registers of its
+//!   replicated state, stamped like its keys: a `create` or an `apply` that carries them
+//!   travels to the backups in the same delta, and whole copies (state transfer, rebalancing,
+//!   a leaving node's hand-over) carry them too. A deletion keeps the principal on the
+//!   tombstone (so a holder can say a session of that principal was deleted) and drops the
+//!   last use with the data.
+//! - **One index per node.** Each node keeps an index from principal to the ids of the
+//!   sessions it holds, changed under the session's lock in the same step as the session:
+//!   creation, a binding or rebinding, a merged copy, and the entry's removal (the sweep of a
+//!   session past its deadline or of a tombstone past its retention, or rebalancing handing
+//!   it away). It costs an id and a hash-set slot per bound session.
+//! - **`AllToAll`: local.** Every serving node holds every session, so a listing is its own
+//!   index, no message sent (the same copies `load` reads there).
+//! - **`Backup`: gathered.** A node holds only the sessions it is a holder of, so a listing
+//!   asks every other member of its view for the sessions it holds of that principal, in
+//!   parallel, and puts the answers together by session id. For each session the answer of
+//!   its primary counts when the primary answered (its copy has every acknowledged write, as
+//!   for a read: a session it does not list has ended there or is bound to someone else);
+//!   otherwise the other holders' answers count, and a deletion reported by any of them wins
+//!   over a live copy. Sessions past their deadline are left out. A listing costs one request
+//!   and one answer per other member, more only for a principal with thousands of sessions
+//!   (answers are paged to a quarter of the max frame: with the default max frame, at least
+//!   15,000 sessions a page, with the longest device labels); a node that is joining asks the
+//!   members the same way in either mode.
+//! - **A node down.** A member that does not answer (its connection lost, or no answer within
+//!   the sync timeout, [`NodeConfig::with_sync_timeout`]) is left out of the listing, which
+//!   then takes at most one sync timeout longer: with `copies >= 1` every one of its sessions
+//!   has another holder that answers for it, so nothing is missing while a session has at least
+//!   one holder left. A member that answers garbage (or in another protocol version) loses its
+//!   connection, as for any malformed frame, and is left out the same way. The listing fails (with a transient error,
+//!   after retries) only when no member answered at all.
+//! - **Revoking.** `revoke` and `revoke_all` find the sessions as a listing does, then delete
+//!   each through the write path: at its primary, copied to its backups, tombstoned, so a
+//!   revoked session is gone at once on every node. The deletion is conditional: the primary
+//!   deletes only if the session is still live and bound to that principal when it applies the
+//!   deletion, under the session's lock, so a handle can never be followed into another
+//!   principal's session (a session rebound meanwhile is left alone, and answered `NotFound`).
+//!   A revoke costs a listing plus one write per session revoked (`revoke_all` runs 16 at a
+//!   time).
+//! - **A bound per principal.** With
+//!   [`NodeConfig::with_max_sessions_per_principal`](NodeConfig::with_max_sessions_per_principal),
+//!   a `create` of a record bound to a principal, or an `apply` that binds one, lists the
+//!   principal's sessions once the write is stored and revokes the oldest others past the
+//!   bound, by the same conditional deletion, before the call returns (a listing plus one write
+//!   per revoked session, paid by logins only). `cycle` moves a session and binds nothing new:
+//!   it revokes nothing. When the listing fails, the binding stands and the bound is enforced
+//!   at the principal's next binding (logged). Each node enforces the bound it is configured
+//!   with, for the calls it takes: configure the same on every node. Concurrent logins of one
+//!   principal through different nodes may each revoke, so the principal may end up with
+//!   fewer sessions than the bound.
+//! - **Protocol version 3.** Sessions carry the two registers, and the index request and the
+//!   conditional deletion are new messages, so the replication protocol moved from version 2
+//!   to 3. Nodes of different versions refuse each other at the handshake (the connection is
+//!   dropped and logged, as for any peer of another version), so they cannot form one
+//!   cluster: a rolling restart from an older version would run two clusters side by side,
+//!   each with its own sessions. Upgrade all nodes at once, or move traffic to a new cluster.
+//!
 //! # Feature flags
 //!
 //! | feature | enables |
@@ -138,6 +206,7 @@ mod error;
 mod gossip;
 mod handshake;
 mod hlc;
+mod index;
 mod leave;
 mod link;
 #[cfg(feature = "test-util")]
@@ -145,6 +214,7 @@ mod local;
 mod membership;
 mod node;
 mod peer;
+mod principals;
 mod quorum;
 mod read;
 mod rebalance;

@@ -12,6 +12,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::leave::{Handover, Leave};
 use crate::link::Link;
 use crate::membership::Members;
+use crate::principals::Principals;
 use crate::read::Reads;
 use crate::rebalance::Rebalance;
 use crate::server::Server;
@@ -100,6 +101,7 @@ pub(crate) struct Parts {
     members: Arc<Members>,
     reads: Arc<Reads>,
     writes: Arc<Writes>,
+    principals: Arc<Principals>,
     rebalance: Arc<Rebalance>,
     leave_timeout: Duration,
     /// Only `freeze` reaches it.
@@ -225,12 +227,19 @@ impl Node {
             Arc::clone(&members),
             Arc::clone(&state),
         ));
+        let principals = Arc::new(Principals::new(
+            &config,
+            Arc::clone(&members),
+            Arc::clone(&state),
+            Arc::clone(&writes),
+        ));
         let server = Arc::new(Server::new(
             &config,
             Arc::clone(&link),
             Arc::clone(&members),
             Arc::clone(&reads),
             Arc::clone(&writes),
+            Arc::clone(&principals),
             Arc::clone(&state),
         ));
         let mut views = members.watch();
@@ -265,6 +274,7 @@ impl Node {
             members,
             reads,
             writes,
+            principals,
             rebalance,
             leave_timeout: config.leave_timeout,
             server,
@@ -287,6 +297,7 @@ impl Node {
             self.parts.link.name(),
             Arc::clone(&self.parts.reads),
             Arc::clone(&self.parts.writes),
+            Arc::clone(&self.parts.principals),
         )
     }
 
@@ -382,6 +393,15 @@ impl Node {
     #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn held(&self, id: &tether_core::Id) -> Option<tether_core::Record> {
         self.parts.state.record(id, tether_core::Timestamp::now())
+    }
+
+    /// Entries in this node's principal index: one for each session it holds (live, past its
+    /// deadline but not swept yet, or deleted and still remembered) that is bound to a
+    /// principal. For tests that look for leaks; needs the `test-util` feature.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn indexed_sessions(&self) -> usize {
+        self.parts.state.indexed()
     }
 
     /// Cuts this node off from exactly the peers `peers` (none: healed), as a network

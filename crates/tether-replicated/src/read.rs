@@ -92,6 +92,6 @@ impl Reads {
         if !self.members.is_serving() {
             return Response::failed(true, format!("{} is still joining", self.members.name()));
         }
-        Response::Entry(self.state.entry(id))
+        Response::Entry(self.state.entry(id).map(Box::new))
     }
 }

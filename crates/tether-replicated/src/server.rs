@@ -13,6 +13,7 @@ use crate::NodeConfig;
 use crate::handshake;
 use crate::link::{Link, LinkError, LogLimit, encoded, receive};
 use crate::membership::Members;
+use crate::principals::Principals;
 use crate::read::Reads;
 use crate::state::LocalState;
 use crate::transfer::{self, page_budget};
@@ -29,6 +30,7 @@ pub(crate) struct Server {
     members: Arc<Members>,
     reads: Arc<Reads>,
     writes: Arc<Writes>,
+    principals: Arc<Principals>,
     state: Arc<LocalState>,
     max_handshakes: usize,
     page_budget: usize,
@@ -47,6 +49,7 @@ impl Server {
         members: Arc<Members>,
         reads: Arc<Reads>,
         writes: Arc<Writes>,
+        principals: Arc<Principals>,
         state: Arc<LocalState>,
     ) -> Self {
         Self {
@@ -54,6 +57,7 @@ impl Server {
             members,
             reads,
             writes,
+            principals,
             state,
             max_handshakes: config.max_handshakes,
             page_budget: page_budget(config.max_frame),
@@ -231,7 +235,7 @@ impl Server {
             Request::Fetch { id } => self.reads.answer_fetch(&id),
             Request::Create { id, write, entry } => {
                 let _span = self.copy_span(from, &write).entered();
-                self.writes.backup_create(from, id, &write, entry)
+                self.writes.backup_create(from, id, &write, *entry)
             }
             Request::Apply { id, delta } => {
                 let _span = self.copy_span(from, &delta.write).entered();
@@ -266,6 +270,7 @@ impl Server {
                 self.members.peer_left(from);
                 Response::Done
             }
+            Request::SessionsOf { principal, after } => self.principals.answer(&principal, after),
         }
     }
 }

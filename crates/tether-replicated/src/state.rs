@@ -6,6 +6,9 @@
 //! the same session. Each session also remembers the ids of its latest writes
 //! ([`RecentWrites`]), so a write that comes again is recognised instead of stamped and applied
 //! a second time.
+//!
+//! A session's principal and its last use are registers of their own, last writer wins like a
+//! key. The node's [`PrincipalIndex`] follows the principal register of every entry it holds.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -13,9 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tether_core::{Expiry, Id, Record, Timestamp};
+use tether_core::{Expiry, Id, Principal, Record, Seen, Timestamp};
 
 use crate::hlc::Hlc;
+use crate::index::PrincipalIndex;
 use crate::write_id::{RecentWrites, WriteId};
 
 const SHARDS: usize = 16;
@@ -25,6 +29,30 @@ const SHARDS: usize = 16;
 pub(crate) struct Field {
     pub(crate) at: Hlc,
     pub(crate) value: Option<Bytes>,
+}
+
+/// A last-writer-wins register: a value and the time it was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Register<T> {
+    pub(crate) at: Hlc,
+    pub(crate) value: T,
+}
+
+impl<T> Register<T> {
+    /// Puts `value`, written at `at`, into `slot` unless the slot holds a write as new or newer
+    /// (the same stamp is the same write: a primary stamps each write once).
+    fn put(slot: &mut Option<Self>, at: Hlc, value: T) {
+        if slot.as_ref().is_none_or(|current| at > current.at) {
+            *slot = Some(Self { at, value });
+        }
+    }
+
+    /// Merges another copy's register into `slot`.
+    fn merge(slot: &mut Option<Self>, other: Option<Self>) {
+        if let Some(other) = other {
+            Self::put(slot, other.at, other.value);
+        }
+    }
 }
 
 /// A session's replicated state.
@@ -38,6 +66,12 @@ pub(crate) struct Entry {
     pub(crate) cleared_at: Option<Hlc>,
     /// Set once the session was deleted; it never lives again.
     pub(crate) deleted_at: Option<Hlc>,
+    /// Who the session is bound to. Kept by a deletion, so a tombstone still says whose
+    /// session it was (an index answer reports it deleted).
+    pub(crate) principal: Option<Register<Principal>>,
+    /// Its last use. Dropped by a deletion, like the data. Boxed, as in a `Record`: most
+    /// sessions carry none, and every entry would pay for the field.
+    pub(crate) seen: Option<Register<Box<Seen>>>,
     /// The ids of the latest writes applied to it (its creation, deltas, deletion).
     pub(crate) writes: RecentWrites,
     /// When this node first swept the entry deleted, by its own wall clock: the tombstone
@@ -57,6 +91,10 @@ pub(crate) struct Delta {
     pub(crate) removed: Vec<String>,
     pub(crate) set: Vec<(String, Bytes)>,
     pub(crate) expiry: Expiry,
+    /// The principal the session is bound to from now on, if this write binds it.
+    pub(crate) principal: Option<Principal>,
+    /// The session's last use, if this write records it.
+    pub(crate) seen: Option<Seen>,
 }
 
 impl Delta {
@@ -72,7 +110,30 @@ impl Delta {
                 .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect(),
             expiry,
+            principal: changes.principal().cloned(),
+            seen: changes.seen().cloned(),
         }
+    }
+}
+
+/// One session of a principal as a node that holds it reports it: what a listing shows, and
+/// whether the node holds it deleted (a tombstone overrules another holder's live copy).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Listed {
+    pub(crate) id: Id,
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+    pub(crate) seen: Option<Seen>,
+    pub(crate) deleted: bool,
+}
+
+impl Listed {
+    /// About how many bytes it takes on the wire, for paging.
+    pub(crate) fn weight(&self) -> usize {
+        48 + self
+            .seen
+            .as_ref()
+            .map_or(0, |seen| 32 + seen.device().map_or(0, str::len))
     }
 }
 
@@ -97,6 +158,8 @@ impl Entry {
             fields,
             cleared_at: None,
             deleted_at: None,
+            principal: record.principal.clone().map(|value| Register { at, value }),
+            seen: record.seen.clone().map(|value| Register { at, value }),
             writes: RecentWrites::one(write, at),
             deleted_seen: None,
         }
@@ -111,6 +174,8 @@ impl Entry {
             fields: HashMap::new(),
             cleared_at: None,
             deleted_at: Some(at),
+            principal: None,
+            seen: None,
             writes: RecentWrites::one(write, at),
             deleted_seen: None,
         }
@@ -131,7 +196,31 @@ impl Entry {
             .filter(|(_, field)| self.visible(field))
             .filter_map(|(key, field)| field.value.clone().map(|v| (key.clone(), v)))
             .collect();
-        Record::new(id, self.expiry, self.created_at).with_data(data)
+        Record::new(id, self.expiry, self.created_at)
+            .with_data(data)
+            .with_principal(self.principal().cloned())
+            .with_seen(self.seen.as_ref().map(|seen| Seen::clone(&seen.value)))
+    }
+
+    /// The principal the session is bound to, if any (a deleted one's too).
+    pub(crate) fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref().map(|principal| &principal.value)
+    }
+
+    /// How a node lists it under its principal: `None` when it is past its deadline (by
+    /// `now`) and not deleted, as it ended by itself and no copy can be live.
+    pub(crate) fn listed(&self, id: Id, now: Timestamp) -> Option<Listed> {
+        let deleted = self.deleted_at.is_some();
+        if !deleted && self.expiry.is_expired(now) {
+            return None;
+        }
+        Some(Listed {
+            id,
+            created_at: self.created_at,
+            expires_at: self.expiry.expires_at(),
+            seen: self.seen.as_ref().map(|seen| Seen::clone(&seen.value)),
+            deleted,
+        })
     }
 
     fn put(&mut self, key: &str, field: Field) {
@@ -180,6 +269,12 @@ impl Entry {
             self.put(key, field);
         }
         self.set_expiry(delta.expiry, delta.at);
+        if let Some(principal) = &delta.principal {
+            Register::put(&mut self.principal, delta.at, principal.clone());
+        }
+        if let Some(seen) = &delta.seen {
+            Register::put(&mut self.seen, delta.at, Box::new(seen.clone()));
+        }
         self.writes.record(delta.write, delta.at);
     }
 
@@ -188,6 +283,7 @@ impl Entry {
             self.deleted_at = Some(at);
         }
         self.fields.clear();
+        self.seen = None;
     }
 
     /// Merges another copy of the same session into this one.
@@ -195,6 +291,7 @@ impl Entry {
         self.writes.merge(other.writes);
         self.created_at = self.created_at.min(other.created_at);
         self.set_expiry(other.expiry, other.expiry_at);
+        Register::merge(&mut self.principal, other.principal);
         if let Some(cleared) = other.cleared_at {
             self.clear_before(cleared);
         }
@@ -204,6 +301,7 @@ impl Entry {
         if self.deleted_at.is_some() {
             return;
         }
+        Register::merge(&mut self.seen, other.seen);
         for (key, field) in other.fields {
             if self.visible(&field) {
                 self.put(&key, field);
@@ -248,16 +346,30 @@ pub(crate) enum CreateOutcome {
     Repeated,
 }
 
-/// The sessions held by one node, in shards to keep lock contention low.
+/// What happened to a conditional deletion (a revoke) at a session's primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RevokeOutcome {
+    /// The session was live and bound to the principal: it is deleted now.
+    Revoked,
+    /// Nothing was deleted: no such live session, or it is bound to another principal.
+    NotBound,
+    /// Not done again: the session remembers the write id, this very revoke deleted it.
+    Repeated,
+}
+
+/// The sessions held by one node, in shards to keep lock contention low, and its principal
+/// index, kept in step with them.
 #[derive(Debug)]
 pub(crate) struct LocalState {
     shards: Vec<Mutex<HashMap<Id, Entry>>>,
+    index: PrincipalIndex,
 }
 
 impl Default for LocalState {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            index: PrincipalIndex::default(),
         }
     }
 }
@@ -294,7 +406,10 @@ impl LocalState {
                 CreateOutcome::Taken
             }
             _ => {
-                shard.insert(id, entry);
+                let after = entry.principal().cloned();
+                let before = shard.insert(id, entry);
+                let before = before.as_ref().and_then(Entry::principal);
+                self.index.rebind(id, before, after.as_ref());
                 CreateOutcome::Created
             }
         }
@@ -308,14 +423,21 @@ impl LocalState {
             Some(entry) if entry.writes.contains(&delta.write) => ApplyOutcome::Repeated,
             Some(entry) if !entry.is_live(now) => ApplyOutcome::Missing,
             Some(entry) => {
-                entry.apply(delta);
+                if delta.principal.is_some() {
+                    let before = entry.principal().cloned();
+                    entry.apply(delta);
+                    self.index.rebind(*id, before.as_ref(), entry.principal());
+                } else {
+                    entry.apply(delta);
+                }
                 ApplyOutcome::Applied
             }
         }
     }
 
     /// Deletes a session by the store call `write`, stamped `at`; false, doing nothing, when
-    /// the session remembers `write` (this deletion happened already).
+    /// the session remembers `write` (this deletion happened already). The principal stays
+    /// on the tombstone, and so does its index entry, until the tombstone is forgotten.
     pub(crate) fn delete(&self, id: Id, at: Hlc, write: WriteId) -> bool {
         let mut shard = self.shard(&id);
         match shard.get_mut(&id) {
@@ -332,18 +454,49 @@ impl LocalState {
         }
     }
 
+    /// Deletes the session by the store call `write`, stamped `at`, only if it is live and
+    /// bound to `principal`: the check and the deletion under one lock, so a session rebound
+    /// meanwhile is left alone.
+    pub(crate) fn revoke(
+        &self,
+        id: Id,
+        principal: &Principal,
+        at: Hlc,
+        write: WriteId,
+        now: Timestamp,
+    ) -> RevokeOutcome {
+        let mut shard = self.shard(&id);
+        match shard.get_mut(&id) {
+            Some(entry) if entry.writes.contains(&write) => RevokeOutcome::Repeated,
+            Some(entry) if entry.is_live(now) && entry.principal() == Some(principal) => {
+                entry.delete(at);
+                entry.writes.record(write, at);
+                RevokeOutcome::Revoked
+            }
+            _ => RevokeOutcome::NotBound,
+        }
+    }
+
     pub(crate) fn merge(&self, id: Id, entry: Entry) {
         let mut shard = self.shard(&id);
         match shard.get_mut(&id) {
-            Some(current) => current.merge(entry),
+            Some(current) => {
+                let before = current.principal().cloned();
+                current.merge(entry);
+                self.index.rebind(id, before.as_ref(), current.principal());
+            }
             None => {
+                self.index.rebind(id, None, entry.principal());
                 shard.insert(id, entry);
             }
         }
     }
 
     pub(crate) fn remove(&self, id: &Id) {
-        self.shard(id).remove(id);
+        let removed = self.shard(id).remove(id);
+        if let Some(principal) = removed.as_ref().and_then(Entry::principal) {
+            self.index.remove(principal, id);
+        }
     }
 
     /// Copies of the entries whose id passes `keep`.
@@ -363,6 +516,40 @@ impl LocalState {
         out
     }
 
+    /// The sessions this node holds bound to `principal`, in id order after `after`, as
+    /// [`Entry::listed`] reports them: live ones, and deleted ones whose tombstone it still
+    /// keeps. At most `budget` bytes of them (at least one); the second value is the last id
+    /// of the page when more follow.
+    pub(crate) fn listed(
+        &self,
+        principal: &Principal,
+        after: Option<Id>,
+        now: Timestamp,
+        budget: usize,
+    ) -> (Vec<Listed>, Option<Id>) {
+        let mut page = Vec::new();
+        let mut size = 0;
+        for id in self.index.ids(principal) {
+            if after.is_some_and(|after| id <= after) {
+                continue;
+            }
+            let listed = self
+                .shard(&id)
+                .get(&id)
+                .filter(|entry| entry.principal() == Some(principal))
+                .and_then(|entry| entry.listed(id, now));
+            let Some(listed) = listed else { continue };
+            let weight = listed.weight();
+            if !page.is_empty() && size + weight > budget {
+                let next = page.last().map(|listed: &Listed| listed.id);
+                return (page, next);
+            }
+            size += weight;
+            page.push(listed);
+        }
+        (page, None)
+    }
+
     /// Forgets expired sessions, and tombstones first swept more than `tombstone_min` ago;
     /// returns how many.
     pub(crate) fn sweep(&self, now: Timestamp, tombstone_min: Duration) -> usize {
@@ -372,7 +559,13 @@ impl LocalState {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let before = shard.len();
-            shard.retain(|_, entry| entry.forget_at(now, tombstone_min) > now);
+            shard.retain(|id, entry| {
+                let keep = entry.forget_at(now, tombstone_min) > now;
+                if !keep && let Some(principal) = entry.principal() {
+                    self.index.remove(principal, id);
+                }
+                keep
+            });
             forgotten += before - shard.len();
         }
         forgotten
@@ -388,6 +581,25 @@ impl LocalState {
                     .len()
             })
             .sum()
+    }
+
+    /// Entries in the principal index: one per held entry (live, expired or deleted) that has
+    /// a principal.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn indexed(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Checks that the index names exactly the held entries that have a principal.
+    #[cfg(test)]
+    pub(crate) fn assert_index_in_step(&self) {
+        let mut expected: Vec<(Principal, Id)> = self
+            .select(|_| true)
+            .into_iter()
+            .filter_map(|(id, entry)| entry.principal().cloned().map(|p| (p, id)))
+            .collect();
+        expected.sort();
+        assert_eq!(self.index.pairs(), expected, "the index is out of step");
     }
 }
 
@@ -546,6 +758,208 @@ mod tests {
         let deleted = WriteId::random().unwrap();
         assert!(copy.delete(id, clock.now(), deleted));
         assert!(!copy.delete(id, clock.now(), deleted));
+    }
+
+    fn alice() -> Principal {
+        Principal::new("alice").unwrap()
+    }
+
+    fn bob() -> Principal {
+        Principal::new("bob").unwrap()
+    }
+
+    /// The principal and the last use are registers: the later write wins whatever order the
+    /// copies merge in, a deletion drops the last use and keeps the principal, and merging is
+    /// idempotent.
+    #[test]
+    fn principal_and_seen_merge_last_writer_wins() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let mut base = entry(&clock);
+        base.apply(&delta(&clock, |c| c.bind(alice())));
+        let mut left = base.clone();
+        left.apply(&delta(&clock, |c| {
+            c.bind(bob());
+            c.set_seen(Seen::new(Timestamp::from_millis(1)).with_device("left"));
+        }));
+        let mut right = base.clone();
+        right.apply(&delta(&clock, |c| {
+            c.set_seen(Seen::new(Timestamp::from_millis(2)).with_device("right"));
+        }));
+        let id = Id::from_bytes([2; 16]);
+        let mut lr = left.clone();
+        lr.merge(right.clone());
+        let mut rl = right.clone();
+        rl.merge(left.clone());
+        let mut twice = lr.clone();
+        twice.merge(lr.clone());
+        twice.merge(left);
+        for merged in [&lr, &rl, &twice] {
+            let record = merged.record(id);
+            assert_eq!(record.principal, Some(bob()), "the later binding wins");
+            assert_eq!(
+                record.seen.as_deref().and_then(Seen::device),
+                Some("right"),
+                "the later use wins"
+            );
+        }
+        assert_eq!(lr, rl);
+
+        let mut deleted = lr.clone();
+        deleted.delete(clock.now());
+        assert_eq!(
+            deleted.principal(),
+            Some(&bob()),
+            "a tombstone says whose it was"
+        );
+        assert!(deleted.seen.is_none(), "and not where it was used");
+        let mut late = lr;
+        late.merge(deleted.clone());
+        let mut early = deleted;
+        early.merge(right);
+        assert!(late.seen.is_none() && early.seen.is_none());
+        assert_eq!(late.principal(), early.principal());
+    }
+
+    /// The index follows every change of the state: creations, bindings, rebindings, merged
+    /// copies, deletions (kept as tombstones), revokes, removals and sweeps.
+    #[test]
+    fn the_index_stays_in_step_with_the_state() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let state = LocalState::default();
+        let now = Timestamp::now();
+        let expiry = Expiry::new(now, Duration::from_secs(60), None);
+        let bound = |principal: Principal| {
+            let record =
+                Record::new(Id::random().unwrap(), expiry, now).with_principal(Some(principal));
+            let entry = Entry::from_record(&record, clock.now(), WriteId::random().unwrap());
+            (record.id, entry)
+        };
+        let (a1, e1) = bound(alice());
+        let (a2, e2) = bound(alice());
+        let (b1, e3) = bound(bob());
+        for (id, entry) in [(a1, e1.clone()), (a2, e2), (b1, e3)] {
+            assert_eq!(
+                state.create(id, entry, &WriteId::random().unwrap()),
+                CreateOutcome::Created
+            );
+        }
+        let anonymous = Id::random().unwrap();
+        state.merge(anonymous, entry(&clock));
+        state.assert_index_in_step();
+        let listed = |p: &Principal| -> Vec<Id> {
+            let (page, next) = state.listed(p, None, Timestamp::now(), usize::MAX);
+            assert!(next.is_none());
+            page.into_iter()
+                .filter(|l| !l.deleted)
+                .map(|l| l.id)
+                .collect()
+        };
+        let mut alices = vec![a1, a2];
+        alices.sort();
+        assert_eq!(listed(&alice()), alices);
+
+        // A binding moves a session from one list to the other.
+        let rebind = delta(&clock, |c| c.bind(bob()));
+        assert_eq!(state.apply(&a2, &rebind, now), ApplyOutcome::Applied);
+        state.assert_index_in_step();
+        assert_eq!(listed(&alice()), [a1]);
+        let bind = delta(&clock, |c| c.bind(alice()));
+        assert_eq!(state.apply(&anonymous, &bind, now), ApplyOutcome::Applied);
+        state.assert_index_in_step();
+
+        // A copy with an older binding does not move it back; a newer one does.
+        let mut stale = e1.clone();
+        stale.principal = Some(Register {
+            at: Hlc::at_millis(0),
+            value: bob(),
+        });
+        state.merge(a1, stale);
+        assert_eq!(state.entry(&a1).unwrap().principal(), Some(&alice()));
+        let mut newer = e1;
+        newer.principal = Some(Register {
+            at: clock.now(),
+            value: bob(),
+        });
+        state.merge(a1, newer);
+        state.assert_index_in_step();
+        assert_eq!(state.entry(&a1).unwrap().principal(), Some(&bob()));
+
+        // A revoke checks the principal under the lock: not alice's any more.
+        let write = WriteId::random().unwrap();
+        assert_eq!(
+            state.revoke(a1, &alice(), clock.now(), write, Timestamp::now()),
+            RevokeOutcome::NotBound
+        );
+        assert_eq!(
+            state.revoke(a1, &bob(), clock.now(), write, Timestamp::now()),
+            RevokeOutcome::Revoked
+        );
+        assert_eq!(
+            state.revoke(a1, &bob(), clock.now(), write, Timestamp::now()),
+            RevokeOutcome::Repeated
+        );
+        assert!(state.record(&a1, Timestamp::now()).is_none());
+        let (page, _) = state.listed(&bob(), None, Timestamp::now(), usize::MAX);
+        assert!(
+            page.iter().any(|l| l.id == a1 && l.deleted),
+            "the tombstone is listed as deleted"
+        );
+        assert!(state.delete(b1, clock.now(), WriteId::random().unwrap()));
+        state.assert_index_in_step();
+
+        // Forgotten entries leave the index: removed by rebalancing, or swept.
+        state.remove(&a2);
+        state.assert_index_in_step();
+        let retention = Duration::from_secs(1);
+        state.sweep(Timestamp::now(), retention);
+        let later = Timestamp::now() + Duration::from_secs(3_600);
+        state.sweep(later, retention);
+        state.assert_index_in_step();
+        assert_eq!(state.len(), 0);
+        assert_eq!(state.indexed(), 0);
+    }
+
+    /// A page holds at most the budget (and at least one), in id order; the pages together
+    /// list every session once.
+    #[test]
+    fn listing_pages_by_budget() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let state = LocalState::default();
+        let now = Timestamp::now();
+        let expiry = Expiry::new(now, Duration::from_secs(60), None);
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            let record = Record::new(Id::random().unwrap(), expiry, now)
+                .with_principal(Some(alice()))
+                .with_seen(Some(Seen::new(now).with_device("a device label")));
+            let write = WriteId::random().unwrap();
+            let _ = state.create(
+                record.id,
+                Entry::from_record(&record, clock.now(), write),
+                &write,
+            );
+            ids.push(record.id);
+        }
+        ids.sort();
+        let mut after = None;
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let (page, next) = state.listed(&alice(), after, now, 500);
+            pages += 1;
+            assert!(!page.is_empty());
+            assert!(page.iter().map(Listed::weight).sum::<usize>() <= 500);
+            seen.extend(page.iter().map(|l| l.id));
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids);
+        assert!(pages > 5, "{pages} pages");
+        let (one, next) = state.listed(&alice(), None, now, 1);
+        assert_eq!(one.len(), 1, "a budget too small still lists one");
+        assert_eq!(next, Some(ids[0]));
     }
 
     #[test]

@@ -3,8 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tether_core::{Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
+    SessionHandle, SessionInfo, SessionStore,
+};
 
+use crate::principals::Principals;
 use crate::read::Reads;
 use crate::write::Writes;
 
@@ -15,6 +19,13 @@ use crate::write::Writes;
 /// delta to the backups. Reads are local on a node that holds the session, one request to a
 /// holder otherwise.
 ///
+/// Sessions by principal ([`sessions_of`](SessionStore::sessions_of),
+/// [`revoke`](SessionStore::revoke), [`revoke_all`](SessionStore::revoke_all)) come from
+/// this node's index in `AllToAll` and from every member's in `Backup`; see
+/// [Sessions by principal](crate#sessions-by-principal). The bound on sessions per principal
+/// is a node setting,
+/// [`NodeConfig::with_max_sessions_per_principal`](crate::NodeConfig::with_max_sessions_per_principal).
+///
 /// Cloning is cheap.
 #[derive(Clone)]
 pub struct ReplicatedStore {
@@ -22,14 +33,21 @@ pub struct ReplicatedStore {
     node: Arc<str>,
     reads: Arc<Reads>,
     writes: Arc<Writes>,
+    principals: Arc<Principals>,
 }
 
 impl ReplicatedStore {
-    pub(crate) fn new(node: &str, reads: Arc<Reads>, writes: Arc<Writes>) -> Self {
+    pub(crate) fn new(
+        node: &str,
+        reads: Arc<Reads>,
+        writes: Arc<Writes>,
+        principals: Arc<Principals>,
+    ) -> Self {
         Self {
             node: node.into(),
             reads,
             writes,
+            principals,
         }
     }
 
@@ -66,12 +84,24 @@ impl SessionStore for ReplicatedStore {
         self.reads.load(id).await
     }
 
+    /// A record bound to a principal may revoke the principal's oldest sessions past the
+    /// bound ([`NodeConfig::with_max_sessions_per_principal`](crate::NodeConfig::with_max_sessions_per_principal)).
     async fn create(&self, record: &Record) -> Result<Created, Error> {
-        self.writes.create(record).await
+        let created = self.writes.create(record).await?;
+        if let (Created::Created, Some(principal)) = (created, &record.principal) {
+            self.principals.enforce_cap(principal, &record.id).await;
+        }
+        Ok(created)
     }
 
+    /// Changes that bind a principal may revoke the principal's oldest sessions past the
+    /// bound ([`NodeConfig::with_max_sessions_per_principal`](crate::NodeConfig::with_max_sessions_per_principal)).
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
-        self.writes.apply(id, changes, expiry).await
+        let applied = self.writes.apply(id, changes, expiry).await?;
+        if let (Applied::Applied, Some(principal)) = (applied, changes.principal()) {
+            self.principals.enforce_cap(principal, id).await;
+        }
+        Ok(applied)
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
@@ -80,18 +110,47 @@ impl SessionStore for ReplicatedStore {
 
     /// Load, create under the new id, delete the old one: three steps, since the two ids have
     /// different primaries. A write to the old id between the steps is lost with the old id.
+    /// The principal and last use move with the session; a move is no new binding, so it
+    /// revokes nothing for the bound on sessions per principal.
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
         let Some(mut record) = self.load(old).await? else {
             return Ok(Cycled::Missing);
         };
         record.id = *new;
-        match self.create(&record).await? {
+        match self.writes.create(&record).await? {
             Created::IdTaken => Ok(Cycled::IdTaken),
             Created::Created => {
                 self.delete(old).await?;
                 Ok(Cycled::Moved)
             }
         }
+    }
+
+    /// This node's index in `AllToAll`; in `Backup`, every member's, put together (one
+    /// request to each other member per page of its answer).
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
+        let found = self.principals.find(principal).await?;
+        Ok(found.into_iter().map(|found| found.info).collect())
+    }
+
+    /// Found as by [`sessions_of`](SessionStore::sessions_of), deleted at its primary on
+    /// condition that it is still bound to `principal` there.
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, Error> {
+        self.principals.revoke(principal, handle).await
+    }
+
+    /// Found as by [`sessions_of`](SessionStore::sessions_of), each deleted at its primary on
+    /// condition that it is still bound to `principal` there.
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, Error> {
+        self.principals.revoke_all(principal, keep).await
     }
 }
 

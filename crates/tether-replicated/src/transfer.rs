@@ -95,6 +95,11 @@ pub(crate) fn pages(entries: Vec<(Id, Entry)>, budget: usize) -> Vec<Vec<(Id, En
     for (id, entry) in entries {
         let weight = 64
             + entry.writes.len() * 32
+            + entry.principal().map_or(0, |p| 24 + p.as_str().len())
+            + entry
+                .seen
+                .as_ref()
+                .map_or(0, |seen| 64 + seen.value.device().map_or(0, str::len))
             + entry
                 .fields
                 .iter()

@@ -3,16 +3,20 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tether_core::{Expiry, Id, Timestamp};
+use tether_core::{Expiry, Id, Principal, Seen, Timestamp};
 
 use crate::hlc::Hlc;
-use crate::state::{ApplyOutcome, Delta, Entry};
+use crate::state::{ApplyOutcome, Delta, Entry, Listed};
 use crate::write_id::WriteId;
 
 /// Version of the frame format. A peer speaking another version is dropped at the handshake.
 /// Version 2: writes carry their write id, and sessions the ids of their latest writes; copies
 /// from a node outside the receiver's view are fenced; a leaving node says so.
-pub(crate) const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: sessions carry their principal and last use (registers of their own, in whole
+/// copies and in deltas); a node asks the others for the sessions of a principal
+/// ([`Request::SessionsOf`]); a revoke is a deletion on condition of the principal
+/// ([`Op::Revoke`]).
+pub(crate) const PROTOCOL_VERSION: u16 = 3;
 
 /// One frame on a replication connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,7 +59,8 @@ pub(crate) enum Request {
     Create {
         id: Id,
         write: WriteId,
-        entry: Entry,
+        /// Boxed: an entry is far larger than the other requests (the wire format is the same).
+        entry: Box<Entry>,
     },
     /// Apply a delta stamped by the session's primary (it names its store call).
     Apply { id: Id, delta: Delta },
@@ -70,6 +75,12 @@ pub(crate) enum Request {
     Forward { write: WriteId, op: Op },
     /// The sender leaves the cluster (it handed its sessions over): stop counting it a member.
     Leave,
+    /// A page of the sessions bound to `principal` that the receiver holds (live, or deleted
+    /// and still remembered), in id order after `after`.
+    SessionsOf {
+        principal: Principal,
+        after: Option<Id>,
+    },
 }
 
 /// An operation a coordinator forwards to a session's primary.
@@ -80,6 +91,8 @@ pub(crate) enum Op {
         created_at: Timestamp,
         expiry: Expiry,
         data: Vec<(String, Bytes)>,
+        principal: Option<Principal>,
+        seen: Option<Seen>,
     },
     Apply {
         id: Id,
@@ -87,16 +100,27 @@ pub(crate) enum Op {
         removed: Vec<String>,
         set: Vec<(String, Bytes)>,
         expiry: Expiry,
+        principal: Option<Principal>,
+        seen: Option<Seen>,
     },
     Delete {
         id: Id,
+    },
+    /// Delete the session only if it is live and bound to `principal` when the primary
+    /// applies it; answered [`Response::Revoked`]. Its backups get a plain `Delete`.
+    Revoke {
+        id: Id,
+        principal: Principal,
     },
 }
 
 impl Op {
     pub(crate) fn id(&self) -> &Id {
         match self {
-            Self::Create { id, .. } | Self::Apply { id, .. } | Self::Delete { id } => id,
+            Self::Create { id, .. }
+            | Self::Apply { id, .. }
+            | Self::Delete { id }
+            | Self::Revoke { id, .. } => id,
         }
     }
 }
@@ -107,7 +131,8 @@ pub(crate) enum Response {
     Pong {
         ready: bool,
     },
-    Entry(Option<Entry>),
+    /// Boxed: an entry is far larger than the other answers (the wire format is the same).
+    Entry(Option<Box<Entry>>),
     Created(bool),
     Applied(ApplyOutcome),
     Done,
@@ -123,6 +148,14 @@ pub(crate) enum Response {
     /// A copy refused because its sender is not a member of the receiver's view: the cluster
     /// declared the sender dead (it stood still, or was cut off) and moved on without it.
     Fenced,
+    /// A page of the answer to [`Request::SessionsOf`]; `next` is the id to ask after for the
+    /// next page, none on the last.
+    Sessions {
+        sessions: Vec<Listed>,
+        next: Option<Id>,
+    },
+    /// The answer to [`Op::Revoke`]: whether the session was deleted.
+    Revoked(bool),
 }
 
 impl Response {
@@ -180,6 +213,73 @@ mod tests {
         };
         let bytes = encode(&frame).unwrap();
         assert!(matches!(decode(&bytes), Ok(Frame::Request { id: 7, .. })));
+    }
+
+    /// The index request and its answer travel; a principal that breaks the rules (here
+    /// empty) or a seen with a garbage address is a malformed frame, not a panic or a bad
+    /// value.
+    #[test]
+    fn index_frames_round_trip_and_bad_principals_are_malformed() {
+        let principal = Principal::new("user:1042").unwrap();
+        let request = Frame::Request {
+            id: 9,
+            clock: Hlc::default(),
+            body: Request::SessionsOf {
+                principal: principal.clone(),
+                after: None,
+            },
+        };
+        let bytes = encode(&request).unwrap();
+        assert!(matches!(
+            decode(&bytes),
+            Ok(Frame::Request { body: Request::SessionsOf { principal: p, after: None }, .. }) if p == principal
+        ));
+        let listed = Listed {
+            id: Id::from_bytes([3; 16]),
+            created_at: Timestamp::from_millis(1),
+            expires_at: Timestamp::from_millis(2),
+            seen: Some(
+                Seen::new(Timestamp::from_millis(1))
+                    .with_device("Firefox")
+                    .with_address(std::net::IpAddr::from([192, 0, 2, 1])),
+            ),
+            deleted: false,
+        };
+        let answer = Frame::Response {
+            id: 9,
+            clock: Hlc::default(),
+            body: Response::Sessions {
+                sessions: vec![listed.clone()],
+                next: None,
+            },
+        };
+        let bytes = encode(&answer).unwrap();
+        match decode(&bytes) {
+            Ok(Frame::Response {
+                body:
+                    Response::Sessions {
+                        sessions,
+                        next: None,
+                    },
+                ..
+            }) => assert_eq!(sessions, [listed]),
+            other => panic!("{other:?}"),
+        }
+
+        // The principal's bytes start after version, variant, id, clock, body variant and its
+        // length: an empty one, or one with a control character, does not decode.
+        let mut empty = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
+        empty.extend_from_slice(&[3, 9, 0, 0, 0, 9, 0, 0]);
+        assert!(matches!(decode(&empty), Err(DecodeError::Malformed(_))));
+        let mut control = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
+        control.extend_from_slice(&[3, 9, 0, 0, 0, 9, 3, b'a', 0, b'b', 0]);
+        assert!(matches!(decode(&control), Err(DecodeError::Malformed(_))));
+        let mut fine = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
+        fine.extend_from_slice(&[3, 9, 0, 0, 0, 9, 3, b'a', b'-', b'b', 0]);
+        assert!(
+            decode(&fine).is_ok(),
+            "the same frame with a valid principal decodes"
+        );
     }
 
     /// Every handshake frame fits the limit in force before authentication, with the longest

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tether_core::{Applied, Changes, Created, Error, Expiry, Id, Record, Timestamp};
+use tether_core::{Applied, Changes, Created, Error, Expiry, Id, Principal, Record, Timestamp};
 use tracing::Instrument as _;
 
 use crate::error::{PeerError, unavailable, unexpected};
@@ -21,7 +21,7 @@ use crate::link::Link;
 use crate::membership::Members;
 use crate::peer::Peer;
 use crate::retry::Retry;
-use crate::state::{ApplyOutcome, CreateOutcome, Delta, Entry, LocalState};
+use crate::state::{ApplyOutcome, CreateOutcome, Delta, Entry, LocalState, RevokeOutcome};
 use crate::wire::{Op, Request, Response};
 use crate::write_id::WriteId;
 use crate::{Ack, NodeConfig};
@@ -93,6 +93,8 @@ impl Writes {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            principal: record.principal.clone(),
+            seen: record.seen.as_deref().cloned(),
         };
         match self.execute(WriteId::random()?, op).await? {
             Response::Created(true) => Ok(Created::Created),
@@ -128,6 +130,8 @@ impl Writes {
                 .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect(),
             expiry: *expiry,
+            principal: changes.principal().cloned(),
+            seen: changes.seen().cloned(),
         };
         match self.execute(write, op).await? {
             Response::Applied(ApplyOutcome::Applied) => Ok(Applied::Applied),
@@ -143,6 +147,20 @@ impl Writes {
             .await?
         {
             Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes session `id` if it is live and bound to `principal` when its primary applies
+    /// the deletion (a revoke); whether it did. A session of another principal is left alone,
+    /// whoever names it.
+    pub(crate) async fn revoke(&self, id: &Id, principal: &Principal) -> Result<bool, Error> {
+        let op = Op::Revoke {
+            id: *id,
+            principal: principal.clone(),
+        };
+        match self.execute(WriteId::random()?, op).await? {
+            Response::Revoked(revoked) => Ok(revoked),
             other => Err(unexpected(&other)),
         }
     }
@@ -235,16 +253,27 @@ impl Writes {
                 created_at,
                 expiry,
                 data,
+                principal,
+                seen,
             } => {
-                let record =
-                    Record::new(id, expiry, created_at).with_data(data.into_iter().collect());
+                let record = Record::new(id, expiry, created_at)
+                    .with_data(data.into_iter().collect())
+                    .with_principal(principal)
+                    .with_seen(seen);
                 let entry = Entry::from_record(&record, at, write);
                 match self.state.create(id, entry.clone(), &write) {
                     CreateOutcome::Taken => return Ok(Response::Created(false)),
                     CreateOutcome::Repeated => self.reconfirm(&backups, &id).await?,
                     CreateOutcome::Created => {
-                        self.replicate(&backups, &Request::Create { id, write, entry })
-                            .await?;
+                        self.replicate(
+                            &backups,
+                            &Request::Create {
+                                id,
+                                write,
+                                entry: Box::new(entry),
+                            },
+                        )
+                        .await?;
                     }
                 }
                 Ok(Response::Created(true))
@@ -255,6 +284,8 @@ impl Writes {
                 removed,
                 set,
                 expiry,
+                principal,
+                seen,
             } => {
                 let delta = Delta {
                     write,
@@ -263,6 +294,8 @@ impl Writes {
                     removed,
                     set,
                     expiry,
+                    principal,
+                    seen,
                 };
                 match self.state.apply(&id, &delta, now) {
                     ApplyOutcome::Applied => {}
@@ -288,6 +321,22 @@ impl Writes {
                     self.reconfirm(&backups, &id).await?;
                 }
                 Ok(Response::Done)
+            }
+            Op::Revoke { id, principal } => {
+                // The condition is checked here, at the primary, under the session's lock;
+                // the backups take the deletion as any other.
+                match self.state.revoke(id, &principal, at, write, now) {
+                    RevokeOutcome::Revoked => {
+                        self.replicate(&backups, &Request::Delete { id, at, write })
+                            .await?;
+                        Ok(Response::Revoked(true))
+                    }
+                    RevokeOutcome::Repeated => {
+                        self.reconfirm(&backups, &id).await?;
+                        Ok(Response::Revoked(true))
+                    }
+                    RevokeOutcome::NotBound => Ok(Response::Revoked(false)),
+                }
             }
         }
     }

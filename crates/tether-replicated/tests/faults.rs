@@ -336,7 +336,7 @@ async fn a_hung_peer_costs_at_most_the_sync_timeout() {
     cluster.node(2).unwrap().freeze(false);
 }
 
-/// Hand-built frames: 4-byte big-endian length, then postcard: version, variant, fields.
+/// Hand-built frames: 4-byte big-endian length, then postcard: version (3), variant, fields.
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(body);
@@ -353,7 +353,7 @@ fn connect(addr: std::net::SocketAddr) -> TcpStream {
     stream.read_exact(&mut header).unwrap();
     let mut challenge = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut challenge).unwrap();
-    assert_eq!(challenge[..2], [2, 0], "version 2, variant Challenge");
+    assert_eq!(challenge[..2], [3, 0], "version 3, variant Challenge");
     stream
 }
 
@@ -375,22 +375,28 @@ async fn hostile_peers_are_dropped_and_others_unaffected() {
         ),
         ("2 GB length prefix", vec![0x7f, 0xff, 0xff, 0xff, 1, 2, 3]),
         ("another protocol version", frame(&[99, 0, 1, 2, 3])),
-        ("a hello with a wrong key", {
+        ("a hello in the previous protocol version, 2", {
             let mut hello = vec![2, 1, 6];
+            hello.extend_from_slice(b"node-1");
+            hello.extend_from_slice(&[7u8; 64]);
+            frame(&hello)
+        }),
+        ("a hello with a wrong key", {
+            let mut hello = vec![3, 1, 6];
             hello.extend_from_slice(b"node-1");
             hello.extend_from_slice(&[7u8; 32]);
             hello.extend_from_slice(&[9u8; 32]);
             frame(&hello)
         }),
         ("a hello from an unknown node", {
-            let mut hello = vec![2, 1, 7];
+            let mut hello = vec![3, 1, 7];
             hello.extend_from_slice(b"mallory");
             hello.extend_from_slice(&[7u8; 64]);
             frame(&hello)
         }),
         (
             "a request before authenticating",
-            frame(&[2, 3, 1, 0, 0, 0, 0]),
+            frame(&[3, 3, 1, 0, 0, 0, 0]),
         ),
     ];
     for (name, bytes) in &attacks {

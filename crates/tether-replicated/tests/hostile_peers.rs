@@ -1,17 +1,17 @@
-//! Peers that never authenticate, and peers whose clock is far ahead, against real nodes on
-//! loopback ports.
+//! Peers that never authenticate, peers whose clock is far ahead, and a member that answers
+//! index requests with garbage, against real nodes on loopback ports.
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{cluster, quick, record};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hmac::{Hmac, Mac as _};
-use tether_core::{Created, Record, SessionStore as _, Timestamp};
+use tether_core::{Created, Id, Principal, Record, SessionHandle, SessionStore as _, Timestamp};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode, Node, NodeConfig, PeerKey};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -175,7 +175,7 @@ async fn challenged(addr: std::net::SocketAddr) -> Option<TcpStream> {
     read.ok()?;
     let mut challenge = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut challenge).await.ok()?;
-    assert_eq!(challenge[..2], [2, 0], "version 2, variant Challenge");
+    assert_eq!(challenge[..2], [VERSION, 0], "version 3, variant Challenge");
     Some(stream)
 }
 
@@ -224,6 +224,9 @@ async fn handshakes_beyond_the_cap_are_closed_at_once() {
 // A peer that knows the key but whose clock is an hour ahead. It speaks the protocol from
 // hand-built frames: 4-byte big-endian length, then postcard: version, variant, fields.
 
+/// The protocol version the nodes speak.
+const VERSION: u8 = 3;
+
 const KEY: [u8; 32] = *b"hostile-peers test key: 32 bytes";
 const HOUR_MS: u64 = 3_600_000;
 
@@ -254,7 +257,7 @@ fn read_varint(bytes: &mut &[u8]) -> u64 {
 
 /// A request (variant 3) or response (variant 4) with id `id`, stamped `millis`, then `body`.
 fn stamped(variant: u8, id: u64, millis: u64, body: &[u8]) -> Bytes {
-    let mut out = vec![2, variant];
+    let mut out = vec![VERSION, variant];
     varint(id, &mut out);
     varint(millis, &mut out);
     out.extend_from_slice(&[0, 0]); // counter, node tag
@@ -267,7 +270,11 @@ const FAILED: u8 = 6;
 
 /// A response: its id, clock milliseconds and body.
 fn parse_stamped(frame: &[u8], variant: u8) -> (u64, u64, Vec<u8>) {
-    assert_eq!(frame[..2], [2, variant], "version 2, variant {variant}");
+    assert_eq!(
+        frame[..2],
+        [VERSION, variant],
+        "version {VERSION}, variant {variant}"
+    );
     let mut rest = &frame[2..];
     let id = read_varint(&mut rest);
     let millis = read_varint(&mut rest);
@@ -302,16 +309,16 @@ async fn rogue_client(addr: std::net::SocketAddr) -> Wire {
         LengthDelimitedCodec::new(),
     );
     let challenge = next_frame(&mut wire).await.expect("a challenge");
-    assert_eq!(challenge[..2], [2, 0]);
+    assert_eq!(challenge[..2], [VERSION, 0]);
     let server_nonce = &challenge[2..34];
     let client_nonce = [0x5a; 32];
-    let mut hello = vec![2, 1, 5];
+    let mut hello = vec![VERSION, 1, 5];
     hello.extend_from_slice(b"rogue");
     hello.extend_from_slice(&client_nonce);
     hello.extend_from_slice(&proof(b"client", server_nonce, &client_nonce, "rogue"));
     wire.send(Bytes::from(hello)).await.unwrap();
     let welcome = next_frame(&mut wire).await.expect("a welcome");
-    assert_eq!(welcome[..2], [2, 2], "authenticated");
+    assert_eq!(welcome[..2], [VERSION, 2], "authenticated");
     wire
 }
 
@@ -332,6 +339,25 @@ async fn clock_of(addr: std::net::SocketAddr) -> u64 {
     clock
 }
 
+/// The server half of the handshake on a node's connection to "rogue": authenticates as it.
+/// The connection, and the name of the node that opened it.
+async fn accept_as_rogue(stream: TcpStream) -> Option<(Wire, String)> {
+    let mut wire = Framed::new(stream, LengthDelimitedCodec::new());
+    let server_nonce = [0xa5; 32];
+    let mut challenge = vec![VERSION, 0];
+    challenge.extend_from_slice(&server_nonce);
+    wire.send(Bytes::from(challenge)).await.ok()?;
+    let hello = next_frame(&mut wire).await?;
+    let name_len = usize::from(hello[2]);
+    let client_nonce = &hello[3 + name_len..3 + name_len + 32];
+    let mut welcome = vec![VERSION, 2, 5];
+    welcome.extend_from_slice(b"rogue");
+    welcome.extend_from_slice(&proof(b"server", client_nonce, &server_nonce, "rogue"));
+    wire.send(Bytes::from(welcome)).await.ok()?;
+    let node = String::from_utf8_lossy(&hello[3..3 + name_len]).into_owned();
+    Some((wire, node))
+}
+
 /// Serves the nodes' connections to "rogue": authenticates as it, and answers every ping with a
 /// not-ready pong stamped an hour ahead, so the nodes count it alive but never a member.
 async fn rogue_server(listener: TcpListener, pongs: Arc<AtomicU64>) {
@@ -341,24 +367,9 @@ async fn rogue_server(listener: TcpListener, pongs: Arc<AtomicU64>) {
         };
         let pongs = Arc::clone(&pongs);
         tokio::spawn(async move {
-            let mut wire = Framed::new(stream, LengthDelimitedCodec::new());
-            let server_nonce = [0xa5; 32];
-            let mut challenge = vec![2, 0];
-            challenge.extend_from_slice(&server_nonce);
-            if wire.send(Bytes::from(challenge)).await.is_err() {
-                return;
-            }
-            let Some(hello) = next_frame(&mut wire).await else {
+            let Some((mut wire, _)) = accept_as_rogue(stream).await else {
                 return;
             };
-            let name_len = usize::from(hello[2]);
-            let client_nonce = &hello[3 + name_len..3 + name_len + 32];
-            let mut welcome = vec![2, 2, 5];
-            welcome.extend_from_slice(b"rogue");
-            welcome.extend_from_slice(&proof(b"server", client_nonce, &server_nonce, "rogue"));
-            if wire.send(Bytes::from(welcome)).await.is_err() {
-                return;
-            }
             while let Some(request) = next_frame(&mut wire).await {
                 let (id, _, body) = parse_stamped(&request, 3);
                 let answer = if body == PING {
@@ -500,6 +511,235 @@ async fn a_peer_clock_far_ahead_drags_no_node() {
             (clock - now_ms()) / 1000
         );
         assert_eq!(nodes[i].view().members().len(), 3, "node-{i}'s view");
+    }
+    server.abort();
+    for node in &nodes {
+        node.abort();
+    }
+}
+
+/// Request variant `SessionsOf`: a node asks for the sessions of a principal.
+const SESSIONS_OF: u8 = 9;
+/// Response variant `Sessions`: a page of them.
+const SESSIONS: u8 = 8;
+
+/// What the rogue member answers to an index request.
+#[derive(Clone, Copy, Debug)]
+enum IndexAnswer {
+    /// A `Sessions` page whose one entry is cut short.
+    Garbage,
+    /// A well-formed page, in the protocol version before this one.
+    OldVersion,
+    /// Well-formed empty pages whose `next` never moves on.
+    Endless(Id),
+    /// A well-formed page listing a session that is another principal's (a real one).
+    Lie(Id),
+}
+
+/// What the rogue member saw.
+#[derive(Debug, Default)]
+struct RogueMember {
+    /// Index requests answered.
+    asked: AtomicU64,
+    /// Connections the node closed right after an index answer.
+    dropped: AtomicU64,
+    /// The nodes whose connection to the rogue is open and has carried a heartbeat.
+    connected: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Serves the nodes' connections to "rogue" as a member: authenticates as it, answers pings
+/// "ready" with a sound clock, index requests with `answer`, and anything else with a
+/// transient failure.
+async fn rogue_member(
+    listener: TcpListener,
+    answer: Arc<Mutex<IndexAnswer>>,
+    seen: Arc<RogueMember>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (answer, seen) = (Arc::clone(&answer), Arc::clone(&seen));
+        tokio::spawn(async move {
+            let Some((mut wire, node)) = accept_as_rogue(stream).await else {
+                return;
+            };
+            let mut answered_index = false;
+            while let Some(request) = next_frame(&mut wire).await {
+                let (id, _, body) = parse_stamped(&request, 3);
+                let frame = if body == PING {
+                    seen.connected.lock().unwrap().insert(node.clone());
+                    stamped(4, id, now_ms(), &[0, 1])
+                } else if body[0] == SESSIONS_OF {
+                    answered_index = true;
+                    seen.asked.fetch_add(1, Ordering::Relaxed);
+                    let kind = *answer.lock().unwrap();
+                    match kind {
+                        IndexAnswer::Garbage => stamped(4, id, now_ms(), &[SESSIONS, 1, 16, 1, 2]),
+                        IndexAnswer::OldVersion => {
+                            let mut frame = stamped(4, id, now_ms(), &[SESSIONS, 0, 0]).to_vec();
+                            frame[0] = VERSION - 1;
+                            Bytes::from(frame)
+                        }
+                        IndexAnswer::Endless(next) => {
+                            let mut page = vec![SESSIONS, 0, 1, 16];
+                            page.extend_from_slice(next.as_bytes());
+                            stamped(4, id, now_ms(), &page)
+                        }
+                        IndexAnswer::Lie(other) => {
+                            // One entry: id, created and expiring now and in an hour, no last
+                            // use, not deleted; no next page.
+                            let mut page = vec![SESSIONS, 1, 16];
+                            page.extend_from_slice(other.as_bytes());
+                            varint(now_ms(), &mut page);
+                            varint(now_ms() + HOUR_MS, &mut page);
+                            page.extend_from_slice(&[0, 0, 0]);
+                            stamped(4, id, now_ms(), &page)
+                        }
+                    }
+                } else {
+                    stamped(4, id, now_ms(), &[FAILED, 1, 0])
+                };
+                if wire.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            seen.connected.lock().unwrap().remove(&node);
+            if answered_index {
+                seen.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+/// A member (it holds the key, answers heartbeats, counts in every view) that answers the
+/// index request with garbage, in the old protocol version, with pages that never end, or with
+/// a session of another principal. Garbage and the old version are malformed frames: the node
+/// drops the connection, as for any malformed frame, and the listing goes on without that
+/// member; so it does past pages that do not move on. A well-formed lie about a session whose
+/// primary answered is overruled by the primary. Each listing is complete and correct, and the
+/// cluster works on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_answering_the_index_with_garbage_is_dropped_and_skipped() {
+    let _alone = ALONE.lock().await;
+    let rogue = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nodes = nodes_with_a_rogue_peer(rogue.local_addr().unwrap()).await;
+    let answer = Arc::new(Mutex::new(IndexAnswer::Garbage));
+    let seen = Arc::new(RogueMember::default());
+    let server = tokio::spawn(rogue_member(rogue, Arc::clone(&answer), Arc::clone(&seen)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes.iter().all(|n| n.view().contains("rogue")) {
+        assert!(Instant::now() < deadline, "the rogue never became a member");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Sessions the real nodes hold: the rogue, a member, would refuse their writes.
+    let view = nodes[0].view();
+    let held_by_nodes = |principal: &Principal| {
+        let mut r = record();
+        while view.holders(&r.id).contains(&"rogue") {
+            r = r.with_id(Id::random().unwrap());
+        }
+        r.with_principal(Some(principal.clone()))
+    };
+    let alice = Principal::new("alice").unwrap();
+    let bob = Principal::new("bob").unwrap();
+    let mut alices = Vec::new();
+    for i in 0..12 {
+        let r = held_by_nodes(&alice);
+        assert_eq!(
+            nodes[i % 3].store().create(&r).await.unwrap(),
+            Created::Created
+        );
+        alices.push(SessionHandle::of(&r.id));
+    }
+    alices.sort();
+    let bobs = held_by_nodes(&bob);
+    assert_eq!(
+        nodes[1].store().create(&bobs).await.unwrap(),
+        Created::Created
+    );
+
+    let kinds = [
+        (IndexAnswer::Garbage, true),
+        (IndexAnswer::OldVersion, true),
+        (IndexAnswer::Endless(Id::from_bytes([0x42; 16])), false),
+        (IndexAnswer::Lie(bobs.id), false),
+    ];
+    for (kind, malformed) in kinds {
+        *answer.lock().unwrap() = kind;
+        // After a dropped connection, node-0 connects to the rogue again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(nodes[0].view().contains("rogue")
+            && seen.connected.lock().unwrap().contains("node-0"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node-0 never took the rogue back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (asked, dropped) = (
+            seen.asked.load(Ordering::Relaxed),
+            seen.dropped.load(Ordering::Relaxed),
+        );
+        let started = Instant::now();
+        let infos = nodes[0].store().sessions_of(&alice).await.unwrap();
+        let took = started.elapsed();
+        let mut listed: Vec<SessionHandle> = infos.iter().map(|i| i.handle).collect();
+        listed.sort();
+        assert_eq!(
+            listed, alices,
+            "{kind:?}: the listing is not alice's sessions"
+        );
+        assert!(
+            seen.asked.load(Ordering::Relaxed) > asked,
+            "{kind:?}: the rogue was not asked"
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "{kind:?}: the listing took {took:?}"
+        );
+        let closed = Instant::now() + Duration::from_secs(5);
+        if malformed {
+            while seen.dropped.load(Ordering::Relaxed) == dropped {
+                assert!(
+                    Instant::now() < closed,
+                    "{kind:?}: the node kept the connection"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            assert_eq!(
+                seen.dropped.load(Ordering::Relaxed),
+                dropped,
+                "{kind:?}: a well-formed answer cost the connection"
+            );
+        }
+        assert_eq!(
+            nodes[0]
+                .store()
+                .revoke(&alice, &SessionHandle::of(&bobs.id))
+                .await
+                .unwrap(),
+            tether_core::Revoked::NotFound,
+            "{kind:?}: alice revoked bob's session"
+        );
+    }
+
+    // The cluster works on, and bob is still signed in.
+    for i in 0..3 {
+        assert!(nodes[i].store().load(&bobs.id).await.unwrap().is_some());
+        let r = held_by_nodes(&bob);
+        assert_eq!(nodes[i].store().create(&r).await.unwrap(), Created::Created);
+        assert!(
+            nodes[(i + 1) % 3]
+                .store()
+                .load(&r.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
     server.abort();
     for node in &nodes {

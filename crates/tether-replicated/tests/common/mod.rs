@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Record, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
+    SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 use tether_replicated::{Ack, LocalCluster, Mode, NodeConfig, ReplicatedStore};
 use tether_sessions::{Session, SessionLayer};
@@ -77,6 +78,23 @@ pub async fn cluster(size: usize, mode: Mode, ack: Ack) -> LocalCluster {
         .expect("local cluster")
 }
 
+/// As [`cluster`], each node bounding the sessions of one principal to `max`.
+pub async fn capped_cluster(
+    size: usize,
+    mode: Mode,
+    ack: Ack,
+    max: std::num::NonZeroUsize,
+) -> LocalCluster {
+    LocalCluster::start(size, |c| {
+        quick(c)
+            .with_mode(mode)
+            .with_ack(ack)
+            .with_max_sessions_per_principal(Some(max))
+    })
+    .await
+    .expect("local cluster")
+}
+
 /// Each call goes to the next node, round robin.
 #[derive(Clone)]
 pub struct Spread {
@@ -128,5 +146,22 @@ impl SessionStore for Spread {
     }
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
         self.pick().cycle(old, new).await
+    }
+    async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
+        self.pick().sessions_of(principal).await
+    }
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        handle: &SessionHandle,
+    ) -> Result<Revoked, Error> {
+        self.pick().revoke(principal, handle).await
+    }
+    async fn revoke_all(
+        &self,
+        principal: &Principal,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, Error> {
+        self.pick().revoke_all(principal, keep).await
     }
 }
