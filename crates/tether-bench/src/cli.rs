@@ -193,6 +193,24 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 3, value_parser = counts::<usize>(1))]
         repeat: usize,
     },
+    /// What the principal index costs on Redis (standalone, and a 3-master Cluster the bench
+    /// starts): round trips of a login that binds its session, of listing a principal's
+    /// sessions and of revoking them all (counted by MONITOR on every server), and the time of
+    /// the latter two.
+    Principals {
+        /// Topologies, one after another.
+        #[arg(long, value_delimiter = ',', default_value = "standalone,cluster")]
+        topologies: Vec<crate::principals::Topology>,
+        /// Sessions of the principal that are listed.
+        #[arg(long, default_value_t = 100, value_parser = counts::<usize>(1))]
+        listed: usize,
+        /// Sessions of the principal that are revoked at once.
+        #[arg(long, default_value_t = 1_000, value_parser = counts::<usize>(1))]
+        revoked: usize,
+        /// Timed repetitions of each; the median is reported.
+        #[arg(long, default_value_t = 11, value_parser = counts::<usize>(1))]
+        runs: usize,
+    },
     /// Concurrent writers on one session, each bumping its own key: how many updates survive.
     Race {
         /// The store.

@@ -24,6 +24,7 @@ mod net;
 mod pinned;
 mod plan;
 mod postgres_env;
+mod principals;
 mod proxy;
 mod race;
 mod redis_env;
@@ -95,6 +96,19 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let backends = backends_for(&stacks)?;
             let plan = Plan::new(seconds, warmup, connections, repeat);
             throughput::run(&stacks, workload, &plan, &backends, json).await
+        }
+        Command::Principals {
+            topologies,
+            listed,
+            revoked,
+            runs,
+        } => {
+            let sizes = principals::Sizes {
+                listed,
+                revoked,
+                runs,
+            };
+            principals::run(&topologies, sizes).await
         }
         Command::Overhead {
             what: StacksAndWorkload { stacks, workload },

@@ -81,7 +81,13 @@ impl RedisEnv {
         let at = || format!("MONITOR on {addr}");
         let mut stream = TcpStream::connect(addr).doing(at)?;
         stream.write_all(b"MONITOR\r\n").doing(at)?;
-        let reader = BufReader::new(stream.try_clone().doing(at)?);
+        let mut reader = BufReader::new(stream.try_clone().doing(at)?);
+        // Recording starts with the server's `+OK`: commands sent before it are not shown.
+        let mut ok = String::new();
+        reader.read_line(&mut ok).doing(at)?;
+        if !ok.starts_with("+OK") {
+            return Err(format!("MONITOR on {addr} answered {ok:?}").into());
+        }
         let counts = Arc::new(Mutex::new(CommandCounts::default()));
         let sink = Arc::clone(&counts);
         let thread = std::thread::spawn(move || {
