@@ -1,8 +1,10 @@
 //! What the layer records about where and on what a session is used.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Request};
 use tether_core::{Seen, Timestamp};
 
 /// What the layer records with each session about its use, for a "your devices" page: when it
@@ -47,11 +49,13 @@ pub struct Activity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientAddress {
-    /// The TCP peer: `axum::extract::ConnectInfo<SocketAddr>` in the request's extensions (axum
-    /// puts it there when served with `into_make_service_with_connect_info::<SocketAddr>()`), or
-    /// a plain `SocketAddr` there (hyper servers insert it themselves). Behind a proxy this is
-    /// the proxy's address.
+    /// The TCP peer, as a `SocketAddr` in the request's extensions (a hyper server inserts it
+    /// itself). For axum's `ConnectInfo`, use [`ClientAddress::extension`]. Behind a proxy this
+    /// is the proxy's address.
     Peer,
+    /// The TCP peer from an extension of another type that dereferences to a `SocketAddr`:
+    /// made by [`ClientAddress::extension`].
+    Extension(ExtensionReader),
     /// The last address of the last `X-Forwarded-For` header: the one the nearest proxy added.
     /// Addresses before it were written by the client or by proxies further out, and are
     /// ignored.
@@ -60,6 +64,63 @@ pub enum ClientAddress {
     /// When it holds a list, the last entry counts, as for
     /// [`ForwardedFor`](Self::ForwardedFor).
     Header(HeaderName),
+}
+
+impl ClientAddress {
+    /// The TCP peer from the request extension `T`, which dereferences to a `SocketAddr`: for
+    /// axum served with `into_make_service_with_connect_info::<SocketAddr>()`,
+    /// `ClientAddress::extension::<axum::extract::ConnectInfo<SocketAddr>>()`.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use tether_sessions::ClientAddress;
+    ///
+    /// #[derive(Clone)]
+    /// struct Peer(SocketAddr);
+    /// impl std::ops::Deref for Peer {
+    ///     type Target = SocketAddr;
+    ///     fn deref(&self) -> &SocketAddr { &self.0 }
+    /// }
+    ///
+    /// let source = ClientAddress::extension::<Peer>();
+    /// # let _ = source;
+    /// ```
+    pub fn extension<T>() -> Self
+    where
+        T: Deref<Target = SocketAddr> + Clone + Send + Sync + 'static,
+    {
+        fn read<T: Deref<Target = SocketAddr> + Clone + Send + Sync + 'static>(
+            extensions: &Extensions,
+        ) -> Option<IpAddr> {
+            extensions.get::<T>().map(|peer| peer.ip())
+        }
+        Self::Extension(ExtensionReader {
+            read: read::<T>,
+            name: std::any::type_name::<T>(),
+        })
+    }
+}
+
+/// Reads the client's address from one type of request extension; see
+/// [`ClientAddress::extension`].
+#[derive(Clone, Copy)]
+pub struct ExtensionReader {
+    read: fn(&Extensions) -> Option<IpAddr>,
+    name: &'static str,
+}
+
+impl PartialEq for ExtensionReader {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for ExtensionReader {}
+
+impl fmt::Debug for ExtensionReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ExtensionReader").field(&self.name).finish()
+    }
 }
 
 impl Activity {
@@ -90,7 +151,10 @@ impl Activity {
         };
         let address = match &self.address {
             None => None,
-            Some(ClientAddress::Peer) => peer(request),
+            Some(ClientAddress::Peer) => {
+                request.extensions().get::<SocketAddr>().map(SocketAddr::ip)
+            }
+            Some(ClientAddress::Extension(reader)) => (reader.read)(request.extensions()),
             Some(ClientAddress::ForwardedFor) => last_listed(
                 request.headers(),
                 &http::HeaderName::from_static("x-forwarded-for"),
@@ -120,15 +184,6 @@ impl Observed {
         }
         seen
     }
-}
-
-fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
-    let extensions = request.extensions();
-    #[cfg(feature = "axum")]
-    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        return Some(info.0.ip());
-    }
-    extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 
 /// The last entry of the last `name` header, as an address. An entry that is not an address
@@ -219,22 +274,36 @@ mod tests {
         }
     }
 
+    #[derive(Clone)]
+    struct Wrapped(SocketAddr);
+
+    impl Deref for Wrapped {
+        type Target = SocketAddr;
+        fn deref(&self) -> &SocketAddr {
+            &self.0
+        }
+    }
+
     #[test]
-    fn peer_comes_from_connect_info_or_a_socket_address() {
+    fn peer_comes_from_a_socket_address_or_the_extension_named() {
         let mut r = request(&[("x-forwarded-for", "6.6.6.6")]);
         assert_eq!(address(ClientAddress::Peer, &r), None);
+        assert_eq!(address(ClientAddress::extension::<Wrapped>(), &r), None);
         r.extensions_mut()
             .insert("10.0.0.1:4000".parse::<SocketAddr>().unwrap());
+        r.extensions_mut()
+            .insert(Wrapped("10.0.0.2:4000".parse().unwrap()));
         assert_eq!(
             address(ClientAddress::Peer, &r),
             Some("10.0.0.1".parse().unwrap())
         );
-        r.extensions_mut().insert(axum::extract::ConnectInfo(
-            "10.0.0.2:4000".parse::<SocketAddr>().unwrap(),
-        ));
         assert_eq!(
-            address(ClientAddress::Peer, &r),
+            address(ClientAddress::extension::<Wrapped>(), &r),
             Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            ClientAddress::extension::<Wrapped>(),
+            ClientAddress::extension::<Wrapped>()
         );
     }
 

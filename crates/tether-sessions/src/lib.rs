@@ -140,7 +140,7 @@ mod session;
 mod telemetry;
 mod transport;
 
-pub use activity::{Activity, ClientAddress};
+pub use activity::{Activity, ClientAddress, ExtensionReader};
 pub use body::{ResponseBody, UNAVAILABLE_MESSAGE};
 pub use config::{
     DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_KEYS, DEFAULT_MAX_SIZE,

@@ -264,7 +264,9 @@ async fn activity_is_off_by_default_and_the_peer_address_is_optional() {
 
     let store = spy();
     let app = principal_app(
-        layer(&store).with_activity(Activity::new().with_client_address(ClientAddress::Peer)),
+        layer(&store).with_activity(Activity::new().with_client_address(
+            ClientAddress::extension::<axum::extract::ConnectInfo<SocketAddr>>(),
+        )),
     );
     let mut login = get("/login/erin", None);
     login.extensions_mut().insert(axum::extract::ConnectInfo(

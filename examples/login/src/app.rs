@@ -1,7 +1,9 @@
 //! The routes: a login form, the "your devices" page, signing out.
 
 use axum::Router;
-use axum::extract::Form;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,7 +24,7 @@ pub(crate) fn app(store: MemoryStore, secure: bool) -> Router {
     let sessions = SessionLayer::new(store).with_secure(secure).with_activity(
         Activity::new()
             .with_user_agent(true)
-            .with_client_address(ClientAddress::Peer),
+            .with_client_address(ClientAddress::extension::<ConnectInfo<SocketAddr>>()),
     );
     Router::new()
         .route("/", get(home))
