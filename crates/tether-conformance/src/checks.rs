@@ -536,22 +536,18 @@ macro_rules! store_conformance {
             extra: );
     };
     ($make:expr, principal_index: $capped:expr) => {
-        $crate::store_conformance!(@tests $make;
-            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values,
-                metadata_round_trips, principal_index, principal_index_follows_the_session;
-            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
-                principal_index_has_no_leaks;
-            extra:
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn principal_cap() {
-                    const MAX: usize = 3;
-                    let max = ::std::num::NonZeroUsize::new(MAX).expect("non-zero");
-                    let fixture = ($capped)(max).await;
-                    $crate::checks::principal_cap(&*fixture.store(), MAX).await;
-                }
-        );
+        $crate::store_conformance!(@index $make; $capped; extra: );
     };
     ($make:expr, principal_index: $capped:expr, events: $expired_within:expr) => {
+        $crate::store_conformance!(@index $make; $capped; extra:
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn session_events() {
+                let fixture = $make.await;
+                $crate::checks::session_events(&*fixture.store(), $expired_within).await;
+            }
+        );
+    };
+    (@index $make:expr; $capped:expr; extra: $($extra:item)*) => {
         $crate::store_conformance!(@tests $make;
             by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values,
                 metadata_round_trips, principal_index, principal_index_follows_the_session;
@@ -565,12 +561,7 @@ macro_rules! store_conformance {
                     let fixture = ($capped)(max).await;
                     $crate::checks::principal_cap(&*fixture.store(), MAX).await;
                 }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn session_events() {
-                    let fixture = $make.await;
-                    $crate::checks::session_events(&*fixture.store(), $expired_within).await;
-                }
+                $($extra)*
         );
     };
     (@tests $make:expr; by_ref: $($check:ident),*; shared: $($shared:ident),*; extra: $($extra:item)*) => {
