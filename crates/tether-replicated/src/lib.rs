@@ -66,6 +66,9 @@
 //!   every node indexes the sessions it holds by principal, so a user's sessions can be listed,
 //!   revoked one by one, all, or all but one, and bounded in number: see
 //!   [Sessions by principal](#sessions-by-principal).
+//! - **Session events.** Each node reports to its own subscribers, in memory and at most
+//!   once, the writes of the store calls it took and the expiries of the sessions it is the
+//!   primary of: see [Session events](#session-events).
 //!
 //! # Example
 //!
@@ -175,6 +178,75 @@
 //!   cluster: a rolling restart from an older version would run two clusters side by side,
 //!   each with its own sessions. Upgrade all nodes at once, or move traffic to a new cluster.
 //!
+//! # Session events
+//!
+//! [`SessionStore::events`](tether_core::SessionStore::events) on a node's store is a stream
+//! of what happens to sessions on that node ([`SessionEvent`](tether_core::SessionEvent)):
+//! each event is reported by one node, to the subscribers of that node, in memory.
+//!
+//! - **Writes: where the call was taken.** A write is reported by the node whose
+//!   [`ReplicatedStore`] took the store call, whichever node is the session's primary, once
+//!   the call succeeded. `create` reports [`Created`](tether_core::EventKind::Created) with
+//!   the record's principal (an id that is taken reports nothing); `cycle`
+//!   [`Cycled`](tether_core::EventKind::Cycled) under the new handle, `from` the old one, with
+//!   the session's principal (neither a creation nor a deletion); an `apply` that binds a
+//!   principal [`PrincipalSet`](tether_core::EventKind::PrincipalSet) (a touch, or changes that
+//!   bind nobody, report nothing); `delete` [`Deleted`](tether_core::EventKind::Deleted) only
+//!   when it ended a live session: the primary checks that under the session's lock and says
+//!   so in its answer, with the principal, so deleting a session that ended already reports
+//!   nothing. `revoke`, `revoke_all` and the bound per principal report
+//!   [`Revoked`](tether_core::EventKind::Revoked) for each session the primary actually
+//!   deleted, with its handle and principal (the bound's revocations by the node that took the
+//!   binding call). A call that fails reports nothing, even for a step it did (a `cycle` whose
+//!   new session was stored but whose old one could not be deleted).
+//! - **Expiry: at the primary.** Every node sweeps the sessions it holds once a second. A
+//!   session forgotten at its deadline is reported [`Expired`](tether_core::EventKind::Expired),
+//!   with its handle and principal, by the node that was its primary at the deadline (by that
+//!   node's view); the backups forget their copies without a word, and a node reports a
+//!   deadline only in the sweep whose period it falls in (a copy that comes back after its
+//!   deadline, pushed by a holder that had not swept it yet, is not reported again). So an
+//!   expiry is reported once while its primary lives, **within one second of the deadline**
+//!   (plus the time the node's runtime takes to get to its sweep). The conformance suite
+//!   checks it with that bound.
+//! - **When the primary dies.** A deadline that the primary's sweep passed before it died was
+//!   reported by it (to its subscribers, whom its death takes with it). A deadline after the
+//!   survivors noticed its death (at once for a crashed process, whose port refuses
+//!   connections; after the failure timeout for one that hangs or is cut off) is reported by
+//!   the new primary, once. A deadline in between, from the dead primary's last sweep (up to
+//!   a second before its death) to the moment its death is noticed, is reported by nobody: the
+//!   new primary reports only deadlines from when it was the primary, because the old one may
+//!   have reported the earlier ones just before it died. So no two nodes report one expiry
+//!   while their views agree; during a network split, a primary on each side may (as each
+//!   side may also take writes, unless [`Quorum`] forbids it). A node that stood still, or
+//!   was fenced, reports nothing from its last sweep before it until a sweep after it serves
+//!   again (the others may have taken its sessions over meanwhile). A node that leaves
+//!   ([`Node::shutdown`]) stops reporting when it stops serving, and the others report its
+//!   sessions' expiries once they have dropped it from their views: a deadline in between, at
+//!   the end of its hand-over, is reported by nobody.
+//! - **At most once.** Each node keeps a broadcast of 4,096 events. A subscriber that falls
+//!   more than 4,096 events behind gets `Err(`[`EventsMissed(n)`](tether_core::Error::EventsMissed)`)`,
+//!   with how many it missed, and goes on from the next event. Nothing is stored: a subscriber
+//!   sees the events from when it subscribed, and none survives a node's restart; the stream
+//!   ends when its node stops ([`Node::shutdown`], [`Node::abort`], or the node dropped), and a
+//!   subscriber subscribes again to the node that replaces it. A `delete` retried inside the
+//!   store after its first answer was lost (the primary died or the connection broke after the
+//!   deletion) is not reported: the retry finds the deletion done and cannot tell whether it
+//!   ended a live session. One node's events come in the order it reported them; events of one
+//!   session reported by different nodes (created through one, deleted through another) are
+//!   ordered only by their `at` (milliseconds).
+//! - **Subscribe on every node.** A node's subscribers see only that node's events. A service
+//!   that wants every event subscribes on every node: with the store embedded in each app
+//!   instance, each instance subscribes to its own node's store (for example through
+//!   `SessionLayer::events` of tether-sessions), and the instances together see every event
+//!   reported, each once.
+//! - **Cost.** No event is built while nobody subscribes: a write then only checks that there
+//!   is no subscriber, and a sweep collects nothing to report. A deletion's answer always
+//!   carries the principal of the session it ended (a few bytes), whether or not anyone
+//!   subscribes.
+//! - **Protocol version 4.** That answer is new, so the replication protocol moved from
+//!   version 3 to 4, with the consequences described for version 3 above: nodes of version 3
+//!   and 4 refuse each other, and cannot form one cluster.
+//!
 //! # Feature flags
 //!
 //! | feature | enables |
@@ -202,6 +274,7 @@ mod discovery;
 #[cfg(feature = "dns")]
 mod dns;
 mod error;
+mod events;
 #[cfg(feature = "gossip")]
 mod gossip;
 mod handshake;

@@ -302,7 +302,9 @@ impl Members {
         liveness.last_tick = Instant::now();
     }
 
-    fn stalls(&self) -> u64 {
+    /// How many times the node stopped serving to join again (it stood still, or was
+    /// fenced): a new join epoch each time.
+    pub(crate) fn stalls(&self) -> u64 {
         self.lock_liveness().stalls
     }
 

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::events::Events;
 use crate::leave::{Handover, Leave};
 use crate::link::Link;
 use crate::membership::Members;
@@ -102,6 +103,7 @@ pub(crate) struct Parts {
     reads: Arc<Reads>,
     writes: Arc<Writes>,
     principals: Arc<Principals>,
+    events: Arc<Events>,
     rebalance: Arc<Rebalance>,
     leave_timeout: Duration,
     /// Only `freeze` reaches it.
@@ -186,6 +188,7 @@ impl Node {
         })?;
         let cancel = CancellationToken::new();
         let link = Arc::new(Link::new(&config, cancel.clone()));
+        let events = Events::new(cancel.clone());
         let state = Arc::new(LocalState::default());
         let configured = config.peers.iter().cloned().collect();
         #[cfg(feature = "gossip")]
@@ -232,6 +235,7 @@ impl Node {
             Arc::clone(&members),
             Arc::clone(&state),
             Arc::clone(&writes),
+            Arc::clone(&events),
         ));
         let server = Arc::new(Server::new(
             &config,
@@ -265,7 +269,9 @@ impl Node {
         tokio::spawn(Arc::clone(&rebalance).run());
         tokio::spawn(sweep::run(
             Arc::clone(&link),
+            Arc::clone(&members),
             Arc::clone(&state),
+            Arc::clone(&events),
             config.tombstone_retention,
         ));
         let parts = Parts {
@@ -275,6 +281,7 @@ impl Node {
             reads,
             writes,
             principals,
+            events,
             rebalance,
             leave_timeout: config.leave_timeout,
             server,
@@ -298,6 +305,7 @@ impl Node {
             Arc::clone(&self.parts.reads),
             Arc::clone(&self.parts.writes),
             Arc::clone(&self.parts.principals),
+            Arc::clone(&self.parts.events),
         )
     }
 

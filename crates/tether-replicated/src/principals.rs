@@ -19,9 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tether_core::{Error, Id, Principal, Revoked, SessionHandle, SessionInfo, Timestamp};
+use tether_core::{
+    Error, EventKind, Id, Principal, Revoked, SessionHandle, SessionInfo, Timestamp,
+};
 
 use crate::error::{PeerError, unavailable, unexpected};
+use crate::events::Events;
 use crate::membership::Members;
 use crate::peer::Peer;
 use crate::retry::Retry;
@@ -48,6 +51,8 @@ pub(crate) struct Principals {
     members: Arc<Members>,
     state: Arc<LocalState>,
     writes: Arc<Writes>,
+    /// Where revokes are reported, by the node that asked for them.
+    events: Arc<Events>,
     mode: Mode,
     sync_timeout: Duration,
     retry: Retry,
@@ -61,12 +66,14 @@ impl Principals {
         members: Arc<Members>,
         state: Arc<LocalState>,
         writes: Arc<Writes>,
+        events: Arc<Events>,
     ) -> Self {
         Self {
             retry: Retry::new(Arc::clone(&members), config.retry_deadline),
             members,
             state,
             writes,
+            events,
             mode: config.mode,
             sync_timeout: config.sync_timeout,
             page_budget: page_budget(config.max_frame),
@@ -191,11 +198,21 @@ impl Principals {
         let Some(session) = found.iter().find(|found| found.info.handle == *handle) else {
             return Ok(Revoked::NotFound);
         };
-        Ok(if self.writes.revoke(&session.id, principal).await? {
+        Ok(if self.revoke_id(&session.id, principal).await? {
             Revoked::Revoked
         } else {
             Revoked::NotFound
         })
+    }
+
+    /// Revokes session `id` if its primary still finds it live and bound to `principal`;
+    /// whether it did. A session revoked is reported [`EventKind::Revoked`] here.
+    async fn revoke_id(&self, id: &Id, principal: &Principal) -> Result<bool, Error> {
+        let revoked = self.writes.revoke(id, principal).await?;
+        if revoked {
+            self.events.emit(EventKind::Revoked, id, Some(principal));
+        }
+        Ok(revoked)
     }
 
     /// Revokes every live session of `principal` but the one `keep` names; how many.
@@ -217,7 +234,7 @@ impl Principals {
     /// or the first error once every one was tried (those revoked stay revoked).
     async fn revoke_ids(&self, principal: &Principal, ids: &[Id]) -> Result<usize, Error> {
         let outcomes: Vec<Result<bool, Error>> = futures_util::stream::iter(ids.to_vec())
-            .map(|id| async move { self.writes.revoke(&id, principal).await })
+            .map(|id| async move { self.revoke_id(&id, principal).await })
             .buffer_unordered(PARALLEL_REVOKES)
             .collect()
             .await;

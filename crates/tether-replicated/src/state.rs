@@ -346,6 +346,27 @@ pub(crate) enum CreateOutcome {
     Repeated,
 }
 
+/// What happened to a deletion at one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteOutcome {
+    /// It ended a live session, bound to this principal if any.
+    Ended(Option<Principal>),
+    /// It was recorded, but ended nothing: the session was unknown here, past its deadline,
+    /// or deleted already.
+    NotLive,
+    /// Not done again: the session remembers the write id, this very deletion happened
+    /// already.
+    Repeated,
+}
+
+/// A session a sweep found past its deadline: its id, principal and deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Expired {
+    pub(crate) id: Id,
+    pub(crate) principal: Option<Principal>,
+    pub(crate) deadline: Timestamp,
+}
+
 /// What happened to a conditional deletion (a revoke) at a session's primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RevokeOutcome {
@@ -439,17 +460,32 @@ impl LocalState {
     /// the session remembers `write` (this deletion happened already). The principal stays
     /// on the tombstone, and so does its index entry, until the tombstone is forgotten.
     pub(crate) fn delete(&self, id: Id, at: Hlc, write: WriteId) -> bool {
+        self.delete_reporting(id, at, write, Timestamp::now()) != DeleteOutcome::Repeated
+    }
+
+    /// As [`LocalState::delete`], saying whether the deletion ended a session live at `now`
+    /// (checked under the session's lock, in the same step), and whose it was.
+    pub(crate) fn delete_reporting(
+        &self,
+        id: Id,
+        at: Hlc,
+        write: WriteId,
+        now: Timestamp,
+    ) -> DeleteOutcome {
         let mut shard = self.shard(&id);
         match shard.get_mut(&id) {
-            Some(entry) if entry.writes.contains(&write) => false,
+            Some(entry) if entry.writes.contains(&write) => DeleteOutcome::Repeated,
             Some(entry) => {
+                let ended = entry
+                    .is_live(now)
+                    .then(|| DeleteOutcome::Ended(entry.principal().cloned()));
                 entry.delete(at);
                 entry.writes.record(write, at);
-                true
+                ended.unwrap_or(DeleteOutcome::NotLive)
             }
             None => {
                 shard.insert(id, Entry::tombstone(at, write));
-                true
+                DeleteOutcome::NotLive
             }
         }
     }
@@ -552,8 +588,24 @@ impl LocalState {
 
     /// Forgets expired sessions, and tombstones first swept more than `tombstone_min` ago;
     /// returns how many.
+    #[cfg(test)]
     pub(crate) fn sweep(&self, now: Timestamp, tombstone_min: Duration) -> usize {
+        self.sweep_reporting(now, tombstone_min, None).0
+    }
+
+    /// As [`LocalState::sweep`]; with `since`, also the sessions it forgot that were live
+    /// (not deleted) and whose deadline is after `since` and at or before `now`. The sweep
+    /// before this one ran at `since`, so a deadline falls in the window of exactly one sweep
+    /// of this node: a session past its deadline that comes again (a copy pushed by a holder
+    /// that had not swept it yet) is forgotten again, not reported again.
+    pub(crate) fn sweep_reporting(
+        &self,
+        now: Timestamp,
+        tombstone_min: Duration,
+        since: Option<Timestamp>,
+    ) -> (usize, Vec<Expired>) {
         let mut forgotten = 0;
+        let mut expired = Vec::new();
         for shard in &self.shards {
             let mut shard = shard
                 .lock()
@@ -561,14 +613,27 @@ impl LocalState {
             let before = shard.len();
             shard.retain(|id, entry| {
                 let keep = entry.forget_at(now, tombstone_min) > now;
-                if !keep && let Some(principal) = entry.principal() {
+                if keep {
+                    return true;
+                }
+                if let Some(since) = since
+                    && entry.deleted_at.is_none()
+                    && entry.expiry.expires_at() > since
+                {
+                    expired.push(Expired {
+                        id: *id,
+                        principal: entry.principal().cloned(),
+                        deadline: entry.expiry.expires_at(),
+                    });
+                }
+                if let Some(principal) = entry.principal() {
                     self.index.remove(principal, id);
                 }
-                keep
+                false
             });
             forgotten += before - shard.len();
         }
-        forgotten
+        (forgotten, expired)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -960,6 +1025,107 @@ mod tests {
         let (one, next) = state.listed(&alice(), None, now, 1);
         assert_eq!(one.len(), 1, "a budget too small still lists one");
         assert_eq!(next, Some(ids[0]));
+    }
+
+    /// A deletion says whether it ended a live session, and whose: not for a session it does
+    /// not know, one past its deadline, one deleted already, or a deletion that comes again.
+    #[test]
+    fn a_deletion_says_whether_it_ended_a_live_session() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let state = LocalState::default();
+        let now = Timestamp::now();
+        let expiry = Expiry::new(now, Duration::from_secs(60), None);
+        let record = Record::new(Id::random().unwrap(), expiry, now).with_principal(Some(alice()));
+        let write = WriteId::random().unwrap();
+        let _ = state.create(
+            record.id,
+            Entry::from_record(&record, clock.now(), write),
+            &write,
+        );
+        let delete = WriteId::random().unwrap();
+        assert_eq!(
+            state.delete_reporting(record.id, clock.now(), delete, now),
+            DeleteOutcome::Ended(Some(alice()))
+        );
+        assert_eq!(
+            state.delete_reporting(record.id, clock.now(), delete, now),
+            DeleteOutcome::Repeated
+        );
+        assert_eq!(
+            state.delete_reporting(record.id, clock.now(), WriteId::random().unwrap(), now),
+            DeleteOutcome::NotLive,
+            "deleted already"
+        );
+        assert_eq!(
+            state.delete_reporting(
+                Id::random().unwrap(),
+                clock.now(),
+                WriteId::random().unwrap(),
+                now
+            ),
+            DeleteOutcome::NotLive,
+            "unknown"
+        );
+        let mut past = entry(&clock);
+        past.expiry = Expiry::from_parts(Timestamp::from_millis(1), Duration::ZERO, None);
+        let past_id = Id::random().unwrap();
+        state.merge(past_id, past);
+        assert_eq!(
+            state.delete_reporting(past_id, clock.now(), WriteId::random().unwrap(), now),
+            DeleteOutcome::NotLive,
+            "past its deadline"
+        );
+    }
+
+    /// A sweep reports the live sessions it forgets whose deadline came since the sweep
+    /// before: not deleted ones, and not a copy that came again after its deadline was swept.
+    #[test]
+    fn a_sweep_reports_each_deadline_in_its_window_once() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let state = LocalState::default();
+        let at = |millis: u64| {
+            let mut e = entry(&clock);
+            e.expiry = Expiry::from_parts(Timestamp::from_millis(millis), Duration::ZERO, None);
+            e.principal = Some(Register {
+                at: clock.now(),
+                value: alice(),
+            });
+            e
+        };
+        let retention = Duration::from_secs(120);
+        let (early, late, deleted) = (
+            Id::from_bytes([1; 16]),
+            Id::from_bytes([2; 16]),
+            Id::from_bytes([3; 16]),
+        );
+        state.merge(early, at(1_500));
+        state.merge(late, at(2_500));
+        state.merge(deleted, at(1_600));
+        state.delete(deleted, clock.now(), WriteId::random().unwrap());
+        let since = Some(Timestamp::from_millis(1_000));
+        let (_, expired) = state.sweep_reporting(Timestamp::from_millis(2_000), retention, since);
+        assert_eq!(
+            expired,
+            [Expired {
+                id: early,
+                principal: Some(alice()),
+                deadline: Timestamp::from_millis(1_500),
+            }]
+        );
+        // The same session again, from a holder that had not swept it: forgotten, not
+        // reported; the next deadline is.
+        state.merge(early, at(1_500));
+        let since = Some(Timestamp::from_millis(2_000));
+        let (forgotten, expired) =
+            state.sweep_reporting(Timestamp::from_millis(3_000), retention, since);
+        assert_eq!(forgotten, 2);
+        assert_eq!(expired.iter().map(|e| e.id).collect::<Vec<_>>(), [late]);
+        // Without a window (nobody subscribes), nothing is built.
+        state.merge(early, at(3_500));
+        let (forgotten, expired) =
+            state.sweep_reporting(Timestamp::from_millis(4_000), retention, None);
+        assert_eq!((forgotten, expired.len()), (1, 0));
+        state.assert_index_in_step();
     }
 
     #[test]

@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
-    SessionHandle, SessionInfo, SessionStore,
+    Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, Principal,
+    Record, Revoked, SessionHandle, SessionInfo, SessionStore,
 };
 
+use crate::events::Events;
 use crate::principals::Principals;
 use crate::read::Reads;
+use crate::state::DeleteOutcome;
 use crate::write::Writes;
 
 /// A [`SessionStore`] whose sessions live in the memory of a cluster of [`Node`](crate::Node)s.
@@ -26,6 +28,9 @@ use crate::write::Writes;
 /// is a node setting,
 /// [`NodeConfig::with_max_sessions_per_principal`](crate::NodeConfig::with_max_sessions_per_principal).
 ///
+/// [`events`](SessionStore::events) are this node's: the writes of the store calls it took,
+/// and the expiries of the sessions it is the primary of; see [Session events](crate#session-events).
+///
 /// Cloning is cheap.
 #[derive(Clone)]
 pub struct ReplicatedStore {
@@ -34,6 +39,7 @@ pub struct ReplicatedStore {
     reads: Arc<Reads>,
     writes: Arc<Writes>,
     principals: Arc<Principals>,
+    events: Arc<Events>,
 }
 
 impl ReplicatedStore {
@@ -42,12 +48,14 @@ impl ReplicatedStore {
         reads: Arc<Reads>,
         writes: Arc<Writes>,
         principals: Arc<Principals>,
+        events: Arc<Events>,
     ) -> Self {
         Self {
             node: node.into(),
             reads,
             writes,
             principals,
+            events,
         }
     }
 
@@ -67,14 +75,25 @@ impl ReplicatedStore {
         changes: &Changes,
         expiry: &Expiry,
     ) -> Result<Applied, Error> {
-        self.writes
+        let applied = self
+            .writes
             .apply_as(
                 crate::write_id::WriteId::from_bytes(write),
                 id,
                 changes,
                 expiry,
             )
-            .await
+            .await?;
+        self.applied(id, changes, applied);
+        Ok(applied)
+    }
+
+    /// Reports a binding that `apply` stored.
+    fn applied(&self, id: &Id, changes: &Changes, applied: Applied) {
+        if let (Applied::Applied, Some(principal)) = (applied, changes.principal()) {
+            self.events
+                .emit(EventKind::PrincipalSet, id, Some(principal));
+        }
     }
 }
 
@@ -88,8 +107,12 @@ impl SessionStore for ReplicatedStore {
     /// bound ([`NodeConfig::with_max_sessions_per_principal`](crate::NodeConfig::with_max_sessions_per_principal)).
     async fn create(&self, record: &Record) -> Result<Created, Error> {
         let created = self.writes.create(record).await?;
-        if let (Created::Created, Some(principal)) = (created, &record.principal) {
-            self.principals.enforce_cap(principal, &record.id).await;
+        if created == Created::Created {
+            self.events
+                .emit(EventKind::Created, &record.id, record.principal.as_ref());
+            if let Some(principal) = &record.principal {
+                self.principals.enforce_cap(principal, &record.id).await;
+            }
         }
         Ok(created)
     }
@@ -98,20 +121,27 @@ impl SessionStore for ReplicatedStore {
     /// bound ([`NodeConfig::with_max_sessions_per_principal`](crate::NodeConfig::with_max_sessions_per_principal)).
     async fn apply(&self, id: &Id, changes: &Changes, expiry: &Expiry) -> Result<Applied, Error> {
         let applied = self.writes.apply(id, changes, expiry).await?;
+        self.applied(id, changes, applied);
         if let (Applied::Applied, Some(principal)) = (applied, changes.principal()) {
             self.principals.enforce_cap(principal, id).await;
         }
         Ok(applied)
     }
 
+    /// Reported [`EventKind::Deleted`] when the session's primary found it live: deleting a
+    /// session that ended already reports nothing.
     async fn delete(&self, id: &Id) -> Result<(), Error> {
-        self.writes.delete(id).await
+        if let DeleteOutcome::Ended(principal) = self.writes.delete(id).await? {
+            self.events.emit(EventKind::Deleted, id, principal.as_ref());
+        }
+        Ok(())
     }
 
     /// Load, create under the new id, delete the old one: three steps, since the two ids have
     /// different primaries. A write to the old id between the steps is lost with the old id.
     /// The principal and last use move with the session; a move is no new binding, so it
-    /// revokes nothing for the bound on sessions per principal.
+    /// revokes nothing for the bound on sessions per principal. Reported as one event,
+    /// [`EventKind::Cycled`] under the new id, once the old one is deleted.
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
         let Some(mut record) = self.load(old).await? else {
             return Ok(Cycled::Missing);
@@ -120,7 +150,10 @@ impl SessionStore for ReplicatedStore {
         match self.writes.create(&record).await? {
             Created::IdTaken => Ok(Cycled::IdTaken),
             Created::Created => {
-                self.delete(old).await?;
+                let _ended_by_the_move = self.writes.delete(old).await?;
+                let from = SessionHandle::of(old);
+                self.events
+                    .emit(EventKind::Cycled { from }, new, record.principal.as_ref());
                 Ok(Cycled::Moved)
             }
         }
@@ -151,6 +184,17 @@ impl SessionStore for ReplicatedStore {
         keep: Option<&SessionHandle>,
     ) -> Result<usize, Error> {
         self.principals.revoke_all(principal, keep).await
+    }
+
+    /// This node's events, from now on, in memory: the writes of the store calls this node
+    /// took (whichever node was the session's primary), once each call succeeded, and the
+    /// expiries of the sessions this node is the primary of, within about a second of their
+    /// deadline. At most once: a subscriber more than 4,096 events behind gets
+    /// [`Error::EventsMissed`] and goes on from the next event; nothing survives the node's
+    /// restart, and the stream ends when the node stops. To see every event of the cluster,
+    /// subscribe on every node. See [Session events](crate#session-events).
+    async fn events(&self) -> Result<EventStream, Error> {
+        Ok(self.events.subscribe())
     }
 }
 

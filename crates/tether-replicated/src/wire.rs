@@ -16,7 +16,9 @@ use crate::write_id::WriteId;
 /// copies and in deltas); a node asks the others for the sessions of a principal
 /// ([`Request::SessionsOf`]); a revoke is a deletion on condition of the principal
 /// ([`Op::Revoke`]).
-pub(crate) const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: the primary answers a deletion with whether it ended a live session, and whose
+/// ([`Response::Deleted`]), so the node that took the call can report it.
+pub(crate) const PROTOCOL_VERSION: u16 = 4;
 
 /// One frame on a replication connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,15 +105,11 @@ pub(crate) enum Op {
         principal: Option<Principal>,
         seen: Option<Seen>,
     },
-    Delete {
-        id: Id,
-    },
+    /// Delete the session; answered [`Response::Deleted`]. Its backups get a plain `Delete`.
+    Delete { id: Id },
     /// Delete the session only if it is live and bound to `principal` when the primary
     /// applies it; answered [`Response::Revoked`]. Its backups get a plain `Delete`.
-    Revoke {
-        id: Id,
-        principal: Principal,
-    },
+    Revoke { id: Id, principal: Principal },
 }
 
 impl Op {
@@ -156,6 +154,13 @@ pub(crate) enum Response {
     },
     /// The answer to [`Op::Revoke`]: whether the session was deleted.
     Revoked(bool),
+    /// The answer to [`Op::Delete`]: whether this deletion ended a session that was live at
+    /// its primary, and the principal it was bound to (none when it ended nothing, or when the
+    /// deletion came again: whether its first time ended a live session is not remembered).
+    Deleted {
+        ended: bool,
+        principal: Option<Principal>,
+    },
 }
 
 impl Response {

@@ -21,7 +21,9 @@ use crate::link::Link;
 use crate::membership::Members;
 use crate::peer::Peer;
 use crate::retry::Retry;
-use crate::state::{ApplyOutcome, CreateOutcome, Delta, Entry, LocalState, RevokeOutcome};
+use crate::state::{
+    ApplyOutcome, CreateOutcome, DeleteOutcome, Delta, Entry, LocalState, RevokeOutcome,
+};
 use crate::wire::{Op, Request, Response};
 use crate::write_id::WriteId;
 use crate::{Ack, NodeConfig};
@@ -140,13 +142,20 @@ impl Writes {
         }
     }
 
-    /// Deletes a session: it never lives again.
-    pub(crate) async fn delete(&self, id: &Id) -> Result<(), Error> {
+    /// Deletes a session: it never lives again. Whether it ended a live session, as its
+    /// primary found it: [`DeleteOutcome::Ended`] or [`DeleteOutcome::NotLive`] (also when the
+    /// deletion came again after a lost answer: that its first time ended the session is not
+    /// remembered).
+    pub(crate) async fn delete(&self, id: &Id) -> Result<DeleteOutcome, Error> {
         match self
             .execute(WriteId::random()?, Op::Delete { id: *id })
             .await?
         {
-            Response::Done => Ok(()),
+            Response::Deleted {
+                ended: true,
+                principal,
+            } => Ok(DeleteOutcome::Ended(principal)),
+            Response::Deleted { ended: false, .. } => Ok(DeleteOutcome::NotLive),
             other => Err(unexpected(&other)),
         }
     }
@@ -314,13 +323,23 @@ impl Writes {
                 Ok(Response::Applied(ApplyOutcome::Applied))
             }
             Op::Delete { id } => {
-                if self.state.delete(id, at, write) {
+                let outcome = self.state.delete_reporting(id, at, write, now);
+                if outcome == DeleteOutcome::Repeated {
+                    self.reconfirm(&backups, &id).await?;
+                } else {
                     self.replicate(&backups, &Request::Delete { id, at, write })
                         .await?;
-                } else {
-                    self.reconfirm(&backups, &id).await?;
                 }
-                Ok(Response::Done)
+                Ok(match outcome {
+                    DeleteOutcome::Ended(principal) => Response::Deleted {
+                        ended: true,
+                        principal,
+                    },
+                    DeleteOutcome::NotLive | DeleteOutcome::Repeated => Response::Deleted {
+                        ended: false,
+                        principal: None,
+                    },
+                })
             }
             Op::Revoke { id, principal } => {
                 // The condition is checked here, at the primary, under the session's lock;
