@@ -40,7 +40,8 @@ pub enum Error {
     #[error("session {operation} failed")]
     Query {
         /// `load`, `create`, `apply`, `touch`, `delete`, `cycle`, `sessions_of`, `revoke`,
-        /// `revoke_all` or `sweep`.
+        /// `revoke_all`, `sweep`, `trim` (deleting events past the retention) or `events`
+        /// (a consumer reading them).
         operation: &'static str,
         /// What sqlx reported.
         #[source]
@@ -58,6 +59,20 @@ pub enum Error {
         /// What is wrong with it: sqlx's decode error, a [`BadValue`], the
         /// [`InvalidPrincipal`](tether_core::InvalidPrincipal) of a principal, or the
         /// [`AddrParseError`](std::net::AddrParseError) of an address.
+        #[source]
+        source: tether_core::BoxError,
+    },
+    /// A row of the events table is not an event this version writes: an unknown kind, a
+    /// handle that is not 16 bytes, a principal [`Principal::new`](tether_core::Principal::new)
+    /// refuses, a time that does not decode. The consumer reports it once as
+    /// [`tether_core::Error::Corrupt`], logs it, and goes on with the next event.
+    #[error("stored session event {id} is corrupt: {column}")]
+    CorruptEvent {
+        /// The event's `id` column.
+        id: i64,
+        /// The column that does not decode.
+        column: &'static str,
+        /// What is wrong with it, as for [`CorruptRow`](Self::CorruptRow).
         #[source]
         source: tether_core::BoxError,
     },
@@ -95,6 +110,9 @@ pub enum BadValue {
     /// A device or address recorded without the time of the use (`last_seen`).
     #[error("a device or address without last_seen")]
     SeenWithoutTime,
+    /// An event kind this version does not write.
+    #[error("unknown session event kind {0:?}")]
+    EventKind(String),
     /// The deadline lies further ahead than the idle timeout (plus clock skew) allows.
     #[error("deadline {expires_at} is more than the idle timeout of {idle_timeout_ms} ms ahead")]
     TooFarAhead {
@@ -112,12 +130,14 @@ impl Error {
     /// |---|---|
     /// | connection lost or refused, pool exhausted or closed, I/O, server shutting down, too many connections, disk full, read-only transaction, statement or lock timeout, serialization failure, deadlock detected, `SQLITE_BUSY`/`LOCKED`/`FULL`/`READONLY`/`IOERR` | [`Unavailable`](tether_core::Error::Unavailable) (transient: `503`, the next request tries again) |
     /// | the operation timeout | [`Timeout`](tether_core::Error::Timeout) (transient) |
-    /// | a row that does not decode | [`Corrupt`](tether_core::Error::Corrupt) (the session is treated as absent) |
+    /// | a row that does not decode | [`Corrupt`](tether_core::Error::Corrupt) (the session is treated as absent; an event is skipped) |
     /// | anything else (a missing table, a bad name, a permission) | [`Backend`](tether_core::Error::Backend) |
     pub fn into_store_error(self) -> tether_core::Error {
         match &self {
             Self::Timeout { timeout, .. } => tether_core::Error::Timeout(*timeout),
-            Self::CorruptRow { .. } => tether_core::Error::Corrupt(Box::new(self)),
+            Self::CorruptRow { .. } | Self::CorruptEvent { .. } => {
+                tether_core::Error::Corrupt(Box::new(self))
+            }
             Self::Connect(source) | Self::Migrate(source) | Self::Query { source, .. } => {
                 if is_corrupt(source) {
                     tether_core::Error::Corrupt(Box::new(self))

@@ -22,6 +22,11 @@
 //! - **Sessions by principal.** A session bound to a [`Principal`](tether_core::Principal)
 //!   is listed by `sessions_of` and revoked by `revoke` and `revoke_all` (one statement each on
 //!   PostgreSQL), and `with_max_sessions_per_principal` bounds how many one principal keeps.
+//! - **Session events, durable.** With `with_events(EventLog::new())`, every write that changes
+//!   a session also writes what happened (created, cycled, bound, deleted, revoked, expired)
+//!   into an events table, in the same statement on PostgreSQL and the same transaction on
+//!   SQLite; [`SessionStore::events`](tether_core::SessionStore::events) delivers them at least
+//!   once per consumer group, across restarts. See [Session events](#session-events).
 //!
 //! # Example
 //!
@@ -121,6 +126,85 @@
 //! background. Each sweep statement deletes at most the sweep batch (default
 //! [`DEFAULT_SWEEP_BATCH`]) sessions, so it never holds many locks for long.
 //!
+//! # Session events
+//!
+//! Off by default: without `with_events` no statement changes, and no events table exists.
+//! With it ([`EventLog`]: a consumer group, default [`DEFAULT_EVENT_GROUP`], and a retention,
+//! default [`DEFAULT_EVENT_RETENTION`]), `migrate` creates two more tables:
+//!
+//! | table | column | content |
+//! |---|---|---|
+//! | `session_events` | `xid` | PostgreSQL only: the id of the transaction that wrote the row, `pg_current_xact_id()` as `bigint` (the column's default); with `id` the primary key |
+//! | | `id` | `bigserial` on PostgreSQL; `INTEGER PRIMARY KEY AUTOINCREMENT` on SQLite (never given twice, even once the newest rows are deleted) |
+//! | | `kind` | `created`, `cycled`, `principal_set`, `deleted`, `revoked` or `expired` ([`EventKind::name`](tether_core::EventKind::name)) |
+//! | | `handle` | the session's [`SessionHandle`](tether_core::SessionHandle), 16 bytes (for `cycled`, the new one): the session row's `handle` column |
+//! | | `principal` | the session row's `principal`, `NULL` for none |
+//! | | `from_handle` | `cycled` only: the handle before |
+//! | | `occurred_at` | Unix milliseconds; indexed, for the retention |
+//! | `session_event_cursors` | `group_name` | a consumer group, primary key |
+//! | | `xid`, `id` | the last event the group is done with (`xid` on PostgreSQL only) |
+//! | | `updated_at` | Unix milliseconds of the last save |
+//!
+//! Which write reports what, in the statement (PostgreSQL: one more part, `INSERT INTO
+//! session_events ... SELECT ... FROM` the rows the statement wrote or deleted, so still one
+//! statement) or the transaction (SQLite: an `INSERT ... SELECT` of the rows before the
+//! `DELETE` that removes them, or an `INSERT` after the write) that makes the change:
+//!
+//! | write | events |
+//! |---|---|
+//! | `create` | `created`; with the cap, `revoked` for each session it revokes |
+//! | `apply` that binds a principal | `principal_set` (and the cap's `revoked`); an `apply` or `touch` that binds nobody reports nothing |
+//! | `cycle` | `cycled` for the new handle, `from_handle` the old one |
+//! | `delete` | `deleted` if the session was live; `expired` if it was past its deadline and not yet swept; nothing if there was no session |
+//! | `revoke`, `revoke_all` | `revoked` for each session deleted |
+//! | the sweep (a consumer's, the sweeper's, `delete_expired`) | `expired` for each session deleted; so does a `create` or `cycle` that frees an id held by an expired session |
+//!
+//! **Reading.** Each call of `events` is a consumer of the group, running in a tokio task of
+//! its own (so a caller that stops waiting for an event, by a timeout or a `select!`, never
+//! leaves one of its statements half done; dropping the stream ends the task). It reads the
+//! events after the group's position, in order, 100 at a time, polling every 100 ms when there
+//! are none; an
+//! event counts as handled when the consumer asks for the next one, and the group's position
+//! is saved in its row before the next batch is read and at least every second. So an event
+//! being handled when the process stops is delivered again by the group's next consumer: **at
+//! least once per group**, as long as the event is younger than the retention. A new group
+//! starts with the events written after its first `events` call. One consumer of a group reads
+//! at a time; another waits (trying again every half second) and takes over from the saved
+//! position when the first ends. On PostgreSQL a consumer has a connection of its own, opened
+//! with the pool's options outside the pool, holding a session-level advisory lock for its
+//! group; on SQLite the turn is a lock shared by the clones of the store.
+//!
+//! **Order on PostgreSQL.** Transactions do not commit in the order of the ids they took: a
+//! reader that moved past id 8 would never see an id 7 committed after it. So each event row
+//! holds its transaction's id, and a consumer reads, in `(xid, id)` order, only rows whose
+//! transaction id is below the `xmin` of its snapshot (`pg_snapshot_xmin(pg_current_snapshot())`):
+//! every transaction below it has ended, so no row will ever appear behind the group's
+//! position. The price: an event waits until every transaction that began writing before it
+//! has ended, in any database of the server; a write transaction left open holds events back
+//! (never loses them). This needs **PostgreSQL 13** or later (`pg_current_xact_id`). Events of
+//! writes made one after the other come in their order; two writes that overlap in time may
+//! come in either order. On SQLite writers take turns, ids are visible in order, and the
+//! position is the last id.
+//!
+//! **Expiries** are reported when the session's row is deleted: a consumer deletes expired
+//! sessions (a batch of the sweep) every second and reads right after, so **an expiry is
+//! reported within about 1.1 seconds of the deadline while a consumer runs** (on PostgreSQL,
+//! plus any wait for an open transaction), and otherwise when a consumer starts or the sweeper
+//! or `delete_expired` deletes the session. A session row written before the `handle` column
+//! existed is reported with the handle of its id (computed by the sweep statement on
+//! PostgreSQL, by the sweep's transaction on SQLite).
+//!
+//! **Retention.** Events that occurred longer ago than the retention are deleted, read or not,
+//! in batches of the sweep batch, by each consumer every second and by `delete_expired` (and so
+//! the sweeper).
+//!
+//! **Damaged rows.** A row that is not an event this version writes (an unknown kind, a handle
+//! that is not 16 bytes, a principal [`Principal::new`](tether_core::Principal::new) refuses)
+//! is yielded once as [`tether_core::Error::Corrupt`] with an [`Error::CorruptEvent`] source,
+//! logged, and passed; the stream goes on. A failed read (a lost connection, the database
+//! restarting) is yielded as its error, and the consumer tries again half a second later, by
+//! itself, from the group's saved position.
+//!
 //! # Feature flags
 //!
 //! | feature | enables |
@@ -129,7 +213,8 @@
 //! | `sqlite` (default) | [`SqliteStore`], sqlx's SQLite driver with SQLite compiled in |
 //!
 //! Tested on PostgreSQL 15; the statements need 9.5 or later (`ON CONFLICT`, `SKIP LOCKED`),
-//! the migration 9.6 (`ADD COLUMN IF NOT EXISTS`).
+//! the migration 9.6 (`ADD COLUMN IF NOT EXISTS`), session events 13
+//! (`pg_current_xact_id`).
 //! SQLite is the one sqlx compiles in (upserts need 3.24 or later).
 //!
 //! "One round trip" holds once a statement is prepared on a connection: sqlx prepares each
@@ -149,6 +234,7 @@
 )]
 
 mod error;
+mod events;
 mod names;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -162,6 +248,7 @@ mod telemetry;
 use std::time::Duration;
 
 pub use error::{BadValue, Error};
+pub use events::{DEFAULT_EVENT_GROUP, DEFAULT_EVENT_RETENTION, EventLog};
 pub use names::{DEFAULT_TABLE_PREFIX, MAX_NAME_LEN};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -192,6 +279,7 @@ mod tests {
     fn postgres(store: &crate::PostgresStore) {
         send(store.migrate());
         send(store.delete_expired());
+        send(tether_core::SessionStore::events(store));
         send(crate::PostgresStore::connect(""));
     }
 
@@ -199,6 +287,7 @@ mod tests {
     fn sqlite(store: &crate::SqliteStore) {
         send(store.migrate());
         send(store.delete_expired());
+        send(tether_core::SessionStore::events(store));
         send(crate::SqliteStore::open(""));
         send(crate::SqliteStore::in_memory());
     }

@@ -6,7 +6,8 @@ use crate::Error;
 /// 63 bytes, and the longest name built from the prefix adds 25.
 pub const MAX_NAME_LEN: usize = 38;
 
-/// Default prefix of the table names: `tether_sessions`, `tether_session_keys`.
+/// Default prefix of the table names: `tether_sessions`, `tether_session_keys` (and, with
+/// events, `tether_session_events`, `tether_session_event_cursors`).
 pub const DEFAULT_TABLE_PREFIX: &str = "tether_";
 
 /// Whether `name` is a plain identifier that needs no escaping.
@@ -41,6 +42,12 @@ pub(crate) struct Tables {
     pub(crate) expiry_index: String,
     /// The principal index name, unqualified: `"prefix_sessions_principal"`.
     pub(crate) principal_index: String,
+    /// `"schema"."prefix_session_events"`
+    pub(crate) events: String,
+    /// `"schema"."prefix_session_event_cursors"`
+    pub(crate) event_cursors: String,
+    /// The index of events by time, unqualified: `"prefix_session_events_at"`.
+    pub(crate) events_index: String,
 }
 
 impl Tables {
@@ -62,6 +69,9 @@ impl Tables {
             keys: qualify("session_keys"),
             expiry_index: format!("\"{prefix}sessions_expires_at\""),
             principal_index: format!("\"{prefix}sessions_principal\""),
+            events: qualify("session_events"),
+            event_cursors: qualify("session_event_cursors"),
+            events_index: format!("\"{prefix}session_events_at\""),
         })
     }
 }
@@ -77,6 +87,9 @@ mod tests {
         assert_eq!(t.keys, "\"app\".\"s_session_keys\"");
         assert_eq!(t.expiry_index, "\"s_sessions_expires_at\"");
         assert_eq!(t.principal_index, "\"s_sessions_principal\"");
+        assert_eq!(t.events, "\"app\".\"s_session_events\"");
+        assert_eq!(t.event_cursors, "\"app\".\"s_session_event_cursors\"");
+        assert_eq!(t.events_index, "\"s_session_events_at\"");
         let t = Tables::new(None, "").unwrap();
         assert_eq!(t.sessions, "\"sessions\"");
         for bad in [

@@ -15,6 +15,8 @@ use tether_core::{
 };
 
 use crate::error::Error;
+use crate::events::postgres::EventStatements;
+use crate::events::{EventLog, Log};
 use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
 use crate::row::{Binding, Meta, decode_infos, decode_rows, handle_bytes, millis};
 use crate::run::{Settings, run};
@@ -23,7 +25,7 @@ use crate::telemetry;
 
 /// The statements of one store, built once from its table names.
 #[derive(Debug)]
-struct Statements {
+pub(crate) struct Statements {
     tables: Tables,
     load: String,
     create: String,
@@ -40,6 +42,18 @@ struct Statements {
     revoke_all: String,
     columns_present: String,
     sweep: String,
+    // With events: the same statements, each also writing its events.
+    create_events: String,
+    create_capped_events: String,
+    apply_events: String,
+    apply_capped_events: String,
+    free_expired_events: String,
+    delete_events: String,
+    cycle_move_events: String,
+    revoke_events: String,
+    revoke_all_events: String,
+    sweep_events: String,
+    pub(crate) events: EventStatements,
 }
 
 /// The columns added for the principal index, with their types: a database made before them
@@ -59,8 +73,28 @@ const ADDED_COLUMNS: [(&str, &str); 5] = [
 /// time. The `DELETE` checks principal and liveness itself, so a session rebound meanwhile by
 /// a concurrent statement is left alone. The subquery reads the statement's snapshot, which
 /// holds neither a row this statement inserts nor its update: `o.id <> $id` keeps the session
-/// being bound out of the count either way.
-fn capped(sessions: &str, id: &str, principal: &str, now: &str, offset: &str) -> String {
+/// being bound out of the count either way. With `events` (the events table), each session
+/// it revokes is reported `revoked` by one more part of the statement.
+fn capped(
+    sessions: &str,
+    id: &str,
+    principal: &str,
+    now: &str,
+    offset: &str,
+    events: Option<&str>,
+) -> String {
+    let (returning, report) = match events {
+        Some(events) => (
+            "RETURNING d.handle, d.principal ",
+            format!(
+                ", capped_events AS ( \
+                   INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                   SELECT 'revoked', c.handle, c.principal, {now}::bigint FROM capped c \
+                 ) "
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
         ", capped AS ( \
            DELETE FROM {sessions} d USING ( \
@@ -68,25 +102,67 @@ fn capped(sessions: &str, id: &str, principal: &str, now: &str, offset: &str) ->
              WHERE o.principal = {principal} AND o.expires_at > {now} AND o.id <> {id} \
              ORDER BY o.created_at DESC, o.handle DESC OFFSET {offset} \
            ) v WHERE d.id = v.id AND d.principal = {principal} AND d.expires_at > {now} \
-         ) "
+         {returning}) {report}"
+    )
+}
+
+/// The handle of the session whose id is in the column `id`, computed as
+/// [`SessionHandle::of`] does (SHA-256 of a fixed prefix and the id's 16 bytes, the first 16
+/// bytes of it): for rows written before the handle column existed. `NULL` for text that is
+/// not a session id.
+fn derived_handle(id: &str) -> String {
+    let prefix: String = b"tether session handle v1\0"
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!(
+        "CASE WHEN {id} ~ '^[A-Za-z0-9_-]{{21}}[AQgw]$' THEN substring(sha256(decode('{prefix}', 'hex') \
+         || decode(translate({id}, '-_', '+/') || '==', 'base64')) FROM 1 FOR 16) END"
     )
 }
 
 impl Statements {
     fn new(tables: Tables) -> Self {
-        let Tables { sessions, keys, .. } = &tables;
+        let Tables {
+            sessions,
+            keys,
+            events,
+            ..
+        } = &tables;
+        // With events, the session written is returned with its handle and principal, and one
+        // more part reports it.
+        let returning = |events: bool| {
+            if events {
+                "RETURNING id, handle, principal"
+            } else {
+                "RETURNING id"
+            }
+        };
+        let report = |report: bool, kind: &str, now: &str| {
+            if report {
+                format!(
+                    ", reported AS ( \
+                       INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                       SELECT '{kind}', s.handle, s.principal, {now}::bigint FROM s \
+                     )"
+                )
+            } else {
+                String::new()
+            }
+        };
         // The key rows reference the session row inserted by the same statement: foreign
-        // keys are checked at the end of the statement.
-        let create = |cap: &str| {
+        // keys are checked at the end of the statement. With events, `now` is $13.
+        let create = |cap: &str, events: bool| {
+            let (returning, report) = (returning(events), report(events, "created", "$13"));
             format!(
                 "WITH s AS ( \
                    INSERT INTO {sessions} (id, created_at, expires_at, idle_timeout_ms, absolute_deadline, \
                      principal, handle, last_seen, device, address) \
-                   VALUES ($1, $2, $3, $4, $5, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING RETURNING id \
+                   VALUES ($1, $2, $3, $4, $5, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING {returning} \
                  ), k AS ( \
                    INSERT INTO {keys} (session_id, key, value) \
                    SELECT s.id, u.key, u.value FROM s CROSS JOIN unnest($6::bytea[], $7::bytea[]) AS u(key, value) \
-                 ){cap} SELECT count(*) FROM s"
+                 ){report}{cap} SELECT count(*) FROM s"
             )
         };
         // The UPDATE of the session row comes first (every other part reads its output), so
@@ -94,8 +170,9 @@ impl Statements {
         // different orders: no deadlock. The parts change disjoint key rows: `clear` keeps
         // the keys being set, which the upsert then overwrites. A `NULL` principal, handle or
         // `last_seen` ($10, $11, $12) keeps what is stored: the changes bind nobody, or record
-        // no use.
-        let apply = |cap: &str| {
+        // no use. The statement with events runs only for changes that bind.
+        let apply = |cap: &str, events: bool| {
+            let (returning, report) = (returning(events), report(events, "principal_set", "$2"));
             format!(
                 "WITH s AS ( \
                    UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5, \
@@ -103,7 +180,7 @@ impl Statements {
                      last_seen = COALESCE($12, last_seen), \
                      device = CASE WHEN $12::bigint IS NULL THEN device ELSE $13 END, \
                      address = CASE WHEN $12::bigint IS NULL THEN address ELSE $14 END \
-                   WHERE id = $1 AND expires_at > $2 RETURNING id \
+                   WHERE id = $1 AND expires_at > $2 {returning} \
                  ), cleared AS ( \
                    DELETE FROM {keys} k USING s WHERE $6 AND k.session_id = s.id AND k.key <> ALL($7::bytea[]) \
                  ), removed AS ( \
@@ -112,7 +189,7 @@ impl Statements {
                    INSERT INTO {keys} (session_id, key, value) \
                    SELECT s.id, u.key, u.value FROM s CROSS JOIN unnest($7::bytea[], $8::bytea[]) AS u(key, value) \
                    ON CONFLICT (session_id, key) DO UPDATE SET value = EXCLUDED.value \
-                 ){cap} SELECT count(*) FROM s"
+                 ){report}{cap} SELECT count(*) FROM s"
             )
         };
         Self {
@@ -122,21 +199,55 @@ impl Statements {
                  FROM {sessions} s LEFT JOIN {keys} k ON k.session_id = s.id \
                  WHERE s.id = $1 AND s.expires_at > $2"
             ),
-            create: create(""),
-            create_capped: create(&capped(sessions, "$1", "$8", "$13", "$14")),
+            create: create("", false),
+            create_capped: create(&capped(sessions, "$1", "$8", "$13", "$14", None), false),
+            create_events: create("", true),
+            create_capped_events: create(
+                &capped(sessions, "$1", "$8", "$13", "$14", Some(events)),
+                true,
+            ),
             free_expired: format!("DELETE FROM {sessions} WHERE id = $1 AND expires_at <= $2"),
-            apply: apply(""),
-            apply_capped: apply(&capped(sessions, "$1", "$10", "$2", "$15")),
+            // $3: the handle of the id, for a row written before the handle column.
+            free_expired_events: format!(
+                "WITH d AS ( \
+                   DELETE FROM {sessions} WHERE id = $1 AND expires_at <= $2 RETURNING handle, principal \
+                 ) INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                 SELECT 'expired', COALESCE(d.handle, $3), d.principal, $2 FROM d"
+            ),
+            apply: apply("", false),
+            apply_capped: apply(&capped(sessions, "$1", "$10", "$2", "$15", None), false),
+            apply_events: apply("", true),
+            apply_capped_events: apply(
+                &capped(sessions, "$1", "$10", "$2", "$15", Some(events)),
+                true,
+            ),
             touch: format!(
                 "UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5 \
                  WHERE id = $1 AND expires_at > $2"
             ),
             delete: format!("DELETE FROM {sessions} WHERE id = $1"),
+            // A session past its deadline that no sweep deleted yet is reported expired: it
+            // was, and nothing else will report it. $2: the handle of the id, $3: now.
+            delete_events: format!(
+                "WITH d AS ( \
+                   DELETE FROM {sessions} WHERE id = $1 RETURNING handle, principal, expires_at \
+                 ) INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                 SELECT CASE WHEN d.expires_at > $3 THEN 'deleted' ELSE 'expired' END, \
+                   COALESCE(d.handle, $2), d.principal, $3 FROM d"
+            ),
             // The key rows follow through `ON UPDATE CASCADE`; principal and last use stay in
             // the row, and the handle follows the id.
             cycle_move: format!(
                 "UPDATE {sessions} SET id = $2, handle = $4 WHERE id = $1 AND expires_at > $3 \
                  AND NOT EXISTS (SELECT 1 FROM {sessions} WHERE id = $2)"
+            ),
+            // $5: the handle of the old id.
+            cycle_move_events: format!(
+                "WITH m AS ( \
+                   UPDATE {sessions} SET id = $2, handle = $4 WHERE id = $1 AND expires_at > $3 \
+                   AND NOT EXISTS (SELECT 1 FROM {sessions} WHERE id = $2) RETURNING handle, principal \
+                 ) INSERT INTO {events} (kind, handle, principal, from_handle, occurred_at) \
+                 SELECT 'cycled', m.handle, m.principal, $5, $3 FROM m"
             ),
             cycle_old_live: format!(
                 "SELECT count(*) FROM {sessions} WHERE id = $1 AND expires_at > $2"
@@ -155,6 +266,20 @@ impl Statements {
                 "DELETE FROM {sessions} WHERE principal = $1 AND expires_at > $2 \
                  AND ($3::bytea IS NULL OR handle IS DISTINCT FROM $3)"
             ),
+            revoke_events: format!(
+                "WITH d AS ( \
+                   DELETE FROM {sessions} WHERE principal = $1 AND handle = $2 AND expires_at > $3 \
+                   RETURNING handle, principal \
+                 ) INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                 SELECT 'revoked', d.handle, d.principal, $3 FROM d"
+            ),
+            revoke_all_events: format!(
+                "WITH d AS ( \
+                   DELETE FROM {sessions} WHERE principal = $1 AND expires_at > $2 \
+                   AND ($3::bytea IS NULL OR handle IS DISTINCT FROM $3) RETURNING handle, principal \
+                 ) INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                 SELECT 'revoked', d.handle, d.principal, $2 FROM d"
+            ),
             columns_present: "SELECT count(*) FROM pg_attribute \
                  WHERE attrelid = $1::text::regclass AND attname = ANY($2) AND NOT attisdropped"
                 .to_owned(),
@@ -163,6 +288,17 @@ impl Statements {
                    SELECT id FROM {sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 \
                    FOR UPDATE SKIP LOCKED)"
             ),
+            sweep_events: format!(
+                "WITH d AS ( \
+                   DELETE FROM {sessions} WHERE id IN ( \
+                     SELECT id FROM {sessions} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 \
+                     FOR UPDATE SKIP LOCKED) \
+                   RETURNING id, handle, principal \
+                 ) INSERT INTO {events} (kind, handle, principal, occurred_at) \
+                 SELECT 'expired', COALESCE(d.handle, {}), d.principal, $1 FROM d",
+                derived_handle("d.id")
+            ),
+            events: EventStatements::new(&tables),
             tables,
         }
     }
@@ -227,9 +363,15 @@ impl Statements {
         )
     }
 
-    fn migration(&self) -> String {
+    /// What `migrate` runs: with events, their tables too.
+    fn migration(&self, events: bool) -> String {
+        let events = if events {
+            self.events.create_tables.as_str()
+        } else {
+            ""
+        };
         format!(
-            "{}{}{}",
+            "{}{}{}{events}",
             self.create_tables(),
             self.add_columns(),
             self.principal_index()
@@ -245,7 +387,9 @@ impl Statements {
 /// are one statement each, so one round trip, and so are a `create` or `apply` that bind a
 /// principal over the cap ([`PostgresStoreBuilder::with_max_sessions_per_principal`]); `cycle`
 /// is one short transaction. Only the keys a request changed are written, so
-/// concurrent requests of one session lose nothing.
+/// concurrent requests of one session lose nothing. With
+/// [`PostgresStoreBuilder::with_events`], each of these statements also writes its session
+/// events, and [`SessionStore::events`] reads them (see [`EventLog`]).
 ///
 /// Cloning is cheap: clones share the connection pool.
 ///
@@ -267,9 +411,11 @@ impl Statements {
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
-    statements: Arc<Statements>,
-    settings: Settings,
+    pub(crate) pool: PgPool,
+    pub(crate) statements: Arc<Statements>,
+    pub(crate) settings: Settings,
+    /// Set by [`PostgresStoreBuilder::with_events`].
+    pub(crate) log: Option<Arc<Log>>,
 }
 
 /// Builds a [`PostgresStore`]: table names, pool size, timeouts.
@@ -291,6 +437,7 @@ pub struct PostgresStoreBuilder {
     prefix: String,
     max_connections: u32,
     settings: Settings,
+    events: Option<EventLog>,
 }
 
 impl Default for PostgresStoreBuilder {
@@ -300,6 +447,7 @@ impl Default for PostgresStoreBuilder {
             prefix: DEFAULT_TABLE_PREFIX.to_owned(),
             max_connections: crate::DEFAULT_MAX_CONNECTIONS,
             settings: Settings::default(),
+            events: None,
         }
     }
 }
@@ -365,6 +513,36 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Keeps session events (default: none), read with
+    /// [`SessionStore::events`](tether_core::SessionStore::events) by the consumer group of
+    /// `events`; see [`EventLog`] for what is delivered and when. Needs PostgreSQL 13 or later
+    /// (events are ordered by transaction id, `pg_current_xact_id()`).
+    ///
+    /// Every write that changes a session writes its event in the same statement, so each
+    /// operation stays one statement. [`PostgresStore::migrate`] creates the events tables.
+    /// Without events no statement writes or reads them.
+    ///
+    /// A consumer holds one connection of its own (opened with the pool's options, outside
+    /// the pool) with a session-level advisory lock, so a connection pooler in front of the
+    /// server must give it a session of its own (PgBouncer's session mode, not transaction
+    /// mode).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tether_sql::Error> {
+    /// use tether_sql::EventLog;
+    ///
+    /// let store = tether_sql::PostgresStore::builder()
+    ///     .with_events(EventLog::new().with_group("audit"))
+    ///     .connect("postgres://app@127.0.0.1/app")
+    ///     .await?;
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     /// Opens a connection pool to `url` (`postgres://user:password@host:port/database`) and
     /// returns the store. Connects once, so a wrong URL or password fails here. The pool's
     /// connections set `statement_timeout` to the operation timeout, so the server abandons a
@@ -406,6 +584,7 @@ impl PostgresStoreBuilder {
             pool,
             statements: Arc::new(Statements::new(tables)),
             settings: self.settings,
+            log: self.events.map(Log::new),
         })
     }
 }
@@ -454,6 +633,28 @@ impl PostgresStore {
     ///   WHERE principal IS NOT NULL;
     /// ```
     ///
+    /// With [`PostgresStoreBuilder::with_events`] (only then; it needs PostgreSQL 13), also:
+    ///
+    /// ```sql
+    /// CREATE TABLE IF NOT EXISTS tether_session_events (
+    ///   xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), -- the writing transaction
+    ///   id bigserial NOT NULL,
+    ///   kind text NOT NULL,                -- created, cycled, principal_set, deleted, revoked, expired
+    ///   handle bytea,                      -- the session's handle, 16 bytes (cycled: the new one)
+    ///   principal text,                    -- the session's principal, or NULL
+    ///   from_handle bytea,                 -- cycled: the handle before
+    ///   occurred_at bigint NOT NULL,       -- Unix milliseconds
+    ///   PRIMARY KEY (xid, id)
+    /// );
+    /// CREATE INDEX IF NOT EXISTS tether_session_events_at ON tether_session_events (occurred_at);
+    /// CREATE TABLE IF NOT EXISTS tether_session_event_cursors (
+    ///   group_name text PRIMARY KEY,       -- a consumer group
+    ///   xid bigint NOT NULL,               -- with id: the last event the group is done with
+    ///   id bigint NOT NULL,
+    ///   updated_at bigint NOT NULL         -- Unix milliseconds
+    /// );
+    /// ```
+    ///
     /// A sessions table made before the principal columns existed gets them (`ALTER TABLE
     /// ... ADD COLUMN IF NOT EXISTS`, which needs PostgreSQL 9.6); its sessions keep working,
     /// bound to nobody. `migrate` runs that `ALTER TABLE` only when a column is missing, so a
@@ -500,14 +701,19 @@ impl PostgresStore {
         sqlx::Executor::execute(&mut *tx, index.as_str())
             .await
             .map_err(Error::Migrate)?;
+        if self.log.is_some() {
+            sqlx::Executor::execute(&mut *tx, self.statements.events.create_tables.as_str())
+                .await
+                .map_err(Error::Migrate)?;
+        }
         tx.commit().await.map_err(Error::Migrate)
     }
 
     /// The statements [`migrate`](Self::migrate) runs, for an external migration tool: they
-    /// create what is absent and add the principal columns to a table made before them, so
-    /// they may run again.
+    /// create what is absent (the events tables too, with events) and add the principal
+    /// columns to a table made before them, so they may run again.
     pub fn migration_sql(&self) -> String {
-        self.statements.migration()
+        self.statements.migration(self.log.is_some())
     }
 
     /// The connection pool.
@@ -523,6 +729,23 @@ impl PostgresStore {
     /// The quoted, qualified name of the session keys table.
     pub fn keys_table(&self) -> &str {
         &self.statements.tables.keys
+    }
+
+    /// The quoted, qualified name of the events table (used only with
+    /// [`PostgresStoreBuilder::with_events`]).
+    pub fn events_table(&self) -> &str {
+        &self.statements.tables.events
+    }
+
+    /// The quoted, qualified name of the table of consumer groups' positions (used only with
+    /// [`PostgresStoreBuilder::with_events`]).
+    pub fn event_cursors_table(&self) -> &str {
+        &self.statements.tables.event_cursors
+    }
+
+    /// The event settings, if events are kept ([`PostgresStoreBuilder::with_events`]).
+    pub fn event_log(&self) -> Option<&EventLog> {
+        self.log.as_ref().map(|log| &log.settings)
     }
 
     /// Deletes every session expired now, in statements of at most the sweep batch each, and
@@ -549,7 +772,7 @@ impl PostgresStore {
     }
 
     /// A connection from the pool, for `count` statements of `operation`.
-    async fn connection(
+    pub(crate) async fn connection(
         &self,
         operation: &'static str,
         count: u64,
@@ -578,9 +801,12 @@ impl PostgresStore {
             .settings
             .others_kept()
             .filter(|_| binding.principal.is_some());
-        let statement = match cap {
-            Some(_) => &self.statements.create_capped,
-            None => &self.statements.create,
+        let events = self.log.is_some();
+        let statement = match (cap, events) {
+            (Some(_), false) => &self.statements.create_capped,
+            (None, false) => &self.statements.create,
+            (Some(_), true) => &self.statements.create_capped_events,
+            (None, true) => &self.statements.create_events,
         };
         let query = sqlx::query_scalar(statement)
             .bind(record.id.to_string())
@@ -595,8 +821,14 @@ impl PostgresStore {
             .bind(binding.last_seen)
             .bind(binding.device)
             .bind(binding.address);
+        // Now ($13) for the cap and the events, the number kept ($14) for the cap.
+        let query = if cap.is_some() || events {
+            query.bind(millis(Timestamp::now()))
+        } else {
+            query
+        };
         let query = match cap {
-            Some(kept) => query.bind(millis(Timestamp::now())).bind(kept),
+            Some(kept) => query.bind(kept),
             None => query,
         };
         let inserted: i64 = query
@@ -605,10 +837,26 @@ impl PostgresStore {
         Ok(inserted > 0)
     }
 
+    /// The statement deleting the session `id` if it expired, reporting it with events.
+    fn free_expired<'q>(
+        &'q self,
+        id: &Id,
+        now: i64,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        match self.log {
+            None => sqlx::query(&self.statements.free_expired)
+                .bind(id.to_string())
+                .bind(now),
+            Some(_) => sqlx::query(&self.statements.free_expired_events)
+                .bind(id.to_string())
+                .bind(now)
+                .bind(handle_bytes(id)),
+        }
+    }
+
     async fn free_if_expired(&self, id: &Id) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(&self.statements.free_expired)
-            .bind(id.to_string())
-            .bind(millis(Timestamp::now()))
+        let done = self
+            .free_expired(id, millis(Timestamp::now()))
             .execute(&mut *self.connection("create", 1).await?)
             .await?;
         Ok(done.rows_affected() > 0)
@@ -619,18 +867,21 @@ impl PostgresStore {
         // BEGIN, two statements, COMMIT; or three and ROLLBACK.
         let mut connection = self.connection("cycle", 4).await?;
         let mut tx = sqlx::Connection::begin(&mut *connection).await?;
-        sqlx::query(&self.statements.free_expired)
-            .bind(new.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let moved = sqlx::query(&self.statements.cycle_move)
-            .bind(old.to_string())
-            .bind(new.to_string())
-            .bind(now)
-            .bind(handle_bytes(new))
-            .execute(&mut *tx)
-            .await;
+        self.free_expired(new, now).execute(&mut *tx).await?;
+        let moved = match self.log {
+            None => sqlx::query(&self.statements.cycle_move),
+            Some(_) => sqlx::query(&self.statements.cycle_move_events),
+        }
+        .bind(old.to_string())
+        .bind(new.to_string())
+        .bind(now)
+        .bind(handle_bytes(new));
+        let moved = match self.log {
+            None => moved,
+            Some(_) => moved.bind(handle_bytes(old)),
+        }
+        .execute(&mut *tx)
+        .await;
         let moved = match moved {
             Ok(done) => done.rows_affected() > 0,
             // A concurrent create took the new id after the NOT EXISTS check.
@@ -662,8 +913,12 @@ impl PostgresStore {
 impl Sweep for PostgresStore {
     async fn sweep_batch(&self) -> Result<u64, tether_core::Error> {
         let batch = i64::from(self.settings.sweep_batch);
+        let statement = match self.log {
+            None => &self.statements.sweep,
+            Some(_) => &self.statements.sweep_events,
+        };
         run(&self.settings, "sweep", async {
-            let done = sqlx::query(&self.statements.sweep)
+            let done = sqlx::query(statement)
                 .bind(millis(Timestamp::now()))
                 .bind(batch)
                 .execute(
@@ -681,6 +936,24 @@ impl Sweep for PostgresStore {
 
     fn batch_size(&self) -> u64 {
         u64::from(self.settings.sweep_batch)
+    }
+
+    async fn trim_batch(&self) -> Result<u64, tether_core::Error> {
+        let Some(log) = &self.log else {
+            return Ok(0);
+        };
+        let batch = i64::from(self.settings.sweep_batch);
+        run(&self.settings, "trim", async {
+            let op = Error::query("trim");
+            let done = sqlx::query(&self.statements.events.trim)
+                .bind(log.settings.cutoff(Timestamp::now()))
+                .bind(batch)
+                .execute(&mut *self.connection("trim", 1).await.map_err(op)?)
+                .await
+                .map_err(op)?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 }
 
@@ -732,9 +1005,13 @@ impl SessionStore for PostgresStore {
                 .settings
                 .others_kept()
                 .filter(|_| binding.principal.is_some());
-            let statement = match cap {
-                Some(_) => &self.statements.apply_capped,
-                None => &self.statements.apply,
+            // Only a binding is an event.
+            let events = self.log.is_some() && binding.principal.is_some();
+            let statement = match (cap, events) {
+                (Some(_), false) => &self.statements.apply_capped,
+                (None, false) => &self.statements.apply,
+                (Some(_), true) => &self.statements.apply_capped_events,
+                (None, true) => &self.statements.apply_events,
             };
             let query = sqlx::query_scalar(statement)
                 .bind(id.to_string())
@@ -801,8 +1078,14 @@ impl SessionStore for PostgresStore {
 
     async fn delete(&self, id: &Id) -> Result<(), tether_core::Error> {
         run(&self.settings, "delete", async {
-            sqlx::query(&self.statements.delete)
-                .bind(id.to_string())
+            let query = match self.log {
+                None => sqlx::query(&self.statements.delete).bind(id.to_string()),
+                Some(_) => sqlx::query(&self.statements.delete_events)
+                    .bind(id.to_string())
+                    .bind(handle_bytes(id))
+                    .bind(millis(Timestamp::now())),
+            };
+            query
                 .execute(
                     &mut *self
                         .connection("delete", 1)
@@ -849,7 +1132,11 @@ impl SessionStore for PostgresStore {
     ) -> Result<Revoked, tether_core::Error> {
         run(&self.settings, "revoke", async {
             let op = Error::query("revoke");
-            let done = sqlx::query(&self.statements.revoke)
+            let statement = match self.log {
+                None => &self.statements.revoke,
+                Some(_) => &self.statements.revoke_events,
+            };
+            let done = sqlx::query(statement)
                 .bind(principal.as_str())
                 .bind(&handle.as_bytes()[..])
                 .bind(millis(Timestamp::now()))
@@ -872,7 +1159,11 @@ impl SessionStore for PostgresStore {
     ) -> Result<usize, tether_core::Error> {
         run(&self.settings, "revoke_all", async {
             let op = Error::query("revoke_all");
-            let done = sqlx::query(&self.statements.revoke_all)
+            let statement = match self.log {
+                None => &self.statements.revoke_all,
+                Some(_) => &self.statements.revoke_all_events,
+            };
+            let done = sqlx::query(statement)
                 .bind(principal.as_str())
                 .bind(millis(Timestamp::now()))
                 .bind(keep.map(|handle| &handle.as_bytes()[..]))
@@ -883,6 +1174,10 @@ impl SessionStore for PostgresStore {
         })
         .await
     }
+
+    async fn events(&self) -> Result<tether_core::EventStream, tether_core::Error> {
+        self.consume_events().await
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -891,6 +1186,7 @@ impl fmt::Debug for PostgresStore {
             .field("sessions_table", &self.statements.tables.sessions)
             .field("keys_table", &self.statements.tables.keys)
             .field("settings", &self.settings)
+            .field("events", &self.event_log())
             .field("pool_size", &self.pool.size())
             .finish()
     }

@@ -308,7 +308,7 @@ where
     })
 }
 
-fn column<R, T>(row: &R, name: &'static str) -> Result<T, Error>
+pub(crate) fn column<R, T>(row: &R, name: &'static str) -> Result<T, Error>
 where
     R: sqlx::Row,
     &'static str: sqlx::ColumnIndex<R>,

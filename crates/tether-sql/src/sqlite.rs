@@ -13,12 +13,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, SqliteConnection};
 use tether_core::{
-    Applied, Changes, Created, Cycled, Expiry, Id, Principal, Record, Revoked, SessionHandle,
-    SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, EventKind, Expiry, Id, Principal, Record, Revoked,
+    SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 use tokio::sync::Mutex;
 
 use crate::error::Error;
+use crate::events::sqlite::EventStatements;
+use crate::events::{EventLog, Log};
 use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
 use crate::row::{Binding, Meta, decode_infos, decode_rows, handle_bytes, millis};
 use crate::run::{Settings, run};
@@ -49,7 +51,7 @@ macro_rules! write {
 }
 
 #[derive(Debug)]
-struct Statements {
+pub(crate) struct Statements {
     tables: Tables,
     load: String,
     free_expired: String,
@@ -67,6 +69,20 @@ struct Statements {
     revoke_all: String,
     columns: String,
     sweep: String,
+    // With events: the statements that report, each run in the transaction of the change it
+    // reports, before a `DELETE` (they read the rows it deletes) or after an insert or update.
+    event: String,
+    free_expired_event: String,
+    delete_event: String,
+    cycled_event: String,
+    cap_events: String,
+    revoke_events: String,
+    revoke_all_events: String,
+    sweep_ordered: String,
+    sweep_events: String,
+    sweep_unnamed: String,
+    name_session: String,
+    pub(crate) events: EventStatements,
 }
 
 /// The columns added for the principal index, with their types: a database made before them
@@ -81,7 +97,23 @@ const ADDED_COLUMNS: [(&str, &str); 5] = [
 
 impl Statements {
     fn new(tables: Tables) -> Self {
-        let Tables { sessions, keys, .. } = &tables;
+        let Tables {
+            sessions,
+            keys,
+            events,
+            ..
+        } = &tables;
+        // The sessions past the cap (see `cap`), and a sweep batch: the same rows for the
+        // statement that reports them and the one that deletes them, in one transaction.
+        let capped =
+            "SELECT id FROM {sessions} WHERE principal = ?1 AND expires_at > ?2 AND id <> ?3 \
+                      ORDER BY created_at DESC, handle DESC LIMIT -1 OFFSET ?4"
+                .replace("{sessions}", sessions);
+        let swept = format!(
+            "SELECT id FROM {sessions} WHERE expires_at <= ?1 ORDER BY expires_at, id LIMIT ?2"
+        );
+        let report =
+            format!("INSERT INTO {events} (kind, handle, principal, from_handle, occurred_at)");
         Self {
             load: format!(
                 "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, \
@@ -144,6 +176,45 @@ impl Statements {
                 "DELETE FROM {sessions} WHERE id IN ( \
                    SELECT id FROM {sessions} WHERE expires_at <= ?1 LIMIT ?2)"
             ),
+            event: format!("{report} VALUES (?1, ?2, ?3, NULL, ?4)"),
+            // ?3: the handle of the id, for a row written before the handle column.
+            free_expired_event: format!(
+                "{report} SELECT 'expired', COALESCE(handle, ?3), principal, NULL, ?2 \
+                 FROM {sessions} WHERE id = ?1 AND expires_at <= ?2"
+            ),
+            // A session past its deadline that no sweep deleted yet is reported expired: it
+            // was, and nothing else will report it. ?2: the handle of the id, ?3: now.
+            delete_event: format!(
+                "{report} SELECT CASE WHEN expires_at > ?3 THEN 'deleted' ELSE 'expired' END, \
+                 COALESCE(handle, ?2), principal, NULL, ?3 FROM {sessions} WHERE id = ?1"
+            ),
+            // After the rename: ?1 the new id, ?2 the old handle, ?3 now.
+            cycled_event: format!(
+                "{report} SELECT 'cycled', handle, principal, ?2, ?3 FROM {sessions} WHERE id = ?1"
+            ),
+            cap_events: format!(
+                "{report} SELECT 'revoked', handle, principal, NULL, ?2 FROM {sessions} \
+                 WHERE id IN ({capped})"
+            ),
+            revoke_events: format!(
+                "{report} SELECT 'revoked', handle, principal, NULL, ?3 FROM {sessions} \
+                 WHERE principal = ?1 AND handle = ?2 AND expires_at > ?3"
+            ),
+            revoke_all_events: format!(
+                "{report} SELECT 'revoked', handle, principal, NULL, ?2 FROM {sessions} \
+                 WHERE principal = ?1 AND expires_at > ?2 AND (?3 IS NULL OR handle IS NOT ?3)"
+            ),
+            sweep_ordered: format!("DELETE FROM {sessions} WHERE id IN ({swept})"),
+            sweep_events: format!(
+                "{report} SELECT 'expired', handle, principal, NULL, ?1 FROM {sessions} \
+                 WHERE id IN ({swept})"
+            ),
+            // Rows of the batch written before the handle column: named first, from their ids.
+            sweep_unnamed: format!(
+                "SELECT id FROM {sessions} WHERE id IN ({swept}) AND handle IS NULL"
+            ),
+            name_session: format!("UPDATE {sessions} SET handle = ?2 WHERE id = ?1"),
+            events: EventStatements::new(&tables),
             tables,
         }
     }
@@ -192,8 +263,14 @@ impl Statements {
         )
     }
 
-    fn migration(&self) -> String {
-        format!("{}{}", self.create_tables(), self.principal_index())
+    /// What `migrate` runs on a new database: with events, their tables too.
+    fn migration(&self, events: bool) -> String {
+        let events = if events {
+            self.events.create_tables.as_str()
+        } else {
+            ""
+        };
+        format!("{}{}{events}", self.create_tables(), self.principal_index())
     }
 
     /// The sessions table's name as `pragma_table_info` wants it: unquoted (names are plain
@@ -210,7 +287,8 @@ impl Statements {
 /// operation is one short transaction; writers of this store take turns (SQLite has one writer
 /// at a time anyway) and start with `BEGIN IMMEDIATE`, so they never deadlock on a lock
 /// upgrade. Readers run in parallel (the file is opened in WAL mode). Only the keys a request
-/// changed are written.
+/// changed are written. With [`SqliteStoreBuilder::with_events`], each of these transactions
+/// also writes its session events, and [`SessionStore::events`] reads them (see [`EventLog`]).
 ///
 /// Cloning is cheap: clones share the pool and the writer turn.
 ///
@@ -227,10 +305,12 @@ impl Statements {
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    statements: Arc<Statements>,
-    settings: Settings,
-    writer: Arc<Mutex<()>>,
+    pub(crate) pool: SqlitePool,
+    pub(crate) statements: Arc<Statements>,
+    pub(crate) settings: Settings,
+    pub(crate) writer: Arc<Mutex<()>>,
+    /// Set by [`SqliteStoreBuilder::with_events`].
+    pub(crate) log: Option<Arc<Log>>,
 }
 
 /// Builds a [`SqliteStore`]: table prefix, pool size, timeouts.
@@ -253,6 +333,7 @@ pub struct SqliteStoreBuilder {
     prefix: String,
     max_connections: u32,
     settings: Settings,
+    events: Option<EventLog>,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -261,6 +342,7 @@ impl Default for SqliteStoreBuilder {
             prefix: DEFAULT_TABLE_PREFIX.to_owned(),
             max_connections: crate::DEFAULT_MAX_CONNECTIONS,
             settings: Settings::default(),
+            events: None,
         }
     }
 }
@@ -315,6 +397,34 @@ impl SqliteStoreBuilder {
     /// ```
     pub fn with_max_sessions_per_principal(mut self, max: Option<NonZeroUsize>) -> Self {
         self.settings.max_per_principal = max;
+        self
+    }
+
+    /// Keeps session events (default: none), read with
+    /// [`SessionStore::events`](tether_core::SessionStore::events) by the consumer group of
+    /// `events`; see [`EventLog`] for what is delivered and when.
+    ///
+    /// Every write that changes a session writes its event in the same transaction (one more
+    /// statement in it). [`SqliteStore::migrate`] creates the events tables. Without events no
+    /// statement writes or reads them. One consumer of a group reads at a time among the
+    /// clones of this store; the others wait their turn.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tether_core::SessionStore as _;
+    /// use tether_sql::EventLog;
+    ///
+    /// let store = tether_sql::SqliteStore::builder()
+    ///     .with_events(EventLog::new())
+    ///     .in_memory()
+    ///     .await?;
+    /// store.migrate().await?;
+    /// let events = store.events().await?;
+    /// # drop(events); Ok(()) }
+    /// ```
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = Some(events);
         self
     }
 
@@ -379,6 +489,7 @@ impl SqliteStoreBuilder {
             statements: Arc::new(Statements::new(tables)),
             settings: self.settings,
             writer: Arc::new(Mutex::new(())),
+            log: self.events.map(Log::new),
         })
     }
 }
@@ -415,6 +526,12 @@ impl SqliteStore {
     /// A sessions table made before the principal columns existed (`principal`, `handle`,
     /// `last_seen`, `device`, `address`) gets the ones it lacks, by `ALTER TABLE ... ADD
     /// COLUMN`, in the same transaction; its sessions keep working, bound to nobody.
+    ///
+    /// With [`SqliteStoreBuilder::with_events`] (only then) it also creates the events tables
+    /// (see the crate docs): `tether_session_events (id INTEGER PRIMARY KEY AUTOINCREMENT, kind
+    /// TEXT NOT NULL, handle BLOB, principal TEXT, from_handle BLOB, occurred_at INTEGER NOT
+    /// NULL)`, indexed on `occurred_at`, and `tether_session_event_cursors (group_name TEXT
+    /// PRIMARY KEY NOT NULL, id INTEGER NOT NULL, updated_at INTEGER NOT NULL)`.
     ///
     /// # Errors
     ///
@@ -456,6 +573,11 @@ impl SqliteStore {
         sqlx::Executor::execute(&mut *tx, index.as_str())
             .await
             .map_err(Error::Migrate)?;
+        if self.log.is_some() {
+            sqlx::Executor::execute(&mut *tx, self.statements.events.create_tables.as_str())
+                .await
+                .map_err(Error::Migrate)?;
+        }
         tx.commit().await.map_err(Error::Migrate)
     }
 
@@ -465,7 +587,7 @@ impl SqliteStore {
     /// INTEGER`, `device TEXT` and `address TEXT`; an external migration tool must do the same
     /// before the principal index is created.
     pub fn migration_sql(&self) -> String {
-        self.statements.migration()
+        self.statements.migration(self.log.is_some())
     }
 
     /// The connection pool.
@@ -481,6 +603,23 @@ impl SqliteStore {
     /// The quoted name of the session keys table.
     pub fn keys_table(&self) -> &str {
         &self.statements.tables.keys
+    }
+
+    /// The quoted name of the events table (used only with
+    /// [`SqliteStoreBuilder::with_events`]).
+    pub fn events_table(&self) -> &str {
+        &self.statements.tables.events
+    }
+
+    /// The quoted name of the table of consumer groups' positions (used only with
+    /// [`SqliteStoreBuilder::with_events`]).
+    pub fn event_cursors_table(&self) -> &str {
+        &self.statements.tables.event_cursors
+    }
+
+    /// The event settings, if events are kept ([`SqliteStoreBuilder::with_events`]).
+    pub fn event_log(&self) -> Option<&EventLog> {
+        self.log.as_ref().map(|log| &log.settings)
     }
 
     /// Deletes every session expired now, in statements of at most the sweep batch each, and
@@ -506,7 +645,7 @@ impl SqliteStore {
     }
 
     /// A connection from the pool, for `count` statements of `operation`.
-    async fn connection(
+    pub(crate) async fn connection(
         &self,
         operation: &'static str,
         count: u64,
@@ -527,6 +666,16 @@ impl SqliteStore {
         let (Some(principal), Some(kept)) = (principal, self.settings.others_kept()) else {
             return Ok(());
         };
+        if self.log.is_some() {
+            telemetry::statements("sqlite", operation, 1);
+            sqlx::query(&self.statements.cap_events)
+                .bind(principal)
+                .bind(now)
+                .bind(id)
+                .bind(kept)
+                .execute(&mut *conn)
+                .await?;
+        }
         telemetry::statements("sqlite", operation, 1);
         sqlx::query(&self.statements.cap)
             .bind(principal)
@@ -536,6 +685,94 @@ impl SqliteStore {
             .execute(&mut *conn)
             .await?;
         Ok(())
+    }
+
+    /// Writes the event of a session just written (`created`, `principal_set`), in the
+    /// transaction that wrote it: with events only.
+    async fn report(
+        &self,
+        conn: &mut SqliteConnection,
+        operation: &'static str,
+        kind: &EventKind,
+        handle: &[u8],
+        principal: Option<&str>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        if self.log.is_none() {
+            return Ok(());
+        }
+        telemetry::statements("sqlite", operation, 1);
+        sqlx::query(&self.statements.event)
+            .bind(kind.name())
+            .bind(handle)
+            .bind(principal)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the session `id` if it expired; with events, reports it first.
+    async fn free_expired(
+        &self,
+        conn: &mut SqliteConnection,
+        operation: &'static str,
+        id: &str,
+        handle: &[u8],
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        if self.log.is_some() {
+            telemetry::statements("sqlite", operation, 1);
+            sqlx::query(&self.statements.free_expired_event)
+                .bind(id)
+                .bind(now)
+                .bind(handle)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(&self.statements.free_expired)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// One sweep batch with events: names the batch's rows written before the handle column,
+    /// reports the batch expired, deletes it.
+    async fn sweep_reporting(
+        &self,
+        conn: &mut SqliteConnection,
+        now: i64,
+        batch: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let unnamed: Vec<String> = sqlx::query_scalar(&self.statements.sweep_unnamed)
+            .bind(now)
+            .bind(batch)
+            .fetch_all(&mut *conn)
+            .await?;
+        telemetry::statements("sqlite", "sweep", 3 + unnamed.len() as u64);
+        for id in unnamed {
+            // A row whose id is no session id keeps no handle: its event is reported corrupt.
+            if let Ok(parsed) = id.parse::<Id>() {
+                sqlx::query(&self.statements.name_session)
+                    .bind(&id)
+                    .bind(handle_bytes(&parsed))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        sqlx::query(&self.statements.sweep_events)
+            .bind(now)
+            .bind(batch)
+            .execute(&mut *conn)
+            .await?;
+        let done = sqlx::query(&self.statements.sweep_ordered)
+            .bind(now)
+            .bind(batch)
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     fn upsert<'q>(
@@ -557,9 +794,13 @@ impl Sweep for SqliteStore {
         let batch = i64::from(self.settings.sweep_batch);
         run(&self.settings, "sweep", async {
             write!(self, "sweep", |conn| async {
+                let now = millis(Timestamp::now());
+                if self.log.is_some() {
+                    return Ok((true, self.sweep_reporting(conn, now, batch).await?));
+                }
                 telemetry::statements("sqlite", "sweep", 1);
                 let done = sqlx::query(&self.statements.sweep)
-                    .bind(millis(Timestamp::now()))
+                    .bind(now)
                     .bind(batch)
                     .execute(&mut *conn)
                     .await?;
@@ -571,6 +812,26 @@ impl Sweep for SqliteStore {
 
     fn batch_size(&self) -> u64 {
         u64::from(self.settings.sweep_batch)
+    }
+
+    async fn trim_batch(&self) -> Result<u64, tether_core::Error> {
+        let Some(log) = &self.log else {
+            return Ok(0);
+        };
+        let batch = i64::from(self.settings.sweep_batch);
+        let cutoff = log.settings.cutoff(Timestamp::now());
+        run(&self.settings, "trim", async {
+            write!(self, "trim", |conn| async {
+                telemetry::statements("sqlite", "trim", 1);
+                let done = sqlx::query(&self.statements.events.trim)
+                    .bind(cutoff)
+                    .bind(batch)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok((true, done.rows_affected()))
+            })
+        })
+        .await
     }
 }
 
@@ -598,14 +859,11 @@ impl SessionStore for SqliteStore {
         let id = record.id.to_string();
         let meta = Meta::of(record.created_at, &record.expiry);
         let binding = Binding::of(record.principal.as_ref(), record.seen.as_deref());
+        let handle = handle_bytes(&record.id);
         run(&self.settings, "create", async {
             write!(self, "create", |conn| async {
                 let now = millis(Timestamp::now());
-                sqlx::query(&self.statements.free_expired)
-                    .bind(&id)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                self.free_expired(conn, "create", &id, &handle, now).await?;
                 let inserted = sqlx::query(&self.statements.insert_session)
                     .bind(&id)
                     .bind(meta.created_at)
@@ -613,7 +871,7 @@ impl SessionStore for SqliteStore {
                     .bind(meta.idle_timeout_ms)
                     .bind(meta.absolute_deadline)
                     .bind(binding.principal)
-                    .bind(handle_bytes(&record.id))
+                    .bind(&handle)
                     .bind(binding.last_seen)
                     .bind(binding.device)
                     .bind(binding.address.as_deref())
@@ -627,6 +885,9 @@ impl SessionStore for SqliteStore {
                 for (key, value) in &record.data {
                     self.upsert(&id, key, value).execute(&mut *conn).await?;
                 }
+                let created = EventKind::Created;
+                self.report(conn, "create", &created, &handle, binding.principal, now)
+                    .await?;
                 self.enforce_cap(conn, "create", binding.principal, &id, now)
                     .await?;
                 Ok((true, Created::Created))
@@ -686,6 +947,11 @@ impl SessionStore for SqliteStore {
                 for (key, value) in changes.inserted() {
                     self.upsert(&id, key, value).execute(&mut *conn).await?;
                 }
+                if let (Some(principal), Some(handle)) = (binding.principal, handle.as_deref()) {
+                    let set = EventKind::PrincipalSet;
+                    self.report(conn, "apply", &set, handle, Some(principal), now)
+                        .await?;
+                }
                 self.enforce_cap(conn, "apply", binding.principal, &id, now)
                     .await?;
                 Ok((true, Applied::Applied))
@@ -699,9 +965,19 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete(&self, id: &Id) -> Result<(), tether_core::Error> {
+        let handle = handle_bytes(id);
         let id = id.to_string();
         run(&self.settings, "delete", async {
             write!(self, "delete", |conn| async {
+                if self.log.is_some() {
+                    telemetry::statements("sqlite", "delete", 1);
+                    sqlx::query(&self.statements.delete_event)
+                        .bind(&id)
+                        .bind(&handle)
+                        .bind(millis(Timestamp::now()))
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 telemetry::statements("sqlite", "delete", 1);
                 sqlx::query(&self.statements.delete)
                     .bind(&id)
@@ -715,17 +991,14 @@ impl SessionStore for SqliteStore {
 
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, tether_core::Error> {
         let handle = handle_bytes(new);
+        let old_handle = handle_bytes(old);
         let (old, new) = (old.to_string(), new.to_string());
         run(&self.settings, "cycle", async {
             write!(self, "cycle", |conn| async {
                 let now = millis(Timestamp::now());
                 // Freeing the new id and checking it; the old id's check or the rename.
                 telemetry::statements("sqlite", "cycle", 3);
-                sqlx::query(&self.statements.free_expired)
-                    .bind(&new)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                self.free_expired(conn, "cycle", &new, &handle, now).await?;
                 let taken: i64 = sqlx::query_scalar(&self.statements.live)
                     .bind(&new)
                     .bind(now)
@@ -753,6 +1026,15 @@ impl SessionStore for SqliteStore {
                     .execute(&mut *conn)
                     .await?;
                 let moved = renamed.rows_affected() > 0;
+                if moved && self.log.is_some() {
+                    telemetry::statements("sqlite", "cycle", 1);
+                    sqlx::query(&self.statements.cycled_event)
+                        .bind(&new)
+                        .bind(&old_handle)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 Ok((
                     moved,
                     if moved {
@@ -790,11 +1072,21 @@ impl SessionStore for SqliteStore {
     ) -> Result<Revoked, tether_core::Error> {
         run(&self.settings, "revoke", async {
             write!(self, "revoke", |conn| async {
+                let now = millis(Timestamp::now());
+                if self.log.is_some() {
+                    telemetry::statements("sqlite", "revoke", 1);
+                    sqlx::query(&self.statements.revoke_events)
+                        .bind(principal.as_str())
+                        .bind(&handle.as_bytes()[..])
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 telemetry::statements("sqlite", "revoke", 1);
                 let done = sqlx::query(&self.statements.revoke)
                     .bind(principal.as_str())
                     .bind(&handle.as_bytes()[..])
-                    .bind(millis(Timestamp::now()))
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
                 let revoked = if done.rows_affected() > 0 {
@@ -815,11 +1107,22 @@ impl SessionStore for SqliteStore {
     ) -> Result<usize, tether_core::Error> {
         run(&self.settings, "revoke_all", async {
             write!(self, "revoke_all", |conn| async {
+                let now = millis(Timestamp::now());
+                let keep = keep.map(|handle| &handle.as_bytes()[..]);
+                if self.log.is_some() {
+                    telemetry::statements("sqlite", "revoke_all", 1);
+                    sqlx::query(&self.statements.revoke_all_events)
+                        .bind(principal.as_str())
+                        .bind(now)
+                        .bind(keep)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 telemetry::statements("sqlite", "revoke_all", 1);
                 let done = sqlx::query(&self.statements.revoke_all)
                     .bind(principal.as_str())
-                    .bind(millis(Timestamp::now()))
-                    .bind(keep.map(|handle| &handle.as_bytes()[..]))
+                    .bind(now)
+                    .bind(keep)
                     .execute(&mut *conn)
                     .await?;
                 Ok((
@@ -830,6 +1133,10 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+
+    async fn events(&self) -> Result<tether_core::EventStream, tether_core::Error> {
+        self.consume_events().await
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -838,6 +1145,7 @@ impl fmt::Debug for SqliteStore {
             .field("sessions_table", &self.statements.tables.sessions)
             .field("keys_table", &self.statements.tables.keys)
             .field("settings", &self.settings)
+            .field("events", &self.event_log())
             .finish()
     }
 }

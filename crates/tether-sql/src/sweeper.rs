@@ -16,15 +16,24 @@ pub(crate) trait Sweep: Send + Sync + 'static {
     async fn sweep_batch(&self) -> Result<u64, tether_core::Error>;
     /// The batch size.
     fn batch_size(&self) -> u64;
+    /// Deletes at most one batch of events past the retention (none without events); answers
+    /// how many.
+    async fn trim_batch(&self) -> Result<u64, tether_core::Error>;
 }
 
-/// Batches until one comes back short, or [`MAX_BATCHES_PER_SWEEP`].
+/// Batches until one comes back short, or [`MAX_BATCHES_PER_SWEEP`]; then the same for events
+/// past the retention. Answers how many sessions it deleted.
 pub(crate) async fn delete_all_expired(store: &impl Sweep) -> Result<u64, tether_core::Error> {
     let mut deleted = 0u64;
     for _ in 0..MAX_BATCHES_PER_SWEEP {
         let batch = store.sweep_batch().await?;
         deleted = deleted.saturating_add(batch);
         if batch < store.batch_size() {
+            break;
+        }
+    }
+    for _ in 0..MAX_BATCHES_PER_SWEEP {
+        if store.trim_batch().await? < store.batch_size() {
             break;
         }
     }

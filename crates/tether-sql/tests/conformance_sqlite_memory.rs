@@ -1,7 +1,25 @@
-//! The store conformance suite on SQLite in memory, the principal index contract included.
+//! The store conformance suite on SQLite in memory, the principal index contract included: with
+//! events (the whole suite runs the writes that also write their events, and the events check
+//! runs), and without.
 
 mod common;
 
-tether_testkit::store_conformance!(common::sqlite_memory(), principal_index: |max| async move {
-    common::sqlite_memory_with(Some(max)).await
-});
+use std::time::Duration;
+
+/// An expiry is reported within this long of the deadline: a consumer deletes expired sessions
+/// every second and reads right after.
+const EXPIRED_WITHIN: Duration = Duration::from_millis(1500);
+
+mod with_events {
+    tether_testkit::store_conformance!(
+        crate::common::sqlite_memory_events(None),
+        principal_index: |max| crate::common::sqlite_memory_events(Some(max)),
+        events: crate::EXPIRED_WITHIN
+    );
+}
+
+mod without_events {
+    tether_testkit::store_conformance!(crate::common::sqlite_memory(), principal_index: |max| async move {
+        crate::common::sqlite_memory_with(Some(max)).await
+    });
+}

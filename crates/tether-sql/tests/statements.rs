@@ -1,7 +1,10 @@
 //! One statement (one round trip) per operation on PostgreSQL, counted from sqlx's own log of
 //! every statement it runs (`sqlx::query` events): the session operations, the principal index
 //! (`sessions_of`, `revoke`, `revoke_all`), and a binding `create` or `apply` whose principal
-//! is over the cap (the revocation is part of the statement).
+//! is over the cap (the revocation is part of the statement). The same with events on (each
+//! write's event is part of its statement); `cycle` runs as many statements either way, and
+//! `delete_expired` one more with events (deleting events past the retention). Without events
+//! the events table is not even there.
 
 mod common;
 
@@ -12,9 +15,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_core::{
-    Applied, Changes, Created, Expiry, Id, Principal, Record, Revoked, Seen, SessionHandle,
+    Applied, Changes, Created, Cycled, Expiry, Id, Principal, Record, Revoked, Seen, SessionHandle,
     SessionStore, Timestamp,
 };
+use tether_sql::sqlx;
+use tether_sql::{EventLog, PostgresStoreBuilder};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Counts the statements sqlx reports having run.
@@ -33,12 +38,63 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
 // miss each other's events.
 #[tokio::test]
 async fn every_operation_is_one_statement() {
-    load_create_apply_touch_delete_are_one_statement_each().await;
-    the_principal_index_and_the_cap_are_one_statement_each().await;
+    let mut counted = Vec::new();
+    for events in [false, true] {
+        let others = load_create_apply_touch_delete_are_one_statement_each(events).await;
+        the_principal_index_and_the_cap_are_one_statement_each(events).await;
+        counted.push(others);
+    }
+    let (without, with) = (&counted[0], &counted[1]);
+    assert_eq!(with[0], without[0], "cycle: as many statements with events");
+    assert_eq!(
+        with[1].1,
+        without[1].1 + 1,
+        "delete_expired: the same sweep statement, and one more that deletes events past \
+         the retention"
+    );
+    println!("statements without and with events: {counted:?}");
 }
 
-async fn load_create_apply_touch_delete_are_one_statement_each() {
-    let fixture = common::postgres().await;
+/// The builder of the fixtures, with or without events.
+fn builder(events: bool) -> PostgresStoreBuilder {
+    let builder = common::test_builder();
+    if events {
+        builder.with_events(EventLog::new())
+    } else {
+        builder
+    }
+}
+
+/// How many events the fixture's table holds; `None` when there is no such table.
+async fn events_written(fixture: &common::OnPostgres) -> Option<i64> {
+    let mut admin = fixture.admin().await;
+    let table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('tether_session_events')::text")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    table.as_ref()?;
+    Some(
+        sqlx::query_scalar("SELECT count(*) FROM tether_session_events")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap(),
+    )
+}
+
+/// Runs `op` and answers how many statements sqlx logged for it.
+async fn statements_of(counter: &AtomicUsize, op: impl Future<Output = ()>) -> usize {
+    let before = counter.load(Ordering::SeqCst);
+    op.await;
+    counter.load(Ordering::SeqCst) - before
+}
+
+/// The five session operations, one statement each; answers the statements of a `cycle` (a
+/// transaction) and of a `delete_expired` that deletes one batch.
+async fn load_create_apply_touch_delete_are_one_statement_each(
+    events: bool,
+) -> Vec<(&'static str, usize)> {
+    let fixture = common::postgres_with(builder(events), &common::postgres_url()).await;
     let store = &fixture.store;
     let counter = Arc::new(AtomicUsize::new(0));
     let _guard = tracing::subscriber::set_default(
@@ -113,6 +169,49 @@ async fn load_create_apply_touch_delete_are_one_statement_each() {
         }),
     )
     .await;
+
+    // Warmed as above, then counted.
+    let moving = Record::new(Id::random().unwrap(), expiry, now);
+    assert_eq!(store.create(&moving).await.unwrap(), Created::Created);
+    let moved = Id::random().unwrap();
+    assert_eq!(
+        store.cycle(&moving.id, &moved).await.unwrap(),
+        Cycled::Moved
+    );
+    assert_eq!(store.create(&moving).await.unwrap(), Created::Created);
+    let cycle = statements_of(&counter, async {
+        let moved = Id::random().unwrap();
+        assert_eq!(
+            store.cycle(&moving.id, &moved).await.unwrap(),
+            Cycled::Moved
+        );
+    })
+    .await;
+    let past = Timestamp::from_millis(now.as_millis() - 10_000);
+    let expired = Record::new(
+        Id::random().unwrap(),
+        Expiry::new(past, Duration::from_secs(1), None),
+        past,
+    );
+    assert_eq!(store.create(&expired).await.unwrap(), Created::Created);
+    assert_eq!(store.delete_expired().await.unwrap(), 1);
+    let expired = Record::new(Id::random().unwrap(), expired.expiry, past);
+    assert_eq!(store.create(&expired).await.unwrap(), Created::Created);
+    let sweep = statements_of(&counter, async {
+        assert_eq!(store.delete_expired().await.unwrap(), 1);
+    })
+    .await;
+
+    drop(_guard);
+    let written = events_written(&fixture).await;
+    if events {
+        // 6 creates, 2 deletes, 2 cycles, 2 expiries; the applies bind nobody, so report
+        // nothing, and neither does a touch.
+        assert_eq!(written, Some(12), "each change wrote its event");
+    } else {
+        assert_eq!(written, None, "without events there is no events table");
+    }
+    vec![("cycle", cycle), ("delete_expired", sweep)]
 }
 
 /// Runs `op` and asserts sqlx logged exactly one statement for it.
@@ -136,9 +235,9 @@ fn bound(principal: &Principal, created_at: Timestamp) -> Record {
     record
 }
 
-async fn the_principal_index_and_the_cap_are_one_statement_each() {
+async fn the_principal_index_and_the_cap_are_one_statement_each(events: bool) {
     let fixture = common::postgres_with(
-        common::test_builder().with_max_sessions_per_principal(NonZeroUsize::new(2)),
+        builder(events).with_max_sessions_per_principal(NonZeroUsize::new(2)),
         &common::postgres_url(),
     )
     .await;
@@ -271,4 +370,7 @@ async fn the_principal_index_and_the_cap_are_one_statement_each() {
         store.load(&warm.id).await.unwrap().is_some(),
         "bob's session stays"
     );
+    drop(_guard);
+    let written = events_written(&fixture).await;
+    assert_eq!(written.is_some(), events, "{written:?}");
 }

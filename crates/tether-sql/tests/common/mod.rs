@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tether_core::SessionStore;
-#[cfg(feature = "sqlite")]
-use tether_sql::SqliteStore;
+use tether_core::{EventStream, SessionEvent, SessionStore};
+use tether_sql::EventLog;
 #[cfg(feature = "postgres")]
 use tether_sql::sqlx::{self, Connection};
 #[cfg(feature = "postgres")]
 use tether_sql::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "sqlite")]
+use tether_sql::{SqliteStore, SqliteStoreBuilder};
 use tether_testkit::Fixture;
 
 /// The operation timeout of the general fixtures: the conformance suite checks the contract,
@@ -120,6 +121,18 @@ pub async fn postgres() -> OnPostgres {
 }
 
 #[cfg(feature = "postgres")]
+/// The store with events (and at most `max` sessions per principal) on a fresh schema.
+pub async fn postgres_events(max: Option<std::num::NonZeroUsize>) -> OnPostgres {
+    postgres_with(
+        test_builder()
+            .with_max_sessions_per_principal(max)
+            .with_events(EventLog::new()),
+        &postgres_url(),
+    )
+    .await
+}
+
+#[cfg(feature = "postgres")]
 /// The builder of [`postgres`], to add to.
 pub fn test_builder() -> PostgresStoreBuilder {
     PostgresStore::builder()
@@ -149,15 +162,49 @@ pub async fn sqlite_file() -> OnSqliteFile {
 #[cfg(feature = "sqlite")]
 /// A store on a database file, with at most `max` sessions per principal.
 pub async fn sqlite_file_with(max: Option<std::num::NonZeroUsize>) -> OnSqliteFile {
+    sqlite_file_built(sqlite_builder().with_max_sessions_per_principal(max)).await
+}
+
+#[cfg(feature = "sqlite")]
+/// The builder of the SQLite fixtures (the test timeout), to add to.
+pub fn sqlite_builder() -> SqliteStoreBuilder {
+    SqliteStore::builder().with_operation_timeout(TEST_TIMEOUT)
+}
+
+#[cfg(feature = "sqlite")]
+/// A store built by `builder` on a database file in a temporary directory, migrated.
+pub async fn sqlite_file_built(builder: SqliteStoreBuilder) -> OnSqliteFile {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = SqliteStore::builder()
-        .with_operation_timeout(TEST_TIMEOUT)
-        .with_max_sessions_per_principal(max)
+    let store = builder
         .open(dir.path().join("sessions.db"))
         .await
         .expect("open");
     store.migrate().await.expect("migrate");
     OnSqliteFile { store, dir }
+}
+
+#[cfg(feature = "sqlite")]
+/// A store with events (and at most `max` sessions per principal) on a database file.
+pub async fn sqlite_file_events(max: Option<std::num::NonZeroUsize>) -> OnSqliteFile {
+    sqlite_file_built(
+        sqlite_builder()
+            .with_max_sessions_per_principal(max)
+            .with_events(EventLog::new()),
+    )
+    .await
+}
+
+#[cfg(feature = "sqlite")]
+/// A store with events (and at most `max` sessions per principal) in memory.
+pub async fn sqlite_memory_events(max: Option<std::num::NonZeroUsize>) -> SqliteStore {
+    let store = sqlite_builder()
+        .with_max_sessions_per_principal(max)
+        .with_events(EventLog::new())
+        .in_memory()
+        .await
+        .expect("in memory");
+    store.migrate().await.expect("migrate");
+    store
 }
 
 #[cfg(feature = "sqlite")]
@@ -232,4 +279,33 @@ pub fn cookie_id(cookie: &str) -> tether_core::Id {
         .unwrap_or(cookie)
         .parse()
         .expect("a session id")
+}
+
+/// The next item of `events`, or `None` if none comes within `within`.
+pub async fn next_event(
+    events: &mut EventStream,
+    within: Duration,
+) -> Option<Result<SessionEvent, tether_core::Error>> {
+    let next = std::future::poll_fn(|cx| futures_core::Stream::poll_next(events.as_mut(), cx));
+    match tokio::time::timeout(within, next).await {
+        Ok(Some(item)) => Some(item),
+        Ok(None) => panic!("the event stream ended"),
+        Err(_) => None,
+    }
+}
+
+/// The next event of `events`, failing the test on an error or after `within`.
+pub async fn expect_event(events: &mut EventStream, within: Duration) -> SessionEvent {
+    match next_event(events, within).await {
+        Some(Ok(event)) => event,
+        Some(Err(error)) => panic!("the event stream failed: {error:?}"),
+        None => panic!("no event within {within:?}"),
+    }
+}
+
+/// No item comes from `events` within `within`.
+pub async fn expect_quiet(events: &mut EventStream, within: Duration) {
+    if let Some(item) = next_event(events, within).await {
+        panic!("expected no event, got {item:?}");
+    }
 }
