@@ -89,6 +89,13 @@ pub struct Cli {
     /// Client connections served at once, lowered to fit the open-file limit [default: 10000].
     #[arg(long, value_name = "N")]
     max_connections: Option<NonZeroUsize>,
+    /// Longest quiet, in both directions, of an upgraded connection (WebSocket) before the
+    /// proxy closes it [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    upgrade_idle_timeout: Option<Timeout>,
+    /// Longest life of an upgraded connection [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    upgrade_max_duration: Option<Timeout>,
     /// Trusted proxies in front of this one, each appending to `X-Forwarded-For`: source
     /// pinning reads the client that many entries from the right [default: 0: the connection's
     /// address only].
@@ -120,6 +127,8 @@ struct FileConfig {
     header_read_timeout: Option<Timeout>,
     max_connections: Option<NonZeroUsize>,
     body_idle_timeout: Option<Timeout>,
+    upgrade_idle_timeout: Option<Timeout>,
+    upgrade_max_duration: Option<Timeout>,
     /// Authorizes state changes on the admin listener (at least 16 characters; also
     /// `TETHER_PROXY_ADMIN_TOKEN`). Not a flag: flags show in process lists.
     admin_token: Option<String>,
@@ -397,6 +406,12 @@ impl Settings {
         }
         if let Some(max) = cli.max_connections.or(file.max_connections) {
             limits.max_connections = max.get();
+        }
+        if let Some(Timeout(timeout)) = cli.upgrade_idle_timeout.or(file.upgrade_idle_timeout) {
+            limits.tunnel.idle = timeout;
+        }
+        if let Some(Timeout(timeout)) = cli.upgrade_max_duration.or(file.upgrade_max_duration) {
+            limits.tunnel.total = timeout;
         }
 
         let admin_token = match (env.admin_token, file.admin_token) {

@@ -12,8 +12,8 @@
 //! metrics in the Prometheus text format; `POST /backends/{name}/drain` with
 //! `Authorization: Bearer <admin_token>`; only loopback `Host` names, no cross-origin requests),
 //! a TOML file with `--config` whose keys are the flags' names with `_` (flags win). Adds
-//! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, shuts down gracefully on SIGTERM
-//! or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
+//! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, passes WebSockets and other
+//! HTTP/1.1 upgrades through to the pinned backend, shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
 //! Bounds, each a flag and a key, durations written the human way (`500ms`, `2s`, `1m 30s`):
 //! connecting to a backend 1 s (`connect_timeout`), a backend's response head 30 s after the
@@ -22,7 +22,9 @@
 //! the accept, so a connection that sends nothing is closed then), 30 s of quiet inside a request
 //! body (`body_idle_timeout`: the client gets `400`), 10,000 client connections at once
 //! (`max_connections`, lowered to fit the open-file limit, which is raised to the hard limit at
-//! start), in-flight requests 10 s after a shutdown signal. A zero timeout or connection count, or
+//! start), an upgraded connection (WebSocket) 5 min of quiet in both directions
+//! (`upgrade_idle_timeout`) and 24 h in all (`upgrade_max_duration`), in-flight requests 10 s
+//! after a shutdown signal. A zero timeout or connection count, or
 //! an `epsilon` that is not above zero, is refused when the settings are read.
 //!
 //! ```toml
@@ -71,6 +73,7 @@ mod forwarded;
 mod limits;
 mod proxy;
 mod stall;
+mod tunnel;
 mod values;
 
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::tunnel::TunnelLimits;
+
 /// Bounds on what clients may send and hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -18,6 +20,8 @@ pub(crate) struct Limits {
     /// Longest quiet in a request body (default 30 s): a client that announced a body and
     /// stops sending gets `400` and its connection ends.
     pub(crate) body_idle_timeout: Duration,
+    /// Bounds on upgraded connections (WebSocket).
+    pub(crate) tunnel: TunnelLimits,
 }
 
 impl Default for Limits {
@@ -27,6 +31,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             body_idle_timeout: Duration::from_secs(30),
+            tunnel: TunnelLimits::default(),
         }
     }
 }

@@ -6,21 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
+use http::header::{HOST, HeaderValue, UPGRADE};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tether_sticky::{Backends, ClientAddr, Sticky, Upstream, UpstreamBody, box_body};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::forwarded::{AddForwarded, strip_hop_by_hop};
 use crate::limits::Limits;
 use crate::stall::StallBound;
+use crate::tunnel;
 
 /// The router the proxy runs.
 pub(crate) type Router = Sticky<Backends<String, AddForwarded<Upstream>>>;
@@ -41,9 +43,10 @@ fn malformed(parts: &http::request::Parts) -> Option<&'static str> {
     None
 }
 
-fn bad_request(reason: &'static str) -> Response<UpstreamBody> {
+/// A short plain-text answer the proxy makes itself.
+fn answer(status: StatusCode, reason: &'static str) -> Response<UpstreamBody> {
     let mut response = Response::new(box_body(Full::new(Bytes::from_static(reason.as_bytes()))));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -51,28 +54,68 @@ fn bad_request(reason: &'static str) -> Response<UpstreamBody> {
     response
 }
 
-async fn handle(
+/// One client connection, as each of its requests sees it.
+#[derive(Clone, Debug)]
+struct Connection {
     router: Router,
     client: SocketAddr,
-    body_idle_timeout: Duration,
+    limits: Limits,
+    /// The connection's place under the connection cap: an upgraded connection outlives the
+    /// HTTP connection it came from and keeps it.
+    permit: Arc<OwnedSemaphorePermit>,
+}
+
+async fn handle(
+    connection: Connection,
     request: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
+    let client = connection.client;
     let (mut parts, body) = request.into_parts();
     if let Some(reason) = malformed(&parts) {
         tracing::debug!(%client, reason = reason.trim_end(), "request refused");
-        return Ok(bad_request(reason));
+        return Ok(answer(StatusCode::BAD_REQUEST, reason));
     }
+    let upgrade = tunnel::requested(parts.version, &parts.headers);
+    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        tunnel::restore(&mut parts.headers, protocol.clone());
+    }
     parts.extensions.insert(ClientAddr(client));
     let body = if body.is_end_stream() {
         box_body(body)
     } else {
-        box_body(StallBound::new(body, body_idle_timeout))
+        box_body(StallBound::new(body, connection.limits.body_idle_timeout))
     };
     let request = Request::from_parts(parts, body);
-    let mut response = router.oneshot(request).await?;
+    let mut response = connection.router.oneshot(request).await?;
+    let backend_upgrade = response.extensions_mut().remove::<OnUpgrade>();
+    let agreed = response.headers().get(UPGRADE).cloned();
     strip_hop_by_hop(response.headers_mut());
-    Ok(response)
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response);
+    }
+    // A backend may switch protocols only when asked to, and only to one it was asked for.
+    match (upgrade.zip(client_upgrade), backend_upgrade, agreed) {
+        (Some((_, client_upgrade)), Some(backend_upgrade), Some(protocol)) => {
+            tunnel::restore(response.headers_mut(), protocol);
+            tokio::spawn(tunnel::run(
+                client_upgrade,
+                backend_upgrade,
+                connection.limits.tunnel,
+                client,
+                Arc::clone(&connection.permit),
+            ));
+            Ok(response)
+        }
+        _ => {
+            tracing::warn!(%client, "a backend switched protocols without an upgrade to switch to");
+            Ok(answer(
+                StatusCode::BAD_GATEWAY,
+                "the backend switched protocols unasked\n",
+            ))
+        }
+    }
 }
 
 /// Logs a recurring failure at most once a second, with how many were not logged in between:
@@ -154,20 +197,24 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
         let first_request = Arc::new(Notify::new());
         let requests = Arc::clone(&first_request);
+        let this = Connection {
+            router: router.clone(),
+            client,
+            limits,
+            permit: Arc::new(permit),
+        };
         let service = hyper::service::service_fn(move |request| {
             requests.notify_one();
-            handle(router.clone(), client, limits.body_idle_timeout, request)
+            handle(this.clone(), request)
         });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         let head_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
             tokio::pin!(connection);
             // hyper's own head timeout starts only once it knows the protocol, which takes the
             // first bytes: until a first request arrives, the whole connection is on the clock.

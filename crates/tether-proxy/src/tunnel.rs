@@ -1,0 +1,212 @@
+//! Upgraded connections (WebSocket and any other HTTP/1.1 `Upgrade`): once the backend answers
+//! `101 Switching Protocols`, the proxy copies bytes both ways between the client and that
+//! backend until either side closes, the tunnel has been quiet for too long, or it has lasted
+//! too long.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{CONNECTION, HeaderValue, UPGRADE};
+use http::{HeaderMap, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+/// Bounds on an upgraded connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TunnelLimits {
+    /// Longest time with no byte in either direction (default 5 min) before the proxy closes
+    /// both sides: a peer that vanished without closing holds nothing for longer.
+    pub(crate) idle: Duration,
+    /// Longest life of one upgraded connection (default 24 h).
+    pub(crate) total: Duration,
+}
+
+impl Default for TunnelLimits {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(5 * 60),
+            total: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade` value, when its
+/// `Connection` header names `upgrade` (RFC 9110 7.8). HTTP/2 has no such upgrade.
+pub(crate) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 || !names_upgrade(headers) {
+        return None;
+    }
+    headers.get(UPGRADE).cloned()
+}
+
+/// `Connection` lists the `upgrade` option.
+fn names_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Puts back the two headers that ask for (or agree to) `protocol`, after the hop-by-hop ones
+/// were stripped: the upgrade is negotiated hop by hop, and this proxy passes it on.
+pub(crate) fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
+/// Copies bytes between `client` and `backend` once both upgrades complete, within `limits`.
+/// `permit` is the client connection's place under the connection cap, held until the tunnel
+/// ends.
+pub(crate) async fn run(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    limits: TunnelLimits,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+) {
+    let _permit = permit;
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "upgrade did not complete");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let mut client = Active::new(TokioIo::new(client), started, Arc::clone(&activity));
+    let mut backend = Active::new(TokioIo::new(backend), started, Arc::clone(&activity));
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
+    tokio::pin!(copy);
+    let end = tokio::time::sleep_until(started + limits.total);
+    tokio::pin!(end);
+    loop {
+        let quiet_until = activity.last(started) + limits.idle;
+        tokio::select! {
+            copied = &mut copy => {
+                match copied {
+                    Ok((up, down)) => tracing::debug!(%peer, up, down, "upgraded connection closed"),
+                    Err(error) => tracing::debug!(%peer, %error, "upgraded connection ended with an error"),
+                }
+                return;
+            }
+            () = &mut end => {
+                tracing::debug!(%peer, limit = ?limits.total, "upgraded connection closed: it lasted too long");
+                return;
+            }
+            () = tokio::time::sleep_until(quiet_until) => {
+                if activity.last(started) + limits.idle <= Instant::now() {
+                    tracing::debug!(%peer, limit = ?limits.idle, "upgraded connection closed: idle");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When a byte last went through a tunnel, in milliseconds since it began.
+#[derive(Debug, Default)]
+struct Activity(AtomicU64);
+
+impl Activity {
+    fn touch(&self, started: Instant) {
+        let since = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_max(since, Ordering::Relaxed);
+    }
+
+    fn last(&self, started: Instant) -> Instant {
+        started + Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// One side of a tunnel, marking [`Activity`] whenever bytes are read from it.
+struct Active<T> {
+    io: T,
+    started: Instant,
+    activity: Arc<Activity>,
+}
+
+impl<T> Active<T> {
+    fn new(io: T, started: Instant, activity: Arc<Activity>) -> Self {
+        Self {
+            io,
+            started,
+            activity,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch(self.started);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_http11_request_naming_upgrade_asks_for_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(requested(Version::HTTP_11, &headers), None, "no Connection");
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert_eq!(
+            requested(Version::HTTP_11, &headers),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert_eq!(requested(Version::HTTP_2, &headers), None);
+        assert_eq!(requested(Version::HTTP_10, &headers), None);
+        headers.remove(UPGRADE);
+        assert_eq!(requested(Version::HTTP_11, &headers), None, "no Upgrade");
+    }
+}
