@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
-use tether_sticky::{BackendReport, BackendState, Health, StickyHandle};
+use tether_sticky::{BackendReport, BackendState, Checked, Health, StickyHandle};
 
 /// The secret that authorizes state changes on the admin listener; never printed.
 #[derive(Clone)]
@@ -136,7 +136,8 @@ async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Resp
 
 /// One backend as `GET /backends` shows it: the operator's `state` (ready, drain, maintenance)
 /// apart from what passive health checks decided (`health`: healthy, with its
-/// `failures_in_a_row`, or ejected, with `ejected_until` in RFC 3339 UTC), and its counters.
+/// `failures_in_a_row`, or ejected, with `ejected_until` in RFC 3339 UTC) and what active ones
+/// found (`check`), and its counters.
 fn report(b: &BackendReport) -> Value {
     let (health, ejected_until, failures_in_a_row) = match b.health {
         Health::Healthy { failures_in_a_row } => ("healthy", None, failures_in_a_row),
@@ -154,6 +155,7 @@ fn report(b: &BackendReport) -> Value {
         "ejected": b.health.is_ejected(),
         "ejected_until": ejected_until,
         "failures_in_a_row": failures_in_a_row,
+        "check": check(b),
         "pinned": b.counters.pinned,
         "new": b.counters.new,
         "by_session": b.counters.by_session,
@@ -161,6 +163,22 @@ fn report(b: &BackendReport) -> Value {
         "failures": b.counters.failures,
         "in_flight": b.counters.in_flight,
     })
+}
+
+/// What active health checks found (`null` when they are off): `status` up or down, the
+/// checks in a row that count toward the next change, and `last`, what the latest check got.
+fn check(b: &BackendReport) -> Value {
+    let last = &b.last_check;
+    match b.checked {
+        None => Value::Null,
+        Some(Checked::Up { failures_in_a_row }) => {
+            json!({ "status": "up", "failures_in_a_row": failures_in_a_row, "last": last })
+        }
+        Some(Checked::Down { passes_in_a_row }) => {
+            json!({ "status": "down", "passes_in_a_row": passes_in_a_row, "last": last })
+        }
+        Some(_) => json!({ "status": "unknown", "last": last }),
+    }
 }
 
 async fn backends(State(admin): State<Admin>) -> Json<Value> {

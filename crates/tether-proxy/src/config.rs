@@ -2,7 +2,7 @@
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,12 +10,12 @@ use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use tether_sticky::cookie::Key;
-use tether_sticky::{Failover, KeyRing, Pinning, StickyConfig};
+use tether_sticky::{Failover, HealthCheck, KeyRing, Pinning, StickyConfig};
 
 use crate::Error;
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
-use crate::values::{AnyDuration, Epsilon, Timeout};
+use crate::values::{AnyDuration, CheckPath, CheckStatus, Epsilon, Timeout};
 
 /// A sticky-session reverse proxy.
 ///
@@ -96,6 +96,24 @@ pub struct Cli {
     /// Longest life of an upgraded connection [default: 24h].
     #[arg(long, value_name = "DURATION")]
     upgrade_max_duration: Option<Timeout>,
+    /// Turns on active health checks: `GET` of this path on every backend (as `/health`).
+    #[arg(long, value_name = "PATH")]
+    check_path: Option<CheckPath>,
+    /// Time between two active checks of a backend [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    check_interval: Option<Timeout>,
+    /// Bound on one active check [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    check_timeout: Option<Timeout>,
+    /// Passed checks in a row that bring a down backend back [default: 2].
+    #[arg(long, value_name = "N")]
+    check_rise: Option<NonZeroU32>,
+    /// Failed checks in a row that take a backend down [default: 3].
+    #[arg(long, value_name = "N")]
+    check_fall: Option<NonZeroU32>,
+    /// The one status a check must get [default: any 2xx or 3xx].
+    #[arg(long, value_name = "STATUS")]
+    check_status: Option<CheckStatus>,
     /// Trusted proxies in front of this one, each appending to `X-Forwarded-For`: source
     /// pinning reads the client that many entries from the right [default: 0: the connection's
     /// address only].
@@ -129,6 +147,12 @@ struct FileConfig {
     body_idle_timeout: Option<Timeout>,
     upgrade_idle_timeout: Option<Timeout>,
     upgrade_max_duration: Option<Timeout>,
+    check_path: Option<CheckPath>,
+    check_interval: Option<Timeout>,
+    check_timeout: Option<Timeout>,
+    check_rise: Option<NonZeroU32>,
+    check_fall: Option<NonZeroU32>,
+    check_status: Option<CheckStatus>,
     /// Authorizes state changes on the admin listener (at least 16 characters; also
     /// `TETHER_PROXY_ADMIN_TOKEN`). Not a flag: flags show in process lists.
     admin_token: Option<String>,
@@ -203,6 +227,8 @@ pub struct Settings {
     pub(crate) admin_token: Option<AdminToken>,
     /// What `GET /metrics` on the admin listener renders; `None`: it answers `404`.
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// Active health checks; `None`: passive health only.
+    pub(crate) health_check: Option<HealthCheck>,
 }
 
 /// Settings the process environment may give.
@@ -449,6 +475,29 @@ impl Settings {
         let timeout = |flag: Option<Timeout>, key: Option<Timeout>, default| {
             flag.or(key).map_or(default, |Timeout(timeout)| timeout)
         };
+        let health_check = cli.check_path.or(file.check_path).map(|CheckPath(path)| {
+            let mut check = HealthCheck::new(path)
+                .with_interval(timeout(
+                    cli.check_interval,
+                    file.check_interval,
+                    tether_sticky::DEFAULT_CHECK_INTERVAL,
+                ))
+                .with_timeout(timeout(
+                    cli.check_timeout,
+                    file.check_timeout,
+                    tether_sticky::DEFAULT_CHECK_TIMEOUT,
+                ));
+            if let Some(rise) = cli.check_rise.or(file.check_rise) {
+                check = check.with_rise(rise);
+            }
+            if let Some(fall) = cli.check_fall.or(file.check_fall) {
+                check = check.with_fall(fall);
+            }
+            if let Some(CheckStatus(status)) = cli.check_status.or(file.check_status) {
+                check = check.with_expected_status(status);
+            }
+            check
+        });
         Ok(Self {
             listen,
             admin,
@@ -468,6 +517,7 @@ impl Settings {
             generated_key,
             admin_token,
             metrics: None,
+            health_check,
         })
     }
 

@@ -15,6 +15,12 @@
 //! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, passes WebSockets and other
 //! HTTP/1.1 upgrades through to the pinned backend, shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
+//! Active health checks with `--check-path /health` (HAProxy's `check inter rise fall`:
+//! `--check-interval` 2 s, `--check-timeout` 1 s, `--check-fall` 3, `--check-rise` 2,
+//! `--check-status`, any 2xx or 3xx by default): one round runs before the proxy serves, so a
+//! backend broken from the start never sees a client; the admin listener shows what they found
+//! beside passive health.
+//!
 //! Bounds, each a flag and a key, durations written the human way (`500ms`, `2s`, `1m 30s`):
 //! connecting to a backend 1 s (`connect_timeout`), a backend's response head 30 s after the
 //! request body was sent (`response_timeout`), a client's request head 64 KiB
@@ -136,6 +142,16 @@ pub async fn run(
         tower::ServiceExt::<http::Request<tether_sticky::UpstreamBody>>::ready(&mut router.clone())
             .await;
     let handle = router.handle();
+    // One round of active checks before serving: a backend broken from the start never sees a
+    // client.
+    let checks = settings
+        .health_check
+        .clone()
+        .map(|check| router.health_checks::<tether_sticky::UpstreamBody>(check));
+    if let Some(checks) = &checks {
+        checks.round().await;
+    }
+    let checks = checks.map(|checks| tokio::spawn(checks.run()));
     let listener = bind("listen", settings.listen).await?;
     let admin = bind("admin", settings.admin).await?;
     let local = |listener: &tokio::net::TcpListener, configured| {
@@ -178,8 +194,8 @@ pub async fn run(
     proxy::serve(listener, router, limits, shutdown).await;
     stop.notify_waiters();
     let _ = admin_task.await;
-    if let Some(upkeep) = upkeep {
-        upkeep.abort();
+    for task in [upkeep, checks].into_iter().flatten() {
+        task.abort();
     }
     Ok(())
 }

@@ -32,6 +32,12 @@ pub(crate) enum InvalidValue {
     /// An epsilon of zero or less, or one that is not finite.
     #[error("{value} is not a finite number above 0")]
     NotPositive { value: f64 },
+    /// A health-check path that is not an absolute path (and query).
+    #[error("{text:?} is not a path: write it like /health or /status?full=1")]
+    Path { text: String },
+    /// Not an HTTP status code.
+    #[error("{text:?} is not an HTTP status code (100 to 599)")]
+    Status { text: String },
 }
 
 fn duration(text: &str) -> Result<Duration, InvalidValue> {
@@ -105,6 +111,61 @@ impl<'de> Deserialize<'de> for Epsilon {
     }
 }
 
+/// The path (and query) an active health check requests: absolute, as `/health`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CheckPath(pub(crate) http::uri::PathAndQuery);
+
+impl FromStr for CheckPath {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let refused = || InvalidValue::Path {
+            text: text.to_owned(),
+        };
+        if !text.starts_with('/') {
+            return Err(refused());
+        }
+        text.parse().map(Self).map_err(|_| refused())
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The status an active health check expects, 100 to 599.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CheckStatus(pub(crate) http::StatusCode);
+
+impl FromStr for CheckStatus {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.trim()
+            .parse::<u16>()
+            .ok()
+            .and_then(|code| http::StatusCode::from_u16(code).ok())
+            .filter(|status| (100..600).contains(&status.as_u16()))
+            .map(Self)
+            .ok_or_else(|| InvalidValue::Status {
+                text: text.to_owned(),
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u16::deserialize(deserializer)?
+            .to_string()
+            .parse()
+            .map_err(de::Error::custom)
+    }
+}
+
 /// Reads a TOML string with `T`'s `FromStr`; anything but a string is refused by name.
 struct Words<T>(PhantomData<T>);
 
@@ -157,6 +218,25 @@ mod tests {
         assert!(zero.contains("above 0"), "{zero}");
         let bare = "500".parse::<Timeout>().unwrap_err().to_string();
         assert!(bare.contains(r#""500""#) && bare.contains("2s"), "{bare}");
+    }
+
+    #[test]
+    fn check_paths_are_absolute_and_statuses_real() {
+        assert_eq!(
+            "/health?deep=1".parse::<CheckPath>().unwrap().0,
+            "/health?deep=1"
+        );
+        for bad in ["health", "", "http://a/health", "/he alth"] {
+            let error = bad.parse::<CheckPath>().unwrap_err().to_string();
+            assert!(error.contains("is not a path"), "{bad}: {error}");
+        }
+        assert_eq!(
+            "204".parse::<CheckStatus>().unwrap().0,
+            http::StatusCode::NO_CONTENT
+        );
+        for bad in ["99", "600", "ok", "1000"] {
+            assert!(bad.parse::<CheckStatus>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What the router knows about each backend: its administrative state, its health, its load.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::check::{CheckRecord, Checked, HealthCheck};
 
 /// A backend's administrative state, set by an operator (see [`Health`] for what passive health
 /// checks decided). Reads and prints itself as `ready`, `drain` or `maintenance` (`maint` is read
@@ -95,6 +97,11 @@ pub(crate) struct Backend {
     in_flight: AtomicUsize,
     consecutive_failures: AtomicUsize,
     ejected_until: Mutex<Option<Instant>>,
+    /// What active health checks found; `None` until the first check.
+    check: Mutex<Option<CheckRecord>>,
+    /// Active health checks took it out of rotation: read on every routing decision, so kept
+    /// apart from the record.
+    checked_down: AtomicBool,
     pinned: AtomicU64,
     new: AtomicU64,
     by_session: AtomicU64,
@@ -121,6 +128,8 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             consecutive_failures: AtomicUsize::new(0),
             ejected_until: Mutex::new(None),
+            check: Mutex::new(None),
+            checked_down: AtomicBool::new(false),
             pinned: AtomicU64::new(0),
             new: AtomicU64::new(0),
             by_session: AtomicU64::new(0),
@@ -165,15 +174,50 @@ impl Backend {
         }
     }
 
-    /// May serve a session pinned to it; `panic`: ejection is disregarded (every backend that
-    /// could serve is ejected).
+    /// Neither ejected by passive health nor taken down by active checks.
+    pub(crate) fn is_healthy(&self) -> bool {
+        !self.checked_down.load(Ordering::Relaxed) && !self.is_ejected()
+    }
+
+    /// Takes in the outcome of one active check (`outcome` says what it found), logging the
+    /// backend going down or coming back.
+    #[cfg_attr(
+        not(feature = "active-health"),
+        expect(dead_code, reason = "only the active-health feature runs checks")
+    )]
+    pub(crate) fn record_check(&self, passed: bool, outcome: String, check: &HealthCheck) {
+        let mut record = self.check.lock().unwrap_or_else(|p| p.into_inner());
+        let record = record.get_or_insert_with(CheckRecord::new);
+        if record.record(passed, outcome, check) {
+            let down = record.checked.is_down();
+            self.checked_down.store(down, Ordering::Relaxed);
+            if down {
+                tracing::warn!(backend = %self.name, last = %record.last, "backend down: active health check failed");
+            } else {
+                tracing::info!(backend = %self.name, last = %record.last, "backend up again: active health checks pass");
+            }
+            crate::telemetry::checked(&self.name, down);
+        }
+    }
+
+    /// What active checks found, with the latest outcome; `None` before the first check.
+    pub(crate) fn checked(&self) -> Option<(Checked, String)> {
+        self.check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|record| (record.checked, record.last.clone()))
+    }
+
+    /// May serve a session pinned to it; `panic`: health is disregarded (every backend that
+    /// could serve is unhealthy).
     pub(crate) fn takes_pinned(&self, panic: bool) -> bool {
-        self.state() != BackendState::Maintenance && (panic || !self.is_ejected())
+        self.state() != BackendState::Maintenance && (panic || self.is_healthy())
     }
 
     /// May take a new session; `panic` as for [`Backend::takes_pinned`].
     pub(crate) fn takes_new(&self, panic: bool) -> bool {
-        self.state() == BackendState::Ready && (panic || !self.is_ejected())
+        self.state() == BackendState::Ready && (panic || self.is_healthy())
     }
 
     pub(crate) fn in_flight(&self) -> usize {

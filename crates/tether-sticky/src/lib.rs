@@ -16,14 +16,17 @@
 //!   with bounded loads: no backend takes more than `(1 + epsilon)` times the average load.
 //! - **New sessions** go to the less loaded of two random backends (power of two choices),
 //!   weighted during slow start.
-//! - **Backend states** ([`BackendState`]: ready, drain, maintenance) and passive health
-//!   ([`Health`]: failures in a row eject a backend for a while), through a [`StickyHandle`].
+//! - **Backend states** ([`BackendState`]: ready, drain, maintenance), passive health
+//!   ([`Health`]: failures in a row eject a backend for a while) and active health checks
+//!   ([`HealthCheck`], HAProxy's `check inter rise fall`: a backend whose health path fails is
+//!   taken out before users see it), through a [`StickyHandle`].
 //!
 //! # Feature flags
 //!
 //! | feature | enables |
 //! |---|---|
 //! | `client` | `Upstream`: a pooled HTTP/1.1 or h2c client to one backend |
+//! | `active-health` | `HealthChecks`: runs a [`HealthCheck`] against every backend (needs tokio) |
 //! | `serde` | `Serialize`/`Deserialize` for [`Pinning`], [`Failover`] and [`BackendState`], as the words they print |
 //! | `metrics` | requests, failures, ejections, in-flight requests and upstream time per backend, the router's own answers, through the [`metrics`](https://docs.rs/metrics) facade (names in docs/operations.md) |
 //!
@@ -59,12 +62,15 @@
 mod affinity;
 mod backend;
 mod cache_control;
+mod check;
 mod config;
 mod discover;
 mod fault;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "active-health")]
+mod health_checks;
 mod parse;
 #[cfg(feature = "client")]
 mod progress;
@@ -75,11 +81,14 @@ mod telemetry;
 mod upstream;
 
 pub use backend::{BackendCounters, BackendState, Health};
+pub use check::{Checked, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, HealthCheck};
 pub use config::{Failover, Pinning, StickyConfig};
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].
 pub use cookie;
 pub use discover::{Backends, backends};
 pub use fault::RequestBodyError;
+#[cfg(feature = "active-health")]
+pub use health_checks::HealthChecks;
 pub use parse::ParseError;
 pub use service::{BackendReport, ClientAddr, ResponseFuture, Sticky, StickyHandle};
 pub use tether_core::cookie::KeyRing;

@@ -87,7 +87,7 @@ impl Roster {
     }
 
     /// Decides where an attempt goes. `excluded` holds backends that failed this request.
-    /// Passive health decides, unless every backend that could serve is ejected (see
+    /// Health decides, unless every backend that could serve is unhealthy (see
     /// [`Inner::panic`]): only then is the decision taken again without it.
     pub(crate) fn route(
         &self,
@@ -122,7 +122,7 @@ impl Route {
 }
 
 impl Inner {
-    /// [`Roster::route`] on this roster; `panic`: ejection is disregarded.
+    /// [`Roster::route`] on this roster; `panic`: health is disregarded.
     fn route(
         &self,
         config: &Config,
@@ -215,17 +215,18 @@ impl Inner {
         self.ring.sort_unstable();
     }
 
-    /// Every backend that could serve (not in maintenance) is ejected. Passive health then
-    /// stops deciding, as in Envoy's panic mode: a burst of slow answers (all backends waiting
-    /// on one failed peer, say) must not turn into 503s for everyone for a whole cooldown,
-    /// when the backends may well answer. Backends that failed this request stay excluded.
+    /// Every backend that could serve (not in maintenance) is unhealthy: ejected or down by
+    /// active checks. Health then stops deciding, as in Envoy's panic mode: a burst of slow
+    /// answers (all backends waiting on one failed peer, say) or a health path broken
+    /// everywhere must not turn into 503s for everyone, when the backends may well answer.
+    /// Backends that failed this request stay excluded.
     fn panic(&self) -> bool {
         let mut serving = self
             .backends
             .iter()
             .filter(|b| b.state() != crate::BackendState::Maintenance)
             .peekable();
-        serving.peek().is_some() && serving.all(|b| b.is_ejected())
+        serving.peek().is_some() && serving.all(|b| !b.is_healthy())
     }
 
     /// Power of two choices among the backends that take new sessions: two at random, the one

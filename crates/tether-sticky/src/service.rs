@@ -20,6 +20,7 @@ use crate::StickyConfig;
 use crate::affinity::{self, request_cookie, strip_cookie};
 use crate::backend::{BackendCounters, BackendState, Health};
 use crate::cache_control::keep_private;
+use crate::check::Checked;
 use crate::config::Config;
 use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
@@ -47,8 +48,8 @@ pub struct ClientAddr(pub SocketAddr);
 /// wants); whichever clone is polled applies the discovery changes for all.
 pub struct Sticky<D: Discover> {
     discover: Arc<Mutex<D>>,
-    services: Arc<RwLock<HashMap<String, D::Service>>>,
-    shared: Arc<Shared>,
+    pub(crate) services: Arc<RwLock<HashMap<String, D::Service>>>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl<D: Discover> Clone for Sticky<D> {
@@ -115,6 +116,12 @@ pub struct BackendReport {
     /// Its health, as passive health checks see it: healthy (with its failures in a row) or
     /// ejected until when.
     pub health: Health,
+    /// What active health checks found ([`HealthCheck`](crate::HealthCheck)): up or down, with
+    /// the checks in a row; `None` when it was never checked.
+    pub checked: Option<Checked>,
+    /// What the latest active check found (`status 200`, `timed out after 1s`, the connection
+    /// error); `None` when it was never checked.
+    pub last_check: Option<String>,
     /// Its counters.
     pub counters: BackendCounters,
 }
@@ -138,11 +145,16 @@ impl StickyHandle {
             .roster
             .all()
             .iter()
-            .map(|b| BackendReport {
-                name: b.name.clone(),
-                state: b.state(),
-                health: b.health(),
-                counters: b.counters(),
+            .map(|b| {
+                let (checked, last_check) = b.checked().unzip();
+                BackendReport {
+                    name: b.name.clone(),
+                    state: b.state(),
+                    health: b.health(),
+                    checked,
+                    last_check,
+                    counters: b.counters(),
+                }
             })
             .collect()
     }

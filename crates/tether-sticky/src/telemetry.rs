@@ -85,6 +85,15 @@ pub(crate) fn ejection(backend: &str, ejected: bool) {
     let _ = (backend, ejected);
 }
 
+/// Active health checks took `backend` down (`down`) or brought it back.
+pub(crate) fn checked(backend: &str, down: bool) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tether_sticky_backend_check_down", "backend" => backend.to_owned())
+        .set(if down { 1.0 } else { 0.0 });
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, down);
+}
+
 /// The router answered `status` itself: `503` (no backend may take the request), `502` (the
 /// backends tried failed), `400` (the client's body broke).
 pub(crate) fn refused(status: http::StatusCode) {
