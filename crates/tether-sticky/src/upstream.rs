@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
@@ -67,6 +67,8 @@ pub struct Upstream {
     client: Client<HttpConnector, Watched>,
     scheme: Scheme,
     authority: Authority,
+    /// What this backend speaks, whatever the client spoke to the proxy.
+    version: Version,
     response_timeout: Duration,
 }
 
@@ -120,6 +122,11 @@ impl Upstream {
             client,
             scheme,
             authority,
+            version: if h2c {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         })
     }
@@ -155,6 +162,9 @@ impl tower_service::Service<Request<UpstreamBody>> for Upstream {
         if let Ok(uri) = Uri::from_parts(parts) {
             *request.uri_mut() = uri;
         }
+        // The client's HTTP version is of its own hop: an HTTP/2 client's request goes to an
+        // HTTP/1.1 backend as HTTP/1.1 (the pool refuses a version the connection lacks).
+        *request.version_mut() = self.version;
         let client = self.client.clone();
         let timeout = self.response_timeout;
         let (request, mut progress) = {

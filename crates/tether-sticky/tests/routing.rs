@@ -686,3 +686,17 @@ async fn send_to_full(
 ) -> Answer {
     send(router, request).await
 }
+
+/// An HTTP/2 client's request (as a proxy's server hands it on) reaches an HTTP/1.1 backend:
+/// the version is of the client's hop, not the backend's. It used to be refused by the
+/// connection pool, and the router answered 503 after excluding the only backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_reaches_an_http11_backend() {
+    let servers = start(&["a"]);
+    let (mut router, _) = router(&cookie_layer(), &servers);
+    let mut request = request("/", &[], None);
+    *request.version_mut() = http::Version::HTTP_2;
+    let answer = send(&mut router, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.backend, "a");
+}
