@@ -15,6 +15,7 @@ use tether_sticky::{Failover, HealthCheck, KeyRing, Pinning, StickyConfig};
 use crate::Error;
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
+use crate::tls::CertificateFiles;
 use crate::values::{AnyDuration, CheckPath, CheckStatus, Epsilon, Timeout};
 
 /// A sticky-session reverse proxy.
@@ -22,7 +23,8 @@ use crate::values::{AnyDuration, CheckPath, CheckStatus, Epsilon, Timeout};
 /// `tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002`
 ///
 /// The `--config` file's keys are the flags' names with `_` for `-`, except `keys` (`--key`),
-/// `[[backends]]` tables of `name`, `url` and `h2c` (`--backend`), `secure_cookie = false`
+/// `[[backends]]` tables of `name`, `url` and `h2c` (`--backend`), `[[certificates]]` tables
+/// of `cert` and `key` (`--tls-cert`, `--tls-key`), `secure_cookie = false`
 /// (`--insecure-cookie`) and `admin_token`, which has no flag. Flags override the file.
 /// Durations are written `500ms`, `2s`, `1m 30s`.
 #[derive(Debug, Parser)]
@@ -96,6 +98,14 @@ pub struct Cli {
     /// Longest life of an upgraded connection [default: 24h].
     #[arg(long, value_name = "DURATION")]
     upgrade_max_duration: Option<Timeout>,
+    /// Serves clients over TLS with this certificate chain (PEM, leaf first); repeat with
+    /// `--tls-key` for each certificate: the client's SNI picks the one valid for its name,
+    /// the first is the default. SIGHUP reloads the files.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_certs: Vec<PathBuf>,
+    /// The private key (PEM) of the `--tls-cert` in the same position.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_keys: Vec<PathBuf>,
     /// Turns on active health checks: `GET` of this path on every backend (as `/health`).
     #[arg(long, value_name = "PATH")]
     check_path: Option<CheckPath>,
@@ -153,10 +163,31 @@ struct FileConfig {
     check_rise: Option<NonZeroU32>,
     check_fall: Option<NonZeroU32>,
     check_status: Option<CheckStatus>,
+    #[serde(default)]
+    certificates: Vec<FileCertificate>,
     /// Authorizes state changes on the admin listener (at least 16 characters; also
     /// `TETHER_PROXY_ADMIN_TOKEN`). Not a flag: flags show in process lists.
     admin_token: Option<String>,
     trusted_hops: Option<usize>,
+}
+
+/// One TLS certificate in the file (`[[certificates]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCertificate {
+    /// The chain, PEM, leaf first.
+    cert: PathBuf,
+    /// Its private key, PEM.
+    key: PathBuf,
+}
+
+impl From<FileCertificate> for CertificateFiles {
+    fn from(file: FileCertificate) -> Self {
+        Self {
+            cert: file.cert,
+            key: file.key,
+        }
+    }
 }
 
 /// One backend in the file.
@@ -229,6 +260,8 @@ pub struct Settings {
     pub(crate) metrics: Option<PrometheusHandle>,
     /// Active health checks; `None`: passive health only.
     pub(crate) health_check: Option<HealthCheck>,
+    /// The certificates clients are served TLS with; empty: plain HTTP.
+    pub(crate) certificates: Vec<CertificateFiles>,
 }
 
 /// Settings the process environment may give.
@@ -475,6 +508,21 @@ impl Settings {
         let timeout = |flag: Option<Timeout>, key: Option<Timeout>, default| {
             flag.or(key).map_or(default, |Timeout(timeout)| timeout)
         };
+        if cli.tls_certs.len() != cli.tls_keys.len() {
+            return Err(Error::TlsPairs {
+                certs: cli.tls_certs.len(),
+                keys: cli.tls_keys.len(),
+            });
+        }
+        let certificates: Vec<CertificateFiles> = if cli.tls_certs.is_empty() {
+            file.certificates.into_iter().map(Into::into).collect()
+        } else {
+            cli.tls_certs
+                .into_iter()
+                .zip(cli.tls_keys)
+                .map(|(cert, key)| CertificateFiles { cert, key })
+                .collect()
+        };
         let health_check = cli.check_path.or(file.check_path).map(|CheckPath(path)| {
             let mut check = HealthCheck::new(path)
                 .with_interval(timeout(
@@ -518,6 +566,7 @@ impl Settings {
             admin_token,
             metrics: None,
             health_check,
+            certificates,
         })
     }
 

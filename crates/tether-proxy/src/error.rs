@@ -94,6 +94,31 @@ pub enum Error {
     /// A backend URL the upstream client cannot use.
     #[error(transparent)]
     Upstream(#[from] tether_sticky::InvalidUpstream),
+    /// A TLS certificate or key file is unusable: unreadable, not PEM, empty, or a key that
+    /// does not fit its certificate.
+    #[error("TLS file {}: {what}", .path.display())]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The TLS configuration could not be built.
+    #[error("cannot configure TLS")]
+    TlsConfig(#[source] rustls::Error),
+    /// `--tls-cert` and `--tls-key` were not given in pairs.
+    #[error(
+        "{certs} --tls-cert and {keys} --tls-key: give one key for each certificate, in the same order"
+    )]
+    TlsPairs {
+        /// Certificates given.
+        certs: usize,
+        /// Keys given.
+        keys: usize,
+    },
     /// An address could not be bound (in use, not this machine's, not permitted).
     #[error("cannot bind the {role} address {addr}")]
     Bind {

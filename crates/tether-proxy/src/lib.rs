@@ -15,6 +15,11 @@
 //! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, passes WebSockets and other
 //! HTTP/1.1 upgrades through to the pinned backend, shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
+//! TLS with `--tls-cert FILE --tls-key FILE` (PEM; repeat the pair for more certificates): the
+//! client's SNI picks the certificate valid for its name, the first is the default; ALPN offers
+//! `h2` and `http/1.1`; SIGHUP reads the files again (a broken file is logged and the
+//! certificates in use stay). The TLS handshake counts toward `header_read_timeout`.
+//!
 //! Active health checks with `--check-path /health` (HAProxy's `check inter rise fall`:
 //! `--check-interval` 2 s, `--check-timeout` 1 s, `--check-fall` 3, `--check-rise` 2,
 //! `--check-status`, any 2xx or 3xx by default): one round runs before the proxy serves, so a
@@ -48,6 +53,10 @@
 //! name = "node-1"
 //! url = "http://127.0.0.1:3002"
 //! h2c = true
+//!
+//! [[certificates]]
+//! cert = "/etc/tether-proxy/example.com.pem"
+//! key = "/etc/tether-proxy/example.com-key.pem"
 //! ```
 //!
 //! The library is what the binary is made of: [`Cli`] and [`Environment`] read into
@@ -79,6 +88,7 @@ mod forwarded;
 mod limits;
 mod proxy;
 mod stall;
+mod tls;
 mod tunnel;
 mod values;
 
@@ -135,6 +145,16 @@ pub async fn run(
             "no admin_token (or TETHER_PROXY_ADMIN_TOKEN): the admin listener is read-only"
         );
     }
+    let certificates = if settings.certificates.is_empty() {
+        None
+    } else {
+        Some(tls::Certificates::load(settings.certificates.clone())?)
+    };
+    let acceptor = certificates
+        .as_ref()
+        .map(tls::Certificates::acceptor)
+        .transpose()?;
+    let reloads = certificates.map(|certificates| tokio::spawn(reload_on_hangup(certificates)));
     let router = router(&settings)?;
     // The router learns its backends when it is first made ready: do it now, so the admin
     // listener lists every configured backend before the first client request.
@@ -161,6 +181,7 @@ pub async fn run(
         listen = %local(&listener, settings.listen),
         admin = %local(&admin, settings.admin),
         backends = settings.backends.len(),
+        tls = !settings.certificates.is_empty(),
         "tether-proxy ready"
     );
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -191,13 +212,40 @@ pub async fn run(
         Some(open_files) => settings.limits.fit_to_open_files(open_files),
         None => settings.limits,
     };
-    proxy::serve(listener, router, limits, shutdown).await;
+    proxy::serve(listener, router, limits, acceptor, shutdown).await;
     stop.notify_waiters();
     let _ = admin_task.await;
-    for task in [upkeep, checks].into_iter().flatten() {
+    for task in [upkeep, checks, reloads].into_iter().flatten() {
         task.abort();
     }
     Ok(())
+}
+
+/// Reads the certificate files again on every SIGHUP; a failed reload is logged and keeps the
+/// certificates in use.
+async fn reload_on_hangup(certificates: std::sync::Arc<tls::Certificates>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "no SIGHUP handler: certificates cannot be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match certificates.reload() {
+                Ok(count) => tracing::info!(count, "TLS certificates reloaded"),
+                Err(error) => tracing::error!(
+                    error = %tether_core::error_chain(&error),
+                    "TLS certificates not reloaded: the ones in use stay"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = certificates;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -14,9 +14,12 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use tether_sticky::{Backends, ClientAddr, Sticky, Upstream, UpstreamBody, box_body};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::forwarded::{AddForwarded, strip_hop_by_hop};
@@ -148,14 +151,58 @@ impl Throttled {
     }
 }
 
-/// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// (at most ten seconds). At most `limits.max_connections` connections are served at once; a
-/// connection is closed when its first request head is not complete within
-/// `limits.header_read_timeout` of being accepted.
+/// Serves one client connection (plain or TLS) until it ends; closes it when no complete
+/// request head arrived by `deadline`.
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: TokioIo<I>,
+    this: Connection,
+    deadline: tokio::time::Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = this.client;
+    let first_request = Arc::new(Notify::new());
+    let requests = Arc::clone(&first_request);
+    let service = hyper::service::service_fn(move |request| {
+        requests.notify_one();
+        handle(this.clone(), request)
+    });
+    let connection = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+    );
+    tokio::pin!(connection);
+    // hyper's own head timeout starts only once it knows the protocol, which takes the first
+    // bytes: until a first request arrives, the whole connection is on the clock.
+    let ended = tokio::select! {
+        ended = &mut connection => Some(ended),
+        () = first_request.notified() => None,
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!(%client, "no complete request head in time: connection closed");
+            return;
+        }
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => connection.await,
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%client, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Serves clients on `listener` (over TLS with `tls`) until `shutdown` resolves, then lets
+/// in-flight requests finish (at most ten seconds). At most `limits.max_connections`
+/// connections are served at once; a connection is closed when its TLS handshake and first
+/// request head are not complete within `limits.header_read_timeout` of being accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -171,6 +218,7 @@ pub(crate) async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut accept_errors = Throttled::new();
@@ -197,41 +245,30 @@ pub(crate) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let first_request = Arc::new(Notify::new());
-        let requests = Arc::clone(&first_request);
+        let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
         let this = Connection {
             router: router.clone(),
             client,
             limits,
             permit: Arc::new(permit),
         };
-        let service = hyper::service::service_fn(move |request| {
-            requests.notify_one();
-            handle(this.clone(), request)
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let head_timeout = limits.header_read_timeout;
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            // hyper's own head timeout starts only once it knows the protocol, which takes the
-            // first bytes: until a first request arrives, the whole connection is on the clock.
-            let ended = tokio::select! {
-                ended = &mut connection => Some(ended),
-                () = first_request.notified() => None,
-                () = tokio::time::sleep(head_timeout) => {
-                    tracing::debug!(%client, "no complete request head in time: connection closed");
-                    return;
+            let Some(acceptor) = tls else {
+                return serve_connection(&builder, watcher, TokioIo::new(stream), this, deadline)
+                    .await;
+            };
+            // The handshake is part of the first request head's time.
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(&builder, watcher, TokioIo::new(stream), this, deadline).await;
                 }
-            };
-            let ended = match ended {
-                Some(ended) => ended,
-                None => connection.await,
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
+                Ok(Err(error)) => tracing::debug!(%client, %error, "TLS handshake failed"),
+                Err(_) => {
+                    tracing::debug!(%client, "TLS handshake not complete in time: connection closed");
+                }
             }
         });
     }
