@@ -13,10 +13,12 @@ use tether_sticky::cookie::Key;
 use tether_sticky::{Failover, HealthCheck, KeyRing, Pinning, StickyConfig};
 
 use crate::Error;
+use crate::access_log::AccessLogFormat;
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
 use crate::limits::Limits;
+use crate::proxy_protocol::TrustedSources;
 use crate::tls::CertificateFiles;
-use crate::values::{AnyDuration, CheckPath, CheckStatus, Epsilon, Timeout};
+use crate::values::{AnyDuration, CheckPath, CheckStatus, Cidr, Epsilon, Timeout};
 
 /// A sticky-session reverse proxy.
 ///
@@ -106,6 +108,16 @@ pub struct Cli {
     /// The private key (PEM) of the `--tls-cert` in the same position.
     #[arg(long = "tls-key", value_name = "FILE")]
     tls_keys: Vec<PathBuf>,
+    /// A source (network or address) of connections that start with a PROXY protocol header
+    /// (v1 or v2) naming the real client, such as an L4 balancer in front; repeat for more.
+    /// Connections from it without one are closed; others are never read for one.
+    #[arg(long = "proxy-protocol-from", value_name = "CIDR")]
+    proxy_protocol_from: Vec<Cidr>,
+    /// Writes one line per request to standard output: `json`, `text`, or a template of
+    /// fields in braces: {time} {client} {method} {uri} {version} {status} {backend}
+    /// {duration_ms} [default: off].
+    #[arg(long, value_name = "FORMAT")]
+    access_log: Option<AccessLogFormat>,
     /// Turns on active health checks: `GET` of this path on every backend (as `/health`).
     #[arg(long, value_name = "PATH")]
     check_path: Option<CheckPath>,
@@ -165,6 +177,9 @@ struct FileConfig {
     check_status: Option<CheckStatus>,
     #[serde(default)]
     certificates: Vec<FileCertificate>,
+    #[serde(default)]
+    proxy_protocol_from: Vec<Cidr>,
+    access_log: Option<AccessLogFormat>,
     /// Authorizes state changes on the admin listener (at least 16 characters; also
     /// `TETHER_PROXY_ADMIN_TOKEN`). Not a flag: flags show in process lists.
     admin_token: Option<String>,
@@ -262,6 +277,10 @@ pub struct Settings {
     pub(crate) health_check: Option<HealthCheck>,
     /// The certificates clients are served TLS with; empty: plain HTTP.
     pub(crate) certificates: Vec<CertificateFiles>,
+    /// Sources whose connections start with a PROXY header.
+    pub(crate) proxy_protocol: TrustedSources,
+    /// How access-log lines are written; `None`: no access log.
+    pub(crate) access_log: Option<AccessLogFormat>,
 }
 
 /// Settings the process environment may give.
@@ -567,6 +586,12 @@ impl Settings {
             metrics: None,
             health_check,
             certificates,
+            proxy_protocol: TrustedSources(if cli.proxy_protocol_from.is_empty() {
+                file.proxy_protocol_from
+            } else {
+                cli.proxy_protocol_from
+            }),
+            access_log: cli.access_log.or(file.access_log),
         })
     }
 

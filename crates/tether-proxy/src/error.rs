@@ -119,6 +119,9 @@ pub enum Error {
         /// Keys given.
         keys: usize,
     },
+    /// The access log's writer thread could not be started.
+    #[error("cannot start the access log")]
+    AccessLog(#[source] std::io::Error),
     /// An address could not be bound (in use, not this machine's, not permitted).
     #[error("cannot bind the {role} address {addr}")]
     Bind {

@@ -20,6 +20,10 @@
 //! `h2` and `http/1.1`; SIGHUP reads the files again (a broken file is logged and the
 //! certificates in use stay). The TLS handshake counts toward `header_read_timeout`.
 //!
+//! The real client address from a PROXY protocol header (v1 or v2) on connections from
+//! `--proxy-protocol-from` sources, and an access log on standard output with
+//! `--access-log json|text|<template>` (off by default).
+//!
 //! Active health checks with `--check-path /health` (HAProxy's `check inter rise fall`:
 //! `--check-interval` 2 s, `--check-timeout` 1 s, `--check-fall` 3, `--check-rise` 2,
 //! `--check-status`, any 2xx or 3xx by default): one round runs before the proxy serves, so a
@@ -81,12 +85,14 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod access_log;
 mod admin;
 mod config;
 mod error;
 mod forwarded;
 mod limits;
 mod proxy;
+mod proxy_protocol;
 mod stall;
 mod tls;
 mod tunnel;
@@ -98,15 +104,20 @@ pub use config::{Cli, Environment, Settings};
 pub use error::Error;
 use tether_sticky::{Sticky, Upstream, backends};
 
-/// Builds the router for `settings`.
-fn router(settings: &Settings) -> Result<proxy::Router, tether_sticky::InvalidUpstream> {
+/// Builds the router for `settings`; each response names its backend when `access_logged`.
+fn router(
+    settings: &Settings,
+    access_logged: bool,
+) -> Result<proxy::Router, tether_sticky::InvalidUpstream> {
     let upstreams = settings
         .backends
         .iter()
         .map(|b| {
             let upstream = Upstream::new(b.url.clone(), b.h2c, settings.connect_timeout)?
                 .with_response_timeout(settings.response_timeout);
-            Ok((b.name.clone(), forwarded::AddForwarded::new(upstream)))
+            let named = access_logged.then_some(b.name.as_str());
+            let service = access_log::Tagged::new(forwarded::AddForwarded::new(upstream), named);
+            Ok((b.name.clone(), service))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Sticky::new(&settings.layer, backends(upstreams)))
@@ -155,7 +166,13 @@ pub async fn run(
         .map(tls::Certificates::acceptor)
         .transpose()?;
     let reloads = certificates.map(|certificates| tokio::spawn(reload_on_hangup(certificates)));
-    let router = router(&settings)?;
+    let access_log = settings
+        .access_log
+        .clone()
+        .map(access_log::AccessLog::to_stdout)
+        .transpose()
+        .map_err(Error::AccessLog)?;
+    let router = router(&settings, access_log.is_some())?;
     // The router learns its backends when it is first made ready: do it now, so the admin
     // listener lists every configured backend before the first client request.
     let _ =
@@ -212,7 +229,13 @@ pub async fn run(
         Some(open_files) => settings.limits.fit_to_open_files(open_files),
         None => settings.limits,
     };
-    proxy::serve(listener, router, limits, acceptor, shutdown).await;
+    let frontend = proxy::Frontend {
+        limits,
+        tls: acceptor,
+        proxy_protocol: settings.proxy_protocol.clone(),
+        access_log,
+    };
+    proxy::serve(listener, router, frontend, shutdown).await;
     stop.notify_waiters();
     let _ = admin_task.await;
     for task in [upkeep, checks, reloads].into_iter().flatten() {

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, UPGRADE};
@@ -22,13 +22,15 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use crate::access_log::{AccessLog, Entry, ServedBy, Tagged};
 use crate::forwarded::{AddForwarded, strip_hop_by_hop};
 use crate::limits::Limits;
+use crate::proxy_protocol::{Rewound, TrustedSources, read_header};
 use crate::stall::StallBound;
 use crate::tunnel;
 
 /// The router the proxy runs.
-pub(crate) type Router = Sticky<Backends<String, AddForwarded<Upstream>>>;
+pub(crate) type Router = Sticky<Backends<String, Tagged<AddForwarded<Upstream>>>>;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -66,17 +68,46 @@ struct Connection {
     /// The connection's place under the connection cap: an upgraded connection outlives the
     /// HTTP connection it came from and keeps it.
     permit: Arc<OwnedSemaphorePermit>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 async fn handle(
     connection: Connection,
     request: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
+    let Some(log) = connection.access_log.as_ref().map(Arc::clone) else {
+        return Ok(route(connection, request).await);
+    };
+    let time = SystemTime::now();
+    let started = Instant::now();
+    let (method, uri, version) = (
+        request.method().clone(),
+        request.uri().clone(),
+        request.version(),
+    );
+    let client = connection.client;
+    let response = route(connection, request).await;
+    log.record(&Entry {
+        time,
+        client,
+        method,
+        uri,
+        version,
+        status: response.status(),
+        backend: response.extensions().get::<ServedBy>().cloned(),
+        duration: started.elapsed(),
+    });
+    Ok(response)
+}
+
+/// What the proxy answers `request`: refused as malformed, or what the router answers, with a
+/// `101` joined into a tunnel.
+async fn route(connection: Connection, request: Request<Incoming>) -> Response<UpstreamBody> {
     let client = connection.client;
     let (mut parts, body) = request.into_parts();
     if let Some(reason) = malformed(&parts) {
         tracing::debug!(%client, reason = reason.trim_end(), "request refused");
-        return Ok(answer(StatusCode::BAD_REQUEST, reason));
+        return answer(StatusCode::BAD_REQUEST, reason);
     }
     let upgrade = tunnel::requested(parts.version, &parts.headers);
     let client_upgrade = parts.extensions.remove::<OnUpgrade>();
@@ -91,12 +122,12 @@ async fn handle(
         box_body(StallBound::new(body, connection.limits.body_idle_timeout))
     };
     let request = Request::from_parts(parts, body);
-    let mut response = connection.router.oneshot(request).await?;
+    let Ok(mut response) = connection.router.oneshot(request).await;
     let backend_upgrade = response.extensions_mut().remove::<OnUpgrade>();
     let agreed = response.headers().get(UPGRADE).cloned();
     strip_hop_by_hop(response.headers_mut());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(response);
+        return response;
     }
     // A backend may switch protocols only when asked to, and only to one it was asked for.
     match (upgrade.zip(client_upgrade), backend_upgrade, agreed) {
@@ -109,14 +140,14 @@ async fn handle(
                 client,
                 Arc::clone(&connection.permit),
             ));
-            Ok(response)
+            response
         }
         _ => {
             tracing::warn!(%client, "a backend switched protocols without an upgrade to switch to");
-            Ok(answer(
+            answer(
                 StatusCode::BAD_GATEWAY,
                 "the backend switched protocols unasked\n",
-            ))
+            )
         }
     }
 }
@@ -194,17 +225,39 @@ async fn serve_connection<I>(
     }
 }
 
-/// Serves clients on `listener` (over TLS with `tls`) until `shutdown` resolves, then lets
+/// How client connections are taken: their bounds, TLS, and the sources that announce their
+/// clients with a PROXY header.
+pub(crate) struct Frontend {
+    pub(crate) limits: Limits,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) proxy_protocol: TrustedSources,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend")
+            .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("access_log", &self.access_log.is_some())
+            .finish()
+    }
+}
+
+/// Serves clients on `listener` as `frontend` says until `shutdown` resolves, then lets
 /// in-flight requests finish (at most ten seconds). At most `limits.max_connections`
-/// connections are served at once; a connection is closed when its TLS handshake and first
-/// request head are not complete within `limits.header_read_timeout` of being accepted.
+/// connections are served at once; a connection is closed when its PROXY header, TLS handshake
+/// and first request head are not complete within `limits.header_read_timeout` of being
+/// accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: Limits,
-    tls: Option<TlsAcceptor>,
+    frontend: Frontend,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let limits = frontend.limits;
+    let frontend = Arc::new(frontend);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -233,7 +286,7 @@ pub(crate) async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, client) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -246,21 +299,39 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
-        let this = Connection {
-            router: router.clone(),
-            client,
-            limits,
-            permit: Arc::new(permit),
-        };
+        let permit = Arc::new(permit);
+        let router = router.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let frontend = Arc::clone(&frontend);
         tokio::spawn(async move {
-            let Some(acceptor) = tls else {
+            // The PROXY header and the TLS handshake are part of the first request head's time.
+            let (client, stream) = if frontend.proxy_protocol.contains(peer.ip()) {
+                match tokio::time::timeout_at(deadline, read_header(stream)).await {
+                    Ok(Ok((named, stream))) => (named.unwrap_or(peer), stream),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "connection from a PROXY protocol source refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no PROXY header in time: connection closed");
+                        return;
+                    }
+                }
+            } else {
+                (peer, Rewound::from(stream))
+            };
+            let this = Connection {
+                router,
+                client,
+                limits,
+                permit,
+                access_log: frontend.access_log.clone(),
+            };
+            let Some(acceptor) = &frontend.tls else {
                 return serve_connection(&builder, watcher, TokioIo::new(stream), this, deadline)
                     .await;
             };
-            // The handshake is part of the first request head's time.
             match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     serve_connection(&builder, watcher, TokioIo::new(stream), this, deadline).await;

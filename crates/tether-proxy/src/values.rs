@@ -35,6 +35,9 @@ pub(crate) enum InvalidValue {
     /// A health-check path that is not an absolute path (and query).
     #[error("{text:?} is not a path: write it like /health or /status?full=1")]
     Path { text: String },
+    /// Not a network or an address.
+    #[error("{text:?} is not a network or an address: write it like 10.0.0.0/8 or 192.0.2.7")]
+    Network { text: String },
     /// Not an HTTP status code.
     #[error("{text:?} is not an HTTP status code (100 to 599)")]
     Status { text: String },
@@ -166,6 +169,40 @@ impl<'de> Deserialize<'de> for CheckStatus {
     }
 }
 
+/// A network (`10.0.0.0/8`, `2001:db8::/32`) or one address (`192.0.2.7`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cidr(ipnet::IpNet);
+
+impl Cidr {
+    /// Whether `ip` is in it; an IPv4 address seen as IPv4-mapped IPv6 (a dual-stack listener)
+    /// counts as IPv4.
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| InvalidValue::Network {
+                text: text.to_owned(),
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
+    }
+}
+
 /// Reads a TOML string with `T`'s `FromStr`; anything but a string is refused by name.
 struct Words<T>(PhantomData<T>);
 
@@ -236,6 +273,24 @@ mod tests {
         );
         for bad in ["99", "600", "ok", "1000"] {
             assert!(bad.parse::<CheckStatus>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_and_single_addresses() {
+        let net: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.2.3".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one: Cidr = "2001:db8::7".parse().unwrap();
+        assert!(one.contains("2001:db8::7".parse().unwrap()));
+        assert!(!one.contains("2001:db8::8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "ten", ""] {
+            let error = bad.parse::<Cidr>().unwrap_err().to_string();
+            assert!(error.contains("not a network"), "{bad}: {error}");
         }
     }
 

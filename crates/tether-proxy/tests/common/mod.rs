@@ -144,18 +144,24 @@ pub fn spawn_proxy(args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
 /// [`spawn_proxy`], the proxy started by `sh` after the shell command `setup` (such as a
 /// `ulimit`) when one is given.
 pub fn spawn_proxy_under(setup: Option<&str>, args: &[String]) -> (Proxy, SocketAddr, SocketAddr) {
-    start(setup, args, None)
+    start(setup, args, None, None)
 }
 
 /// [`spawn_proxy`], the proxy's stderr (its log) written to the file `log`.
 pub fn spawn_proxy_logging(args: &[String], log: &Path) -> (Proxy, SocketAddr, SocketAddr) {
-    start(None, args, Some(log))
+    start(None, args, Some(log), None)
+}
+
+/// [`spawn_proxy`], the proxy's stdout (its access log) written to the file `out`.
+pub fn spawn_proxy_writing(args: &[String], out: &Path) -> (Proxy, SocketAddr, SocketAddr) {
+    start(None, args, None, Some(out))
 }
 
 fn start(
     setup: Option<&str>,
     args: &[String],
     log: Option<&Path>,
+    out: Option<&Path>,
 ) -> (Proxy, SocketAddr, SocketAddr) {
     for _ in 0..3 {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -179,7 +185,10 @@ fn start(
             ])
             .args(args)
             .env("TETHER_PROXY_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
+            .stdout(match out {
+                Some(out) => Stdio::from(std::fs::File::create(out).unwrap()),
+                None => Stdio::null(),
+            })
             .stderr(match log {
                 Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
                 None => Stdio::null(),
