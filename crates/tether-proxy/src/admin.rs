@@ -6,6 +6,7 @@
 //! foreign web origin, and state changes need the configured token as
 //! `Authorization: Bearer <token>`; without a configured token they are refused.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{Path, Request, State};
@@ -19,6 +20,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use tether_sticky::{BackendReport, BackendState, Checked, Health, StickyHandle};
+
+use crate::reload::Reloader;
 
 /// The secret that authorizes state changes on the admin listener; never printed.
 #[derive(Clone)]
@@ -57,25 +60,30 @@ struct Admin {
     handle: StickyHandle,
     token: Option<AdminToken>,
     metrics: Option<PrometheusHandle>,
+    reloader: Arc<Reloader>,
 }
 
 /// `GET /backends`: every backend with its state, health and counters.
 /// `GET /metrics`: the process's metrics in the Prometheus text format, when `metrics` is set.
-/// `POST /backends/{name}/{ready|drain|maintenance}`, with `Authorization: Bearer <token>` when
-/// `token` is set (refused when it is not).
+/// `POST /backends/{name}/{ready|drain|maintenance}` and `POST /reload` (the configuration
+/// read again, as on SIGHUP), with `Authorization: Bearer <token>` when `token` is set (refused
+/// when it is not).
 pub(crate) fn router(
     handle: StickyHandle,
     token: Option<AdminToken>,
     metrics: Option<PrometheusHandle>,
+    reloader: Arc<Reloader>,
 ) -> Router {
     let admin = Admin {
         handle,
         token,
         metrics,
+        reloader,
     };
     Router::new()
         .route("/backends", get(backends))
         .route("/metrics", get(metrics_text))
+        .route("/reload", post(reload))
         .route("/backends/{name}/{state}", post(set_state))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
         .with_state(admin)
@@ -194,6 +202,21 @@ async fn metrics_text(State(admin): State<Admin>) -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "this process records no metrics\n").into_response(),
+    }
+}
+
+/// Reads the configuration again: `200` with what changed, or `400` with why nothing did.
+async fn reload(State(admin): State<Admin>) -> (StatusCode, String) {
+    match admin.reloader.reload().await {
+        Ok(changes) if changes.is_empty() => {
+            (StatusCode::OK, "reloaded: nothing changed\n".to_owned())
+        }
+        Ok(changes) => (StatusCode::OK, format!("reloaded: {changes}\n")),
+        Err(error) => {
+            let error = tether_core::error_chain(&error).to_string();
+            tracing::error!(%error, "configuration not reloaded: the one in force stays");
+            (StatusCode::BAD_REQUEST, format!("not reloaded: {error}\n"))
+        }
     }
 }
 

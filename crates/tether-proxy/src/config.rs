@@ -10,7 +10,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use tether_sticky::cookie::Key;
-use tether_sticky::{Failover, HealthCheck, KeyRing, Pinning, StickyConfig};
+use tether_sticky::{BackendState, Failover, HealthCheck, KeyRing, Pinning, StickyConfig};
 
 use crate::Error;
 use crate::access_log::AccessLogFormat;
@@ -29,7 +29,7 @@ use crate::values::{AnyDuration, CheckPath, CheckStatus, Cidr, Epsilon, Timeout}
 /// of `cert` and `key` (`--tls-cert`, `--tls-key`), `secure_cookie = false`
 /// (`--insecure-cookie`) and `admin_token`, which has no flag. Flags override the file.
 /// Durations are written `500ms`, `2s`, `1m 30s`.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
     /// A TOML file with the same settings; flags given here override it.
@@ -216,6 +216,9 @@ struct FileBackend {
     /// Speak HTTP/2 without TLS (prior knowledge) to it.
     #[serde(default)]
     h2c: bool,
+    /// Its state, applied at start and at each reload: `ready`, `drain` or `maintenance`
+    /// (default: left as it is; a new backend starts ready).
+    state: Option<BackendState>,
 }
 
 /// A backend to proxy to.
@@ -227,6 +230,8 @@ pub(crate) struct BackendSpec {
     pub(crate) url: http::Uri,
     /// HTTP/2 without TLS.
     pub(crate) h2c: bool,
+    /// The state the configuration gives it, if any.
+    pub(crate) state: Option<BackendState>,
 }
 
 /// Everything the proxy runs with: the flags, the file and the environment merged and checked
@@ -264,6 +269,8 @@ pub struct Settings {
     pub(crate) admin: SocketAddr,
     pub(crate) backends: Vec<BackendSpec>,
     pub(crate) layer: StickyConfig,
+    /// The affinity keys in `layer`, for a reload to hand to the running router.
+    pub(crate) keys: KeyRing,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) limits: Limits,
@@ -281,6 +288,9 @@ pub struct Settings {
     pub(crate) proxy_protocol: TrustedSources,
     /// How access-log lines are written; `None`: no access log.
     pub(crate) access_log: Option<AccessLogFormat>,
+    /// The flags and environment these settings were read from, for a reload to read the file
+    /// again with.
+    pub(crate) origin: (Cli, Environment),
 }
 
 /// Settings the process environment may give.
@@ -301,7 +311,7 @@ pub struct Settings {
 /// let error = Settings::load(cli(), env).unwrap_err().to_string();
 /// assert!(error.contains("TETHER_PROXY_ADMIN_TOKEN"), "{error}");
 /// ```
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Environment {
     /// `TETHER_PROXY_KEYS`: affinity keys, comma-separated.
@@ -321,7 +331,7 @@ impl Environment {
 }
 
 /// Parses `name=url` or `url` (named after its authority).
-fn parse_backend(spec: &str, h2c: bool) -> Result<BackendSpec, Error> {
+fn parse_backend(spec: &str, h2c: bool, state: Option<BackendState>) -> Result<BackendSpec, Error> {
     let (name, url) = match spec.split_once('=') {
         Some((name, url)) => (Some(name.to_owned()), url),
         None => (None, spec),
@@ -338,7 +348,12 @@ fn parse_backend(spec: &str, h2c: bool) -> Result<BackendSpec, Error> {
         return Err(scheme());
     }
     let name = name.unwrap_or_else(|| authority.to_string());
-    Ok(BackendSpec { name, url, h2c })
+    Ok(BackendSpec {
+        name,
+        url,
+        h2c,
+        state,
+    })
 }
 
 /// Decodes a 64-byte key from hex or base64; `from` and `index` name it in errors (never the
@@ -408,6 +423,7 @@ impl Settings {
     /// When the file cannot be read or parsed, or a setting is wrong: the error names the
     /// file and key, or the setting, and the cause.
     pub fn load(cli: Cli, env: Environment) -> Result<Self, Error> {
+        let origin = (cli.clone(), env.clone());
         let file = match &cli.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -431,13 +447,13 @@ impl Settings {
                         Some(name) => format!("{name}={}", b.url),
                         None => b.url.clone(),
                     };
-                    parse_backend(&spec, b.h2c)
+                    parse_backend(&spec, b.h2c, b.state)
                 })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             cli.backends
                 .iter()
-                .map(|spec| parse_backend(spec, false))
+                .map(|spec| parse_backend(spec, false, None))
                 .collect::<Result<Vec<_>, _>>()?
         };
         if backends.is_empty() {
@@ -507,7 +523,7 @@ impl Settings {
             })
             .transpose()?;
 
-        let mut layer = StickyConfig::new(ring)
+        let mut layer = StickyConfig::new(ring.clone())
             .with_pinning(cli.pinning.or(file.pinning).unwrap_or_default())
             .with_failover(cli.failover.or(file.failover).unwrap_or_default())
             .with_secure(!cli.insecure_cookie && file.secure_cookie.unwrap_or(true))
@@ -570,6 +586,7 @@ impl Settings {
             admin,
             backends,
             layer,
+            keys: ring,
             connect_timeout: timeout(
                 cli.connect_timeout,
                 file.connect_timeout,
@@ -592,6 +609,7 @@ impl Settings {
                 cli.proxy_protocol_from
             }),
             access_log: cli.access_log.or(file.access_log),
+            origin,
         })
     }
 

@@ -15,9 +15,15 @@
 //! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, passes WebSockets and other
 //! HTTP/1.1 upgrades through to the pinned backend, shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
+//! Live reload on SIGHUP or `POST /reload`: the file is read again (the flags of the start
+//! still win) and backends added, changed or removed, backend states (`state` in a
+//! `[[backends]]` table), affinity keys and certificates take effect at once; unchanged
+//! backends keep their connections and pinned clients, and a file that cannot be used changes
+//! nothing. Other settings need a restart, and the reload says which changed.
+//!
 //! TLS with `--tls-cert FILE --tls-key FILE` (PEM; repeat the pair for more certificates): the
 //! client's SNI picks the certificate valid for its name, the first is the default; ALPN offers
-//! `h2` and `http/1.1`; SIGHUP reads the files again (a broken file is logged and the
+//! `h2` and `http/1.1`; a reload reads the files again (a broken one is logged and the
 //! certificates in use stay). The TLS handshake counts toward `header_read_timeout`.
 //!
 //! The real client address from a PROXY protocol header (v1 or v2) on connections from
@@ -57,6 +63,7 @@
 //! name = "node-1"
 //! url = "http://127.0.0.1:3002"
 //! h2c = true
+//! state = "drain"
 //!
 //! [[certificates]]
 //! cert = "/etc/tether-proxy/example.com.pem"
@@ -87,12 +94,14 @@
 
 mod access_log;
 mod admin;
+mod backend_updates;
 mod config;
 mod error;
 mod forwarded;
 mod limits;
 mod proxy;
 mod proxy_protocol;
+mod reload;
 mod stall;
 mod tls;
 mod tunnel;
@@ -102,26 +111,8 @@ use std::sync::Arc;
 
 pub use config::{Cli, Environment, Settings};
 pub use error::Error;
-use tether_sticky::{Sticky, Upstream, backends};
-
-/// Builds the router for `settings`; each response names its backend when `access_logged`.
-fn router(
-    settings: &Settings,
-    access_logged: bool,
-) -> Result<proxy::Router, tether_sticky::InvalidUpstream> {
-    let upstreams = settings
-        .backends
-        .iter()
-        .map(|b| {
-            let upstream = Upstream::new(b.url.clone(), b.h2c, settings.connect_timeout)?
-                .with_response_timeout(settings.response_timeout);
-            let named = access_logged.then_some(b.name.as_str());
-            let service = access_log::Tagged::new(forwarded::AddForwarded::new(upstream), named);
-            Ok((b.name.clone(), service))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Sticky::new(&settings.layer, backends(upstreams)))
-}
+use tether_sticky::Sticky;
+use tower::discover::Change;
 
 /// Binds `addr` for `role` (`listen` or `admin`), naming both when it cannot.
 async fn bind(
@@ -165,19 +156,23 @@ pub async fn run(
         .as_ref()
         .map(tls::Certificates::acceptor)
         .transpose()?;
-    let reloads = certificates.map(|certificates| tokio::spawn(reload_on_hangup(certificates)));
     let access_log = settings
         .access_log
         .clone()
         .map(access_log::AccessLog::to_stdout)
         .transpose()
         .map_err(Error::AccessLog)?;
-    let router = router(&settings, access_log.is_some())?;
+    let access_logged = access_log.is_some();
+    let (updates, discovered) = backend_updates::backend_updates();
+    for spec in &settings.backends {
+        let service = reload::backend_service(spec, &settings, access_logged)?;
+        let _ = updates.send(Change::Insert(spec.name.clone(), service));
+    }
+    let router = Sticky::new(&settings.layer, discovered);
     // The router learns its backends when it is first made ready: do it now, so the admin
-    // listener lists every configured backend before the first client request.
-    let _ =
-        tower::ServiceExt::<http::Request<tether_sticky::UpstreamBody>>::ready(&mut router.clone())
-            .await;
+    // listener lists every configured backend (in its configured state) before the first
+    // client request.
+    reload::take_in(&router, &settings.backends).await;
     let handle = router.handle();
     // One round of active checks before serving: a backend broken from the start never sees a
     // client.
@@ -214,61 +209,43 @@ pub async fn run(
             }
         })
     });
+    let admin_token = settings.admin_token.clone();
+    let frontend_limits = settings.limits;
+    let proxy_protocol = settings.proxy_protocol.clone();
+    let reloader = Arc::new(reload::Reloader::new(
+        router.clone(),
+        updates,
+        certificates,
+        access_logged,
+        settings,
+    ));
+    let reloads = tokio::spawn(reload::on_hangup(Arc::clone(&reloader)));
     let admin_task = tokio::spawn(async move {
-        let served = axum::serve(
-            admin,
-            admin::router(handle, settings.admin_token.clone(), metrics),
-        )
-        .with_graceful_shutdown(async move { admin_stop.notified().await })
-        .await;
+        let served = axum::serve(admin, admin::router(handle, admin_token, metrics, reloader))
+            .with_graceful_shutdown(async move { admin_stop.notified().await })
+            .await;
         if let Err(error) = served {
             tracing::warn!(error = %tether_core::error_chain(&error), "admin listener failed");
         }
     });
     let limits = match limits::raise_open_files_limit() {
-        Some(open_files) => settings.limits.fit_to_open_files(open_files),
-        None => settings.limits,
+        Some(open_files) => frontend_limits.fit_to_open_files(open_files),
+        None => frontend_limits,
     };
     let frontend = proxy::Frontend {
         limits,
         tls: acceptor,
-        proxy_protocol: settings.proxy_protocol.clone(),
+        proxy_protocol,
         access_log,
     };
     proxy::serve(listener, router, frontend, shutdown).await;
     stop.notify_waiters();
     let _ = admin_task.await;
-    for task in [upkeep, checks, reloads].into_iter().flatten() {
+    reloads.abort();
+    for task in [upkeep, checks].into_iter().flatten() {
         task.abort();
     }
     Ok(())
-}
-
-/// Reads the certificate files again on every SIGHUP; a failed reload is logged and keeps the
-/// certificates in use.
-async fn reload_on_hangup(certificates: std::sync::Arc<tls::Certificates>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::warn!(%error, "no SIGHUP handler: certificates cannot be reloaded");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            match certificates.reload() {
-                Ok(count) => tracing::info!(count, "TLS certificates reloaded"),
-                Err(error) => tracing::error!(
-                    error = %tether_core::error_chain(&error),
-                    "TLS certificates not reloaded: the ones in use stay"
-                ),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = certificates;
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

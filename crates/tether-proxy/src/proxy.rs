@@ -15,22 +15,24 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tether_sticky::{Backends, ClientAddr, Sticky, Upstream, UpstreamBody, box_body};
+use tether_sticky::{ClientAddr, Sticky, UpstreamBody, box_body};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::access_log::{AccessLog, Entry, ServedBy, Tagged};
-use crate::forwarded::{AddForwarded, strip_hop_by_hop};
+use crate::access_log::{AccessLog, Entry, ServedBy};
+use crate::backend_updates::BackendUpdates;
+use crate::forwarded::strip_hop_by_hop;
 use crate::limits::Limits;
 use crate::proxy_protocol::{Rewound, TrustedSources, read_header};
+use crate::reload::BackendService;
 use crate::stall::StallBound;
 use crate::tunnel;
 
 /// The router the proxy runs.
-pub(crate) type Router = Sticky<Backends<String, Tagged<AddForwarded<Upstream>>>>;
+pub(crate) type Router = Sticky<BackendUpdates<BackendService>>;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);

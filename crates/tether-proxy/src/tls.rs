@@ -27,7 +27,7 @@ pub(crate) struct CertificateFiles {
 /// for that name; a client without SNI, or with a name none is valid for, gets the first.
 #[derive(Debug)]
 pub(crate) struct Certificates {
-    files: Vec<CertificateFiles>,
+    files: RwLock<Vec<CertificateFiles>>,
     provider: Arc<CryptoProvider>,
     loaded: RwLock<Arc<Vec<Arc<CertifiedKey>>>>,
 }
@@ -43,22 +43,24 @@ impl Certificates {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let loaded = read_all(&files, &provider)?;
         Ok(Arc::new(Self {
-            files,
+            files: RwLock::new(files),
             provider,
             loaded: RwLock::new(Arc::new(loaded)),
         }))
     }
 
-    /// Reads the files again and presents what they hold from the next handshake on;
-    /// connections already open keep theirs. When any pair cannot be read, nothing changes.
+    /// Reads `files` (the same as before, or a changed list) and presents what they hold from
+    /// the next handshake on; connections already open keep theirs. When any pair cannot be
+    /// read, nothing changes.
     ///
     /// # Errors
     ///
     /// As [`Certificates::load`].
-    pub(crate) fn reload(&self) -> Result<usize, Error> {
-        let loaded = read_all(&self.files, &self.provider)?;
+    pub(crate) fn replace(&self, files: Vec<CertificateFiles>) -> Result<usize, Error> {
+        let loaded = read_all(&files, &self.provider)?;
         let count = loaded.len();
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        *self.files.write().unwrap_or_else(|p| p.into_inner()) = files;
         Ok(count)
     }
 

@@ -74,7 +74,6 @@ crate::parse::words!(Failover, "failover policy", {
 pub(crate) struct Config {
     /// The affinity cookie's name on the wire, prefix included (set by [`Config::finish`]).
     pub(crate) cookie_name: String,
-    pub(crate) keys: KeyRing,
     pub(crate) cookie: AffinityCookie,
     pub(crate) header: Option<HeaderName>,
     pub(crate) session_cookie: Option<String>,
@@ -95,10 +94,9 @@ impl Config {
         self
     }
 
-    pub(crate) fn new(keys: KeyRing) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             cookie_name: String::new(),
-            keys,
             cookie: AffinityCookie::default(),
             header: None,
             session_cookie: None,
@@ -135,13 +133,17 @@ impl Config {
 #[must_use]
 pub struct StickyConfig {
     pub(crate) config: Config,
+    /// The affinity keys the router starts with ([`StickyHandle::set_keys`](crate::StickyHandle::set_keys)
+    /// replaces them while it runs).
+    pub(crate) keys: KeyRing,
 }
 
 impl StickyConfig {
     /// A router sealing affinity cookies with `keys`.
     pub fn new(keys: KeyRing) -> Self {
         Self {
-            config: Config::new(keys),
+            config: Config::new(),
+            keys,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::check::Checked;
 use crate::config::Config;
 use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
+use tether_core::cookie::KeyRing;
 
 use tether_core::{BoxError, error_chain};
 
@@ -64,6 +65,8 @@ impl<D: Discover> Clone for Sticky<D> {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// The affinity keys, replaced whole by [`StickyHandle::set_keys`].
+    keys: RwLock<KeyRing>,
     pub(crate) roster: Roster,
     pub(crate) invalid_pins: AtomicU64,
 }
@@ -76,6 +79,7 @@ impl<D: Discover> Sticky<D> {
             services: Arc::default(),
             shared: Arc::new(Shared {
                 config: layer.config.clone().finish(),
+                keys: RwLock::new(layer.keys.clone()),
                 roster: Roster::default(),
                 invalid_pins: AtomicU64::new(0),
             }),
@@ -157,6 +161,14 @@ impl StickyHandle {
                 }
             })
             .collect()
+    }
+
+    /// Replaces the affinity keys: pins are sealed with the new ring's current key from now on,
+    /// and opened with any of its keys. Keep the previous current key among the retired ones
+    /// (`KeyRing::with_retired`) so clients pinned before the rotation stay pinned.
+    pub fn set_keys(&self, keys: KeyRing) {
+        *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        tracing::info!("affinity keys replaced");
     }
 
     /// Affinity cookies that were present but not valid (forged, corrupt, stale, other key).
@@ -285,9 +297,12 @@ impl Shared {
         };
         let had_pin = !sealed.is_empty();
         // The first that opens: a stale or planted cookie of the same name does not hide ours.
-        let pinned = sealed.into_iter().flatten().find_map(|value| {
-            affinity::open(&config.keys, cookie_name, value, config.cookie.max_age)
-        });
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let pinned = sealed
+            .into_iter()
+            .flatten()
+            .find_map(|value| affinity::open(&keys, cookie_name, value, config.cookie.max_age));
+        drop(keys);
         if had_pin && pinned.is_none() {
             self.invalid_pins.fetch_add(1, Ordering::Relaxed);
             crate::telemetry::invalid_pin();
@@ -318,7 +333,11 @@ impl Shared {
 
     fn pin_headers<RB>(&self, response: &mut Response<RB>, backend: &str) {
         let config = &self.config;
-        let sealed = affinity::seal(&config.keys, &config.cookie_name, backend);
+        let sealed = affinity::seal(
+            &self.keys.read().unwrap_or_else(|p| p.into_inner()),
+            &config.cookie_name,
+            backend,
+        );
         let headers = response.headers_mut();
         match &config.header {
             Some(header) => {
