@@ -192,6 +192,16 @@ pub(crate) enum Command {
         /// Rounds, interleaved; the median is reported.
         #[arg(long, default_value_t = 3, value_parser = counts::<usize>(1))]
         repeat: usize,
+        /// Instead of requests per second, count each proxy's user-space instructions per
+        /// proxied request under callgrind, over this many requests.
+        #[arg(long, value_name = "REQUESTS", value_parser = counts::<u64>(1))]
+        instructions: Option<u64>,
+        /// The valgrind program (with `--instructions`).
+        #[arg(long, default_value = "valgrind")]
+        valgrind: PathBuf,
+        /// callgrind's control program (with `--instructions`).
+        #[arg(long, default_value = "callgrind_control")]
+        callgrind_control: PathBuf,
     },
     /// What the principal index costs on Redis (standalone, and a 3-master Cluster the bench
     /// starts): round trips of a login that binds its session, of listing a principal's

@@ -149,7 +149,7 @@ async fn measure(
 }
 
 /// Sends callgrind's `command` (`--zero`, `--dump`) to the process `pid` and waits until done.
-async fn control(program: &Path, command: &str, pid: u32) -> Result<(), BoxError> {
+pub(crate) async fn control(program: &Path, command: &str, pid: u32) -> Result<(), BoxError> {
     let at = || format!("{} {command} {pid}", program.display());
     let status = Command::new(program)
         .args([command, &pid.to_string()])
@@ -190,7 +190,7 @@ async fn start(stack: Stack, servers: &Servers<'_>, out: &Path) -> Result<Child,
 }
 
 /// The instruction total callgrind wrote to `out` (its `summary:` line).
-fn total(out: &Path) -> Result<u64, BoxError> {
+pub(crate) fn total(out: &Path) -> Result<u64, BoxError> {
     let text = std::fs::read_to_string(out).doing(|| format!("reading {}", out.display()))?;
     summary(&text).ok_or_else(|| format!("no summary line in {}", out.display()).into())
 }

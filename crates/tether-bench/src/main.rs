@@ -198,10 +198,25 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             warmup,
             connections,
             repeat,
-        } => {
-            let plan = Plan::new(seconds, warmup, connections, repeat);
-            proxy::compare(&proxy_bin, backends, &plan).await
-        }
+            instructions,
+            valgrind,
+            callgrind_control,
+        } => match instructions {
+            Some(requests) => {
+                proxy::instructions(
+                    &proxy_bin,
+                    backends,
+                    requests,
+                    &valgrind,
+                    &callgrind_control,
+                )
+                .await
+            }
+            None => {
+                let plan = Plan::new(seconds, warmup, connections, repeat);
+                proxy::compare(&proxy_bin, backends, &plan).await
+            }
+        },
         Command::Race {
             store,
             writers,

@@ -56,29 +56,66 @@ impl Drop for Proxy {
     }
 }
 
+/// How long a proxy may take to listen: valgrind starts programs slowly.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
 async fn wait_listening(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), BoxError> {
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
         if let Some(status) = proxy.child.try_wait()? {
             return Err(format!("{}: exited at start: {status}", proxy.name).into());
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!("{}: not listening on {addr} after 10 s", proxy.name).into());
+        if started.elapsed() > START_PATIENCE {
+            return Err(format!(
+                "{}: not listening on {addr} after {START_PATIENCE:?}",
+                proxy.name
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
 
+/// What a proxy runs under: pinned to core 0 with taskset, or counted by callgrind into a file.
+#[derive(Clone, Copy, Debug)]
+enum Under<'a> {
+    Taskset,
+    Callgrind { valgrind: &'a Path, out: &'a Path },
+}
+
+impl Under<'_> {
+    /// The command that starts `program` under this.
+    fn command(self, program: &Path) -> Command {
+        match self {
+            Self::Taskset => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", "0"]).arg(program);
+                command
+            }
+            // Also on one core: the proxy sizes its runtime to the cores it may use.
+            Self::Callgrind { valgrind, out } => {
+                let mut command = Command::new("taskset");
+                command
+                    .args(["-c", "0"])
+                    .arg(valgrind)
+                    .arg("--tool=callgrind")
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(program);
+                command
+            }
+        }
+    }
+}
+
 fn start_tether(
+    under: Under<'_>,
     bin: &Path,
     listen: SocketAddr,
     backends: &[SocketAddr],
 ) -> Result<Proxy, BoxError> {
-    let mut command = Command::new("taskset");
+    let mut command = under.command(bin);
     command
-        .args(["-c", "0"])
-        .arg(bin)
         .args([
             "--listen",
             &listen.to_string(),
@@ -96,7 +133,7 @@ fn start_tether(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .doing(|| format!("starting {name} with taskset"))?;
+        .doing(|| format!("starting {name} under {under:?}"))?;
     Ok(Proxy {
         name,
         child,
@@ -104,7 +141,11 @@ fn start_tether(
     })
 }
 
-fn start_haproxy(listen: SocketAddr, backends: &[SocketAddr]) -> Result<Proxy, BoxError> {
+fn start_haproxy(
+    under: Under<'_>,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+) -> Result<Proxy, BoxError> {
     let dir = tempfile::tempdir().doing(|| "creating a directory for haproxy.cfg".to_owned())?;
     let servers: String = backends
         .iter()
@@ -119,13 +160,16 @@ fn start_haproxy(listen: SocketAddr, backends: &[SocketAddr]) -> Result<Proxy, B
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, config).doing(|| format!("writing {}", path.display()))?;
-    let child = Command::new("taskset")
-        .args(["-c", "0", "haproxy", "-db", "-f"])
+    let child = under
+        .command(Path::new("haproxy"))
+        .args(["-db", "-f"])
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .doing(|| "starting haproxy with taskset (is haproxy installed?)".to_owned())?;
+        .doing(|| {
+            format!("starting haproxy under {under:?} (install it: apt-get install haproxy)")
+        })?;
     Ok(Proxy {
         name: format!("haproxy (on {listen})"),
         child,
@@ -151,9 +195,9 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
         for (i, name) in names.iter().enumerate() {
             let listen = free_addr()?;
             let mut proxy = if i == 0 {
-                start_tether(bin, listen, &addrs)?
+                start_tether(Under::Taskset, bin, listen, &addrs)?
             } else {
-                start_haproxy(listen, &addrs)?
+                start_haproxy(Under::Taskset, listen, &addrs)?
             };
             wait_listening(listen, &mut proxy).await?;
             let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
@@ -239,6 +283,69 @@ pub(crate) async fn compare(bin: &Path, backends: usize, plan: &Plan) -> Result<
                 ""
             }
         );
+    }
+    Ok(())
+}
+
+/// Keep-alive connections the counted requests rotate over, each with its own pin.
+const CLIENTS: u64 = 16;
+
+/// Counts each proxy's user-space instructions per proxied request under callgrind: 16
+/// keep-alive clients, each pinned by its first answer, a warm-up, then `requests` counted
+/// between callgrind's zero and dump, so start-up and shutdown stay out.
+pub(crate) async fn instructions(
+    bin: &Path,
+    backends: usize,
+    requests: u64,
+    valgrind: &Path,
+    callgrind_control: &Path,
+) -> Result<(), BoxError> {
+    let mut addrs = Vec::new();
+    for i in 0..backends {
+        addrs.push(backend(i, Arc::new(AtomicU64::new(0))).await?);
+    }
+    let dir = tempfile::tempdir().doing(|| "creating a directory for callgrind's output".into())?;
+    println!(
+        "{backends} backends, {requests} requests over {CLIENTS} keep-alive connections storing cookies, under callgrind"
+    );
+    println!("{:<13} {:>22}", "proxy", "instructions/request");
+    for name in ["tether-proxy", "haproxy"] {
+        let out = dir.path().join(format!("{name}.callgrind"));
+        let under = Under::Callgrind {
+            valgrind,
+            out: &out,
+        };
+        let listen = free_addr()?;
+        let mut proxy = if name == "tether-proxy" {
+            start_tether(under, bin, listen, &addrs)?
+        } else {
+            start_haproxy(under, listen, &addrs)?
+        };
+        wait_listening(listen, &mut proxy).await?;
+        let pid = proxy.child.id();
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(load::Client::connect(listen).await?);
+        }
+        let mut send = async |count: u64| {
+            for n in 0..count {
+                let client = clients
+                    .get_mut(usize::try_from(n % CLIENTS).unwrap_or_default())
+                    .ok_or("no client")?;
+                let (status, _) = client.get("/read").await?;
+                if !status.is_success() {
+                    return Err(format!("{name} answered {status}").into());
+                }
+            }
+            Ok::<_, BoxError>(())
+        };
+        send(requests / 10 + CLIENTS).await?;
+        crate::instructions::control(callgrind_control, "--zero", pid).await?;
+        send(requests).await?;
+        crate::instructions::control(callgrind_control, "--dump", pid).await?;
+        drop(proxy);
+        let total = crate::instructions::total(&out.with_extension("callgrind.1"))?;
+        println!("{name:<13} {:>22}", total / requests.max(1));
     }
     Ok(())
 }

@@ -4,68 +4,100 @@
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use http::header::{CONNECTION, HeaderName, HeaderValue};
+use http::header::{
+    CONNECTION, FORWARDED, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, Request};
-use tether_sticky::ClientAddr;
 use tower::Service;
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Headers that describe one connection, not the message: never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// Removes the hop-by-hop headers and those that `Connection` names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and `Forwarded`.
-fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip();
-    let previous: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if previous.is_empty() {
-        ip.to_string()
-    } else {
-        format!("{}, {ip}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::try_from(xff) {
-        headers.insert("x-forwarded-for", value);
+/// One client's entries in `X-Forwarded-For` and `Forwarded`, made once per connection: every
+/// request on it appends the same.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientForwarding {
+    /// The client's address alone, as `X-Forwarded-For` holds it.
+    address: HeaderValue,
+    /// `for=<address>`, IPv6 quoted and bracketed (RFC 7239).
+    forwarded: HeaderValue,
+}
+
+impl ClientForwarding {
+    pub(crate) fn new(client: SocketAddr) -> Self {
+        let ip = client.ip();
+        let node = if ip.is_ipv6() {
+            format!("for=\"[{ip}]\"")
+        } else {
+            format!("for={ip}")
+        };
+        // An IP address and `for=` are always valid header values.
+        let value = |text: String| {
+            HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
+        Self {
+            address: value(ip.to_string()),
+            forwarded: value(node),
+        }
     }
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    if let Ok(value) = HeaderValue::try_from(format!("for={node}")) {
-        headers.append("forwarded", value);
+
+    /// Appends the client to `X-Forwarded-For` and `Forwarded`.
+    fn add_to(&self, headers: &mut HeaderMap) {
+        if headers.contains_key(&X_FORWARDED_FOR) {
+            let previous: Vec<&[u8]> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            let joined = [
+                previous.join(&b", "[..]).as_slice(),
+                b", ",
+                self.address.as_bytes(),
+            ]
+            .concat();
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        } else {
+            headers.insert(X_FORWARDED_FOR, self.address.clone());
+        }
+        headers.append(FORWARDED, self.forwarded.clone());
     }
 }
 
-/// A backend service that appends the request's [`ClientAddr`] to its forwarding headers on
-/// the way out. It sits behind the router, so the router reads `X-Forwarded-For` as the client
+/// A backend service that appends the request's [`ClientForwarding`] to its forwarding headers
+/// on the way out. It sits behind the router, so the router reads `X-Forwarded-For` as the client
 /// and the proxies in front of this one wrote it, without this proxy's own entry.
 #[derive(Clone, Debug)]
 pub(crate) struct AddForwarded<S> {
@@ -92,8 +124,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> S::Future {
-        if let Some(ClientAddr(client)) = request.extensions().get::<ClientAddr>().copied() {
-            add_forwarded(request.headers_mut(), client);
+        // Taken out: nothing after this needs it, and a retry gets its own copy from the router.
+        if let Some(client) = request.extensions_mut().remove::<ClientForwarding>() {
+            client.add_to(request.headers_mut());
         }
         self.inner.call(request)
     }
@@ -112,12 +145,16 @@ mod tests {
         headers.insert("x-secret", "1".parse().unwrap());
         headers.insert("keep-alive", "5".parse().unwrap());
         strip_hop_by_hop(&mut headers);
-        add_forwarded(&mut headers, "203.0.113.9:5555".parse().unwrap());
+        ClientForwarding::new("203.0.113.9:5555".parse().unwrap()).add_to(&mut headers);
         assert_eq!(
             headers["x-forwarded-for"],
             "198.51.100.1, 198.51.100.2, 203.0.113.9"
         );
         assert_eq!(headers["forwarded"], "for=203.0.113.9");
+        let mut headers = HeaderMap::new();
+        ClientForwarding::new("[2001:db8::9]:5555".parse().unwrap()).add_to(&mut headers);
+        assert_eq!(headers["x-forwarded-for"], "2001:db8::9");
+        assert_eq!(headers["forwarded"], "for=\"[2001:db8::9]\"");
         assert!(headers.get("x-secret").is_none() && headers.get("keep-alive").is_none());
     }
 
@@ -140,7 +177,7 @@ mod tests {
             .insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
         request
             .extensions_mut()
-            .insert(ClientAddr("203.0.113.9:4000".parse().unwrap()));
+            .insert(ClientForwarding::new("203.0.113.9:4000".parse().unwrap()));
         let seen = AddForwarded::new(echo).oneshot(request).await.unwrap();
         assert_eq!(seen, "198.51.100.1, 203.0.113.9");
     }

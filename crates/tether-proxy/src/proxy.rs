@@ -15,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tether_sticky::{ClientAddr, Sticky, UpstreamBody, box_body};
+use tether_sticky::{ClientAddr, PinMemo, Sticky, UpstreamBody, box_body};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -24,7 +24,7 @@ use tower::ServiceExt as _;
 
 use crate::access_log::{AccessLog, Entry, ServedBy};
 use crate::backend_updates::BackendUpdates;
-use crate::forwarded::strip_hop_by_hop;
+use crate::forwarded::{ClientForwarding, strip_hop_by_hop};
 use crate::limits::Limits;
 use crate::proxy_protocol::{Rewound, TrustedSources, read_header};
 use crate::reload::BackendService;
@@ -71,6 +71,10 @@ struct Connection {
     /// HTTP connection it came from and keeps it.
     permit: Arc<OwnedSemaphorePermit>,
     access_log: Option<Arc<AccessLog>>,
+    /// The client's forwarding header entries, made once.
+    forwarding: ClientForwarding,
+    /// The last affinity pin opened on this connection.
+    pins: PinMemo,
 }
 
 async fn handle(
@@ -118,6 +122,8 @@ async fn route(connection: Connection, request: Request<Incoming>) -> Response<U
         tunnel::restore(&mut parts.headers, protocol.clone());
     }
     parts.extensions.insert(ClientAddr(client));
+    parts.extensions.insert(connection.forwarding.clone());
+    parts.extensions.insert(connection.pins.clone());
     let body = if body.is_end_stream() {
         box_body(body)
     } else {
@@ -329,6 +335,8 @@ pub(crate) async fn serve(
                 limits,
                 permit,
                 access_log: frontend.access_log.clone(),
+                forwarding: ClientForwarding::new(client),
+                pins: PinMemo::new(),
             };
             let Some(acceptor) = &frontend.tls else {
                 return serve_connection(&builder, watcher, TokioIo::new(stream), this, deadline)

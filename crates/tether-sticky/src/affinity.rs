@@ -2,6 +2,7 @@
 //! nor forged.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::COOKIE;
@@ -43,15 +44,60 @@ pub(crate) fn open(
     let opened = keys.open(name, value)?;
     let (backend, issued) = opened.rsplit_once('|')?;
     let issued: u64 = issued.parse().ok()?;
-    if let Some(max_age) = max_age
-        && unix_now().saturating_sub(issued) > max_age.as_secs()
-    {
+    if !young_enough(issued, max_age) {
         return None;
     }
     Some(Pin {
         backend: backend.to_owned(),
         issued,
     })
+}
+
+/// The last pin opened on one client connection, remembered so that the requests after the
+/// first on a keep-alive connection do not decrypt the same cookie again (it is most of what
+/// routing a pinned request costs). A server puts a clone of one per connection into each
+/// request's extensions, as `tether-proxy` does; without it every pin is opened.
+///
+/// A remembered pin is used only for the very same cookie value, under the same keys (a key
+/// rotation forgets it), and its age is checked again each time.
+#[derive(Clone, Debug, Default)]
+pub struct PinMemo(Arc<Mutex<Option<Remembered>>>);
+
+#[derive(Debug)]
+struct Remembered {
+    value: Box<str>,
+    keys: u64,
+    pin: Pin,
+}
+
+impl PinMemo {
+    /// A memo for one new connection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pin of `value` opened under the keys of generation `keys`, if it is the one
+    /// remembered and still young enough.
+    pub(crate) fn recall(&self, value: &str, keys: u64, max_age: Option<Duration>) -> Option<Pin> {
+        let remembered = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let remembered = remembered
+            .as_ref()
+            .filter(|r| r.keys == keys && *r.value == *value)?;
+        young_enough(remembered.pin.issued, max_age).then(|| remembered.pin.clone())
+    }
+
+    /// Remembers that `value` opened to `pin` under the keys of generation `keys`.
+    pub(crate) fn remember(&self, value: &str, keys: u64, pin: &Pin) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Remembered {
+            value: value.into(),
+            keys,
+            pin: pin.clone(),
+        });
+    }
+}
+
+fn young_enough(issued: u64, max_age: Option<Duration>) -> bool {
+    max_age.is_none_or(|max_age| unix_now().saturating_sub(issued) <= max_age.as_secs())
 }
 
 /// Settings of the affinity cookie.

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::check::{CheckRecord, Checked, HealthCheck};
+use crate::telemetry::{BackendMetrics, Sent};
 
 /// A backend's administrative state, set by an operator (see [`Health`] for what passive health
 /// checks decided). Reads and prints itself as `ready`, `drain` or `maintenance` (`maint` is read
@@ -92,6 +93,7 @@ pub struct BackendCounters {
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub(crate) name: String,
+    metrics: BackendMetrics,
     state: Mutex<BackendState>,
     joined: Instant,
     in_flight: AtomicUsize,
@@ -120,8 +122,8 @@ pub(crate) enum Reason {
 
 impl Backend {
     pub(crate) fn new(name: String) -> Self {
-        crate::telemetry::ejection(&name, false);
         Self {
+            metrics: BackendMetrics::new(&name),
             name,
             state: Mutex::new(BackendState::Ready),
             joined: Instant::now(),
@@ -158,7 +160,7 @@ impl Backend {
             Some(at) if at > Instant::now() => Some(at),
             Some(_) => {
                 *until = None;
-                crate::telemetry::ejection(&self.name, false);
+                self.metrics.ejection(false);
                 None
             }
             None => None,
@@ -196,7 +198,7 @@ impl Backend {
             } else {
                 tracing::info!(backend = %self.name, last = %record.last, "backend up again: active health checks pass");
             }
-            crate::telemetry::checked(&self.name, down);
+            self.metrics.checked(down);
         }
     }
 
@@ -251,7 +253,7 @@ impl Backend {
     }
 
     fn count(&self, reason: Reason) {
-        crate::telemetry::routed(&self.name, reason);
+        self.metrics.routed(reason);
         let counter = match reason {
             Reason::Pinned => &self.pinned,
             Reason::New => &self.new,
@@ -269,6 +271,11 @@ impl Backend {
         }
     }
 
+    /// A request sent at `sent` ended; `failed`: with no response.
+    pub(crate) fn answered(&self, sent: Sent, failed: bool) {
+        self.metrics.answered(sent, failed);
+    }
+
     pub(crate) fn succeeded(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
     }
@@ -282,7 +289,7 @@ impl Backend {
                 Some(Instant::now() + cooldown);
             self.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(backend = %self.name, failures, ?cooldown, "backend ejected");
-            crate::telemetry::ejected(&self.name);
+            self.metrics.ejected();
         }
     }
 
@@ -307,7 +314,7 @@ pub(crate) struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-        crate::telemetry::left(&self.backend.name);
+        self.backend.metrics.left();
     }
 }
 
@@ -316,13 +323,14 @@ mod tests {
     use super::*;
 
     /// The ejection gauge follows passive health: 1 from the ejection, 0 once the cooldown ran
-    /// out. Each phase has a recorder of its own, so a 0 read is a 0 set.
+    /// out. The backend registers its handles when it is made, with the recorder of then.
     #[cfg(feature = "metrics")]
     #[test]
     fn the_ejection_gauge_follows_the_cooldown() {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
-        let gauge = |recorder: &DebuggingRecorder| {
+        let recorder = DebuggingRecorder::new();
+        let gauge = || {
             recorder
                 .snapshotter()
                 .snapshot()
@@ -332,14 +340,17 @@ mod tests {
                     (key.key().name() == "tether_sticky_backend_ejected").then_some(value)
                 })
         };
-        let backend = Backend::new("b".to_owned());
-        let ejected = DebuggingRecorder::new();
-        metrics::with_local_recorder(&ejected, || backend.failed(1, Duration::from_millis(20)));
-        assert_eq!(gauge(&ejected), Some(DebugValue::Gauge(1.0.into())));
+        let backend = metrics::with_local_recorder(&recorder, || Backend::new("b".to_owned()));
+        assert_eq!(
+            gauge(),
+            Some(DebugValue::Gauge(0.0.into())),
+            "in rotation when it joins"
+        );
+        backend.failed(1, Duration::from_millis(20));
+        assert_eq!(gauge(), Some(DebugValue::Gauge(1.0.into())));
         std::thread::sleep(Duration::from_millis(40));
-        let back = DebuggingRecorder::new();
-        metrics::with_local_recorder(&back, || assert!(!backend.is_ejected()));
-        assert_eq!(gauge(&back), Some(DebugValue::Gauge(0.0.into())));
+        assert!(!backend.is_ejected());
+        assert_eq!(gauge(), Some(DebugValue::Gauge(0.0.into())));
     }
 
     #[test]

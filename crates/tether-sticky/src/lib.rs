@@ -80,6 +80,7 @@ mod telemetry;
 #[cfg(feature = "client")]
 mod upstream;
 
+pub use affinity::PinMemo;
 pub use backend::{BackendCounters, BackendState, Health};
 pub use check::{Checked, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, HealthCheck};
 pub use config::{Failover, Pinning, StickyConfig};

@@ -17,7 +17,7 @@ use tower::discover::{Change, Discover};
 use tower_service::Service;
 
 use crate::StickyConfig;
-use crate::affinity::{self, request_cookie, strip_cookie};
+use crate::affinity::{self, PinMemo, request_cookie, strip_cookie};
 use crate::backend::{BackendCounters, BackendState, Health};
 use crate::cache_control::keep_private;
 use crate::check::Checked;
@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The affinity keys, replaced whole by [`StickyHandle::set_keys`].
     keys: RwLock<KeyRing>,
+    /// How many times the keys were replaced: a [`PinMemo`] entry of other keys is stale.
+    keys_generation: AtomicU64,
     pub(crate) roster: Roster,
     pub(crate) invalid_pins: AtomicU64,
 }
@@ -80,6 +82,7 @@ impl<D: Discover> Sticky<D> {
             shared: Arc::new(Shared {
                 config: layer.config.clone().finish(),
                 keys: RwLock::new(layer.keys.clone()),
+                keys_generation: AtomicU64::new(0),
                 roster: Roster::default(),
                 invalid_pins: AtomicU64::new(0),
             }),
@@ -168,6 +171,7 @@ impl StickyHandle {
     /// (`KeyRing::with_retired`) so clients pinned before the rotation stay pinned.
     pub fn set_keys(&self, keys: KeyRing) {
         *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        self.shared.keys_generation.fetch_add(1, Ordering::AcqRel);
         tracing::info!("affinity keys replaced");
     }
 
@@ -297,12 +301,20 @@ impl Shared {
         };
         let had_pin = !sealed.is_empty();
         // The first that opens: a stale or planted cookie of the same name does not hide ours.
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        let pinned = sealed
-            .into_iter()
-            .flatten()
-            .find_map(|value| affinity::open(&keys, cookie_name, value, config.cookie.max_age));
-        drop(keys);
+        let memo = request.extensions().get::<PinMemo>();
+        let max_age = config.cookie.max_age;
+        let pinned = sealed.into_iter().flatten().find_map(|value| {
+            let generation = self.keys_generation.load(Ordering::Acquire);
+            if let Some(pin) = memo.and_then(|memo| memo.recall(value, generation, max_age)) {
+                return Some(pin);
+            }
+            let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+            let pin = affinity::open(&keys, cookie_name, value, max_age)?;
+            if let Some(memo) = memo {
+                memo.remember(value, generation, &pin);
+            }
+            Some(pin)
+        });
         if had_pin && pinned.is_none() {
             self.invalid_pins.fetch_add(1, Ordering::Relaxed);
             crate::telemetry::invalid_pin();
@@ -427,7 +439,7 @@ where
         let request = Request::from_parts(head, body);
         let sent = crate::telemetry::Sent::now();
         let result = service.oneshot(request).await;
-        crate::telemetry::answered(&backend.name, sent, result.is_err());
+        backend.answered(sent, result.is_err());
         drop(in_flight);
         match result {
             Ok(mut response) => {

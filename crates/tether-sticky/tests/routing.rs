@@ -700,3 +700,29 @@ async fn an_http2_request_reaches_an_http11_backend() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.backend, "a");
 }
+
+/// A connection's `PinMemo` spares opening the same pin again, but never vouches for a pin the
+/// current keys would not open: after a rotation that drops the old key, the client is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_pin_is_forgotten_when_the_keys_change() {
+    let servers = start(&["a", "b"]);
+    let (mut router, handle) = router(&cookie_layer(), &servers);
+    let memo = tether_sticky::PinMemo::new();
+    let with_memo = |cookie: &str| {
+        let mut request = request("/", &[cookie], None);
+        request.extensions_mut().insert(memo.clone());
+        request
+    };
+    let first = send(&mut router, request("/", &[], None)).await;
+    let pin = first.set_cookie.unwrap();
+    for _ in 0..3 {
+        let again = send(&mut router, with_memo(&pin)).await;
+        assert_eq!(again.backend, first.backend);
+        assert_eq!(again.set_cookie, None, "still pinned");
+    }
+    let invalid_before = handle.invalid_pins();
+    handle.set_keys(keys(9));
+    let after = send(&mut router, with_memo(&pin)).await;
+    assert!(after.set_cookie.is_some(), "pinned anew under the new keys");
+    assert_eq!(handle.invalid_pins(), invalid_before + 1);
+}
