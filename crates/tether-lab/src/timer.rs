@@ -161,7 +161,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sleeps_do_not_end_before_their_deadline() {
         let timer = Arc::new(FineTimer::start().unwrap());
-        let start = Instant::now();
+        // Deadlines well ahead: on a busy machine a task may start late, and a deadline
+        // already past when it sleeps is not a sleep.
+        let start = Instant::now() + Duration::from_millis(200);
         let mut sleeps = tokio::task::JoinSet::new();
         for micros in [900_u64, 300, 600] {
             let timer = Arc::clone(&timer);
@@ -179,7 +181,7 @@ mod tests {
         assert_eq!(ended.len(), 3);
         assert!(timer.mean_lateness().is_some());
         // A deadline already past returns at once and is not counted.
-        timer.sleep_until(start).await;
+        timer.sleep_until(Instant::now()).await;
         assert_eq!(timer.shared.sleeps.load(Ordering::Relaxed), 3);
     }
 }
