@@ -203,6 +203,29 @@ pub(crate) enum Command {
         #[arg(long, default_value = "callgrind_control")]
         callgrind_control: PathBuf,
     },
+    /// WebSocket echo messages per second straight to a backend, through tether-proxy and
+    /// through HAProxy (each pinned to core 0; this process to core 1), in interleaved rounds.
+    Websocket {
+        /// The tether-proxy binary (build it with `cargo build --release -p tether-proxy`).
+        #[arg(long, default_value = "target/release/tether-proxy")]
+        proxy_bin: PathBuf,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 3, value_parser = counts::<u64>(1))]
+        seconds: u64,
+        /// Unmeasured warm-up seconds before each run.
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Concurrent WebSockets.
+        #[arg(long, default_value_t = 16, value_parser = counts::<usize>(1))]
+        connections: usize,
+        /// Messages in flight on each WebSocket: 1 measures round trips, more measures how
+        /// many messages a path carries.
+        #[arg(long, default_value_t = 1, value_parser = counts::<usize>(1))]
+        window: usize,
+        /// Rounds, interleaved; the median is reported.
+        #[arg(long, default_value_t = 3, value_parser = counts::<usize>(1))]
+        repeat: usize,
+    },
     /// What the principal index costs on Redis (standalone, and a 3-master Cluster the bench
     /// starts): round trips of a login that binds its session, of listing a principal's
     /// sessions and of revoking them all (counted by MONITOR on every server), and the time of

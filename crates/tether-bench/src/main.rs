@@ -33,6 +33,7 @@ mod serve;
 mod soak;
 mod stacks;
 mod throughput;
+mod websocket;
 
 use std::process::ExitCode;
 
@@ -58,7 +59,10 @@ fn main() -> ExitCode {
 }
 
 fn start(cli: Cli) -> Result<(), BoxError> {
-    if matches!(cli.command, Command::Proxy { .. }) {
+    if matches!(
+        cli.command,
+        Command::Proxy { .. } | Command::Websocket { .. }
+    ) {
         // Before the runtime starts its threads, so they inherit the affinity.
         cpu::pin(std::process::id(), 1)?;
     }
@@ -217,6 +221,17 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 proxy::compare(&proxy_bin, backends, &plan).await
             }
         },
+        Command::Websocket {
+            proxy_bin,
+            seconds,
+            warmup,
+            connections,
+            window,
+            repeat,
+        } => {
+            let plan = Plan::new(seconds, warmup, connections, repeat);
+            websocket::compare(&proxy_bin, &plan, window).await
+        }
         Command::Race {
             store,
             writers,

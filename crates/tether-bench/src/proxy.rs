@@ -42,7 +42,7 @@ async fn backend(index: usize, served: Arc<AtomicU64>) -> Result<SocketAddr, Box
 }
 
 /// A proxy child process, killed on drop.
-struct Proxy {
+pub(crate) struct Proxy {
     /// What it is, for error messages.
     name: String,
     child: Child,
@@ -59,7 +59,7 @@ impl Drop for Proxy {
 /// How long a proxy may take to listen: valgrind starts programs slowly.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
-async fn wait_listening(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), BoxError> {
+pub(crate) async fn wait_listening(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), BoxError> {
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
         if let Some(status) = proxy.child.try_wait()? {
@@ -79,7 +79,7 @@ async fn wait_listening(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), BoxEr
 
 /// What a proxy runs under: pinned to core 0 with taskset, or counted by callgrind into a file.
 #[derive(Clone, Copy, Debug)]
-enum Under<'a> {
+pub(crate) enum Under<'a> {
     Taskset,
     Callgrind { valgrind: &'a Path, out: &'a Path },
 }
@@ -108,7 +108,7 @@ impl Under<'_> {
     }
 }
 
-fn start_tether(
+pub(crate) fn start_tether(
     under: Under<'_>,
     bin: &Path,
     listen: SocketAddr,
@@ -141,7 +141,7 @@ fn start_tether(
     })
 }
 
-fn start_haproxy(
+pub(crate) fn start_haproxy(
     under: Under<'_>,
     listen: SocketAddr,
     backends: &[SocketAddr],
