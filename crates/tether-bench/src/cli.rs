@@ -192,6 +192,13 @@ pub(crate) enum Command {
         /// Rounds, interleaved; the median is reported.
         #[arg(long, default_value_t = 3, value_parser = counts::<usize>(1))]
         repeat: usize,
+        /// Both proxies serve TLS (one ECDSA P-256 certificate made at run time), driven by
+        /// wrk over keep-alive HTTPS connections.
+        #[arg(long, conflicts_with = "instructions")]
+        tls: bool,
+        /// The wrk program (with `--tls`).
+        #[arg(long, default_value = "wrk")]
+        wrk: PathBuf,
         /// Instead of requests per second, count each proxy's user-space instructions per
         /// proxied request under callgrind, over this many requests.
         #[arg(long, value_name = "REQUESTS", value_parser = counts::<u64>(1))]

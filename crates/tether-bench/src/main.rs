@@ -205,6 +205,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             instructions,
             valgrind,
             callgrind_control,
+            tls,
+            wrk,
         } => match instructions {
             Some(requests) => {
                 proxy::instructions(
@@ -215,6 +217,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     &callgrind_control,
                 )
                 .await
+            }
+            None if tls => {
+                let plan = Plan::new(seconds, warmup, connections, repeat);
+                proxy::compare_tls(&proxy_bin, backends, &plan, &wrk).await
             }
             None => {
                 let plan = Plan::new(seconds, warmup, connections, repeat);

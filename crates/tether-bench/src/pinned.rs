@@ -275,7 +275,7 @@ async fn drive(
 
 /// What the `done` function of the script prints.
 #[derive(Debug, serde::Deserialize)]
-struct WrkSummary {
+pub(crate) struct WrkSummary {
     requests: u64,
     duration_us: u64,
     errors: u64,
@@ -284,7 +284,16 @@ struct WrkSummary {
 }
 
 impl WrkSummary {
-    fn round(&self, cpu: CpuTime) -> Round {
+    /// The last JSON line of wrk's output.
+    pub(crate) fn from_output(stdout: &str) -> Option<Self> {
+        stdout
+            .lines()
+            .rev()
+            .find(|line| line.starts_with('{'))
+            .and_then(|line| serde_json::from_str(line).ok())
+    }
+
+    pub(crate) fn round(&self, cpu: CpuTime) -> Round {
         let seconds = self.duration_us as f64 / 1e6;
         let requests = self.requests.max(1) as f64;
         Round {
@@ -328,7 +337,14 @@ request = function()
   next = next % #requests + 1
   return requests[next]
 end
+"#,
+    );
+    script.push_str(WRK_SUMMARY);
+    script
+}
 
+/// The `done` function of a wrk script: one JSON line, a [`WrkSummary`].
+pub(crate) const WRK_SUMMARY: &str = r#"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -336,10 +352,7 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
     latency:percentile(50), latency:percentile(99)))
 end
-"#,
-    );
-    script
-}
+"#;
 
 /// The report as a table, ratios against the first stack.
 fn table(reports: &[Report], workload: Workload, rounds: &Rounds, setup: &Setup<'_>) -> String {

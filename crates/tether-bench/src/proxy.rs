@@ -114,7 +114,25 @@ pub(crate) fn start_tether(
     listen: SocketAddr,
     backends: &[SocketAddr],
 ) -> Result<Proxy, BoxError> {
+    start_tether_with(under, bin, listen, backends, None)
+}
+
+/// [`start_tether`], serving TLS with `tls` (certificate and key files) when given.
+fn start_tether_with(
+    under: Under<'_>,
+    bin: &Path,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    tls: Option<&TlsFiles>,
+) -> Result<Proxy, BoxError> {
     let mut command = under.command(bin);
+    if let Some(tls) = tls {
+        command
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key);
+    }
     command
         .args([
             "--listen",
@@ -146,6 +164,20 @@ pub(crate) fn start_haproxy(
     listen: SocketAddr,
     backends: &[SocketAddr],
 ) -> Result<Proxy, BoxError> {
+    start_haproxy_with(under, listen, backends, None)
+}
+
+/// [`start_haproxy`], serving TLS with `tls` (its combined PEM) when given.
+fn start_haproxy_with(
+    under: Under<'_>,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    tls: Option<&TlsFiles>,
+) -> Result<Proxy, BoxError> {
+    let bind = match tls {
+        Some(tls) => format!("{listen} ssl crt {} alpn http/1.1", tls.combined.display()),
+        None => listen.to_string(),
+    };
     let dir = tempfile::tempdir().doing(|| "creating a directory for haproxy.cfg".to_owned())?;
     let servers: String = backends
         .iter()
@@ -155,7 +187,7 @@ pub(crate) fn start_haproxy(
     let config = format!(
         "global\n    nbthread 1\n    maxconn 4000\n\
          defaults\n    mode http\n    option http-keep-alive\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
-         frontend fe\n    bind {listen}\n    default_backend be\n\
+         frontend fe\n    bind {bind}\n    default_backend be\n\
          backend be\n    balance roundrobin\n    cookie SRV insert indirect nocache\n{servers}"
     );
     let path = dir.path().join("haproxy.cfg");
@@ -346,6 +378,147 @@ pub(crate) async fn instructions(
         drop(proxy);
         let total = crate::instructions::total(&out.with_extension("callgrind.1"))?;
         println!("{name:<13} {:>22}", total / requests.max(1));
+    }
+    Ok(())
+}
+
+/// One ECDSA P-256 certificate for `localhost`, made at run time: its chain and key for
+/// tether-proxy, both in one file for HAProxy.
+struct TlsFiles {
+    _dir: tempfile::TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    combined: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn new() -> Result<Self, BoxError> {
+        let dir = tempfile::tempdir().doing(|| "creating a directory for certificates".into())?;
+        let ca = tether_testkit::TestCa::new("bench CA");
+        let (cert, key) = ca.node("localhost");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).doing(|| format!("writing {}", path.display()))?;
+            Ok::<_, BoxError>(path)
+        };
+        Ok(Self {
+            cert: write("cert.pem", &cert)?,
+            key: write("key.pem", &key)?,
+            combined: write("combined.pem", &format!("{cert}{key}"))?,
+            _dir: dir,
+        })
+    }
+}
+
+/// Runs both proxies serving TLS (one ECDSA P-256 certificate), driven by `wrk` over
+/// keep-alive HTTPS connections pinned to core 1, `plan.repeat` times, interleaved; prints a
+/// table of requests per second and each proxy's CPU time per request.
+pub(crate) async fn compare_tls(
+    bin: &Path,
+    backends: usize,
+    plan: &Plan,
+    wrk: &Path,
+) -> Result<(), BoxError> {
+    let mut addrs = Vec::new();
+    for i in 0..backends {
+        addrs.push(backend(i, Arc::new(AtomicU64::new(0))).await?);
+    }
+    let tls = TlsFiles::new()?;
+    let scripts = tempfile::tempdir().doing(|| "creating a directory for wrk's script".into())?;
+    let script = scripts.path().join("summary.lua");
+    std::fs::write(&script, crate::pinned::WRK_SUMMARY)
+        .doing(|| format!("writing {}", script.display()))?;
+    let ticks = clock_ticks().await?;
+    let names = ["tether-proxy", "haproxy"];
+    let mut rounds: Vec<Vec<crate::pinned::Round>> = vec![Vec::new(), Vec::new()];
+    for round in 0..plan.repeat {
+        for (i, name) in names.iter().enumerate() {
+            let listen = free_addr()?;
+            let mut proxy = if i == 0 {
+                start_tether_with(Under::Taskset, bin, listen, &addrs, Some(&tls))?
+            } else {
+                start_haproxy_with(Under::Taskset, listen, &addrs, Some(&tls))?
+            };
+            wait_listening(listen, &mut proxy).await?;
+            let pid = proxy.child.id();
+            let seconds = plan.measure.as_secs() + plan.warmup.as_secs();
+            let before = cpu_time(pid, ticks)?;
+            let output = tokio::process::Command::new("taskset")
+                .args(["-c", "1"])
+                .arg(wrk)
+                .args(["-t1", &format!("-c{}", plan.connections)])
+                .args([&format!("-d{seconds}s"), "--timeout", "5s", "-s"])
+                .arg(&script)
+                .arg(format!("https://{listen}/read"))
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .doing(|| {
+                    format!(
+                        "running {} (install it: apt-get install wrk)",
+                        wrk.display()
+                    )
+                })?;
+            let cpu = cpu_time(pid, ticks)?.minus(before);
+            drop(proxy);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let summary = crate::pinned::WrkSummary::from_output(&stdout)
+                .ok_or_else(|| format!("{name}: no summary from wrk: {stdout}"))?;
+            let measured = summary.round(cpu);
+            eprintln!(
+                "round {}/{} {name:<13} {:>8.0} req/s  p99 {:.3} ms  errors {}  proxy {:.1} us/req, busy {:.0}%",
+                round + 1,
+                plan.repeat,
+                measured.requests_per_second,
+                measured.p99_us as f64 / 1e3,
+                measured.errors,
+                measured.server_cpu_us_per_request,
+                measured.server_busy * 100.0
+            );
+            if measured.errors > 0 {
+                return Err(format!("{name}: {} requests failed", measured.errors).into());
+            }
+            if let Some(samples) = rounds.get_mut(i) {
+                samples.push(measured);
+            }
+        }
+    }
+    println!(
+        "TLS (ECDSA P-256, keep-alive), {backends} backends, {} wrk connections, median of {} run(s) of {}s; proxy on core 0, wrk on core 1",
+        plan.connections,
+        plan.repeat,
+        plan.measure.as_secs() + plan.warmup.as_secs()
+    );
+    println!(
+        "{:<13} {:>10} {:>9} {:>10} {:>12} {:>6}",
+        "proxy", "req/s", "p99 ms", "vs haproxy", "proxy us/req", "busy"
+    );
+    let rps = |i: usize| {
+        rounds
+            .get(i)
+            .map_or(0.0, |r| median(r.iter().map(|r| r.requests_per_second)))
+    };
+    for (i, name) in names.iter().enumerate() {
+        let samples = rounds.get(i).map(Vec::as_slice).unwrap_or_default();
+        let busy = samples
+            .iter()
+            .map(|r| r.server_busy)
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "{name:<13} {:>10.0} {:>9.3} {:>9.2}x {:>12.1} {:>5.0}%{}",
+            rps(i),
+            median(samples.iter().map(|r| r.p99_us as f64 / 1e3)),
+            rps(i) / rps(1).max(f64::MIN_POSITIVE),
+            median(samples.iter().map(|r| r.server_cpu_us_per_request)),
+            busy * 100.0,
+            if busy < SATURATED {
+                "  (not saturated)"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }
