@@ -241,36 +241,62 @@ async fn drive(
 ) -> Result<Round, BoxError> {
     let at = || format!("{} under wrk", server.stack);
     let before = cpu_time(server.pid, ticks).doing(at)?;
-    let run = Command::new("taskset")
-        .args(["-c", &setup.load_core.to_string()])
-        .arg(setup.wrk)
-        .args(["-t1", &format!("-c{}", rounds.connections)])
-        .args([&format!("-d{seconds}s"), "--timeout", "5s", "-s"])
-        .arg(&server.script)
-        .arg(format!("http://{}/", server.addr))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(seconds) + PATIENCE, run)
+    let load = Wrk {
+        program: setup.wrk,
+        core: setup.load_core,
+        connections: rounds.connections,
+        seconds,
+        script: &server.script,
+    };
+    let summary = load
+        .run(&format!("http://{}/", server.addr))
         .await
-        .map_err(|_| format!("{}: wrk did not finish", at()))?
-        .doing(|| format!("running {} with taskset", setup.wrk.display()))?;
+        .doing(at)?;
     let after = cpu_time(server.pid, ticks).doing(at)?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("{}: wrk {}: {}", at(), output.status, stderr.trim()).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: WrkSummary = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .ok_or_else(|| format!("{}: no summary line from wrk in {stdout:?}", at()))
-        .and_then(|line| {
-            serde_json::from_str(line).map_err(|e| format!("{}: wrk's summary: {e}", at()))
-        })?;
     Ok(summary.round(after.minus(before)))
+}
+
+/// One run of wrk (one thread) pinned to a core, with a script whose `done` prints a
+/// [`WrkSummary`].
+pub(crate) struct Wrk<'a> {
+    pub(crate) program: &'a Path,
+    pub(crate) core: usize,
+    pub(crate) connections: usize,
+    pub(crate) seconds: u64,
+    pub(crate) script: &'a Path,
+}
+
+impl Wrk<'_> {
+    /// Runs it against `url` and reads its summary.
+    pub(crate) async fn run(&self, url: &str) -> Result<WrkSummary, BoxError> {
+        let run = Command::new("taskset")
+            .args(["-c", &self.core.to_string()])
+            .arg(self.program)
+            .args(["-t1", &format!("-c{}", self.connections)])
+            .args([&format!("-d{}s", self.seconds), "--timeout", "5s", "-s"])
+            .arg(self.script)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(self.seconds) + PATIENCE, run)
+            .await
+            .map_err(|_| "wrk did not finish".to_owned())?
+            .doing(|| format!("running {} with taskset", self.program.display()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!("wrk {}: {}", output.status, stderr.trim()).into());
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        stdout
+            .lines()
+            .rev()
+            .find(|line| line.starts_with('{'))
+            .ok_or_else(|| format!("no summary line from wrk in {stdout:?}"))
+            .and_then(|line| serde_json::from_str(line).map_err(|e| format!("wrk's summary: {e}")))
+            .map_err(Into::into)
+    }
 }
 
 /// What the `done` function of the script prints.
@@ -284,15 +310,6 @@ pub(crate) struct WrkSummary {
 }
 
 impl WrkSummary {
-    /// The last JSON line of wrk's output.
-    pub(crate) fn from_output(stdout: &str) -> Option<Self> {
-        stdout
-            .lines()
-            .rev()
-            .find(|line| line.starts_with('{'))
-            .and_then(|line| serde_json::from_str(line).ok())
-    }
-
     pub(crate) fn round(&self, cpu: CpuTime) -> Round {
         let seconds = self.duration_us as f64 / 1e6;
         let requests = self.requests.max(1) as f64;

@@ -441,31 +441,18 @@ pub(crate) async fn compare_tls(
             };
             wait_listening(listen, &mut proxy).await?;
             let pid = proxy.child.id();
-            let seconds = plan.measure.as_secs() + plan.warmup.as_secs();
+            let load = crate::pinned::Wrk {
+                program: wrk,
+                core: 1,
+                connections: plan.connections,
+                seconds: plan.measure.as_secs() + plan.warmup.as_secs(),
+                script: &script,
+            };
             let before = cpu_time(pid, ticks)?;
-            let output = tokio::process::Command::new("taskset")
-                .args(["-c", "1"])
-                .arg(wrk)
-                .args(["-t1", &format!("-c{}", plan.connections)])
-                .args([&format!("-d{seconds}s"), "--timeout", "5s", "-s"])
-                .arg(&script)
-                .arg(format!("https://{listen}/read"))
-                .stdin(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .doing(|| {
-                    format!(
-                        "running {} (install it: apt-get install wrk)",
-                        wrk.display()
-                    )
-                })?;
+            let summary = load.run(&format!("https://{listen}/read")).await;
             let cpu = cpu_time(pid, ticks)?.minus(before);
             drop(proxy);
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let summary = crate::pinned::WrkSummary::from_output(&stdout)
-                .ok_or_else(|| format!("{name}: no summary from wrk: {stdout}"))?;
+            let summary = summary.doing(|| format!("{name} under wrk"))?;
             let measured = summary.round(cpu);
             eprintln!(
                 "round {}/{} {name:<13} {:>8.0} req/s  p99 {:.3} ms  errors {}  proxy {:.1} us/req, busy {:.0}%",

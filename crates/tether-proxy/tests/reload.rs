@@ -53,6 +53,17 @@ fn pins_on(proxy: SocketAddr, backend: &str) -> Vec<String> {
         .collect()
 }
 
+/// `POST /reload` with the admin token.
+fn reload(admin_addr: SocketAddr) -> common::Exchange {
+    admin(
+        admin_addr,
+        "POST",
+        "/reload",
+        "127.0.0.1",
+        Some(ADMIN_TOKEN),
+    )
+}
+
 fn hang_up(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])
@@ -166,13 +177,7 @@ async fn reloads_under_load_lose_no_request_and_move_no_pinned_client() {
             &[("a", a, None), ("c", c, None)],
             &[NEW_KEY, OLD_KEY],
         );
-        let (status, _, body) = admin(
-            admin_addr,
-            "POST",
-            "/reload",
-            "127.0.0.1",
-            Some(ADMIN_TOKEN),
-        );
+        let (status, _, body) = reload(admin_addr);
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("removed backend b"), "{body}");
         wait_for_backends(admin_addr, &["a", "c"]);
@@ -187,13 +192,7 @@ async fn reloads_under_load_lose_no_request_and_move_no_pinned_client() {
 
         // A broken file: refused, nothing changes, the proxy goes on.
         std::fs::write(&file, "backends = [ broken").unwrap();
-        let (status, _, body) = admin(
-            admin_addr,
-            "POST",
-            "/reload",
-            "127.0.0.1",
-            Some(ADMIN_TOKEN),
-        );
+        let (status, _, body) = reload(admin_addr);
         assert_eq!(status, 400, "{body}");
         assert!(
             body.contains("not reloaded") && body.contains("proxy.toml"),
