@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::forwarded::connection_options;
+
 /// Bounds on an upgraded connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TunnelLimits {
@@ -48,12 +50,7 @@ pub(crate) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderV
 
 /// `Connection` lists the `upgrade` option.
 fn names_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
+    connection_options(headers).any(|option| option.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Puts back the two headers that ask for (or agree to) `protocol`, after the hop-by-hop ones
