@@ -60,6 +60,17 @@ pub(crate) fn open(
 ///
 /// A remembered pin is used only for the very same cookie value, under the same keys (a key
 /// rotation forgets it), and its age is checked again each time.
+///
+/// ```
+/// use http::Request;
+/// use tether_sticky::PinMemo;
+///
+/// // One per client connection, made when it is accepted...
+/// let memo = PinMemo::new();
+/// // ...and a clone into each request read from it, before the request goes to the router.
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(memo.clone());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct PinMemo(Arc<Mutex<Option<Remembered>>>);
 

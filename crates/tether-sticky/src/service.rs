@@ -169,6 +169,24 @@ impl StickyHandle {
     /// Replaces the affinity keys: pins are sealed with the new ring's current key from now on,
     /// and opened with any of its keys. Keep the previous current key among the retired ones
     /// (`KeyRing::with_retired`) so clients pinned before the rotation stay pinned.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use tether_sticky::{KeyRing, Sticky, StickyConfig, backends, cookie::Key};
+    /// use tower::service_fn;
+    ///
+    /// let previous = Key::generate();
+    /// let backend = service_fn(|_: Request<String>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
+    /// let layer = StickyConfig::new(KeyRing::new(previous.clone()));
+    /// let router = Sticky::new(&layer, backends([("a", backend)]));
+    /// // Seal with a new key from now on; pins sealed with the previous one still open.
+    /// router
+    ///     .handle()
+    ///     .set_keys(KeyRing::new(Key::generate()).with_retired(previous));
+    /// ```
     pub fn set_keys(&self, keys: KeyRing) {
         *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         self.shared.keys_generation.fetch_add(1, Ordering::AcqRel);
