@@ -25,6 +25,7 @@
 #![allow(clippy::expect_used, clippy::panic)]
 
 mod events;
+mod key_update;
 mod principal;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use tether_core::{
 };
 
 pub use events::session_events;
+pub use key_update::{KEY_ROUNDS, KEY_WRITERS, concurrent_key_updates_lose_nothing, key_updates};
 pub use principal::{
     LEAK_SESSIONS, LEAK_USERS, metadata_round_trips, principal_cap, principal_index,
     principal_index_follows_the_session, principal_index_has_no_leaks,
@@ -531,8 +533,9 @@ pub async fn concurrent_create_has_one_winner(store: Arc<dyn SessionStore>) {
 macro_rules! store_conformance {
     ($make:expr) => {
         $crate::store_conformance!(@tests $make;
-            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values;
-            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner;
+            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values, key_updates;
+            shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
+                concurrent_key_updates_lose_nothing;
             extra: );
     };
     ($make:expr, principal_index: $capped:expr) => {
@@ -550,9 +553,10 @@ macro_rules! store_conformance {
     (@index $make:expr; $capped:expr; extra: $($extra:item)*) => {
         $crate::store_conformance!(@tests $make;
             by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values,
-                metadata_round_trips, principal_index, principal_index_follows_the_session;
+                key_updates, metadata_round_trips, principal_index,
+                principal_index_follows_the_session;
             shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
-                principal_index_has_no_leaks;
+                concurrent_key_updates_lose_nothing, principal_index_has_no_leaks;
             extra:
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn principal_cap() {

@@ -20,6 +20,8 @@
 //! | [`empty_and_large_values`](checks::empty_and_large_values) | empty, binary, non-ASCII and 1 MiB values, and many keys, round-trip exactly |
 //! | [`concurrent_writers_lose_nothing`](checks::concurrent_writers_lose_nothing) | concurrent deltas to different keys of one session all survive |
 //! | [`concurrent_create_has_one_winner`](checks::concurrent_create_has_one_winner) | of concurrent `create`s of one id, exactly one wins |
+//! | [`key_updates`](checks::key_updates) | `update_key` swaps only from the expected value and reports the current one; increments count from 0, refuse non-counters and stay in range; other keys and the expiry stay; ended sessions are `Missing` and stay gone |
+//! | [`concurrent_key_updates_lose_nothing`](checks::concurrent_key_updates_lose_nothing) | concurrent increments and compare-and-set loops of one key lose no update |
 //!
 //! A store with the principal index (sessions by user) adds its contract with
 //! `store_conformance!(make, principal_index: |max| make_capped(max))`:

@@ -71,6 +71,25 @@ impl Codec {
             Self::Json => serde_json::from_slice(bytes).map_err(|e| Error::Decode(Box::new(e))),
         }
     }
+
+    /// The integer `bytes` encodes, and nothing more: a counter of
+    /// [`KeyUpdate::Increment`](crate::KeyUpdate::Increment). Stricter than
+    /// [`decode`](Self::decode), which MessagePack lets ignore trailing bytes: a text that
+    /// happens to start with a small integer's byte is no counter.
+    pub(crate) fn decode_counter(&self, bytes: &[u8]) -> Option<i64> {
+        match self {
+            Self::MessagePack => {
+                let mut rest = bytes;
+                let n = <i64 as serde::Deserialize>::deserialize(
+                    &mut rmp_serde::Deserializer::new(&mut rest),
+                )
+                .ok()?;
+                rest.is_empty().then_some(n)
+            }
+            #[cfg(feature = "json")]
+            Self::Json => serde_json::from_slice(bytes).ok(),
+        }
+    }
 }
 
 #[cfg(test)]

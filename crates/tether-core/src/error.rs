@@ -58,6 +58,26 @@ pub enum Error {
     /// text names the capability.
     #[error("this session store does not support {0}")]
     Unsupported(&'static str),
+    /// An increment ([`KeyUpdate::Increment`](crate::KeyUpdate::Increment)) found a value that
+    /// is not an integer under the key, or would take the counter past
+    /// [`COUNTER_MAX`](crate::COUNTER_MAX) either way. Nothing was written.
+    #[error("session key {key:?} does not hold a counter that can take {by:+}")]
+    NotACounter {
+        /// The session key.
+        key: String,
+        /// The amount that was to be added.
+        by: i64,
+    },
+    /// A compare-and-set update of one key lost to concurrent writers of the same key this
+    /// many times in a row and gave up; nothing was written. Rare under any realistic load;
+    /// the session layer answers it with `409 Conflict`.
+    #[error("session key {key:?} kept changing under {attempts} attempts to update it")]
+    Conflict {
+        /// The session key.
+        key: String,
+        /// The attempts made.
+        attempts: u32,
+    },
 }
 
 /// The kind of an [`Error`], for matching without the payload.
@@ -82,6 +102,10 @@ pub enum ErrorKind {
     EventsMissed,
     /// See [`Error::Unsupported`].
     Unsupported,
+    /// See [`Error::NotACounter`].
+    NotACounter,
+    /// See [`Error::Conflict`].
+    Conflict,
 }
 
 impl Error {
@@ -97,6 +121,8 @@ impl Error {
             Self::Entropy(_) => ErrorKind::Entropy,
             Self::EventsMissed(_) => ErrorKind::EventsMissed,
             Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::NotACounter { .. } => ErrorKind::NotACounter,
+            Self::Conflict { .. } => ErrorKind::Conflict,
         }
     }
 

@@ -54,6 +54,7 @@ mod expiry;
 mod handle;
 mod id;
 mod info;
+mod key_update;
 pub mod placement;
 mod principal;
 mod record;
@@ -69,10 +70,11 @@ pub use expiry::Expiry;
 pub use handle::{InvalidHandle, SessionHandle};
 pub use id::{ID_LEN, Id, InvalidId};
 pub use info::SessionInfo;
+pub use key_update::{COUNTER_MAX, KeyUpdate, KeyUpdated};
 pub use principal::{InvalidPrincipal, MAX_PRINCIPAL_LEN, Principal};
 pub use record::{KEY_OVERHEAD, Record, data_size, entry_size};
 pub use seen::{MAX_DEVICE_LEN, Seen};
-pub use store::{Applied, Created, Cycled, Revoked, SessionStore};
+pub use store::{Applied, Created, Cycled, INCREMENT_ATTEMPTS, Revoked, SessionStore};
 pub use time::Timestamp;
 
 /// `Result` with tether's [`Error`].

@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 
+use crate::key_update::incremented;
 use crate::{
-    Changes, Error, EventStream, Expiry, Id, Principal, Record, SessionHandle, SessionInfo,
+    Changes, Error, EventStream, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record,
+    SessionHandle, SessionInfo,
 };
 
 /// Outcome of [`SessionStore::create`].
@@ -53,6 +55,12 @@ pub enum Revoked {
 const PRINCIPAL_INDEX: &str = "the principal index (sessions by user)";
 /// The name [`Error::Unsupported`] gives session events.
 const EVENTS: &str = "session events";
+/// The name [`Error::Unsupported`] gives atomic key updates.
+const KEY_UPDATES: &str = "atomic key updates (compare-and-set)";
+
+/// Attempts the default [`SessionStore::update_key`] makes at an increment before it answers
+/// [`Error::Conflict`].
+pub const INCREMENT_ATTEMPTS: u32 = 64;
 
 /// A place where sessions live: memory, Redis, a replicated cluster.
 ///
@@ -82,6 +90,15 @@ const EVENTS: &str = "session events";
 /// sessions of one principal (`with_max_sessions_per_principal` on the stores of this
 /// workspace): binding one more then revokes the oldest. The default methods answer
 /// [`Error::Unsupported`], for stores written before the index existed.
+///
+/// # Atomic key updates
+///
+/// [`update_key`](Self::update_key) changes one key of an existing session in one atomic step:
+/// a [`KeyUpdate::Swap`] (compare-and-set on the key's value) or a [`KeyUpdate::Increment`]
+/// run inside the store. Concurrent updates of the same key are serialised, so none is lost;
+/// the session's other keys, metadata and expiry are left alone. A store implements `Swap`;
+/// the default runs `Increment` as a compare-and-set loop on top of it, and a store that can
+/// add in place (memory under the session's lock, Redis in its script) overrides that.
 ///
 /// # Events
 ///
@@ -134,6 +151,50 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// only the deadline overrides it.
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
         self.apply(id, &Changes::new(), expiry).await
+    }
+
+    /// Applies `update` to `key` of an existing session, atomically with respect to every other
+    /// write of that key, and says what the key holds afterwards (see [`KeyUpdated`]). Neither
+    /// the session's other keys nor its expiry change.
+    ///
+    /// The default answers [`Error::Unsupported`] to a [`KeyUpdate::Swap`], and runs a
+    /// [`KeyUpdate::Increment`] as a loop of swaps: a [`load`](Self::load), then a swap from
+    /// the value read, retried from the value a conflict reports, at most
+    /// [`INCREMENT_ATTEMPTS`] times.
+    ///
+    /// # Errors
+    ///
+    /// As for the other methods; [`Error::NotACounter`] when an increment finds no integer or
+    /// would leave the counter range; [`Error::Conflict`] when the default increment lost every
+    /// attempt; [`Error::Unsupported`] from a store without the capability.
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        let &KeyUpdate::Increment { by, codec } = update else {
+            return Err(Error::Unsupported(KEY_UPDATES));
+        };
+        let Some(record) = self.load(id).await? else {
+            return Ok(KeyUpdated::Missing);
+        };
+        let mut current = record.data.get(key).cloned();
+        for _ in 0..INCREMENT_ATTEMPTS {
+            let new = incremented(key, current.as_ref(), by, codec)?;
+            let swap = KeyUpdate::Swap {
+                expected: current,
+                new: Some(new),
+            };
+            match self.update_key(id, key, &swap).await? {
+                KeyUpdated::Conflict(now) => current = now,
+                done => return Ok(done),
+            }
+        }
+        Err(Error::Conflict {
+            key: key.to_owned(),
+            attempts: INCREMENT_ATTEMPTS,
+        })
     }
 
     /// Deletes a session. Deleting a session that does not exist is not an error.

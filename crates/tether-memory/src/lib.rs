@@ -66,8 +66,8 @@ use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, Principal,
-    Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, KeyUpdate,
+    KeyUpdated, Principal, Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 
 use crate::events::Events;
@@ -447,6 +447,35 @@ impl SessionStore for MemoryStore {
             cell.set_expiry(slot, *expiry);
             Vec::new()
         }))
+    }
+
+    /// Both kinds of update run under the session's lock, so an increment is one step too.
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        let Some(cell) = self.cache.get(id) else {
+            return Ok(KeyUpdated::Missing);
+        };
+        let mut slot = cell.lock();
+        if !slot.is_live(Timestamp::now()) {
+            return Ok(KeyUpdated::Missing);
+        }
+        let data = &mut slot.record.data;
+        let outcome = update.evaluate(key, data.get(key))?;
+        if let KeyUpdated::Updated(new) = &outcome {
+            match new {
+                Some(value) => {
+                    data.insert(key.to_owned(), value.clone());
+                }
+                None => {
+                    data.remove(key);
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
