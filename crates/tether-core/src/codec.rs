@@ -72,6 +72,20 @@ impl Codec {
         }
     }
 
+    /// A stable short name of the encoding, `"msgpack"` or `"json"`, for stores that must
+    /// tell another process (a Redis script, a peer) which one a value uses.
+    ///
+    /// ```
+    /// assert_eq!(tether_core::Codec::MessagePack.name(), "msgpack");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MessagePack => "msgpack",
+            #[cfg(feature = "json")]
+            Self::Json => "json",
+        }
+    }
+
     /// The integer `bytes` encodes, and nothing more: a counter of
     /// [`KeyUpdate::Increment`](crate::KeyUpdate::Increment). Stricter than
     /// [`decode`](Self::decode), which MessagePack lets ignore trailing bytes: a text that

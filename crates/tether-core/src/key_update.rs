@@ -43,8 +43,8 @@ pub enum KeyUpdate {
         new: Option<Bytes>,
     },
     /// Adds `by` to the integer under the key (an absent key counts as 0). The value is read
-    /// and written with `codec`, as the session layer reads it. The counter stays within
-    /// `-COUNTER_MAX..=COUNTER_MAX`; an increment past it, or of a value that is not an
+    /// and written with `codec`, as the session layer reads it. The counter and the amount stay
+    /// within `-COUNTER_MAX..=COUNTER_MAX`; an increment past it, or of a value that is not an
     /// integer, is [`Error::NotACounter`] and writes nothing.
     Increment {
         /// The amount to add (negative to subtract).
@@ -107,7 +107,7 @@ pub(crate) fn incremented(
         None => 0,
     };
     let sum = Some(old)
-        .filter(in_range)
+        .filter(|old| in_range(old) && in_range(&by))
         .and_then(|old| old.checked_add(by))
         .filter(in_range)
         .ok_or_else(not_a_counter)?;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::Value;
-use tether_core::{Changes, Error, Expiry, Id, Principal, Record, Seen, Timestamp};
+use tether_core::{
+    Changes, Error, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record, Seen, Timestamp,
+};
 
 pub(crate) const DATA: u8 = b':';
 pub(crate) const META: &[u8] = b"@m";
@@ -21,6 +23,29 @@ pub(crate) fn data_field(key: &str) -> Vec<u8> {
     field.push(DATA);
     field.extend_from_slice(key.as_bytes());
     field
+}
+
+/// The arguments of `update_key.lua` after the session hash, for `update` of `key`; `None`
+/// for a kind of update this version does not know.
+pub(crate) fn update_key_args(key: &str, update: &KeyUpdate) -> Option<Vec<Vec<u8>>> {
+    let optional = |value: &Option<Bytes>| match value {
+        Some(value) => [b"1".to_vec(), value.to_vec()],
+        None => [b"0".to_vec(), Vec::new()],
+    };
+    let mut args = vec![data_field(key)];
+    match update {
+        KeyUpdate::Swap { expected, new } => {
+            args.push(b"swap".to_vec());
+            args.extend(optional(expected));
+            args.extend(optional(new));
+        }
+        KeyUpdate::Increment { by, codec } => {
+            args.push(codec.name().as_bytes().to_vec());
+            args.push(by.to_string().into_bytes());
+        }
+        _ => return None,
+    }
+    Some(args)
 }
 
 /// Every field of `record`, as pairs: the tail of `create.lua`'s arguments.
@@ -174,6 +199,35 @@ pub(crate) fn applied_reply(
     let before = principal()?;
     let after = principal()?;
     Ok((applied, before, after))
+}
+
+/// Decodes `update_key.lua`'s reply.
+pub(crate) fn key_updated_reply(key: &str, by: i64, reply: Value) -> Result<KeyUpdated, Error> {
+    let corrupt =
+        |what: &'static str| Error::Backend(format!("update_key.lua answered {what}").into());
+    let Value::Array(items) = reply else {
+        return Err(corrupt("something other than an array"));
+    };
+    let mut items = items.into_iter();
+    let status = match items.next() {
+        Some(Value::Int(status)) => status,
+        _ => return Err(corrupt("no status")),
+    };
+    let value = match items.next().map(bulk) {
+        None => None,
+        Some(Ok(bytes)) => Some(bytes),
+        Some(Err(_)) => return Err(corrupt("a value that is no string")),
+    };
+    match status {
+        0 => Ok(KeyUpdated::Missing),
+        1 => Ok(KeyUpdated::Updated(value)),
+        2 => Ok(KeyUpdated::Conflict(value)),
+        3 => Err(Error::NotACounter {
+            key: key.to_owned(),
+            by,
+        }),
+        _ => Err(corrupt("an unknown status")),
+    }
 }
 
 /// Decodes an `HGETALL` reply. An empty reply is no session; anything that is not a session

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, Expiry, Id, Principal, Record, Revoked,
-    SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record,
+    Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 
 use crate::connection::{Connection, Handle};
@@ -111,6 +111,9 @@ static DELETE: LazyLock<NamedScript> = LazyLock::new(|| {
         ),
     )
 });
+
+static UPDATE_KEY: LazyLock<NamedScript> =
+    LazyLock::new(|| NamedScript::new("update_key", include_str!("scripts/update_key.lua")));
 
 /// A [`SessionStore`] in Redis: every server of an application sees every session.
 ///
@@ -418,6 +421,29 @@ impl SessionStore for RedisStore {
                 .await;
         }
         Ok(Applied::Applied)
+    }
+
+    /// One script: the existence check, the comparison or the sum, and the write, atomically.
+    /// Counters are read and written in the script (MessagePack or JSON integers).
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        let Some(args) = layout::update_key_args(key, update) else {
+            return Err(Error::Unsupported("this kind of key update"));
+        };
+        let mut call = UPDATE_KEY.call(self.key(id));
+        for arg in args {
+            call.arg(arg);
+        }
+        let reply: Value = self.script(call).await?;
+        let by = match update {
+            KeyUpdate::Increment { by, .. } => *by,
+            _ => 0,
+        };
+        layout::key_updated_reply(key, by, reply)
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
