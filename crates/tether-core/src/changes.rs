@@ -90,6 +90,22 @@ impl Changes {
             && self.seen.is_none()
     }
 
+    /// Whether these changes set or remove `key` (a clear removes every key).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tether_core::Changes;
+    ///
+    /// let mut changes = Changes::new();
+    /// changes.remove("a");
+    /// assert!(changes.touches("a") && !changes.touches("b"));
+    /// changes.clear();
+    /// assert!(changes.touches("b"));
+    /// ```
+    pub fn touches(&self, key: &str) -> bool {
+        self.clear || self.set.contains_key(key) || self.removed.contains(key)
+    }
+
     /// The principal the session is being bound to, if this request bound it.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()

@@ -1,5 +1,6 @@
 //! Settings the layer hands to every request's session.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tether_core::{Codec, Expiry, Timestamp};
@@ -7,6 +8,7 @@ use tether_core::{Codec, Expiry, Timestamp};
 use crate::activity::Activity;
 use crate::telemetry::Telemetry;
 use crate::transport::{Protection, Transport};
+use crate::write_policy::WritePolicy;
 
 /// Default idle timeout: a session unused for this long ends.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -39,6 +41,8 @@ pub(crate) struct Config {
     pub(crate) deadline_header: Option<http::HeaderName>,
     pub(crate) activity: Option<Activity>,
     pub(crate) telemetry: Telemetry,
+    /// Keys whose plain writes do not follow the default policy.
+    pub(crate) write_policies: HashMap<String, WritePolicy>,
 }
 
 impl Default for Config {
@@ -56,11 +60,18 @@ impl Default for Config {
             deadline_header: None,
             activity: None,
             telemetry: Telemetry::register(),
+            write_policies: HashMap::new(),
         }
     }
 }
 
 impl Config {
+    /// Whether plain writes of `key` are compare-and-set.
+    pub(crate) fn rejects_conflicts(&self, key: &str) -> bool {
+        !self.write_policies.is_empty()
+            && self.write_policies.get(key) == Some(&WritePolicy::RejectOnConflict)
+    }
+
     /// The expiry of a session created at `now`.
     pub(crate) fn new_expiry(&self, now: Timestamp, idle_timeout: Option<Duration>) -> Expiry {
         let absolute = self.absolute_lifetime.map(|lifetime| now + lifetime);

@@ -17,7 +17,8 @@
 ///
 /// With the `axum` feature it is a response: `413 Payload Too Large` for [`TooLarge`] and
 /// [`TooManyKeys`] (the client sent more than a session holds), `503 Service Unavailable` for a
-/// transient store error, `500 Internal Server Error` for the rest, each with a short plain-text
+/// transient store error, `409 Conflict` for a [`Conflict`](Error::Conflict) (another request
+/// wrote the key first), `500 Internal Server Error` for the rest, each with a short plain-text
 /// body; the cause is logged, not sent. Such a response discards the request's session
 /// changes, as a `5xx` from the handler does.
 ///
@@ -52,6 +53,16 @@ pub enum Error {
     /// already; it was not applied.
     #[error("the response was already produced; a session change now would be lost")]
     Finished,
+    /// Another request changed the key first: a write of a key under
+    /// [`WritePolicy::RejectOnConflict`](crate::WritePolicy::RejectOnConflict) found another
+    /// value than this request had read (the session now shows the new one), or
+    /// [`Session::update`](crate::Session::update) lost every attempt. Nothing was written.
+    /// Returned from an axum handler, it answers `409 Conflict`.
+    #[error("session key {key:?} was changed by another request")]
+    Conflict {
+        /// The session key.
+        key: String,
+    },
     /// A text given as a principal is not one (see [`Principal`](crate::Principal)).
     #[error(transparent)]
     InvalidPrincipal(#[from] tether_core::InvalidPrincipal),
@@ -61,6 +72,17 @@ impl Error {
     /// Whether retrying later may succeed: the store was unreachable or slow.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Core(e) if e.is_transient())
+    }
+
+    /// Whether another request's write of the same key won ([`Conflict`](Self::Conflict), or
+    /// a store's [`ErrorKind::Conflict`](tether_core::ErrorKind::Conflict)): retrying the
+    /// request can succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Conflict { .. } => true,
+            Self::Core(e) => e.kind() == tether_core::ErrorKind::Conflict,
+            _ => false,
+        }
     }
 
     /// Whether the client asked for more than a session holds ([`TooLarge`](Self::TooLarge),

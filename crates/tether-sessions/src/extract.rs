@@ -42,6 +42,11 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, text) = if self.is_over_limit() {
             (StatusCode::PAYLOAD_TOO_LARGE, "session too large")
+        } else if self.is_conflict() {
+            (
+                StatusCode::CONFLICT,
+                "session changed by another request; try again",
+            )
         } else if self.is_transient() {
             (StatusCode::SERVICE_UNAVAILABLE, crate::UNAVAILABLE_MESSAGE)
         } else {

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::config::Config;
 use crate::transport::Protection;
-use crate::{Activity, KeyRing, SessionIndex, SessionService};
+use crate::{Activity, KeyRing, SessionIndex, SessionService, WritePolicy};
 
 /// Adds sessions to a tower service: every request gets a [`Session`](crate::Session) in its
 /// extensions, saved to `store` before the response is returned.
@@ -221,6 +221,13 @@ impl SessionLayer {
     /// How values are encoded (default MessagePack). All servers of an app must agree.
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.config().codec = codec;
+        self
+    }
+
+    /// How plain writes of `key` meet concurrent writes of the same key (default
+    /// [`WritePolicy::LastWriterWins`] for every key).
+    pub fn with_write_policy(mut self, key: impl Into<String>, policy: WritePolicy) -> Self {
+        self.config().write_policies.insert(key.into(), policy);
         self
     }
 

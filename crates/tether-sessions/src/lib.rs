@@ -139,6 +139,7 @@ mod service;
 mod session;
 mod telemetry;
 mod transport;
+mod write_policy;
 
 pub use activity::{Activity, ClientAddress, ExtensionReader};
 pub use body::{ResponseBody, UNAVAILABLE_MESSAGE};
@@ -155,12 +156,13 @@ pub use future::ResponseFuture;
 pub use index::SessionIndex;
 pub use layer::SessionLayer;
 pub use service::SessionService;
-pub use session::{Session, TypedKey};
+pub use session::{Session, TypedKey, UPDATE_ATTEMPTS};
 pub use tether_core::cookie::KeyRing;
 pub use tether_core::{
-    EventKind, EventStream, InvalidPrincipal, KEY_OVERHEAD, Principal, Revoked, SessionEvent,
-    SessionHandle, SessionInfo,
+    COUNTER_MAX, EventKind, EventStream, InvalidPrincipal, KEY_OVERHEAD, Principal, Revoked,
+    SessionEvent, SessionHandle, SessionInfo,
 };
+pub use write_policy::WritePolicy;
 
 /// The `cookie` crate, for [`cookie::Key`] and [`cookie::SameSite`].
 pub use cookie;

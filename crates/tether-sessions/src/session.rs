@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tether_core::{
-    Changes, Expiry, Id, Principal, Record, SessionHandle, SessionStore, Timestamp, data_size,
-    entry_size, error_chain,
+    Changes, Expiry, Id, KEY_OVERHEAD, KeyUpdate, KeyUpdated, Principal, Record, SessionHandle,
+    SessionStore, Timestamp, data_size, entry_size, error_chain,
 };
 use tokio::sync::OnceCell;
 use tracing::Instrument as _;
@@ -22,6 +22,14 @@ use crate::index::SessionIndex;
 use crate::save::Plan;
 use crate::telemetry::{Operation, Outcome, store_span};
 use crate::{Error, Result};
+
+/// Attempts [`Session::update`] makes before it answers [`Error::Conflict`]. Each lost attempt
+/// means another request wrote the key in between; losing this many in a row takes a key
+/// written by many requests at once, for as long as this many round trips.
+pub const UPDATE_ATTEMPTS: u32 = 16;
+
+/// The longest encoding of a counter (a JSON `-9007199254740991`), for the size limit.
+const MAX_COUNTER_LEN: usize = 17;
 
 /// The session of the current request.
 ///
@@ -145,28 +153,10 @@ impl Session {
     pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = self.inner.config.codec.encode(value)?;
         self.load().await?;
-        let config = &self.inner.config;
-        let mut state = self.writable()?;
-        let replaced = state.data.get(key).map(|old| entry_size(key, old));
-        let keys = state.data.len() + usize::from(replaced.is_none());
-        if keys > config.max_keys {
-            let limit = config.max_keys;
-            tracing::debug!(key, keys, limit, "session insert refused: too many keys");
-            return Err(Error::TooManyKeys { keys, limit });
+        if self.inner.config.rejects_conflicts(key) {
+            return self.write_unless_changed(key, Some(bytes)).await;
         }
-        let size = state
-            .size
-            .saturating_sub(replaced.unwrap_or(0))
-            .saturating_add(entry_size(key, &bytes));
-        if size > config.max_size {
-            let limit = config.max_size;
-            tracing::debug!(key, size, limit, "session insert refused: too large");
-            return Err(Error::TooLarge { size, limit });
-        }
-        state.size = size;
-        state.changes.insert(key, bytes.clone());
-        state.data.insert(key.to_owned(), bytes);
-        Ok(())
+        self.writable()?.put(&self.inner.config, key, bytes)
     }
 
     /// Removes `key` and returns its value decoded as `T`, or `None` when it was absent.
@@ -176,7 +166,11 @@ impl Session {
     /// As for [`get`](Self::get). If the old value is not a `T` the key is still removed.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.load().await?;
-        let old = {
+        let old = if self.inner.config.rejects_conflicts(key) {
+            let old = self.state().data.get(key).cloned();
+            self.write_unless_changed(key, None).await?;
+            old
+        } else {
             let mut state = self.writable()?;
             let old = state.data.remove(key);
             if let Some(bytes) = &old {
@@ -188,6 +182,167 @@ impl Session {
         old.map(|bytes| self.inner.config.codec.decode(&bytes))
             .transpose()
             .map_err(Error::from)
+    }
+
+    /// Replaces the value under `key` with what `change` makes of it, atomically: no
+    /// concurrent request's update of the same key is lost (two tabs adding to one cart), and
+    /// returns the new value. `change` gets the current value (`None`: absent) and returns the
+    /// new one (`None`: remove the key); it may run more than once, when another request
+    /// changed the key meanwhile, so it should only compute.
+    ///
+    /// On a stored session this is written at once, as one compare-and-set of the key in the
+    /// store (retried from the value the store reports, at most [`UPDATE_ATTEMPTS`] times), and
+    /// stays written even if the handler then fails. On a session that is not stored yet, or
+    /// a key this request already inserted or removed, it changes the request's view and is
+    /// saved with the request's other changes.
+    ///
+    /// # Errors
+    ///
+    /// As for [`insert`](Self::insert); [`Error::Conflict`] when every attempt lost to another
+    /// writer of the key (returned from an axum handler, it answers `409`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tether_sessions::{Result, Session};
+    ///
+    /// async fn add_to_cart(session: Session, item: u32) -> Result<usize> {
+    ///     let cart = session
+    ///         .update("cart", |cart: Option<Vec<u32>>| {
+    ///             let mut cart = cart.unwrap_or_default();
+    ///             cart.push(item);
+    ///             Some(cart)
+    ///         })
+    ///         .await?;
+    ///     Ok(cart.map_or(0, |cart| cart.len()))
+    /// }
+    /// ```
+    pub async fn update<T, F>(&self, key: &str, mut change: F) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> Option<T>,
+    {
+        self.load().await?;
+        let codec = self.inner.config.codec;
+        let mut current = self.state().data.get(key).cloned();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let old = current.as_deref().map(|b| codec.decode(b)).transpose()?;
+            let new = change(old);
+            let bytes = new.as_ref().map(|v| codec.encode(v)).transpose()?;
+            let swap = KeyUpdate::Swap {
+                expected: current,
+                new: bytes,
+            };
+            match self.update_key(key, swap).await? {
+                KeyUpdated::Conflict(now) => current = now,
+                _ => return Ok(new),
+            }
+        }
+        tracing::debug!(
+            key,
+            attempts = UPDATE_ATTEMPTS,
+            "session update gave up: the key kept changing"
+        );
+        Err(Error::Conflict {
+            key: key.to_owned(),
+        })
+    }
+
+    /// Adds `by` to the integer counter under `key` (an absent key counts as 0) and returns
+    /// the new count. On a stored session the store adds in one step (in its script on
+    /// Redis, under the session's lock in memory, at the primary on a replicated store), so
+    /// concurrent increments all count; otherwise as for [`update`](Self::update).
+    ///
+    /// Counters hold integers within ±[`COUNTER_MAX`](tether_core::COUNTER_MAX) (2^53 - 1,
+    /// exact on every store), read and written like any `i64` value of the session.
+    ///
+    /// # Errors
+    ///
+    /// As for [`insert`](Self::insert); [`Error::Core`] with
+    /// [`ErrorKind::NotACounter`](tether_core::ErrorKind::NotACounter) when the key holds
+    /// something else or the count would leave the range.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tether_sessions::{Result, Session};
+    ///
+    /// async fn visit(session: Session) -> Result<String> {
+    ///     let visits = session.increment("visits", 1).await?;
+    ///     Ok(format!("visit number {visits}"))
+    /// }
+    /// ```
+    pub async fn increment(&self, key: &str, by: i64) -> Result<i64> {
+        self.load().await?;
+        let codec = self.inner.config.codec;
+        let update = KeyUpdate::Increment { by, codec };
+        let now = match self.update_key(key, update).await? {
+            KeyUpdated::Updated(Some(bytes)) => bytes,
+            _ => {
+                return Err(tether_core::Error::Backend(
+                    "the store answered an increment without the count".into(),
+                )
+                .into());
+            }
+        };
+        Ok(codec.decode(&now)?)
+    }
+
+    /// Writes `new` under `key` (removes it when `None`) only if the store still holds what
+    /// this request sees there: the write of a key under
+    /// [`WritePolicy::RejectOnConflict`](crate::WritePolicy::RejectOnConflict).
+    async fn write_unless_changed(&self, key: &str, new: Option<Bytes>) -> Result<()> {
+        let expected = self.state().data.get(key).cloned();
+        match self
+            .update_key(key, KeyUpdate::Swap { expected, new })
+            .await?
+        {
+            KeyUpdated::Conflict(_) => {
+                tracing::debug!(
+                    key,
+                    "session write refused: another request changed the key"
+                );
+                Err(Error::Conflict {
+                    key: key.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `update` of `key` in the store when the session is stored and this request left
+    /// the key alone, and in the request's view otherwise; the view follows the outcome. A
+    /// conflict leaves the store's value in the view, so the next attempt starts from it.
+    async fn update_key(&self, key: &str, update: KeyUpdate) -> Result<KeyUpdated> {
+        let config = &self.inner.config;
+        let target = self.writable()?.store_target(config, key, &update)?;
+        if let Some(id) = target {
+            let span = store_span!("session.update_key", session = ?id, key);
+            let call = self
+                .inner
+                .store
+                .update_key(&id, key, &update)
+                .instrument(span);
+            let outcome = config
+                .telemetry
+                .store_call(Operation::UpdateKey, call)
+                .await
+                .inspect_err(|err| {
+                    tracing::error!(session = ?id, error = %error_chain(err), "updating a session key failed");
+                })?;
+            let mut state = self.state();
+            match &outcome {
+                KeyUpdated::Updated(now) | KeyUpdated::Conflict(now) => {
+                    state.mirror(key, now.clone());
+                    return Ok(outcome);
+                }
+                KeyUpdated::Missing => {
+                    tracing::warn!(session = ?id, "session ended while the request ran; it goes on as a new session");
+                    state.forget_stored();
+                }
+            }
+        }
+        self.writable()?.update_in_view(config, key, &update)
     }
 
     /// Removes every key. The session itself stays (with its id); see [`flush`](Self::flush) to
@@ -416,6 +571,106 @@ impl Session {
 }
 
 impl State {
+    /// The session's size with `key` holding a value of `len` bytes, if the layer's limits
+    /// allow it.
+    fn size_after(&self, config: &Config, key: &str, len: usize) -> Result<usize> {
+        let replaced = self.data.get(key).map(|old| entry_size(key, old));
+        let keys = self.data.len() + usize::from(replaced.is_none());
+        if keys > config.max_keys {
+            let limit = config.max_keys;
+            tracing::debug!(key, keys, limit, "session insert refused: too many keys");
+            return Err(Error::TooManyKeys { keys, limit });
+        }
+        let size = self
+            .size
+            .saturating_sub(replaced.unwrap_or(0))
+            .saturating_add(key.len().saturating_add(len).saturating_add(KEY_OVERHEAD));
+        if size > config.max_size {
+            let limit = config.max_size;
+            tracing::debug!(key, size, limit, "session insert refused: too large");
+            return Err(Error::TooLarge { size, limit });
+        }
+        Ok(size)
+    }
+
+    /// The stored session's id when `update` of `key` goes to the store: the session is
+    /// stored and this request left the key alone. The layer's limits are checked first, with
+    /// the largest counter for an increment.
+    fn store_target(&self, config: &Config, key: &str, update: &KeyUpdate) -> Result<Option<Id>> {
+        let Some(stored) = self.stored.filter(|_| !self.changes.touches(key)) else {
+            return Ok(None);
+        };
+        let len = match update {
+            KeyUpdate::Swap { new, .. } => new.as_ref().map(Bytes::len),
+            _ => Some(MAX_COUNTER_LEN),
+        };
+        if let Some(len) = len {
+            self.size_after(config, key, len)?;
+        }
+        Ok(Some(stored.id))
+    }
+
+    /// Runs `update` of `key` on the request's view; what it writes is saved with the
+    /// request's other changes.
+    fn update_in_view(
+        &mut self,
+        config: &Config,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated> {
+        let outcome = update.evaluate(key, self.data.get(key))?;
+        if let KeyUpdated::Updated(new) = &outcome {
+            match new.clone() {
+                Some(bytes) => self.put(config, key, bytes)?,
+                None => self.take(key),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Sets `key` in the request's view and its changes, within the layer's limits.
+    fn put(&mut self, config: &Config, key: &str, bytes: Bytes) -> Result<()> {
+        self.size = self.size_after(config, key, bytes.len())?;
+        self.changes.insert(key, bytes.clone());
+        self.data.insert(key.to_owned(), bytes);
+        Ok(())
+    }
+
+    /// Removes `key` from the request's view and records the removal.
+    fn take(&mut self, key: &str) {
+        if let Some(bytes) = self.data.remove(key) {
+            self.size = self.size.saturating_sub(entry_size(key, &bytes));
+            self.changes.remove(key);
+        }
+    }
+
+    /// Shows in the request's view what the store holds under `key` (written there already,
+    /// so not a change to save).
+    fn mirror(&mut self, key: &str, value: Option<Bytes>) {
+        let old = match value {
+            Some(bytes) => {
+                self.size = self.size.saturating_add(entry_size(key, &bytes));
+                self.data.insert(key.to_owned(), bytes)
+            }
+            None => self.data.remove(key),
+        };
+        if let Some(old) = old {
+            self.size = self.size.saturating_sub(entry_size(key, &old));
+        }
+    }
+
+    /// The stored session ended under this request (another request deleted or revoked it):
+    /// from here on the request has a new, empty session, as if it had come without one.
+    fn forget_stored(&mut self) {
+        self.stored = None;
+        self.data.clear();
+        self.principal = None;
+        self.size = 0;
+        self.changes = Changes::new();
+        self.cycle = false;
+        self.stale = true;
+    }
+
     fn install(&mut self, record: Option<Record>, presented: bool, now: Timestamp) {
         self.loaded_at = Some(now);
         match record {
@@ -558,6 +813,19 @@ impl<T: Serialize + DeserializeOwned> TypedKey<T> {
     /// As [`Session::remove`].
     pub async fn remove(&self, session: &Session) -> Result<Option<T>> {
         session.remove(self.name).await
+    }
+
+    /// [`Session::update`] for this key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::update`].
+    pub async fn update(
+        &self,
+        session: &Session,
+        change: impl FnMut(Option<T>) -> Option<T>,
+    ) -> Result<Option<T>> {
+        session.update(self.name, change).await
     }
 }
 

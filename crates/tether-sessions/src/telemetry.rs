@@ -98,11 +98,12 @@ pub(crate) enum Operation {
     Touch,
     Cycle,
     Delete,
+    UpdateKey,
 }
 
 impl Operation {
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
     /// Every operation, in declaration order: `operation as usize` indexes it.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     const ALL: [Self; Self::COUNT] = [
@@ -112,6 +113,7 @@ impl Operation {
         Self::Touch,
         Self::Cycle,
         Self::Delete,
+        Self::UpdateKey,
     ];
 
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -123,6 +125,7 @@ impl Operation {
             Self::Touch => "touch",
             Self::Cycle => "cycle",
             Self::Delete => "delete",
+            Self::UpdateKey => "update_key",
         }
     }
 }
@@ -134,7 +137,8 @@ fn kind(error: &Error) -> &'static str {
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::Timeout => "timeout",
         ErrorKind::Corrupt => "corrupt",
-        ErrorKind::Encode | ErrorKind::Decode => "codec",
+        ErrorKind::Encode | ErrorKind::Decode | ErrorKind::NotACounter => "codec",
+        ErrorKind::Conflict => "conflict",
         _ => "backend",
     }
 }

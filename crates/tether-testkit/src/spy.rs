@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, EventStream, Expiry, Id, Principal, Record, Revoked,
-    SessionHandle, SessionInfo, SessionStore,
+    Applied, Changes, Created, Cycled, Error, EventStream, Expiry, Id, KeyUpdate, KeyUpdated,
+    Principal, Record, Revoked, SessionHandle, SessionInfo, SessionStore,
 };
 
 /// Calls made to a [`SpyStore`], by method.
@@ -27,12 +27,14 @@ pub struct Calls {
     pub cycle: u64,
     /// Calls to the principal index: `sessions_of`, `revoke`, `revoke_all`.
     pub index: u64,
+    /// `update_key` calls.
+    pub update_key: u64,
 }
 
 impl Calls {
     /// Calls that write: everything but `load`.
     pub fn writes(&self) -> u64 {
-        self.create + self.apply + self.touch + self.delete + self.cycle
+        self.create + self.apply + self.touch + self.delete + self.cycle + self.update_key
     }
 
     /// All calls.
@@ -63,6 +65,7 @@ struct Counters {
     delete: AtomicU64,
     cycle: AtomicU64,
     index: AtomicU64,
+    update_key: AtomicU64,
     failure: Mutex<Option<Failure>>,
 }
 
@@ -109,6 +112,7 @@ impl<S: SessionStore> SpyStore<S> {
             delete: c.delete.load(Ordering::SeqCst),
             cycle: c.cycle.load(Ordering::SeqCst),
             index: c.index.load(Ordering::SeqCst),
+            update_key: c.update_key.load(Ordering::SeqCst),
         }
     }
 
@@ -174,6 +178,16 @@ impl<S: SessionStore> SessionStore for SpyStore<S> {
     async fn cycle(&self, old: &Id, new: &Id) -> Result<Cycled, Error> {
         self.enter(&self.counters.cycle, None)?;
         self.inner.cycle(old, new).await
+    }
+
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        self.enter(&self.counters.update_key, None)?;
+        self.inner.update_key(id, key, update).await
     }
 
     async fn sessions_of(&self, principal: &Principal) -> Result<Vec<SessionInfo>, Error> {
