@@ -12,7 +12,7 @@
 //!   copies converge whatever order they receive changes in, and concurrent requests changing
 //!   different keys all survive.
 //! - **Exactly-once writes.** Every store call that changes a session (create, apply, touch,
-//!   delete, and the steps of cycle) gets a random 128-bit write id, kept on every forward of
+//!   update_key, delete, and the steps of cycle) gets a random 128-bit write id, kept on every forward of
 //!   the call. Each session remembers the ids of its latest 32 writes, on every holder and
 //!   across failovers (they travel and merge with the session's state), so a write delivered
 //!   twice (retried after a lost answer, sent again to a new primary, replayed by a peer) is
@@ -69,6 +69,9 @@
 //! - **Session events.** Each node reports to its own subscribers, in memory and at most
 //!   once, the writes of the store calls it took and the expiries of the sessions it is the
 //!   primary of: see [Session events](#session-events).
+//! - **Atomic key updates.** A compare-and-set or an increment of one key runs at the
+//!   session's primary, in one step with its other writes: see
+//!   [Atomic key updates](#atomic-key-updates).
 //!
 //! # Example
 //!
@@ -177,6 +180,36 @@
 //!   dropped and logged, as for any peer of another version), so they cannot form one
 //!   cluster: a rolling restart from an older version would run two clusters side by side,
 //!   each with its own sessions. Upgrade all nodes at once, or move traffic to a new cluster.
+//!
+//! # Atomic key updates
+//!
+//! [`SessionStore::update_key`](tether_core::SessionStore::update_key), a
+//! [`Swap`](tether_core::KeyUpdate::Swap) (compare-and-set) or an
+//! [`Increment`](tether_core::KeyUpdate::Increment) of one key, is a write like `apply`.
+//!
+//! - **Decided at the primary.** The node that takes the call forwards it to the session's
+//!   primary (one request and one answer; none when it is the primary itself), which
+//!   evaluates the update against its copy under the session's lock, where its other writes
+//!   are applied: no write of the session comes between the read and the write, so
+//!   concurrent updates of one key through any nodes are serialised and none is lost. Both
+//!   kinds run this way: no load first, no loop of swaps.
+//! - **Copied as a delta.** An update that writes becomes an ordinary delta of that one key
+//!   (set, or removed), stamped by the primary later than the value it was computed from, and
+//!   copied to the backups as `apply`'s deltas are (acknowledged per [`Ack`]), so copies
+//!   converge by the same last-writer-wins rule. The session's other keys, expiry, principal
+//!   and last use are left alone. A conflict, a session that is missing (unknown, deleted, past
+//!   its deadline: never created or revived) or [`NotACounter`](tether_core::Error::NotACounter)
+//!   writes nothing and copies nothing.
+//! - **Exactly once.** The update keeps its write id on every retry; the session remembers,
+//!   with the id, the value the update left (on every holder, so also after a failover), and
+//!   an update delivered twice is applied once and answered with that value: an increment
+//!   retried after a lost answer counts once. An update that wrote nothing is not remembered:
+//!   a retry of it is evaluated anew, which is sound since the lost attempt changed nothing.
+//!   Remembering costs the value's bytes for each key update among the session's latest 32
+//!   writes (a few bytes for a counter).
+//! - **Protocol version 5.** The forwarded update and its answer are new messages, so the
+//!   replication protocol moved from version 4 to 5, with the consequences described for
+//!   version 3 above: nodes of version 4 and 5 refuse each other, and cannot form one cluster.
 //!
 //! # Session events
 //!

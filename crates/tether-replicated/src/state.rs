@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tether_core::{Expiry, Id, Principal, Record, Seen, Timestamp};
+use tether_core::{Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record, Seen, Timestamp};
 
 use crate::hlc::Hlc;
 use crate::index::PrincipalIndex;
@@ -90,11 +90,16 @@ pub(crate) struct Delta {
     pub(crate) clear: bool,
     pub(crate) removed: Vec<String>,
     pub(crate) set: Vec<(String, Bytes)>,
-    pub(crate) expiry: Expiry,
+    /// The session's expiry from now on; `None` leaves it alone (a key update).
+    pub(crate) expiry: Option<Expiry>,
     /// The principal the session is bound to from now on, if this write binds it.
     pub(crate) principal: Option<Principal>,
     /// The session's last use, if this write records it.
     pub(crate) seen: Option<Seen>,
+    /// The write is a key update ([`LocalState::update_key`]): it sets or removes one key,
+    /// and every holder remembers the value it left with its write id, so that the update,
+    /// if it comes again, is answered as the first time.
+    pub(crate) key_update: bool,
 }
 
 impl Delta {
@@ -109,10 +114,36 @@ impl Delta {
                 .inserted()
                 .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect(),
-            expiry,
+            expiry: Some(expiry),
             principal: changes.principal().cloned(),
             seen: changes.seen().cloned(),
+            key_update: false,
         }
+    }
+
+    /// The delta of a key update by the store call `write`, stamped `at`: `key` set to
+    /// `value`, or removed when `None`. Nothing else.
+    pub(crate) fn key_update(write: WriteId, at: Hlc, key: &str, value: Option<Bytes>) -> Self {
+        let (removed, set) = match value {
+            Some(value) => (Vec::new(), vec![(key.to_owned(), value)]),
+            None => (vec![key.to_owned()], Vec::new()),
+        };
+        Self {
+            write,
+            at,
+            clear: false,
+            removed,
+            set,
+            expiry: None,
+            principal: None,
+            seen: None,
+            key_update: true,
+        }
+    }
+
+    /// What a key update's delta left under its key.
+    pub(crate) fn updated_value(&self) -> Option<Bytes> {
+        self.set.first().map(|(_, value)| value.clone())
     }
 }
 
@@ -268,14 +299,21 @@ impl Entry {
             };
             self.put(key, field);
         }
-        self.set_expiry(delta.expiry, delta.at);
+        if let Some(expiry) = delta.expiry {
+            self.set_expiry(expiry, delta.at);
+        }
         if let Some(principal) = &delta.principal {
             Register::put(&mut self.principal, delta.at, principal.clone());
         }
         if let Some(seen) = &delta.seen {
             Register::put(&mut self.seen, delta.at, Box::new(seen.clone()));
         }
-        self.writes.record(delta.write, delta.at);
+        if delta.key_update {
+            self.writes
+                .record_update(delta.write, delta.at, delta.updated_value());
+        } else {
+            self.writes.record(delta.write, delta.at);
+        }
     }
 
     fn delete(&mut self, at: Hlc) {
@@ -333,6 +371,22 @@ pub(crate) enum ApplyOutcome {
     Unknown,
     /// Not applied again: the session remembers the delta's write id, it was applied before.
     Repeated,
+}
+
+/// What happened to a key update at the session's primary ([`LocalState::update_key`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeyUpdateOutcome {
+    /// Written as this delta, for the backups; the key holds its value now.
+    Written(Delta),
+    /// Nothing written, and this is the answer: a conflict, or the session is missing
+    /// (unknown here, deleted, or past its deadline).
+    Answered(KeyUpdated),
+    /// Not written again: the session remembers the write id. The value the update left.
+    Repeated(Option<Bytes>),
+    /// Nothing written: the key, or a clear of the session, carries a stamp at or after the
+    /// update's (a write stamped after it got to the lock first). Stamp it anew and run it
+    /// again.
+    Stale,
 }
 
 /// What happened to a new session at one node.
@@ -453,6 +507,60 @@ impl LocalState {
                 }
                 ApplyOutcome::Applied
             }
+        }
+    }
+
+    /// Runs the key update `update` of `key` by the store call `write`, stamped `at`, as the
+    /// session's primary: reads the key, evaluates the update and, if it writes, applies it as
+    /// an ordinary delta, all under the session's lock, so no other write of the session comes
+    /// in between. Never creates or revives a session.
+    ///
+    /// # Errors
+    ///
+    /// What [`KeyUpdate::evaluate`] fails with ([`Error::NotACounter`](tether_core::Error::NotACounter)); nothing is written.
+    pub(crate) fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+        write: WriteId,
+        at: Hlc,
+        now: Timestamp,
+    ) -> Result<KeyUpdateOutcome, tether_core::Error> {
+        let mut shard = self.shard(id);
+        let Some(entry) = shard.get_mut(id) else {
+            return Ok(KeyUpdateOutcome::Answered(KeyUpdated::Missing));
+        };
+        let field = entry.fields.get(key);
+        let current = field
+            .filter(|field| entry.visible(field))
+            .and_then(|field| field.value.clone());
+        if entry.writes.contains(&write) {
+            // Remembered with the value it left. A write id remembered from another kind of
+            // write (never, unless 128 random bits collide) gets what the key holds.
+            let value = match entry.writes.updated(&write) {
+                Some(value) => value.cloned(),
+                None => current,
+            };
+            return Ok(KeyUpdateOutcome::Repeated(value));
+        }
+        if !entry.is_live(now) {
+            return Ok(KeyUpdateOutcome::Answered(KeyUpdated::Missing));
+        }
+        match update.evaluate(key, current.as_ref())? {
+            KeyUpdated::Updated(value) => {
+                // The write must order after the value it was computed from, on every holder:
+                // a stamp not newer than the key's (or than a clear) would lose to it.
+                let stale = field.is_some_and(|field| field.at >= at)
+                    || entry.cleared_at.is_some_and(|cleared| cleared >= at);
+                if stale {
+                    return Ok(KeyUpdateOutcome::Stale);
+                }
+                let delta = Delta::key_update(write, at, key, value);
+                entry.apply(&delta);
+                Ok(KeyUpdateOutcome::Written(delta))
+            }
+            answer => Ok(KeyUpdateOutcome::Answered(answer)),
         }
     }
 
@@ -695,6 +803,186 @@ mod tests {
             &changes,
             Expiry::new(Timestamp::now(), Duration::from_secs(60), None),
         )
+    }
+
+    /// A key update at the primary: evaluated under the lock against the visible value,
+    /// written as a delta of the one key that leaves the expiry alone, answered again (not
+    /// applied again) when its write id comes back, refused as stale when a later stamp got
+    /// to the key first, and never run on a session that is unknown, deleted or expired.
+    #[test]
+    fn key_updates_run_under_the_lock_once() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let state = LocalState::default();
+        let id = Id::random().unwrap();
+        let now = Timestamp::now();
+        let expiry = Expiry::new(now, Duration::from_secs(60), None);
+        let record =
+            Record::new(id, expiry, now).with_data([("other".to_owned(), bytes("text"))].into());
+        let created = WriteId::random().unwrap();
+        let _ = state.create(
+            id,
+            Entry::from_record(&record, clock.now(), created),
+            &created,
+        );
+        let codec = tether_core::Codec::default();
+        let add = KeyUpdate::Increment { by: 2, codec };
+        let two = codec.encode(&2).unwrap();
+
+        let first = WriteId::random().unwrap();
+        let Ok(KeyUpdateOutcome::Written(delta)) =
+            state.update_key(&id, "n", &add, first, clock.now(), now)
+        else {
+            panic!("an increment of a live session writes");
+        };
+        assert_eq!(delta.set, [("n".to_owned(), two.clone())]);
+        assert!(delta.removed.is_empty() && !delta.clear && delta.key_update);
+        assert_eq!(delta.expiry, None, "the expiry is left alone");
+        assert_eq!(
+            state
+                .update_key(&id, "n", &add, first, clock.now(), now)
+                .unwrap(),
+            KeyUpdateOutcome::Repeated(Some(two.clone())),
+            "the same write again is answered with what it left"
+        );
+        let found = state.record(&id, now).unwrap();
+        assert_eq!(found.data["n"], two, "and counted once");
+        assert_eq!(found.data["other"], bytes("text"));
+        assert_eq!(found.expiry, expiry);
+
+        // A stamp older than the key's: some write stamped later got there first.
+        let old = clock.now();
+        let later = WriteId::random().unwrap();
+        assert!(matches!(
+            state
+                .update_key(&id, "n", &add, later, clock.now(), now)
+                .unwrap(),
+            KeyUpdateOutcome::Written(_)
+        ));
+        assert_eq!(
+            state
+                .update_key(&id, "n", &add, WriteId::random().unwrap(), old, now)
+                .unwrap(),
+            KeyUpdateOutcome::Stale
+        );
+        // A swap that finds another value writes nothing, stale stamp or not.
+        let swap = KeyUpdate::Swap {
+            expected: None,
+            new: Some(bytes("y")),
+        };
+        let four = codec.encode(&4).unwrap();
+        assert_eq!(
+            state
+                .update_key(&id, "n", &swap, WriteId::random().unwrap(), old, now)
+                .unwrap(),
+            KeyUpdateOutcome::Answered(KeyUpdated::Conflict(Some(four.clone())))
+        );
+        assert!(matches!(
+            state.update_key(
+                &id,
+                "other",
+                &add,
+                WriteId::random().unwrap(),
+                clock.now(),
+                now
+            ),
+            Err(tether_core::Error::NotACounter { by: 2, .. })
+        ));
+        assert_eq!(state.record(&id, now).unwrap().data["other"], bytes("text"));
+        // A removal is remembered as such.
+        let remove = KeyUpdate::Swap {
+            expected: Some(four),
+            new: None,
+        };
+        let removal = WriteId::random().unwrap();
+        assert!(matches!(
+            state
+                .update_key(&id, "n", &remove, removal, clock.now(), now)
+                .unwrap(),
+            KeyUpdateOutcome::Written(_)
+        ));
+        assert!(!state.record(&id, now).unwrap().data.contains_key("n"));
+        assert_eq!(
+            state
+                .update_key(&id, "n", &remove, removal, clock.now(), now)
+                .unwrap(),
+            KeyUpdateOutcome::Repeated(None)
+        );
+
+        let missing = KeyUpdateOutcome::Answered(KeyUpdated::Missing);
+        let unknown = Id::random().unwrap();
+        assert_eq!(
+            state
+                .update_key(
+                    &unknown,
+                    "n",
+                    &add,
+                    WriteId::random().unwrap(),
+                    clock.now(),
+                    now
+                )
+                .unwrap(),
+            missing
+        );
+        assert!(state.entry(&unknown).is_none(), "nothing is created");
+        let past = expiry.expires_at() + Duration::from_secs(1);
+        assert_eq!(
+            state
+                .update_key(
+                    &id,
+                    "n",
+                    &add,
+                    WriteId::random().unwrap(),
+                    clock.now(),
+                    past
+                )
+                .unwrap(),
+            missing
+        );
+        state.delete(id, clock.now(), WriteId::random().unwrap());
+        assert_eq!(
+            state
+                .update_key(&id, "n", &add, WriteId::random().unwrap(), clock.now(), now)
+                .unwrap(),
+            missing
+        );
+        assert!(state.record(&id, now).is_none(), "nothing is revived");
+    }
+
+    /// A backup that applies a key update's delta remembers its answer, and so does a copy
+    /// merged from it: a new primary after a failover answers the update again alike.
+    #[test]
+    fn a_key_updates_answer_travels_with_the_session() {
+        let clock = Clock::new(1, Duration::from_secs(5));
+        let (primary, backup, later) = (
+            LocalState::default(),
+            LocalState::default(),
+            LocalState::default(),
+        );
+        let id = Id::random().unwrap();
+        let base = entry(&clock);
+        primary.merge(id, base.clone());
+        backup.merge(id, base);
+        let codec = tether_core::Codec::default();
+        let add = KeyUpdate::Increment { by: 1, codec };
+        let write = WriteId::random().unwrap();
+        let now = Timestamp::now();
+        let Ok(KeyUpdateOutcome::Written(delta)) =
+            primary.update_key(&id, "n", &add, write, clock.now(), now)
+        else {
+            panic!("written");
+        };
+        assert_eq!(backup.apply(&id, &delta, now), ApplyOutcome::Applied);
+        assert_eq!(backup.entry(&id), primary.entry(&id), "the copies agree");
+        later.merge(id, backup.entry(&id).unwrap());
+        let one = codec.encode(&1).unwrap();
+        for state in [&backup, &later] {
+            assert_eq!(
+                state
+                    .update_key(&id, "n", &add, write, clock.now(), now)
+                    .unwrap(),
+                KeyUpdateOutcome::Repeated(Some(one.clone()))
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, Principal,
-    Record, Revoked, SessionHandle, SessionInfo, SessionStore,
+    Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, KeyUpdate,
+    KeyUpdated, Principal, Record, Revoked, SessionHandle, SessionInfo, SessionStore,
 };
 
 use crate::events::Events;
@@ -19,7 +19,9 @@ use crate::write::Writes;
 /// Any node serves any session. Writes go to the session's primary (forwarded when this node is
 /// not it, one hop), which stamps them with its hybrid logical clock, applies them and copies the
 /// delta to the backups. Reads are local on a node that holds the session, one request to a
-/// holder otherwise.
+/// holder otherwise. [`update_key`](SessionStore::update_key) is a write: the primary
+/// evaluates the update against its copy and copies the key's new value like any delta (one
+/// forward, no load, however many writers contend for the key).
 ///
 /// Sessions by principal ([`sessions_of`](SessionStore::sessions_of),
 /// [`revoke`](SessionStore::revoke), [`revoke_all`](SessionStore::revoke_all)) come from
@@ -88,6 +90,27 @@ impl ReplicatedStore {
         Ok(applied)
     }
 
+    /// As [`SessionStore::update_key`], with the write id `write` instead of a new random one:
+    /// two calls with the same id are one store call delivered twice, and the session applies
+    /// it once and answers both alike. For tests of that; needs the `test-util` feature.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::update_key`].
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn update_key_with_write_id(
+        &self,
+        write: [u8; 16],
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        self.writes
+            .update_key_as(crate::write_id::WriteId::from_bytes(write), id, key, update)
+            .await
+    }
+
     /// Reports a binding that `apply` stored.
     fn applied(&self, id: &Id, changes: &Changes, applied: Applied) {
         if let (Applied::Applied, Some(principal)) = (applied, changes.principal()) {
@@ -126,6 +149,21 @@ impl SessionStore for ReplicatedStore {
             self.principals.enforce_cap(principal, id).await;
         }
         Ok(applied)
+    }
+
+    /// Run at the session's primary (one forward from another node, as a write), both swaps
+    /// and increments: evaluated there against its copy, under the session's lock, and
+    /// stored, if it writes, as a delta of the one key, copied to the backups like
+    /// [`apply`](SessionStore::apply)'s. No loop of swaps, and no load first. Exactly once like
+    /// any write: an update delivered twice is applied once and answered alike. See
+    /// [Atomic key updates](crate#atomic-key-updates).
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        self.writes.update_key(id, key, update).await
     }
 
     /// Reported [`EventKind::Deleted`] when the session's primary found it live: deleting a

@@ -94,7 +94,7 @@ pub(crate) fn pages(entries: Vec<(Id, Entry)>, budget: usize) -> Vec<Vec<(Id, En
     let mut size = 0;
     for (id, entry) in entries {
         let weight = 64
-            + entry.writes.len() * 32
+            + entry.writes.weight()
             + entry.principal().map_or(0, |p| 24 + p.as_str().len())
             + entry
                 .seen

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tether_core::{Expiry, Id, Principal, Seen, Timestamp};
+use tether_core::{Codec, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Seen, Timestamp};
 
+use crate::error::unexpected;
 use crate::hlc::Hlc;
 use crate::state::{ApplyOutcome, Delta, Entry, Listed};
 use crate::write_id::WriteId;
@@ -18,7 +19,10 @@ use crate::write_id::WriteId;
 /// ([`Op::Revoke`]).
 /// Version 4: the primary answers a deletion with whether it ended a live session, and whose
 /// ([`Response::Deleted`]), so the node that took the call can report it.
-pub(crate) const PROTOCOL_VERSION: u16 = 4;
+/// Version 5: a key update is forwarded to the primary ([`Op::UpdateKey`], answered
+/// [`Response::KeyUpdated`]); a delta may leave the expiry alone and say it is a key update,
+/// and sessions remember what their latest key updates wrote.
+pub(crate) const PROTOCOL_VERSION: u16 = 5;
 
 /// One frame on a replication connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +114,128 @@ pub(crate) enum Op {
     /// Delete the session only if it is live and bound to `principal` when the primary
     /// applies it; answered [`Response::Revoked`]. Its backups get a plain `Delete`.
     Revoke { id: Id, principal: Principal },
+    /// Change `key` of the session atomically, evaluated against the primary's copy;
+    /// answered [`Response::KeyUpdated`]. Its backups get a plain `Apply` of the key.
+    UpdateKey {
+        id: Id,
+        key: String,
+        change: KeyChange,
+    },
+}
+
+/// A [`KeyUpdate`] on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KeyChange {
+    /// [`KeyUpdate::Swap`].
+    Swap {
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    },
+    /// [`KeyUpdate::Increment`].
+    Increment { by: i64, codec: ValueCodec },
+}
+
+/// A [`Codec`] on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ValueCodec {
+    MessagePack,
+    Json,
+}
+
+/// The name [`tether_core::Error::Unsupported`] gives a key update this protocol cannot carry.
+const UNCARRIED: &str = "this kind of key update, or its codec, on the replication protocol";
+
+impl KeyChange {
+    /// `update` on the wire.
+    ///
+    /// # Errors
+    ///
+    /// [`tether_core::Error::Unsupported`] for a kind of update or a codec newer than this
+    /// protocol.
+    pub(crate) fn new(update: &KeyUpdate) -> Result<Self, tether_core::Error> {
+        match update {
+            KeyUpdate::Swap { expected, new } => Ok(Self::Swap {
+                expected: expected.clone(),
+                new: new.clone(),
+            }),
+            KeyUpdate::Increment { by, codec } => Ok(Self::Increment {
+                by: *by,
+                codec: match codec {
+                    Codec::MessagePack => ValueCodec::MessagePack,
+                    Codec::Json => ValueCodec::Json,
+                    _ => return Err(tether_core::Error::Unsupported(UNCARRIED)),
+                },
+            }),
+            _ => Err(tether_core::Error::Unsupported(UNCARRIED)),
+        }
+    }
+
+    /// The update it carries.
+    pub(crate) fn update(&self) -> KeyUpdate {
+        match self {
+            Self::Swap { expected, new } => KeyUpdate::Swap {
+                expected: expected.clone(),
+                new: new.clone(),
+            },
+            Self::Increment { by, codec } => KeyUpdate::Increment {
+                by: *by,
+                codec: match codec {
+                    ValueCodec::MessagePack => Codec::MessagePack,
+                    ValueCodec::Json => Codec::Json,
+                },
+            },
+        }
+    }
+}
+
+/// The answer to [`Op::UpdateKey`]: a [`KeyUpdated`], or the update's own error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KeyAnswer {
+    /// [`KeyUpdated::Updated`].
+    Updated(Option<Bytes>),
+    /// [`KeyUpdated::Conflict`].
+    Conflict(Option<Bytes>),
+    /// [`KeyUpdated::Missing`].
+    Missing,
+    /// [`tether_core::Error::NotACounter`]: the increment found no counter, or would leave
+    /// the counter range; nothing was written. The caller knows the key and the amount.
+    NotACounter,
+}
+
+impl KeyAnswer {
+    /// `outcome` on the wire.
+    pub(crate) fn new(outcome: KeyUpdated) -> Self {
+        match outcome {
+            KeyUpdated::Updated(value) => Self::Updated(value),
+            KeyUpdated::Conflict(value) => Self::Conflict(value),
+            KeyUpdated::Missing => Self::Missing,
+        }
+    }
+
+    /// The answer to the caller that asked for `update` of `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`tether_core::Error::NotACounter`] for [`KeyAnswer::NotACounter`] to an increment; a
+    /// backend error if a swap got that answer (no primary gives it).
+    pub(crate) fn outcome(
+        self,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, tether_core::Error> {
+        match self {
+            Self::Updated(value) => Ok(KeyUpdated::Updated(value)),
+            Self::Conflict(value) => Ok(KeyUpdated::Conflict(value)),
+            Self::Missing => Ok(KeyUpdated::Missing),
+            Self::NotACounter => match update {
+                KeyUpdate::Increment { by, .. } => Err(tether_core::Error::NotACounter {
+                    key: key.to_owned(),
+                    by: *by,
+                }),
+                _ => Err(unexpected(&Response::KeyUpdated(self))),
+            },
+        }
+    }
 }
 
 impl Op {
@@ -118,7 +244,8 @@ impl Op {
             Self::Create { id, .. }
             | Self::Apply { id, .. }
             | Self::Delete { id }
-            | Self::Revoke { id, .. } => id,
+            | Self::Revoke { id, .. }
+            | Self::UpdateKey { id, .. } => id,
         }
     }
 }
@@ -161,6 +288,8 @@ pub(crate) enum Response {
         ended: bool,
         principal: Option<Principal>,
     },
+    /// The answer to [`Op::UpdateKey`].
+    KeyUpdated(KeyAnswer),
 }
 
 impl Response {
@@ -316,6 +445,214 @@ mod tests {
                 frame.len()
             );
         }
+    }
+
+    /// Every prefix of `bytes` shorter than the whole is a malformed frame.
+    fn prefixes_are_malformed(bytes: &[u8]) {
+        for end in 0..bytes.len() {
+            assert!(
+                matches!(decode(&bytes[..end]), Err(DecodeError::Malformed(_))),
+                "{} of {} bytes",
+                end,
+                bytes.len()
+            );
+        }
+    }
+
+    fn forward(change: KeyChange) -> Frame {
+        Frame::Request {
+            id: 11,
+            clock: Hlc::default(),
+            body: Request::Forward {
+                write: WriteId::from_bytes([6; 16]),
+                op: Op::UpdateKey {
+                    id: Id::from_bytes([5; 16]),
+                    key: "cart".into(),
+                    change,
+                },
+            },
+        }
+    }
+
+    fn answer(answer: KeyAnswer) -> Frame {
+        Frame::Response {
+            id: 11,
+            clock: Hlc::default(),
+            body: Response::KeyUpdated(answer),
+        }
+    }
+
+    /// A forwarded key update and its answers travel; cut short, or with an unknown variant of
+    /// the operation, the update, the codec or the answer, or a bad option tag, they are
+    /// malformed frames, never a panic.
+    #[test]
+    fn key_update_frames_round_trip_and_garbage_is_malformed() {
+        let changes = [
+            KeyChange::Swap {
+                expected: None,
+                new: Some(Bytes::from_static(b"\x01")),
+            },
+            KeyChange::Swap {
+                expected: Some(Bytes::from_static(b"old")),
+                new: None,
+            },
+            KeyChange::Increment {
+                by: -3,
+                codec: ValueCodec::MessagePack,
+            },
+            KeyChange::Increment {
+                by: i64::MAX,
+                codec: ValueCodec::Json,
+            },
+        ];
+        for change in changes {
+            let bytes = encode(&forward(change.clone())).unwrap();
+            match decode(&bytes) {
+                Ok(Frame::Request {
+                    id: 11,
+                    body:
+                        Request::Forward {
+                            write,
+                            op: Op::UpdateKey { id, key, change: c },
+                        },
+                    ..
+                }) => {
+                    assert_eq!(write, WriteId::from_bytes([6; 16]));
+                    assert_eq!(id, Id::from_bytes([5; 16]));
+                    assert_eq!((key.as_str(), c), ("cart", change));
+                }
+                other => panic!("{other:?}"),
+            }
+            prefixes_are_malformed(&bytes);
+        }
+        let answers = [
+            KeyAnswer::Updated(Some(Bytes::from_static(b"\x02"))),
+            KeyAnswer::Updated(None),
+            KeyAnswer::Conflict(Some(Bytes::from_static(b"now"))),
+            KeyAnswer::Conflict(None),
+            KeyAnswer::Missing,
+            KeyAnswer::NotACounter,
+        ];
+        for sent in answers {
+            let bytes = encode(&answer(sent.clone())).unwrap();
+            match decode(&bytes) {
+                Ok(Frame::Response {
+                    id: 11,
+                    body: Response::KeyUpdated(got),
+                    ..
+                }) => assert_eq!(got, sent),
+                other => panic!("{other:?}"),
+            }
+            prefixes_are_malformed(&bytes);
+        }
+
+        // Version, frame variant, request id, clock (3 bytes), `Forward`, the write id (16
+        // bytes), then the operation's variant: 4, `UpdateKey`.
+        let increment = encode(&forward(KeyChange::Increment {
+            by: 1,
+            codec: ValueCodec::MessagePack,
+        }))
+        .unwrap()
+        .to_vec();
+        assert_eq!(increment[23], 4, "the operation's variant");
+        // The end: the update's variant (1, `Increment`), `by` (zigzag: 2), the codec (0).
+        assert_eq!(increment[increment.len() - 3..], [1, 2, 0]);
+        let with = |at: usize, byte: u8| {
+            let mut bytes = increment.clone();
+            bytes[at] = byte;
+            bytes
+        };
+        let last = increment.len() - 1;
+        assert!(
+            matches!(
+                decode(&with(last, 1)),
+                Ok(Frame::Request {
+                    body: Request::Forward {
+                        op: Op::UpdateKey {
+                            change: KeyChange::Increment {
+                                codec: ValueCodec::Json,
+                                ..
+                            },
+                            ..
+                        },
+                        ..
+                    },
+                    ..
+                })
+            ),
+            "codec 1 is JSON"
+        );
+        for (what, garbage) in [
+            ("an unknown codec", with(last, 2)),
+            ("an unknown update", with(last - 2, 2)),
+            ("an unknown operation", with(23, 5)),
+        ] {
+            assert!(
+                matches!(decode(&garbage), Err(DecodeError::Malformed(_))),
+                "{what}"
+            );
+        }
+        // `Swap { expected: None, new: None }` ends in its variant and two option tags.
+        let swap = encode(&forward(KeyChange::Swap {
+            expected: None,
+            new: None,
+        }))
+        .unwrap()
+        .to_vec();
+        assert_eq!(swap[swap.len() - 3..], [0, 0, 0]);
+        let mut bad_tag = swap.clone();
+        bad_tag[swap.len() - 2] = 2;
+        assert!(matches!(decode(&bad_tag), Err(DecodeError::Malformed(_))));
+        // An answer ends in its variant (2, `Missing`); the last variant is 3.
+        let mut missing = encode(&answer(KeyAnswer::Missing)).unwrap().to_vec();
+        assert_eq!(missing.last(), Some(&2));
+        if let Some(last) = missing.last_mut() {
+            *last = 4;
+        }
+        assert!(matches!(decode(&missing), Err(DecodeError::Malformed(_))));
+    }
+
+    /// A key update goes on the wire and comes back the same, either codec; a primary's
+    /// "not a counter" reaches the caller as `Error::NotACounter` with the key and amount.
+    #[test]
+    fn key_updates_and_answers_convert() {
+        let updates = [
+            KeyUpdate::Swap {
+                expected: Some(Bytes::from_static(b"a")),
+                new: None,
+            },
+            KeyUpdate::Increment {
+                by: 7,
+                codec: Codec::MessagePack,
+            },
+            KeyUpdate::Increment {
+                by: -7,
+                codec: Codec::Json,
+            },
+        ];
+        for update in &updates {
+            assert_eq!(&KeyChange::new(update).unwrap().update(), update);
+        }
+        for outcome in [
+            KeyUpdated::Updated(Some(Bytes::from_static(b"v"))),
+            KeyUpdated::Conflict(None),
+            KeyUpdated::Missing,
+        ] {
+            assert_eq!(
+                KeyAnswer::new(outcome.clone())
+                    .outcome("k", &updates[0])
+                    .unwrap(),
+                outcome
+            );
+        }
+        match KeyAnswer::NotACounter.outcome("hits", &updates[2]) {
+            Err(tether_core::Error::NotACounter { key, by: -7 }) => assert_eq!(key, "hits"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            KeyAnswer::NotACounter.outcome("k", &updates[0]),
+            Err(tether_core::Error::Backend(_))
+        ));
     }
 
     #[test]

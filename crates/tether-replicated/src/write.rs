@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tether_core::{Applied, Changes, Created, Error, Expiry, Id, Principal, Record, Timestamp};
+use tether_core::{
+    Applied, Changes, Created, Error, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record,
+    Timestamp,
+};
 use tracing::Instrument as _;
 
 use crate::error::{PeerError, unavailable, unexpected};
@@ -22,15 +25,22 @@ use crate::membership::Members;
 use crate::peer::Peer;
 use crate::retry::Retry;
 use crate::state::{
-    ApplyOutcome, CreateOutcome, DeleteOutcome, Delta, Entry, LocalState, RevokeOutcome,
+    ApplyOutcome, CreateOutcome, DeleteOutcome, Delta, Entry, KeyUpdateOutcome, LocalState,
+    RevokeOutcome,
 };
-use crate::wire::{Op, Request, Response};
+use crate::wire::{KeyAnswer, KeyChange, Op, Request, Response};
 use crate::write_id::WriteId;
 use crate::{Ack, NodeConfig};
 
 /// How many of the latest copied writes `Node::replay_copied_write` can replay.
 #[cfg(feature = "test-util")]
 const REPLAYABLE: usize = 16;
+
+/// How many stamps a key update takes at most at its primary, each newer than the key's
+/// value when it was taken, before the attempt fails (transient, so the call is retried).
+/// More than one only while writes of the same key, stamped after it, keep getting to the
+/// session's lock first.
+const STAMPS_PER_KEY_UPDATE: u32 = 16;
 
 /// Where writes are routed, performed, and copied.
 pub(crate) struct Writes {
@@ -174,6 +184,36 @@ impl Writes {
         }
     }
 
+    /// Applies `update` to `key` of a live session, at its primary.
+    pub(crate) async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        self.update_key_as(WriteId::random()?, id, key, update)
+            .await
+    }
+
+    /// As [`Writes::update_key`], for the store call `write`.
+    pub(crate) async fn update_key_as(
+        &self,
+        write: WriteId,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        let op = Op::UpdateKey {
+            id: *id,
+            key: key.to_owned(),
+            change: KeyChange::new(update)?,
+        };
+        match self.execute(write, op).await? {
+            Response::KeyUpdated(answer) => answer.outcome(key, update),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Runs the store call `write` on the session's primary, here or there, trying again after
     /// a transient failure until the retry deadline.
     async fn execute(&self, write: WriteId, op: Op) -> Result<Response, Error> {
@@ -230,27 +270,7 @@ impl Writes {
     /// session as it is, so that under `Sync` the answer still means every holder has it.
     async fn execute_as_primary(&self, write: WriteId, op: Op) -> Result<Response, Error> {
         let _under_way = UnderWay::new(self, *op.id());
-        // Stamped before the last check that this node serves: a stamp taken after a stall
-        // would be newer than the writes the others made meanwhile, and let a value read before
-        // the stall win over them. Stamped before the check, the write either is refused (the
-        // stall is noticed) or carries a stamp from before the stall, which loses to them.
-        let at = self.link.clock().now();
-        self.members.notice_stall();
-        if !self.members.is_serving() {
-            // The view it routed by was taken before a stall was noticed.
-            return Err(Error::Unavailable(
-                "this node is joining the cluster".into(),
-            ));
-        }
-        if let Some((seen, needed)) = self.members.quorum_shortfall() {
-            return Err(Error::Unavailable(
-                format!(
-                    "{} sees {seen} cluster members, a write needs {needed} (quorum)",
-                    self.members.name()
-                )
-                .into(),
-            ));
-        }
+        let at = self.stamp()?;
         let view = self.members.view();
         let id = *op.id();
         let me = self.members.name();
@@ -302,9 +322,10 @@ impl Writes {
                     clear,
                     removed,
                     set,
-                    expiry,
+                    expiry: Some(expiry),
                     principal,
                     seen,
+                    key_update: false,
                 };
                 match self.state.apply(&id, &delta, now) {
                     ApplyOutcome::Applied => {}
@@ -341,6 +362,10 @@ impl Writes {
                     },
                 })
             }
+            Op::UpdateKey { id, key, change } => {
+                self.update_key_as_primary(write, id, &key, &change, at, &backups)
+                    .await
+            }
             Op::Revoke { id, principal } => {
                 // The condition is checked here, at the primary, under the session's lock;
                 // the backups take the deletion as any other.
@@ -358,6 +383,86 @@ impl Writes {
                 }
             }
         }
+    }
+
+    /// A stamp for a write as the primary, once this node is sure it may take one.
+    ///
+    /// Stamped before the last check that this node serves: a stamp taken after a stall
+    /// would be newer than the writes the others made meanwhile, and let a value read before
+    /// the stall win over them. Stamped before the check, the write either is refused (the
+    /// stall is noticed) or carries a stamp from before the stall, which loses to them.
+    fn stamp(&self) -> Result<Hlc, Error> {
+        let at = self.link.clock().now();
+        self.members.notice_stall();
+        if !self.members.is_serving() {
+            // The view it routed by was taken before a stall was noticed.
+            return Err(Error::Unavailable(
+                "this node is joining the cluster".into(),
+            ));
+        }
+        if let Some((seen, needed)) = self.members.quorum_shortfall() {
+            return Err(Error::Unavailable(
+                format!(
+                    "{} sees {seen} cluster members, a write needs {needed} (quorum)",
+                    self.members.name()
+                )
+                .into(),
+            ));
+        }
+        Ok(at)
+    }
+
+    /// Runs a key update as the session's primary, stamped `at` (see [`Writes::stamp`]): the
+    /// update is evaluated against this node's copy and, if it writes, applied and copied to
+    /// the backups as an ordinary delta of the one key. A stamp that turns out older than the
+    /// key's (a write stamped later got to the session's lock first) is taken anew, checks
+    /// and all, so the update orders after the value it was computed from.
+    async fn update_key_as_primary(
+        &self,
+        write: WriteId,
+        id: Id,
+        key: &str,
+        change: &KeyChange,
+        mut at: Hlc,
+        backups: &[&str],
+    ) -> Result<Response, Error> {
+        let update = change.update();
+        let mut stamps = 1;
+        let delta = loop {
+            let outcome = self
+                .state
+                .update_key(&id, key, &update, write, at, Timestamp::now());
+            match outcome {
+                Ok(KeyUpdateOutcome::Written(delta)) => break delta,
+                Ok(KeyUpdateOutcome::Answered(answer)) => {
+                    return Ok(Response::KeyUpdated(KeyAnswer::new(answer)));
+                }
+                Ok(KeyUpdateOutcome::Repeated(value)) => {
+                    self.reconfirm(backups, &id).await?;
+                    return Ok(Response::KeyUpdated(KeyAnswer::Updated(value)));
+                }
+                Ok(KeyUpdateOutcome::Stale) if stamps < STAMPS_PER_KEY_UPDATE => {
+                    stamps += 1;
+                    at = self.stamp()?;
+                }
+                Ok(KeyUpdateOutcome::Stale) => {
+                    // Later writes of the key kept getting there first; the call is retried.
+                    return Err(Error::Unavailable(
+                        format!("session key {key:?} kept changing under {stamps} stamps").into(),
+                    ));
+                }
+                Err(Error::NotACounter { .. }) => {
+                    return Ok(Response::KeyUpdated(KeyAnswer::NotACounter));
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        let value = delta.updated_value();
+        let answers = self
+            .replicate(backups, &Request::Apply { id, delta })
+            .await?;
+        self.repair(&id, &answers).await?;
+        Ok(Response::KeyUpdated(KeyAnswer::Updated(value)))
     }
 
     fn lock_written_while_leaving(&self) -> MutexGuard<'_, Option<HashSet<Id>>> {

@@ -8,6 +8,7 @@
 //! session's primary after a failover recognises the writes its old primary applied and
 //! replicated.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
@@ -45,45 +46,74 @@ impl WriteId {
 }
 
 /// The ids of a session's latest writes, with the stamps they were applied at: at most
-/// [`RECENT_WRITES`], newest first, each id once.
+/// [`RECENT_WRITES`], newest first, each id once. For the key updates among them
+/// ([`SessionStore::update_key`](tether_core::SessionStore::update_key)), also the value each
+/// left under its key: the answer to give again when the update comes again.
 ///
 /// Merging two lists keeps the newest ids of both, so it is commutative, associative and
 /// idempotent like the rest of a session's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RecentWrites(Vec<(Hlc, WriteId)>);
+pub(crate) struct RecentWrites {
+    writes: Vec<(Hlc, WriteId)>,
+    /// The value each remembered key update left under its key (`None`: it removed the key),
+    /// in id order. Kept apart from `writes` because few writes are key updates: the others
+    /// pay nothing for it.
+    updated: Vec<(WriteId, Option<Bytes>)>,
+}
 
 impl RecentWrites {
     /// One write: `write`, applied at `at`.
     pub(crate) fn one(write: WriteId, at: Hlc) -> Self {
-        Self(vec![(at, write)])
+        Self {
+            writes: vec![(at, write)],
+            updated: Vec::new(),
+        }
     }
 
     /// Whether `write` is among the remembered writes.
     pub(crate) fn contains(&self, write: &WriteId) -> bool {
-        self.0.iter().any(|(_, id)| id == write)
+        self.writes.iter().any(|(_, id)| id == write)
     }
 
     /// Remembers `write`, applied at `at`, forgetting the oldest beyond the bound.
     pub(crate) fn record(&mut self, write: WriteId, at: Hlc) {
-        self.0.push((at, write));
+        self.writes.push((at, write));
         self.normalize();
+    }
+
+    /// Remembers the key update `write`, applied at `at`, which left `value` under its key.
+    pub(crate) fn record_update(&mut self, write: WriteId, at: Hlc, value: Option<Bytes>) {
+        self.writes.push((at, write));
+        self.updated.push((write, value));
+        self.normalize();
+    }
+
+    /// What the remembered key update `write` left under its key: `None` when `write` is not
+    /// remembered as a key update, `Some(None)` when it removed the key.
+    pub(crate) fn updated(&self, write: &WriteId) -> Option<Option<&Bytes>> {
+        self.updated
+            .iter()
+            .find(|(id, _)| id == write)
+            .map(|(_, value)| value.as_ref())
     }
 
     /// Keeps the newest writes of both lists.
     pub(crate) fn merge(&mut self, other: Self) {
-        if other.0.is_empty() || other == *self {
+        if other.writes.is_empty() || other == *self {
             return;
         }
-        self.0.extend(other.0);
+        self.writes.extend(other.writes);
+        self.updated.extend(other.updated);
         self.normalize();
     }
 
-    /// Newest first, each id once (at its newest stamp), at most [`RECENT_WRITES`]: also what
-    /// a list received from a peer is cut to.
+    /// Newest first, each id once (at its newest stamp), at most [`RECENT_WRITES`]; the values
+    /// of the key updates among them, each once, in id order: also what a list received from
+    /// a peer is cut to.
     fn normalize(&mut self) {
-        self.0.sort_unstable_by(|a, b| b.cmp(a));
-        let mut seen = Vec::with_capacity(self.0.len());
-        self.0.retain(|(_, id)| {
+        self.writes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut seen = Vec::with_capacity(self.writes.len());
+        self.writes.retain(|(_, id)| {
             if seen.contains(id) {
                 false
             } else {
@@ -91,12 +121,32 @@ impl RecentWrites {
                 true
             }
         });
-        self.0.truncate(RECENT_WRITES);
+        self.writes.truncate(RECENT_WRITES);
+        if !self.updated.is_empty() {
+            // One write id names one delta, so copies agree on its value; sorted by value too,
+            // the list comes out the same whatever order the copies merged in.
+            self.updated.sort_unstable();
+            self.updated.dedup_by(|later, first| later.0 == first.0);
+            let writes = &self.writes;
+            self.updated
+                .retain(|(id, _)| writes.iter().any(|(_, kept)| kept == id));
+        }
     }
 
     /// How many ids are remembered.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.writes.len()
+    }
+
+    /// About how many bytes they take on the wire, for paging.
+    pub(crate) fn weight(&self) -> usize {
+        self.writes.len() * 32
+            + self
+                .updated
+                .iter()
+                .map(|(_, value)| 24 + value.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
     }
 }
 
@@ -139,5 +189,39 @@ mod tests {
         twice.merge(b);
         assert_eq!(twice, ab);
         assert_eq!(ab.len(), 30);
+    }
+
+    /// The values of key updates are remembered with their ids, merge order-free, and are
+    /// forgotten with them.
+    #[test]
+    fn key_update_values_go_with_their_ids() {
+        let (mut a, mut b) = (RecentWrites::default(), RecentWrites::default());
+        a.record_update(id(1), Hlc::at_millis(1), Some(Bytes::from_static(b"one")));
+        b.record_update(id(2), Hlc::at_millis(2), None);
+        b.record(id(3), Hlc::at_millis(3));
+        assert_eq!(a.updated(&id(1)), Some(Some(&Bytes::from_static(b"one"))));
+        assert_eq!(b.updated(&id(2)), Some(None), "a removal");
+        assert_eq!(b.updated(&id(3)), None, "not a key update");
+        let mut ab = a.clone();
+        ab.merge(b.clone());
+        let mut ba = b.clone();
+        ba.merge(a.clone());
+        assert_eq!(ab, ba);
+        let mut twice = ab.clone();
+        twice.merge(a);
+        twice.merge(b);
+        assert_eq!(twice, ab);
+        assert_eq!(ab.updated(&id(2)), Some(None));
+        for n in 10..10 + RECENT_WRITES as u8 {
+            ab.record(id(n), Hlc::at_millis(u64::from(n)));
+        }
+        assert_eq!(ab.updated(&id(1)), None, "forgotten with its id");
+        assert_eq!(ab, {
+            let mut fresh = RecentWrites::default();
+            for n in 10..10 + RECENT_WRITES as u8 {
+                fresh.record(id(n), Hlc::at_millis(u64::from(n)));
+            }
+            fresh
+        });
     }
 }

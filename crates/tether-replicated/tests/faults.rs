@@ -353,7 +353,7 @@ fn connect(addr: std::net::SocketAddr) -> TcpStream {
     stream.read_exact(&mut header).unwrap();
     let mut challenge = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut challenge).unwrap();
-    assert_eq!(challenge[..2], [4, 0], "version 4, variant Challenge");
+    assert_eq!(challenge[..2], [5, 0], "version 5, variant Challenge");
     stream
 }
 

@@ -175,7 +175,7 @@ async fn challenged(addr: std::net::SocketAddr) -> Option<TcpStream> {
     read.ok()?;
     let mut challenge = vec![0u8; u32::from_be_bytes(header) as usize];
     stream.read_exact(&mut challenge).await.ok()?;
-    assert_eq!(challenge[..2], [VERSION, 0], "version 4, variant Challenge");
+    assert_eq!(challenge[..2], [VERSION, 0], "version 5, variant Challenge");
     Some(stream)
 }
 
@@ -225,7 +225,7 @@ async fn handshakes_beyond_the_cap_are_closed_at_once() {
 // hand-built frames: 4-byte big-endian length, then postcard: version, variant, fields.
 
 /// The protocol version the nodes speak.
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
 
 const KEY: [u8; 32] = *b"hostile-peers test key: 32 bytes";
 const HOUR_MS: u64 = 3_600_000;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{cluster, record};
-use tether_core::{Applied, Changes, Created, Id, SessionStore};
+use tether_core::{
+    Applied, Changes, Codec, Created, Error, Id, KeyUpdate, KeyUpdated, SessionStore,
+};
 use tether_replicated::{Ack, LocalCluster, Membership as _, Mode, ReplicatedStore};
 
 /// The nodes' timed failure detection suffers from tests running beside it: one at a time.
@@ -169,4 +171,139 @@ async fn a_peer_replaying_an_old_write_is_refused_and_counted() {
         3,
         "every replay is counted"
     );
+}
+
+fn counter(value: &Option<Bytes>) -> i64 {
+    Codec::default()
+        .decode(value.as_ref().expect("a counter"))
+        .expect("a counter")
+}
+
+async fn counter_of(store: &ReplicatedStore, id: &Id, key: &str) -> i64 {
+    let record = store.load(id).await.unwrap().expect("the session lives");
+    counter(&record.data.get(key).cloned())
+}
+
+/// Increments of one key sent at once through two nodes, the session's primary (decided
+/// there) and another (forwarded to it): none is lost, each answer is a different count, and
+/// every node reads the total afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_through_two_nodes_count_exactly() {
+    const TASKS: usize = 4;
+    const ROUNDS: usize = 25;
+    let _alone = ALONE.lock().await;
+    let cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
+    let r = record();
+    assert_eq!(
+        cluster.store(0).unwrap().create(&r).await.unwrap(),
+        Created::Created
+    );
+    let primary = primary_of(&cluster, &r.id);
+    let other = (primary + 1) % cluster.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for via in [primary, other] {
+        for _ in 0..TASKS {
+            let store = cluster.store(via).unwrap();
+            let id = r.id;
+            tasks.spawn(async move {
+                let add = KeyUpdate::Increment {
+                    by: 1,
+                    codec: Codec::default(),
+                };
+                let mut counts = Vec::new();
+                for _ in 0..ROUNDS {
+                    match store.update_key(&id, "hits", &add).await.unwrap() {
+                        KeyUpdated::Updated(value) => counts.push(counter(&value)),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                counts
+            });
+        }
+    }
+    let mut counts: Vec<i64> = Vec::new();
+    while let Some(task) = tasks.join_next().await {
+        counts.extend(task.unwrap());
+    }
+    let total = (2 * TASKS * ROUNDS) as i64;
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=total).collect::<Vec<_>>(),
+        "each increment answered its own count"
+    );
+    for i in 0..cluster.len() {
+        let store = cluster.store(i).unwrap();
+        assert_eq!(counter_of(&store, &r.id, "hits").await, total, "node {i}");
+    }
+    assert_eq!(repeated(&cluster), 0);
+}
+
+/// An increment delivered again (its answer lost), through any node and after its primary
+/// died, counts once and is answered with the count it made; a failed one writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_delivered_twice_counts_once() {
+    let _alone = ALONE.lock().await;
+    let mut cluster = cluster(3, Mode::Backup { copies: 1 }, Ack::Sync).await;
+    let r = record();
+    let store = cluster.store(0).unwrap();
+    assert_eq!(store.create(&r).await.unwrap(), Created::Created);
+    let add = KeyUpdate::Increment {
+        by: 5,
+        codec: Codec::default(),
+    };
+    let (first, second) = ([5u8; 16], [6u8; 16]);
+    let primary = primary_of(&cluster, &r.id);
+    let other = (primary + 1) % cluster.len();
+    let via_other = cluster.store(other).unwrap();
+    let five = via_other
+        .update_key_with_write_id(first, &r.id, "n", &add)
+        .await
+        .unwrap();
+    assert!(matches!(&five, KeyUpdated::Updated(v) if counter(v) == 5));
+    let ten = cluster
+        .store(primary)
+        .unwrap()
+        .update_key_with_write_id(second, &r.id, "n", &add)
+        .await
+        .unwrap();
+    assert!(matches!(&ten, KeyUpdated::Updated(v) if counter(v) == 10));
+    for i in 0..cluster.len() {
+        let again = cluster
+            .store(i)
+            .unwrap()
+            .update_key_with_write_id(first, &r.id, "n", &add)
+            .await
+            .unwrap();
+        assert_eq!(again, five, "answered as the first time, through node {i}");
+    }
+    assert_eq!(counter_of(&via_other, &r.id, "n").await, 10);
+    assert_eq!(repeated(&cluster), 3);
+
+    // An increment of something that is not a counter fails as such through a forward too.
+    let mut text = Changes::new();
+    text.insert("text", Codec::default().encode("words").unwrap());
+    assert_eq!(
+        store.apply(&r.id, &text, &r.expiry).await.unwrap(),
+        Applied::Applied
+    );
+    let error = via_other
+        .update_key(&r.id, "text", &add)
+        .await
+        .expect_err("not a counter");
+    assert!(
+        matches!(&error, Error::NotACounter { key, by: 5 } if key == "text"),
+        "{error:?}"
+    );
+
+    cluster.kill(primary);
+    assert!(cluster.settle(Duration::from_secs(5)).await);
+    let survivor = (0..3).find(|i| *i != primary).unwrap();
+    let store = cluster.store(survivor).unwrap();
+    let again = store
+        .update_key_with_write_id(second, &r.id, "n", &add)
+        .await
+        .unwrap();
+    assert_eq!(again, ten, "the new primary remembers the answer");
+    assert_eq!(counter_of(&store, &r.id, "n").await, 10, "counted again");
 }

@@ -11,8 +11,8 @@ use axum::routing::get;
 use futures_util::stream::Fuse;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tether_core::{
-    Applied, Changes, Created, Cycled, Error, EventStream, Expiry, Id, Principal, Record, Revoked,
-    SessionEvent, SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Error, EventStream, Expiry, Id, KeyUpdate, KeyUpdated,
+    Principal, Record, Revoked, SessionEvent, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 use tether_replicated::{Ack, LocalCluster, Mode, NodeConfig, ReplicatedStore};
 use tether_sessions::{Session, SessionLayer};
@@ -190,6 +190,15 @@ impl SessionStore for Spread {
     }
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
         let answer = self.pick().touch(id, expiry).await;
+        self.pass_on(answer)
+    }
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, Error> {
+        let answer = self.pick().update_key(id, key, update).await;
         self.pass_on(answer)
     }
     async fn delete(&self, id: &Id) -> Result<(), Error> {
