@@ -262,6 +262,11 @@ pub(crate) enum Command {
         /// Increments per writer.
         #[arg(long, default_value_t = 200, value_parser = counts::<u32>(1))]
         rounds: u32,
+        /// All writers bump one key, by: insert (read, then insert), increment
+        /// (`Session::increment`) or update (`Session::update`); without it each writer bumps
+        /// its own key.
+        #[arg(long, value_enum)]
+        same_key: Option<race::SameKey>,
     },
     /// Long mixed load (four reads per write, sessions churning) over each store while a fault
     /// comes at intervals: Redis or a replicated node killed and restarted, a rolling restart of

@@ -242,7 +242,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             store,
             writers,
             rounds,
-        } => race::run(store, writers, rounds, redis_url, &postgres_url).await,
+            same_key,
+        } => {
+            let keys = same_key.map_or(race::Keys::Own, race::Keys::Same);
+            race::run(store, keys, writers, rounds, redis_url, &postgres_url).await
+        }
         Command::Soak {
             minutes,
             stores,

@@ -1,5 +1,5 @@
-//! `race`: concurrent writers on one session, each bumping its own key; how many updates
-//! survive.
+//! `race`: concurrent writers on one session, each bumping its own key (or, with
+//! `--same-key`, all bumping one key); how many updates survive.
 
 use std::net::SocketAddr;
 
@@ -30,17 +30,58 @@ pub(crate) enum Store {
     TowerSessionsTetherRedis,
 }
 
+/// How the writers of `race --same-key` change the one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SameKey {
+    /// A read and a plain insert: what every session library offers (tower-sessions too).
+    Insert,
+    /// tether's `Session::increment`: one atomic operation in the store.
+    Increment,
+    /// tether's `Session::update`: a compare-and-set loop.
+    Update,
+}
+
+impl SameKey {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Insert => "/same/insert",
+            Self::Increment => "/same/increment",
+            Self::Update => "/same/update",
+        }
+    }
+}
+
+/// What the writers race on: a key each, or one key for all.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Keys {
+    Own,
+    Same(SameKey),
+}
+
 /// Runs the race on `store`; a Redis store starts or uses the Redis of `redis_url`, a
 /// PostgreSQL store uses `postgres_url`.
 pub(crate) async fn run(
     store: Store,
+    keys: Keys,
     writers: u32,
     rounds: u32,
     redis_url: Option<String>,
     postgres_url: &str,
 ) -> Result<(), BoxError> {
+    let tower_sessions = matches!(
+        store,
+        Store::TowerSessionsMemory
+            | Store::TowerSessionsRedis
+            | Store::TowerSessionsPostgres
+            | Store::TowerSessionsTetherRedis
+    );
+    if tower_sessions && matches!(keys, Keys::Same(SameKey::Increment | SameKey::Update)) {
+        return Err(
+            "tower-sessions has no atomic update of a key: race it with --same-key insert".into(),
+        );
+    }
     let stack = match store {
-        Store::Replicated => return replicated::race(writers, rounds).await,
+        Store::Replicated => return replicated::race(keys, writers, rounds).await,
         Store::Memory => Stack::TetherMemory,
         Store::Redis => Stack::TetherRedis,
         Store::TowerSessionsMemory => Stack::TowerSessionsMemory,
@@ -51,15 +92,16 @@ pub(crate) async fn run(
     };
     let backends = Backends::for_stacks(&[stack], redis_url, postgres_url)?;
     let (addr, server) = stack.serve_fresh(&backends).await?;
-    let result = race_on(&[addr], writers, rounds, stack.name()).await;
+    let result = race_on(&[addr], keys, writers, rounds, stack.name()).await;
     server.abort();
     result
 }
 
-/// Writers share one session, each bumping its own key `rounds` times; writer `i` sends its
-/// requests to `addrs[i % len]`. Prints `lost <n>/<total>` last.
+/// Writers share one session, each bumping its own key (or the one key) `rounds` times;
+/// writer `i` sends its requests to `addrs[i % len]`. Prints `lost <n>/<total>` last.
 pub(crate) async fn race_on(
     addrs: &[SocketAddr],
+    keys: Keys,
     writers: u32,
     rounds: u32,
     label: &str,
@@ -74,7 +116,10 @@ pub(crate) async fn race_on(
         let addr = addrs[writer as usize % addrs.len()];
         tasks.spawn(async move {
             let mut client = Client::connect(addr).await?.with_cookie(Some(cookie));
-            let path = format!("/bump/{writer}");
+            let path = match keys {
+                Keys::Own => format!("/bump/{writer}"),
+                Keys::Same(how) => how.path().to_owned(),
+            };
             for _ in 0..rounds {
                 let (status, body) = client.get(&path).await?;
                 if status != 200 {
@@ -88,11 +133,19 @@ pub(crate) async fn race_on(
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }
-    let (_, body) = first.get(&format!("/sum/{writers}")).await?;
+    let sum = match keys {
+        Keys::Own => format!("/sum/{writers}"),
+        Keys::Same(_) => "/same".to_owned(),
+    };
+    let (_, body) = first.get(&sum).await?;
     let seen: serde_json::Value = serde_json::from_slice(&body)?;
     let seen = seen["count"].as_u64().ok_or("no count in /sum answer")?;
     let total = u64::from(writers) * u64::from(rounds);
-    println!("stack {label}: {writers} writers x {rounds} rounds on one session");
+    let how = match keys {
+        Keys::Own => "a key each".to_owned(),
+        Keys::Same(how) => format!("one key, by {how:?}").to_lowercase(),
+    };
+    println!("stack {label}: {writers} writers x {rounds} rounds on one session, {how}");
     println!("lost {}/{total}", total.saturating_sub(seen));
     Ok(())
 }

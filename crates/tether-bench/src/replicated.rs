@@ -15,7 +15,7 @@ use crate::error::Doing as _;
 use crate::load::{self, Sample, Workload};
 use crate::net::bind_loopback;
 use crate::plan::{Plan, median, ms};
-use crate::race::race_on;
+use crate::race::{Keys, race_on};
 use crate::stacks::{Stack, session_routes};
 
 async fn start(nodes: usize, mode: Mode) -> Result<LocalCluster, BoxError> {
@@ -251,11 +251,12 @@ pub(crate) async fn throughput(
 }
 
 /// `race` across nodes: each writer sends its requests to its own node.
-pub(crate) async fn race(writers: u32, rounds: u32) -> Result<(), BoxError> {
+pub(crate) async fn race(keys: Keys, writers: u32, rounds: u32) -> Result<(), BoxError> {
     let cluster = start(3, Mode::Backup { copies: 1 }).await?;
     let (addrs, mut servers) = serve(&cluster).await?;
     let result = race_on(
         &addrs,
+        keys,
         writers,
         rounds,
         "tether-replicated (3 nodes, backup-1)",

@@ -162,10 +162,11 @@ impl fmt::Display for Stack {
 
 /// Routes every session stack serves, the same handlers over each library's API:
 /// `/read` reads `count`, `/write` increments it, `/bump/{i}` increments `k{i}`,
-/// `/sum/{n}` sums `k0..k{n-1}`.
+/// `/sum/{n}` sums `k0..k{n-1}`, `/same/insert` increments `same` by a read and an insert,
+/// `/same` reads it.
 macro_rules! session_routes {
     ($session:ty) => {
-        pub(super) fn routes() -> axum::Router {
+        pub(super) fn common_routes() -> axum::Router {
             use super::*;
             async fn read(session: $session) -> Response {
                 let count = session.get::<u64>("count").await;
@@ -198,11 +199,25 @@ macro_rules! session_routes {
                 };
                 respond(result.await.map_err(|e| e.to_string()))
             }
+            async fn same(session: $session) -> Response {
+                let count = session.get::<u64>("same").await;
+                respond(count.map(|c| c.unwrap_or(0)).map_err(|e| e.to_string()))
+            }
+            async fn same_insert(session: $session) -> Response {
+                let result = async {
+                    let value = session.get::<u64>("same").await?.unwrap_or(0) + 1;
+                    session.insert("same", &value).await?;
+                    Ok::<_, Box<dyn std::error::Error>>(value)
+                };
+                respond(result.await.map_err(|e| e.to_string()))
+            }
             axum::Router::new()
                 .route("/read", get(read))
                 .route("/write", get(write))
                 .route("/bump/{i}", get(bump))
                 .route("/sum/{n}", get(sum))
+                .route("/same", get(same))
+                .route("/same/insert", get(same_insert))
         }
     };
 }
@@ -224,6 +239,29 @@ mod tether_app {
     use tether_sessions::SessionLayer;
 
     session_routes!(tether_sessions::Session);
+
+    /// The common routes, and `/same/increment` and `/same/update`: the increment of `same`
+    /// as one atomic store operation, and as a compare-and-set loop.
+    pub(super) fn routes() -> axum::Router {
+        use super::*;
+        async fn same_increment(session: tether_sessions::Session) -> Response {
+            let count = session.increment("same", 1).await;
+            respond(count.map(|c| c.unsigned_abs()).map_err(|e| e.to_string()))
+        }
+        async fn same_update(session: tether_sessions::Session) -> Response {
+            let count = session
+                .update("same", |count: Option<u64>| Some(count.unwrap_or(0) + 1))
+                .await;
+            respond(
+                count
+                    .map(Option::unwrap_or_default)
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        common_routes()
+            .route("/same/increment", get(same_increment))
+            .route("/same/update", get(same_update))
+    }
 
     pub(super) fn router() -> axum::Router {
         // Plain HTTP on loopback: the clients would not send a Secure cookie back.
@@ -324,6 +362,7 @@ mod tower_sessions_app {
     use tower_sessions::{MemoryStore, SessionManagerLayer};
 
     session_routes!(tower_sessions::Session);
+    pub(super) use common_routes as routes;
 
     pub(super) fn router() -> axum::Router {
         routes().layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))

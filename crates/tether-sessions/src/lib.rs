@@ -39,13 +39,23 @@
 //! | changes an existing session | `load`, then one `apply` with only the changed keys | unchanged (persistent cookies: new `Max-Age`) |
 //! | calls [`Session::cycle_id`] | `load`, `cycle`, `apply` | `Set-Cookie` with the new id |
 //! | calls [`Session::flush`] | `load`, `delete` | cookie removed |
+//! | calls [`Session::update`] or [`Session::increment`] on an existing session | `load`, then one `update_key` per call (more only when a concurrent writer of the key won) | unchanged |
 //! | fails with a `5xx` | reads only: changes are discarded | unchanged |
-//! | returns a session [`Error`] (axum) | reads only: changes are discarded | `413` past the size or key limit, `503` when the store is unavailable, else `500` |
+//! | returns a session [`Error`] (axum) | reads only: changes are discarded | `413` past the size or key limit, `409` for a [`Conflict`](Error::Conflict), `503` when the store is unavailable, else `500` |
 //! | anything, and the save fails | | `503 Service Unavailable`, cause logged |
 //!
 //! A cookie or header that is missing, malformed, too long, not UTF-8, wrongly signed, or names
 //! a session that does not exist counts as no session: never an error response. Stored data that
 //! cannot be decoded counts as no session too, and is logged.
+//!
+//! # Concurrent requests of one session
+//!
+//! Requests that change different keys never lose each other's changes: each saves only its
+//! own keys. For one key written by concurrent requests (two tabs adding to one cart), plain
+//! [`insert`](Session::insert) lets the last writer win; [`Session::update`] (compare-and-set,
+//! retried) and [`Session::increment`] (run inside the store) lose none, and
+//! [`WritePolicy::RejectOnConflict`] makes a key's plain writes fail with `409` instead of
+//! overwriting a change the request did not see.
 //!
 //! # gRPC (tonic)
 //!
