@@ -39,9 +39,9 @@ pub enum Error {
     /// A statement of a session operation failed.
     #[error("session {operation} failed")]
     Query {
-        /// `load`, `create`, `apply`, `touch`, `delete`, `cycle`, `sessions_of`, `revoke`,
-        /// `revoke_all`, `sweep`, `trim` (deleting events past the retention) or `events`
-        /// (a consumer reading them).
+        /// `load`, `create`, `apply`, `touch`, `update_key`, `delete`, `cycle`, `sessions_of`,
+        /// `revoke`, `revoke_all`, `sweep`, `trim` (deleting events past the retention) or
+        /// `events` (a consumer reading them).
         operation: &'static str,
         /// What sqlx reported.
         #[source]

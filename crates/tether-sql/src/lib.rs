@@ -88,6 +88,7 @@
 //! | `create` | `WITH s AS (INSERT INTO sessions ... ON CONFLICT (id) DO NOTHING RETURNING id) INSERT INTO session_keys SELECT ... FROM s, unnest(keys, values)`; only if an expired session holds the id, a `DELETE` of it and the insert again |
 //! | `apply` | `WITH s AS (UPDATE sessions SET expires_at ..., principal, last use (when the changes carry them) WHERE id = $1 AND expires_at > now RETURNING id)`, then `DELETE` (clear, removed keys) and `INSERT ... ON CONFLICT DO UPDATE` (set keys) of key rows joined to `s`: nothing happens unless the session is live |
 //! | `touch` | `UPDATE sessions SET expires_at ... WHERE id = $1 AND expires_at > now` |
+//! | `update_key` | a swap: `WITH s AS (SELECT id FROM sessions WHERE id = $1 AND expires_at > now FOR KEY SHARE), cur AS (SELECT value FROM session_keys ... JOIN s ... FOR UPDATE)` (the key's latest value, locked for the statement), then the one write the swap needs, conditional on it (`UPDATE` or `DELETE ... WHERE cur.value = expected`, or from absent `INSERT ... ON CONFLICT DO NOTHING`), answering whether the session is live, whether the write happened, and `cur`'s value; an increment is a `load`, then swaps from the value read until one lands, in turns with the store's other increments of the session |
 //! | `delete` | `DELETE FROM sessions WHERE id = $1` (key rows cascade) |
 //! | `cycle` | a transaction: `DELETE` an expired session under the new id, then `UPDATE sessions SET id = new, handle = handle of new WHERE id = old AND live AND NOT EXISTS (new)`; key rows follow through `ON UPDATE CASCADE`, principal and last use stay in the row |
 //! | `sessions_of` | `SELECT handle, created_at, ... WHERE principal = $1 AND expires_at > now ORDER BY created_at, handle` |
@@ -117,7 +118,8 @@
 //! exactly.
 //!
 //! Deadlines are compared with the clock of the server that runs the operation, as on every
-//! tether store. Two concurrent requests that change the same key: the later statement wins.
+//! tether store. Two concurrent requests that change the same key: the later statement wins,
+//! unless they change it by `update_key`, which swaps only from the value it expects.
 //!
 //! # Expired sessions
 //!

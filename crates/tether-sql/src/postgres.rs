@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use tether_core::{
-    Applied, Changes, Created, Cycled, Expiry, Id, Principal, Record, Revoked, SessionHandle,
-    SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Expiry, INCREMENT_ATTEMPTS, Id, KeyUpdate, KeyUpdated,
+    Principal, Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
+use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::events::postgres::EventStatements;
@@ -34,6 +36,7 @@ pub(crate) struct Statements {
     apply: String,
     apply_capped: String,
     touch: String,
+    update_key: String,
     delete: String,
     cycle_move: String,
     cycle_old_live: String,
@@ -55,6 +58,9 @@ pub(crate) struct Statements {
     sweep_events: String,
     pub(crate) events: EventStatements,
 }
+
+/// How many turns increments take, by session (see [`PostgresStore::increment`]).
+const INCREMENT_TURNS: usize = 64;
 
 /// The columns added for the principal index, with their types: a database made before them
 /// gets them from `migrate`.
@@ -225,6 +231,37 @@ impl Statements {
                 "UPDATE {sessions} SET expires_at = $3, idle_timeout_ms = $4, absolute_deadline = $5 \
                  WHERE id = $1 AND expires_at > $2"
             ),
+            // A swap of key $3 from $4 to $5 (NULL: absent). `s` holds the session row against
+            // a concurrent delete or cycle for the statement (`FOR KEY SHARE`: applies go on),
+            // so no key is written to a session that ended. `cur` locks the key row and reads
+            // its latest value, after any concurrent write of it commits; each write is
+            // conditional on that value, so of two concurrent swaps from one value only the
+            // first lands, and the other reports what it wrote. A key inserted after the
+            // statement's snapshot is not in `cur`: a swap from absent then writes nothing
+            // (`DO NOTHING`) and runs again.
+            update_key: format!(
+                "WITH s AS ( \
+                   SELECT id FROM {sessions} WHERE id = $1 AND expires_at > $2 FOR KEY SHARE \
+                 ), cur AS ( \
+                   SELECT k.value FROM {keys} k JOIN s ON k.session_id = s.id WHERE k.key = $3 \
+                   FOR UPDATE OF k \
+                 ), updated AS ( \
+                   UPDATE {keys} k SET value = $5 FROM cur \
+                   WHERE $5::bytea IS NOT NULL AND cur.value = $4 AND k.session_id = $1 AND k.key = $3 \
+                   RETURNING 1 \
+                 ), inserted AS ( \
+                   INSERT INTO {keys} (session_id, key, value) \
+                   SELECT s.id, $3, $5 FROM s WHERE $4::bytea IS NULL AND $5::bytea IS NOT NULL \
+                   ON CONFLICT (session_id, key) DO NOTHING RETURNING 1 \
+                 ), removed AS ( \
+                   DELETE FROM {keys} k USING cur \
+                   WHERE $5::bytea IS NULL AND cur.value = $4 AND k.session_id = $1 AND k.key = $3 \
+                   RETURNING 1 \
+                 ) SELECT EXISTS (SELECT 1 FROM s) AS live, \
+                   EXISTS (SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted \
+                     UNION ALL SELECT 1 FROM removed) AS written, \
+                   (SELECT value FROM cur) AS current"
+            ),
             delete: format!("DELETE FROM {sessions} WHERE id = $1"),
             // A session past its deadline that no sweep deleted yet is reported expired: it
             // was, and nothing else will report it. $2: the handle of the id, $3: now.
@@ -385,9 +422,11 @@ impl Statements {
 /// Two tables (see the crate docs for their columns): one row per session, one row per session
 /// key. `load`, `create`, `apply`, `touch`, `delete`, `sessions_of`, `revoke` and `revoke_all`
 /// are one statement each, so one round trip, and so are a `create` or `apply` that bind a
-/// principal over the cap ([`PostgresStoreBuilder::with_max_sessions_per_principal`]); `cycle`
-/// is one short transaction. Only the keys a request changed are written, so
-/// concurrent requests of one session lose nothing. With
+/// principal over the cap ([`PostgresStoreBuilder::with_max_sessions_per_principal`]) and a
+/// swap by `update_key` (one more when a concurrent insert of the key came after the first's
+/// snapshot); an increment by `update_key` is a `load` and swaps, in turns with the other
+/// increments of the session from this store. `cycle` is one short transaction. Only the keys
+/// a request changed are written, so concurrent requests of one session lose nothing. With
 /// [`PostgresStoreBuilder::with_events`], each of these statements also writes its session
 /// events, and [`SessionStore::events`] reads them (see [`EventLog`]).
 ///
@@ -416,6 +455,7 @@ pub struct PostgresStore {
     pub(crate) settings: Settings,
     /// Set by [`PostgresStoreBuilder::with_events`].
     pub(crate) log: Option<Arc<Log>>,
+    increment_turns: Arc<[Mutex<()>]>,
 }
 
 /// Builds a [`PostgresStore`]: table names, pool size, timeouts.
@@ -585,6 +625,7 @@ impl PostgresStoreBuilder {
             statements: Arc::new(Statements::new(tables)),
             settings: self.settings,
             log: self.events.map(Log::new),
+            increment_turns: (0..INCREMENT_TURNS).map(|_| Mutex::new(())).collect(),
         })
     }
 }
@@ -907,6 +948,88 @@ impl PostgresStore {
             Cycled::Missing
         })
     }
+
+    /// An update the database cannot run (an increment of values the layer's codec encoded) as
+    /// the trait's default runs it: a load, then swaps from the value read, each retried from
+    /// the value a conflict reports, at most [`INCREMENT_ATTEMPTS`] times. Increments of one
+    /// session from this store (and its clones) take turns, so they never fail each other's
+    /// swaps; one retries only after another write of the key (an `apply`, a swap, another
+    /// process's increment).
+    async fn increment(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, tether_core::Error> {
+        // Ids are random: a byte of one picks a turn evenly.
+        let turn = usize::from(id.as_bytes()[0]) % INCREMENT_TURNS;
+        let _turn = match self.increment_turns.get(turn) {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
+        let Some(record) = self.load(id).await? else {
+            return Ok(KeyUpdated::Missing);
+        };
+        let mut current = record.data.get(key).cloned();
+        for _ in 0..INCREMENT_ATTEMPTS {
+            let new = match update.evaluate(key, current.as_ref())? {
+                KeyUpdated::Updated(new) => new,
+                refused => return Ok(refused),
+            };
+            match self
+                .swap_key(id, key, current.as_ref(), new.as_ref())
+                .await?
+            {
+                KeyUpdated::Conflict(now) => current = now,
+                done => return Ok(done),
+            }
+        }
+        Err(tether_core::Error::Conflict {
+            key: key.to_owned(),
+            attempts: INCREMENT_ATTEMPTS,
+        })
+    }
+
+    /// A [`KeyUpdate::Swap`] of `key`, one statement. Run again only when it wrote nothing yet
+    /// read the expected value: a concurrent insert of the key the statement's snapshot does
+    /// not show, which the next statement sees.
+    async fn swap_key(
+        &self,
+        id: &Id,
+        key: &str,
+        expected: Option<&Bytes>,
+        new: Option<&Bytes>,
+    ) -> Result<KeyUpdated, tether_core::Error> {
+        run(&self.settings, "update_key", async {
+            let op = Error::query("update_key");
+            let mut connection = self.connection("update_key", 1).await.map_err(op)?;
+            loop {
+                let (live, written, current): (bool, bool, Option<Vec<u8>>) =
+                    sqlx::query_as(&self.statements.update_key)
+                        .bind(id.to_string())
+                        .bind(millis(Timestamp::now()))
+                        .bind(key.as_bytes())
+                        .bind(expected.map(|value| &value[..]))
+                        .bind(new.map(|value| &value[..]))
+                        .fetch_one(&mut *connection)
+                        .await
+                        .map_err(op)?;
+                let current = current.map(Bytes::from);
+                if !live {
+                    return Ok(KeyUpdated::Missing);
+                }
+                // A swap from absent to absent writes nothing.
+                if written || (current.is_none() && expected.is_none() && new.is_none()) {
+                    return Ok(KeyUpdated::Updated(new.cloned()));
+                }
+                if current.as_ref() != expected {
+                    return Ok(KeyUpdated::Conflict(current));
+                }
+                telemetry::statements("postgres", "update_key", 1);
+            }
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -1074,6 +1197,26 @@ impl SessionStore for PostgresStore {
             })
         })
         .await
+    }
+
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, tether_core::Error> {
+        match update {
+            KeyUpdate::Swap { expected, new } => {
+                self.swap_key(id, key, expected.as_ref(), new.as_ref())
+                    .await
+            }
+            _ => {
+                run(&self.settings, "update_key", async {
+                    Ok(self.increment(id, key, update).await)
+                })
+                .await?
+            }
+        }
     }
 
     async fn delete(&self, id: &Id) -> Result<(), tether_core::Error> {

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, SqliteConnection};
 use tether_core::{
-    Applied, Changes, Created, Cycled, EventKind, Expiry, Id, Principal, Record, Revoked,
-    SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, EventKind, Expiry, Id, KeyUpdate, KeyUpdated, Principal,
+    Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 use tokio::sync::Mutex;
 
@@ -59,6 +60,7 @@ pub(crate) struct Statements {
     upsert_key: String,
     clear: String,
     remove_key: String,
+    key_value: String,
     update: String,
     cap: String,
     delete: String,
@@ -133,6 +135,12 @@ impl Statements {
             ),
             clear: format!("DELETE FROM {keys} WHERE session_id = ?1"),
             remove_key: format!("DELETE FROM {keys} WHERE session_id = ?1 AND key = ?2"),
+            // One row if the session is live, its `value` the key's (`NULL`: absent).
+            key_value: format!(
+                "SELECT k.value FROM {sessions} s \
+                 LEFT JOIN {keys} k ON k.session_id = s.id AND k.key = ?3 \
+                 WHERE s.id = ?1 AND s.expires_at > ?2"
+            ),
             // A `NULL` principal, handle or `last_seen` (?6, ?7, ?8) keeps what is stored: the
             // changes bind nobody, or record no use.
             update: format!(
@@ -287,8 +295,9 @@ impl Statements {
 /// operation is one short transaction; writers of this store take turns (SQLite has one writer
 /// at a time anyway) and start with `BEGIN IMMEDIATE`, so they never deadlock on a lock
 /// upgrade. Readers run in parallel (the file is opened in WAL mode). Only the keys a request
-/// changed are written. With [`SqliteStoreBuilder::with_events`], each of these transactions
-/// also writes its session events, and [`SessionStore::events`] reads them (see [`EventLog`]).
+/// changed are written; `update_key` reads and writes its key in one transaction, an increment
+/// too. With [`SqliteStoreBuilder::with_events`], each of these transactions also writes its
+/// session events, and [`SessionStore::events`] reads them (see [`EventLog`]).
 ///
 /// Cloning is cheap: clones share the pool and the writer turn.
 ///
@@ -962,6 +971,48 @@ impl SessionStore for SqliteStore {
 
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, tether_core::Error> {
         self.apply(id, &Changes::new(), expiry).await
+    }
+
+    async fn update_key(
+        &self,
+        id: &Id,
+        key: &str,
+        update: &KeyUpdate,
+    ) -> Result<KeyUpdated, tether_core::Error> {
+        // Writers take turns, so the key read in this transaction is the one it writes: an
+        // increment too is one step here, never a conflict.
+        let id = id.to_string();
+        run(&self.settings, "update_key", async {
+            write!(self, "update_key", |conn| async {
+                telemetry::statements("sqlite", "update_key", 1);
+                let found: Option<Option<Vec<u8>>> = sqlx::query_scalar(&self.statements.key_value)
+                    .bind(&id)
+                    .bind(millis(Timestamp::now()))
+                    .bind(key.as_bytes())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(current) = found else {
+                    return Ok((false, Ok(KeyUpdated::Missing)));
+                };
+                let new = match update.evaluate(key, current.map(Bytes::from).as_ref()) {
+                    Ok(KeyUpdated::Updated(new)) => new,
+                    refused => return Ok((false, refused)),
+                };
+                telemetry::statements("sqlite", "update_key", 1);
+                match &new {
+                    Some(value) => self.upsert(&id, key, value).execute(&mut *conn).await?,
+                    None => {
+                        sqlx::query(&self.statements.remove_key)
+                            .bind(&id)
+                            .bind(key.as_bytes())
+                            .execute(&mut *conn)
+                            .await?
+                    }
+                };
+                Ok((true, Ok(KeyUpdated::Updated(new))))
+            })
+        })
+        .await?
     }
 
     async fn delete(&self, id: &Id) -> Result<(), tether_core::Error> {

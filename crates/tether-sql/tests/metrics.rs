@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_core::{Applied, Changes, Created, Cycled, Expiry, Id, Record, SessionStore, Timestamp};
+use tether_core::{
+    Applied, Changes, Created, Cycled, Expiry, Id, KeyUpdate, KeyUpdated, Record, SessionStore,
+    Timestamp,
+};
 use tether_testkit::MetricsSnapshot;
 use tether_testkit::metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -41,6 +44,14 @@ async fn every_operation(store: &dyn SessionStore) {
         store.apply(&record.id, &changes, &expiry).await.unwrap(),
         Applied::Applied
     );
+    let swap = KeyUpdate::Swap {
+        expected: None,
+        new: Some(Bytes::from_static(b"4")),
+    };
+    assert!(matches!(
+        store.update_key(&record.id, "d", &swap).await.unwrap(),
+        KeyUpdated::Updated(_)
+    ));
     assert_eq!(
         store.touch(&record.id, &expiry).await.unwrap(),
         Applied::Applied
@@ -55,7 +66,14 @@ async fn every_operation(store: &dyn SessionStore) {
 fn counted(snapshotter: &Snapshotter, database: &str) -> (u64, usize) {
     let snapshot = MetricsSnapshot::take(snapshotter);
     let statements = [
-        "create", "load", "apply", "touch", "cycle", "delete", "sweep",
+        "create",
+        "load",
+        "apply",
+        "update_key",
+        "touch",
+        "cycle",
+        "delete",
+        "sweep",
     ]
     .iter()
     .map(|operation| {
@@ -116,13 +134,14 @@ async fn statements_and_pool_waits_are_counted() {
             "postgres" => ran + 1,
             // sqlx runs SQLite on a worker thread, whose statements this thread's subscriber
             // does not see; by hand: create BEGIN, free, insert, 2 keys, COMMIT; load 1;
-            // apply BEGIN, update, remove, insert, COMMIT; touch BEGIN, update, COMMIT; cycle
-            // BEGIN, free, check, rename, COMMIT; delete and sweep BEGIN, 1, COMMIT each.
-            _ => 6 + 1 + 5 + 3 + 5 + 3 + 3,
+            // apply BEGIN, update, remove, insert, COMMIT; update_key BEGIN, read, insert,
+            // COMMIT; touch BEGIN, update, COMMIT; cycle BEGIN, free, check, rename, COMMIT;
+            // delete and sweep BEGIN, 1, COMMIT each.
+            _ => 6 + 1 + 5 + 4 + 3 + 5 + 3 + 3,
         };
         assert_eq!(statements, expected, "{database}: statements counted");
         assert!(
-            waits >= 7,
+            waits >= 8,
             "{database}: each operation waited for a connection: {waits}"
         );
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{OnPostgres, postgres, postgres_url, postgres_with};
 use tether_core::{
-    Applied, Changes, Codec, Created, Cycled, ErrorKind, Expiry, Id, Principal, Record, Revoked,
-    Seen, SessionHandle, SessionStore, Timestamp,
+    Applied, Changes, Codec, Created, Cycled, ErrorKind, Expiry, Id, KeyUpdate, KeyUpdated,
+    Principal, Record, Revoked, Seen, SessionHandle, SessionStore, Timestamp,
 };
 use tether_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tether_sql::sqlx::{self, Connection as _};
@@ -113,6 +113,119 @@ async fn concurrent_requests_of_one_session_lose_nothing_and_never_deadlock() {
     );
     assert_eq!(&data["untouched"][..], b"yes");
     assert_eq!(data.len(), TASKS * 2 + 2);
+}
+
+/// Swaps of one key from one value at the same moment: in each round exactly one lands, and
+/// every other reports the value it wrote (not the expected one, which the losers' snapshots
+/// may still hold). Swaps from absent racing a delete of their session: each is `Updated` or
+/// `Missing`, never an error (no key row is written for a session being deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_swaps_of_one_key_land_once() {
+    let fixture = postgres().await;
+    let store = Arc::new(fixture.store.clone());
+    let session = record(&[]);
+    create(&*store, &session).await;
+    let swap = |expected: Option<Bytes>, new: Bytes| KeyUpdate::Swap {
+        expected,
+        new: Some(new),
+    };
+
+    let mut current: Option<Bytes> = None;
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+            let update = swap(current.clone(), Bytes::from(format!("{round}:{task}")));
+            tasks.spawn(async move {
+                barrier.wait().await;
+                store.update_key(&session.id, "k", &update).await.unwrap()
+            });
+        }
+        let outcomes = tasks.join_all().await;
+        let landed: Vec<&Option<Bytes>> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                KeyUpdated::Updated(new) => Some(new),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(landed.len(), 1, "round {round}: {outcomes:?}");
+        let winner = landed[0].clone();
+        for outcome in &outcomes {
+            assert!(
+                matches!(outcome, KeyUpdated::Updated(_))
+                    || *outcome == KeyUpdated::Conflict(winner.clone()),
+                "round {round}: {outcome:?}, {winner:?} landed"
+            );
+        }
+        current = winner;
+    }
+    let data = store.load(&session.id).await.unwrap().unwrap().data;
+    assert_eq!(data.get("k"), current.as_ref());
+
+    for _ in 0..ROUNDS / 5 {
+        let session = record(&[]);
+        create(&*store, &session).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let store = Arc::clone(&store);
+            let update = swap(None, Bytes::from_static(b"1"));
+            tasks.spawn(async move {
+                store
+                    .update_key(&session.id, &format!("k{task}"), &update)
+                    .await
+                    .unwrap()
+            });
+        }
+        store.delete(&session.id).await.unwrap();
+        for outcome in tasks.join_all().await {
+            assert!(
+                matches!(outcome, KeyUpdated::Updated(_) | KeyUpdated::Missing),
+                "{outcome:?}"
+            );
+        }
+        assert!(store.load(&session.id).await.unwrap().is_none());
+    }
+    let orphans = count(&fixture, "SELECT count(*) FROM tether_session_keys").await;
+    assert_eq!(orphans, 1, "only the first session's key");
+}
+
+/// Increments of one key from two stores (two servers, whose increments take no turns with
+/// each other's): every one lands, its swaps retried from the value a conflict reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_from_two_servers_lose_nothing() {
+    let fixture = postgres().await;
+    let other = common::test_builder()
+        .with_schema(&fixture.schema)
+        .connect(&postgres_url())
+        .await
+        .unwrap();
+    let session = record(&[]);
+    create(&fixture.store, &session).await;
+    let codec = Codec::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for store in [fixture.store.clone(), other] {
+        for _ in 0..TASKS / 2 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let add = KeyUpdate::Increment { by: 1, codec };
+                for _ in 0..ROUNDS {
+                    let updated = store.update_key(&session.id, "n", &add).await.unwrap();
+                    assert!(
+                        matches!(updated, KeyUpdated::Updated(Some(_))),
+                        "{updated:?}"
+                    );
+                }
+            });
+        }
+    }
+    tasks.join_all().await;
+    let data = fixture.store.load(&session.id).await.unwrap().unwrap().data;
+    assert_eq!(
+        codec.decode::<usize>(&data["n"]).unwrap(),
+        TASKS / 2 * 2 * ROUNDS
+    );
 }
 
 /// Rows edited by hand into what no write produces: each load is `Corrupt` with the typed

@@ -1,10 +1,10 @@
 //! One statement (one round trip) per operation on PostgreSQL, counted from sqlx's own log of
-//! every statement it runs (`sqlx::query` events): the session operations, the principal index
-//! (`sessions_of`, `revoke`, `revoke_all`), and a binding `create` or `apply` whose principal
-//! is over the cap (the revocation is part of the statement). The same with events on (each
-//! write's event is part of its statement); `cycle` runs as many statements either way, and
-//! `delete_expired` one more with events (deleting events past the retention). Without events
-//! the events table is not even there.
+//! every statement it runs (`sqlx::query` events): the session operations (a swap by
+//! `update_key` among them), the principal index (`sessions_of`, `revoke`, `revoke_all`), and
+//! a binding `create` or `apply` whose principal is over the cap (the revocation is part of
+//! the statement). The same with events on (each write's event is part of its statement);
+//! `cycle` runs as many statements either way, and `delete_expired` one more with events
+//! (deleting events past the retention). Without events the events table is not even there.
 
 mod common;
 
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_core::{
-    Applied, Changes, Created, Cycled, Expiry, Id, Principal, Record, Revoked, Seen, SessionHandle,
-    SessionStore, Timestamp,
+    Applied, Changes, Created, Cycled, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record,
+    Revoked, Seen, SessionHandle, SessionStore, Timestamp,
 };
 use tether_sql::sqlx;
 use tether_sql::{EventLog, PostgresStoreBuilder};
@@ -116,9 +116,15 @@ async fn load_create_apply_touch_delete_are_one_statement_each(
     let mut changes = Changes::new();
     changes.insert("c", Bytes::from_static(b"3"));
     changes.remove("a");
+    let one = Bytes::from_static(b"1");
+    let set_one = KeyUpdate::Swap {
+        expected: None,
+        new: Some(one.clone()),
+    };
 
     // Warm the statement cache first: a statement's first use on a connection also prepares it.
     assert_eq!(store.create(&record).await.unwrap(), Created::Created);
+    let _ = store.update_key(&id, "n", &set_one).await.unwrap();
     store.delete(&id).await.unwrap();
 
     count(
@@ -146,6 +152,22 @@ async fn load_create_apply_touch_delete_are_one_statement_each(
     )
     .await;
     count(
+        "update_key",
+        Box::pin(async {
+            let updated = store.update_key(&id, "n", &set_one).await.unwrap();
+            assert_eq!(updated, KeyUpdated::Updated(Some(one.clone())));
+        }),
+    )
+    .await;
+    count(
+        "update_key that conflicts",
+        Box::pin(async {
+            let updated = store.update_key(&id, "n", &set_one).await.unwrap();
+            assert_eq!(updated, KeyUpdated::Conflict(Some(one.clone())));
+        }),
+    )
+    .await;
+    count(
         "touch",
         Box::pin(async {
             assert_eq!(store.touch(&id, &expiry).await.unwrap(), Applied::Applied);
@@ -166,6 +188,14 @@ async fn load_create_apply_touch_delete_are_one_statement_each(
                 store.apply(&id, &changes, &expiry).await.unwrap(),
                 Applied::Missing
             );
+        }),
+    )
+    .await;
+    count(
+        "update_key of a missing session",
+        Box::pin(async {
+            let updated = store.update_key(&id, "n", &set_one).await.unwrap();
+            assert_eq!(updated, KeyUpdated::Missing);
         }),
     )
     .await;
