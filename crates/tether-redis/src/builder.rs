@@ -2,9 +2,13 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use redis::IntoConnectionInfo as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::connection::Connection;
+use crate::near_cache::NearCache;
 use crate::store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX};
 use crate::{Error, RedisStore};
 
@@ -23,6 +27,7 @@ pub struct RedisStoreBuilder {
     connect_timeout: Duration,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
+    near_cache: Option<(u64, Duration)>,
 }
 
 #[derive(Clone, Debug)]
@@ -127,7 +132,33 @@ impl RedisStoreBuilder {
             connect_timeout: DEFAULT_COMMAND_TIMEOUT,
             #[cfg(feature = "tls")]
             root_certificate: None,
+            near_cache: None,
         }
+    }
+
+    /// Keeps up to `capacity` recently used sessions in this process, so that reading one
+    /// costs no round trip (off by default). Redis keeps the copies coherent: it tells this
+    /// store of every write to a session it holds (RESP3 `CLIENT TRACKING`), a write through
+    /// this store drops its copy before it returns, and a lost connection drops them all.
+    /// A connection that goes silent stops serving copies within two heartbeats (`PING`
+    /// every [`DEFAULT_NEAR_CACHE_HEARTBEAT`](crate::DEFAULT_NEAR_CACHE_HEARTBEAT)). A write on another server reaches this one's
+    /// copy as fast as Redis's push does (docs/benchmarks.md measures it).
+    ///
+    /// One Redis server for now: with Cluster or Sentinel the store connects without it, and
+    /// says so in one warning; so does a Redis that cannot track (before 6.0, or a proxy in
+    /// front of it). [`RedisStore::near_cache_stats`] counts hits, misses and invalidations.
+    pub fn with_near_cache(mut self, capacity: u64) -> Self {
+        self.near_cache = Some((capacity, crate::DEFAULT_NEAR_CACHE_HEARTBEAT));
+        self
+    }
+
+    /// The interval between two heartbeats of the near cache (see
+    /// [`with_near_cache`](Self::with_near_cache)); has no effect without it.
+    pub fn with_near_cache_heartbeat(mut self, heartbeat: Duration) -> Self {
+        if let Some((_, interval)) = &mut self.near_cache {
+            *interval = heartbeat;
+        }
+        self
     }
 
     /// Trusts the certificate authority in `pem` (instead of the webpki roots) for `rediss://`
@@ -151,7 +182,10 @@ impl RedisStoreBuilder {
             })
     }
 
-    fn standalone_client(&self, url: &str) -> Result<redis::Client, Error> {
+    fn standalone_client(
+        &self,
+        url: impl redis::IntoConnectionInfo,
+    ) -> Result<redis::Client, Error> {
         let config_error = |source| self.config_error(source);
         #[cfg(feature = "tls")]
         if let Some(certificates) = self.certificates() {
@@ -203,12 +237,16 @@ impl RedisStoreBuilder {
                 target: self.topology.target(),
                 timeout: self.connect_timeout,
             })??;
+        let (connection, near) = connection;
         crate::eviction::warn_if_evicting(&connection, self.command_timeout).await;
-        Ok(RedisStore::new(
-            connection,
-            &self.prefix,
-            self.command_timeout,
-        ))
+        let store = RedisStore::new(connection, &self.prefix, self.command_timeout);
+        Ok(match near {
+            Some(near) => {
+                crate::near_cache::keep_alive(&store, &near);
+                store.with_near(near)
+            }
+            None => store,
+        })
     }
 
     fn config_error(&self, source: redis::RedisError) -> Error {
@@ -218,7 +256,73 @@ impl RedisStoreBuilder {
         }
     }
 
-    async fn open(&self) -> Result<Connection, Error> {
+    /// The connection, and the near cache when one was asked for and the topology and the
+    /// server allow it.
+    async fn open(&self) -> Result<(Connection, Option<Arc<NearCache>>), Error> {
+        let connection = self.open_plain().await?;
+        let Some((capacity, heartbeat)) = self.near_cache else {
+            return Ok((connection, None));
+        };
+        let Topology::Standalone(url) = &self.topology else {
+            tracing::warn!(
+                topology = self.topology.name(),
+                "the near cache works with one Redis server only for now; connected without it"
+            );
+            return Ok((connection, None));
+        };
+        let near = NearCache::new(capacity, &self.prefix, heartbeat);
+        match self.open_tracked(url, &near).await {
+            Ok(tracked) => Ok((tracked, Some(near))),
+            Err(error) => {
+                tracing::warn!(
+                    error = %tether_core::error_chain(&error),
+                    "this Redis cannot track keys for a near cache (RESP3 CLIENT TRACKING, Redis 6 or later); connected without it"
+                );
+                Ok((connection, None))
+            }
+        }
+    }
+
+    /// A RESP3 connection to one server whose invalidation pushes go to `near`, once it has
+    /// shown that it tracks keys.
+    async fn open_tracked(&self, url: &str, near: &Arc<NearCache>) -> Result<Connection, Error> {
+        let info = url
+            .into_connection_info()
+            .map_err(|source| self.config_error(source))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = self.standalone_client(info.set_redis_settings(settings))?;
+        // Weak: the connection must not keep the cache alive, nor the cache the connection.
+        let receiver = Arc::downgrade(near);
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.command_timeout))
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_push_sender(move |push| {
+                if let Some(near) = receiver.upgrade() {
+                    near.on_push(push);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let connect_error = |source| Error::Connect {
+            topology: "standalone",
+            target: self.topology.target(),
+            source,
+        };
+        let mut manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(connect_error)?;
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .query_async::<()>(&mut manager)
+            .await
+            .map_err(connect_error)?;
+        Ok(Connection::Standalone(manager))
+    }
+
+    async fn open_plain(&self) -> Result<Connection, Error> {
         let topology = self.topology.name();
         let connect_error = |source| Error::Connect {
             topology,
@@ -228,7 +332,7 @@ impl RedisStoreBuilder {
 
         match &self.topology {
             Topology::Standalone(url) => {
-                let client = self.standalone_client(url)?;
+                let client = self.standalone_client(url.as_str())?;
                 // ConnectionManager keeps retrying a refused login until the timeout; one plain
                 // connection first reports wrong credentials as what they are.
                 let probe = redis::AsyncConnectionConfig::new()

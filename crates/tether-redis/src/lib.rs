@@ -8,6 +8,8 @@
 //!   change different keys all survive, and a deleted or expired session is never brought back.
 //! - **Standalone, Cluster, Sentinel.** Every operation touches one key, so Cluster needs no hash
 //!   tags; replicas are never read.
+//! - **Atomic updates of one key.** `update_key` (compare-and-set, or an increment counted in
+//!   the script) is one script too.
 //! - **Survives outages.** Each operation is bounded by a timeout (default 1 s); while Redis is
 //!   away operations fail with transient errors (the layer answers 503), and the store reconnects
 //!   by itself when Redis is back.
@@ -78,6 +80,28 @@
 //! A hash that does not have this shape (or a key of another type) loads as
 //! [`tether_core::Error::Corrupt`]; the layer logs it and starts a new session.
 //!
+//! # Near cache
+//!
+//! [`RedisStoreBuilder::with_near_cache`] keeps recently read sessions in the process: a read
+//! of one costs no round trip. Redis keeps the copies coherent with server-assisted
+//! client-side caching (RESP3, `CLIENT TRACKING`): it pushes the key of every write to a
+//! session the connection read, and the copy is dropped as the push is read. A write through
+//! this store drops its own copy before it returns (read-your-writes); a read that raced a
+//! write never leaves a stale copy behind; a lost connection, a flushed database or a failed
+//! heartbeat drops every copy. It is built on moka and redis-rs's push channel rather than
+//! redis-rs's own `cache-aio`, which stores a read's answer after the reply, where a racing
+//! invalidation is already gone, and gives no read-your-writes. One server only for now
+//! (Cluster and Sentinel connect without it, with a warning).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tether_redis::Error> {
+//! let store = tether_redis::RedisStore::builder("redis://127.0.0.1:6379")
+//!     .with_near_cache(100_000)
+//!     .connect()
+//!     .await?;
+//! # let _ = store; Ok(()) }
+//! ```
+//!
 //! # Authentication and TLS
 //!
 //! A user and password in the URL (`redis://user:secret@host:6379`) authenticate with Redis ACLs;
@@ -138,6 +162,7 @@ mod events;
 mod eviction;
 mod index;
 mod layout;
+mod near_cache;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod store;
@@ -162,6 +187,7 @@ pub mod fuzzing {
 pub use builder::RedisStoreBuilder;
 pub use error::Error;
 pub use events::{DEFAULT_CLUSTER_SHARDS, DEFAULT_EVENT_GROUP, DEFAULT_EVENT_RETENTION, EventLog};
+pub use near_cache::{DEFAULT_NEAR_CACHE_HEARTBEAT, NearCacheStats};
 pub use store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, RedisStore};
 
 /// The redis-rs crate, for building connections to hand to the store.

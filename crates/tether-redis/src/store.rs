@@ -18,6 +18,7 @@ use crate::error::from_redis;
 use crate::events::{EventLog, Log};
 use crate::index::IndexKeys;
 use crate::layout;
+use crate::near_cache::{NearCache, NearCacheStats};
 use crate::telemetry;
 
 /// Default prefix of session keys: sessions live under `tether:<id>`.
@@ -153,6 +154,7 @@ pub struct RedisStore {
     timeout: Duration,
     pub(crate) index: IndexKeys,
     pub(crate) log: Option<Arc<Log>>,
+    near: Option<Arc<NearCache>>,
 }
 
 impl RedisStore {
@@ -164,6 +166,7 @@ impl RedisStore {
             timeout,
             index: IndexKeys::new(&format!("{prefix}:"), prefix, in_scripts),
             log: None,
+            near: None,
         }
     }
 
@@ -260,6 +263,68 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// What the near cache did so far ([`RedisStoreBuilder::with_near_cache`]); `None` without
+    /// one.
+    ///
+    /// [`RedisStoreBuilder::with_near_cache`]: crate::RedisStoreBuilder::with_near_cache
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.near.as_ref().map(|near| near.stats())
+    }
+
+    pub(crate) fn with_near(mut self, near: Arc<NearCache>) -> Self {
+        self.near = Some(near);
+        self
+    }
+
+    /// Drops every copy of the near cache after this store ended sessions it cannot name.
+    fn dropped_unnamed(&self) {
+        if let Some(near) = &self.near {
+            near.drop_all();
+        }
+    }
+
+    /// Drops the near cache's copy of `id` after this store wrote it, whatever came of the
+    /// write: Redis pushes the invalidation only after the write's reply.
+    fn written(&self, id: &Id) {
+        if let Some(near) = &self.near {
+            near.invalidate(id);
+        }
+    }
+
+    /// `load` through the near cache: a copy when one may be served, else `HGETALL` with
+    /// `CLIENT TRACKING ON` before it in the same round trip, so that the connection that
+    /// answers tracks the key.
+    async fn load_near(&self, near: &NearCache, id: &Id) -> Result<Option<Record>, Error> {
+        if let Some(record) = near.get(id) {
+            return Ok(Some(record));
+        }
+        let ticket = near.ticket(id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .ignore()
+            .cmd("HGETALL")
+            .arg(self.key(id));
+        let (reply,): (Value,) = self
+            .run(|mut handle| async move {
+                telemetry::round_trip("load");
+                let result = pipe.query_async(&mut handle).await;
+                (handle, result)
+            })
+            .await?;
+        let record = layout::decode(*id, reply)?;
+        if let Some(record) = &record {
+            near.fill(ticket, record);
+        }
+        Ok(record)
+    }
+
+    /// One `PING`: the near cache's heartbeat.
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        self.query::<()>("ping", redis::cmd("PING")).await
+    }
+
     /// The bound on one operation.
     pub fn command_timeout(&self) -> Duration {
         self.timeout
@@ -342,7 +407,9 @@ impl RedisStore {
         for arg in self.index.retire_args(id) {
             call.arg(arg);
         }
-        let reply = self.script(call).await?;
+        let reply = self.script(call).await;
+        self.written(id);
+        let reply = reply?;
         Ok(layout::decode(*id, reply))
     }
 
@@ -391,6 +458,9 @@ fn refused_by_redis(error: &Error) -> bool {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
+        if let Some(near) = &self.near {
+            return self.load_near(near, id).await;
+        }
         let mut command = redis::cmd("HGETALL");
         command.arg(self.key(id));
         let reply: Value = self.query("load", command).await?;
@@ -411,7 +481,13 @@ impl SessionStore for RedisStore {
         for arg in layout::apply_args(changes, expiry, self.index.apply_args(id, expiry)) {
             call.arg(arg);
         }
-        let reply: Value = self.script(call).await?;
+        let reply = self.script::<Value>(call).await;
+        self.written(id);
+        if let (Some(near), Some(_)) = (&self.near, changes.principal()) {
+            // A binding may revoke the principal's oldest sessions, unnamed here.
+            near.drop_all();
+        }
+        let reply = reply?;
         let (applied, before, after) = layout::applied_reply(reply)?;
         if !applied {
             return Ok(Applied::Missing);
@@ -438,7 +514,9 @@ impl SessionStore for RedisStore {
         for arg in args {
             call.arg(arg);
         }
-        let reply: Value = self.script(call).await?;
+        let reply = self.script::<Value>(call).await;
+        self.written(id);
+        let reply = reply?;
         let by = match update {
             KeyUpdate::Increment { by, .. } => *by,
             _ => 0,
@@ -451,7 +529,9 @@ impl SessionStore for RedisStore {
         for arg in self.index.retire_args(id) {
             call.arg(arg);
         }
-        self.script::<i64>(call).await.map(drop)
+        let deleted = self.script::<i64>(call).await.map(drop);
+        self.written(id);
+        deleted
     }
 
     /// Copies the session to the new id, then retires the old id: the session exists under one
@@ -529,7 +609,9 @@ impl SessionStore for RedisStore {
         principal: &Principal,
         handle: &SessionHandle,
     ) -> Result<Revoked, Error> {
-        self.revoke_one(principal, handle).await
+        let revoked = self.revoke_one(principal, handle).await;
+        self.dropped_unnamed();
+        revoked
     }
 
     async fn revoke_all(
@@ -537,7 +619,9 @@ impl SessionStore for RedisStore {
         principal: &Principal,
         keep: Option<&SessionHandle>,
     ) -> Result<usize, Error> {
-        self.revoke_every(principal, keep).await
+        let revoked = self.revoke_every(principal, keep).await;
+        self.dropped_unnamed();
+        revoked
     }
 
     /// The event log's events, read as a member of its consumer group; without an event log

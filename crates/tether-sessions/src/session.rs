@@ -24,9 +24,19 @@ use crate::telemetry::{Operation, Outcome, store_span};
 use crate::{Error, Result};
 
 /// Attempts [`Session::update`] makes before it answers [`Error::Conflict`]. Each lost attempt
-/// means another request wrote the key in between; losing this many in a row takes a key
-/// written by many requests at once, for as long as this many round trips.
-pub const UPDATE_ATTEMPTS: u32 = 16;
+/// means another request wrote the key in between; after one, the next waits a random pause
+/// that grows with the losses (up to about 3 ms), so that contending requests spread out.
+pub const UPDATE_ATTEMPTS: u32 = 64;
+
+/// A random pause before attempt `attempt` of an update that lost the ones before: up to
+/// 50 µs times two to the power of the losses (at most 64 times that).
+fn backoff(attempt: u32) -> Duration {
+    use std::hash::BuildHasher as _;
+    // Jitter only: randomly keyed per call, never stored or shared.
+    let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    let ceiling = 50_u64 << attempt.min(6);
+    Duration::from_micros(random % ceiling)
+}
 
 /// The longest encoding of a counter (a JSON `-9007199254740991`), for the size limit.
 const MAX_COUNTER_LEN: usize = 17;
@@ -225,7 +235,10 @@ impl Session {
         self.load().await?;
         let codec = self.inner.config.codec;
         let mut current = self.state().data.get(key).cloned();
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let old = current.as_deref().map(|b| codec.decode(b)).transpose()?;
             let new = change(old);
             let bytes = new.as_ref().map(|v| codec.encode(v)).transpose()?;

@@ -1,0 +1,250 @@
+//! The near cache: recently read sessions kept in this process, coherent with Redis through
+//! server-assisted client-side caching (RESP3 `CLIENT TRACKING`, invalidation pushes).
+//!
+//! The rules, and how each is kept:
+//!
+//! - **Another server's write drops this server's copy.** The connection runs `CLIENT
+//!   TRACKING ON` (sent with every miss, so a reconnected connection tracks again before its
+//!   first read is cached); Redis then pushes the key of every write to a session this
+//!   connection read, and the push handler drops the copy in the connection's reader task, as
+//!   the push is read.
+//! - **Read-your-writes.** Redis pushes the invalidation of a write after the write's reply,
+//!   so this store drops its own copy itself when a write returns, whatever its outcome.
+//! - **No stale fill.** A miss notes the key's stripe counter before it asks Redis, and keeps
+//!   the answer only if no invalidation of that stripe (and no flush) came meanwhile; the check
+//!   and the insert happen under the stripe's lock, which invalidations take too. Without it,
+//!   a read racing a write could store the old value after the push for the new one was
+//!   handled, and keep it: Redis stops tracking a key once it has pushed its invalidation.
+//! - **No gap.** A lost connection (redis-rs reports it as a `Disconnection` push), a flush
+//!   of the database and a failed heartbeat drop every copy; copies are served only while
+//!   the last heartbeat through the connection is recent, so a silently dead connection,
+//!   which delivers no pushes, stops serving within two heartbeat intervals.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use redis::{PushInfo, PushKind, Value};
+use tether_core::{Id, Record, Timestamp};
+
+/// Stripes of invalidation counters; a power of two.
+const STRIPES: usize = 1024;
+
+/// Default time between two heartbeats (`PING`) of a store with a near cache. Copies are
+/// served only within twice this of the last answered one.
+pub const DEFAULT_NEAR_CACHE_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// What the near cache did so far (see [`RedisStore::near_cache_stats`](crate::RedisStore::near_cache_stats)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearCacheStats {
+    /// Loads answered from the cache, without a round trip.
+    pub hits: u64,
+    /// Loads that went to Redis.
+    pub misses: u64,
+    /// Copies dropped by an invalidation from Redis or by a write of this store.
+    pub invalidations: u64,
+    /// Times every copy was dropped: a lost connection, a flushed database, a failed heartbeat.
+    pub flushes: u64,
+    /// Sessions held now (approximately).
+    pub entries: u64,
+}
+
+/// The copies, and what keeps them coherent.
+pub(crate) struct NearCache {
+    entries: Cache<Id, Arc<Record>, foldhash::fast::RandomState>,
+    /// Invalidations per stripe of ids, and flushes in the epoch: a fill checks both.
+    stripes: Box<[Mutex<u64>]>,
+    epoch: AtomicU64,
+    /// Copies may be served until this instant (Unix ms): the last heartbeat plus two
+    /// intervals. 0 before the first heartbeat and after a flush.
+    serve_until: AtomicU64,
+    heartbeat: Duration,
+    prefix: String,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+    flushes: AtomicU64,
+}
+
+/// What a miss noted before asking Redis.
+#[derive(Clone, Copy)]
+pub(crate) struct FillTicket {
+    stripe: usize,
+    count: u64,
+    epoch: u64,
+}
+
+impl NearCache {
+    /// A cache of at most `capacity` sessions whose keys are `<prefix>:<id>`.
+    pub(crate) fn new(capacity: u64, prefix: &str, heartbeat: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            entries: Cache::builder()
+                .max_capacity(capacity)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            epoch: AtomicU64::new(0),
+            serve_until: AtomicU64::new(0),
+            heartbeat,
+            prefix: format!("{prefix}:"),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// Ids are random: their first bytes spread them evenly.
+    fn stripe_of(id: &Id) -> usize {
+        let [first, second, ..] = *id.as_bytes();
+        usize::from(u16::from_le_bytes([first, second])) % STRIPES
+    }
+
+    #[allow(clippy::indexing_slicing)] // `stripe_of` is below `STRIPES`, the slice's length.
+    fn lock(&self, stripe: usize) -> std::sync::MutexGuard<'_, u64> {
+        // Nothing panics under these locks; a poisoned one still holds a valid counter.
+        self.stripes[stripe % STRIPES]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The copy of `id`, if one may be served now. Counts a hit or a miss.
+    pub(crate) fn get(&self, id: &Id) -> Option<Record> {
+        let now = Timestamp::now();
+        let hit = (now.as_millis() < self.serve_until.load(Ordering::Acquire))
+            .then(|| self.entries.get(id))
+            .flatten()
+            .filter(|record| !record.expiry.is_expired(now));
+        let counter = if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit.map(|record| Record::clone(&record))
+    }
+
+    /// Notes the state a fill of `id` must still find.
+    pub(crate) fn ticket(&self, id: &Id) -> FillTicket {
+        let stripe = Self::stripe_of(id);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let count = *self.lock(stripe);
+        FillTicket {
+            stripe,
+            count,
+            epoch,
+        }
+    }
+
+    /// Keeps `record`, read from Redis after `ticket` was taken, unless an invalidation of its
+    /// stripe or a flush came since.
+    pub(crate) fn fill(&self, ticket: FillTicket, record: &Record) {
+        let count = self.lock(ticket.stripe);
+        if *count == ticket.count && self.epoch.load(Ordering::Acquire) == ticket.epoch {
+            self.entries.insert(record.id, Arc::new(record.clone()));
+        }
+    }
+
+    /// Drops the copy of `id`, and fails fills of its stripe under way.
+    pub(crate) fn invalidate(&self, id: &Id) {
+        let mut count = self.lock(Self::stripe_of(id));
+        *count = count.wrapping_add(1);
+        self.entries.invalidate(id);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops every copy, after a write of this store that ended sessions it cannot name (a
+    /// principal's sessions revoked at once).
+    pub(crate) fn drop_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+
+    /// Drops every copy and stops serving until the next heartbeat.
+    pub(crate) fn flush(&self, why: &'static str) {
+        self.serve_until.store(0, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(why, "near cache flushed");
+    }
+
+    /// A heartbeat came back at `at`: copies may be served for two more intervals.
+    pub(crate) fn alive(&self, at: Timestamp) {
+        let until = (at + self.heartbeat * 2).as_millis();
+        self.serve_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Handles one push from the connection, in its reader task.
+    pub(crate) fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Invalidate => match push.data.into_iter().next() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        self.invalidate_key(&key);
+                    }
+                }
+                // A null list: the database was flushed.
+                _ => self.flush("Redis flushed the database"),
+            },
+            PushKind::Disconnection => self.flush("the connection to Redis was lost"),
+            _ => {}
+        }
+    }
+
+    fn invalidate_key(&self, key: &Value) {
+        let Value::BulkString(key) = key else {
+            return;
+        };
+        // `<prefix>:<id>`, or `<prefix>:{<shard>}:<id>` with the event log. Another key this
+        // connection read (an index) names no session: nothing is cached under it.
+        let id = std::str::from_utf8(key)
+            .ok()
+            .filter(|key| key.starts_with(self.prefix.as_str()))
+            .and_then(|key| key.rsplit_once(':'))
+            .and_then(|(_, id)| id.parse::<Id>().ok());
+        if let Some(id) = id {
+            self.invalidate(&id);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> NearCacheStats {
+        NearCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+        }
+    }
+}
+
+/// Sends the heartbeats of `near` through `store`'s connection, as long as a store holds the
+/// near cache. Does not keep the store's connection alive past the last store.
+pub(crate) fn keep_alive(store: &crate::RedisStore, near: &Arc<NearCache>) {
+    let near = Arc::downgrade(near);
+    let store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            let Some(cache) = near.upgrade() else {
+                return;
+            };
+            let heartbeat = cache.heartbeat();
+            let sent = Timestamp::now();
+            match store.ping().await {
+                Ok(()) => cache.alive(sent),
+                Err(error) => {
+                    tracing::debug!(error = %tether_core::error_chain(&error), "near cache heartbeat failed");
+                    cache.flush("a heartbeat failed");
+                }
+            }
+            drop(cache);
+            tokio::time::sleep(heartbeat).await;
+        }
+    });
+}

@@ -1,0 +1,238 @@
+//! The near cache against a real redis-server: hits cost no round trip, this store's writes
+//! are seen at once, another client's writes invalidate, a restart drops every copy, fills
+//! that race writes never stick, and a Redis that cannot track turns the cache off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tether_core::{
+    Changes, Codec, Created, Expiry, Id, KeyUpdate, KeyUpdated, Record, SessionStore, Timestamp,
+};
+use tether_redis::RedisStore;
+use tether_testkit::RedisServer;
+
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+async fn near(server: &RedisServer) -> RedisStore {
+    let store = RedisStore::builder(server.url())
+        .with_near_cache(1_000)
+        .with_near_cache_heartbeat(HEARTBEAT)
+        .connect()
+        .await
+        .expect("connect");
+    // Copies are served once a heartbeat came back.
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    store
+}
+
+fn expiry() -> Expiry {
+    Expiry::new(Timestamp::now(), Duration::from_secs(600), None)
+}
+
+async fn session(store: &RedisStore, value: &[u8]) -> Id {
+    let now = Timestamp::now();
+    let mut record = Record::new(Id::random().expect("entropy"), expiry(), now);
+    record
+        .data
+        .insert("k".into(), Bytes::copy_from_slice(value));
+    assert_eq!(
+        store.create(&record).await.expect("create"),
+        Created::Created
+    );
+    record.id
+}
+
+async fn set(store: &RedisStore, id: &Id, value: &[u8]) {
+    let mut changes = Changes::new();
+    changes.insert("k", Bytes::copy_from_slice(value));
+    let _ = store.apply(id, &changes, &expiry()).await.expect("apply");
+}
+
+async fn value(store: &RedisStore, id: &Id) -> Option<Bytes> {
+    store
+        .load(id)
+        .await
+        .expect("load")
+        .and_then(|record| record.data.get("k").cloned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_cost_nothing_and_own_writes_are_seen_at_once() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = near(&server).await;
+    let id = session(&store, b"0").await;
+    assert_eq!(value(&store, &id).await.as_deref(), Some(&b"0"[..]));
+    let before = store.near_cache_stats().expect("a near cache");
+    for _ in 0..10 {
+        assert_eq!(value(&store, &id).await.as_deref(), Some(&b"0"[..]));
+    }
+    let after = store.near_cache_stats().expect("a near cache");
+    assert_eq!(after.hits - before.hits, 10, "{after:?}");
+
+    for round in 0..300_u32 {
+        let written = round.to_string();
+        set(&store, &id, written.as_bytes()).await;
+        assert_eq!(
+            value(&store, &id).await.as_deref(),
+            Some(written.as_bytes()),
+            "round {round}: a write through the store is read back at once"
+        );
+        let _ = value(&store, &id).await;
+    }
+    let counted = store
+        .update_key(
+            &id,
+            "n",
+            &KeyUpdate::Increment {
+                by: 2,
+                codec: Codec::default(),
+            },
+        )
+        .await
+        .expect("increment");
+    assert!(matches!(counted, KeyUpdated::Updated(Some(_))));
+    let record = store.load(&id).await.expect("load").expect("session");
+    assert!(
+        record.data.contains_key("n"),
+        "update_key drops the copy too"
+    );
+    store.delete(&id).await.expect("delete");
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "a delete is seen at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_write_invalidates_the_copy() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = near(&server).await;
+    let other = RedisStore::connect(server.url()).await.expect("connect");
+    let id = session(&store, b"old").await;
+    let _ = value(&store, &id).await;
+    assert_eq!(value(&store, &id).await.as_deref(), Some(&b"old"[..]));
+
+    let mut delays = Vec::new();
+    for round in 0..50_u32 {
+        let written = format!("new-{round}");
+        set(&other, &id, written.as_bytes()).await;
+        let start = Instant::now();
+        loop {
+            if value(&store, &id).await.as_deref() == Some(written.as_bytes()) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "round {round}: another client's write never reached the copy"
+            );
+            tokio::task::yield_now().await;
+        }
+        delays.push(start.elapsed());
+        // Cached again for the next round.
+        let _ = value(&store, &id).await;
+    }
+    delays.sort();
+    let stats = store.near_cache_stats().expect("a near cache");
+    assert!(stats.invalidations >= 50, "{stats:?}");
+    eprintln!(
+        "write on another client to invalidation here: p50 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_that_race_writes_never_stick() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = Arc::new(near(&server).await);
+    let other = RedisStore::connect(server.url()).await.expect("connect");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(session(&other, b"0").await);
+    }
+    let ids = Arc::new(ids);
+
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_millis(1500);
+                while Instant::now() < deadline {
+                    for id in ids.iter() {
+                        let _ = value(&store, id).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 1..=100_u32 {
+        for id in ids.iter() {
+            set(&other, id, round.to_string().as_bytes()).await;
+        }
+    }
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in ids.iter() {
+        assert_eq!(
+            value(&store, id).await.as_deref(),
+            Some(&b"100"[..]),
+            "a copy filled while the session was written must not outlive the write"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_drops_every_copy() {
+    let mut server = RedisServer::start().expect("redis-server");
+    let store = near(&server).await;
+    let id = session(&store, b"before").await;
+    assert_eq!(value(&store, &id).await.as_deref(), Some(&b"before"[..]));
+    assert_eq!(value(&store, &id).await.as_deref(), Some(&b"before"[..]));
+
+    server.kill();
+    server.restart().expect("restart");
+    // Whatever the restarted server holds, a write made now must be what is read.
+    let other = RedisStore::connect(server.url()).await.expect("connect");
+    let mut record = Record::new(id, expiry(), Timestamp::now());
+    record.data.insert("k".into(), Bytes::from_static(b"after"));
+    if other.create(&record).await.expect("create") == Created::IdTaken {
+        set(&other, &id, b"after").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match store.load(&id).await {
+            Ok(found) => {
+                let found = found.and_then(|r| r.data.get("k").cloned());
+                assert_ne!(
+                    found.as_deref(),
+                    Some(&b"before"[..]),
+                    "the copy from before the restart was served"
+                );
+                if found.as_deref() == Some(&b"after"[..]) {
+                    break;
+                }
+            }
+            Err(error) => assert!(error.is_transient(), "{error}"),
+        }
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.near_cache_stats().expect("a near cache").flushes >= 1);
+}
+
+#[tokio::test]
+async fn a_redis_that_cannot_track_turns_the_cache_off() {
+    let server =
+        RedisServer::start_with(&["--rename-command", "CLIENT", ""]).expect("redis-server");
+    let store = RedisStore::builder(server.url())
+        .with_near_cache(100)
+        .connect()
+        .await
+        .expect("the store connects without a near cache");
+    assert!(store.near_cache_stats().is_none());
+    let id = session(&store, b"v").await;
+    assert_eq!(value(&store, &id).await.as_deref(), Some(&b"v"[..]));
+}
