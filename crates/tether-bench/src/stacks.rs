@@ -17,6 +17,9 @@ use crate::postgres_env::PostgresEnv;
 use crate::redis_env::RedisEnv;
 use tether_core::BoxError;
 
+/// Sessions the near cache of `tether-redis-near` holds.
+const NEAR_CACHE_SESSIONS: u64 = 100_000;
+
 /// A server configuration measured by the benchmarks. Its command-line names (clap's
 /// kebab-case of the variants) are its [`name`](Self::name)s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,6 +32,8 @@ pub(crate) enum Stack {
     TowerSessionsMemory,
     /// tether-sessions with tether-redis: one multiplexed connection.
     TetherRedis,
+    /// tether-redis with its near cache (100,000 sessions): warm reads cost no round trip.
+    TetherRedisNear,
     /// tower-sessions 0.14 with tower-sessions-redis-store 0.16 (fred), a pool of 6 connections
     /// as its documentation shows.
     TowerSessionsRedis,
@@ -54,6 +59,7 @@ impl Stack {
             Self::TetherMemory => "tether-memory",
             Self::TowerSessionsMemory => "tower-sessions-memory",
             Self::TetherRedis => "tether-redis",
+            Self::TetherRedisNear => "tether-redis-near",
             Self::TowerSessionsRedis => "tower-sessions-redis",
             Self::TetherPostgres => "tether-postgres",
             Self::TowerSessionsPostgres => "tower-sessions-postgres",
@@ -88,7 +94,10 @@ impl Stack {
     pub(crate) fn uses_redis(self) -> bool {
         matches!(
             self,
-            Self::TetherRedis | Self::TowerSessionsRedis | Self::TowerSessionsTetherRedis
+            Self::TetherRedis
+                | Self::TetherRedisNear
+                | Self::TowerSessionsRedis
+                | Self::TowerSessionsTetherRedis
         )
     }
 
@@ -119,7 +128,10 @@ impl Stack {
             #[cfg(feature = "metrics")]
             Self::TetherMemoryPrometheus => tether_app::router(),
             Self::TowerSessionsMemory => tower_sessions_app::router(),
-            Self::TetherRedis => tether_redis_app::router(redis_url()?).await?,
+            Self::TetherRedis => tether_redis_app::router(redis_url()?, None).await?,
+            Self::TetherRedisNear => {
+                tether_redis_app::router(redis_url()?, Some(NEAR_CACHE_SESSIONS)).await?
+            }
             Self::TowerSessionsRedis => tower_sessions_redis_app::router(redis_url()?).await?,
             Self::TetherPostgres => tether_postgres_app::router(postgres_url()?).await?,
             Self::TowerSessionsPostgres => {
@@ -273,9 +285,16 @@ mod tether_redis_app {
     use tether_redis::RedisStore;
     use tether_sessions::SessionLayer;
 
-    pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+    pub(super) async fn router(
+        url: &str,
+        near_cache: Option<u64>,
+    ) -> Result<axum::Router, tether_core::BoxError> {
+        let mut builder = RedisStore::builder(url);
+        if let Some(capacity) = near_cache {
+            builder = builder.with_near_cache(capacity);
+        }
         // The error names the URL, its password hidden.
-        let store = RedisStore::connect(url).await?;
+        let store = builder.connect().await?;
         Ok(super::tether_app::routes().layer(SessionLayer::new(store).with_secure(false)))
     }
 }
