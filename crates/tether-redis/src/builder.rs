@@ -316,6 +316,7 @@ impl RedisStoreBuilder {
         redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
+            .arg("NOLOOP")
             .query_async::<()>(&mut manager)
             .await
             .map_err(connect_error)?;

@@ -4,12 +4,16 @@
 //! The rules, and how each is kept:
 //!
 //! - **Another server's write drops this server's copy.** The connection runs `CLIENT
-//!   TRACKING ON` (sent with every miss, so a reconnected connection tracks again before its
-//!   first read is cached); Redis then pushes the key of every write to a session this
-//!   connection read, and the push handler drops the copy in the connection's reader task, as
+//!   TRACKING ON NOLOOP` (sent with every miss, so a reconnected connection tracks again before its
+//!   first read is cached); Redis then pushes the key of every other client's write to a
+//!   session this connection read, and the push handler drops the copy in the connection's reader task, as
 //!   the push is read.
-//! - **Read-your-writes.** Redis pushes the invalidation of a write after the write's reply,
-//!   so this store drops its own copy itself when a write returns, whatever its outcome.
+//! - **Read-your-writes.** This store drops its own copy itself when a write returns, whatever
+//!   its outcome, before the response goes out. Tracking runs with `NOLOOP`: Redis does not push
+//!   the invalidation of this connection's own writes, which would come after the write's reply
+//!   and refuse the fill of the next read for nothing. Every write of this store that can end
+//!   or change a session drops the copies it touched (or all of them, when it cannot name
+//!   them); the expired sessions the event log's sweep deletes are expired in their copies too.
 //! - **No stale fill.** A miss notes the key's stripe counter before it asks Redis, and keeps
 //!   the answer only if no invalidation of that stripe (and no flush) came meanwhile; the check
 //!   and the insert happen under the stripe's lock, which invalidations take too. Without it,

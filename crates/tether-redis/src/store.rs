@@ -284,7 +284,7 @@ impl RedisStore {
     }
 
     /// Drops the near cache's copy of `id` after this store wrote it, whatever came of the
-    /// write: Redis pushes the invalidation only after the write's reply.
+    /// write: tracking runs with `NOLOOP`, so Redis pushes nothing for this connection's writes.
     fn written(&self, id: &Id) {
         if let Some(near) = &self.near {
             near.invalidate(id);
@@ -303,6 +303,7 @@ impl RedisStore {
         pipe.cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
+            .arg("NOLOOP")
             .ignore()
             .cmd("HGETALL")
             .arg(self.key(id));
