@@ -126,6 +126,25 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 1_000, value_parser = counts::<u32>(1))]
         requests: u32,
     },
+    /// How long after a write on node A node B's near cache drops its copy (tether-redis,
+    /// CLIENT TRACKING), while readers keep node B and Redis busy: p50/p90/p99/max.
+    Invalidation {
+        /// Sessions the readers spread over; the measured writes go to these too.
+        #[arg(long, default_value_t = 1_000, value_parser = counts::<usize>(1))]
+        sessions: usize,
+        /// Tasks reading through node B's near cache without pause.
+        #[arg(long, default_value_t = 4)]
+        cache_readers: usize,
+        /// Tasks reading straight from Redis without pause.
+        #[arg(long, default_value_t = 4)]
+        redis_readers: usize,
+        /// Measured writes, one at a time.
+        #[arg(long, default_value_t = 2_000, value_parser = counts::<u32>(1))]
+        writes: u32,
+        /// Upper bound of the whole run, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = counts::<u64>(1))]
+        seconds: u64,
+    },
     /// Replication traffic per write (messages and bytes) by mode and cluster size.
     Traffic {
         /// Cluster sizes.

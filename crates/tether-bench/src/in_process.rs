@@ -48,8 +48,8 @@ pub(crate) async fn commands(
     let redis = backends.redis().ok_or("no Redis")?;
     println!("{requests} sequential {workload} requests on one session");
     println!(
-        "{:<22} {:>14}  {:<40} run by its scripts, per request",
-        "stack", "commands/req", "sent by the app, per request"
+        "{:<22} {:>15} {:>14}  {:<40} run by its scripts, per request",
+        "stack", "round trips/req", "commands/req", "sent by the app, per request"
     );
     for stack in stacks.iter().filter(|s| s.uses_redis()) {
         redis.flush().await?;
@@ -67,8 +67,9 @@ pub(crate) async fn commands(
                 .join(", ")
         };
         println!(
-            "{:<22} {:>14.2}  {:<40} {}",
+            "{:<22} {:>15.2} {:>14.2}  {:<40} {}",
             stack.name(),
+            counts.round_trips() as f64 / f64::from(requests),
             counts.client_total() as f64 / f64::from(requests),
             per_request(&counts.from_clients),
             per_request(&counts.from_scripts),

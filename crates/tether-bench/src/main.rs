@@ -19,6 +19,7 @@ mod cpu;
 mod error;
 mod in_process;
 mod instructions;
+mod invalidation;
 mod load;
 mod net;
 mod pinned;
@@ -176,6 +177,23 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             Stack::check_in_process(&stacks)?;
             let redis = RedisEnv::new(redis_url.clone())?;
             in_process::commands(&stacks, workload, requests, redis).await
+        }
+        Command::Invalidation {
+            sessions,
+            cache_readers,
+            redis_readers,
+            writes,
+            seconds,
+        } => {
+            let redis = RedisEnv::new(redis_url.clone())?;
+            let plan = invalidation::Plan {
+                sessions,
+                cache_readers,
+                redis_readers,
+                writes,
+                limit: std::time::Duration::from_secs(seconds),
+            };
+            invalidation::run(&plan, &redis).await
         }
         Command::Traffic {
             nodes,

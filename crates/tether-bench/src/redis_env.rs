@@ -145,8 +145,7 @@ impl Monitor {
     }
 }
 
-/// Commands seen by `MONITOR`: those clients sent (each a round trip, as nothing here
-/// pipelines) and those scripts ran inside Redis.
+/// Commands seen by `MONITOR`: those clients sent and those scripts ran inside Redis.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CommandCounts {
     pub(crate) from_clients: std::collections::BTreeMap<String, u64>,
@@ -182,6 +181,12 @@ impl CommandCounts {
     pub(crate) fn client_total(&self) -> u64 {
         self.from_clients.values().sum()
     }
+
+    /// Round trips clients made: every command they sent but `CLIENT`, which tether-redis's
+    /// near cache sends (`CLIENT TRACKING ON`) only in the pipeline of the `HGETALL` after it.
+    pub(crate) fn round_trips(&self) -> u64 {
+        self.client_total() - self.from_clients.get("CLIENT").copied().unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -198,5 +203,21 @@ mod tests {
         ] {
             assert_eq!(RedisEnv::addr_of(url), addr, "{url}");
         }
+    }
+
+    #[test]
+    fn pipelined_tracking_is_no_round_trip_of_its_own() {
+        let mut counts = CommandCounts::default();
+        for line in [
+            r#"1700000000.1 [0 127.0.0.1:5000] "CLIENT" "TRACKING" "ON" "NOLOOP""#,
+            r#"1700000000.2 [0 127.0.0.1:5000] "HGETALL" "tether:abc""#,
+            r#"1700000000.3 [0 127.0.0.1:5000] "EVALSHA" "f00" "1" "tether:abc""#,
+            r#"1700000000.4 [0 lua] "HSET" "tether:abc" "k" "v""#,
+        ] {
+            counts.record(line);
+        }
+        assert_eq!(counts.client_total(), 3);
+        assert_eq!(counts.round_trips(), 2);
+        assert_eq!(counts.from_scripts.get("HSET"), Some(&1));
     }
 }

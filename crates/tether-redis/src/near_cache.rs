@@ -14,6 +14,8 @@
 //!   and refuse the fill of the next read for nothing. Every write of this store that can end
 //!   or change a session drops the copies it touched (or all of them, when it cannot name
 //!   them); the expired sessions the event log's sweep deletes are expired in their copies too.
+//!   A write drops the copy rather than updating it: Redis stops tracking a key at its first
+//!   write, this connection's included, so only a read that tracks the key again may fill it.
 //! - **No stale fill.** A miss notes the key's stripe counter before it asks Redis, and keeps
 //!   the answer only if no invalidation of that stripe (and no flush) came meanwhile; the check
 //!   and the insert happen under the stripe's lock, which invalidations take too. Without it,
