@@ -298,6 +298,23 @@ pub(crate) fn decode_meta(meta: &[u8]) -> Result<(Timestamp, Expiry), Malformed>
     Ok((Timestamp::from_millis(created), expiry))
 }
 
+/// `record` as a load would read it back after `apply.lua` wrote `changes` and `expiry` to it:
+/// the expiry and last use go through their stored forms. `None` when those do not read back
+/// (never for values this store wrote).
+pub(crate) fn as_applied(record: &Record, changes: &Changes, expiry: &Expiry) -> Option<Record> {
+    let mut applied = record.clone();
+    changes.apply_to(&mut applied.data);
+    let meta = format!("{}:{}", record.created_at.as_millis(), meta_tail(expiry));
+    applied.expiry = decode_meta(meta.as_bytes()).ok()?.1;
+    if let Some(seen) = changes.seen() {
+        applied.seen = Some(Box::new(decode_seen(&seen_value(seen)).ok()?));
+    }
+    if let Some(principal) = changes.principal() {
+        applied.principal = Some(principal.clone());
+    }
+    Some(applied)
+}
+
 fn number((text, part): (&[u8], &'static str)) -> Result<u64, Malformed> {
     std::str::from_utf8(text)
         .ok()

@@ -51,6 +51,9 @@ pub struct NearCacheStats {
     pub misses: u64,
     /// Copies dropped by an invalidation from Redis or by a write of this store.
     pub invalidations: u64,
+    /// Copies brought up to date by a write of this store, which Redis tracks again for this
+    /// connection: the next read is still a hit.
+    pub refreshes: u64,
     /// Times every copy was dropped: a lost connection, a flushed database, a failed heartbeat.
     pub flushes: u64,
     /// Sessions held now (approximately).
@@ -71,6 +74,7 @@ pub(crate) struct NearCache {
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: AtomicU64,
+    refreshes: AtomicU64,
     flushes: AtomicU64,
 }
 
@@ -97,6 +101,7 @@ impl NearCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
         })
     }
@@ -164,9 +169,37 @@ impl NearCache {
         self.invalidations.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drops every copy, after a write of this store that ended sessions it cannot name (a
-    /// principal's sessions revoked at once).
-    pub(crate) fn drop_all(&self) {
+    /// Starts a write of this store to `id`: takes the copy out, so no read is served from it
+    /// while the write is under way, and fails the fills and the other writes of its stripe
+    /// under way. Redis pushes nothing for this connection's writes (`NOLOOP`): the returned
+    /// guard drops the copy when it goes, unless [`PendingWrite::applied`] brought it up to
+    /// date; a write whose future is dropped half-way drops the copy too.
+    pub(crate) fn begin_write(&self, id: &Id) -> PendingWrite<'_> {
+        let stripe = Self::stripe_of(id);
+        let mut count = self.lock(stripe);
+        *count = count.wrapping_add(1);
+        let copy = self.entries.remove(id);
+        PendingWrite {
+            near: self,
+            id: *id,
+            ticket: FillTicket {
+                stripe,
+                count: *count,
+                epoch: self.epoch.load(Ordering::Acquire),
+            },
+            copy,
+            done: false,
+        }
+    }
+
+    /// Starts a write of this store that may end sessions it cannot name (a principal's
+    /// sessions revoked, or its oldest ones past the cap): every copy is dropped when the
+    /// returned guard goes, whatever came of the write.
+    pub(crate) fn begin_wipe(&self) -> PendingWipe<'_> {
+        PendingWipe { near: self }
+    }
+
+    fn drop_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
     }
@@ -224,9 +257,62 @@ impl NearCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             invalidations: self.invalidations.load(Ordering::Relaxed),
+            refreshes: self.refreshes.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             entries: self.entries.entry_count(),
         }
+    }
+}
+
+/// A write of this store to one session, under way ([`NearCache::begin_write`]).
+pub(crate) struct PendingWrite<'a> {
+    near: &'a NearCache,
+    id: Id,
+    ticket: FillTicket,
+    /// The copy as it was when the write started, if there was one.
+    copy: Option<Arc<Record>>,
+    done: bool,
+}
+
+impl PendingWrite<'_> {
+    /// The write was applied: keeps `applied(copy)`, what Redis now holds, if the copy was there
+    /// when the write started and nothing else touched the session's stripe since (no push, no
+    /// other write or fill of this store, no flush), so Redis applied this write to what the
+    /// copy held. Otherwise the copy is dropped. The write's script must end with a read of the
+    /// session's key, so that Redis tracks it again for this connection.
+    pub(crate) fn applied(mut self, applied: impl FnOnce(&Record) -> Option<Record>) {
+        let near = self.near;
+        let mut count = near.lock(self.ticket.stripe);
+        if *count != self.ticket.count || near.epoch.load(Ordering::Acquire) != self.ticket.epoch {
+            return;
+        }
+        let Some(record) = self.copy.take().and_then(|copy| applied(&copy)) else {
+            return;
+        };
+        // Fills that started before this write read what it replaced.
+        *count = count.wrapping_add(1);
+        near.entries.insert(self.id, Arc::new(record));
+        near.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.done = true;
+    }
+}
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.near.invalidate(&self.id);
+        }
+    }
+}
+
+/// A write of this store that may end sessions it cannot name ([`NearCache::begin_wipe`]).
+pub(crate) struct PendingWipe<'a> {
+    near: &'a NearCache,
+}
+
+impl Drop for PendingWipe<'_> {
+    fn drop(&mut self) {
+        self.near.drop_all();
     }
 }
 

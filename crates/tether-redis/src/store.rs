@@ -18,7 +18,7 @@ use crate::error::from_redis;
 use crate::events::{EventLog, Log};
 use crate::index::IndexKeys;
 use crate::layout;
-use crate::near_cache::{NearCache, NearCacheStats};
+use crate::near_cache::{NearCache, NearCacheStats, PendingWipe, PendingWrite};
 use crate::telemetry;
 
 /// Default prefix of session keys: sessions live under `tether:<id>`.
@@ -276,19 +276,16 @@ impl RedisStore {
         self
     }
 
-    /// Drops every copy of the near cache after this store ended sessions it cannot name.
-    fn dropped_unnamed(&self) {
-        if let Some(near) = &self.near {
-            near.drop_all();
-        }
+    /// Starts a write that may end sessions this store cannot name: the near cache drops
+    /// every copy when the guard goes.
+    fn wipe_guard(&self) -> Option<PendingWipe<'_>> {
+        self.near.as_deref().map(NearCache::begin_wipe)
     }
 
-    /// Drops the near cache's copy of `id` after this store wrote it, whatever came of the
-    /// write: tracking runs with `NOLOOP`, so Redis pushes nothing for this connection's writes.
-    fn written(&self, id: &Id) {
-        if let Some(near) = &self.near {
-            near.invalidate(id);
-        }
+    /// Starts a write to `id`: the near cache drops its copy when the guard goes, whatever came
+    /// of the write (dropped half-way included), unless the write brings it up to date.
+    fn write_guard(&self, id: &Id) -> Option<PendingWrite<'_>> {
+        self.near.as_deref().map(|near| near.begin_write(id))
     }
 
     /// `load` through the near cache: a copy when one may be served, else `HGETALL` with
@@ -408,8 +405,9 @@ impl RedisStore {
         for arg in self.index.retire_args(id) {
             call.arg(arg);
         }
+        let written = self.write_guard(id);
         let reply = self.script(call).await;
-        self.written(id);
+        drop(written);
         let reply = reply?;
         Ok(layout::decode(*id, reply))
     }
@@ -482,16 +480,17 @@ impl SessionStore for RedisStore {
         for arg in layout::apply_args(changes, expiry, self.index.apply_args(id, expiry)) {
             call.arg(arg);
         }
+        // A binding may revoke the principal's oldest sessions, unnamed here.
+        let wiped = changes.principal().and_then(|_| self.wipe_guard());
+        let written = self.write_guard(id);
         let reply = self.script::<Value>(call).await;
-        self.written(id);
-        if let (Some(near), Some(_)) = (&self.near, changes.principal()) {
-            // A binding may revoke the principal's oldest sessions, unnamed here.
-            near.drop_all();
-        }
-        let reply = reply?;
-        let (applied, before, after) = layout::applied_reply(reply)?;
+        drop(wiped);
+        let (applied, before, after) = layout::applied_reply(reply?)?;
         if !applied {
             return Ok(Applied::Missing);
+        }
+        if let Some(written) = written {
+            written.applied(|copy| layout::as_applied(copy, changes, expiry));
         }
         if cluster {
             self.follow_binding(id, changes, expiry, now, before, after)
@@ -515,8 +514,9 @@ impl SessionStore for RedisStore {
         for arg in args {
             call.arg(arg);
         }
+        let written = self.write_guard(id);
         let reply = self.script::<Value>(call).await;
-        self.written(id);
+        drop(written);
         let reply = reply?;
         let by = match update {
             KeyUpdate::Increment { by, .. } => *by,
@@ -530,9 +530,8 @@ impl SessionStore for RedisStore {
         for arg in self.index.retire_args(id) {
             call.arg(arg);
         }
-        let deleted = self.script::<i64>(call).await.map(drop);
-        self.written(id);
-        deleted
+        let _written = self.write_guard(id);
+        self.script::<i64>(call).await.map(drop)
     }
 
     /// Copies the session to the new id, then retires the old id: the session exists under one
@@ -610,9 +609,8 @@ impl SessionStore for RedisStore {
         principal: &Principal,
         handle: &SessionHandle,
     ) -> Result<Revoked, Error> {
-        let revoked = self.revoke_one(principal, handle).await;
-        self.dropped_unnamed();
-        revoked
+        let _wiped = self.wipe_guard();
+        self.revoke_one(principal, handle).await
     }
 
     async fn revoke_all(
@@ -620,9 +618,8 @@ impl SessionStore for RedisStore {
         principal: &Principal,
         keep: Option<&SessionHandle>,
     ) -> Result<usize, Error> {
-        let revoked = self.revoke_every(principal, keep).await;
-        self.dropped_unnamed();
-        revoked
+        let _wiped = self.wipe_guard();
+        self.revoke_every(principal, keep).await
     }
 
     /// The event log's events, read as a member of its consumer group; without an event log
@@ -643,6 +640,8 @@ impl RedisStore {
     ) -> Result<Created, Error> {
         let now = Timestamp::now();
         let principal = record.principal.as_ref();
+        // Binding past the cap revokes the principal's oldest sessions, unnamed here.
+        let _wiped = principal.and_then(|_| self.wipe_guard());
         let mut index_key = None;
         if let Some(principal) = principal {
             if self.index.in_scripts() {

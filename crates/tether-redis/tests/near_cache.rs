@@ -123,6 +123,64 @@ async fn hits_cost_nothing_and_own_writes_are_seen_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_refresh_the_copy_which_stays_coherent() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = near_with(&server, Duration::from_secs(5)).await;
+    let other = RedisStore::connect(server.url()).await.expect("connect");
+    let id = session(&store, b"0").await;
+    let _ = value(&store, &id).await;
+    for round in 0..50_u32 {
+        let own = format!("own-{round}");
+        set(&store, &id, own.as_bytes()).await;
+        let before = store.near_cache_stats().expect("a near cache");
+        assert_eq!(value(&store, &id).await.as_deref(), Some(own.as_bytes()));
+        let after = store.near_cache_stats().expect("a near cache");
+        assert_eq!(
+            (after.hits - before.hits, after.refreshes - before.refreshes),
+            (1, 0),
+            "round {round}: the read after this store's write is served by the refreshed copy"
+        );
+
+        // Redis tracks the key again after the write: another client's write still reaches
+        // the copy.
+        let theirs = format!("theirs-{round}");
+        set(&other, &id, theirs.as_bytes()).await;
+        let start = Instant::now();
+        while value(&store, &id).await.as_deref() != Some(theirs.as_bytes()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "round {round}: a refreshed copy outlived another client's write"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+    let stats = store.near_cache_stats().expect("a near cache");
+    assert_eq!(stats.refreshes, 50, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_half_way_leaves_no_stale_copy() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = near_with(&server, Duration::from_secs(5)).await;
+    let truth = RedisStore::connect(server.url()).await.expect("connect");
+    let id = session(&store, b"0").await;
+    for round in 0..100_u32 {
+        let _ = value(&store, &id).await;
+        let mut changes = Changes::new();
+        changes.insert("k", Bytes::from(round.to_string()));
+        let expiry = expiry();
+        // Polled once (the command goes out), then dropped, as when a client goes away.
+        let _ = tokio::time::timeout(Duration::ZERO, store.apply(&id, &changes, &expiry)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            value(&store, &id).await,
+            value(&truth, &id).await,
+            "round {round}: the copy disagrees with Redis after a dropped write"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_clients_write_invalidates_the_copy() {
     let server = RedisServer::start().expect("redis-server");
     let store = near(&server).await;

@@ -71,4 +71,7 @@ if ARGV[7] ~= '' and principal then
     index_cap(index, ARGV[12], principal, ARGV[9], tonumber(ARGV[10]))
   end
 end
+-- A read after the writes: a connection with CLIENT TRACKING (the near cache) tracks the key
+-- again, so the copy it brings up to date from this reply is invalidated by the next write.
+redis.call('EXISTS', KEYS[1])
 return { 1, before or '', principal or '' }
