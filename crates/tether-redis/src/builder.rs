@@ -139,14 +139,15 @@ impl RedisStoreBuilder {
     /// Keeps up to `capacity` recently used sessions in this process, so that reading one
     /// costs no round trip (off by default). Redis keeps the copies coherent: it tells this
     /// store of every write to a session it holds (RESP3 `CLIENT TRACKING`), a write through
-    /// this store drops its copy before it returns, and a lost connection drops them all.
+    /// this store updates or drops its copy before it returns, and a lost connection drops
+    /// them all.
     /// A connection that goes silent stops serving copies within two heartbeats (`PING`
     /// every [`DEFAULT_NEAR_CACHE_HEARTBEAT`](crate::DEFAULT_NEAR_CACHE_HEARTBEAT)). A write on another server reaches this one's
     /// copy as fast as Redis's push does (docs/benchmarks.md measures it).
     ///
     /// One Redis server for now: with Cluster or Sentinel the store connects without it, and
     /// says so in one warning; so does a Redis that cannot track (before 6.0, or a proxy in
-    /// front of it). [`RedisStore::near_cache_stats`] counts hits, misses and invalidations.
+    /// front of it). [`RedisStore::near_cache_stats`] counts hits, misses, invalidations and refreshes.
     pub fn with_near_cache(mut self, capacity: u64) -> Self {
         self.near_cache = Some((capacity, crate::DEFAULT_NEAR_CACHE_HEARTBEAT));
         self

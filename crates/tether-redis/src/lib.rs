@@ -56,7 +56,7 @@
 //! |---|---|
 //! | `load` | `HGETALL` |
 //! | `create` | `EVALSHA create.lua`: `EXISTS`, `HSET` all fields, `PEXPIREAT`; for a bound session also its index entry |
-//! | `apply`, `touch` | `EVALSHA apply.lua`: `HGET @m` (existence), `HDEL`/`HSET` the delta, `HSET @m`, `PEXPIREAT`; for a bound session also its index entry (and the cap, when binding) |
+//! | `apply`, `touch` | `EVALSHA apply.lua`: `HGET @m` (existence), `HDEL`/`HSET` the delta, `HSET @m`, `PEXPIREAT`; for a bound session also its index entry (and the cap, when binding); `EXISTS` last, so a near cache's connection tracks the key again |
 //! | `delete` | `EVALSHA delete.lua`: `DEL`, and the index entry |
 //! | `cycle` | `HGETALL` old, `create.lua` under the new id, then `EVALSHA take.lua` (`HGETALL` + `DEL` old) and an `apply` of what changed meanwhile |
 //! | `sessions_of` | `EVALSHA list.lua`: the index hash and `HMGET @m @s @p` of each session, dropping entries whose session ended or is another principal's |
@@ -86,8 +86,9 @@
 //! of one costs no round trip. Redis keeps the copies coherent with server-assisted
 //! client-side caching (RESP3, `CLIENT TRACKING`): it pushes the key of every write to a
 //! session the connection read, and the copy is dropped as the push is read. A write through
-//! this store drops its own copy before it returns (read-your-writes); a read that raced a
-//! write never leaves a stale copy behind; a lost connection, a flushed database or a failed
+//! this store updates its own copy (an `apply` made on top of it) or drops it before it
+//! returns (read-your-writes), so a read-modify-write request is one round trip; a read that
+//! raced a write never leaves a stale copy behind; a lost connection, a flushed database or a failed
 //! heartbeat drops every copy. It is built on moka and redis-rs's push channel rather than
 //! redis-rs's own `cache-aio`, which stores a read's answer after the reply, where a racing
 //! invalidation is already gone, and gives no read-your-writes. One server only for now
