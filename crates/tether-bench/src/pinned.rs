@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
 use tokio::process::{Child, Command};
 
 use tether_core::BoxError;
@@ -119,8 +120,36 @@ struct Server {
     pid: u32,
     addr: SocketAddr,
     script: PathBuf,
+    /// The cookie of the first session made before the run; `None` for the no-session stack.
+    first_session: Option<HeaderValue>,
     /// The server's output, open while it runs.
     _stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl Server {
+    /// Fails when the first session made before the run is gone: every request would have
+    /// measured a read of a missing session.
+    async fn sessions_kept(&self) -> Result<(), BoxError> {
+        let Some(cookie) = &self.first_session else {
+            return Ok(());
+        };
+        let mut client = Client::connect(self.addr)
+            .await?
+            .with_cookie(Some(cookie.clone()));
+        let (status, body) = client.get("/read").await?;
+        let count = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|body| body.get("count").and_then(serde_json::Value::as_u64));
+        match count {
+            Some(count) if status.is_success() && count >= 1 => Ok(()),
+            _ => Err(format!(
+                "{}: a session made before the run was gone after it ({status}, {})",
+                self.stack,
+                String::from_utf8_lossy(&body)
+            )
+            .into()),
+        }
+    }
 }
 
 /// Measures every stack in interleaved rounds; prints a table, or one JSON array with `json`.
@@ -138,9 +167,14 @@ pub(crate) async fn run(
     }
     let dir = tempfile::tempdir().doing(|| "creating a directory for wrk's scripts".into())?;
     let ticks = clock_ticks().await?;
-    let mut servers = Vec::new();
+    // Every store is emptied before the first server starts: emptying one between two starts
+    // would take the sessions the earlier server made (they share the Redis and PostgreSQL),
+    // and its requests would measure reads of missing sessions.
     for &stack in stacks {
         setup.backends.reset_for(stack).await?;
+    }
+    let mut servers = Vec::new();
+    for &stack in stacks {
         let script = dir.path().join(format!("{stack}.lua"));
         servers.push(start(stack, workload, setup, script).await?);
     }
@@ -154,6 +188,9 @@ pub(crate) async fn run(
         for (server, samples) in servers.iter().zip(&mut measured) {
             samples.push(drive(server, setup, rounds, rounds.seconds, ticks).await?);
         }
+    }
+    for server in &servers {
+        server.sessions_kept().await?;
     }
     for server in &mut servers {
         // Closing stdin stops the server; kill_on_drop covers one that does not.
@@ -210,11 +247,15 @@ async fn start(
     let pid = child.id().ok_or("the server exited")?;
     let (addr, stdout) = listening(&mut child, PATIENCE).await.doing(at)?;
     let mut cookies = Vec::new();
+    let mut first_session = None;
     for _ in 0..SESSIONS {
         let mut client = Client::connect(addr).await?;
         let (status, _) = client.get("/write").await?;
         match client.cookie() {
-            Some(cookie) if status.is_success() => cookies.push(cookie.to_str()?.to_owned()),
+            Some(cookie) if status.is_success() => {
+                cookies.push(cookie.to_str()?.to_owned());
+                first_session.get_or_insert(cookie);
+            }
             _ if stack == Stack::None => cookies.push(String::new()),
             _ => return Err(format!("{stack}: /write answered {status} without a cookie").into()),
         }
@@ -227,6 +268,7 @@ async fn start(
         pid,
         addr,
         script,
+        first_session,
         _stdout: stdout,
     })
 }
