@@ -34,6 +34,8 @@ use moka::sync::Cache;
 use redis::{PushInfo, PushKind, Value};
 use tether_core::{Id, Record, Timestamp};
 
+use crate::telemetry;
+
 /// Stripes of invalidation counters; a power of two.
 const STRIPES: usize = 1024;
 
@@ -131,12 +133,13 @@ impl NearCache {
             .then(|| self.entries.get(id))
             .flatten()
             .filter(|record| !record.expiry.is_expired(now));
-        let counter = if hit.is_some() {
-            &self.hits
+        let (counter, event) = if hit.is_some() {
+            (&self.hits, "hit")
         } else {
-            &self.misses
+            (&self.misses, "miss")
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        telemetry::near_cache(event);
         hit.map(|record| Record::clone(&record))
     }
 
@@ -167,6 +170,7 @@ impl NearCache {
         *count = count.wrapping_add(1);
         self.entries.invalidate(id);
         self.invalidations.fetch_add(1, Ordering::Relaxed);
+        telemetry::near_cache("invalidation");
     }
 
     /// Starts a write of this store to `id`: takes the copy out, so no read is served from it
@@ -210,6 +214,7 @@ impl NearCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        telemetry::near_cache("flush");
         tracing::debug!(why, "near cache flushed");
     }
 
@@ -293,6 +298,7 @@ impl PendingWrite<'_> {
         *count = count.wrapping_add(1);
         near.entries.insert(self.id, Arc::new(record));
         near.refreshes.fetch_add(1, Ordering::Relaxed);
+        telemetry::near_cache("refresh");
         self.done = true;
     }
 }

@@ -7,6 +7,7 @@
 //! | `tether_redis_round_trips_total` | counter | `operation` | commands sent and answered (or failed) |
 //! | `tether_redis_script_loads_total` | counter | `script` | scripts loaded again after a `NOSCRIPT` |
 //! | `tether_redis_connection_errors_total` | counter | | commands failed on a lost or refused connection |
+//! | `tether_redis_near_cache_total` | counter | `event` | near-cache hits, misses, invalidations, refreshes, flushes |
 
 /// One command of `operation` went to Redis.
 pub(crate) fn round_trip(operation: &'static str) {
@@ -33,4 +34,12 @@ pub(crate) fn failed(error: &redis::RedisError) {
     }
     #[cfg(not(feature = "metrics"))]
     let _ = error;
+}
+
+/// The near cache did `event`: `hit`, `miss`, `invalidation`, `refresh` or `flush`.
+pub(crate) fn near_cache(event: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tether_redis_near_cache_total", "event" => event).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = event;
 }
