@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tether_core::{Changes, Created, Expiry, Id, Record, SessionStore as _, Timestamp};
+use tether_core::{Applied, Changes, Created, Expiry, Id, Record, SessionStore as _, Timestamp};
 use tether_redis::RedisStore;
 use tether_testkit::metrics_util::debugging::DebuggingRecorder;
 use tether_testkit::{MetricsSnapshot, RedisServer};
@@ -17,7 +17,10 @@ fn expiry() -> Expiry {
 async fn set(store: &RedisStore, id: &Id, value: &'static [u8]) {
     let mut changes = Changes::new();
     changes.insert("k", Bytes::from_static(value));
-    store.apply(id, &changes, &expiry()).await.expect("apply");
+    assert_eq!(
+        store.apply(id, &changes, &expiry()).await.expect("apply"),
+        Applied::Applied
+    );
 }
 
 // One test: the recorder is global to this test binary.
