@@ -145,9 +145,10 @@ impl RedisStoreBuilder {
     /// every [`DEFAULT_NEAR_CACHE_HEARTBEAT`](crate::DEFAULT_NEAR_CACHE_HEARTBEAT)). A write on another server reaches this one's
     /// copy as fast as Redis's push does (docs/benchmarks.md measures it).
     ///
-    /// One Redis server for now: with Cluster or Sentinel the store connects without it, and
-    /// says so in one warning; so does a Redis that cannot track (before 6.0, or a proxy in
-    /// front of it). [`RedisStore::near_cache_stats`] counts hits, misses, invalidations and refreshes.
+    /// One Redis server, or the master Sentinel names (every copy is dropped when the store
+    /// connects to a master anew, after a failover). With Cluster the store connects without
+    /// it, and says so in one warning; so does a Redis that cannot track (before 6.0, or a
+    /// proxy in front of it). [`RedisStore::near_cache_stats`] counts hits, misses, invalidations and refreshes.
     pub fn with_near_cache(mut self, capacity: u64) -> Self {
         self.near_cache = Some((capacity, crate::DEFAULT_NEAR_CACHE_HEARTBEAT));
         self
@@ -264,15 +265,22 @@ impl RedisStoreBuilder {
         let Some((capacity, heartbeat)) = self.near_cache else {
             return Ok((connection, None));
         };
-        let Topology::Standalone(url) = &self.topology else {
-            tracing::warn!(
-                topology = self.topology.name(),
-                "the near cache works with one Redis server only for now; connected without it"
-            );
-            return Ok((connection, None));
-        };
         let near = NearCache::new(capacity, &self.prefix, heartbeat);
-        match self.open_tracked(url, &near).await {
+        let tracked = match &self.topology {
+            Topology::Standalone(url) => self.open_tracked(url, &near).await,
+            #[cfg(feature = "sentinel")]
+            Topology::Sentinel { sentinels, master } => {
+                self.open_tracked_sentinel(sentinels, master, &near).await
+            }
+            #[cfg(feature = "cluster")]
+            Topology::Cluster(_) => {
+                tracing::warn!(
+                    "the near cache does not work with Redis Cluster yet; connected without it"
+                );
+                return Ok((connection, None));
+            }
+        };
+        match tracked {
             Ok(tracked) => Ok((tracked, Some(near))),
             Err(error) => {
                 tracing::warn!(
@@ -314,14 +322,52 @@ impl RedisStoreBuilder {
         let mut manager = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(connect_error)?;
-        redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("NOLOOP")
-            .query_async::<()>(&mut manager)
-            .await
-            .map_err(connect_error)?;
+        track(&mut manager).await.map_err(connect_error)?;
         Ok(Connection::Standalone(manager))
+    }
+
+    /// [`open_tracked`](Self::open_tracked) behind Sentinel: RESP3 connections to each master
+    /// Sentinel names, their pushes going to `near`, which drops every copy whenever the
+    /// store connects to a master anew (a failover may have lost writes the copies hold).
+    #[cfg(feature = "sentinel")]
+    async fn open_tracked_sentinel(
+        &self,
+        sentinels: &[String],
+        master: &str,
+        near: &Arc<NearCache>,
+    ) -> Result<Connection, Error> {
+        let resp3 =
+            redis::RedisConnectionInfo::default().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels.iter().map(String::as_str).collect(),
+            String::from(master),
+            Some(
+                redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(resp3),
+            ),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|source| self.config_error(source))?;
+        let receiver = Arc::downgrade(near);
+        let config = connection_config(self.command_timeout, self.connect_timeout).set_push_sender(
+            move |push| {
+                if let Some(near) = receiver.upgrade() {
+                    near.on_push(push);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            },
+        );
+        let master = crate::sentinel::SentinelMaster::new(client, config)
+            .with_master_name(master.to_owned())
+            .with_near_cache(near);
+        let connect_error = |source| Error::Connect {
+            topology: "sentinel",
+            target: self.topology.target(),
+            source,
+        };
+        let (_, mut conn) = master.connection().await.map_err(connect_error)?;
+        track(&mut conn).await.map_err(connect_error)?;
+        Ok(Connection::Sentinel(Arc::new(master)))
     }
 
     async fn open_plain(&self) -> Result<Connection, Error> {
@@ -380,6 +426,16 @@ impl RedisStoreBuilder {
             }
         }
     }
+}
+
+/// Turns on key tracking for the near cache on `conn`; fails on a Redis that cannot track.
+async fn track(conn: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("NOLOOP")
+        .query_async::<()>(conn)
+        .await
 }
 
 #[cfg(feature = "sentinel")]

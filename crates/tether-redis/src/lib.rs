@@ -91,8 +91,9 @@
 //! raced a write never leaves a stale copy behind; a lost connection, a flushed database or a failed
 //! heartbeat drops every copy. It is built on moka and redis-rs's push channel rather than
 //! redis-rs's own `cache-aio`, which stores a read's answer after the reply, where a racing
-//! invalidation is already gone, and gives no read-your-writes. One server only for now
-//! (Cluster and Sentinel connect without it, with a warning).
+//! invalidation is already gone, and gives no read-your-writes. One server, or the master
+//! Sentinel names (a failover drops every copy); Redis Cluster connects without it, with a
+//! warning.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tether_redis::Error> {

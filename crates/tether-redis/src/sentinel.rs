@@ -1,10 +1,12 @@
 //! Redis Sentinel: the master's connection, found again after a failover.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock, Weak};
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, RedisError, RedisResult};
+
+use crate::near_cache::NearCache;
 
 /// The current master connection, resolved through Sentinel on first use and again after any
 /// failure that suggests the master moved (connection lost or refused, `READONLY`, `LOADING`,
@@ -17,6 +19,8 @@ pub(crate) struct SentinelMaster {
     master: Option<String>,
     /// The connection and its generation; `None` until resolved or after a failure.
     current: RwLock<Option<(u64, MultiplexedConnection)>>,
+    /// The near cache whose copies a new master connection drops.
+    near: Option<Weak<NearCache>>,
 }
 
 impl SentinelMaster {
@@ -26,12 +30,20 @@ impl SentinelMaster {
             config,
             master: None,
             current: RwLock::new(None),
+            near: None,
         }
     }
 
     /// Names the master in logs.
     pub(crate) fn with_master_name(mut self, master: String) -> Self {
         self.master = Some(master);
+        self
+    }
+
+    /// Drops every copy of `near` whenever a master connection is made anew: the new master
+    /// (after a failover) may lack writes the copies hold, and tracked nothing for this store.
+    pub(crate) fn with_near_cache(mut self, near: &Arc<NearCache>) -> Self {
+        self.near = Some(Arc::downgrade(near));
         self
     }
 
@@ -67,6 +79,9 @@ impl SentinelMaster {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *current = Some((generation, conn.clone()));
+        if let Some(near) = self.near.as_ref().and_then(Weak::upgrade) {
+            near.flush("a new connection to the Redis master named by Sentinel");
+        }
         tracing::info!(master = %self.master_name(), "connected to the Redis master named by Sentinel");
         Ok((generation, conn))
     }

@@ -312,3 +312,108 @@ async fn a_redis_that_cannot_track_turns_the_cache_off() {
     let id = session(&store, b"v").await;
     assert_eq!(value(&store, &id).await.as_deref(), Some(&b"v"[..]));
 }
+
+#[cfg(feature = "sentinel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_copies_stay_coherent_and_a_failover_drops_them() {
+    use tether_testkit::SentinelSetup;
+    use tether_testkit::redis::SENTINEL_MASTER;
+
+    let mut setup = tokio::task::spawn_blocking(SentinelSetup::start)
+        .await
+        .expect("join")
+        .expect("sentinel setup");
+    let store = RedisStore::sentinel_builder([setup.sentinel_url()], SENTINEL_MASTER)
+        .with_near_cache(1_000)
+        .with_near_cache_heartbeat(HEARTBEAT)
+        .with_command_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connect through Sentinel");
+    assert!(store.near_cache_stats().is_some(), "the near cache is on");
+    let other = RedisStore::sentinel_builder([setup.sentinel_url()], SENTINEL_MASTER)
+        .with_command_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connect through Sentinel");
+
+    let id = session(&other, b"first").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.near_cache_stats().expect("a near cache").hits == 0 {
+        assert_eq!(value(&store, &id).await.as_deref(), Some(&b"first"[..]));
+        assert!(Instant::now() < deadline, "no copy was served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    set(&other, &id, b"second").await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while value(&store, &id).await.as_deref() != Some(&b"second"[..]) {
+        assert!(
+            Instant::now() < deadline,
+            "another client's write never reached the copy"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Cached again, and on the replica before the master dies.
+    assert_eq!(value(&store, &id).await.as_deref(), Some(&b"second"[..]));
+    let wait = setup.master().command("WAIT 1 2000").expect("WAIT");
+    assert!(wait.starts_with('1'), "replica acknowledged: {wait}");
+
+    let setup = tokio::task::spawn_blocking(move || setup.fail_over().map(|()| setup))
+        .await
+        .expect("join")
+        .expect("failover");
+
+    // A write on the new master: once it is acknowledged, no read may answer what came before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut changes = Changes::new();
+        changes.insert("k", Bytes::from_static(b"after"));
+        if other.apply(&id, &changes, &expiry()).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other client found no master"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.load(&id).await {
+            Ok(found) => {
+                let found = found.and_then(|record| record.data.get("k").cloned());
+                assert_eq!(
+                    found.as_deref(),
+                    Some(&b"after"[..]),
+                    "a copy from before the failover was served"
+                );
+                break;
+            }
+            Err(error) => assert!(error.is_transient(), "{error}"),
+        }
+        assert!(Instant::now() < deadline, "the store found no master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = store.near_cache_stats().expect("a near cache");
+    assert!(stats.flushes >= 1, "{stats:?}");
+    // Copies are served again from the new master, and kept coherent there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.near_cache_stats().expect("a near cache").hits == stats.hits {
+        assert_eq!(value(&store, &id).await.as_deref(), Some(&b"after"[..]));
+        assert!(
+            Instant::now() < deadline,
+            "no copy served after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    set(&other, &id, b"later").await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while value(&store, &id).await.as_deref() != Some(&b"later"[..]) {
+        assert!(
+            Instant::now() < deadline,
+            "after the failover, another client's write never reached the copy"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(setup);
+}
