@@ -459,6 +459,57 @@ mod tests {
         }
     }
 
+    /// The seeds of the `replication_frame` fuzz target (fuzz/corpus/replication_frame) are
+    /// frames of this protocol version, so the fuzzer starts past the version check. After a
+    /// change of the format, `TETHER_WRITE_FUZZ_SEEDS=1 cargo test -p tether-replicated
+    /// fuzz_seeds` writes them anew.
+    #[test]
+    fn fuzz_seeds_are_frames_of_this_version() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/replication_frame");
+        let seeds = [
+            ("challenge", Frame::Challenge { nonce: [7; 32] }),
+            (
+                "hello",
+                Frame::Hello {
+                    node: "node-a".into(),
+                    nonce: [1; 32],
+                    mac: [2; 32],
+                },
+            ),
+            (
+                "request",
+                Frame::Request {
+                    id: 3,
+                    clock: Hlc::default(),
+                    body: Request::Fetch {
+                        id: Id::from_bytes([4; 16]),
+                    },
+                },
+            ),
+            (
+                "forward",
+                forward(KeyChange::Increment {
+                    by: 2,
+                    codec: ValueCodec::MessagePack,
+                }),
+            ),
+        ];
+        for (name, frame) in seeds {
+            let path = dir.join(name);
+            if std::env::var_os("TETHER_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::write(&path, encode(&frame).unwrap()).unwrap();
+            }
+            let seed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                decode(&seed).is_ok(),
+                "{} is not a frame of protocol version {PROTOCOL_VERSION}: write the seeds anew \
+                 (TETHER_WRITE_FUZZ_SEEDS=1)",
+                path.display()
+            );
+        }
+    }
+
     fn forward(change: KeyChange) -> Frame {
         Frame::Request {
             id: 11,
