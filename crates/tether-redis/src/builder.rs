@@ -9,6 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::connection::Connection;
 use crate::near_cache::NearCache;
+use crate::reconnect::{Reconnecting, Source};
 use crate::store::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX};
 use crate::{Error, RedisStore};
 
@@ -114,9 +115,9 @@ impl RedisStore {
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub fn from_sentinel_client(client: redis::sentinel::SentinelClient) -> Self {
         let config = connection_config(DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TIMEOUT);
-        let master = crate::sentinel::SentinelMaster::new(client, config);
+        let master = Reconnecting::new(Source::Sentinel(client), config);
         Self::new(
-            Connection::Sentinel(std::sync::Arc::new(master)),
+            Connection::Reconnecting(std::sync::Arc::new(master)),
             DEFAULT_PREFIX,
             DEFAULT_COMMAND_TIMEOUT,
         )
@@ -155,10 +156,12 @@ impl RedisStoreBuilder {
     }
 
     /// The interval between two heartbeats of the near cache (see
-    /// [`with_near_cache`](Self::with_near_cache)); has no effect without it.
+    /// [`with_near_cache`](Self::with_near_cache)); has no effect without it. Kept within
+    /// 10 ms to one hour: shorter would keep the connection busy with `PING`s, and a copy is
+    /// served for two intervals after a heartbeat.
     pub fn with_near_cache_heartbeat(mut self, heartbeat: Duration) -> Self {
         if let Some((_, interval)) = &mut self.near_cache {
-            *interval = heartbeat;
+            *interval = heartbeat.clamp(Duration::from_millis(10), Duration::from_secs(3600));
         }
         self
     }
@@ -293,7 +296,11 @@ impl RedisStoreBuilder {
     }
 
     /// A RESP3 connection to one server whose invalidation pushes go to `near`, once it has
-    /// shown that it tracks keys.
+    /// shown that it tracks keys. Not redis-rs's `ConnectionManager`: it hands pushes to a task
+    /// of its own, so a push could be handled after the reply of a write that Redis ran after
+    /// the push's write, and this store would keep a copy missing that write. A
+    /// `MultiplexedConnection` runs the push handler in its reader, in order with the replies;
+    /// [`Reconnecting`] makes it again after a failure.
     async fn open_tracked(&self, url: &str, near: &Arc<NearCache>) -> Result<Connection, Error> {
         let info = url
             .into_connection_info()
@@ -303,9 +310,24 @@ impl RedisStoreBuilder {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = self.standalone_client(info.set_redis_settings(settings))?;
-        // Weak: the connection must not keep the cache alive, nor the cache the connection.
+        let connection = Reconnecting::new(Source::Server(client), self.pushing_to(near))
+            .with_target(self.topology.target())
+            .with_near_cache(near);
+        let connect_error = |source| Error::Connect {
+            topology: "standalone",
+            target: self.topology.target(),
+            source,
+        };
+        let (_, mut conn) = connection.connection().await.map_err(connect_error)?;
+        track(&mut conn).await.map_err(connect_error)?;
+        Ok(Connection::Reconnecting(Arc::new(connection)))
+    }
+
+    /// Connection settings whose pushes go to `near`. Weak: the connection must not keep the
+    /// cache alive, nor the cache the connection.
+    fn pushing_to(&self, near: &Arc<NearCache>) -> redis::AsyncConnectionConfig {
         let receiver = Arc::downgrade(near);
-        let config = ConnectionManagerConfig::new()
+        redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(self.command_timeout))
             .set_connection_timeout(Some(self.connect_timeout))
             .set_push_sender(move |push| {
@@ -313,17 +335,7 @@ impl RedisStoreBuilder {
                     near.on_push(push);
                 }
                 Ok::<(), std::convert::Infallible>(())
-            });
-        let connect_error = |source| Error::Connect {
-            topology: "standalone",
-            target: self.topology.target(),
-            source,
-        };
-        let mut manager = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(connect_error)?;
-        track(&mut manager).await.map_err(connect_error)?;
-        Ok(Connection::Standalone(manager))
+            })
     }
 
     /// [`open_tracked`](Self::open_tracked) behind Sentinel: RESP3 connections to each master
@@ -348,17 +360,9 @@ impl RedisStoreBuilder {
             redis::sentinel::SentinelServerType::Master,
         )
         .map_err(|source| self.config_error(source))?;
-        let receiver = Arc::downgrade(near);
-        let config = connection_config(self.command_timeout, self.connect_timeout).set_push_sender(
-            move |push| {
-                if let Some(near) = receiver.upgrade() {
-                    near.on_push(push);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            },
-        );
-        let master = crate::sentinel::SentinelMaster::new(client, config)
-            .with_master_name(master.to_owned())
+        let config = self.pushing_to(near);
+        let master = Reconnecting::new(Source::Sentinel(client), config)
+            .with_target(master.to_owned())
             .with_near_cache(near);
         let connect_error = |source| Error::Connect {
             topology: "sentinel",
@@ -367,7 +371,7 @@ impl RedisStoreBuilder {
         };
         let (_, mut conn) = master.connection().await.map_err(connect_error)?;
         track(&mut conn).await.map_err(connect_error)?;
-        Ok(Connection::Sentinel(Arc::new(master)))
+        Ok(Connection::Reconnecting(Arc::new(master)))
     }
 
     async fn open_plain(&self) -> Result<Connection, Error> {
@@ -419,10 +423,10 @@ impl RedisStoreBuilder {
                 )
                 .map_err(|source| self.config_error(source))?;
                 let config = connection_config(self.command_timeout, self.connect_timeout);
-                let master = crate::sentinel::SentinelMaster::new(client, config)
-                    .with_master_name(master.clone());
+                let master =
+                    Reconnecting::new(Source::Sentinel(client), config).with_target(master.clone());
                 master.connection().await.map_err(connect_error)?;
-                Ok(Connection::Sentinel(std::sync::Arc::new(master)))
+                Ok(Connection::Reconnecting(std::sync::Arc::new(master)))
             }
         }
     }

@@ -11,9 +11,9 @@ pub(crate) enum Connection {
     /// Redis Cluster: commands go to the master owning the key's slot.
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
-    /// The master named by Sentinel, found again after a failover.
-    #[cfg(feature = "sentinel")]
-    Sentinel(std::sync::Arc<crate::sentinel::SentinelMaster>),
+    /// One multiplexed connection made again after a failure: the master named by Sentinel
+    /// (found again after a failover), or one server with the near cache.
+    Reconnecting(std::sync::Arc<crate::reconnect::Reconnecting>),
 }
 
 impl Connection {
@@ -23,10 +23,9 @@ impl Connection {
             Self::Standalone(conn) => Handle::Standalone(conn.clone()),
             #[cfg(feature = "cluster")]
             Self::Cluster(conn) => Handle::Cluster(conn.clone()),
-            #[cfg(feature = "sentinel")]
-            Self::Sentinel(master) => {
-                let (generation, conn) = master.connection().await?;
-                Handle::Sentinel(std::sync::Arc::clone(master), generation, conn)
+            Self::Reconnecting(source) => {
+                let (generation, conn) = source.connection().await?;
+                Handle::Reconnecting(std::sync::Arc::clone(source), generation, conn)
             }
         })
     }
@@ -45,21 +44,19 @@ impl Connection {
             Self::Standalone(_) => "standalone",
             #[cfg(feature = "cluster")]
             Self::Cluster(_) => "cluster",
-            #[cfg(feature = "sentinel")]
-            Self::Sentinel(_) => "sentinel",
+            Self::Reconnecting(source) => source.topology(),
         }
     }
 }
 
-/// One checked-out connection. For Sentinel it remembers which master connection it is, so a
+/// One checked-out connection. A reconnecting one remembers which connection it is, so a
 /// failure can drop exactly that one.
 pub(crate) enum Handle {
     Standalone(ConnectionManager),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
-    #[cfg(feature = "sentinel")]
-    Sentinel(
-        std::sync::Arc<crate::sentinel::SentinelMaster>,
+    Reconnecting(
+        std::sync::Arc<crate::reconnect::Reconnecting>,
         u64,
         redis::aio::MultiplexedConnection,
     ),
@@ -68,11 +65,9 @@ pub(crate) enum Handle {
 impl Handle {
     /// Tells the topology that a command on this connection failed with `error`.
     pub(crate) fn failed(&self, error: &redis::RedisError) {
-        #[cfg(feature = "sentinel")]
-        if let Self::Sentinel(master, generation, _) = self {
-            master.failed(*generation, error);
+        if let Self::Reconnecting(source, generation, _) = self {
+            source.failed(*generation, error);
         }
-        let _ = error;
     }
 }
 
@@ -82,8 +77,7 @@ impl ConnectionLike for Handle {
             Self::Standalone(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Self::Cluster(conn) => conn.req_packed_command(cmd),
-            #[cfg(feature = "sentinel")]
-            Self::Sentinel(_, _, conn) => conn.req_packed_command(cmd),
+            Self::Reconnecting(_, _, conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -97,8 +91,7 @@ impl ConnectionLike for Handle {
             Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-            #[cfg(feature = "sentinel")]
-            Self::Sentinel(_, _, conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Reconnecting(_, _, conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -107,8 +100,7 @@ impl ConnectionLike for Handle {
             Self::Standalone(conn) => conn.get_db(),
             #[cfg(feature = "cluster")]
             Self::Cluster(conn) => conn.get_db(),
-            #[cfg(feature = "sentinel")]
-            Self::Sentinel(_, _, conn) => conn.get_db(),
+            Self::Reconnecting(_, _, conn) => conn.get_db(),
         }
     }
 }

@@ -165,8 +165,7 @@ mod eviction;
 mod index;
 mod layout;
 mod near_cache;
-#[cfg(feature = "sentinel")]
-mod sentinel;
+mod reconnect;
 mod store;
 mod telemetry;
 

@@ -13,7 +13,9 @@
 //!   the invalidation of this connection's own writes, which would come after the write's reply
 //!   and refuse the fill of the next read for nothing. Every write of this store that can end
 //!   or change a session drops the copies it touched (or all of them, when it cannot name
-//!   them); the expired sessions the event log's sweep deletes are expired in their copies too.
+//!   them). A session that expires in Redis (its deadline, or deleted on expiry when one of
+//!   this connection's own commands touches it, which `NOLOOP` keeps quiet) expires in its
+//!   copy at the same deadline: a copy past its deadline is never served.
 //!   A write drops the copy rather than updating it: Redis stops tracking a key at its first
 //!   write, this connection's included, so only a read that tracks the key again may fill it.
 //! - **No stale fill.** A miss notes the key's stripe counter before it asks Redis, and keeps
@@ -27,8 +29,8 @@
 //!   which delivers no pushes, stops serving within two heartbeat intervals.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use redis::{PushInfo, PushKind, Value};
@@ -65,12 +67,16 @@ pub struct NearCacheStats {
 /// The copies, and what keeps them coherent.
 pub(crate) struct NearCache {
     entries: Cache<Id, Arc<Record>, foldhash::fast::RandomState>,
-    /// Invalidations per stripe of ids, and flushes in the epoch: a fill checks both.
+    /// Invalidations per stripe of ids, and flushes in the epoch: a fill checks both. A fill
+    /// checks and inserts under the epoch's read lock, and a flush counts and empties the cache
+    /// under its write lock: a fill that passed its check cannot insert after the flush.
     stripes: Box<[Mutex<u64>]>,
-    epoch: AtomicU64,
-    /// Copies may be served until this instant (Unix ms): the last heartbeat plus two
+    epoch: RwLock<u64>,
+    /// Copies may be served until this instant, in milliseconds since `started` (a monotonic
+    /// clock, which a step of the wall clock cannot move): the last heartbeat plus two
     /// intervals. 0 before the first heartbeat and after a flush.
     serve_until: AtomicU64,
+    started: Instant,
     heartbeat: Duration,
     prefix: String,
     hits: AtomicU64,
@@ -96,8 +102,9 @@ impl NearCache {
                 .max_capacity(capacity)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
-            epoch: AtomicU64::new(0),
+            epoch: RwLock::new(0),
             serve_until: AtomicU64::new(0),
+            started: Instant::now(),
             heartbeat,
             prefix: format!("{prefix}:"),
             hits: AtomicU64::new(0),
@@ -129,10 +136,11 @@ impl NearCache {
     /// The copy of `id`, if one may be served now. Counts a hit or a miss.
     pub(crate) fn get(&self, id: &Id) -> Option<Record> {
         let now = Timestamp::now();
-        let hit = (now.as_millis() < self.serve_until.load(Ordering::Acquire))
-            .then(|| self.entries.get(id))
-            .flatten()
-            .filter(|record| !record.expiry.is_expired(now));
+        let hit = (self.millis_since_start(Instant::now())
+            < self.serve_until.load(Ordering::Acquire))
+        .then(|| self.entries.get(id))
+        .flatten()
+        .filter(|record| !record.expiry.is_expired(now));
         let (counter, event) = if hit.is_some() {
             (&self.hits, "hit")
         } else {
@@ -146,7 +154,7 @@ impl NearCache {
     /// Notes the state a fill of `id` must still find.
     pub(crate) fn ticket(&self, id: &Id) -> FillTicket {
         let stripe = Self::stripe_of(id);
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = *self.epoch();
         let count = *self.lock(stripe);
         FillTicket {
             stripe,
@@ -158,10 +166,29 @@ impl NearCache {
     /// Keeps `record`, read from Redis after `ticket` was taken, unless an invalidation of its
     /// stripe or a flush came since.
     pub(crate) fn fill(&self, ticket: FillTicket, record: &Record) {
+        let copy = Arc::new(record.clone());
         let count = self.lock(ticket.stripe);
-        if *count == ticket.count && self.epoch.load(Ordering::Acquire) == ticket.epoch {
-            self.entries.insert(record.id, Arc::new(record.clone()));
+        let epoch = self.epoch();
+        if *count == ticket.count && *epoch == ticket.epoch {
+            self.entries.insert(record.id, copy);
         }
+    }
+
+    fn epoch(&self) -> std::sync::RwLockReadGuard<'_, u64> {
+        // Nothing panics under this lock; a poisoned one still holds a valid counter.
+        self.epoch
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a new epoch and empties the cache, both under the epoch's write lock.
+    fn next_epoch(&self) {
+        let mut epoch = self
+            .epoch
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *epoch = epoch.wrapping_add(1);
+        self.entries.invalidate_all();
     }
 
     /// Drops the copy of `id`, and fails fills of its stripe under way.
@@ -189,7 +216,7 @@ impl NearCache {
             ticket: FillTicket {
                 stripe,
                 count: *count,
-                epoch: self.epoch.load(Ordering::Acquire),
+                epoch: *self.epoch(),
             },
             copy,
             done: false,
@@ -204,24 +231,26 @@ impl NearCache {
     }
 
     fn drop_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate_all();
+        self.next_epoch();
     }
 
     /// Drops every copy and stops serving until the next heartbeat.
     pub(crate) fn flush(&self, why: &'static str) {
         self.serve_until.store(0, Ordering::Release);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate_all();
+        self.next_epoch();
         self.flushes.fetch_add(1, Ordering::Relaxed);
         telemetry::near_cache("flush");
         tracing::debug!(why, "near cache flushed");
     }
 
     /// A heartbeat came back at `at`: copies may be served for two more intervals.
-    pub(crate) fn alive(&self, at: Timestamp) {
-        let until = (at + self.heartbeat * 2).as_millis();
+    pub(crate) fn alive(&self, at: Instant) {
+        let until = self.millis_since_start(at + self.heartbeat * 2);
         self.serve_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    fn millis_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Handles one push from the connection, in its reader task.
@@ -287,16 +316,18 @@ impl PendingWrite<'_> {
     /// session's key, so that Redis tracks it again for this connection.
     pub(crate) fn applied(mut self, applied: impl FnOnce(&Record) -> Option<Record>) {
         let near = self.near;
-        let mut count = near.lock(self.ticket.stripe);
-        if *count != self.ticket.count || near.epoch.load(Ordering::Acquire) != self.ticket.epoch {
-            return;
-        }
         let Some(record) = self.copy.take().and_then(|copy| applied(&copy)) else {
             return;
         };
+        let record = Arc::new(record);
+        let mut count = near.lock(self.ticket.stripe);
+        let epoch = near.epoch();
+        if *count != self.ticket.count || *epoch != self.ticket.epoch {
+            return;
+        }
         // Fills that started before this write read what it replaced.
         *count = count.wrapping_add(1);
-        near.entries.insert(self.id, Arc::new(record));
+        near.entries.insert(self.id, record);
         near.refreshes.fetch_add(1, Ordering::Relaxed);
         telemetry::near_cache("refresh");
         self.done = true;
@@ -333,7 +364,7 @@ pub(crate) fn keep_alive(store: &crate::RedisStore, near: &Arc<NearCache>) {
                 return;
             };
             let heartbeat = cache.heartbeat();
-            let sent = Timestamp::now();
+            let sent = Instant::now();
             match store.ping().await {
                 Ok(()) => cache.alive(sent),
                 Err(error) => {
