@@ -311,10 +311,20 @@ impl RedisStoreBuilder {
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = self.standalone_client(info.set_redis_settings(settings))?;
         let connection = Reconnecting::new(Source::Server(client), self.pushing_to(near))
-            .with_target(self.topology.target())
-            .with_near_cache(near);
+            .with_target(self.topology.target());
+        self.tracking(connection, near).await
+    }
+
+    /// Makes `connection`'s first connection and turns tracking on; its copies in `near` are
+    /// dropped whenever it connects anew.
+    async fn tracking(
+        &self,
+        connection: Reconnecting,
+        near: &Arc<NearCache>,
+    ) -> Result<Connection, Error> {
+        let connection = connection.with_near_cache(near);
         let connect_error = |source| Error::Connect {
-            topology: "standalone",
+            topology: connection.topology(),
             target: self.topology.target(),
             source,
         };
@@ -360,18 +370,9 @@ impl RedisStoreBuilder {
             redis::sentinel::SentinelServerType::Master,
         )
         .map_err(|source| self.config_error(source))?;
-        let config = self.pushing_to(near);
-        let master = Reconnecting::new(Source::Sentinel(client), config)
-            .with_target(master.to_owned())
-            .with_near_cache(near);
-        let connect_error = |source| Error::Connect {
-            topology: "sentinel",
-            target: self.topology.target(),
-            source,
-        };
-        let (_, mut conn) = master.connection().await.map_err(connect_error)?;
-        track(&mut conn).await.map_err(connect_error)?;
-        Ok(Connection::Reconnecting(Arc::new(master)))
+        let master = Reconnecting::new(Source::Sentinel(client), self.pushing_to(near))
+            .with_target(master.to_owned());
+        self.tracking(master, near).await
     }
 
     async fn open_plain(&self) -> Result<Connection, Error> {
