@@ -86,14 +86,14 @@
 //! of one costs no round trip. Redis keeps the copies coherent with server-assisted
 //! client-side caching (RESP3, `CLIENT TRACKING`): it pushes the key of every write to a
 //! session the connection read, and the copy is dropped as the push is read. A write through
-//! this store updates its own copy (an `apply` made on top of it) or drops it before it
-//! returns (read-your-writes), so a read-modify-write request is one round trip; a read that
-//! raced a write never leaves a stale copy behind; a lost connection, a flushed database or a failed
-//! heartbeat drops every copy. It is built on moka and redis-rs's push channel rather than
-//! redis-rs's own `cache-aio`, which stores a read's answer after the reply, where a racing
-//! invalidation is already gone, and gives no read-your-writes. One server, or the master
-//! Sentinel names (a failover drops every copy); Redis Cluster connects without it, with a
-//! warning.
+//! this store updates its own copy (an `apply` or `update_key` made on top of it) or drops it
+//! before it returns (read-your-writes), so a read-modify-write request is one round trip; a
+//! read that raced a write never leaves a stale copy behind; a lost connection, a flushed
+//! database or a failed heartbeat drops every copy. It is built on moka and redis-rs's push
+//! channel rather than redis-rs's own `cache-aio`, which stores a read's answer after the
+//! reply, where a racing invalidation is already gone, and gives no read-your-writes. One
+//! server, or the master Sentinel names (a failover drops every copy); Redis Cluster connects
+//! without it, with a warning.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tether_redis::Error> {

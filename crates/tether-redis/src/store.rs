@@ -515,14 +515,23 @@ impl SessionStore for RedisStore {
             call.arg(arg);
         }
         let written = self.write_guard(id);
-        let reply = self.script::<Value>(call).await;
-        drop(written);
-        let reply = reply?;
+        let reply = self.script::<Value>(call).await?;
         let by = match update {
             KeyUpdate::Increment { by, .. } => *by,
             _ => 0,
         };
-        layout::key_updated_reply(key, by, reply)
+        let updated = layout::key_updated_reply(key, by, reply)?;
+        if let (Some(written), KeyUpdated::Updated(value)) = (written, &updated) {
+            written.applied(|copy| {
+                let mut record = copy.clone();
+                match value {
+                    Some(value) => record.data.insert(key.to_owned(), value.clone()),
+                    None => record.data.remove(key),
+                };
+                Some(record)
+            });
+        }
+        Ok(updated)
     }
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {

@@ -156,6 +156,39 @@ async fn own_writes_refresh_the_copy_which_stays_coherent() {
     }
     let stats = store.near_cache_stats().expect("a near cache");
     assert_eq!(stats.refreshes, 50, "{stats:?}");
+
+    // So does an increment counted in Redis.
+    let _ = value(&store, &id).await;
+    let increment = KeyUpdate::Increment {
+        by: 1,
+        codec: Codec::default(),
+    };
+    for round in 1..=20_i64 {
+        let counted = store.update_key(&id, "n", &increment).await;
+        let expected = Codec::default().encode(&round).expect("encode");
+        assert!(
+            matches!(&counted, Ok(KeyUpdated::Updated(Some(n))) if *n == expected),
+            "{counted:?}"
+        );
+        let before = store.near_cache_stats().expect("a near cache");
+        let record = store.load(&id).await.expect("load").expect("session");
+        assert_eq!(record.data.get("n"), Some(&expected), "round {round}");
+        let after = store.near_cache_stats().expect("a near cache");
+        assert_eq!(
+            after.hits - before.hits,
+            1,
+            "round {round}: served by the copy"
+        );
+    }
+    set(&other, &id, b"last").await;
+    let start = Instant::now();
+    while value(&store, &id).await.as_deref() != Some(&b"last"[..]) {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "a copy refreshed by an increment outlived another client's write"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

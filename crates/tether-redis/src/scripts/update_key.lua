@@ -13,6 +13,12 @@ end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 
 local function answer(status, value)
+  if status == 1 then
+    -- A read after the write: a connection with CLIENT TRACKING (the near cache) tracks the
+    -- key again, so the copy it brings up to date from this reply is invalidated by the next
+    -- write.
+    redis.call('EXISTS', KEYS[1])
+  end
   if value then
     return { status, value }
   end
@@ -108,4 +114,4 @@ else
   encoded = cmsgpack.pack(sum)
 end
 redis.call('HSET', KEYS[1], ARGV[1], encoded)
-return { 1, encoded }
+return answer(1, encoded)
