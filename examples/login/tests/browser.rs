@@ -154,20 +154,49 @@ async fn wait_for_path(browser: &Client, path: &str) {
     }
 }
 
-/// The device rows of the devices page: `(handle, row text, is this device)`.
+/// The device rows of the devices page: `(handle, row text, is this device)`. Read again when
+/// the page was replaced while being read (a form's answer arriving).
 async fn device_rows(browser: &Client) -> Vec<(String, String, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match read_device_rows(browser).await {
+            Ok(rows) => return rows,
+            Err(error) if error.is_stale_element_reference() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("reading the device rows: {error}"),
+        }
+    }
+}
+
+async fn read_device_rows(
+    browser: &Client,
+) -> Result<Vec<(String, String, bool)>, fantoccini::error::CmdError> {
     let mut rows = Vec::new();
-    for row in browser.find_all(Locator::Css("tr.device")).await.unwrap() {
-        let handle = row.attr("data-handle").await.unwrap().unwrap_or_default();
-        let text = row.text().await.unwrap();
-        let current = !row
-            .find_all(Locator::Css("td.current"))
-            .await
-            .unwrap()
-            .is_empty();
+    for row in browser.find_all(Locator::Css("tr.device")).await? {
+        let handle = row.attr("data-handle").await?.unwrap_or_default();
+        let text = row.text().await?;
+        let current = !row.find_all(Locator::Css("td.current")).await?.is_empty();
         rows.push((handle, text, current));
     }
-    rows
+    Ok(rows)
+}
+
+/// The device rows once there are `count` of them: after a form posted from the devices page,
+/// whose answer brings the browser back to the same page, the old rows show until it arrives.
+async fn device_rows_once(browser: &Client, count: usize) -> Vec<(String, String, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = device_rows(browser).await;
+        if rows.len() == count {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} device rows, still {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,8 +253,7 @@ async fn a_user_signs_another_device_out() {
         .await
         .unwrap();
     wait_for_path(&laptop, "/devices").await;
-    let rows = device_rows(&laptop).await;
-    assert_eq!(rows.len(), 1, "one device left: {rows:?}");
+    let rows = device_rows_once(&laptop, 1).await;
     assert!(rows[0].2, "and it is this one");
 
     // The phone's next page load shows the login form.
@@ -248,7 +276,7 @@ async fn a_user_signs_another_device_out() {
         .await
         .unwrap();
     wait_for_path(&laptop, "/devices").await;
-    assert_eq!(device_rows(&laptop).await.len(), 1);
+    device_rows_once(&laptop, 1).await;
     phone.goto(&format!("{base}/devices")).await.unwrap();
     wait_for_path(&phone, "/").await;
     phone.find(Locator::Id("login")).await.unwrap();
