@@ -301,6 +301,7 @@ async fn a_restart_drops_every_copy() {
     assert_eq!(value(&store, &id).await.as_deref(), Some(&b"before"[..]));
     assert_eq!(value(&store, &id).await.as_deref(), Some(&b"before"[..]));
 
+    let flushed = store.near_cache_stats().expect("a near cache").flushes;
     server.kill();
     server.restart().expect("restart");
     // Whatever the restarted server holds, a write made now must be what is read.
@@ -329,7 +330,7 @@ async fn a_restart_drops_every_copy() {
         assert!(Instant::now() < deadline, "the store did not recover");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(store.near_cache_stats().expect("a near cache").flushes >= 1);
+    assert!(store.near_cache_stats().expect("a near cache").flushes > flushed);
 }
 
 #[tokio::test]
