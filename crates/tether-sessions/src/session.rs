@@ -20,7 +20,7 @@ use crate::activity::Observed;
 use crate::config::Config;
 use crate::index::SessionIndex;
 use crate::save::Plan;
-use crate::telemetry::{Operation, Outcome, store_span};
+use crate::telemetry::{Operation, Outcome, Rejection, store_span};
 use crate::{Error, Result};
 
 /// Attempts [`Session::update`] makes before it answers [`Error::Conflict`]. Each lost attempt
@@ -227,7 +227,10 @@ impl Session {
         self.load().await?;
         let codec = self.inner.config.codec;
         let mut current = self.state().data.get(key).cloned();
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            if attempt > 1 {
+                self.inner.config.telemetry.update_retried();
+            }
             let old = current.as_deref().map(|b| codec.decode(b)).transpose()?;
             let new = change(old);
             let bytes = new.as_ref().map(|v| codec.encode(v)).transpose()?;
@@ -245,6 +248,7 @@ impl Session {
             attempts = UPDATE_ATTEMPTS,
             "session update gave up: the key kept changing"
         );
+        self.inner.config.telemetry.rejected(Rejection::Conflict);
         Err(Error::Conflict {
             key: key.to_owned(),
         })
@@ -304,6 +308,7 @@ impl Session {
                     key,
                     "session write refused: another request changed the key"
                 );
+                self.inner.config.telemetry.rejected(Rejection::Conflict);
                 Err(Error::Conflict {
                     key: key.to_owned(),
                 })
@@ -581,6 +586,7 @@ impl State {
         if keys > config.max_keys {
             let limit = config.max_keys;
             tracing::debug!(key, keys, limit, "session insert refused: too many keys");
+            config.telemetry.rejected(Rejection::TooManyKeys);
             return Err(Error::TooManyKeys { keys, limit });
         }
         let size = self
@@ -590,6 +596,7 @@ impl State {
         if size > config.max_size {
             let limit = config.max_size;
             tracing::debug!(key, size, limit, "session insert refused: too large");
+            config.telemetry.rejected(Rejection::TooLarge);
             return Err(Error::TooLarge { size, limit });
         }
         Ok(size)

@@ -8,6 +8,8 @@
 //! | `tether_session_store_duration_seconds` | histogram | `operation` | time of each store call |
 //! | `tether_session_store_errors_total` | counter | `operation`, `kind` | failed store calls |
 //! | `tether_session_size_bytes` | histogram | | size of the session data a request saved |
+//! | `tether_session_rejected_total` | counter | `reason` | session calls refused: too large, too many keys, conflict |
+//! | `tether_session_update_retries_total` | counter | | `Session::update` attempts lost to another write and tried again |
 
 use std::future::Future;
 
@@ -130,16 +132,84 @@ impl Operation {
     }
 }
 
-/// The kind label of a store error.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn kind(error: &Error) -> &'static str {
-    match error.kind() {
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Corrupt => "corrupt",
-        ErrorKind::Encode | ErrorKind::Decode | ErrorKind::NotACounter => "codec",
-        ErrorKind::Conflict => "conflict",
-        _ => "backend",
+/// What failed in a store call, as its `kind` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorClass {
+    Unavailable,
+    Timeout,
+    Corrupt,
+    Codec,
+    Conflict,
+    Backend,
+}
+
+impl ErrorClass {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const COUNT: usize = 6;
+    /// Every class, in declaration order: `class as usize` indexes it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const ALL: [Self; Self::COUNT] = [
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Corrupt,
+        Self::Codec,
+        Self::Conflict,
+        Self::Backend,
+    ];
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn of(error: &Error) -> Self {
+        match error.kind() {
+            ErrorKind::Unavailable => Self::Unavailable,
+            ErrorKind::Timeout => Self::Timeout,
+            ErrorKind::Corrupt => Self::Corrupt,
+            ErrorKind::Encode | ErrorKind::Decode | ErrorKind::NotACounter => Self::Codec,
+            ErrorKind::Conflict => Self::Conflict,
+            _ => Self::Backend,
+        }
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn label(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Corrupt => "corrupt",
+            Self::Codec => "codec",
+            Self::Conflict => "conflict",
+            Self::Backend => "backend",
+        }
+    }
+}
+
+/// A handler's session call the layer refused: the client's mistake or a lost race, answered
+/// `413` or `409`, never a store failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// Past the layer's size limit.
+    TooLarge,
+    /// Past the layer's key limit.
+    TooManyKeys,
+    /// Another request changed the key first: a write under
+    /// [`WritePolicy::RejectOnConflict`](crate::WritePolicy::RejectOnConflict), or a
+    /// [`Session::update`](crate::Session::update) that lost every attempt.
+    Conflict,
+}
+
+impl Rejection {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const COUNT: usize = 3;
+    /// Every rejection, in declaration order: `rejection as usize` indexes it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    const ALL: [Self; Self::COUNT] = [Self::TooLarge, Self::TooManyKeys, Self::Conflict];
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn label(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::TooManyKeys => "too_many_keys",
+            Self::Conflict => "conflict",
+        }
     }
 }
 
@@ -155,6 +225,12 @@ pub(crate) struct Telemetry {
     durations: [metrics::Histogram; Operation::COUNT],
     #[cfg(feature = "metrics")]
     size: metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    errors: [[metrics::Counter; ErrorClass::COUNT]; Operation::COUNT],
+    #[cfg(feature = "metrics")]
+    rejections: [metrics::Counter; Rejection::COUNT],
+    #[cfg(feature = "metrics")]
+    update_retries: metrics::Counter,
 }
 
 impl Telemetry {
@@ -174,7 +250,40 @@ impl Telemetry {
             }),
             #[cfg(feature = "metrics")]
             size: metrics::histogram!("tether_session_size_bytes"),
+            #[cfg(feature = "metrics")]
+            errors: Operation::ALL.map(|operation| {
+                ErrorClass::ALL.map(|class| {
+                    metrics::counter!(
+                        "tether_session_store_errors_total",
+                        "operation" => operation.label(),
+                        "kind" => class.label()
+                    )
+                })
+            }),
+            #[cfg(feature = "metrics")]
+            rejections: Rejection::ALL.map(|rejection| {
+                metrics::counter!("tether_session_rejected_total", "reason" => rejection.label())
+            }),
+            #[cfg(feature = "metrics")]
+            update_retries: metrics::counter!("tether_session_update_retries_total"),
         }
+    }
+
+    /// Counts a session call the layer refused.
+    pub(crate) fn rejected(&self, rejection: Rejection) {
+        #[cfg(feature = "metrics")]
+        if let Some(counter) = self.rejections.get(rejection as usize) {
+            counter.increment(1);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = rejection;
+    }
+
+    /// Counts an attempt of [`Session::update`](crate::Session::update) that lost to another
+    /// request's write and is tried again.
+    pub(crate) fn update_retried(&self) {
+        #[cfg(feature = "metrics")]
+        self.update_retries.increment(1);
     }
 
     /// Counts a request by its session's outcome.
@@ -208,14 +317,13 @@ impl Telemetry {
             if let Some(histogram) = self.durations.get(operation as usize) {
                 histogram.record(started.elapsed().as_secs_f64());
             }
-            if let Err(error) = &result {
-                // Rare: the key is built on the spot.
-                metrics::counter!(
-                    "tether_session_store_errors_total",
-                    "operation" => operation.label(),
-                    "kind" => kind(error)
-                )
-                .increment(1);
+            if let Err(error) = &result
+                && let Some(counter) = self
+                    .errors
+                    .get(operation as usize)
+                    .and_then(|by_class| by_class.get(ErrorClass::of(error) as usize))
+            {
+                counter.increment(1);
             }
             result
         }
