@@ -3,12 +3,14 @@
 //! be handled in the connection's reader task, in order with the replies (redis-rs's
 //! `ConnectionManager` hands them to another task).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, RedisResult};
 
 use crate::near_cache::NearCache;
+use crate::telemetry;
 
 /// Where a new connection comes from.
 pub(crate) enum Source {
@@ -33,6 +35,8 @@ pub(crate) struct Reconnecting {
     current: RwLock<Option<(u64, MultiplexedConnection)>>,
     /// The near cache whose copies a new connection drops.
     near: Option<Weak<NearCache>>,
+    /// Connections made so far: every one after the first replaces a lost one.
+    made: AtomicU64,
 }
 
 impl Reconnecting {
@@ -49,6 +53,7 @@ impl Reconnecting {
             target: None,
             current: RwLock::new(None),
             near: None,
+            made: AtomicU64::new(0),
         }
     }
 
@@ -110,7 +115,10 @@ impl Reconnecting {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        if self.made.fetch_add(1, Ordering::Relaxed) > 0 {
+            telemetry::reconnected(self.topology);
+        }
         *current = Some((generation, conn.clone()));
         if let Some(near) = self.near.as_ref().and_then(Weak::upgrade) {
             near.flush("a new connection to Redis");
@@ -143,7 +151,7 @@ impl Reconnecting {
     }
 }
 
-static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 fn gone_or_moved(error: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};

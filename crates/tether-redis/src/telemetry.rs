@@ -7,6 +7,7 @@
 //! | `tether_redis_round_trips_total` | counter | `operation` | commands sent and answered (or failed) |
 //! | `tether_redis_script_loads_total` | counter | `script` | scripts loaded again after a `NOSCRIPT` |
 //! | `tether_redis_connection_errors_total` | counter | | commands failed on a lost or refused connection |
+//! | `tether_redis_reconnects_total` | counter | `topology` | connections made again after a loss (Sentinel, near cache) |
 //! | `tether_redis_near_cache_total` | counter | `event` | near-cache hits, misses, invalidations, refreshes, flushes |
 
 /// One command of `operation` went to Redis.
@@ -34,6 +35,15 @@ pub(crate) fn failed(error: &redis::RedisError) {
     }
     #[cfg(not(feature = "metrics"))]
     let _ = error;
+}
+
+/// A connection of the store's own reconnecting kind (behind Sentinel, or the near cache's)
+/// was made again after a loss; `topology` is `sentinel` or `standalone`.
+pub(crate) fn reconnected(topology: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tether_redis_reconnects_total", "topology" => topology).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = topology;
 }
 
 /// The near cache did `event`: `hit`, `miss`, `invalidation`, `refresh` or `flush`.

@@ -1,5 +1,5 @@
-//! The near cache's hits, misses, invalidations, refreshes and flushes reach the metrics facade
-//! (feature `metrics`), against a real redis-server.
+//! The near cache's hits, misses, invalidations, refreshes, flushes and reconnects reach the
+//! metrics facade (feature `metrics`), against a real redis-server.
 #![cfg(feature = "metrics")]
 
 use std::time::{Duration, Instant};
@@ -97,4 +97,21 @@ async fn near_cache_events_are_counted() {
         flushes += flushed;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Back up: the next read makes the connection again, counted once.
+    server.restart().expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.load(&id).await.is_err() {
+        assert!(Instant::now() < deadline, "no connection after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snapshot = MetricsSnapshot::take(&snapshotter);
+    assert_eq!(
+        snapshot.counter(
+            "tether_redis_reconnects_total",
+            &[("topology", "standalone")]
+        ),
+        1,
+        "{snapshot:?}"
+    );
 }
