@@ -23,7 +23,7 @@ use crate::strategy::Strategy;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kill {
-    /// The node that served the most requests so far.
+    /// The node whose session layer counted the most requests so far.
     Busiest,
     /// Node `node-<i>`.
     Node(usize),

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,6 +13,7 @@ use tether_core::SessionStore;
 use tether_sessions::{Session, SessionLayer};
 
 use crate::Error;
+use crate::operator::NodeMetrics;
 
 /// The session cookie's name: session-id routing reads it.
 pub(crate) const SESSION_COOKIE: &str = "sid";
@@ -41,7 +41,8 @@ pub(crate) struct AppNode {
     pub(crate) name: String,
     idle_timeout: Duration,
     pub(crate) addr: SocketAddr,
-    pub(crate) served: Arc<AtomicU64>,
+    /// What its session layer counts: requests by outcome, store errors.
+    pub(crate) metrics: NodeMetrics,
     /// Its runtime, to pause it; `None` once stopped.
     runtime: Option<tokio::runtime::Handle>,
     stop: tokio::sync::watch::Sender<Stop>,
@@ -50,26 +51,27 @@ pub(crate) struct AppNode {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>, idle_timeout: Duration) -> Router {
-    let reads = Arc::clone(&served);
+fn app(store: Arc<dyn SessionStore>, metrics: &NodeMetrics, idle_timeout: Duration) -> Router {
+    // The layer registers its metric handles when it is built: in the node's own recorder.
+    let layer = metrics.recording(|| {
+        SessionLayer::from_arc(store)
+            .with_secure(false)
+            .with_cookie_name(SESSION_COOKIE)
+            .with_idle_timeout(idle_timeout)
+            .with_deadline_header(HeaderName::from_static(REQUEST_DEADLINE))
+    });
     Router::new()
         .route(
             "/count",
-            get(move |session: Session| {
-                let served = Arc::clone(&reads);
-                async move {
-                    served.fetch_add(1, Ordering::Relaxed);
-                    let n: u64 = session.get("n").await?.unwrap_or(0);
-                    Ok::<_, tether_sessions::Error>(n.to_string())
-                }
+            get(move |session: Session| async move {
+                let n: u64 = session.get("n").await?.unwrap_or(0);
+                Ok::<_, tether_sessions::Error>(n.to_string())
             }),
         )
         .route(
             "/incr",
             get(move |session: Session, headers: HeaderMap| {
-                let served = Arc::clone(&served);
                 async move {
-                    served.fetch_add(1, Ordering::Relaxed);
                     let n: u64 = session.get("n").await?.unwrap_or(0);
                     // Idempotent per request, as an API with idempotency keys is: a balancer
                     // that sends a request again after the server it chose died mid-answer must
@@ -88,13 +90,7 @@ fn app(store: Arc<dyn SessionStore>, served: Arc<AtomicU64>, idle_timeout: Durat
                 }
             }),
         )
-        .layer(
-            SessionLayer::from_arc(store)
-                .with_secure(false)
-                .with_cookie_name(SESSION_COOKIE)
-                .with_idle_timeout(idle_timeout)
-                .with_deadline_header(HeaderName::from_static(REQUEST_DEADLINE)),
-        )
+        .layer(layer)
 }
 
 impl AppNode {
@@ -105,14 +101,14 @@ impl AppNode {
         store: Arc<dyn SessionStore>,
         idle_timeout: Duration,
     ) -> Result<Self, Error> {
-        Self::start_counting(name, addr, store, Arc::default(), idle_timeout)
+        Self::start_counting(name, addr, store, NodeMetrics::new(), idle_timeout)
     }
 
     fn start_counting(
         name: &str,
         addr: SocketAddr,
         store: Arc<dyn SessionStore>,
-        served: Arc<AtomicU64>,
+        metrics: NodeMetrics,
         idle_timeout: Duration,
     ) -> Result<Self, Error> {
         let serve_error = |source| Error::Serve {
@@ -125,7 +121,7 @@ impl AppNode {
         let addr = listener.local_addr().map_err(serve_error)?;
         let (stop, mut stopping) = tokio::sync::watch::channel(Stop::Serve);
         let (end, ended) = tokio::sync::oneshot::channel::<()>();
-        let app = app(store, Arc::clone(&served), idle_timeout);
+        let app = app(store, &metrics, idle_timeout);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -168,7 +164,7 @@ impl AppNode {
             name: name.to_owned(),
             idle_timeout,
             addr,
-            served,
+            metrics,
             runtime: Some(handle),
             stop,
             ended: Some(ended),
@@ -228,7 +224,7 @@ impl AppNode {
             &self.name,
             self.addr,
             store,
-            Arc::clone(&self.served),
+            self.metrics.clone(),
             self.idle_timeout,
         )?;
         *self = again;
@@ -300,6 +296,6 @@ mod tests {
         node.restart(Arc::new(tether_memory::MemoryStore::new()))
             .unwrap();
         assert!(get(node.addr).await.starts_with("HTTP/1.1 200"));
-        assert_eq!(node.served.load(Ordering::Relaxed), 3);
+        assert_eq!(node.metrics.requests(), 3, "counted across the restart");
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::chart::{self, escape};
 use crate::config::{Kill, LabConfig};
 use crate::network::Network;
+use crate::operator::OperatorView;
 use crate::repeat::Spread;
 use crate::scenario::Scenario;
 use crate::strategy::Strategy;
@@ -222,8 +223,11 @@ pub struct StrategyReport {
     pub wrong_values: u64,
     /// Replication bytes between nodes per successful write, where nodes replicate.
     pub bytes_per_write: Option<f64>,
-    /// The largest share of requests one node served.
+    /// The largest share of requests one node took, by the nodes' own request counters
+    /// ([`OperatorView::requests_by_node`]).
     pub max_node_share: f64,
+    /// What the nodes' metrics counted: the operator's view of the same run.
+    pub operator: OperatorView,
     /// What users saw over the measured window, bucket by bucket.
     pub series: Series,
     /// Kills, restarts, scale-ups.
@@ -261,6 +265,7 @@ impl StrategyReport {
             wrong_values: 0,
             bytes_per_write: None,
             max_node_share: 0.0,
+            operator: OperatorView::default(),
             series: Series::default(),
             events: Vec::new(),
             runs: 0,
@@ -273,7 +278,7 @@ impl StrategyReport {
         tally: &Tally,
         warmup: Duration,
         measure: Duration,
-        served: &[u64],
+        operator: OperatorView,
         replication_bytes: Option<u64>,
         mut events: Vec<Event>,
     ) -> Self {
@@ -297,6 +302,7 @@ impl StrategyReport {
             .find(|e| e.kind == "pause")
             .map(|e| errors_by_node.get(e.index).copied().unwrap_or(0));
         let requests = tally.ok.load(Relaxed);
+        let served = &operator.requests_by_node;
         let total_served: u64 = served.iter().sum();
         let all_writes: f64 = tally.timeline().iter().sum::<f64>() * BUCKET.as_secs_f64();
         Self {
@@ -321,6 +327,7 @@ impl StrategyReport {
             bytes_per_write: replication_bytes.map(|b| b as f64 / all_writes.max(1.0)),
             max_node_share: served.iter().copied().max().unwrap_or(0) as f64
                 / total_served.max(1) as f64,
+            operator,
             series: Series::measured(&tally.counts(), &latencies, warmup, measure),
             events,
             runs: 1,
@@ -401,7 +408,10 @@ const LEGEND: [(&str, &str); 12] = [
         "bytes/write",
         "bytes nodes sent each other per successful write, where they replicate",
     ),
-    ("max share", "the largest share of requests one node served"),
+    (
+        "max share",
+        "the largest share of requests one node took, by its session layer's request counter",
+    ),
     ("-", "not applicable, or nothing measured"),
     (
         "what happened",
@@ -530,6 +540,13 @@ impl Report {
         for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
             let _ = writeln!(out, "  {:<20} {}", r.strategy.name(), r.what_happened());
         }
+        let _ = writeln!(
+            out,
+            "\nwhat the nodes' metrics counted (an operator's view, warm-up included):"
+        );
+        for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
+            let _ = writeln!(out, "  {:<20} {}", r.strategy.name(), r.operator.line());
+        }
         let _ = writeln!(out, "\ncolumns:");
         let width = LEGEND.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
         for (name, meaning) in LEGEND {
@@ -603,6 +620,22 @@ impl Report {
             }
         }
         page.push_str("</table>\n");
+        let _ = writeln!(
+            page,
+            "<h2>What the nodes' metrics counted</h2>\n<p class=\"note\">The session layers' own \
+             counters (<code>tether_session_requests_total</code>, \
+             <code>tether_session_store_errors_total</code>), summed over the nodes, warm-up \
+             included: what an operator's dashboard showed of the same run.</p>\n<ul>"
+        );
+        for r in self.strategies.iter().filter(|r| r.skipped.is_none()) {
+            let _ = writeln!(
+                page,
+                "<li>{}: {}</li>",
+                escape(r.strategy.name()),
+                escape(&r.operator.line())
+            );
+        }
+        page.push_str("</ul>\n");
         let _ = writeln!(
             page,
             "<h2>What users saw, over time</h2>\n<p class=\"note\">Each point is one {} ms bucket \

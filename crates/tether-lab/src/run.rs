@@ -1,7 +1,6 @@
 //! Running the strategies one after another on the same simulated load.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tether_conformance::RedisServer;
@@ -10,6 +9,7 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::config::{Kill, LabConfig};
 use crate::network::Delays;
+use crate::operator::OperatorView;
 use crate::repeat;
 use crate::report::{Event, Report, StrategyReport};
 use crate::scenario::{Scenario, Timing};
@@ -169,11 +169,13 @@ async fn run_strategy(
     while users.join_next().await.is_some() {}
     progress.finish();
 
-    let served: Vec<u64> = deployment
-        .nodes
-        .iter()
-        .map(|n| n.served.load(Ordering::Relaxed))
-        .collect();
+    let operator = OperatorView::of(
+        &deployment
+            .nodes
+            .iter()
+            .map(|n| &n.metrics)
+            .collect::<Vec<_>>(),
+    );
     let bytes = match (deployment.replication_bytes(), bytes_before_measure) {
         (Some(after), Some(_)) => Some(after),
         _ => None,
@@ -183,7 +185,7 @@ async fn run_strategy(
         &tally,
         config.warmup,
         config.measure,
-        &served,
+        operator,
         bytes,
         events,
     );
@@ -270,7 +272,7 @@ fn victim(deployment: &Deployment, config: &LabConfig) -> Option<usize> {
             .iter()
             .enumerate()
             .filter(|(_, n)| n.is_running())
-            .max_by_key(|(_, n)| n.served.load(Ordering::Relaxed))
+            .max_by_key(|(_, n)| n.metrics.requests())
             .map(|(i, _)| i),
     }
 }

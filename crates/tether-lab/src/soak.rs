@@ -9,6 +9,7 @@ use tether_conformance::RedisServer;
 use tokio::sync::watch;
 
 use crate::Error;
+use crate::operator::OperatorView;
 use crate::scenario::{Scenario, Timing};
 use crate::strategy::{Deployment, Strategy, names};
 use crate::users::{Load, Tally, spawn_users};
@@ -180,6 +181,9 @@ pub struct SoakReport {
     pub rss_kib_by_minute: Vec<u64>,
     /// Peak resident memory of `redis-server` sampled once a second, in KiB (Redis only).
     pub redis_peak_rss_kib: Option<u64>,
+    /// What the nodes' metrics counted: requests by outcome, store errors by operation and
+    /// kind (the cause of the 503s above, as an operator sees it).
+    pub operator: OperatorView,
 }
 
 /// Runs one soak; stops early, returning what it has, when `stop` turns true.
@@ -274,6 +278,13 @@ pub async fn soak(
     while users.join_next().await.is_some() {}
     let seconds = start.elapsed().as_secs_f64();
     rss_by_minute.extend(status_kib("self", "VmRSS"));
+    let operator = OperatorView::of(
+        &deployment
+            .nodes
+            .iter()
+            .map(|n| &n.metrics)
+            .collect::<Vec<_>>(),
+    );
     drop(deployment);
     drop(redis.take());
 
@@ -297,6 +308,7 @@ pub async fn soak(
         peak_rss_kib: self_peak.max(status_kib("self", "VmHWM")),
         rss_kib_by_minute: rss_by_minute,
         redis_peak_rss_kib: redis_peak,
+        operator,
     })
 }
 
@@ -382,7 +394,8 @@ impl std::fmt::Display for SoakReport {
             mib(self.peak_rss_kib),
             by_minute.join(" "),
             mib(self.redis_peak_rss_kib)
-        )
+        )?;
+        writeln!(f, "  the nodes' metrics: {}", self.operator.line())
     }
 }
 

@@ -61,6 +61,20 @@ async fn each_strategy_loses_what_it_is_known_to_lose() {
         !html.contains("http://") || html.contains("xmlns=\"http://www.w3.org/2000/svg\""),
         "no external assets"
     );
+    // The nodes' own counters saw at least every answer the users got (theirs include the
+    // warm-up), and the table's max node share comes from them.
+    for r in report.strategies.iter().filter(|r| r.skipped.is_none()) {
+        let operator = &r.operator;
+        assert!(operator.total_requests() >= r.requests, "{r:?}");
+        assert_eq!(
+            operator.requests_by_node.iter().sum::<u64>(),
+            operator.total_requests()
+        );
+        let busiest = operator.requests_by_node.iter().max().copied().unwrap_or(0);
+        let share = busiest as f64 / operator.total_requests() as f64;
+        assert!((share - r.max_node_share).abs() < 1e-9, "{r:?}");
+    }
+    assert!(html.contains("What the nodes' metrics counted"));
     let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
     assert_eq!(json["strategies"].as_array().unwrap().len(), 6);
 }

@@ -21,6 +21,11 @@ async fn memory_soak_counts_every_request_and_loses_nothing() {
     let report = soak(&short(SoakStore::Memory), stop).await.unwrap();
     assert!(report.requests > 100, "{report:?}");
     assert_eq!(report.ok, report.requests, "{report:?}");
+    assert!(
+        report.operator.total_requests() >= report.ok,
+        "every answer went through a node's session layer, and its counter: {report:?}"
+    );
+    assert!(report.operator.store_errors.is_empty(), "{report:?}");
     assert_eq!(report.faults, 0);
     assert_eq!(
         (
@@ -47,6 +52,15 @@ async fn redis_restarts_answer_503_and_lose_no_session() {
         report.ok + report.unavailable + report.unanswered,
         report.requests
     );
+    // The operator sees the cause of the 503s: failed store calls, or requests past their
+    // deadline while the store hung.
+    if report.unavailable > 0 {
+        let late = report.operator.requests.get("late").copied().unwrap_or(0);
+        assert!(
+            !report.operator.store_errors.is_empty() || late > 0,
+            "{report:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
