@@ -96,6 +96,7 @@ mod access_log;
 mod admin;
 mod backend_updates;
 mod config;
+mod connection_slot;
 mod delegate_write;
 mod error;
 mod forwarded;

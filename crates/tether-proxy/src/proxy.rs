@@ -18,12 +18,13 @@ use hyper_util::server::graceful::Watcher;
 use tether_sticky::{ClientAddr, PinMemo, Sticky, UpstreamBody, box_body};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::access_log::{AccessLog, Entry, ServedBy};
 use crate::backend_updates::BackendUpdates;
+use crate::connection_slot::ConnectionSlot;
 use crate::forwarded::{ClientForwarding, strip_hop_by_hop};
 use crate::limits::Limits;
 use crate::proxy_protocol::{Rewound, TrustedSources, read_header};
@@ -69,7 +70,7 @@ struct Connection {
     limits: Limits,
     /// The connection's place under the connection cap: an upgraded connection outlives the
     /// HTTP connection it came from and keeps it.
-    permit: Arc<OwnedSemaphorePermit>,
+    slot: Arc<ConnectionSlot>,
     access_log: Option<Arc<AccessLog>>,
     /// The client's forwarding header entries, made once.
     forwarding: ClientForwarding,
@@ -146,7 +147,7 @@ async fn route(connection: Connection, request: Request<Incoming>) -> Response<U
                 backend_upgrade,
                 connection.limits.tunnel,
                 client,
-                Arc::clone(&connection.permit),
+                Arc::clone(&connection.slot),
             ));
             response
         }
@@ -282,6 +283,7 @@ pub(crate) async fn serve(
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let open_connections = ConnectionSlot::gauge();
     let mut accept_errors = Throttled::new();
     tokio::pin!(shutdown);
     loop {
@@ -307,7 +309,7 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
-        let permit = Arc::new(permit);
+        let slot = Arc::new(ConnectionSlot::new(permit, &open_connections));
         let router = router.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
@@ -333,7 +335,7 @@ pub(crate) async fn serve(
                 router,
                 client,
                 limits,
-                permit,
+                slot,
                 access_log: frontend.access_log.clone(),
                 forwarding: ClientForwarding::new(client),
                 pins: PinMemo::new(),

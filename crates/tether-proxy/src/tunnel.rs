@@ -15,9 +15,10 @@ use http::{HeaderMap, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
+
 use tokio::time::Instant;
 
+use crate::connection_slot::ConnectionSlot;
 use crate::forwarded::connection_options;
 
 /// Bounds on an upgraded connection.
@@ -61,16 +62,16 @@ pub(crate) fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Copies bytes between `client` and `backend` once both upgrades complete, within `limits`.
-/// `permit` is the client connection's place under the connection cap, held until the tunnel
+/// `slot` is the client connection's place under the connection cap, held until the tunnel
 /// ends.
 pub(crate) async fn run(
     client: OnUpgrade,
     backend: OnUpgrade,
     limits: TunnelLimits,
     peer: SocketAddr,
-    permit: Arc<OwnedSemaphorePermit>,
+    slot: Arc<ConnectionSlot>,
 ) {
-    let _permit = permit;
+    let _slot = slot;
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
         Err(error) => {

@@ -99,6 +99,35 @@ async fn proxies_pins_administers_and_shuts_down_gracefully() {
             .any(|k| k.starts_with("tether_sticky_upstream_duration_seconds")),
         "{text}"
     );
+    // A client connection held open (its request head not finished) counts as open; closed,
+    // it does not.
+    let open_connections = move || {
+        let (_, _, text) = common::admin(admin, "GET", "/metrics", "127.0.0.1", None);
+        common::prometheus_samples(&text)
+            .get("tether_proxy_client_connections")
+            .copied()
+    };
+    let reaches = move |expected: f64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open_connections() != Some(expected) {
+            assert!(
+                Instant::now() < deadline,
+                "open client connections never reached {expected}: {:?}",
+                open_connections()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut held = std::net::TcpStream::connect(listen).unwrap();
+        std::io::Write::write_all(&mut held, b"GET / HTTP/1.1\r\nHost: test\r\n").unwrap();
+        reaches(1.0);
+        drop(held);
+        reaches(0.0);
+    })
+    .await
+    .unwrap();
+
     let other = if backend == "a" { "b" } else { "a" };
     let drained = tokio::task::spawn_blocking(move || {
         common::admin(
