@@ -315,8 +315,8 @@ impl RedisStoreBuilder {
         self.tracking(connection, near).await
     }
 
-    /// Makes `connection`'s first connection and turns tracking on; its copies in `near` are
-    /// dropped whenever it connects anew.
+    /// Makes `connection`'s first connection, which turns tracking on (as every later one
+    /// does); its copies in `near` are dropped whenever it connects anew.
     async fn tracking(
         &self,
         connection: Reconnecting,
@@ -328,8 +328,7 @@ impl RedisStoreBuilder {
             target: self.topology.target(),
             source,
         };
-        let (_, mut conn) = connection.connection().await.map_err(connect_error)?;
-        track(&mut conn).await.map_err(connect_error)?;
+        connection.connection().await.map_err(connect_error)?;
         Ok(Connection::Reconnecting(Arc::new(connection)))
     }
 
@@ -431,16 +430,6 @@ impl RedisStoreBuilder {
             }
         }
     }
-}
-
-/// Turns on key tracking for the near cache on `conn`; fails on a Redis that cannot track.
-async fn track(conn: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<()> {
-    redis::cmd("CLIENT")
-        .arg("TRACKING")
-        .arg("ON")
-        .arg("NOLOOP")
-        .query_async::<()>(conn)
-        .await
 }
 
 #[cfg(feature = "sentinel")]

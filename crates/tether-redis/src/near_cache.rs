@@ -3,11 +3,11 @@
 //!
 //! The rules, and how each is kept:
 //!
-//! - **Another server's write drops this server's copy.** The connection runs `CLIENT
-//!   TRACKING ON NOLOOP` (sent with every miss, so a reconnected connection tracks again before its
-//!   first read is cached); Redis then pushes the key of every other client's write to a
-//!   session this connection read, and the push handler drops the copy in the connection's reader task, as
-//!   the push is read.
+//! - **Another server's write drops this server's copy.** Every connection of the near cache
+//!   runs `CLIENT TRACKING ON NOLOOP` before it is used (a reconnected one included, before
+//!   its first read); Redis then pushes the key of every other client's write to a session
+//!   this connection read, and the push handler drops the copy in the connection's reader
+//!   task, as the push is read.
 //! - **Read-your-writes.** This store drops its own copy itself when a write returns, whatever
 //!   its outcome, before the response goes out. Tracking runs with `NOLOOP`: Redis does not push
 //!   the invalidation of this connection's own writes, which would come after the write's reply

@@ -63,9 +63,10 @@ impl Reconnecting {
         self
     }
 
-    /// Drops every copy of `near` whenever a connection is made anew: it tracked nothing for
-    /// this store yet, and behind Sentinel the new master (after a failover) may lack writes
-    /// the copies hold.
+    /// Serves `near`: every connection turns key tracking on before it is used (so every read
+    /// through it is tracked), and every copy of `near` is dropped whenever a connection is
+    /// made anew: it tracked nothing for this store yet, and behind Sentinel the new master
+    /// (after a failover) may lack writes the copies hold.
     pub(crate) fn with_near_cache(mut self, near: &Arc<NearCache>) -> Self {
         self.near = Some(Arc::downgrade(near));
         self
@@ -98,7 +99,7 @@ impl Reconnecting {
         if let Some(current) = self.cached() {
             return Ok(current);
         }
-        let conn = match &mut *source {
+        let mut conn = match &mut *source {
             Source::Server(client) => {
                 client
                     .get_multiplexed_async_connection_with_config(&self.config)
@@ -111,6 +112,9 @@ impl Reconnecting {
                     .await?
             }
         };
+        if self.near.is_some() {
+            track(&mut conn).await?;
+        }
         let mut current = self
             .current
             .write()
@@ -152,6 +156,18 @@ impl Reconnecting {
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Turns on key tracking for the near cache on `conn`, without pushes for this connection's
+/// own writes (the store keeps its copies coherent with those itself); fails on a Redis that
+/// cannot track.
+async fn track(conn: &mut MultiplexedConnection) -> RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("NOLOOP")
+        .query_async::<()>(conn)
+        .await
+}
 
 fn gone_or_moved(error: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};

@@ -288,26 +288,19 @@ impl RedisStore {
         self.near.as_deref().map(|near| near.begin_write(id))
     }
 
-    /// `load` through the near cache: a copy when one may be served, else `HGETALL` with
-    /// `CLIENT TRACKING ON` before it in the same round trip, so that the connection that
-    /// answers tracks the key.
+    /// `load` through the near cache: a copy when one may be served, else `HGETALL` on the
+    /// near cache's connection, which tracks every key it reads.
     async fn load_near(&self, near: &NearCache, id: &Id) -> Result<Option<Record>, Error> {
         if let Some(record) = near.get(id) {
             return Ok(Some(record));
         }
         let ticket = near.ticket(id);
-        let mut pipe = redis::pipe();
-        pipe.cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("NOLOOP")
-            .ignore()
-            .cmd("HGETALL")
-            .arg(self.key(id));
-        let (reply,): (Value,) = self
+        let mut read = redis::cmd("HGETALL");
+        read.arg(self.key(id));
+        let reply: Value = self
             .run(|mut handle| async move {
                 telemetry::round_trip("load");
-                let result = pipe.query_async(&mut handle).await;
+                let result = read.query_async(&mut handle).await;
                 (handle, result)
             })
             .await?;

@@ -331,6 +331,26 @@ async fn a_restart_drops_every_copy() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(store.near_cache_stats().expect("a near cache").flushes > flushed);
+
+    // The new connection tracks too: once a copy serves again, another client's write drops
+    // it. Without tracking on the new connection the copy would be served on and on.
+    let hits = |store: &RedisStore| store.near_cache_stats().expect("a near cache").hits;
+    let before = hits(&store);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hits(&store) == before {
+        assert_eq!(value(&store, &id).await.as_deref(), Some(&b"after"[..]));
+        assert!(Instant::now() < deadline, "no copy served after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    set(&other, &id, b"later").await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while value(&store, &id).await.as_deref() != Some(&b"later"[..]) {
+        assert!(
+            Instant::now() < deadline,
+            "another client's write did not reach the reconnected near cache"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
