@@ -15,6 +15,7 @@ use tether_sticky::{BackendState, Failover, HealthCheck, KeyRing, Pinning, Stick
 use crate::Error;
 use crate::access_log::AccessLogFormat;
 use crate::admin::{AdminToken, MIN_TOKEN_LEN};
+use crate::backend_tls::BackendTls;
 use crate::limits::Limits;
 use crate::proxy_protocol::TrustedSources;
 use crate::tls::CertificateFiles;
@@ -39,7 +40,8 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// A backend: `http://host:port`, or `name=http://host:port` (names must match
-    /// tether-replicated node names for session-id pinning). Repeat for each.
+    /// tether-replicated node names for session-id pinning); `https://` for TLS to it (see
+    /// `--backend-ca`). Repeat for each.
     #[arg(long = "backend", value_name = "[NAME=]URL")]
     backends: Vec<String>,
     /// What pins a client to a backend: cookie (default), session-id or source.
@@ -100,6 +102,11 @@ pub struct Cli {
     /// Longest life of an upgraded connection [default: 24h].
     #[arg(long, value_name = "DURATION")]
     upgrade_max_duration: Option<Timeout>,
+    /// CA certificates (PEM) that `https://` backends' certificates must chain to; a backend's
+    /// certificate must also name its URL's host [default: the Mozilla roots]. SIGHUP reads it
+    /// again.
+    #[arg(long, value_name = "FILE")]
+    backend_ca: Option<PathBuf>,
     /// Serves clients over TLS with this certificate chain (PEM, leaf first); repeat with
     /// `--tls-key` for each certificate: the client's SNI picks the one valid for its name,
     /// the first is the default. SIGHUP reloads the files.
@@ -175,6 +182,7 @@ struct FileConfig {
     check_rise: Option<NonZeroU32>,
     check_fall: Option<NonZeroU32>,
     check_status: Option<CheckStatus>,
+    backend_ca: Option<PathBuf>,
     #[serde(default)]
     certificates: Vec<FileCertificate>,
     #[serde(default)]
@@ -211,7 +219,7 @@ impl From<FileCertificate> for CertificateFiles {
 struct FileBackend {
     /// Stable name (default: the URL's host:port).
     name: Option<String>,
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://host:port` for TLS to it.
     url: String,
     /// Speak HTTP/2 without TLS (prior knowledge) to it.
     #[serde(default)]
@@ -284,6 +292,8 @@ pub struct Settings {
     pub(crate) health_check: Option<HealthCheck>,
     /// The certificates clients are served TLS with; empty: plain HTTP.
     pub(crate) certificates: Vec<CertificateFiles>,
+    /// How `https://` backends are verified.
+    pub(crate) backend_tls: BackendTls,
     /// Sources whose connections start with a PROXY header.
     pub(crate) proxy_protocol: TrustedSources,
     /// How access-log lines are written; `None`: no access log.
@@ -344,8 +354,15 @@ fn parse_backend(spec: &str, h2c: bool, state: Option<BackendState>) -> Result<B
         spec: spec.to_owned(),
     };
     let authority = url.authority().ok_or_else(scheme)?;
-    if url.scheme_str() != Some("http") {
-        return Err(scheme());
+    match url.scheme_str() {
+        Some("http") => {}
+        Some("https") if h2c => {
+            return Err(Error::H2cOverTls {
+                spec: spec.to_owned(),
+            });
+        }
+        Some("https") => {}
+        _ => return Err(scheme()),
     }
     let name = name.unwrap_or_else(|| authority.to_string());
     Ok(BackendSpec {
@@ -558,6 +575,7 @@ impl Settings {
                 .map(|(cert, key)| CertificateFiles { cert, key })
                 .collect()
         };
+        let backend_tls = BackendTls::load(cli.backend_ca.or(file.backend_ca).as_deref())?;
         let health_check = cli.check_path.or(file.check_path).map(|CheckPath(path)| {
             let mut check = HealthCheck::new(path)
                 .with_interval(timeout(
@@ -603,6 +621,7 @@ impl Settings {
             metrics: None,
             health_check,
             certificates,
+            backend_tls,
             proxy_protocol: TrustedSources(if cli.proxy_protocol_from.is_empty() {
                 file.proxy_protocol_from
             } else {
@@ -698,6 +717,10 @@ mod tests {
             (
                 &["--backend", "http://a:1", "--response-timeout", "300"],
                 "--response-timeout",
+            ),
+            (
+                &["--backend", "http://a:1", "--backend-ca", "/no/such/ca.pem"],
+                "TLS file /no/such/ca.pem: cannot read",
             ),
         ] {
             let refusal = refusal(args);
@@ -829,6 +852,37 @@ h2c = true
         assert!(settings.backends[1].h2c);
         assert_eq!(settings.connect_timeout, Duration::from_secs(2));
         assert_eq!(settings.response_timeout, Duration::from_secs(90));
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, tether_testkit::TestCa::new("backends CA").pem()).unwrap();
+        std::fs::write(
+            &path,
+            format!("backend_ca = {ca:?}\n[[backends]]\nurl = \"https://b.internal:3443\"\n"),
+        )
+        .unwrap();
+        let settings = Settings::load(
+            cli(&["--config", path.to_str().unwrap()]),
+            Environment::default(),
+        )
+        .unwrap();
+        assert_eq!(settings.backends[0].url.scheme_str(), Some("https"));
+        assert_ne!(
+            settings.backend_tls,
+            crate::backend_tls::BackendTls::load(None).unwrap(),
+            "the file's CA, not the default roots"
+        );
+        std::fs::write(
+            &path,
+            "[[backends]]\nurl = \"https://b.internal:3443\"\nh2c = true\n",
+        )
+        .unwrap();
+        let error = Settings::load(
+            cli(&["--config", path.to_str().unwrap()]),
+            Environment::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("h2c is HTTP/2 without TLS"), "{error}");
+
         std::fs::write(&path, "listen = 5\nunknown = true").unwrap();
         assert!(
             Settings::load(

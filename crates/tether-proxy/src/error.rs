@@ -39,9 +39,15 @@ pub enum Error {
         #[source]
         source: http::uri::InvalidUri,
     },
-    /// A backend is a URL, but not `http://host:port`.
-    #[error("backend {spec:?}: only http:// (and h2c) upstreams, as http://host:port")]
+    /// A backend is a URL, but not `http://host:port` or `https://host:port`.
+    #[error("backend {spec:?}: only http:// (and h2c) or https:// upstreams, as http://host:port")]
     BackendScheme {
+        /// The backend as given.
+        spec: String,
+    },
+    /// An `https://` backend marked `h2c`, which is HTTP/2 without TLS.
+    #[error("backend {spec:?}: h2c is HTTP/2 without TLS, so an https:// backend cannot use it")]
+    H2cOverTls {
         /// The backend as given.
         spec: String,
     },

@@ -26,6 +26,11 @@
 //! `h2` and `http/1.1`; a reload reads the files again (a broken one is logged and the
 //! certificates in use stay). The TLS handshake counts toward `header_read_timeout`.
 //!
+//! TLS to backends with `https://` backend URLs, HTTP/1.1 over it (upgrades pass): a backend's
+//! certificate must chain to a `--backend-ca FILE` certificate (PEM; the Mozilla roots without
+//! it) and name the URL's host. A reload reads the CA file again and, when it changed, makes
+//! the TLS backends' clients anew.
+//!
 //! The real client address from a PROXY protocol header (v1 or v2) on connections from
 //! `--proxy-protocol-from` sources, and an access log on standard output with
 //! `--access-log json|text|<template>` (off by default).
@@ -54,6 +59,7 @@
 //! session_cookie = "id"
 //! connect_timeout = "500ms"
 //! response_timeout = "10s"
+//! backend_ca = "/etc/tether-proxy/backends-ca.pem"
 //!
 //! [[backends]]
 //! name = "node-0"
@@ -64,6 +70,11 @@
 //! url = "http://127.0.0.1:3002"
 //! h2c = true
 //! state = "drain"
+//!
+//! # TLS to this one, its certificate issued by `backend_ca`.
+//! [[backends]]
+//! name = "node-2"
+//! url = "https://node-2.internal:3443"
 //!
 //! [[certificates]]
 //! cert = "/etc/tether-proxy/example.com.pem"
@@ -83,7 +94,7 @@
 //! let error = Settings::load(cli, Environment::default()).unwrap_err();
 //! assert_eq!(
 //!     error.to_string(),
-//!     r#"backend "ftp://127.0.0.1:21": only http:// (and h2c) upstreams, as http://host:port"#
+//!     r#"backend "ftp://127.0.0.1:21": only http:// (and h2c) or https:// upstreams, as http://host:port"#
 //! );
 //! ```
 
@@ -94,6 +105,7 @@
 
 mod access_log;
 mod admin;
+mod backend_tls;
 mod backend_updates;
 mod config;
 mod connection_slot;

@@ -29,8 +29,16 @@ pub(crate) fn backend_service(
     settings: &Settings,
     access_logged: bool,
 ) -> Result<BackendService, Error> {
-    let upstream = Upstream::new(spec.url.clone(), spec.h2c, settings.connect_timeout)?
-        .with_response_timeout(settings.response_timeout);
+    let upstream = if spec.url.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        Upstream::https(
+            spec.url.clone(),
+            Arc::clone(&settings.backend_tls.config),
+            settings.connect_timeout,
+        )?
+    } else {
+        Upstream::new(spec.url.clone(), spec.h2c, settings.connect_timeout)?
+    }
+    .with_response_timeout(settings.response_timeout);
     let named = access_logged.then_some(spec.name.as_str());
     Ok(Tagged::new(AddForwarded::new(upstream), named))
 }
@@ -94,9 +102,13 @@ impl Reloader {
         // Everything that can fail comes first.
         let mut inserts = Vec::new();
         let mut report = String::new();
+        let roots_changed = applied.backend_tls != next.backend_tls;
         for spec in &next.backends {
             let before = applied.backends.iter().find(|b| b.name == spec.name);
-            if before.is_some_and(|b| b.url == spec.url && b.h2c == spec.h2c) {
+            let tls = spec.url.scheme() == Some(&http::uri::Scheme::HTTPS);
+            if before.is_some_and(|b| b.url == spec.url && b.h2c == spec.h2c)
+                && !(tls && roots_changed)
+            {
                 continue;
             }
             let verb = if before.is_some() { "changed" } else { "added" };

@@ -339,7 +339,10 @@ async fn a_restart_drops_every_copy() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while hits(&store) == before {
         assert_eq!(value(&store, &id).await.as_deref(), Some(&b"after"[..]));
-        assert!(Instant::now() < deadline, "no copy served after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "no copy served after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     set(&other, &id, b"later").await;

@@ -64,12 +64,30 @@ where
 /// ```
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, Watched>,
+    client: Transport,
     scheme: Scheme,
     authority: Authority,
     /// What this backend speaks, whatever the client spoke to the proxy.
     version: Version,
     response_timeout: Duration,
+}
+
+/// The client of one backend, by how it reaches it: the plain one pays nothing for TLS.
+#[derive(Clone, Debug)]
+enum Transport {
+    Plain(Client<HttpConnector, Watched>),
+    #[cfg(feature = "client-tls")]
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Watched>),
+}
+
+impl Transport {
+    fn request(&self, request: Request<Watched>) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Self::Plain(client) => client.request(request),
+            #[cfg(feature = "client-tls")]
+            Self::Tls(client) => client.request(request),
+        }
+    }
 }
 
 /// Default bound on waiting for a backend's response head.
@@ -90,9 +108,10 @@ pub enum UpstreamError {
     RequestBody(#[source] RequestBodyError),
 }
 
-/// A backend URL that [`Upstream`] cannot use.
+/// A backend URL that [`Upstream`] cannot use: [`Upstream::new`] takes `http://host:port`,
+/// [`Upstream::https`] `https://host:port`.
 #[derive(Debug, thiserror::Error)]
-#[error("backend URL {0:?} must be http://host:port")]
+#[error("backend URL {0:?} must be http://host:port (https://host:port with TLS)")]
 pub struct InvalidUpstream(String);
 
 impl Upstream {
@@ -111,15 +130,12 @@ impl Upstream {
         if scheme != Scheme::HTTP {
             return Err(InvalidUpstream(uri.to_string()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .http2_only(h2c)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(tcp_connector(connect_timeout));
         Ok(Self {
-            client,
+            client: Transport::Plain(client),
             scheme,
             authority,
             version: if h2c {
@@ -127,6 +143,71 @@ impl Upstream {
             } else {
                 Version::HTTP_11
             },
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        })
+    }
+
+    /// A client to the backend at `uri` (`https://host:port`) over TLS, HTTP/1.1 (so upgrades
+    /// such as WebSockets pass): the backend's certificate must chain to a root of `tls` and
+    /// name the URL's host (a DNS name or an IP address). Connecting is bounded by
+    /// `connect_timeout`; a TLS handshake that stalls, like a backend that does not answer, by
+    /// the response timeout ([`Upstream::with_response_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// When `uri` is not `https://` with an authority.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tether_sticky::Upstream;
+    ///
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// // roots.add(the backends' CA certificate)?;
+    /// let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()?
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let upstream = Upstream::https(
+    ///     "https://backend.internal:8443".parse()?,
+    ///     Arc::new(tls),
+    ///     Duration::from_secs(2),
+    /// )?;
+    /// # let _ = upstream;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "client-tls")]
+    pub fn https(
+        uri: Uri,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+    ) -> Result<Self, InvalidUpstream> {
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err(InvalidUpstream(uri.to_string()));
+        };
+        if scheme != Scheme::HTTPS {
+            return Err(InvalidUpstream(uri.to_string()));
+        }
+        let mut tcp = tcp_connector(connect_timeout);
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_only()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(Self {
+            client: Transport::Tls(client),
+            scheme,
+            authority,
+            version: Version::HTTP_11,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         })
     }
@@ -139,6 +220,17 @@ impl Upstream {
         self.response_timeout = timeout;
         self
     }
+}
+
+/// How long an idle pooled connection to a backend is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP connections to a backend: no Nagle delay, connecting bounded by `connect_timeout`.
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector
 }
 
 impl tower_service::Service<Request<UpstreamBody>> for Upstream {

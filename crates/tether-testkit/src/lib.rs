@@ -19,10 +19,12 @@
 //! ```
 
 mod ca;
+mod https_backend;
 mod metrics;
 mod spy;
 
 pub use ca::TestCa;
+pub use https_backend::https_backend;
 pub use metrics::MetricsSnapshot;
 pub use metrics_util;
 pub use rcgen;
