@@ -1,9 +1,10 @@
 //! What the router knows about each backend: its administrative state, its health, its load.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Weight;
 use crate::check::{CheckRecord, Checked, HealthCheck};
 use crate::telemetry::{BackendMetrics, Sent};
 
@@ -95,6 +96,8 @@ pub(crate) struct Backend {
     pub(crate) name: String,
     metrics: BackendMetrics,
     state: Mutex<BackendState>,
+    /// The operator's weight ([`Weight`]).
+    weight: AtomicU16,
     joined: Instant,
     in_flight: AtomicUsize,
     consecutive_failures: AtomicUsize,
@@ -126,6 +129,7 @@ impl Backend {
             metrics: BackendMetrics::new(&name),
             name,
             state: Mutex::new(BackendState::Ready),
+            weight: AtomicU16::new(Weight::default().get()),
             joined: Instant::now(),
             in_flight: AtomicUsize::new(0),
             consecutive_failures: AtomicUsize::new(0),
@@ -217,21 +221,34 @@ impl Backend {
         self.state() != BackendState::Maintenance && (panic || self.is_healthy())
     }
 
-    /// May take a new session; `panic` as for [`Backend::takes_pinned`].
+    /// May take a new session; `panic` as for [`Backend::takes_pinned`]. Weight 0 takes none.
     pub(crate) fn takes_new(&self, panic: bool) -> bool {
-        self.state() == BackendState::Ready && (panic || self.is_healthy())
+        self.state() == BackendState::Ready
+            && self.configured_weight().get() > 0
+            && (panic || self.is_healthy())
+    }
+
+    /// The operator's weight.
+    pub(crate) fn configured_weight(&self) -> Weight {
+        Weight::new(self.weight.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    pub(crate) fn set_weight(&self, weight: Weight) {
+        self.weight.store(weight.get(), Ordering::Relaxed);
     }
 
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Weight between 0.1 and 1 during slow start, 1 afterwards.
+    /// The operator's weight, times a ramp from 0.1 to 1 during slow start.
     pub(crate) fn weight(&self, slow_start: Duration) -> f64 {
+        let configured = f64::from(self.configured_weight().get());
         if slow_start.is_zero() {
-            return 1.0;
+            return configured;
         }
-        (self.joined.elapsed().as_secs_f64() / slow_start.as_secs_f64()).clamp(0.1, 1.0)
+        configured
+            * (self.joined.elapsed().as_secs_f64() / slow_start.as_secs_f64()).clamp(0.1, 1.0)
     }
 
     /// Takes one unit of load if the backend is below `cap`, atomically, so concurrent routing

@@ -79,6 +79,7 @@ mod service;
 mod telemetry;
 #[cfg(feature = "client")]
 mod upstream;
+mod weight;
 
 pub use affinity::PinMemo;
 pub use backend::{BackendCounters, BackendState, Health};
@@ -98,3 +99,4 @@ pub use upstream::{
     BodyError, DEFAULT_RESPONSE_TIMEOUT, InvalidUpstream, Upstream, UpstreamBody, UpstreamError,
     box_body,
 };
+pub use weight::{InvalidWeight, Weight};

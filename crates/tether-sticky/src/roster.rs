@@ -229,8 +229,9 @@ impl Inner {
         serving.peek().is_some() && serving.all(|b| !b.is_healthy())
     }
 
-    /// Power of two choices among the backends that take new sessions: two at random, the one
-    /// with fewer requests in flight (per unit of slow-start weight) wins.
+    /// Power of two choices among the backends that take new sessions: two at random, each
+    /// drawn in proportion to its weight, and the one with fewer requests in flight per unit
+    /// of weight (the operator's, ramped during slow start) wins.
     fn least_loaded(
         &self,
         config: &Config,
@@ -243,15 +244,26 @@ impl Inner {
             .iter()
             .filter(|b| !excluded.contains(&b.name) && b.takes_new(panic))
             .collect();
-        let load = |b: &Backend| (b.in_flight() as f64 + 1.0) / b.weight(config.slow_start);
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|b| b.weight(config.slow_start))
+            .collect();
+        // On a tie (idle backends, say) the first drawn wins, so idle backends get new
+        // sessions in the ratio of their weights.
+        let load = |b: &Backend, weight: f64| b.in_flight() as f64 / weight;
         let chosen = match candidates.len() {
             0 => return Route::Unavailable,
             1 => candidates.first().copied(),
-            n => {
-                let (i, j) = two_distinct(n);
+            _ => {
+                let (i, j) = two_weighted(&weights);
+                let weight = |k: usize| weights.get(k).copied().unwrap_or(1.0);
                 let (a, b) = (candidates.get(i).copied(), candidates.get(j).copied());
                 match (a, b) {
-                    (Some(a), Some(b)) => Some(if load(b) < load(a) { b } else { a }),
+                    (Some(a), Some(b)) => Some(if load(b, weight(j)) < load(a, weight(i)) {
+                        b
+                    } else {
+                        a
+                    }),
                     (a, b) => a.or(b),
                 }
             }
@@ -268,7 +280,8 @@ impl Inner {
     }
 
     /// Consistent hashing with bounded loads: the client's point on the ring, then clockwise to
-    /// the first backend below `(1 + epsilon)` times the average load.
+    /// the first backend below `(1 + epsilon)` times its share of the load (the average, with
+    /// equal weights; in proportion to its weight otherwise).
     fn bounded_load(&self, ip: IpAddr, epsilon: f64, excluded: &[String], panic: bool) -> Route {
         let eligible: Vec<&Arc<Backend>> = self
             .backends
@@ -279,7 +292,12 @@ impl Inner {
             return Route::Unavailable;
         }
         let total: usize = eligible.iter().map(|b| b.in_flight()).sum();
-        let cap = ((1.0 + epsilon) * (total + 1) as f64 / eligible.len() as f64).ceil() as usize;
+        let total_weight: f64 = eligible
+            .iter()
+            .map(|b| f64::from(b.configured_weight().get()))
+            .sum();
+        let bound = (1.0 + epsilon) * (total + 1) as f64 / total_weight.max(1.0);
+        let cap = |b: &Backend| (bound * f64::from(b.configured_weight().get())).ceil() as usize;
         let point = xxh3_64(ip.to_string().as_bytes());
         let start = self.ring.partition_point(|(p, _)| *p < point);
         let walk = self
@@ -295,7 +313,7 @@ impl Inner {
             if excluded.contains(&backend.name) || !backend.takes_new(panic) {
                 continue;
             }
-            if backend.try_reserve(cap) {
+            if backend.try_reserve(cap(backend)) {
                 return Route::To {
                     backend: Arc::clone(backend),
                     reason: Reason::New,
@@ -318,12 +336,28 @@ impl Inner {
     }
 }
 
-/// Two distinct indexes below `n` (n >= 2), uniformly at random.
-fn two_distinct(n: usize) -> (usize, usize) {
-    let a = getrandom::u64().unwrap_or(0);
-    let b = getrandom::u64().unwrap_or(1);
-    let n64 = n as u64;
-    let i = (a % n64) as usize;
-    let j = (i + 1 + (b % (n64 - 1)) as usize) % n;
+/// Two distinct indexes of `weights` (at least two, each above 0), each drawn at random in
+/// proportion to its weight: the second among the others.
+fn two_weighted(weights: &[f64]) -> (usize, usize) {
+    let i = draw(weights, None);
+    let j = draw(weights, Some(i));
     (i, j)
+}
+
+/// One index of `weights` other than `skip`, at random in proportion to its weight.
+fn draw(weights: &[f64], skip: Option<usize>) -> usize {
+    let offered = || weights.iter().enumerate().filter(|(k, _)| Some(*k) != skip);
+    let total: f64 = offered().map(|(_, w)| w).sum();
+    // 53 random bits: a uniform point in [0, total).
+    let unit = (getrandom::u64().unwrap_or(0) >> 11) as f64 / (1_u64 << 53) as f64;
+    let mut point = unit * total;
+    let mut last = 0;
+    for (k, w) in offered() {
+        if point < *w {
+            return k;
+        }
+        point -= w;
+        last = k;
+    }
+    last
 }

@@ -16,7 +16,6 @@ use tower::ServiceExt as _;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::StickyConfig;
 use crate::affinity::{self, PinMemo, request_cookie, strip_cookie};
 use crate::backend::{BackendCounters, BackendState, Health};
 use crate::cache_control::keep_private;
@@ -24,6 +23,7 @@ use crate::check::Checked;
 use crate::config::Config;
 use crate::fault::is_client_fault;
 use crate::roster::{Clues, Roster, Route};
+use crate::{StickyConfig, Weight};
 use tether_core::cookie::KeyRing;
 
 use tether_core::{BoxError, error_chain};
@@ -120,6 +120,8 @@ pub struct BackendReport {
     pub name: String,
     /// Its administrative state, as an operator set it.
     pub state: BackendState,
+    /// Its weight, as an operator set it.
+    pub weight: Weight,
     /// Its health, as passive health checks see it: healthy (with its failures in a row) or
     /// ejected until when.
     pub health: Health,
@@ -146,6 +148,21 @@ impl StickyHandle {
         }
     }
 
+    /// Sets a backend's weight: its share of new sessions from now on (the sessions pinned to
+    /// it stay); false if there is no backend of that name.
+    pub fn set_weight(&self, backend: &str, weight: Weight) -> bool {
+        match self.shared.roster.get(backend) {
+            Some(b) => {
+                if b.configured_weight() != weight {
+                    tracing::info!(backend, %weight, "backend weight changed");
+                }
+                b.set_weight(weight);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every backend with its state and counters.
     pub fn backends(&self) -> Vec<BackendReport> {
         self.shared
@@ -157,6 +174,7 @@ impl StickyHandle {
                 BackendReport {
                     name: b.name.clone(),
                     state: b.state(),
+                    weight: b.configured_weight(),
                     health: b.health(),
                     checked,
                     last_check,

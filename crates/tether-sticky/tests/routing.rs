@@ -16,7 +16,7 @@ use tether_core::Id;
 use tether_core::placement::rendezvous_order;
 use tether_sticky::{
     BackendState, ClientAddr, Failover, Health, KeyRing, Pinning, Sticky, StickyConfig,
-    StickyHandle, Upstream, UpstreamBody, backends, box_body, cookie::Key,
+    StickyHandle, Upstream, UpstreamBody, Weight, backends, box_body, cookie::Key,
 };
 use tower::{Service, ServiceExt as _};
 
@@ -187,6 +187,85 @@ async fn new_sessions_spread_evenly() {
             "{backend}: {count} of 10,000"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_follow_the_weights_and_weight_zero_takes_none() {
+    let servers = start(&["a", "b", "c"]);
+    let (mut router, handle) = router(&cookie_layer(), &servers);
+    let mut on_c = None;
+    while on_c.is_none() {
+        let answer = send(&mut router, request("/", &[], None)).await;
+        if answer.backend == "c" {
+            on_c = answer.set_cookie;
+        }
+    }
+    assert!(handle.set_weight("a", Weight::new(1).unwrap()));
+    assert!(handle.set_weight("b", Weight::new(3).unwrap()));
+    assert!(handle.set_weight("c", Weight::new(0).unwrap()));
+    assert!(!handle.set_weight("nope", Weight::default()));
+    let mut per_backend: HashMap<String, u32> = HashMap::new();
+    for _ in 0..4_000 {
+        let answer = send(&mut router, request("/", &[], None)).await;
+        assert_eq!(answer.status, 200);
+        *per_backend.entry(answer.backend).or_default() += 1;
+    }
+    // 1 : 3 : 0, within about five standard deviations.
+    let count = |name: &str| per_backend.get(name).copied().unwrap_or(0);
+    assert!((850..=1_150).contains(&count("a")), "{per_backend:?}");
+    assert!((2_850..=3_150).contains(&count("b")), "{per_backend:?}");
+    assert_eq!(
+        count("c"),
+        0,
+        "weight 0 takes no new session: {per_backend:?}"
+    );
+    let pinned = send(&mut router, request("/", &[on_c.unwrap().as_str()], None)).await;
+    assert_eq!(pinned.backend, "c", "but keeps the pinned ones");
+    let weights: HashMap<String, u16> = handle
+        .backends()
+        .into_iter()
+        .map(|b| (b.name, b.weight.get()))
+        .collect();
+    assert_eq!(weights.get("b"), Some(&3), "{weights:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_loads_cap_each_backend_by_its_weight() {
+    let servers = start(&["a", "b"]);
+    let layer = StickyConfig::new(keys(1))
+        .with_pinning(Pinning::Source)
+        .with_epsilon(0.25);
+    let (router, handle) = router(&layer, &servers);
+    // The router takes its backends in when first polled.
+    let _ = router.clone().ready().await.unwrap();
+    assert!(handle.set_weight("b", Weight::new(3).unwrap()));
+    // Everyone behind one NAT address, whose point on the ring is a's: with equal weights a
+    // would take up to (1 + 0.25) x half of what is in flight; with weights 1 : 3, a quarter.
+    let one_address: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..400 {
+        let mut router = router.clone();
+        clients.spawn(
+            async move { send(&mut router, request("/slow", &[], Some(one_address))).await },
+        );
+    }
+    while let Some(answer) = clients.join_next().await {
+        assert_eq!(answer.unwrap().status, 200);
+    }
+    let peaks: Vec<usize> = servers
+        .iter()
+        .map(|s| s.peak.load(Ordering::SeqCst))
+        .collect();
+    let share = |weight: f64| (1.25 * 401.0 * weight / 4.0).ceil() as usize;
+    let caps = [share(1.0), share(3.0)];
+    assert!(
+        peaks.iter().zip(caps).all(|(peak, cap)| *peak <= cap),
+        "peaks {peaks:?} over caps {caps:?}"
+    );
+    assert!(
+        peaks[0] > 0 && peaks[1] > 0,
+        "both took requests: {peaks:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
