@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
-use tether_sticky::{BackendReport, BackendState, Checked, Health, StickyHandle};
+use tether_sticky::{BackendReport, BackendState, Checked, Health, StickyHandle, Weight};
 
 use crate::reload::Reloader;
 
@@ -85,6 +85,7 @@ pub(crate) fn router(
         .route("/metrics", get(metrics_text))
         .route("/reload", post(reload))
         .route("/backends/{name}/{state}", post(set_state))
+        .route("/backends/{name}/weight/{weight}", post(set_weight))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), guard))
         .with_state(admin)
 }
@@ -159,6 +160,7 @@ fn report(b: &BackendReport) -> Value {
     json!({
         "name": b.name,
         "state": b.state.to_string(),
+        "weight": b.weight.get(),
         "health": health,
         "ejected": b.health.is_ejected(),
         "ejected_until": ejected_until,
@@ -230,6 +232,25 @@ async fn set_state(
     };
     if admin.handle.set_state(&name, state) {
         (StatusCode::OK, format!("{name}: {state}\n"))
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("no backend named {name:?}\n"),
+        )
+    }
+}
+
+/// Sets a backend's weight (0 to 256): its share of new sessions from now on.
+async fn set_weight(
+    State(admin): State<Admin>,
+    Path((name, weight)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    let weight: Weight = match weight.parse() {
+        Ok(weight) => weight,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    if admin.handle.set_weight(&name, weight) {
+        (StatusCode::OK, format!("{name}: weight {weight}\n"))
     } else {
         (
             StatusCode::NOT_FOUND,

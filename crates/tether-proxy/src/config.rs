@@ -10,7 +10,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use tether_sticky::cookie::Key;
-use tether_sticky::{BackendState, Failover, HealthCheck, KeyRing, Pinning, StickyConfig};
+use tether_sticky::{BackendState, Failover, HealthCheck, KeyRing, Pinning, StickyConfig, Weight};
 
 use crate::Error;
 use crate::access_log::AccessLogFormat;
@@ -26,7 +26,7 @@ use crate::values::{AnyDuration, CheckPath, CheckStatus, Cidr, Epsilon, Timeout}
 /// `tether-proxy --listen 127.0.0.1:8080 --backend http://127.0.0.1:3001 --backend http://127.0.0.1:3002`
 ///
 /// The `--config` file's keys are the flags' names with `_` for `-`, except `keys` (`--key`),
-/// `[[backends]]` tables of `name`, `url` and `h2c` (`--backend`), `[[certificates]]` tables
+/// `[[backends]]` tables of `name`, `url`, `h2c`, `state` and `weight` (`--backend`), `[[certificates]]` tables
 /// of `cert` and `key` (`--tls-cert`, `--tls-key`), `secure_cookie = false`
 /// (`--insecure-cookie`) and `admin_token`, which has no flag. Flags override the file.
 /// Durations are written `500ms`, `2s`, `1m 30s`.
@@ -227,6 +227,9 @@ struct FileBackend {
     /// Its state, applied at start and at each reload: `ready`, `drain` or `maintenance`
     /// (default: left as it is; a new backend starts ready).
     state: Option<BackendState>,
+    /// Its weight, 0 to 256, applied at start and at each reload (default: left as it is; a
+    /// new backend starts at 1).
+    weight: Option<Weight>,
 }
 
 /// A backend to proxy to.
@@ -240,6 +243,8 @@ pub(crate) struct BackendSpec {
     pub(crate) h2c: bool,
     /// The state the configuration gives it, if any.
     pub(crate) state: Option<BackendState>,
+    /// The weight the configuration gives it, if any.
+    pub(crate) weight: Option<Weight>,
 }
 
 /// Everything the proxy runs with: the flags, the file and the environment merged and checked
@@ -341,7 +346,12 @@ impl Environment {
 }
 
 /// Parses `name=url` or `url` (named after its authority).
-fn parse_backend(spec: &str, h2c: bool, state: Option<BackendState>) -> Result<BackendSpec, Error> {
+fn parse_backend(
+    spec: &str,
+    h2c: bool,
+    state: Option<BackendState>,
+    weight: Option<Weight>,
+) -> Result<BackendSpec, Error> {
     let (name, url) = match spec.split_once('=') {
         Some((name, url)) => (Some(name.to_owned()), url),
         None => (None, spec),
@@ -370,6 +380,7 @@ fn parse_backend(spec: &str, h2c: bool, state: Option<BackendState>) -> Result<B
         url,
         h2c,
         state,
+        weight,
     })
 }
 
@@ -464,13 +475,13 @@ impl Settings {
                         Some(name) => format!("{name}={}", b.url),
                         None => b.url.clone(),
                     };
-                    parse_backend(&spec, b.h2c, b.state)
+                    parse_backend(&spec, b.h2c, b.state, b.weight)
                 })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             cli.backends
                 .iter()
-                .map(|spec| parse_backend(spec, false, None))
+                .map(|spec| parse_backend(spec, false, None, None))
                 .collect::<Result<Vec<_>, _>>()?
         };
         if backends.is_empty() {

@@ -9,15 +9,16 @@
 //! a random one is generated and logged as a warning when none is given), an admin listener on
 //! loopback (`--admin 127.0.0.1:9901`: `GET /backends` lists every configured backend from the
 //! start with its state, its health and its counters; `GET /metrics` renders the process's
-//! metrics in the Prometheus text format; `POST /backends/{name}/drain` with
+//! metrics in the Prometheus text format; `POST /backends/{name}/drain` and
+//! `POST /backends/{name}/weight/{0-256}` with
 //! `Authorization: Bearer <admin_token>`; only loopback `Host` names, no cross-origin requests),
 //! a TOML file with `--config` whose keys are the flags' names with `_` (flags win). Adds
 //! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, passes WebSockets and other
 //! HTTP/1.1 upgrades through to the pinned backend, shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
 //! Live reload on SIGHUP or `POST /reload`: the file is read again (the flags of the start
-//! still win) and backends added, changed or removed, backend states (`state` in a
-//! `[[backends]]` table), affinity keys and certificates take effect at once; unchanged
+//! still win) and backends added, changed or removed, backend states and weights (`state` and
+//! `weight` in a `[[backends]]` table), affinity keys and certificates take effect at once; unchanged
 //! backends keep their connections and pinned clients, and a file that cannot be used changes
 //! nothing. Other settings need a restart, and the reload says which changed.
 //!

@@ -43,14 +43,17 @@ pub(crate) fn backend_service(
     Ok(Tagged::new(AddForwarded::new(upstream), named))
 }
 
-/// Makes the router take in the changes sent so far, then sets the states the configuration
-/// gives (a backend is in the router's roster only once taken in).
+/// Makes the router take in the changes sent so far, then sets the states and weights the
+/// configuration gives (a backend is in the router's roster only once taken in).
 pub(crate) async fn take_in(router: &Router, backends: &[BackendSpec]) {
     let _ = ServiceExt::<Request<UpstreamBody>>::ready(&mut router.clone()).await;
     let handle = router.handle();
     for spec in backends {
         if let Some(state) = spec.state {
             handle.set_state(&spec.name, state);
+        }
+        if let Some(weight) = spec.weight {
+            handle.set_weight(&spec.name, weight);
         }
     }
 }

@@ -227,3 +227,61 @@ async fn reloads_under_load_lose_no_request_and_move_no_pinned_client() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_come_from_the_file_the_admin_listener_and_reloads() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    let config = file.clone();
+    let write = move |a_weight: u16| {
+        let text = format!(
+            "keys = [{OLD_KEY:?}]\n[[backends]]\nname = \"a\"\nurl = \"http://{a}\"\n\
+             weight = {a_weight}\n[[backends]]\nname = \"b\"\nurl = \"http://{b}\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write(0);
+    let (_proxy, listen, admin_addr) =
+        spawn_proxy(&["--config".to_owned(), file.display().to_string()]);
+
+    tokio::task::spawn_blocking(move || {
+        let weight_of = |name: &str| {
+            let listed = admin_backends(admin_addr);
+            listed["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["name"] == name)
+                .map(|b| b["weight"].clone())
+                .unwrap()
+        };
+        assert_eq!(weight_of("a"), 0);
+        assert_eq!(weight_of("b"), 1);
+        for _ in 0..40 {
+            let (on, _) = get(listen, None).unwrap();
+            assert_eq!(on, "b", "weight 0 takes no new client");
+        }
+
+        let set = |path: &str, token| admin(admin_addr, "POST", path, "127.0.0.1", token);
+        assert_eq!(set("/backends/a/weight/3", None).0, 401);
+        assert_eq!(set("/backends/a/weight/257", Some(ADMIN_TOKEN)).0, 400);
+        assert_eq!(set("/backends/nope/weight/3", Some(ADMIN_TOKEN)).0, 404);
+        let answer = set("/backends/a/weight/3", Some(ADMIN_TOKEN));
+        assert_eq!(answer.0, 200, "{answer:?}");
+        assert_eq!(weight_of("a"), 3);
+        let on_a = (0..200)
+            .filter(|_| get(listen, None).unwrap().0 == "a")
+            .count();
+        assert!(
+            on_a > 100,
+            "a takes about 3 in 4 new clients: {on_a} of 200"
+        );
+
+        write(2);
+        assert_eq!(reload(admin_addr).0, 200);
+        assert_eq!(weight_of("a"), 2, "the file's weight, at reload");
+    })
+    .await
+    .unwrap();
+}
