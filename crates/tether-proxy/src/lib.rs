@@ -14,7 +14,8 @@
 //! `Authorization: Bearer <admin_token>`; only loopback `Host` names, no cross-origin requests),
 //! a TOML file with `--config` whose keys are the flags' names with `_` (flags win). Adds
 //! `X-Forwarded-For` and `Forwarded`, strips hop-by-hop headers, passes WebSockets and other
-//! HTTP/1.1 upgrades through to the pinned backend, shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
+//! HTTP/1.1 upgrades through to the pinned backend (WebSockets over HTTP/2 too, by extended
+//! CONNECT, RFC 8441, asked of the backend as an HTTP/1.1 upgrade), shuts down gracefully on SIGTERM or Ctrl-C. Logs go to stderr, coloured only when it is a terminal.
 //!
 //! Live reload on SIGHUP or `POST /reload`: the file is read again (the flags of the start
 //! still win) and backends added, changed or removed, backend states and weights (`state` and

@@ -116,8 +116,14 @@ async fn route(connection: Connection, request: Request<Incoming>) -> Response<U
         tracing::debug!(%client, reason = reason.trim_end(), "request refused");
         return answer(StatusCode::BAD_REQUEST, reason);
     }
-    let upgrade = tunnel::requested(parts.version, &parts.headers);
+    let extended = tunnel::extended_connect(&parts);
+    let upgrade = extended
+        .clone()
+        .or_else(|| tunnel::requested(parts.version, &parts.headers));
     let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+    if let Some(protocol) = &extended {
+        tunnel::into_http11_upgrade(&mut parts, protocol);
+    }
     strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = &upgrade {
         tunnel::restore(&mut parts.headers, protocol.clone());
@@ -141,7 +147,11 @@ async fn route(connection: Connection, request: Request<Incoming>) -> Response<U
     // A backend may switch protocols only when asked to, and only to one it was asked for.
     match (upgrade.zip(client_upgrade), backend_upgrade, agreed) {
         (Some((_, client_upgrade)), Some(backend_upgrade), Some(protocol)) => {
-            tunnel::restore(response.headers_mut(), protocol);
+            if extended.is_some() {
+                tunnel::into_connect_success(&mut response);
+            } else {
+                tunnel::restore(response.headers_mut(), protocol);
+            }
             tokio::spawn(tunnel::run(
                 client_upgrade,
                 backend_upgrade,
@@ -276,6 +286,7 @@ pub(crate) async fn serve(
     // Pings find HTTP/2 clients that vanished without closing (half-open connections).
     builder
         .http2()
+        .enable_connect_protocol()
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20))

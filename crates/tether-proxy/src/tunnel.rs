@@ -1,7 +1,8 @@
-//! Upgraded connections (WebSocket and any other HTTP/1.1 `Upgrade`): once the backend answers
-//! `101 Switching Protocols`, the proxy copies bytes both ways between the client and that
-//! backend until either side closes, the tunnel has been quiet for too long, or it has lasted
-//! too long.
+//! Upgraded connections (WebSocket and any other HTTP/1.1 `Upgrade`, and WebSockets over
+//! HTTP/2 by extended CONNECT, RFC 8441): once the backend answers `101 Switching Protocols`,
+//! the proxy copies bytes both ways between the client and that backend until either side
+//! closes, the tunnel has been quiet for too long, or it has lasted too long. Backends are
+//! asked with an HTTP/1.1 upgrade either way.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,12 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{CONNECTION, HeaderValue, UPGRADE};
-use http::{HeaderMap, Version};
+use base64::Engine as _;
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+};
+use http::{HeaderMap, Method, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use tether_sticky::{UpstreamBody, box_body};
 use tokio::time::Instant;
 
 use crate::connection_slot::ConnectionSlot;
@@ -47,6 +52,44 @@ pub(crate) fn requested(version: Version, headers: &HeaderMap) -> Option<HeaderV
         return None;
     }
     headers.get(UPGRADE).cloned()
+}
+
+/// The protocol an HTTP/2 extended CONNECT (RFC 8441) asks for: its `:protocol`
+/// (`websocket`).
+pub(crate) fn extended_connect(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_2 || parts.method != Method::CONNECT {
+        return None;
+    }
+    let protocol = parts.extensions.get::<hyper::ext::Protocol>()?;
+    HeaderValue::from_str(protocol.as_str()).ok()
+}
+
+/// Makes an extended CONNECT for `protocol` the HTTP/1.1 upgrade request a backend takes:
+/// `GET` with `Upgrade` and `Connection` (put back by [`restore`]), and for a WebSocket a fresh
+/// `Sec-WebSocket-Key`, which HTTP/2 clients do not send (RFC 8441 5).
+pub(crate) fn into_http11_upgrade(parts: &mut http::request::Parts, protocol: &HeaderValue) {
+    parts.method = Method::GET;
+    parts.version = Version::HTTP_11;
+    parts.extensions.remove::<hyper::ext::Protocol>();
+    if protocol.as_bytes().eq_ignore_ascii_case(b"websocket")
+        && let Ok(nonce) = tether_core::Id::random()
+    {
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce.as_bytes());
+        if let Ok(key) = HeaderValue::from_str(&key) {
+            parts.headers.insert(SEC_WEBSOCKET_KEY, key);
+        }
+    }
+}
+
+/// Makes a backend's `101` to an upgrade asked for by extended CONNECT the answer an HTTP/2
+/// client expects: `200` with no body, without the HTTP/1.1 handshake's headers.
+pub(crate) fn into_connect_success(response: &mut http::Response<UpstreamBody>) {
+    *response.status_mut() = http::StatusCode::OK;
+    let headers = response.headers_mut();
+    for name in [CONNECTION, UPGRADE, SEC_WEBSOCKET_ACCEPT, CONTENT_LENGTH] {
+        headers.remove(name);
+    }
+    *response.body_mut() = box_body(http_body_util::Empty::<bytes::Bytes>::new());
 }
 
 /// `Connection` lists the `upgrade` option.

@@ -274,3 +274,103 @@ async fn an_upgraded_connection_keeps_its_place_under_the_connection_cap() {
     let served = plain(Duration::from_secs(5)).await.unwrap();
     assert!(served.starts_with("HTTP/1.1 "), "{served:?}");
 }
+
+/// Opens a WebSocket to `/chat` through `proxy` over HTTP/2 (cleartext, prior knowledge) by
+/// extended CONNECT (RFC 8441), with `cookie` if given; returns the socket, the backend that
+/// took it and the affinity cookie the proxy set, if it set one.
+async fn connect_h2(
+    proxy: SocketAddr,
+    cookie: Option<&str>,
+) -> (
+    WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+    String,
+    Option<String>,
+) {
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // The client may ask for a protocol only once the server's settings allowed it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let response = loop {
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{proxy}/chat"))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static("websocket"));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let request = request
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        match sender.send_request(request).await {
+            Ok(response) => break response,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "extended CONNECT refused: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(response.status(), 200, "{response:?}");
+    assert!(
+        response.headers().get("sec-websocket-accept").is_none(),
+        "no HTTP/1.1 handshake header over HTTP/2"
+    );
+    let backend = response.headers()["x-backend"].to_str().unwrap().to_owned();
+    let pin = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let socket = WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (socket, backend, pin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_pass_through_and_stick_to_their_backend() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let (_proxy, listen, _) = spawn_proxy(&backend_args(&[("a", a), ("b", b)]));
+
+    let (mut socket, backend, pin) = connect_h2(listen, None).await;
+    for n in 0..20 {
+        socket.send(Message::text(n.to_string())).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                assert_eq!(text.as_str(), format!("{backend}:{n}"))
+            }
+            other => panic!("an echo over HTTP/2: {other:?}"),
+        }
+    }
+    socket.close(None).await.unwrap();
+
+    let pin = pin.expect("a new WebSocket client is pinned");
+    for _ in 0..5 {
+        let (mut socket, again, _) = connect_h2(listen, Some(&pin)).await;
+        assert_eq!(
+            again, backend,
+            "the extended CONNECT follows the affinity cookie"
+        );
+        socket.send(Message::text("pinned")).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                assert_eq!(text.as_str(), format!("{backend}:pinned"));
+            }
+            other => panic!("an echo over HTTP/2: {other:?}"),
+        }
+    }
+}
