@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::config::{Kill, LabConfig};
 use crate::network::Delays;
-use crate::operator::OperatorView;
 use crate::repeat;
 use crate::report::{Event, Report, StrategyReport};
 use crate::scenario::{Scenario, Timing};
@@ -169,13 +168,7 @@ async fn run_strategy(
     while users.join_next().await.is_some() {}
     progress.finish();
 
-    let operator = OperatorView::of(
-        &deployment
-            .nodes
-            .iter()
-            .map(|n| &n.metrics)
-            .collect::<Vec<_>>(),
-    );
+    let operator = deployment.operator_view();
     let bytes = match (deployment.replication_bytes(), bytes_before_measure) {
         (Some(after), Some(_)) => Some(after),
         _ => None,

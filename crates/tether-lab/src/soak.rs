@@ -278,13 +278,7 @@ pub async fn soak(
     while users.join_next().await.is_some() {}
     let seconds = start.elapsed().as_secs_f64();
     rss_by_minute.extend(status_kib("self", "VmRSS"));
-    let operator = OperatorView::of(
-        &deployment
-            .nodes
-            .iter()
-            .map(|n| &n.metrics)
-            .collect::<Vec<_>>(),
-    );
+    let operator = deployment.operator_view();
     drop(deployment);
     drop(redis.take());
 

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::front::{Front, RoundRobin, Tagged};
 use crate::network::Delays;
 use crate::node::{AppNode, SESSION_COOKIE};
+use crate::operator::OperatorView;
 use crate::relay::Relay;
 
 /// A way to keep sessions consistent across servers.
@@ -292,6 +293,11 @@ impl Deployment {
             node.restart(store)?;
         }
         Ok(())
+    }
+
+    /// What the app nodes' own metrics counted so far.
+    pub(crate) fn operator_view(&self) -> OperatorView {
+        OperatorView::of(&self.nodes.iter().map(|n| &n.metrics).collect::<Vec<_>>())
     }
 
     /// Bytes sent between replication nodes so far.

@@ -230,8 +230,13 @@ async fn set_state(
         Ok(state) => state,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    if admin.handle.set_state(&name, state) {
-        (StatusCode::OK, format!("{name}: {state}\n"))
+    set(admin.handle.set_state(&name, state), &name, state)
+}
+
+/// The answer to setting `what` on the backend `name`: `found`, or `404`.
+fn set(found: bool, name: &str, what: impl std::fmt::Display) -> (StatusCode, String) {
+    if found {
+        (StatusCode::OK, format!("{name}: {what}\n"))
     } else {
         (
             StatusCode::NOT_FOUND,
@@ -249,14 +254,11 @@ async fn set_weight(
         Ok(weight) => weight,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    if admin.handle.set_weight(&name, weight) {
-        (StatusCode::OK, format!("{name}: weight {weight}\n"))
-    } else {
-        (
-            StatusCode::NOT_FOUND,
-            format!("no backend named {name:?}\n"),
-        )
-    }
+    set(
+        admin.handle.set_weight(&name, weight),
+        &name,
+        format_args!("weight {weight}"),
+    )
 }
 
 #[cfg(test)]
