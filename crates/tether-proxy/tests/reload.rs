@@ -157,10 +157,21 @@ async fn reloads_under_load_lose_no_request_and_move_no_pinned_client() {
             &[NEW_KEY, OLD_KEY],
         );
         hang_up(pid);
-        let listed = wait_for_backends(admin_addr, &["a", "b", "c"]);
-        let b_listed = common::backend_named(&listed, "b");
-        std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(b_listed["state"], "drain", "{listed}");
+        wait_for_backends(admin_addr, &["a", "b", "c"]);
+        // States are set once the new backends are in: c may be listed a moment before b
+        // drains.
+        let started = Instant::now();
+        loop {
+            let listed = admin_backends(admin_addr);
+            if common::backend_named(&listed, "b")["state"] == "drain" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "b never drained: {listed}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Drained: b keeps its pinned clients and takes no new one.
         for pin in &b_pins {
             assert_eq!(get(listen, Some(pin)).unwrap().0, "b");
