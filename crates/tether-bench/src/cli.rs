@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use tether_lab::{Scenario, SoakStore};
 use tether_replicated::Mode;
 
+use crate::live_sessions::InMemory;
 use crate::load::Workload;
 use crate::race;
 use crate::stacks::Stack;
@@ -100,12 +101,47 @@ pub(crate) enum Command {
         /// The core wrk is pinned to.
         #[arg(long, default_value_t = 1)]
         load_core: usize,
+        /// Sessions each server holds beside those the load uses, made at its start (the
+        /// in-memory stacks only). With several counts, each stack is served once per count,
+        /// all in the same interleaved rounds: reads among a million sessions against reads
+        /// among a few.
+        #[arg(long, value_delimiter = ',', default_value = "0", value_parser = counts::<u64>(0))]
+        live_sessions: Vec<u64>,
         /// The wrk program (Debian: apt-get install wrk).
         #[arg(long, default_value = "wrk")]
         wrk: PathBuf,
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Memory one stored session costs: each in-memory store filled with one-key sessions in a
+    /// fresh process of its own, its resident set size read before and after.
+    Memory {
+        /// The stores.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "tether-memory,tower-sessions-memory"
+        )]
+        stores: Vec<InMemory>,
+        /// Session counts, each measured in a fresh process.
+        #[arg(long, value_delimiter = ',', default_value = "1000000", value_parser = counts::<u64>(1))]
+        sessions: Vec<u64>,
+        /// Print one JSON array of {"store", "sessions", "resident_bytes_grown", "bytes_per_session"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One measurement of `memory`, in this process: prints its resident bytes before and
+    /// after filling the store.
+    #[command(hide = true)]
+    MemoryFill {
+        /// The store.
+        #[arg(long, value_enum)]
+        store: InMemory,
+        /// Sessions to make.
+        #[arg(long, value_parser = counts::<u64>(1))]
+        sessions: u64,
     },
     /// One stack as a server of its own, for a load generator in another process (wrk):
     /// prints `listening on ADDR`, serves until its standard input closes or Ctrl-C.
@@ -116,6 +152,9 @@ pub(crate) enum Command {
         /// The address to listen at; port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// Sessions made at start, beside those the load makes (the in-memory stacks only).
+        #[arg(long, default_value_t = 0, value_parser = counts::<u64>(0))]
+        live_sessions: u64,
     },
     /// Redis commands each request sends (round trips), and those its scripts run, recorded with
     /// MONITOR over a fixed number of sequential requests on one session.

@@ -20,7 +20,9 @@ mod error;
 mod in_process;
 mod instructions;
 mod invalidation;
+mod live_sessions;
 mod load;
+mod memory;
 mod net;
 mod pinned;
 mod plan;
@@ -147,6 +149,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             rounds,
             server_core,
             load_core,
+            live_sessions,
             wrk,
             json,
         } => {
@@ -157,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 wrk: &wrk,
                 server_core,
                 load_core,
+                live_sessions: &live_sessions,
             };
             let rounds = pinned::Rounds {
                 seconds,
@@ -166,9 +170,19 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             };
             pinned::run(&stacks, workload, &rounds, &setup, json).await
         }
-        Command::Serve { stack, listen } => {
+        Command::Memory {
+            stores,
+            sessions,
+            json,
+        } => memory::run(&stores, &sessions, json).await,
+        Command::MemoryFill { store, sessions } => memory::fill(store, sessions).await,
+        Command::Serve {
+            stack,
+            listen,
+            live_sessions,
+        } => {
             let backends = backends_for(&[stack])?;
-            serve::run(stack, listen, &backends).await
+            serve::run(stack, listen, &backends, live_sessions).await
         }
         Command::Commands {
             what: StacksAndWorkload { stacks, workload },

@@ -48,6 +48,9 @@ pub(crate) struct Setup<'a> {
     pub(crate) wrk: &'a Path,
     pub(crate) server_core: usize,
     pub(crate) load_core: usize,
+    /// Sessions each server makes at its start, beside those the load uses: each stack is
+    /// served once per count.
+    pub(crate) live_sessions: &'a [u64],
 }
 
 /// How long and how hard each round drives each server.
@@ -79,6 +82,8 @@ pub(crate) struct Round {
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Report {
     pub(crate) stack: &'static str,
+    /// Sessions the server held beside those the load used.
+    pub(crate) live_sessions: u64,
     pub(crate) workload: &'static str,
     pub(crate) median_requests_per_second: f64,
     /// Largest distance of a round from the median, as a share of the median.
@@ -92,7 +97,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    fn new(stack: Stack, workload: Workload, rounds: Vec<Round>) -> Self {
+    fn new(stack: Stack, live_sessions: u64, workload: Workload, rounds: Vec<Round>) -> Self {
         let rps = median(rounds.iter().map(|r| r.requests_per_second));
         let spread = rounds
             .iter()
@@ -100,6 +105,7 @@ impl Report {
             .fold(0.0, f64::max);
         Self {
             stack: stack.name(),
+            live_sessions,
             workload: workload.name(),
             median_requests_per_second: rps,
             spread,
@@ -116,6 +122,7 @@ impl Report {
 /// One stack's server, pinned, with the script that drives it.
 struct Server {
     stack: Stack,
+    live_sessions: u64,
     child: Child,
     pid: u32,
     addr: SocketAddr,
@@ -174,9 +181,11 @@ pub(crate) async fn run(
         setup.backends.reset_for(stack).await?;
     }
     let mut servers = Vec::new();
-    for &stack in stacks {
-        let script = dir.path().join(format!("{stack}.lua"));
-        servers.push(start(stack, workload, setup, script).await?);
+    for &live in setup.live_sessions {
+        for &stack in stacks {
+            let script = dir.path().join(format!("{stack}-{live}.lua"));
+            servers.push(start(stack, live, workload, setup, script).await?);
+        }
     }
     for server in &servers {
         if rounds.warmup > 0 {
@@ -197,10 +206,10 @@ pub(crate) async fn run(
         drop(server.child.stdin.take());
         let _ = tokio::time::timeout(PATIENCE, server.child.wait()).await;
     }
-    let reports: Vec<Report> = stacks
+    let reports: Vec<Report> = servers
         .iter()
         .zip(measured)
-        .map(|(&stack, rounds)| Report::new(stack, workload, rounds))
+        .map(|(server, rounds)| Report::new(server.stack, server.live_sessions, workload, rounds))
         .collect();
     if json {
         println!("{}", serde_json::to_string(&reports)?);
@@ -228,9 +237,11 @@ async fn found(wrk: &Path) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Starts `serve` of `stack` on the server core and makes its sessions.
+/// Starts `serve` of `stack`, holding `live_sessions` more, on the server core and makes its
+/// sessions.
 async fn start(
     stack: Stack,
+    live_sessions: u64,
     workload: Workload,
     setup: &Setup<'_>,
     script: PathBuf,
@@ -238,6 +249,7 @@ async fn start(
     let mut taskset = Command::new("taskset");
     taskset.args(["-c", &setup.server_core.to_string()]);
     let mut command = serve_under(taskset, stack, setup.backends, setup.postgres_url)?;
+    command.args(["--live-sessions", &live_sessions.to_string()]);
     command.stderr(Stdio::inherit());
     let mut child = command
         .spawn()
@@ -264,6 +276,7 @@ async fn start(
         .doing(|| format!("writing {}", script.display()))?;
     Ok(Server {
         stack,
+        live_sessions,
         child,
         pid,
         addr,
@@ -421,6 +434,12 @@ fn table(reports: &[Report], workload: Workload, rounds: &Rounds, setup: &Setup<
         "{workload}: {} rounds of {} s, {} connections over {SESSIONS} sessions; server on core {}, wrk on core {}",
         rounds.rounds, rounds.seconds, rounds.connections, setup.server_core, setup.load_core
     );
+    if setup.live_sessions.iter().any(|&live| live > 0) {
+        let _ = writeln!(
+            out,
+            "+N: the server also held N live sessions the load did not use"
+        );
+    }
     let _ = writeln!(
         out,
         "{:<26} {:>10} {:>8} {:>9} {:>13} {:>12} {:>8} {:>6}  notes",
@@ -448,10 +467,14 @@ fn table(reports: &[Report], workload: Workload, rounds: &Rounds, setup: &Setup<
         if errors > 0 {
             notes.push(format!("{errors} errors"));
         }
+        let label = match report.live_sessions {
+            0 => report.stack.to_owned(),
+            live => format!("{} +{live}", report.stack),
+        };
         let _ = writeln!(
             out,
             "{:<26} {:>10.0} {:>7.1}% {:>8.2}x {:>13.1} {:>12.1} {:>8.2} {:>5.0}%  {}",
-            report.stack,
+            label,
             report.median_requests_per_second,
             report.spread * 100.0,
             report.median_requests_per_second / first.max(f64::MIN_POSITIVE),
@@ -494,6 +517,7 @@ mod tests {
         };
         let steady = Report::new(
             Stack::None,
+            0,
             Workload::Read,
             vec![round(100.0, 0.99), round(103.0, 0.99), round(98.0, 0.97)],
         );
@@ -501,6 +525,7 @@ mod tests {
         assert_eq!(steady.median_requests_per_second, 100.0);
         let disturbed = Report::new(
             Stack::None,
+            1_000,
             Workload::Read,
             vec![round(100.0, 0.99), round(120.0, 0.99), round(99.0, 0.5)],
         );

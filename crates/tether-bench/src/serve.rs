@@ -19,16 +19,22 @@ use crate::stacks::Stack;
 /// The line `serve` prints once it accepts connections, followed by the address.
 const LISTENING: &str = "listening on ";
 
-/// Serves `stack` at `listen` (port 0: any free port) until stdin closes or Ctrl-C.
+/// Serves `stack` at `listen` (port 0: any free port) until stdin closes or Ctrl-C, with
+/// `live_sessions` sessions made at its start.
 pub(crate) async fn run(
     stack: Stack,
     listen: SocketAddr,
     backends: &Backends,
+    live_sessions: u64,
 ) -> Result<(), BoxError> {
     if stack.records_metrics() {
         install_recorder()?;
     }
-    let app = stack.router(backends).await?;
+    let app = if live_sessions == 0 {
+        stack.router(backends).await?
+    } else {
+        stack.router_with_live_sessions(live_sessions).await?
+    };
     let listener = TcpListener::bind(listen)
         .await
         .doing(|| format!("binding {listen}"))?;
@@ -56,6 +62,7 @@ pub(crate) fn serve_under(
         command.args(["--redis-url", redis.url()]);
     }
     command
+        // Arguments of `serve` may follow.
         .args(["serve", "--stack", stack.name(), "--listen", "127.0.0.1:0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::backends::Backends;
+use crate::live_sessions;
 use crate::net::bind_loopback;
 use crate::postgres_env::PostgresEnv;
 use crate::redis_env::RedisEnv;
@@ -139,6 +140,28 @@ impl Stack {
             }
             Self::TowerSessionsTetherRedis => {
                 tower_sessions_tether_redis_app::router(redis_url()?).await?
+            }
+        })
+    }
+
+    /// The app of an in-memory stack whose store holds `live` one-key sessions already.
+    pub(crate) async fn router_with_live_sessions(self, live: u64) -> Result<Router, BoxError> {
+        Ok(match self {
+            Self::TetherMemory => {
+                let store = live_sessions::tether_store(live);
+                live_sessions::fill_tether(&store, live).await?;
+                tether_app::router_on(store)
+            }
+            Self::TowerSessionsMemory => {
+                let store = tower_sessions::MemoryStore::default();
+                live_sessions::fill_tower_sessions(&store, live).await?;
+                tower_sessions_app::router_on(store)
+            }
+            _ => {
+                return Err(format!(
+                    "{self} keeps no sessions in this process: no --live-sessions"
+                )
+                .into());
             }
         })
     }
@@ -276,8 +299,12 @@ mod tether_app {
     }
 
     pub(super) fn router() -> axum::Router {
+        router_on(MemoryStore::new())
+    }
+
+    pub(super) fn router_on(store: MemoryStore) -> axum::Router {
         // Plain HTTP on loopback: the clients would not send a Secure cookie back.
-        routes().layer(SessionLayer::new(MemoryStore::new()).with_secure(false))
+        routes().layer(SessionLayer::new(store).with_secure(false))
     }
 }
 
@@ -384,7 +411,11 @@ mod tower_sessions_app {
     pub(super) use common_routes as routes;
 
     pub(super) fn router() -> axum::Router {
-        routes().layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+        router_on(MemoryStore::default())
+    }
+
+    pub(super) fn router_on(store: MemoryStore) -> axum::Router {
+        routes().layer(SessionManagerLayer::new(store).with_secure(false))
     }
 }
 
