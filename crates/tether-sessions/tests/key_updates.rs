@@ -53,15 +53,7 @@ fn key_app(layer: SessionLayer, gate: Arc<Notify>, reached: Arc<Notify>) -> Rout
         )
         .route(
             "/slow-draft/{v}",
-            route_get(move |s: Session, Path(v): Path<String>| {
-                let (gate, reached) = draft_gate.clone();
-                async move {
-                    let _seen: Option<String> = s.get("draft").await?;
-                    reached.notify_one();
-                    gate.notified().await;
-                    s.insert("draft", &v).await
-                }
-            }),
+            gated_draft_insert(draft_gate.0, draft_gate.1),
         )
         .route(
             "/slow-hit",

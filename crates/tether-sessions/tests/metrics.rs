@@ -105,15 +105,7 @@ fn racing_app(layer: SessionLayer, gate: Arc<Notify>, reached: Arc<Notify>) -> R
     common::routes()
         .route(
             "/slow-insert/{v}",
-            route_get(move |s: Session, Path(v): Path<String>| {
-                let (gate, reached) = insert_gate.clone();
-                async move {
-                    let _seen: Option<String> = s.get("draft").await?;
-                    reached.notify_one();
-                    gate.notified().await;
-                    s.insert("draft", &v).await
-                }
-            }),
+            common::gated_draft_insert(insert_gate.0, insert_gate.1),
         )
         .route(
             "/slow-update/{v}",

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{HeaderMap, Request, Response, StatusCode, header};
-use axum::routing::get as route_get;
+use axum::routing::{MethodRouter, get as route_get};
 use http_body_util::BodyExt as _;
 use tether_memory::MemoryStore;
 use tether_sessions::{Error, Session, SessionLayer};
@@ -148,4 +148,24 @@ pub async fn ok(app: &Router, request: Request<Body>) -> Answer {
     let answer = send(app, request).await;
     assert_eq!(answer.status, StatusCode::OK, "body: {}", answer.body);
     answer
+}
+
+/// A route that reads `draft`, tells `reached`, waits for `gate` (so that another request can
+/// change the key meanwhile), then inserts its path's last segment `{v}` into `draft`.
+pub fn gated_draft_insert(
+    gate: std::sync::Arc<tokio::sync::Notify>,
+    reached: std::sync::Arc<tokio::sync::Notify>,
+) -> MethodRouter {
+    route_get(move |s: Session, Path(v): Path<String>| {
+        let (gate, reached) = (
+            std::sync::Arc::clone(&gate),
+            std::sync::Arc::clone(&reached),
+        );
+        async move {
+            let _seen: Option<String> = s.get("draft").await?;
+            reached.notify_one();
+            gate.notified().await;
+            s.insert("draft", &v).await
+        }
+    })
 }
