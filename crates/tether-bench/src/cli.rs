@@ -128,6 +128,9 @@ pub(crate) enum Command {
         /// Session counts, each measured in a fresh process.
         #[arg(long, value_delimiter = ',', default_value = "1000000", value_parser = counts::<u64>(1))]
         sessions: Vec<u64>,
+        /// Also change each session's key once after its first read, and read it again.
+        #[arg(long)]
+        written: bool,
         /// Print one JSON array of {"store", "sessions", "resident_bytes_grown", "bytes_per_session"}.
         #[arg(long)]
         json: bool,
@@ -142,6 +145,9 @@ pub(crate) enum Command {
         /// Sessions to make.
         #[arg(long, value_parser = counts::<u64>(1))]
         sessions: u64,
+        /// Change each session's key once after its first read.
+        #[arg(long)]
+        written: bool,
     },
     /// One stack as a server of its own, for a load generator in another process (wrk):
     /// prints `listening on ADDR`, serves until its standard input closes or Ctrl-C.

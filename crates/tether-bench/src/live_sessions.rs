@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use tether_core::{BoxError, Codec, Expiry, Id, Record, SessionStore as _, Timestamp};
+use tether_core::{BoxError, Changes, Codec, Expiry, Id, Record, SessionStore as _, Timestamp};
 use tether_sessions::{DEFAULT_ABSOLUTE_LIFETIME, DEFAULT_IDLE_TIMEOUT};
 use tower_sessions::session_store::SessionStore as _;
 
@@ -43,10 +43,12 @@ pub(crate) fn tether_store(live: u64) -> tether_memory::MemoryStore {
     )
 }
 
-/// Makes `count` one-key sessions in `store`.
+/// Makes `count` one-key sessions in `store`; with `written`, changes each one's key once
+/// after its first read and reads it again.
 pub(crate) async fn fill_tether(
     store: &tether_memory::MemoryStore,
     count: u64,
+    written: bool,
 ) -> Result<(), BoxError> {
     for _ in 0..count {
         // Encoded anew for each session, as the layer does: a store that keeps the value it is
@@ -69,15 +71,29 @@ pub(crate) async fn fill_tether(
             .load(&record.id)
             .await
             .doing(|| "reading a tether-memory session".into())?;
+        if written {
+            let mut changes = Changes::new();
+            changes.insert("count", Codec::default().encode(&2u64)?);
+            let _applied = store
+                .apply(&record.id, &changes, &expiry.renewed(Timestamp::now()))
+                .await
+                .doing(|| "writing a tether-memory session".into())?;
+            let _read = store
+                .load(&record.id)
+                .await
+                .doing(|| "reading a tether-memory session".into())?;
+        }
     }
     store.run_pending_tasks().await;
     Ok(())
 }
 
-/// Makes `count` one-key sessions in `store`, as tower-sessions' layer would store them.
+/// Makes `count` one-key sessions in `store`, as tower-sessions' layer would store them; with
+/// `written`, saves each once more with its key changed and reads it again.
 pub(crate) async fn fill_tower_sessions(
     store: &tower_sessions::MemoryStore,
     count: u64,
+    written: bool,
 ) -> Result<(), BoxError> {
     let lifetime = tower_sessions::cookie::time::Duration::try_from(DEFAULT_IDLE_TIMEOUT)?;
     for _ in 0..count {
@@ -94,6 +110,17 @@ pub(crate) async fn fill_tower_sessions(
             .load(&record.id)
             .await
             .doing(|| "reading a tower-sessions session".into())?;
+        if written {
+            record.data.insert("count".to_owned(), serde_json::json!(2));
+            store
+                .save(&record)
+                .await
+                .doing(|| "writing a tower-sessions session".into())?;
+            let _read = store
+                .load(&record.id)
+                .await
+                .doing(|| "reading a tower-sessions session".into())?;
+        }
     }
     Ok(())
 }
@@ -105,12 +132,13 @@ pub(crate) struct Filled {
     _store: Box<dyn std::any::Any>,
 }
 
-/// A fresh store of kind `store` holding `count` one-key sessions.
-pub(crate) async fn filled(store: InMemory, count: u64) -> Result<Filled, BoxError> {
+/// A fresh store of kind `store` holding `count` one-key sessions, each `written` once if
+/// asked.
+pub(crate) async fn filled(store: InMemory, count: u64, written: bool) -> Result<Filled, BoxError> {
     Ok(match store {
         InMemory::TetherMemory => {
             let tether = tether_store(count);
-            fill_tether(&tether, count).await?;
+            fill_tether(&tether, count, written).await?;
             Filled {
                 held: Some(tether.session_count()),
                 _store: Box::new(tether),
@@ -118,7 +146,7 @@ pub(crate) async fn filled(store: InMemory, count: u64) -> Result<Filled, BoxErr
         }
         InMemory::TowerSessionsMemory => {
             let tower = tower_sessions::MemoryStore::default();
-            fill_tower_sessions(&tower, count).await?;
+            fill_tower_sessions(&tower, count, written).await?;
             Filled {
                 held: None,
                 _store: Box::new(tower),

@@ -173,9 +173,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Memory {
             stores,
             sessions,
+            written,
             json,
-        } => memory::run(&stores, &sessions, json).await,
-        Command::MemoryFill { store, sessions } => memory::fill(store, sessions).await,
+        } => memory::run(&stores, &sessions, written, json).await,
+        Command::MemoryFill {
+            store,
+            sessions,
+            written,
+        } => memory::fill(store, sessions, written).await,
         Command::Serve {
             stack,
             listen,

@@ -30,19 +30,28 @@ impl Measured {
 }
 
 /// Measures each store at each session count, one fresh process per measurement.
-pub(crate) async fn run(stores: &[InMemory], counts: &[u64], json: bool) -> Result<(), BoxError> {
+pub(crate) async fn run(
+    stores: &[InMemory],
+    counts: &[u64],
+    written: bool,
+    json: bool,
+) -> Result<(), BoxError> {
     let exe = std::env::current_exe().doing(|| "finding this program's path".into())?;
     let mut results = Vec::new();
     for &sessions in counts {
         for &store in stores {
-            let output = Command::new(&exe)
-                .args([
-                    "memory-fill",
-                    "--store",
-                    store.name(),
-                    "--sessions",
-                    &sessions.to_string(),
-                ])
+            let mut fill = Command::new(&exe);
+            fill.args([
+                "memory-fill",
+                "--store",
+                store.name(),
+                "--sessions",
+                &sessions.to_string(),
+            ]);
+            if written {
+                fill.arg("--written");
+            }
+            let output = fill
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .output()
@@ -73,6 +82,7 @@ pub(crate) async fn run(stores: &[InMemory], counts: &[u64], json: bool) -> Resu
                 serde_json::json!({
                     "store": m.store.name(),
                     "sessions": m.sessions,
+                    "written": written,
                     "resident_bytes_grown": m.grown,
                     "bytes_per_session": m.per_session().round(),
                 })
@@ -80,6 +90,9 @@ pub(crate) async fn run(stores: &[InMemory], counts: &[u64], json: bool) -> Resu
             .collect();
         println!("{}", serde_json::Value::Array(rows));
     } else {
+        if written {
+            println!("each session written once after its first read");
+        }
         println!(
             "{:<24} {:>10} {:>14} {:>18}",
             "store", "sessions", "RSS grew (MiB)", "bytes per session"
@@ -98,9 +111,9 @@ pub(crate) async fn run(stores: &[InMemory], counts: &[u64], json: bool) -> Resu
 }
 
 /// The child's part: fills a fresh store and prints how much its resident set grew.
-pub(crate) async fn fill(store: InMemory, sessions: u64) -> Result<(), BoxError> {
+pub(crate) async fn fill(store: InMemory, sessions: u64, written: bool) -> Result<(), BoxError> {
     let before = resident_bytes()?;
-    let filled = live_sessions::filled(store, sessions).await?;
+    let filled = live_sessions::filled(store, sessions, written).await?;
     let after = resident_bytes()?;
     if let Some(held) = filled.held.filter(|&held| held != sessions) {
         return Err(format!("{store} holds {held} sessions of the {sessions} made").into());

@@ -149,12 +149,12 @@ impl Stack {
         Ok(match self {
             Self::TetherMemory => {
                 let store = live_sessions::tether_store(live);
-                live_sessions::fill_tether(&store, live).await?;
+                live_sessions::fill_tether(&store, live, false).await?;
                 tether_app::router_on(store)
             }
             Self::TowerSessionsMemory => {
                 let store = tower_sessions::MemoryStore::default();
-                live_sessions::fill_tower_sessions(&store, live).await?;
+                live_sessions::fill_tower_sessions(&store, live, false).await?;
                 tower_sessions_app::router_on(store)
             }
             _ => {
