@@ -141,7 +141,7 @@ struct Slot {
 impl Cell {
     fn new(session: Stored) -> Arc<Self> {
         Arc::new(Self {
-            expires_at: AtomicU64::new(session.expiry().expires_at().as_millis()),
+            expires_at: AtomicU64::new(session.expires_at().as_millis()),
             deadline_moved: AtomicBool::new(false),
             slot: Mutex::new(Slot {
                 session,

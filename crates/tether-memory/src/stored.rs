@@ -48,9 +48,14 @@ impl Stored {
         SessionInfo::new(
             tether_core::SessionHandle::of(id),
             self.created_at,
-            self.expiry.expires_at,
+            self.expires_at(),
         )
         .with_seen(self.seen.as_deref().cloned())
+    }
+
+    /// When the session ends.
+    pub(crate) fn expires_at(&self) -> Timestamp {
+        self.expiry.expires_at
     }
 
     pub(crate) fn expiry(&self) -> Expiry {
@@ -63,7 +68,7 @@ impl Stored {
 
     /// Whether the session has ended at `now`.
     pub(crate) fn is_expired(&self, now: Timestamp) -> bool {
-        now >= self.expiry.expires_at
+        now >= self.expires_at()
     }
 
     /// Applies `changes`: data, principal and last use.
@@ -135,18 +140,11 @@ impl Packed {
         Entries { rest: &self.0 }
     }
 
-    /// The number of entries, counted from their lengths alone.
+    /// The number of entries, counted from their framing alone (no key is checked).
     fn len(&self) -> usize {
         let mut rest: &[u8] = &self.0;
         let mut count = 0;
-        while let Some((lengths, tail)) = rest.split_first_chunk::<HEADER>() {
-            let (key_len, value_len) = lengths.split_at(4);
-            let entry = [key_len, value_len]
-                .into_iter()
-                .filter_map(|len| <[u8; 4]>::try_from(len).ok())
-                .map(|len| u32::from_le_bytes(len) as usize)
-                .sum::<usize>();
-            let Some(tail) = tail.get(entry..) else { break };
+        while let Some((_, _, tail)) = split_entry(rest) {
             rest = tail;
             count += 1;
         }
@@ -176,26 +174,36 @@ impl Packed {
             .inserted()
             .map(|(k, v)| entry_len(k, v))
             .sum::<usize>();
-        let mut block = Vec::with_capacity(self.0.len() + added);
-        for (key, value) in self.entries().filter(|(key, _)| !changes.touches(key)) {
-            push(&mut block, key, value);
-        }
-        for (key, value) in changes.inserted() {
-            push(&mut block, key, value);
-        }
-        Self(Bytes::from(block))
+        self.rebuilt(
+            self.0.len() + added,
+            |key| !changes.touches(key),
+            changes.inserted().map(|(key, value)| (key, &value[..])),
+        )
     }
 
     /// A block with `key` set to `value`, or removed when `None`.
     pub(crate) fn with_key(&self, key: &str, value: Option<&[u8]>) -> Self {
-        let kept = self.entries().filter(|(k, _)| *k != key);
-        let len = kept.clone().map(|(k, v)| entry_len(k, v)).sum::<usize>()
-            + value.map_or(0, |v| entry_len(key, v));
-        let mut block = Vec::with_capacity(len);
-        for (k, v) in kept {
-            push(&mut block, k, v);
+        let kept = self
+            .entries()
+            .filter(|(k, _)| *k != key)
+            .map(|(k, v)| entry_len(k, v))
+            .sum::<usize>();
+        let len = kept + value.map_or(0, |v| entry_len(key, v));
+        self.rebuilt(len, |k| k != key, value.map(|value| (key, value)))
+    }
+
+    /// A block of `capacity` bytes holding the entries whose key `keep` accepts, then `added`.
+    fn rebuilt<'a>(
+        &self,
+        capacity: usize,
+        keep: impl Fn(&str) -> bool,
+        added: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Self {
+        let mut block = Vec::with_capacity(capacity);
+        for (key, value) in self.entries().filter(|(key, _)| keep(key)) {
+            push(&mut block, key, value);
         }
-        if let Some(value) = value {
+        for (key, value) in added {
             push(&mut block, key, value);
         }
         Self(Bytes::from(block))
@@ -233,17 +241,24 @@ impl<'a> Iterator for Entries<'a> {
     type Item = (&'a str, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (lengths, rest) = self.rest.split_first_chunk::<HEADER>()?;
-        let (key_len, value_len) = lengths.split_at(4);
-        let key_len = usize::try_from(u32::from_le_bytes(key_len.try_into().ok()?)).ok()?;
-        let value_len = usize::try_from(u32::from_le_bytes(value_len.try_into().ok()?)).ok()?;
-        let (key, rest) = rest.split_at_checked(key_len)?;
-        let (value, rest) = rest.split_at_checked(value_len)?;
+        let (key, value, rest) = split_entry(self.rest)?;
         self.rest = rest;
         // Only `push` writes blocks, from `&str` keys.
         let key = std::str::from_utf8(key).ok()?;
         Some((key, value))
     }
+}
+
+/// The first entry of `block` as its key's bytes, its value and the rest of the block; `None`
+/// at the end of the block or where it is cut short.
+fn split_entry(block: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (lengths, rest) = block.split_first_chunk::<HEADER>()?;
+    let (key_len, value_len) = lengths.split_at(4);
+    let key_len = usize::try_from(u32::from_le_bytes(key_len.try_into().ok()?)).ok()?;
+    let value_len = usize::try_from(u32::from_le_bytes(value_len.try_into().ok()?)).ok()?;
+    let (key, rest) = rest.split_at_checked(key_len)?;
+    let (value, rest) = rest.split_at_checked(value_len)?;
+    Some((key, value, rest))
 }
 
 #[cfg(test)]
