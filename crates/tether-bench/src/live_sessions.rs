@@ -37,7 +37,7 @@ impl std::fmt::Display for InMemory {
 
 /// A tether-memory store with room for `live` sessions beside the `DEFAULT_MAX_SESSIONS` a
 /// server would have, so nothing the measure makes is evicted.
-pub(crate) fn tether_store(live: u64) -> tether_memory::MemoryStore {
+fn tether_store(live: u64) -> tether_memory::MemoryStore {
     tether_memory::MemoryStore::with_max_sessions(
         tether_memory::DEFAULT_MAX_SESSIONS.saturating_add(live),
     )
@@ -45,7 +45,7 @@ pub(crate) fn tether_store(live: u64) -> tether_memory::MemoryStore {
 
 /// Makes `count` one-key sessions in `store`; with `written`, changes each one's key once
 /// after its first read and reads it again.
-pub(crate) async fn fill_tether(
+async fn fill_tether(
     store: &tether_memory::MemoryStore,
     count: u64,
     written: bool,
@@ -90,7 +90,7 @@ pub(crate) async fn fill_tether(
 
 /// Makes `count` one-key sessions in `store`, as tower-sessions' layer would store them; with
 /// `written`, saves each once more with its key changed and reads it again.
-pub(crate) async fn fill_tower_sessions(
+async fn fill_tower_sessions(
     store: &tower_sessions::MemoryStore,
     count: u64,
     written: bool,
@@ -125,11 +125,20 @@ pub(crate) async fn fill_tower_sessions(
     Ok(())
 }
 
-/// A filled store, kept alive for as long as the measure runs.
-pub(crate) struct Filled {
+/// A store of one of the [`InMemory`] kinds, filled.
+pub(crate) enum Filled {
+    Tether(tether_memory::MemoryStore),
+    TowerSessions(tower_sessions::MemoryStore),
+}
+
+impl Filled {
     /// Sessions the store says it holds, when it can say.
-    pub(crate) held: Option<u64>,
-    _store: Box<dyn std::any::Any>,
+    pub(crate) fn held(&self) -> Option<u64> {
+        match self {
+            Self::Tether(store) => Some(store.session_count()),
+            Self::TowerSessions(_) => None,
+        }
+    }
 }
 
 /// A fresh store of kind `store` holding `count` one-key sessions, each `written` once if
@@ -139,18 +148,12 @@ pub(crate) async fn filled(store: InMemory, count: u64, written: bool) -> Result
         InMemory::TetherMemory => {
             let tether = tether_store(count);
             fill_tether(&tether, count, written).await?;
-            Filled {
-                held: Some(tether.session_count()),
-                _store: Box::new(tether),
-            }
+            Filled::Tether(tether)
         }
         InMemory::TowerSessionsMemory => {
             let tower = tower_sessions::MemoryStore::default();
             fill_tower_sessions(&tower, count, written).await?;
-            Filled {
-                held: None,
-                _store: Box::new(tower),
-            }
+            Filled::TowerSessions(tower)
         }
     })
 }

@@ -115,7 +115,7 @@ pub(crate) async fn fill(store: InMemory, sessions: u64, written: bool) -> Resul
     let before = resident_bytes()?;
     let filled = live_sessions::filled(store, sessions, written).await?;
     let after = resident_bytes()?;
-    if let Some(held) = filled.held.filter(|&held| held != sessions) {
+    if let Some(held) = filled.held().filter(|&held| held != sessions) {
         return Err(format!("{store} holds {held} sessions of the {sessions} made").into());
     }
     println!("{GREW}{before} {after}");

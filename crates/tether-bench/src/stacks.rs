@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::backends::Backends;
-use crate::live_sessions;
+use crate::live_sessions::{self, Filled, InMemory};
 use crate::net::bind_loopback;
 use crate::postgres_env::PostgresEnv;
 use crate::redis_env::RedisEnv;
@@ -146,23 +146,19 @@ impl Stack {
 
     /// The app of an in-memory stack whose store holds `live` one-key sessions already.
     pub(crate) async fn router_with_live_sessions(self, live: u64) -> Result<Router, BoxError> {
-        Ok(match self {
-            Self::TetherMemory => {
-                let store = live_sessions::tether_store(live);
-                live_sessions::fill_tether(&store, live, false).await?;
-                tether_app::router_on(store)
-            }
-            Self::TowerSessionsMemory => {
-                let store = tower_sessions::MemoryStore::default();
-                live_sessions::fill_tower_sessions(&store, live, false).await?;
-                tower_sessions_app::router_on(store)
-            }
+        let kind = match self {
+            Self::TetherMemory => InMemory::TetherMemory,
+            Self::TowerSessionsMemory => InMemory::TowerSessionsMemory,
             _ => {
                 return Err(format!(
                     "{self} keeps no sessions in this process: no --live-sessions"
                 )
                 .into());
             }
+        };
+        Ok(match live_sessions::filled(kind, live, false).await? {
+            Filled::Tether(store) => tether_app::router_on(store),
+            Filled::TowerSessions(store) => tower_sessions_app::router_on(store),
         })
     }
 
