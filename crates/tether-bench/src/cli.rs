@@ -170,6 +170,11 @@ pub(crate) enum Command {
         /// Requests per stack.
         #[arg(long, default_value_t = 1_000, value_parser = counts::<u32>(1))]
         requests: u32,
+        /// Make every request find its session due for renewal: tether's stacks run with a
+        /// touch threshold of 0, and requests are 2 ms apart (deadlines are kept in
+        /// milliseconds, so a renewal must move one).
+        #[arg(long)]
+        renewal_due: bool,
     },
     /// How long after a write on node A node B's near cache drops its copy (tether-redis,
     /// CLIENT TRACKING), while readers keep node B and Redis busy: p50/p90/p99/max.

@@ -192,10 +192,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Commands {
             what: StacksAndWorkload { stacks, workload },
             requests,
+            renewal_due,
         } => {
             Stack::check_in_process(&stacks)?;
             let redis = RedisEnv::new(redis_url.clone())?;
-            in_process::commands(&stacks, workload, requests, redis).await
+            in_process::commands(&stacks, workload, requests, renewal_due, redis).await
         }
         Command::Invalidation {
             sessions,

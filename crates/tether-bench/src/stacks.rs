@@ -109,12 +109,7 @@ impl Stack {
 
     /// The app of this stack, its sessions in `backends`' servers.
     pub(crate) async fn router(self, backends: &Backends) -> Result<Router, BoxError> {
-        let redis_url = || {
-            backends
-                .redis()
-                .map(RedisEnv::url)
-                .ok_or_else(|| BoxError::from(format!("{self} needs a Redis server")))
-        };
+        let redis_url = || self.redis_url(backends);
         let postgres_url = || {
             backends
                 .postgres()
@@ -142,6 +137,30 @@ impl Stack {
                 tower_sessions_tether_redis_app::router(redis_url()?).await?
             }
         })
+    }
+
+    /// The URL of `backends`' Redis server, which this stack needs.
+    fn redis_url(self, backends: &Backends) -> Result<&str, BoxError> {
+        backends
+            .redis()
+            .map(RedisEnv::url)
+            .ok_or_else(|| BoxError::from(format!("{self} needs a Redis server")))
+    }
+
+    /// The app of this stack with tether's touch threshold at 0, so that a request a
+    /// millisecond after the last renewal finds its session due for another: tether's Redis
+    /// stacks (the only ones `commands` counts with it); any other stack as [`router`](Self::router).
+    pub(crate) async fn router_renewing(self, backends: &Backends) -> Result<Router, BoxError> {
+        match self {
+            Self::TetherRedis => {
+                tether_redis_app::router_with(self.redis_url(backends)?, None, 0.0).await
+            }
+            Self::TetherRedisNear => {
+                let url = self.redis_url(backends)?;
+                tether_redis_app::router_with(url, Some(NEAR_CACHE_SESSIONS), 0.0).await
+            }
+            other => other.router(backends).await,
+        }
     }
 
     /// The app of an in-memory stack whose store holds `live` one-key sessions already.
@@ -312,13 +331,24 @@ mod tether_redis_app {
         url: &str,
         near_cache: Option<u64>,
     ) -> Result<axum::Router, tether_core::BoxError> {
+        router_with(url, near_cache, tether_sessions::DEFAULT_TOUCH_THRESHOLD).await
+    }
+
+    pub(super) async fn router_with(
+        url: &str,
+        near_cache: Option<u64>,
+        touch_threshold: f64,
+    ) -> Result<axum::Router, tether_core::BoxError> {
         let mut builder = RedisStore::builder(url);
         if let Some(capacity) = near_cache {
             builder = builder.with_near_cache(capacity);
         }
         // The error names the URL, its password hidden.
         let store = builder.connect().await?;
-        Ok(super::tether_app::routes().layer(SessionLayer::new(store).with_secure(false)))
+        let layer = SessionLayer::new(store)
+            .with_secure(false)
+            .with_touch_threshold(touch_threshold);
+        Ok(super::tether_app::routes().layer(layer))
     }
 }
 

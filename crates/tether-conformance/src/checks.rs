@@ -27,6 +27,7 @@
 mod events;
 mod key_update;
 mod principal;
+mod renewal;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use principal::{
     LEAK_SESSIONS, LEAK_USERS, metadata_round_trips, principal_cap, principal_index,
     principal_index_follows_the_session, principal_index_has_no_leaks,
 };
+pub use renewal::load_renewing;
 
 /// What a conformance test needs from the code under test: a store to exercise.
 ///
@@ -533,7 +535,8 @@ pub async fn concurrent_create_has_one_winner(store: Arc<dyn SessionStore>) {
 macro_rules! store_conformance {
     ($make:expr) => {
         $crate::store_conformance!(@tests $make;
-            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values, key_updates;
+            by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values, key_updates,
+                load_renewing;
             shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
                 concurrent_key_updates_lose_nothing;
             extra: );
@@ -553,7 +556,7 @@ macro_rules! store_conformance {
     (@index $make:expr; $capped:expr; extra: $($extra:item)*) => {
         $crate::store_conformance!(@tests $make;
             by_ref: contract, expiry, deletion_is_final, cycle, empty_and_large_values,
-                key_updates, metadata_round_trips, principal_index,
+                key_updates, load_renewing, metadata_round_trips, principal_index,
                 principal_index_follows_the_session;
             shared: concurrent_writers_lose_nothing, concurrent_create_has_one_winner,
                 concurrent_key_updates_lose_nothing, principal_index_has_no_leaks;

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use crate::key_update::incremented;
 use crate::{
-    Changes, Error, EventStream, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record,
-    SessionHandle, SessionInfo,
+    Changes, Error, EventStream, Expiry, Id, KeyUpdate, KeyUpdated, Loaded, Principal, Record,
+    Renewal, SessionHandle, SessionInfo,
 };
 
 /// Outcome of [`SessionStore::create`].
@@ -151,6 +151,22 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// only the deadline overrides it.
     async fn touch(&self, id: &Id, expiry: &Expiry) -> Result<Applied, Error> {
         self.apply(id, &Changes::new(), expiry).await
+    }
+
+    /// [`load`](Self::load), and when the session is due for renewal (see [`Renewal`]), its
+    /// renewal: the expiry moved to [`Expiry::renewed`] at [`Renewal::now`], and the renewal's
+    /// last use recorded, as a [`touch`](Self::touch) (or an [`apply`](Self::apply) of only the
+    /// last use) would. A session past its deadline at `renewal.now()` is `None`, and is not
+    /// renewed.
+    ///
+    /// The default is `load`, then, when the session is due, [`renew_loaded`](crate::renew_loaded):
+    /// a second call only for the rare read that renews. A store that knows when a session is
+    /// due before reading it (the Redis store with its near cache) reads and renews in one step.
+    async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
+        match self.load(id).await? {
+            Some(record) => crate::renew_loaded(self, record, renewal).await,
+            None => Ok(None),
+        }
     }
 
     /// Applies `update` to `key` of an existing session, atomically with respect to every other

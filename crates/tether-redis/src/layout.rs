@@ -175,6 +175,24 @@ pub(crate) enum Malformed {
 
 /// Decodes `apply.lua`'s reply: whether the session existed, and its principal before and
 /// after the write.
+/// Reads `load_renewing.lua`'s reply: whether it renewed the session, and the session as it
+/// is after the call (`None` when there is none).
+pub(crate) fn renewing_reply(id: Id, reply: Value) -> Result<(bool, Option<Record>), Error> {
+    let Value::Array(mut items) = reply else {
+        return Err(Error::Backend(
+            "load_renewing.lua answered something other than an array".into(),
+        ));
+    };
+    let renewed = match items.first() {
+        Some(Value::Int(flag)) => *flag == 1,
+        _ => {
+            return Err(Error::Backend("load_renewing.lua answered no flag".into()));
+        }
+    };
+    items.remove(0);
+    Ok((renewed, decode(id, Value::Array(items))?))
+}
+
 pub(crate) fn applied_reply(
     reply: Value,
 ) -> Result<(bool, Option<Principal>, Option<Principal>), Error> {

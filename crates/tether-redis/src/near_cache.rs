@@ -315,10 +315,20 @@ impl PendingWrite<'_> {
     /// copy held. Otherwise the copy is dropped. The write's script must end with a read of the
     /// session's key, so that Redis tracks it again for this connection.
     pub(crate) fn applied(mut self, applied: impl FnOnce(&Record) -> Option<Record>) {
+        if let Some(record) = self.copy.take().and_then(|copy| applied(&copy)) {
+            self.keep(record);
+        }
+    }
+
+    /// The write's own script read the session back after writing: keeps `record` if nothing
+    /// else touched the session's stripe since the write started (see
+    /// [`applied`](Self::applied)), whether or not there was a copy.
+    pub(crate) fn read_back(self, record: Record) {
+        self.keep(record);
+    }
+
+    fn keep(mut self, record: Record) {
         let near = self.near;
-        let Some(record) = self.copy.take().and_then(|copy| applied(&copy)) else {
-            return;
-        };
         let record = Arc::new(record);
         let mut count = near.lock(self.ticket.stripe);
         let epoch = near.epoch();

@@ -12,7 +12,7 @@ use tether_core::{Timestamp, error_chain};
 use crate::body::{ResponseBody, UNAVAILABLE_MESSAGE};
 use crate::deadline::Deadline;
 use crate::error::ErrorResponse;
-use crate::save::Failed;
+use crate::save::{Failed, Plan};
 use crate::session::Session;
 use crate::telemetry::Outcome;
 use crate::transport::Delivery;
@@ -75,13 +75,24 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?.map(ResponseBody::inner);
+                    let mut response = ready!(future.poll(cx))?.map(ResponseBody::inner);
                     let failed = response.status().is_server_error()
                         || response.extensions().get::<ErrorResponse>().is_some();
                     let plan = this.session.finish(failed);
                     let Some(plan) = plan.filter(|plan| !plan.is_nothing()) else {
                         return Poll::Ready(Ok(response));
                     };
+                    if let Plan::Renewed { id, expiry } = plan {
+                        // The read stored the renewal already: only the client is told.
+                        let config = this.session.config();
+                        config.transport.deliver(
+                            response.headers_mut(),
+                            &config.protection,
+                            Delivery::Renew(id, expiry),
+                            Timestamp::now(),
+                        );
+                        return Poll::Ready(Ok(response));
+                    }
                     if this.deadline.is_some_and(|d| d.passed(Timestamp::now())) {
                         tracing::warn!(
                             "the request's deadline passed before its session was saved; its changes were dropped, answering 503"

@@ -42,6 +42,8 @@ pub(crate) enum Plan {
         expiry: Expiry,
         seen: Option<Seen>,
     },
+    /// The read renewed the stored session already: only the client learns the new expiry.
+    Renewed { id: Id, expiry: Expiry },
     /// Move the session to a new id, then apply the delta there.
     Cycle {
         old: Id,
@@ -63,7 +65,7 @@ impl Plan {
             Self::Nothing => Outcome::Loaded,
             Self::Create { .. } => Outcome::Created,
             Self::Apply { .. } => Outcome::Changed,
-            Self::Touch { .. } => Outcome::Touched,
+            Self::Touch { .. } | Self::Renewed { .. } => Outcome::Touched,
             Self::Cycle { .. } => Outcome::Cycled,
             Self::Revoke { .. } => Outcome::Revoked,
         }
@@ -125,6 +127,7 @@ impl Plan {
                     .await?;
                 Ok(renewed_or_gone(applied, id, expiry))
             }
+            Self::Renewed { id, expiry } => Ok(Delivery::Renew(id, expiry)),
             Self::Cycle {
                 old,
                 changes,

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tether_core::{
-    Changes, Expiry, Id, KEY_OVERHEAD, KeyUpdate, KeyUpdated, Principal, Record, SessionHandle,
-    SessionStore, Timestamp, data_size, entry_size, error_chain,
+    Changes, Expiry, Id, KEY_OVERHEAD, KeyUpdate, KeyUpdated, Loaded, Principal, Renewal,
+    SessionHandle, SessionStore, Timestamp, data_size, entry_size, error_chain,
 };
 use tokio::sync::OnceCell;
 use tracing::Instrument as _;
@@ -102,6 +102,8 @@ struct State {
     finished: bool,
     /// When the session was read: the time this request's deadlines are counted from.
     loaded_at: Option<Timestamp>,
+    /// The read renewed the stored session's expiry, which the client must learn.
+    renewed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -501,17 +503,29 @@ impl Session {
         Ok(())
     }
 
-    /// One `load` from the store. Stored data that cannot be decoded counts as no session.
-    async fn fetch(&self, id: Id, now: Timestamp) -> Result<Option<Record>> {
+    /// One read from the store, which renews the session when its renewal is due, so a
+    /// read-only request needs no second store call. Stored data that cannot be decoded counts
+    /// as no session.
+    async fn fetch(&self, id: Id, now: Timestamp) -> Result<Option<Loaded>> {
         let span = store_span!("session.load", session = ?id);
+        let mut renewal = Renewal::new(now, self.inner.config.touch_threshold);
+        if let Some(client) = &self.inner.client {
+            renewal = renewal.with_seen(client.seen(now));
+        }
         match self
             .inner
             .config
             .telemetry
-            .store_call(Operation::Load, self.inner.store.load(&id).instrument(span))
+            .store_call(
+                Operation::Load,
+                self.inner
+                    .store
+                    .load_renewing(&id, &renewal)
+                    .instrument(span),
+            )
             .await
         {
-            Ok(record) => Ok(record.filter(|r| !r.expiry.is_expired(now))),
+            Ok(loaded) => Ok(loaded.filter(|l| !l.record.expiry.is_expired(now))),
             Err(err) if err.kind() == tether_core::ErrorKind::Corrupt => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "stored session is corrupt; starting a new one");
                 Ok(None)
@@ -553,13 +567,15 @@ impl Session {
         if failed && !self.inner.config.save_on_server_error {
             tracing::debug!("the handler failed; session changes discarded");
             self.inner.config.telemetry.request(Outcome::Discarded);
-            return None;
+            // A renewal the read made is stored already: the cookie must follow it.
+            return state.renewed_at_read();
         }
         let now = state.loaded_at.unwrap_or_else(Timestamp::now);
         let seen = self.inner.client.as_ref().map(|client| client.seen(now));
         let plan = state.plan(&self.inner.config, now, seen);
         match plan {
             Plan::Nothing => self.inner.config.telemetry.request(Outcome::Loaded),
+            Plan::Renewed { .. } => self.inner.config.telemetry.request(Outcome::Touched),
             Plan::Create { .. } | Plan::Apply { .. } | Plan::Cycle { .. } => {
                 self.inner.config.telemetry.session_size(state.size);
             }
@@ -680,10 +696,20 @@ impl State {
         self.stale = true;
     }
 
-    fn install(&mut self, record: Option<Record>, presented: bool, now: Timestamp) {
+    /// The plan that tells the client of a renewal the read made, if it made one.
+    fn renewed_at_read(&self) -> Option<Plan> {
+        let stored = self.stored.filter(|_| self.renewed)?;
+        Some(Plan::Renewed {
+            id: stored.id,
+            expiry: stored.expiry,
+        })
+    }
+
+    fn install(&mut self, loaded: Option<Loaded>, presented: bool, now: Timestamp) {
         self.loaded_at = Some(now);
-        match record {
-            Some(record) => {
+        match loaded {
+            Some(Loaded { record, renewed }) => {
+                self.renewed = renewed;
                 self.size = data_size(&record.data);
                 self.data = record.data;
                 self.principal = record.principal;
@@ -746,7 +772,7 @@ impl State {
                 seen,
             }
         } else {
-            Plan::Nothing
+            self.renewed_at_read().unwrap_or(Plan::Nothing)
         }
     }
 }

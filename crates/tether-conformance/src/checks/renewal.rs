@@ -1,0 +1,109 @@
+//! The contract of a read that renews: `load_renewing`.
+
+use std::time::Duration;
+
+use tether_core::{Expiry, Renewal, Seen, SessionStore, Timestamp};
+
+use super::{HOUR, assert_same_expiry, create, load, record_with};
+
+/// `load_renewing` renews a session exactly when its renewal is due, records the last use
+/// with the renewal, answers with the session as stored afterwards, and never renews (or
+/// brings back) a session that is unknown, deleted or past its deadline.
+pub async fn load_renewing(store: &dyn SessionStore) {
+    let now = Timestamp::now();
+    let seen = Seen::new(now).with_device("conformance");
+    let renewal = Renewal::new(now, 0.25).with_seen(seen.clone());
+
+    // Renewed 40 minutes ago with an hour's idle timeout: due at a threshold of a quarter.
+    let mut due = record_with(&[("k", b"v")]);
+    due.expiry = Expiry::from_parts(now + Duration::from_secs(20 * 60), HOUR, None);
+    create(store, &due).await;
+    // A read first: a store with a local copy knows the session is due before reading it.
+    load(store, &due.id).await.expect("a live session loads");
+    let renewed = Expiry::from_parts(now + HOUR, HOUR, None);
+    let loaded = store
+        .load_renewing(&due.id, &renewal)
+        .await
+        .expect("load_renewing")
+        .expect("a live session loads");
+    assert!(loaded.renewed, "a session due for renewal is renewed");
+    assert_same_expiry(&loaded.record.expiry, &renewed);
+    assert_eq!(loaded.record.data, due.data, "renewal leaves data alone");
+    let stored = load(store, &due.id).await.expect("still there");
+    assert_same_expiry(&stored.expiry, &renewed);
+    assert_eq!(
+        stored.seen.as_deref(),
+        Some(&seen),
+        "the renewal records the last use"
+    );
+    assert_eq!(stored.data, due.data, "renewal leaves data alone");
+
+    let again = store
+        .load_renewing(&due.id, &renewal)
+        .await
+        .expect("load_renewing")
+        .expect("a live session loads");
+    assert!(
+        !again.renewed,
+        "a session renewed just now is not renewed again"
+    );
+    assert_same_expiry(&again.record.expiry, &renewed);
+
+    // A fresh session, an hour left: not due.
+    let fresh = record_with(&[("k", b"v")]);
+    create(store, &fresh).await;
+    let loaded = store
+        .load_renewing(&fresh.id, &Renewal::new(Timestamp::now(), 0.25))
+        .await
+        .expect("load_renewing")
+        .expect("a live session loads");
+    assert!(!loaded.renewed, "a session not due is left alone");
+    assert_same_expiry(&loaded.record.expiry, &fresh.expiry);
+    assert_same_expiry(
+        &load(store, &fresh.id).await.expect("still there").expiry,
+        &fresh.expiry,
+    );
+
+    // Its deadline has passed at the renewal's instant: not returned, not renewed.
+    let renewal_later = Renewal::new(fresh.expiry.expires_at() + Duration::from_secs(1), 0.25);
+    assert!(
+        store
+            .load_renewing(&fresh.id, &renewal_later)
+            .await
+            .expect("load_renewing")
+            .is_none(),
+        "a session past its deadline at the renewal's instant is not returned"
+    );
+    assert_same_expiry(
+        &load(store, &fresh.id).await.expect("still there").expiry,
+        &fresh.expiry,
+    );
+
+    let unknown = record_with(&[]);
+    assert!(
+        store
+            .load_renewing(&unknown.id, &renewal)
+            .await
+            .expect("load_renewing")
+            .is_none(),
+        "an unknown id names nothing"
+    );
+    assert!(
+        load(store, &unknown.id).await.is_none(),
+        "load_renewing of an unknown id creates nothing"
+    );
+
+    store.delete(&due.id).await.expect("delete");
+    assert!(
+        store
+            .load_renewing(&due.id, &renewal)
+            .await
+            .expect("load_renewing")
+            .is_none(),
+        "a deleted session is gone"
+    );
+    assert!(
+        load(store, &due.id).await.is_none(),
+        "load_renewing never brings back a deleted session"
+    );
+}

@@ -1,0 +1,123 @@
+//! A read that renews the session it finds: [`SessionStore::load_renewing`](crate::SessionStore::load_renewing).
+
+use crate::{Applied, Changes, Error, Expiry, Record, Seen, SessionStore, Timestamp};
+
+/// What [`SessionStore::load_renewing`](crate::SessionStore::load_renewing) needs to decide
+/// whether the session it reads is due for renewal, and what it writes when it is.
+///
+/// A session is due when [`Expiry::needs_renewal`] says so at [`now`](Self::now) with
+/// [`threshold`](Self::threshold); it is then renewed to [`Expiry::renewed`] at `now`, and
+/// its last use, when there is one, is recorded with the renewal.
+///
+/// ```
+/// use tether_core::{Renewal, Seen, Timestamp};
+///
+/// let now = Timestamp::now();
+/// let renewal = Renewal::new(now, 0.25).with_seen(Seen::new(now));
+/// assert_eq!(renewal.threshold(), 0.25);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Renewal {
+    now: Timestamp,
+    threshold: f64,
+    seen: Option<Seen>,
+}
+
+impl Renewal {
+    /// Renewal at `now` once more than `threshold` (a fraction between 0 and 1, clamped) of
+    /// the idle timeout has passed since the last one.
+    pub fn new(now: Timestamp, threshold: f64) -> Self {
+        Self {
+            now,
+            threshold: threshold.clamp(0.0, 1.0),
+            seen: None,
+        }
+    }
+
+    /// Records `seen` as the session's last use when the session is renewed.
+    #[must_use]
+    pub fn with_seen(mut self, seen: Seen) -> Self {
+        self.seen = Some(seen);
+        self
+    }
+
+    /// The instant the session is renewed at.
+    pub const fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// The fraction of the idle timeout that must have passed since the last renewal.
+    pub const fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// The last use recorded with a renewal, if any.
+    pub const fn seen(&self) -> Option<&Seen> {
+        self.seen.as_ref()
+    }
+
+    /// The expiry `current` is renewed to, or `None` when it is not due.
+    pub fn renewed(&self, current: &Expiry) -> Option<Expiry> {
+        current
+            .needs_renewal(self.now, self.threshold)
+            .then(|| current.renewed(self.now))
+    }
+}
+
+/// A session read by [`SessionStore::load_renewing`](crate::SessionStore::load_renewing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The session as stored after the call: with the renewed expiry (and last use) when
+    /// [`renewed`](Self::renewed) is true.
+    pub record: Record,
+    /// The call renewed the session's expiry.
+    pub renewed: bool,
+}
+
+impl Loaded {
+    /// `record`, read by a call that did (`renewed`) or did not renew it.
+    pub const fn new(record: Record, renewed: bool) -> Self {
+        Self { record, renewed }
+    }
+}
+
+/// Renews `record`, just read from `store`, when its renewal is due: the second half of the
+/// default [`SessionStore::load_renewing`], for stores that override it and still read first.
+///
+/// `None` when the session is past its deadline at [`Renewal::now`], or ended before the
+/// renewal reached the store.
+///
+/// # Errors
+///
+/// The store's, from the [`touch`](SessionStore::touch) (or the [`apply`](SessionStore::apply)
+/// of the last use) that renews.
+pub async fn renew_loaded<S: SessionStore + ?Sized>(
+    store: &S,
+    mut record: Record,
+    renewal: &Renewal,
+) -> Result<Option<Loaded>, Error> {
+    if record.expiry.is_expired(renewal.now()) {
+        return Ok(None);
+    }
+    let Some(expiry) = renewal.renewed(&record.expiry) else {
+        return Ok(Some(Loaded::new(record, false)));
+    };
+    let applied = match renewal.seen() {
+        Some(seen) => {
+            let mut changes = Changes::new();
+            changes.set_seen(seen.clone());
+            store.apply(&record.id, &changes, &expiry).await?
+        }
+        None => store.touch(&record.id, &expiry).await?,
+    };
+    match applied {
+        Applied::Applied => {
+            record.expiry = expiry;
+            if let Some(seen) = renewal.seen() {
+                record.seen = Some(Box::new(seen.clone()));
+            }
+            Ok(Some(Loaded::new(record, true)))
+        }
+        Applied::Missing => Ok(None),
+    }
+}

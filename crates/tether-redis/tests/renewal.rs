@@ -1,0 +1,215 @@
+//! A read-only request whose session is due for renewal: one round trip when the near cache's
+//! copy shows it due (one script reads and renews), two without a copy (`HGETALL`, then the
+//! renewal). Feature `metrics`, against a real redis-server.
+#![cfg(feature = "metrics")]
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::get;
+use tether_core::{Created, Expiry, Id, Principal, Record, Renewal, SessionStore as _, Timestamp};
+use tether_redis::RedisStore;
+use tether_sessions::{Session, SessionLayer};
+use tether_testkit::metrics_util::debugging::DebuggingRecorder;
+use tether_testkit::{MetricsSnapshot, RedisServer};
+use tower::ServiceExt as _;
+
+/// Every operation name the store counts round trips under.
+const OPERATIONS: [&str; 9] = [
+    "load",
+    "load_renewing",
+    "create",
+    "apply",
+    "take",
+    "delete",
+    "update_key",
+    "list",
+    "index",
+];
+
+fn session_app(store: RedisStore) -> Router {
+    Router::new()
+        .route(
+            "/incr",
+            get(|session: Session| async move {
+                let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+                session.insert("n", &n).await?;
+                Ok::<_, tether_sessions::Error>(n.to_string())
+            }),
+        )
+        .route(
+            "/count",
+            get(|session: Session| async move {
+                let n: u64 = session.get("n").await?.unwrap_or(0);
+                Ok::<_, tether_sessions::Error>(n.to_string())
+            }),
+        )
+        // Every read past the first millisecond is due for renewal.
+        .layer(
+            SessionLayer::new(store)
+                .with_secure(false)
+                .with_touch_threshold(0.0),
+        )
+}
+
+/// Sends a GET for `path` with `cookie`; returns the status, the body and the cookie set, if any.
+async fn send(
+    app: &Router,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String, Option<String>) {
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let set = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned(), set)
+}
+
+/// Round trips per operation since the last call, those above zero.
+fn round_trips(
+    snapshotter: &tether_testkit::metrics_util::debugging::Snapshotter,
+) -> Vec<(&'static str, u64)> {
+    let snapshot = MetricsSnapshot::take(snapshotter);
+    OPERATIONS
+        .iter()
+        .map(|op| {
+            (
+                *op,
+                snapshot.counter("tether_redis_round_trips_total", &[("operation", op)]),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// A store whose near cache serves copies: waits until a read of a probe session is a hit.
+async fn near(server: &RedisServer) -> RedisStore {
+    let store = RedisStore::builder(server.url())
+        .with_near_cache(100)
+        .with_near_cache_heartbeat(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let probe = Record::new(
+        Id::random().unwrap(),
+        Expiry::new(now, Duration::from_secs(60), None),
+        now,
+    );
+    assert_eq!(store.create(&probe).await.unwrap(), Created::Created);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hits = store.near_cache_stats().unwrap().hits;
+        store.load(&probe.id).await.unwrap();
+        if store.near_cache_stats().unwrap().hits > hits {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.delete(&probe.id).await.unwrap();
+    store
+}
+
+/// Reads `cookie`'s session through `app` once its renewal is due, and returns the round
+/// trips that read cost and the deadline before and after it.
+async fn renewing_read(
+    app: &Router,
+    store: &RedisStore,
+    cookie: &str,
+    snapshotter: &tether_testkit::metrics_util::debugging::Snapshotter,
+) -> (Vec<(&'static str, u64)>, Timestamp, Timestamp) {
+    let id: Id = cookie.trim_start_matches("sid=").parse().unwrap();
+    let deadline = |record: Option<Record>| record.expect("the session lives").expiry.expires_at();
+    let before = deadline(store.load(&id).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    round_trips(snapshotter);
+    let (status, body, _) = send(app, "/count", Some(cookie)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "1"));
+    let trips = round_trips(snapshotter);
+    (trips, before, deadline(store.load(&id).await.unwrap()))
+}
+
+// One test: the recorder is global to this test binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_due_for_renewal_is_one_round_trip_with_a_copy() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("no other recorder in this test binary");
+    let server = RedisServer::start().unwrap();
+
+    // Without a near cache the store cannot know before reading: HGETALL, then the renewal.
+    let store = RedisStore::connect(server.url()).await.unwrap();
+    let app = session_app(store.clone());
+    let cookie = send(&app, "/incr", None)
+        .await
+        .2
+        .expect("a new session sets its cookie");
+    renewing_read(&app, &store, &cookie, &snapshotter).await;
+    let (trips, before, after) = renewing_read(&app, &store, &cookie, &snapshotter).await;
+    assert_eq!(trips, [("load", 1), ("apply", 1)]);
+    assert!(after > before, "renewed: {before:?} -> {after:?}");
+
+    // With the near cache's copy showing it due: one script reads and renews. The first such
+    // read loads the script into the server.
+    let store = near(&server).await;
+    let app = session_app(store.clone());
+    let cookie = send(&app, "/incr", None)
+        .await
+        .2
+        .expect("a new session sets its cookie");
+    renewing_read(&app, &store, &cookie, &snapshotter).await;
+    renewing_read(&app, &store, &cookie, &snapshotter).await;
+    let refreshes = store.near_cache_stats().unwrap().refreshes;
+    let (trips, before, after) = renewing_read(&app, &store, &cookie, &snapshotter).await;
+    assert_eq!(
+        trips,
+        [("load_renewing", 1)],
+        "one round trip for the read and its renewal"
+    );
+    assert!(after > before, "renewed: {before:?} -> {after:?}");
+    assert!(
+        store.near_cache_stats().unwrap().refreshes > refreshes,
+        "the copy is brought up to date from the script's reply"
+    );
+
+    // A bound session renewed by the script stays listed under its principal.
+    let alice = Principal::new("alice").unwrap();
+    let now = Timestamp::now();
+    let hour = Duration::from_secs(3600);
+    let due = Record::new(
+        Id::random().unwrap(),
+        Expiry::from_parts(now + Duration::from_secs(20 * 60), hour, None),
+        now,
+    )
+    .with_principal(Some(alice.clone()));
+    assert_eq!(store.create(&due).await.unwrap(), Created::Created);
+    store.load(&due.id).await.unwrap();
+    round_trips(&snapshotter);
+    let loaded = store
+        .load_renewing(&due.id, &Renewal::new(Timestamp::now(), 0.25))
+        .await
+        .unwrap()
+        .expect("the session lives");
+    assert!(loaded.renewed);
+    assert_eq!(round_trips(&snapshotter), [("load_renewing", 1)]);
+    let listed = store.sessions_of(&alice).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
