@@ -84,7 +84,8 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use tether_core::{
     Applied, Changes, Created, Cycled, Error, EventKind, EventStream, Expiry, Id, KeyUpdate,
-    KeyUpdated, Principal, Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
+    KeyUpdated, Loaded, Principal, Record, Renewal, Revoked, SessionHandle, SessionInfo,
+    SessionStore, Timestamp,
 };
 
 use crate::events::Events;
@@ -409,16 +410,29 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// The live session `id` names, if any.
+    fn read(&self, id: &Id) -> Option<Record> {
+        // moka's per-entry expiry hides an entry from `get` from its deadline on, so no clock
+        // read is needed here.
+        let cell = self.cache.get(id)?;
+        let slot = cell.lock();
+        (!slot.dead).then(|| slot.session.to_record(*id))
+    }
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, Error> {
-        // moka's per-entry expiry hides an entry from `get` from its deadline on, so no clock
-        // read is needed here.
-        let Some(cell) = self.cache.get(id) else {
-            return Ok(None);
-        };
-        let slot = cell.lock();
-        Ok((!slot.dead).then(|| slot.session.to_record(*id)))
+        Ok(self.read(id))
+    }
+
+    /// The read and, only when due, the renewal: no second boxed call on the common path.
+    async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
+        match self.read(id) {
+            Some(record) => tether_core::renew_loaded(self, record, renewal).await,
+            None => Ok(None),
+        }
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {

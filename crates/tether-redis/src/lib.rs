@@ -2,9 +2,10 @@
 //! in one Redis, so any server can serve any request.
 //!
 //! - **One round trip per operation, whatever the topology.** `load` is one `HGETALL`;
-//!   `create`, `apply` and `touch` one Lua script each; `delete` one `DEL`. A read that finds
-//!   the session due for renewal renews it in the same script when the near cache's copy
-//!   showed it due, else with one more round trip.
+//!   `create`, `apply` and `touch` one Lua script each; `delete` one `DEL`. A read of a session
+//!   due for renewal renews it in the same round trip (one script) when the store knows it is
+//!   due before reading: from the near cache's copy, or from when it last read the session (a
+//!   fixed 512 KiB table per store); else the renewal takes one more round trip.
 //! - **No lost updates.** `apply` writes only the keys a request changed (`HSET`/`HDEL` in a
 //!   script that first checks the session exists), so concurrent requests of one session that
 //!   change different keys all survive, and a deleted or expired session is never brought back.
@@ -57,7 +58,7 @@
 //! | operation | Redis |
 //! |---|---|
 //! | `load` | `HGETALL` |
-//! | `load_renewing` (the session layer's read) | as `load`, then `apply.lua` if the session is due for renewal; when the near cache's copy shows it due, `EVALSHA load_renewing.lua` instead: `HGET @m`, the renewal if still due (`HSET @m`, `HSET @s`, `PEXPIREAT`, for a bound session its index entry), `HGETALL` |
+//! | `load_renewing` (the session layer's read) | as `load`, then `apply.lua` if the session is due for renewal; when the store knows it is due before reading, `EVALSHA load_renewing.lua` instead: `HGET @m`, the renewal if still due (`HSET @m`, `HSET @s`, `PEXPIREAT`, for a bound session its index entry), `HGETALL` |
 //! | `create` | `EVALSHA create.lua`: `EXISTS`, `HSET` all fields, `PEXPIREAT`; for a bound session also its index entry |
 //! | `apply`, `touch` | `EVALSHA apply.lua`: `HGET @m` (existence), `HDEL`/`HSET` the delta, `HSET @m`, `PEXPIREAT`; for a bound session also its index entry (and the cap, when binding); `EXISTS` last, so a near cache's connection tracks the key again |
 //! | `delete` | `EVALSHA delete.lua`: `DEL`, and the index entry |
@@ -169,6 +170,7 @@ mod index;
 mod layout;
 mod near_cache;
 mod reconnect;
+mod renewal_hints;
 mod store;
 mod telemetry;
 

@@ -19,6 +19,7 @@ use crate::events::{EventLog, Log};
 use crate::index::IndexKeys;
 use crate::layout;
 use crate::near_cache::{NearCache, NearCacheStats, PendingWipe, PendingWrite};
+use crate::renewal_hints::RenewalHints;
 use crate::telemetry;
 
 /// Default prefix of session keys: sessions live under `tether:<id>`.
@@ -165,6 +166,7 @@ pub struct RedisStore {
     pub(crate) index: IndexKeys,
     pub(crate) log: Option<Arc<Log>>,
     near: Option<Arc<NearCache>>,
+    hints: Arc<RenewalHints>,
 }
 
 impl RedisStore {
@@ -177,6 +179,7 @@ impl RedisStore {
             index: IndexKeys::new(&format!("{prefix}:"), prefix, in_scripts),
             log: None,
             near: None,
+            hints: Arc::new(RenewalHints::new()),
         }
     }
 
@@ -325,6 +328,18 @@ impl RedisStore {
             near.fill(ticket, record);
         }
         Ok(record)
+    }
+
+    /// `record`, just read, renewed by a second round trip if it is due.
+    async fn renew_if_due(
+        &self,
+        record: Option<Record>,
+        renewal: &Renewal,
+    ) -> Result<Option<Loaded>, Error> {
+        match record {
+            Some(record) => tether_core::renew_loaded(self, record, renewal).await,
+            None => Ok(None),
+        }
     }
 
     /// One `HGETALL`, not through the near cache.
@@ -514,26 +529,30 @@ impl SessionStore for RedisStore {
         }
     }
 
-    /// A read is one `HGETALL` (or none, from the near cache), as for `load`. When the near
-    /// cache's copy shows the session due for renewal, one script reads and renews it
-    /// (`load_renewing.lua`); otherwise a session found due after its `HGETALL` is renewed by
-    /// a second round trip. A script costs Redis about ten times the CPU of an `HGETALL`, so
-    /// it is sent only for a renewal known to be due.
+    /// A read is one `HGETALL` (or none, from the near cache), as for `load`, and a session
+    /// found due for renewal is renewed by a second round trip. When the session is known to
+    /// be due before it is read (from the near cache's copy, or from when this store last read
+    /// it), one script reads and renews it instead. A script costs Redis about ten times the
+    /// CPU of an `HGETALL`, so it is sent only then.
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        let record = match &self.near {
-            Some(near) => match near.get(id) {
-                Some(copy) if renewal.renewed(&copy.expiry).is_none() => {
-                    return Ok(Some(Loaded::new(copy, false)));
-                }
-                Some(_) => return self.read_and_renew(id, renewal).await,
-                None => self.fill_near(near, id).await?,
-            },
-            None => self.read(id).await?,
+        let copy = self.near.as_deref().map(|near| (near, near.get(id)));
+        let loaded = match copy {
+            Some((_, Some(copy))) if renewal.renewed(&copy.expiry).is_none() => {
+                return Ok(Some(Loaded::new(copy, false)));
+            }
+            Some((_, Some(_))) => self.read_and_renew(id, renewal).await?,
+            _ if self.hints.due(id, renewal.now()) => self.read_and_renew(id, renewal).await?,
+            Some((near, None)) => {
+                self.renew_if_due(self.fill_near(near, id).await?, renewal)
+                    .await?
+            }
+            None => self.renew_if_due(self.read(id).await?, renewal).await?,
         };
-        match record {
-            Some(record) => tether_core::renew_loaded(self, record, renewal).await,
-            None => Ok(None),
+        if let Some(loaded) = &loaded {
+            self.hints
+                .note(id, &loaded.record.expiry, renewal.threshold());
         }
+        Ok(loaded)
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {

@@ -1,6 +1,6 @@
-//! A read-only request whose session is due for renewal: one round trip when the near cache's
-//! copy shows it due (one script reads and renews), two without a copy (`HGETALL`, then the
-//! renewal). Feature `metrics`, against a real redis-server.
+//! A read-only request whose session is due for renewal: one round trip when the store knows
+//! it is due before reading it (one script reads and renews), two when it does not (`HGETALL`,
+//! then the renewal). Feature `metrics`, against a real redis-server.
 #![cfg(feature = "metrics")]
 
 use std::time::{Duration, Instant};
@@ -155,27 +155,43 @@ async fn a_read_due_for_renewal_is_one_round_trip_with_a_copy() {
         .expect("no other recorder in this test binary");
     let server = RedisServer::start().unwrap();
 
-    // Without a near cache the store cannot know before reading: HGETALL, then the renewal.
+    // A session this store has not read yet: HGETALL, then the renewal.
     let store = RedisStore::connect(server.url()).await.unwrap();
     let app = session_app(store.clone());
     let cookie = send(&app, "/incr", None)
         .await
         .2
         .expect("a new session sets its cookie");
-    renewing_read(&app, &store, &cookie, &snapshotter).await;
     let (trips, before, after) = renewing_read(&app, &store, &cookie, &snapshotter).await;
-    assert_eq!(trips, [("load", 1), ("apply", 1)]);
+    assert_eq!(
+        trips,
+        [("load", 1), ("apply", 3)],
+        "HGETALL, then apply.lua (its first run: EVALSHA, SCRIPT LOAD, EVALSHA)"
+    );
+    assert!(after > before, "renewed: {before:?} -> {after:?}");
+    // Read before, so known to be due: one script reads and renews. Its first run loads it
+    // into the new server.
+    let (trips, _, _) = renewing_read(&app, &store, &cookie, &snapshotter).await;
+    assert_eq!(
+        trips,
+        [("load_renewing", 3)],
+        "EVALSHA, SCRIPT LOAD, EVALSHA"
+    );
+    let (trips, before, after) = renewing_read(&app, &store, &cookie, &snapshotter).await;
+    assert_eq!(
+        trips,
+        [("load_renewing", 1)],
+        "one round trip for the read and its renewal"
+    );
     assert!(after > before, "renewed: {before:?} -> {after:?}");
 
-    // With the near cache's copy showing it due: one script reads and renews. The first such
-    // read loads the script into the server.
+    // With the near cache, its copy shows the session due.
     let store = near(&server).await;
     let app = session_app(store.clone());
     let cookie = send(&app, "/incr", None)
         .await
         .2
         .expect("a new session sets its cookie");
-    renewing_read(&app, &store, &cookie, &snapshotter).await;
     renewing_read(&app, &store, &cookie, &snapshotter).await;
     let refreshes = store.near_cache_stats().unwrap().refreshes;
     let (trips, before, after) = renewing_read(&app, &store, &cookie, &snapshotter).await;

@@ -34,7 +34,7 @@
 //! |---|---|---|
 //! | never touches the session | none | unchanged |
 //! | reads a visitor without a session | none | unchanged: no cookie for anonymous visitors |
-//! | reads an existing session | one `load_renewing`: a `load` that also renews the session once the touch threshold passed (a `load` and a `touch`, or one round trip on a store that knows the session is due before reading it, such as Redis with its near cache) | unchanged (persistent cookies: new `Max-Age` when renewed) |
+//! | reads an existing session | one `load_renewing`: a `load` that also renews the session once the touch threshold passed (a `load` and a `touch`, or one round trip on a store that knows the session is due before reading it, such as Redis for a session it read before) | unchanged (persistent cookies: new `Max-Age` when renewed) |
 //! | inserts into a new session | one `create` | `Set-Cookie` with the new id |
 //! | changes an existing session | `load`, then one `apply` with only the changed keys | unchanged (persistent cookies: new `Max-Age`) |
 //! | calls [`Session::cycle_id`] | `load`, `cycle`, `apply` | `Set-Cookie` with the new id |
