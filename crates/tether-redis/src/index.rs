@@ -78,21 +78,6 @@ impl IndexKeys {
         self.cap.map_or(0, NonZeroUsize::get)
     }
 
-    /// `load_renewing.lua`'s ARGV[5..=7]: index key prefix (empty when the store keeps the
-    /// index), handle, id.
-    pub(crate) fn renewal_args(&self, id: &Id) -> [Vec<u8>; 3] {
-        let principals = if self.in_scripts {
-            self.principals.as_bytes().to_vec()
-        } else {
-            Vec::new()
-        };
-        [
-            principals,
-            SessionHandle::of(id).to_string().into_bytes(),
-            id.to_string().into_bytes(),
-        ]
-    }
-
     /// `apply.lua`'s ARGV[7..=12]: index key prefix (empty when the store keeps the index),
     /// handle, id, cap, keep-until, session key prefix.
     pub(crate) fn apply_args(&self, id: &Id, expiry: &Expiry) -> [Vec<u8>; 6] {
@@ -130,9 +115,9 @@ impl IndexKeys {
         ]
     }
 
-    /// `take.lua`'s and `delete.lua`'s ARGV[4..=6]: index key prefix (empty on Cluster),
-    /// handle, id.
-    pub(crate) fn retire_args(&self, id: &Id) -> [Vec<u8>; 3] {
+    /// The index key prefix (empty on Cluster), handle and id: `take.lua`'s and
+    /// `delete.lua`'s ARGV[4..=6], `load_renewing.lua`'s ARGV[5..=7].
+    pub(crate) fn session_args(&self, id: &Id) -> [Vec<u8>; 3] {
         let principals = if self.in_scripts {
             self.principals.as_bytes().to_vec()
         } else {

@@ -356,7 +356,7 @@ impl RedisStore {
         let now = renewal.now();
         let mut call = self.logged_call(&LOAD_RENEWING, id, now, None);
         call.arg(renewal.threshold().to_string());
-        for arg in self.index.renewal_args(id) {
+        for arg in self.index.session_args(id) {
             call.arg(arg);
         }
         call.arg(renewal.seen().map(layout::seen_value).unwrap_or_default());
@@ -468,7 +468,7 @@ impl RedisStore {
     /// session, read after the delete happened (so a corrupt hash is gone too).
     async fn take(&self, id: &Id) -> Result<Result<Option<Record>, Error>, Error> {
         let mut call = self.logged_call(&TAKE, id, Timestamp::now(), None);
-        for arg in self.index.retire_args(id) {
+        for arg in self.index.session_args(id) {
             call.arg(arg);
         }
         let written = self.write_guard(id);
@@ -625,7 +625,7 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, id: &Id) -> Result<(), Error> {
         let mut call = self.logged_call(&DELETE, id, Timestamp::now(), None);
-        for arg in self.index.retire_args(id) {
+        for arg in self.index.session_args(id) {
             call.arg(arg);
         }
         let _written = self.write_guard(id);

@@ -1,5 +1,7 @@
 //! Faults against real redis-server processes: killed, hung, restarted, corrupt data, failover.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -8,6 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
+use common::send;
 use tether_core::{ErrorKind, Id, SessionStore};
 use tether_redis::RedisStore;
 use tether_sessions::{Session, SessionLayer};
@@ -39,33 +42,6 @@ fn app(store: RedisStore) -> Router {
 /// Sends `/incr` with `cookie`; returns the status, the body and a new cookie if one was set.
 async fn incr(app: &Router, cookie: Option<&str>) -> (StatusCode, String, Option<String>) {
     send(app, "/incr", cookie).await
-}
-
-/// Sends a GET for `path` with `cookie`; returns the status, the body and a new cookie if one
-/// was set.
-async fn send(
-    app: &Router,
-    path: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, String, Option<String>) {
-    let mut request = Request::get(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned(), set)
 }
 
 async fn store_on(server: &RedisServer) -> RedisStore {

@@ -3,18 +3,19 @@
 //! then the renewal). Feature `metrics`, against a real redis-server.
 #![cfg(feature = "metrics")]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::get;
+use common::send;
 use tether_core::{Created, Expiry, Id, Principal, Record, Renewal, SessionStore as _, Timestamp};
 use tether_redis::RedisStore;
 use tether_sessions::{Session, SessionLayer};
 use tether_testkit::metrics_util::debugging::DebuggingRecorder;
 use tether_testkit::{MetricsSnapshot, RedisServer};
-use tower::ServiceExt as _;
 
 /// Every operation name the store counts round trips under.
 const OPERATIONS: [&str; 9] = [
@@ -52,32 +53,6 @@ fn session_app(store: RedisStore) -> Router {
                 .with_secure(false)
                 .with_touch_threshold(0.0),
         )
-}
-
-/// Sends a GET for `path` with `cookie`; returns the status, the body and the cookie set, if any.
-async fn send(
-    app: &Router,
-    path: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, String, Option<String>) {
-    let mut request = Request::get(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned(), set)
 }
 
 /// Round trips per operation since the last call, those above zero.
