@@ -7,15 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::get;
 use common::send;
 use tether_core::{ErrorKind, Id, SessionStore};
 use tether_redis::RedisStore;
 use tether_sessions::{Session, SessionLayer};
 use tether_testkit::RedisServer;
-use tower::ServiceExt as _;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
