@@ -74,9 +74,9 @@ pub(crate) async fn commands(
         let session = load::in_process_session(&router).await?;
         let monitor = redis.monitor()?;
         if renewal_due {
-            for _ in 0..requests {
+            for n in 0..requests {
                 tokio::time::sleep(RENEWAL_PAUSE).await;
-                load::in_process_requests(&router, workload, 1, session.as_ref()).await?;
+                load::in_process_request(&router, workload, n, session.as_ref()).await?;
             }
         } else {
             load::in_process_requests(&router, workload, requests, session.as_ref()).await?;

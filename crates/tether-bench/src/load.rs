@@ -236,16 +236,27 @@ pub(crate) async fn in_process_requests(
     requests: u32,
     cookie: Option<&HeaderValue>,
 ) -> Result<(), BoxError> {
+    for n in 0..requests {
+        in_process_request(router, workload, n, cookie).await?;
+    }
+    Ok(())
+}
+
+/// Request `n` of `workload`, straight into `router`, answered `200 OK`.
+pub(crate) async fn in_process_request(
+    router: &axum::Router,
+    workload: Workload,
+    n: u32,
+    cookie: Option<&HeaderValue>,
+) -> Result<(), BoxError> {
     use tower::ServiceExt as _;
 
-    for n in 0..requests {
-        let request = in_process_get(workload.path(n.into()), cookie)?;
-        let response = router.clone().oneshot(request).await?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("request {n}: {}", response.status()).into());
-        }
-        response.into_body().collect().await?;
+    let request = in_process_get(workload.path(n.into()), cookie)?;
+    let response = router.clone().oneshot(request).await?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("request {n}: {}", response.status()).into());
     }
+    response.into_body().collect().await?;
     Ok(())
 }
 

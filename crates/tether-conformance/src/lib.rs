@@ -21,7 +21,7 @@
 //! | [`concurrent_writers_lose_nothing`](checks::concurrent_writers_lose_nothing) | concurrent deltas to different keys of one session all survive |
 //! | [`concurrent_create_has_one_winner`](checks::concurrent_create_has_one_winner) | of concurrent `create`s of one id, exactly one wins |
 //! | [`key_updates`](checks::key_updates) | `update_key` swaps only from the expected value and reports the current one; increments count from 0, refuse non-counters and stay in range; other keys and the expiry stay; ended sessions are `Missing` and stay gone |
-//! | [`load_renewing`](checks::load_renewing) | a read renews the session exactly when its renewal is due, records its last use, and never renews or brings back an unknown, deleted or expired session |
+//! | [`load_renewing`](checks::load_renewing) | a read answers as `load`; a renewal it reports is stored with its last use, a session not due is never renewed, and an unknown, deleted or expired session is neither returned nor brought back |
 //! | [`concurrent_key_updates_lose_nothing`](checks::concurrent_key_updates_lose_nothing) | concurrent increments and compare-and-set loops of one key lose no update |
 //!
 //! A store with the principal index (sessions by user) adds its contract with

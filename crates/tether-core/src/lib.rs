@@ -74,7 +74,7 @@ pub use info::SessionInfo;
 pub use key_update::{COUNTER_MAX, KeyUpdate, KeyUpdated};
 pub use principal::{InvalidPrincipal, MAX_PRINCIPAL_LEN, Principal};
 pub use record::{KEY_OVERHEAD, Record, data_size, entry_size};
-pub use renewal::{Loaded, Renewal, renew_loaded};
+pub use renewal::{Loaded, Renewal};
 pub use seen::{MAX_DEVICE_LEN, Seen};
 pub use store::{Applied, Created, Cycled, INCREMENT_ATTEMPTS, Revoked, SessionStore};
 pub use time::Timestamp;

@@ -1,6 +1,6 @@
 //! A read that renews the session it finds: [`SessionStore::load_renewing`](crate::SessionStore::load_renewing).
 
-use crate::{Applied, Changes, Error, Expiry, Record, Seen, SessionStore, Timestamp};
+use crate::{Expiry, Record, Seen, Timestamp};
 
 /// What [`SessionStore::load_renewing`](crate::SessionStore::load_renewing) needs to decide
 /// whether the session it reads is due for renewal, and what it writes when it is.
@@ -78,46 +78,5 @@ impl Loaded {
     /// `record`, read by a call that did (`renewed`) or did not renew it.
     pub const fn new(record: Record, renewed: bool) -> Self {
         Self { record, renewed }
-    }
-}
-
-/// Renews `record`, just read from `store`, when its renewal is due: the second half of the
-/// default [`SessionStore::load_renewing`], for stores that override it and still read first.
-///
-/// `None` when the session is past its deadline at [`Renewal::now`], or ended before the
-/// renewal reached the store.
-///
-/// # Errors
-///
-/// The store's, from the [`touch`](SessionStore::touch) (or the [`apply`](SessionStore::apply)
-/// of the last use) that renews.
-pub async fn renew_loaded<S: SessionStore + ?Sized>(
-    store: &S,
-    mut record: Record,
-    renewal: &Renewal,
-) -> Result<Option<Loaded>, Error> {
-    if record.expiry.is_expired(renewal.now()) {
-        return Ok(None);
-    }
-    let Some(expiry) = renewal.renewed(&record.expiry) else {
-        return Ok(Some(Loaded::new(record, false)));
-    };
-    let applied = match renewal.seen() {
-        Some(seen) => {
-            let mut changes = Changes::new();
-            changes.set_seen(seen.clone());
-            store.apply(&record.id, &changes, &expiry).await?
-        }
-        None => store.touch(&record.id, &expiry).await?,
-    };
-    match applied {
-        Applied::Applied => {
-            record.expiry = expiry;
-            if let Some(seen) = renewal.seen() {
-                record.seen = Some(Box::new(seen.clone()));
-            }
-            Ok(Some(Loaded::new(record, true)))
-        }
-        Applied::Missing => Ok(None),
     }
 }

@@ -153,20 +153,23 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
         self.apply(id, &Changes::new(), expiry).await
     }
 
-    /// [`load`](Self::load), and when the session is due for renewal (see [`Renewal`]), its
-    /// renewal: the expiry moved to [`Expiry::renewed`] at [`Renewal::now`], and the renewal's
-    /// last use recorded, as a [`touch`](Self::touch) (or an [`apply`](Self::apply) of only the
-    /// last use) would. A session past its deadline at `renewal.now()` is `None`, and is not
-    /// renewed.
+    /// [`load`](Self::load), which may also renew the session when it is due for renewal at
+    /// [`Renewal::now`] (see [`Renewal`]): the expiry moved to [`Expiry::renewed`] and the
+    /// renewal's last use recorded, in the same step, as a [`touch`](Self::touch) (or an
+    /// [`apply`](Self::apply) of only the last use) would. [`Loaded::renewed`] says whether it
+    /// did; a session returned unrenewed whose renewal is due is the caller's to renew (the
+    /// session layer renews it with the request's write, or a `touch`). A session past its
+    /// deadline at `renewal.now()` is `None`, and is never renewed.
     ///
-    /// The default is `load`, then, when the session is due, [`renew_loaded`](crate::renew_loaded):
-    /// a second call only for the rare read that renews. A store that knows when a session is
-    /// due before reading it (the Redis store with its near cache) reads and renews in one step.
+    /// The default is `load`, renewing nothing. A store overrides it where reading and
+    /// renewing in one step saves a round trip (the Redis store, for a session it knows to be
+    /// due before reading it).
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        match self.load(id).await? {
-            Some(record) => crate::renew_loaded(self, record, renewal).await,
-            None => Ok(None),
-        }
+        Ok(self
+            .load(id)
+            .await?
+            .filter(|record| !record.expiry.is_expired(renewal.now()))
+            .map(|record| Loaded::new(record, false)))
     }
 
     /// Applies `update` to `key` of an existing session, atomically with respect to every other

@@ -427,12 +427,13 @@ impl SessionStore for MemoryStore {
         Ok(self.read(id))
     }
 
-    /// The read and, only when due, the renewal: no second boxed call on the common path.
+    /// `load` in one boxed call (the default makes two); renewal is left to the caller, whose
+    /// `touch` costs no round trip here.
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        match self.read(id) {
-            Some(record) => tether_core::renew_loaded(self, record, renewal).await,
-            None => Ok(None),
-        }
+        Ok(self
+            .read(id)
+            .filter(|record| !record.expiry.is_expired(renewal.now()))
+            .map(|record| Loaded::new(record, false)))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {

@@ -4,8 +4,8 @@
 //! - **One round trip per operation, whatever the topology.** `load` is one `HGETALL`;
 //!   `create`, `apply` and `touch` one Lua script each; `delete` one `DEL`. A read of a session
 //!   due for renewal renews it in the same round trip (one script) when the store knows it is
-//!   due before reading: from the near cache's copy, or from when it last read the session (a
-//!   fixed 512 KiB table per store); else the renewal takes one more round trip.
+//!   due before reading, from when it last read the session (a fixed 512 KiB table per
+//!   store); else the renewal takes one more round trip, or rides on the request's write.
 //! - **No lost updates.** `apply` writes only the keys a request changed (`HSET`/`HDEL` in a
 //!   script that first checks the session exists), so concurrent requests of one session that
 //!   change different keys all survive, and a deleted or expired session is never brought back.

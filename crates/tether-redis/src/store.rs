@@ -330,18 +330,6 @@ impl RedisStore {
         Ok(record)
     }
 
-    /// `record`, just read, renewed by a second round trip if it is due.
-    async fn renew_if_due(
-        &self,
-        record: Option<Record>,
-        renewal: &Renewal,
-    ) -> Result<Option<Loaded>, Error> {
-        match record {
-            Some(record) => tether_core::renew_loaded(self, record, renewal).await,
-            None => Ok(None),
-        }
-    }
-
     /// One `HGETALL`, not through the near cache.
     async fn read(&self, id: &Id) -> Result<Option<Record>, Error> {
         let mut command = redis::cmd("HGETALL");
@@ -366,6 +354,7 @@ impl RedisStore {
         let Some(record) = record.filter(|record| !record.expiry.is_expired(now)) else {
             return Ok(None);
         };
+        self.hints.note(id, &record.expiry, renewal.threshold());
         if let Some(written) = written {
             written.read_back(record.clone());
         }
@@ -529,30 +518,29 @@ impl SessionStore for RedisStore {
         }
     }
 
-    /// A read is one `HGETALL` (or none, from the near cache), as for `load`, and a session
-    /// found due for renewal is renewed by a second round trip. When the session is known to
-    /// be due before it is read (from the near cache's copy, or from when this store last read
-    /// it), one script reads and renews it instead. A script costs Redis about ten times the
-    /// CPU of an `HGETALL`, so it is sent only then.
+    /// A read is one `HGETALL` (or none, from the near cache), as for `load`; a session due
+    /// for renewal is left to the caller to renew, with the request's write or a `touch`. When
+    /// this store knows the session is due before reading it (from when it last read it), one
+    /// script reads and renews it instead, so a read-only request stays one round trip. A
+    /// script costs Redis about ten times the CPU of an `HGETALL`, so it is sent only then.
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        let copy = self.near.as_deref().map(|near| (near, near.get(id)));
-        let loaded = match copy {
-            Some((_, Some(copy))) if renewal.renewed(&copy.expiry).is_none() => {
-                return Ok(Some(Loaded::new(copy, false)));
-            }
-            Some((_, Some(_))) => self.read_and_renew(id, renewal).await?,
-            _ if self.hints.due(id, renewal.now()) => self.read_and_renew(id, renewal).await?,
-            Some((near, None)) => {
-                self.renew_if_due(self.fill_near(near, id).await?, renewal)
-                    .await?
-            }
-            None => self.renew_if_due(self.read(id).await?, renewal).await?,
+        let now = renewal.now();
+        let (record, read) = match &self.near {
+            Some(near) => match near.get(id) {
+                Some(copy) => (Some(copy), false),
+                None if self.hints.due(id, now) => return self.read_and_renew(id, renewal).await,
+                None => (self.fill_near(near, id).await?, true),
+            },
+            None if self.hints.due(id, now) => return self.read_and_renew(id, renewal).await,
+            None => (self.read(id).await?, true),
         };
-        if let Some(loaded) = &loaded {
-            self.hints
-                .note(id, &loaded.record.expiry, renewal.threshold());
+        let Some(record) = record.filter(|record| !record.expiry.is_expired(now)) else {
+            return Ok(None);
+        };
+        if read {
+            self.hints.note(id, &record.expiry, renewal.threshold());
         }
-        Ok(loaded)
+        Ok(Some(Loaded::new(record, false)))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {

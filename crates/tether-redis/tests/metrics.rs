@@ -89,7 +89,15 @@ async fn round_trips_script_loads_and_connection_errors_are_counted() {
     );
 
     server.kill();
-    assert!(store.load(&first.id).await.is_err());
-    let errors = counted().counter("tether_redis_connection_errors_total", &[]);
+    // On a loaded machine the first failure may be the command timeout, which is not a
+    // connection error; the next attempts are refused.
+    let mut errors = 0;
+    for _ in 0..10 {
+        assert!(store.load(&first.id).await.is_err());
+        errors += counted().counter("tether_redis_connection_errors_total", &[]);
+        if errors > 0 {
+            break;
+        }
+    }
     assert!(errors >= 1, "the lost connection is counted: {errors}");
 }

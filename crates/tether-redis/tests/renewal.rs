@@ -41,6 +41,13 @@ fn session_app(store: RedisStore) -> Router {
             }),
         )
         .route(
+            "/fail",
+            get(|session: Session| async move {
+                session.get::<u64>("n").await?;
+                Ok::<_, tether_sessions::Error>(StatusCode::INTERNAL_SERVER_ERROR)
+            }),
+        )
+        .route(
             "/count",
             get(|session: Session| async move {
                 let n: u64 = session.get("n").await?.unwrap_or(0);
@@ -51,6 +58,7 @@ fn session_app(store: RedisStore) -> Router {
         .layer(
             SessionLayer::new(store)
                 .with_secure(false)
+                .with_persistent_cookie(true)
                 .with_touch_threshold(0.0),
         )
 }
@@ -159,8 +167,24 @@ async fn a_read_due_for_renewal_is_one_round_trip_with_a_copy() {
         "one round trip for the read and its renewal"
     );
     assert!(after > before, "renewed: {before:?} -> {after:?}");
+    // The renewal stays when the handler fails, and the persistent cookie follows it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (status, _, set) = send(&app, "/fail", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        set.as_deref(),
+        Some(cookie.as_str()),
+        "same id, new Max-Age"
+    );
+    let id: Id = cookie.trim_start_matches("sid=").parse().unwrap();
+    let renewed = store.load(&id).await.unwrap().unwrap().expiry.expires_at();
+    assert!(
+        renewed > after,
+        "the failed request's read renewed the session"
+    );
 
-    // With the near cache, its copy shows the session due.
+    // With the near cache, a copy is served as it is and the renewal follows: still one round
+    // trip, and the copy is brought up to date from the renewal.
     let store = near(&server).await;
     let app = session_app(store.clone());
     let cookie = send(&app, "/incr", None)
@@ -170,18 +194,15 @@ async fn a_read_due_for_renewal_is_one_round_trip_with_a_copy() {
     renewing_read(&app, &store, &cookie, &snapshotter).await;
     let refreshes = store.near_cache_stats().unwrap().refreshes;
     let (trips, before, after) = renewing_read(&app, &store, &cookie, &snapshotter).await;
-    assert_eq!(
-        trips,
-        [("load_renewing", 1)],
-        "one round trip for the read and its renewal"
-    );
+    assert_eq!(trips, [("apply", 1)], "the copy, then the renewal");
     assert!(after > before, "renewed: {before:?} -> {after:?}");
     assert!(
         store.near_cache_stats().unwrap().refreshes > refreshes,
-        "the copy is brought up to date from the script's reply"
+        "the copy is brought up to date from the renewal"
     );
 
     // A bound session renewed by the script stays listed under its principal.
+    let store = RedisStore::connect(server.url()).await.unwrap();
     let alice = Principal::new("alice").unwrap();
     let now = Timestamp::now();
     let hour = Duration::from_secs(3600);
@@ -192,7 +213,14 @@ async fn a_read_due_for_renewal_is_one_round_trip_with_a_copy() {
     )
     .with_principal(Some(alice.clone()));
     assert_eq!(store.create(&due).await.unwrap(), Created::Created);
-    store.load(&due.id).await.unwrap();
+    // Read once ten minutes after its last renewal, when it was not due yet.
+    let earlier = Timestamp::from_millis(Timestamp::now().as_millis() - 30 * 60 * 1000);
+    let first = store
+        .load_renewing(&due.id, &Renewal::new(earlier, 0.25))
+        .await
+        .unwrap()
+        .expect("the session lives");
+    assert!(!first.renewed);
     round_trips(&snapshotter);
     let loaded = store
         .load_renewing(&due.id, &Renewal::new(Timestamp::now(), 0.25))

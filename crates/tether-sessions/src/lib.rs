@@ -34,20 +34,19 @@
 //! |---|---|---|
 //! | never touches the session | none | unchanged |
 //! | reads a visitor without a session | none | unchanged: no cookie for anonymous visitors |
-//! | reads an existing session | one `load_renewing`: a `load` that also renews the session once the touch threshold passed (a `load` and a `touch`, or one round trip on a store that knows the session is due before reading it, such as Redis for a session it read before) | unchanged (persistent cookies: new `Max-Age` when renewed) |
+//! | reads an existing session | one `load` (plus a `touch` once the touch threshold passed, unless the store renewed the session with the read) | unchanged (persistent cookies: new `Max-Age` when renewed) |
 //! | inserts into a new session | one `create` | `Set-Cookie` with the new id |
 //! | changes an existing session | `load`, then one `apply` with only the changed keys | unchanged (persistent cookies: new `Max-Age`) |
 //! | calls [`Session::cycle_id`] | `load`, `cycle`, `apply` | `Set-Cookie` with the new id |
 //! | calls [`Session::flush`] | `load`, `delete` | cookie removed |
 //! | calls [`Session::update`] or [`Session::increment`] on an existing session | `load`, then one `update_key` per call (more only when a concurrent writer of the key won) | unchanged |
-//! | fails with a `5xx` | reads only: changes are discarded (a renewal made by the read stays) | unchanged (persistent cookies: new `Max-Age` when the read renewed) |
+//! | fails with a `5xx` | reads only: changes are discarded (a renewal the store made with the read stays) | unchanged (persistent cookies: new `Max-Age` when the read renewed) |
 //! | returns a session [`Error`] (axum) | reads only: changes are discarded | `413` past the size or key limit, `409` for a [`Conflict`](Error::Conflict), `503` when the store is unavailable, else `500` |
 //! | anything, and the save fails | | `503 Service Unavailable`, cause logged |
 //!
-//! Every read of a stored session is a
-//! [`load_renewing`](tether_core::SessionStore::load_renewing): the session's idle deadline
-//! moves with the read once the touch threshold passed, so no request needs a separate store
-//! call to keep its session alive.
+//! Every `load` here is a [`load_renewing`](tether_core::SessionStore::load_renewing): a store
+//! that can renew a session due for renewal in the same round trip as the read (the Redis
+//! store, for a session it read before) does, and then no `touch` follows.
 //!
 //! A cookie or header that is missing, malformed, too long, not UTF-8, wrongly signed, or names
 //! a session that does not exist counts as no session: never an error response. Stored data that

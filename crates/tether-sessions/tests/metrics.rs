@@ -82,8 +82,7 @@ async fn every_outcome_store_call_error_and_size_is_counted() {
             &[("operation", operation)],
         )
     };
-    // The touching request renews its session as it reads it: a `load`, not a `touch`.
-    for operation in ["load", "create", "apply", "cycle", "delete"] {
+    for operation in ["load", "create", "apply", "touch", "cycle", "delete"] {
         assert!(calls(operation) > 0, "no {operation} timed: {snapshot:?}");
     }
     assert_eq!(
