@@ -56,6 +56,11 @@ impl Renewal {
         self.seen.as_ref()
     }
 
+    /// The last use this renewal would record, given back.
+    pub fn into_seen(self) -> Option<Seen> {
+        self.seen
+    }
+
     /// The expiry `current` is renewed to, or `None` when it is not due.
     pub fn renewed(&self, current: &Expiry) -> Option<Expiry> {
         current

@@ -1,7 +1,7 @@
 //! When the sessions this store read recently fall due for renewal: the hint that lets a read
 //! choose between a plain `HGETALL` and the script that reads and renews.
 //!
-//! A script costs Redis far more CPU than an `HGETALL` (about 6 µs against 0.4 µs per call on
+//! A script costs Redis far more CPU than an `HGETALL` (6.3 µs against 0.37 µs per call on
 //! Redis 7.0), and almost every read finds its session not due, so a read sends the script
 //! only when this table says the session is due. The table is a hint, never a source of
 //! truth: a slot may hold another session (ids share slots), or a deadline another server has

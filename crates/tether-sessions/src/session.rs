@@ -104,6 +104,8 @@ struct State {
     loaded_at: Option<Timestamp>,
     /// The read renewed the stored session's expiry, which the client must learn.
     renewed: bool,
+    /// This request's use of the session, when the layer records activity.
+    seen: Option<tether_core::Seen>,
 }
 
 #[derive(Clone, Copy)]
@@ -491,28 +493,36 @@ impl Session {
                 // The request's one clock reading: it decides expiry here and renewal in
                 // `finish`, which a handler's run time cannot make matter.
                 let now = Timestamp::now();
+                let mut seen = self.inner.client.as_ref().map(|client| client.seen(now));
                 let record = match self.inner.incoming {
-                    Some(id) => self.fetch(id, now).await?,
+                    Some(id) => {
+                        let renewal = Renewal::new(now, self.inner.config.touch_threshold);
+                        let renewal = match seen.take() {
+                            Some(seen) => renewal.with_seen(seen),
+                            None => renewal,
+                        };
+                        let (record, renewal) = self.fetch(id, renewal).await?;
+                        seen = renewal.into_seen();
+                        record
+                    }
                     None => None,
                 };
-                self.state()
-                    .install(record, self.inner.incoming.is_some(), now);
+                let mut state = self.state();
+                state.install(record, self.inner.incoming.is_some(), now);
+                state.seen = seen;
                 Ok::<(), Error>(())
             })
             .await?;
         Ok(())
     }
 
-    /// One read from the store, which renews the session when its renewal is due, so a
-    /// read-only request needs no second store call. Stored data that cannot be decoded counts
-    /// as no session.
-    async fn fetch(&self, id: Id, now: Timestamp) -> Result<Option<Loaded>> {
+    /// One read from the store, which may renew the session if its renewal is due (then no
+    /// `touch` follows); `renewal` is given back. Stored data that cannot be decoded counts as
+    /// no session.
+    async fn fetch(&self, id: Id, renewal: Renewal) -> Result<(Option<Loaded>, Renewal)> {
         let span = store_span!("session.load", session = ?id);
-        let mut renewal = Renewal::new(now, self.inner.config.touch_threshold);
-        if let Some(client) = &self.inner.client {
-            renewal = renewal.with_seen(client.seen(now));
-        }
-        match self
+        let now = renewal.now();
+        let loaded = match self
             .inner
             .config
             .telemetry
@@ -525,16 +535,17 @@ impl Session {
             )
             .await
         {
-            Ok(loaded) => Ok(loaded.filter(|l| !l.record.expiry.is_expired(now))),
+            Ok(loaded) => loaded.filter(|l| !l.record.expiry.is_expired(now)),
             Err(err) if err.kind() == tether_core::ErrorKind::Corrupt => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "stored session is corrupt; starting a new one");
-                Ok(None)
+                None
             }
             Err(err) => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "loading the session failed");
-                Err(err.into())
+                return Err(err.into());
             }
-        }
+        };
+        Ok((loaded, renewal))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -571,7 +582,7 @@ impl Session {
             return state.renewed_at_read();
         }
         let now = state.loaded_at.unwrap_or_else(Timestamp::now);
-        let seen = self.inner.client.as_ref().map(|client| client.seen(now));
+        let seen = state.seen.take();
         let plan = state.plan(&self.inner.config, now, seen);
         match plan {
             Plan::Nothing => self.inner.config.telemetry.request(Outcome::Loaded),
