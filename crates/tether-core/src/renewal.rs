@@ -61,6 +61,14 @@ impl Renewal {
         self.seen
     }
 
+    /// What a read that renewed nothing answers for `record`: the session as read, `None` when
+    /// there is none or it is past its deadline at [`now`](Self::now).
+    pub fn unrenewed(&self, record: Option<Record>) -> Option<Loaded> {
+        record
+            .filter(|record| !record.expiry.is_expired(self.now))
+            .map(|record| Loaded::new(record, false))
+    }
+
     /// The expiry `current` is renewed to, or `None` when it is not due.
     pub fn renewed(&self, current: &Expiry) -> Option<Expiry> {
         current

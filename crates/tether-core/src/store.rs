@@ -165,11 +165,7 @@ pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// renewing in one step saves a round trip (the Redis store, for a session it knows to be
     /// due before reading it).
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        Ok(self
-            .load(id)
-            .await?
-            .filter(|record| !record.expiry.is_expired(renewal.now()))
-            .map(|record| Loaded::new(record, false)))
+        Ok(renewal.unrenewed(self.load(id).await?))
     }
 
     /// Applies `update` to `key` of an existing session, atomically with respect to every other

@@ -430,10 +430,7 @@ impl SessionStore for MemoryStore {
     /// `load` in one boxed call (the default makes two); renewal is left to the caller, whose
     /// `touch` costs no round trip here.
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        Ok(self
-            .read(id)
-            .filter(|record| !record.expiry.is_expired(renewal.now()))
-            .map(|record| Loaded::new(record, false)))
+        Ok(renewal.unrenewed(self.read(id)))
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {

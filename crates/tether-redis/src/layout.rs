@@ -173,8 +173,6 @@ pub(crate) enum Malformed {
     BadSeen,
 }
 
-/// Decodes `apply.lua`'s reply: whether the session existed, and its principal before and
-/// after the write.
 /// Reads `load_renewing.lua`'s reply: whether it renewed the session, and the session as it
 /// is after the call (`None` when there is none).
 pub(crate) fn renewing_reply(id: Id, reply: Value) -> Result<(bool, Option<Record>), Error> {
@@ -193,6 +191,8 @@ pub(crate) fn renewing_reply(id: Id, reply: Value) -> Result<(bool, Option<Recor
     Ok((renewed, decode(id, Value::Array(items))?))
 }
 
+/// Decodes `apply.lua`'s reply: whether the session existed, and its principal before and
+/// after the write.
 pub(crate) fn applied_reply(
     reply: Value,
 ) -> Result<(bool, Option<Principal>, Option<Principal>), Error> {

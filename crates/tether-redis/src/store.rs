@@ -354,7 +354,6 @@ impl RedisStore {
         let Some(record) = record.filter(|record| !record.expiry.is_expired(now)) else {
             return Ok(None);
         };
-        self.hints.note(id, &record.expiry, renewal.threshold());
         if let Some(written) = written {
             written.read_back(record.clone());
         }
@@ -524,23 +523,24 @@ impl SessionStore for RedisStore {
     /// script reads and renews it instead, so a read-only request stays one round trip. A
     /// script costs Redis about 17 times the CPU of an `HGETALL`, so it is sent only then.
     async fn load_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Option<Loaded>, Error> {
-        let now = renewal.now();
-        let (record, read) = match &self.near {
-            Some(near) => match near.get(id) {
-                Some(copy) => (Some(copy), false),
-                None if self.hints.due(id, now) => return self.read_and_renew(id, renewal).await,
-                None => (self.fill_near(near, id).await?, true),
-            },
-            None if self.hints.due(id, now) => return self.read_and_renew(id, renewal).await,
-            None => (self.read(id).await?, true),
-        };
-        let Some(record) = record.filter(|record| !record.expiry.is_expired(now)) else {
-            return Ok(None);
-        };
-        if read {
-            self.hints.note(id, &record.expiry, renewal.threshold());
+        let copy = self.near.as_deref().and_then(|near| near.get(id));
+        if copy.is_some() {
+            return Ok(renewal.unrenewed(copy));
         }
-        Ok(Some(Loaded::new(record, false)))
+        let loaded = if self.hints.due(id, renewal.now()) {
+            self.read_and_renew(id, renewal).await?
+        } else {
+            let record = match &self.near {
+                Some(near) => self.fill_near(near, id).await?,
+                None => self.read(id).await?,
+            };
+            renewal.unrenewed(record)
+        };
+        if let Some(loaded) = &loaded {
+            self.hints
+                .note(id, &loaded.record.expiry, renewal.threshold());
+        }
+        Ok(loaded)
     }
 
     async fn create(&self, record: &Record) -> Result<Created, Error> {

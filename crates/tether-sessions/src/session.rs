@@ -493,23 +493,18 @@ impl Session {
                 // The request's one clock reading: it decides expiry here and renewal in
                 // `finish`, which a handler's run time cannot make matter.
                 let now = Timestamp::now();
-                let mut seen = self.inner.client.as_ref().map(|client| client.seen(now));
+                let mut renewal = Renewal::new(now, self.inner.config.touch_threshold);
+                if let Some(client) = &self.inner.client {
+                    renewal = renewal.with_seen(client.seen(now));
+                }
                 let record = match self.inner.incoming {
-                    Some(id) => {
-                        let renewal = Renewal::new(now, self.inner.config.touch_threshold);
-                        let renewal = match seen.take() {
-                            Some(seen) => renewal.with_seen(seen),
-                            None => renewal,
-                        };
-                        let (record, renewal) = self.fetch(id, renewal).await?;
-                        seen = renewal.into_seen();
-                        record
-                    }
+                    Some(id) => self.fetch(id, &renewal).await?,
                     None => None,
                 };
                 let mut state = self.state();
                 state.install(record, self.inner.incoming.is_some(), now);
-                state.seen = seen;
+                // The request's last use, written with whatever `finish` writes.
+                state.seen = renewal.into_seen();
                 Ok::<(), Error>(())
             })
             .await?;
@@ -517,12 +512,11 @@ impl Session {
     }
 
     /// One read from the store, which may renew the session if its renewal is due (then no
-    /// `touch` follows); `renewal` is given back. Stored data that cannot be decoded counts as
-    /// no session.
-    async fn fetch(&self, id: Id, renewal: Renewal) -> Result<(Option<Loaded>, Renewal)> {
+    /// `touch` follows). Stored data that cannot be decoded counts as no session.
+    async fn fetch(&self, id: Id, renewal: &Renewal) -> Result<Option<Loaded>> {
         let span = store_span!("session.load", session = ?id);
         let now = renewal.now();
-        let loaded = match self
+        match self
             .inner
             .config
             .telemetry
@@ -530,22 +524,21 @@ impl Session {
                 Operation::Load,
                 self.inner
                     .store
-                    .load_renewing(&id, &renewal)
+                    .load_renewing(&id, renewal)
                     .instrument(span),
             )
             .await
         {
-            Ok(loaded) => loaded.filter(|l| !l.record.expiry.is_expired(now)),
+            Ok(loaded) => Ok(loaded.filter(|l| !l.record.expiry.is_expired(now))),
             Err(err) if err.kind() == tether_core::ErrorKind::Corrupt => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "stored session is corrupt; starting a new one");
-                None
+                Ok(None)
             }
             Err(err) => {
                 tracing::error!(session = ?id, error = %error_chain(&err), "loading the session failed");
-                return Err(err.into());
+                Err(err.into())
             }
-        };
-        Ok((loaded, renewal))
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

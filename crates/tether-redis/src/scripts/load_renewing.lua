@@ -14,12 +14,12 @@ local meta = redis.call('HGET', KEYS[1], '@m')
 if not meta then
   return { 0 }
 end
-local created, deadline, idle, absolute = string.match(meta, '^(%d+):(%d+):(%d+):(%d*)$')
+local created, deadline, idle_text, absolute = string.match(meta, '^(%d+):(%d+):(%d+):(%d*)$')
 -- Metadata this script cannot read is left as it is, for the client to report as corrupt.
 if created then
   local now = tonumber(ARGV[3])
   deadline = tonumber(deadline)
-  idle = tonumber(idle)
+  local idle = tonumber(idle_text)
   local renewed = now + idle
   if absolute ~= '' and tonumber(absolute) < renewed then
     renewed = tonumber(absolute)
@@ -27,7 +27,7 @@ if created then
   local elapsed = idle - math.max(deadline - now, 0)
   if deadline > now and renewed > deadline and elapsed > idle * tonumber(ARGV[4]) then
     local renewed_text = string.format('%d', renewed)
-    redis.call('HSET', KEYS[1], '@m', created .. ':' .. renewed_text .. ':' .. string.format('%d', idle) .. ':' .. absolute)
+    redis.call('HSET', KEYS[1], '@m', created .. ':' .. renewed_text .. ':' .. idle_text .. ':' .. absolute)
     if ARGV[8] ~= '' then
       redis.call('HSET', KEYS[1], '@s', ARGV[8])
     end
