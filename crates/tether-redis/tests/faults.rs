@@ -8,33 +8,16 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
 use common::send;
 use tether_core::{ErrorKind, Id, SessionStore};
 use tether_redis::RedisStore;
-use tether_sessions::{Session, SessionLayer};
+use tether_sessions::SessionLayer;
 use tether_testkit::RedisServer;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 fn app(store: RedisStore) -> Router {
-    Router::new()
-        .route(
-            "/incr",
-            get(|session: Session| async move {
-                let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
-                session.insert("n", &n).await?;
-                Ok::<_, tether_sessions::Error>(n.to_string())
-            }),
-        )
-        .route(
-            "/login",
-            get(|session: Session| async move {
-                session.cycle_id().await?;
-                session.insert("user", "alice").await
-            }),
-        )
-        .layer(SessionLayer::new(store).with_secure(false))
+    common::routes().layer(SessionLayer::new(store).with_secure(false))
 }
 
 /// Sends `/incr` with `cookie`; returns the status, the body and a new cookie if one was set.

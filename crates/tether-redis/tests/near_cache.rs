@@ -2,6 +2,8 @@
 //! are seen at once, another client's writes invalidate, a restart drops every copy, fills
 //! that race writes never stick, and a Redis that cannot track turns the cache off.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,28 +20,8 @@ async fn near(server: &RedisServer) -> RedisStore {
     near_with(server, HEARTBEAT).await
 }
 
-/// A store whose near cache serves copies: it waits for the first heartbeat to come back,
-/// seen as the first hit on a probe session (bounded).
 async fn near_with(server: &RedisServer, heartbeat: Duration) -> RedisStore {
-    let store = RedisStore::builder(server.url())
-        .with_near_cache(1_000)
-        .with_near_cache_heartbeat(heartbeat)
-        .connect()
-        .await
-        .expect("connect");
-    let probe = session(&store, b"probe").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let hits = store.near_cache_stats().expect("a near cache").hits;
-        let _ = value(&store, &probe).await;
-        if store.near_cache_stats().expect("a near cache").hits > hits {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no heartbeat came back");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    store.delete(&probe).await.expect("delete the probe");
-    store
+    common::serving_near_cache(server, heartbeat).await
 }
 
 fn expiry() -> Expiry {

@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
 use common::send;
 use tether_core::{Created, Expiry, Id, Principal, Record, Renewal, SessionStore as _, Timestamp};
 use tether_redis::RedisStore;
-use tether_sessions::{Session, SessionLayer};
+use tether_sessions::SessionLayer;
 use tether_testkit::metrics_util::debugging::DebuggingRecorder;
 use tether_testkit::{MetricsSnapshot, RedisServer};
 
@@ -31,29 +30,7 @@ const OPERATIONS: [&str; 9] = [
 ];
 
 fn session_app(store: RedisStore) -> Router {
-    Router::new()
-        .route(
-            "/incr",
-            get(|session: Session| async move {
-                let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
-                session.insert("n", &n).await?;
-                Ok::<_, tether_sessions::Error>(n.to_string())
-            }),
-        )
-        .route(
-            "/fail",
-            get(|session: Session| async move {
-                session.get::<u64>("n").await?;
-                Ok::<_, tether_sessions::Error>(StatusCode::INTERNAL_SERVER_ERROR)
-            }),
-        )
-        .route(
-            "/count",
-            get(|session: Session| async move {
-                let n: u64 = session.get("n").await?.unwrap_or(0);
-                Ok::<_, tether_sessions::Error>(n.to_string())
-            }),
-        )
+    common::routes()
         // Every read past the first millisecond is due for renewal.
         .layer(
             SessionLayer::new(store)
@@ -78,35 +55,6 @@ fn round_trips(
         })
         .filter(|(_, n)| *n > 0)
         .collect()
-}
-
-/// A store whose near cache serves copies: waits until a read of a probe session is a hit.
-async fn near(server: &RedisServer) -> RedisStore {
-    let store = RedisStore::builder(server.url())
-        .with_near_cache(100)
-        .with_near_cache_heartbeat(Duration::from_millis(50))
-        .connect()
-        .await
-        .unwrap();
-    let now = Timestamp::now();
-    let probe = Record::new(
-        Id::random().unwrap(),
-        Expiry::new(now, Duration::from_secs(60), None),
-        now,
-    );
-    assert_eq!(store.create(&probe).await.unwrap(), Created::Created);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let hits = store.near_cache_stats().unwrap().hits;
-        store.load(&probe.id).await.unwrap();
-        if store.near_cache_stats().unwrap().hits > hits {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no heartbeat came back");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    store.delete(&probe.id).await.unwrap();
-    store
 }
 
 /// Reads `cookie`'s session through `app` once its renewal is due, and returns the round
@@ -185,7 +133,7 @@ async fn a_read_due_for_renewal_is_one_round_trip_with_a_copy() {
 
     // With the near cache, a copy is served as it is and the renewal follows: still one round
     // trip, and the copy is brought up to date from the renewal.
-    let store = near(&server).await;
+    let store = common::serving_near_cache(&server, Duration::from_millis(50)).await;
     let app = session_app(store.clone());
     let cookie = send(&app, "/incr", None)
         .await
