@@ -170,7 +170,6 @@ mod index;
 mod layout;
 mod near_cache;
 mod reconnect;
-mod renewal_hints;
 mod store;
 mod telemetry;
 

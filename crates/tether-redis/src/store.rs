@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind, Value};
 use tether_core::{
     Applied, Changes, Created, Cycled, Error, Expiry, Id, KeyUpdate, KeyUpdated, Loaded, Principal,
-    Record, Renewal, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Record, Renewal, RenewalHints, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
 };
 
 use crate::connection::{Connection, Handle};
@@ -19,7 +19,6 @@ use crate::events::{EventLog, Log};
 use crate::index::IndexKeys;
 use crate::layout;
 use crate::near_cache::{NearCache, NearCacheStats, PendingWipe, PendingWrite};
-use crate::renewal_hints::RenewalHints;
 use crate::telemetry;
 
 /// Default prefix of session keys: sessions live under `tether:<id>`.
@@ -527,7 +526,7 @@ impl SessionStore for RedisStore {
         if copy.is_some() {
             return Ok(renewal.unrenewed(copy));
         }
-        let loaded = if self.hints.due(id, renewal.now()) {
+        let loaded = if self.hints.due(id, renewal) {
             self.read_and_renew(id, renewal).await?
         } else {
             let record = match &self.near {
@@ -537,8 +536,7 @@ impl SessionStore for RedisStore {
             renewal.unrenewed(record)
         };
         if let Some(loaded) = &loaded {
-            self.hints
-                .note(id, &loaded.record.expiry, renewal.threshold());
+            self.hints.note(id, &loaded.record.expiry, renewal);
         }
         Ok(loaded)
     }
