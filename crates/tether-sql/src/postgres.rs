@@ -12,7 +12,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use tether_core::{
     Applied, Changes, Created, Cycled, Expiry, INCREMENT_ATTEMPTS, Id, KeyUpdate, KeyUpdated,
-    Principal, Record, Revoked, SessionHandle, SessionInfo, SessionStore, Timestamp,
+    Loaded, Principal, Record, Renewal, RenewalHints, Revoked, SessionHandle, SessionInfo,
+    SessionStore, Timestamp,
 };
 use tokio::sync::Mutex;
 
@@ -20,7 +21,7 @@ use crate::error::Error;
 use crate::events::postgres::EventStatements;
 use crate::events::{EventLog, Log};
 use crate::names::{DEFAULT_TABLE_PREFIX, Tables};
-use crate::row::{Binding, Meta, decode_infos, decode_rows, handle_bytes, millis};
+use crate::row::{Binding, Meta, column, decode_infos, decode_rows, handle_bytes, millis};
 use crate::run::{Settings, run};
 use crate::sweeper::{Sweep, Sweeper};
 use crate::telemetry;
@@ -30,6 +31,7 @@ use crate::telemetry;
 pub(crate) struct Statements {
     tables: Tables,
     load: String,
+    load_renewing: String,
     create: String,
     create_capped: String,
     free_expired: String,
@@ -203,6 +205,33 @@ impl Statements {
                 "SELECT s.created_at, s.expires_at, s.idle_timeout_ms, s.absolute_deadline, \
                  s.principal, s.last_seen, s.device, s.address, k.key, k.value \
                  FROM {sessions} s LEFT JOIN {keys} k ON k.session_id = s.id \
+                 WHERE s.id = $1 AND s.expires_at > $2"
+            ),
+            // The rule of `Expiry::needs_renewal`, in milliseconds: the deadline would move
+            // ($2: now), and more than the threshold's fraction ($3) of the idle timeout has
+            // passed since the last renewal. The `SELECT` reads the statement's snapshot,
+            // without the update, so the renewed columns come from `r`. A row another
+            // statement changed meanwhile is checked again on its latest version: the renewal
+            // then lands only if that version is still due.
+            load_renewing: format!(
+                "WITH r AS ( \
+                   UPDATE {sessions} SET \
+                     expires_at = LEAST($2 + idle_timeout_ms, COALESCE(absolute_deadline, $2 + idle_timeout_ms)), \
+                     last_seen = COALESCE($4, last_seen), \
+                     device = CASE WHEN $4::bigint IS NULL THEN device ELSE $5 END, \
+                     address = CASE WHEN $4::bigint IS NULL THEN address ELSE $6 END \
+                   WHERE id = $1 AND expires_at > $2 \
+                     AND LEAST($2 + idle_timeout_ms, COALESCE(absolute_deadline, $2 + idle_timeout_ms)) > expires_at \
+                     AND idle_timeout_ms - GREATEST(expires_at - $2, 0) > idle_timeout_ms * $3::float8 \
+                   RETURNING expires_at, last_seen, device, address \
+                 ) \
+                 SELECT s.created_at, COALESCE(r.expires_at, s.expires_at) AS expires_at, \
+                   s.idle_timeout_ms, s.absolute_deadline, s.principal, \
+                   CASE WHEN r.expires_at IS NULL THEN s.last_seen ELSE r.last_seen END AS last_seen, \
+                   CASE WHEN r.expires_at IS NULL THEN s.device ELSE r.device END AS device, \
+                   CASE WHEN r.expires_at IS NULL THEN s.address ELSE r.address END AS address, \
+                   r.expires_at IS NOT NULL AS renewed, k.key, k.value \
+                 FROM {sessions} s LEFT JOIN r ON true LEFT JOIN {keys} k ON k.session_id = s.id \
                  WHERE s.id = $1 AND s.expires_at > $2"
             ),
             create: create("", false),
@@ -456,6 +485,8 @@ pub struct PostgresStore {
     /// Set by [`PostgresStoreBuilder::with_events`].
     pub(crate) log: Option<Arc<Log>>,
     increment_turns: Arc<[Mutex<()>]>,
+    /// When the sessions read recently fall due: a read sends `load_renewing` only then.
+    hints: Arc<RenewalHints>,
 }
 
 /// Builds a [`PostgresStore`]: table names, pool size, timeouts.
@@ -626,6 +657,7 @@ impl PostgresStoreBuilder {
             settings: self.settings,
             log: self.events.map(Log::new),
             increment_turns: (0..INCREMENT_TURNS).map(|_| Mutex::new(())).collect(),
+            hints: Arc::new(RenewalHints::new()),
         })
     }
 }
@@ -821,10 +853,26 @@ impl PostgresStore {
         telemetry::acquire("postgres", &self.pool, operation, count).await
     }
 
-    async fn fetch(&self, id: &Id) -> Result<Vec<PgRow>, sqlx::Error> {
+    /// The rows of session `id` live at `now`.
+    async fn fetch(&self, id: &Id, now: Timestamp) -> Result<Vec<PgRow>, sqlx::Error> {
         sqlx::query(&self.statements.load)
             .bind(id.to_string())
-            .bind(millis(Timestamp::now()))
+            .bind(millis(now))
+            .fetch_all(&mut *self.connection("load", 1).await?)
+            .await
+    }
+
+    /// The rows of session `id`, renewed first if it is due for `renewal`; each row says
+    /// whether it was (`renewed`).
+    async fn fetch_renewing(&self, id: &Id, renewal: &Renewal) -> Result<Vec<PgRow>, sqlx::Error> {
+        let seen = Binding::of(None, renewal.seen());
+        sqlx::query(&self.statements.load_renewing)
+            .bind(id.to_string())
+            .bind(millis(renewal.now()))
+            .bind(renewal.threshold())
+            .bind(seen.last_seen)
+            .bind(seen.device)
+            .bind(seen.address)
             .fetch_all(&mut *self.connection("load", 1).await?)
             .await
     }
@@ -1084,8 +1132,40 @@ impl Sweep for PostgresStore {
 impl SessionStore for PostgresStore {
     async fn load(&self, id: &Id) -> Result<Option<Record>, tether_core::Error> {
         run(&self.settings, "load", async {
-            let rows = self.fetch(id).await.map_err(Error::query("load"))?;
-            decode_rows(*id, &rows, Timestamp::now())
+            let now = Timestamp::now();
+            let rows = self.fetch(id, now).await.map_err(Error::query("load"))?;
+            decode_rows(*id, &rows, now)
+        })
+        .await
+    }
+
+    /// One statement either way: a plain `load` when the session is not known to be due, else
+    /// one that renews it if it is due and reads it (see [`RenewalHints`] for why not always).
+    async fn load_renewing(
+        &self,
+        id: &Id,
+        renewal: &Renewal,
+    ) -> Result<Option<Loaded>, tether_core::Error> {
+        run(&self.settings, "load", async {
+            let now = renewal.now();
+            let loaded = if self.hints.due(id, renewal) {
+                let rows = self
+                    .fetch_renewing(id, renewal)
+                    .await
+                    .map_err(Error::query("load"))?;
+                let renewed = match rows.first() {
+                    Some(row) => column(row, "renewed")?,
+                    None => false,
+                };
+                decode_rows(*id, &rows, now)?.map(|record| Loaded::new(record, renewed))
+            } else {
+                let rows = self.fetch(id, now).await.map_err(Error::query("load"))?;
+                renewal.unrenewed(decode_rows(*id, &rows, now)?)
+            };
+            if let Some(loaded) = &loaded {
+                self.hints.note(id, &loaded.record.expiry, renewal);
+            }
+            Ok(loaded)
         })
         .await
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tether_core::{
     Applied, Changes, Created, Cycled, Expiry, Id, KeyUpdate, KeyUpdated, Principal, Record,
-    Revoked, Seen, SessionHandle, SessionStore, Timestamp,
+    Renewal, Revoked, Seen, SessionHandle, SessionStore, Timestamp,
 };
 use tether_sql::sqlx;
 use tether_sql::{EventLog, PostgresStoreBuilder};
@@ -141,6 +141,40 @@ async fn load_create_apply_touch_delete_are_one_statement_each(
         }),
     )
     .await;
+    // A read that renews: the store sends its renewing statement only for a session it has
+    // read before and knows due, so it reads and renews once first (uncounted).
+    let renewal_at = |seconds: u64| Renewal::new(now + Duration::from_secs(seconds), 0.25);
+    let first = store.load_renewing(&id, &renewal_at(0)).await.unwrap();
+    assert!(!first.unwrap().renewed, "not due at its creation");
+    let warm = store.load_renewing(&id, &renewal_at(20)).await.unwrap();
+    assert!(warm.unwrap().renewed, "due 20 s into a 60 s idle timeout");
+    count(
+        "load_renewing of a session not due",
+        Box::pin(async {
+            let loaded = store.load_renewing(&id, &renewal_at(21)).await.unwrap();
+            assert!(!loaded.unwrap().renewed);
+        }),
+    )
+    .await;
+    let last_use = Seen::new(now + Duration::from_secs(40)).with_device("Firefox");
+    count(
+        "load_renewing past the touch threshold",
+        Box::pin(async {
+            let renewal = renewal_at(40).with_seen(last_use.clone());
+            let loaded = store.load_renewing(&id, &renewal).await.unwrap().unwrap();
+            assert!(loaded.renewed, "renewed by the read");
+            assert_eq!(
+                loaded.record.expiry.expires_at(),
+                now + Duration::from_secs(100)
+            );
+            assert_eq!(loaded.record.seen.as_deref(), Some(&last_use));
+            assert_eq!(loaded.record.data.len(), 2);
+        }),
+    )
+    .await;
+    let stored = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.expiry.expires_at(), now + Duration::from_secs(100));
+    assert_eq!(stored.seen.as_deref(), Some(&last_use));
     count(
         "apply",
         Box::pin(async {
