@@ -34,14 +34,6 @@ impl Backends {
         Ok(Self { redis, postgres })
     }
 
-    /// With Redis only.
-    pub(crate) fn with_redis(redis: RedisEnv) -> Self {
-        Self {
-            redis: Some(redis),
-            postgres: None,
-        }
-    }
-
     pub(crate) fn redis(&self) -> Option<&RedisEnv> {
         self.redis.as_ref()
     }

@@ -162,8 +162,9 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 0, value_parser = counts::<u64>(0))]
         live_sessions: u64,
     },
-    /// Redis commands each request sends (round trips), and those its scripts run, recorded with
-    /// MONITOR over a fixed number of sequential requests on one session.
+    /// Round trips per request over a fixed number of sequential requests on one session: the
+    /// Redis commands each request sends and those its scripts run (recorded with MONITOR), and
+    /// the PostgreSQL statements it runs (as sqlx reports them).
     Commands {
         #[command(flatten)]
         what: StacksAndWorkload,

@@ -35,6 +35,7 @@ mod replicated;
 mod serve;
 mod soak;
 mod stacks;
+mod statements;
 mod throughput;
 mod websocket;
 
@@ -195,8 +196,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             renewal_due,
         } => {
             Stack::check_in_process(&stacks)?;
-            let redis = RedisEnv::new(redis_url.clone())?;
-            in_process::commands(&stacks, workload, requests, renewal_due, redis).await
+            let backends = backends_for(&stacks)?;
+            in_process::commands(&stacks, workload, requests, renewal_due, &backends).await
         }
         Command::Invalidation {
             sessions,

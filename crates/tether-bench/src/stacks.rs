@@ -149,7 +149,8 @@ impl Stack {
 
     /// The app of this stack with tether's touch threshold at 0, so that a request a
     /// millisecond after the last renewal finds its session due for another: tether's Redis
-    /// stacks (the only ones `commands` counts with it); any other stack as [`router`](Self::router).
+    /// and PostgreSQL stacks (the only ones `commands` counts with it); any other stack as
+    /// [`router`](Self::router).
     pub(crate) async fn router_renewing(self, backends: &Backends) -> Result<Router, BoxError> {
         match self {
             Self::TetherRedis => {
@@ -158,6 +159,13 @@ impl Stack {
             Self::TetherRedisNear => {
                 let url = self.redis_url(backends)?;
                 tether_redis_app::router_with(url, Some(NEAR_CACHE_SESSIONS), 0.0).await
+            }
+            Self::TetherPostgres => {
+                let url = backends
+                    .postgres()
+                    .map(PostgresEnv::url)
+                    .ok_or_else(|| BoxError::from(format!("{self} needs a PostgreSQL server")))?;
+                tether_postgres_app::router_with(url, 0.0).await
             }
             other => other.router(backends).await,
         }
@@ -394,6 +402,13 @@ mod tether_postgres_app {
     use crate::postgres_env::{POOL_SIZE, SCHEMA};
 
     pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
+        router_with(url, tether_sessions::DEFAULT_TOUCH_THRESHOLD).await
+    }
+
+    pub(super) async fn router_with(
+        url: &str,
+        touch_threshold: f64,
+    ) -> Result<axum::Router, tether_core::BoxError> {
         let at = || "tether-sql: connecting to PostgreSQL".to_owned();
         let store = PostgresStore::builder()
             .with_schema(SCHEMA)
@@ -402,7 +417,10 @@ mod tether_postgres_app {
             .await
             .doing(at)?;
         store.migrate().await.doing(at)?;
-        Ok(super::tether_app::routes().layer(SessionLayer::new(store).with_secure(false)))
+        let layer = SessionLayer::new(store)
+            .with_secure(false)
+            .with_touch_threshold(touch_threshold);
+        Ok(super::tether_app::routes().layer(layer))
     }
 }
 
