@@ -192,9 +192,14 @@ pub(crate) enum Command {
         /// Measured writes, one at a time.
         #[arg(long, default_value_t = 2_000, value_parser = counts::<u32>(1))]
         writes: u32,
-        /// Upper bound of the whole run, in seconds.
+        /// Upper bound of the whole run, in seconds (each of the two runs with `--sentinel`).
         #[arg(long, default_value_t = 60, value_parser = counts::<u64>(1))]
         seconds: u64,
+        /// Measure behind Sentinel instead: the bench starts a master, a replica and a
+        /// Sentinel on loopback, every node finds the master through the Sentinel; it measures,
+        /// kills the master, waits for the replica's promotion and measures again.
+        #[arg(long)]
+        sentinel: bool,
     },
     /// Replication traffic per write (messages and bytes) by mode and cluster size.
     Traffic {

@@ -205,8 +205,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             redis_readers,
             writes,
             seconds,
+            sentinel,
         } => {
-            let redis = RedisEnv::new(redis_url.clone())?;
             let plan = invalidation::Plan {
                 sessions,
                 cache_readers,
@@ -214,7 +214,15 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 writes,
                 limit: std::time::Duration::from_secs(seconds),
             };
-            invalidation::run(&plan, &redis).await
+            if sentinel {
+                if redis_url.is_some() {
+                    return Err("--sentinel starts its own Redis servers: drop --redis-url".into());
+                }
+                invalidation::run_behind_sentinel(&plan).await
+            } else {
+                let redis = RedisEnv::new(redis_url.clone())?;
+                invalidation::run(&plan, &redis).await
+            }
         }
         Command::Traffic {
             nodes,
