@@ -7,7 +7,9 @@
 //! - **One statement per operation on PostgreSQL.** `load`, `create`, `apply`, `touch` and
 //!   `delete` are one statement each (one round trip): `apply` is a data-modifying CTE that
 //!   checks the session exists and is live, moves its deadline, deletes the removed keys and
-//!   upserts the set ones. `cycle` is one short transaction. No lock outlives a statement, so
+//!   upserts the set ones. A read-only request past the touch threshold is one statement
+//!   too, when the store has read the session before: the read renews it
+//!   (`load_renewing`). `cycle` is one short transaction. No lock outlives a statement, so
 //!   no lock is held across a request, and concurrent requests of one session queue on the
 //!   session row, never deadlock.
 //! - **One short transaction per operation on SQLite**, writers taking turns.
@@ -87,6 +89,7 @@
 //! | `load` | `SELECT` of the session row `LEFT JOIN` its key rows, live only |
 //! | `create` | `WITH s AS (INSERT INTO sessions ... ON CONFLICT (id) DO NOTHING RETURNING id) INSERT INTO session_keys SELECT ... FROM s, unnest(keys, values)`; only if an expired session holds the id, a `DELETE` of it and the insert again |
 //! | `apply` | `WITH s AS (UPDATE sessions SET expires_at ..., principal, last use (when the changes carry them) WHERE id = $1 AND expires_at > now RETURNING id)`, then `DELETE` (clear, removed keys) and `INSERT ... ON CONFLICT DO UPDATE` (set keys) of key rows joined to `s`: nothing happens unless the session is live |
+//! | `load_renewing` of a session the store knows due (from the deadlines of its recent reads, [`tether_core::RenewalHints`]) | `WITH r AS (UPDATE sessions SET expires_at ..., last use WHERE id = $1 AND live AND due RETURNING ...)`, then the `load` `SELECT` with the renewed columns from `r`: the renewal and the read in one statement; any other `load_renewing` is the `load` statement |
 //! | `touch` | `UPDATE sessions SET expires_at ... WHERE id = $1 AND expires_at > now` |
 //! | `update_key` | a swap: `WITH s AS (SELECT id FROM sessions WHERE id = $1 AND expires_at > now FOR KEY SHARE), cur AS (SELECT value FROM session_keys ... JOIN s ... FOR UPDATE)` (the key's latest value, locked for the statement), then the one write the swap needs, conditional on it (`UPDATE` or `DELETE ... WHERE cur.value = expected`, or from absent `INSERT ... ON CONFLICT DO NOTHING`), answering whether the session is live, whether the write happened, and `cur`'s value; an increment is a `load`, then swaps from the value read until one lands, in turns with the store's other increments of the session |
 //! | `delete` | `DELETE FROM sessions WHERE id = $1` (key rows cascade) |
