@@ -209,31 +209,44 @@ impl Statements {
             ),
             // The rule of `Expiry::needs_renewal`, in milliseconds: the deadline would move
             // ($2: now), and more than the threshold's fraction ($3) of the idle timeout has
-            // passed since the last renewal. The `SELECT` reads the statement's snapshot,
-            // without the update, so the renewed columns come from `r`. A row another
-            // statement changed meanwhile is checked again on its latest version: the renewal
-            // then lands only if that version is still due.
-            load_renewing: format!(
-                "WITH r AS ( \
-                   UPDATE {sessions} SET \
-                     expires_at = LEAST($2 + idle_timeout_ms, COALESCE(absolute_deadline, $2 + idle_timeout_ms)), \
-                     last_seen = COALESCE($4, last_seen), \
-                     device = CASE WHEN $4::bigint IS NULL THEN device ELSE $5 END, \
-                     address = CASE WHEN $4::bigint IS NULL THEN address ELSE $6 END \
-                   WHERE id = $1 AND expires_at > $2 \
-                     AND LEAST($2 + idle_timeout_ms, COALESCE(absolute_deadline, $2 + idle_timeout_ms)) > expires_at \
-                     AND idle_timeout_ms - GREATEST(expires_at - $2, 0) > idle_timeout_ms * $3::float8 \
-                   RETURNING expires_at, last_seen, device, address \
-                 ) \
-                 SELECT s.created_at, COALESCE(r.expires_at, s.expires_at) AS expires_at, \
-                   s.idle_timeout_ms, s.absolute_deadline, s.principal, \
-                   CASE WHEN r.expires_at IS NULL THEN s.last_seen ELSE r.last_seen END AS last_seen, \
-                   CASE WHEN r.expires_at IS NULL THEN s.device ELSE r.device END AS device, \
-                   CASE WHEN r.expires_at IS NULL THEN s.address ELSE r.address END AS address, \
-                   r.expires_at IS NOT NULL AS renewed, k.key, k.value \
-                 FROM {sessions} s LEFT JOIN r ON true LEFT JOIN {keys} k ON k.session_id = s.id \
-                 WHERE s.id = $1 AND s.expires_at > $2"
-            ),
+            // passed since the last renewal; `now + idle` saturates as `Timestamp` does. The
+            // `SELECT` reads the statement's snapshot, without the update, so the session
+            // row's columns come from `r` when it renewed: a row another statement changed
+            // meanwhile is checked again on its latest version, and renewed only if that
+            // version is still due. The key rows are the snapshot's, as in `load`. Taking the
+            // row's lock, a renewing read waits for a concurrent write of the session to end.
+            load_renewing: {
+                let renewed = "LEAST(LEAST($2, 9223372036854775807 - idle_timeout_ms) + idle_timeout_ms, \
+                     COALESCE(absolute_deadline, 9223372036854775807))";
+                let latest = |column: &str| {
+                    format!(
+                        "CASE WHEN r.expires_at IS NULL THEN s.{column} ELSE r.{column} END AS {column}"
+                    )
+                };
+                format!(
+                    "WITH r AS ( \
+                       UPDATE {sessions} SET expires_at = {renewed}, \
+                         last_seen = COALESCE($4, last_seen), \
+                         device = CASE WHEN $4::bigint IS NULL THEN device ELSE $5 END, \
+                         address = CASE WHEN $4::bigint IS NULL THEN address ELSE $6 END \
+                       WHERE id = $1 AND expires_at > $2 AND {renewed} > expires_at \
+                         AND idle_timeout_ms - GREATEST(expires_at - $2, 0) > idle_timeout_ms * $3::float8 \
+                       RETURNING expires_at, idle_timeout_ms, absolute_deadline, principal, \
+                         last_seen, device, address \
+                     ) \
+                     SELECT s.created_at, COALESCE(r.expires_at, s.expires_at) AS expires_at, \
+                       {}, {}, {}, {}, {}, {}, \
+                       r.expires_at IS NOT NULL AS renewed, k.key, k.value \
+                     FROM {sessions} s LEFT JOIN r ON true LEFT JOIN {keys} k ON k.session_id = s.id \
+                     WHERE s.id = $1 AND s.expires_at > $2",
+                    latest("idle_timeout_ms"),
+                    latest("absolute_deadline"),
+                    latest("principal"),
+                    latest("last_seen"),
+                    latest("device"),
+                    latest("address"),
+                )
+            },
             create: create("", false),
             create_capped: create(&capped(sessions, "$1", "$8", "$13", "$14", None), false),
             create_events: create("", true),

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::{OnPostgres, postgres, postgres_url, postgres_with};
 use tether_core::{
     Applied, Changes, Codec, Created, Cycled, ErrorKind, Expiry, Id, KeyUpdate, KeyUpdated,
-    Principal, Record, Revoked, Seen, SessionHandle, SessionStore, Timestamp,
+    Principal, Record, Renewal, Revoked, Seen, SessionHandle, SessionStore, Timestamp,
 };
 use tether_sql::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tether_sql::sqlx::{self, Connection as _};
@@ -957,4 +957,30 @@ async fn a_database_of_the_previous_version_gets_the_principal_columns() {
     assert_eq!(keys, 0, "the key rows went with the revoked session");
     admin.close().await.unwrap();
     drop(fixture);
+}
+
+/// The longest idle timeout a row holds: the read that renews computes `now + idle` as
+/// `Timestamp` does, saturating, where it used to fail with `bigint out of range` on every read
+/// once the session was known due.
+#[tokio::test]
+async fn a_renewing_read_of_the_longest_idle_timeout_does_not_overflow() {
+    let fixture = postgres().await;
+    let store = &fixture.store;
+    let now = Timestamp::now();
+    let idle = Duration::from_millis(i64::MAX.unsigned_abs());
+    let record = Record::new(Id::random().unwrap(), Expiry::new(now, idle, None), now);
+    create(store, &record).await;
+    // Threshold 0: due as soon as the deadline would move. The first read tells the store when.
+    for after in [0, 5] {
+        let renewal = Renewal::new(now + Duration::from_secs(after), 0.0);
+        let loaded = store
+            .load_renewing(&record.id, &renewal)
+            .await
+            .unwrap_or_else(|e| panic!("read {after} s in: {e}"))
+            .expect("the session is live");
+        assert!(
+            !loaded.renewed,
+            "a deadline at the end of time does not move"
+        );
+    }
 }
