@@ -162,9 +162,9 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 0, value_parser = counts::<u64>(0))]
         live_sessions: u64,
     },
-    /// Round trips per request over a fixed number of sequential requests on one session: the
+    /// Store calls per request over a fixed number of sequential requests on one session: the
     /// Redis commands each request sends and those its scripts run (recorded with MONITOR), and
-    /// the PostgreSQL statements it runs (as sqlx reports them).
+    /// the PostgreSQL statements it runs (as sqlx reports them; its pool's pings not counted).
     Commands {
         #[command(flatten)]
         what: StacksAndWorkload,

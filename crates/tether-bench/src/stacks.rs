@@ -434,8 +434,11 @@ mod tower_sessions_postgres_app {
 
     pub(super) async fn router(url: &str) -> Result<axum::Router, tether_core::BoxError> {
         let at = || "tower-sessions-sqlx-store: connecting to PostgreSQL".to_owned();
+        // The pool as tether-sql makes its own: without a ping before each statement (sqlx's
+        // default), so the stacks differ by their session store only.
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
+            .test_before_acquire(false)
             .connect(url)
             .await
             .doing(at)?;

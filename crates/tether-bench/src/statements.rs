@@ -1,5 +1,7 @@
 //! The SQL statements a stack runs: sqlx, which both PostgreSQL stacks use, reports each one it
-//! sends as an event of target `sqlx::query`, and each is one round trip.
+//! sends as an event of target `sqlx::query`. A statement is one round trip on the request's
+//! path; sqlx's pool adds pings it does not report (on taking a connection back, and before
+//! handing one out where `test_before_acquire` is on), which this does not count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -186,10 +186,12 @@ impl SessionLayer {
         self
     }
 
-    /// The fraction of the idle timeout that must pass before a request that changed nothing
-    /// extends the session's deadline in the store (default 0.25, clamped to `0.0..=1.0`).
-    /// `0.0` writes on every request; higher values write less, at the price of sessions ending
-    /// up to that fraction of the idle timeout early.
+    /// The fraction of the idle timeout that must pass before a request extends the session's
+    /// deadline in the store (default 0.25, clamped to `0.0..=1.0`): a request that changed
+    /// nothing then writes a renewal (`touch`, or the read renews), and a request that changed
+    /// keys moves the deadline with its `apply` (before that, its `apply` keeps the stored
+    /// deadline). `0.0` renews on every request; higher values write less, at the price of
+    /// sessions ending up to that fraction of the idle timeout early.
     pub fn with_touch_threshold(mut self, threshold: f64) -> Self {
         self.config().touch_threshold = if threshold.is_nan() {
             crate::config::DEFAULT_TOUCH_THRESHOLD

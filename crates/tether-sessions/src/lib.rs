@@ -36,7 +36,7 @@
 //! | reads a visitor without a session | none | unchanged: no cookie for anonymous visitors |
 //! | reads an existing session | one `load` (plus a `touch` once the touch threshold passed, unless the store renewed the session with the read) | unchanged (persistent cookies: new `Max-Age` when renewed) |
 //! | inserts into a new session | one `create` | `Set-Cookie` with the new id |
-//! | changes an existing session | `load`, then one `apply` with only the changed keys | unchanged (persistent cookies: new `Max-Age`) |
+//! | changes an existing session | `load`, then one `apply` with only the changed keys, which also moves the deadline once the touch threshold passed | unchanged (persistent cookies: `Max-Age` to the stored deadline) |
 //! | calls [`Session::cycle_id`] | `load`, `cycle`, `apply` | `Set-Cookie` with the new id |
 //! | calls [`Session::flush`] | `load`, `delete` | cookie removed |
 //! | calls [`Session::update`] or [`Session::increment`] on an existing session | `load`, then one `update_key` per call (more only when a concurrent writer of the key won) | unchanged |

@@ -747,11 +747,15 @@ impl State {
                 Plan::Nothing
             };
         };
+        let renewal_due = stored.expiry.needs_renewal(now, config.touch_threshold);
         let expiry = match self.idle_timeout {
             Some(idle) => Expiry::new(now, idle, stored.expiry.absolute_deadline()),
-            None => stored.expiry.renewed(now),
+            // A write moves the deadline once it is due, as a read does. Until then it leaves
+            // the stored deadline as it is: on PostgreSQL the session row's update then changes
+            // no indexed column, so it adds no index entries.
+            None if renewal_due => stored.expiry.renewed(now),
+            None => stored.expiry,
         };
-        let renewal_due = stored.expiry.needs_renewal(now, config.touch_threshold);
         let changed = !changes.is_empty() || self.idle_timeout.is_some();
         let mut seen = seen;
         if let Some(seen) = seen.take_if(|_| self.cycle || changed) {

@@ -409,6 +409,38 @@ async fn touch_threshold_limits_writes_of_read_only_requests() {
 }
 
 #[tokio::test]
+async fn writes_move_the_deadline_only_past_the_touch_threshold() {
+    let store = spy();
+    let app = app(SessionLayer::new(store.clone())
+        .with_idle_timeout(Duration::from_millis(1_000))
+        .with_touch_threshold(0.3));
+    let cookie = ok(&app, get("/incr", None)).await.cookie();
+    let id: tether_core::Id = cookie
+        .strip_prefix("sid=")
+        .and_then(|id| id.parse().ok())
+        .expect("the cookie holds the id");
+    let deadline = || async {
+        let stored = store.inner().load(&id).await.unwrap();
+        stored.expect("the session is stored").expiry.expires_at()
+    };
+    let created = deadline().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(ok(&app, get("/incr", Some(&cookie))).await.body, "2");
+    assert_eq!(store.calls().apply, 1, "the write was saved");
+    assert_eq!(
+        deadline().await,
+        created,
+        "within the threshold a write keeps the deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(330)).await;
+    assert_eq!(ok(&app, get("/incr", Some(&cookie))).await.body, "3");
+    assert!(
+        deadline().await > created,
+        "past the threshold a write renews"
+    );
+}
+
+#[tokio::test]
 async fn idle_timeout_and_absolute_lifetime_both_end_sessions() {
     let idle = app(SessionLayer::new(spy()).with_idle_timeout(Duration::from_millis(300)));
     let cookie = ok(&idle, get("/incr", None)).await.cookie();

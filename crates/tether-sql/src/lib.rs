@@ -9,7 +9,8 @@
 //!   checks the session exists and is live, moves its deadline, deletes the removed keys and
 //!   upserts the set ones. A read-only request past the touch threshold is one statement
 //!   too, when the store has read the session before: the read renews it
-//!   (`load_renewing`). `cycle` is one short transaction. No lock outlives a statement, so
+//!   (`load_renewing`; that read takes the session row's lock, so it waits for a concurrent
+//!   write of the session to commit). `cycle` is one short transaction. No lock outlives a statement, so
 //!   no lock is held across a request, and concurrent requests of one session queue on the
 //!   session row, never deadlock.
 //! - **One short transaction per operation on SQLite**, writers taking turns.
