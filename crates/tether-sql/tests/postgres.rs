@@ -46,9 +46,11 @@ const TASKS: usize = 8;
 const ROUNDS: usize = 50;
 
 /// Eight tasks each apply 50 deltas to one session: set a key of their own, remove their
-/// previous one, bump their counter, set one key they all share, and touch now and then. Every
-/// apply succeeds (no deadlock, no serialization error), the whole run is bounded, and the end
-/// state holds each task's last writes and none of its removed keys.
+/// previous one, bump their counter, set one key they all share, and touch now and then. Two
+/// more read it 50 times each with `load_renewing` at threshold 0, so their reads renew it
+/// too, taking the session row's lock in the same statement. Every apply and read succeeds (no
+/// deadlock, no serialization error), the whole run is bounded, and the end state holds each
+/// task's last writes and none of its removed keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_of_one_session_lose_nothing_and_never_deadlock() {
     let fixture = postgres().await;
@@ -81,6 +83,23 @@ async fn concurrent_requests_of_one_session_lose_nothing_and_never_deadlock() {
             }
         });
     }
+    let renewed = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let (store, renewed) = (Arc::clone(&store), Arc::clone(&renewed));
+        let id = session.id;
+        tasks.spawn(async move {
+            for _ in 0..ROUNDS {
+                let renewal = Renewal::new(Timestamp::now(), 0.0);
+                let loaded = store.load_renewing(&id, &renewal).await.unwrap();
+                let loaded = loaded.expect("the session stays live");
+                assert_eq!(&loaded.record.data["untouched"][..], b"yes");
+                if loaded.renewed {
+                    renewed.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
     let all = async {
         while let Some(joined) = tasks.join_next().await {
             joined.unwrap();
@@ -88,7 +107,14 @@ async fn concurrent_requests_of_one_session_lose_nothing_and_never_deadlock() {
     };
     tokio::time::timeout(Duration::from_secs(60), all)
         .await
-        .expect("400 applies on one session finish in bounded time (a deadlock would not)");
+        .expect(
+            "400 applies and 100 renewing reads of one session finish in bounded time (a \
+             deadlock would not)",
+        );
+    assert!(
+        renewed.load(Ordering::Relaxed) > 0,
+        "some reads renewed, taking the row's lock among the applies"
+    );
 
     let data = store.load(&session.id).await.unwrap().unwrap().data;
     for task in 0..TASKS {
