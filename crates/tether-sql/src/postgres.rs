@@ -218,11 +218,24 @@ impl Statements {
             load_renewing: {
                 let renewed = "LEAST(LEAST($2, 9223372036854775807 - idle_timeout_ms) + idle_timeout_ms, \
                      COALESCE(absolute_deadline, 9223372036854775807))";
-                let latest = |column: &str| {
+                // The session row's columns besides the deadline: returned by the update, and
+                // read from the version it renewed if it did.
+                let columns = [
+                    "idle_timeout_ms",
+                    "absolute_deadline",
+                    "principal",
+                    "last_seen",
+                    "device",
+                    "address",
+                ];
+                let returned = columns.join(", ");
+                let latest = columns
+                    .map(|column| {
                     format!(
                         "CASE WHEN r.expires_at IS NULL THEN s.{column} ELSE r.{column} END AS {column}"
                     )
-                };
+                })
+                .join(", ");
                 format!(
                     "WITH r AS ( \
                        UPDATE {sessions} SET expires_at = {renewed}, \
@@ -231,20 +244,12 @@ impl Statements {
                          address = CASE WHEN $4::bigint IS NULL THEN address ELSE $6 END \
                        WHERE id = $1 AND expires_at > $2 AND {renewed} > expires_at \
                          AND idle_timeout_ms - GREATEST(expires_at - $2, 0) > idle_timeout_ms * $3::float8 \
-                       RETURNING expires_at, idle_timeout_ms, absolute_deadline, principal, \
-                         last_seen, device, address \
+                       RETURNING expires_at, {returned} \
                      ) \
-                     SELECT s.created_at, COALESCE(r.expires_at, s.expires_at) AS expires_at, \
-                       {}, {}, {}, {}, {}, {}, \
+                     SELECT s.created_at, COALESCE(r.expires_at, s.expires_at) AS expires_at, {latest}, \
                        r.expires_at IS NOT NULL AS renewed, k.key, k.value \
                      FROM {sessions} s LEFT JOIN r ON true LEFT JOIN {keys} k ON k.session_id = s.id \
-                     WHERE s.id = $1 AND s.expires_at > $2",
-                    latest("idle_timeout_ms"),
-                    latest("absolute_deadline"),
-                    latest("principal"),
-                    latest("last_seen"),
-                    latest("device"),
-                    latest("address"),
+                     WHERE s.id = $1 AND s.expires_at > $2"
                 )
             },
             create: create("", false),
