@@ -1,28 +1,20 @@
 //! Increments run inside Redis, in Lua: the script must read every integer encoding the Rust
 //! codecs accept, refuse what they refuse, and count exactly up to `COUNTER_MAX`.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use tether_core::{
-    COUNTER_MAX, Changes, Codec, Created, ErrorKind, Expiry, Id, KeyUpdate, KeyUpdated, Record,
-    SessionStore, Timestamp,
+    COUNTER_MAX, Changes, Codec, ErrorKind, Expiry, Id, KeyUpdate, KeyUpdated, SessionStore,
+    Timestamp,
 };
 use tether_redis::RedisStore;
 use tether_testkit::RedisServer;
 
 async fn session(store: &RedisStore) -> Id {
-    let now = Timestamp::now();
-    let record = Record::new(
-        Id::random().expect("entropy"),
-        Expiry::new(now, Duration::from_secs(600), None),
-        now,
-    );
-    assert_eq!(
-        store.create(&record).await.expect("create"),
-        Created::Created
-    );
-    record.id
+    common::stored_session(store, &[]).await
 }
 
 async fn put(store: &RedisStore, id: &Id, value: &[u8]) {

@@ -29,16 +29,7 @@ fn expiry() -> Expiry {
 }
 
 async fn session(store: &RedisStore, value: &[u8]) -> Id {
-    let now = Timestamp::now();
-    let mut record = Record::new(Id::random().expect("entropy"), expiry(), now);
-    record
-        .data
-        .insert("k".into(), Bytes::copy_from_slice(value));
-    assert_eq!(
-        store.create(&record).await.expect("create"),
-        Created::Created
-    );
-    record.id
+    common::stored_session(store, &[("k", value)]).await
 }
 
 async fn set(store: &RedisStore, id: &Id, value: &[u8]) {

@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
+use bytes::Bytes;
 use tether_core::{Created, Expiry, Id, Record, SessionStore as _, Timestamp};
 use tether_redis::RedisStore;
 use tether_sessions::Session;
@@ -60,28 +61,39 @@ pub async fn serving_near_cache(server: &RedisServer, heartbeat: Duration) -> Re
         .connect()
         .await
         .expect("connect");
-    let now = Timestamp::now();
-    let probe = Record::new(
-        Id::random().expect("entropy"),
-        Expiry::new(now, Duration::from_secs(600), None),
-        now,
-    );
-    assert_eq!(
-        store.create(&probe).await.expect("create the probe"),
-        Created::Created
-    );
+    let probe = stored_session(&store, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let hits = store.near_cache_stats().expect("a near cache").hits;
-        store.load(&probe.id).await.expect("load the probe");
+        store.load(&probe).await.expect("load the probe");
         if store.near_cache_stats().expect("a near cache").hits > hits {
             break;
         }
         assert!(Instant::now() < deadline, "no heartbeat came back");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    store.delete(&probe.id).await.expect("delete the probe");
+    store.delete(&probe).await.expect("delete the probe");
     store
+}
+
+/// A new session in `store` holding `data`, ten minutes from its idle deadline; its id.
+pub async fn stored_session(store: &RedisStore, data: &[(&str, &[u8])]) -> Id {
+    let now = Timestamp::now();
+    let mut record = Record::new(
+        Id::random().expect("entropy"),
+        Expiry::new(now, Duration::from_secs(600), None),
+        now,
+    );
+    for (key, value) in data {
+        record
+            .data
+            .insert((*key).to_owned(), Bytes::copy_from_slice(value));
+    }
+    assert_eq!(
+        store.create(&record).await.expect("create"),
+        Created::Created
+    );
+    record.id
 }
 
 /// Sends a GET for `path` with `cookie`; returns the status, the body and a new cookie if one
